@@ -1,0 +1,306 @@
+"""``asterai <command>``: a thin command line over the library.
+
+Exit status: 0 on success, 1 when the step ran but failed (bad data, an
+unreachable exchange, a failed series), 2 for wrong usage. The last lines on
+stderr say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from asterai import __version__
+from asterai.config import REAL_EXCHANGE_URL, ConfigError, Settings, load_settings
+from asterai.intervals import IntervalError, parse_intervals
+
+log = logging.getLogger("asterai")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class StepFailed(Exception):
+    """The step ran and failed; exit 1 with this message."""
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"asterai: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    if verbose < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--data-root, --base-url and -v, understood by every step."""
+
+    @click.option(
+        "--data-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Project folder holding data/ and models/ (default: ASTERAI_DATA_ROOT or the current folder).",
+    )
+    @click.option(
+        "--base-url",
+        default=None,
+        help=f"Exchange REST base URL (default: ASTERAI_BASE_URL, asterai.toml, or {REAL_EXCHANGE_URL}). "
+        "Point it at `asterai replay` to work offline on a recording.",
+    )
+    @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, data_root: Path | None, base_url: str | None, verbose: int, **kwargs: Any) -> Any:
+        _configure_logging(verbose)
+        overrides = kwargs.pop("_overrides", {})
+        try:
+            settings = load_settings(data_root, base_url=base_url, **overrides)
+        except (ConfigError, IntervalError) as err:
+            _fail(str(err), EXIT_USAGE)
+        return _run_step(func, settings, *args, **kwargs)
+
+    return wrapper
+
+
+def _run_step(func: Callable[..., Any], settings: Settings, *args: Any, **kwargs: Any) -> Any:
+    from asterai.data.collector import CollectionUsageError
+    from asterai.data.store import StoreError
+    from asterai.exchange.errors import ExchangeError
+
+    try:
+        return func(settings, *args, **kwargs)
+    except (CollectionUsageError, IntervalError, ConfigError) as err:
+        _fail(str(err), EXIT_USAGE)
+    except (ExchangeError, StoreError, StepFailed) as err:
+        _fail(str(err), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted; files already written are complete, run the step again to resume", 130)
+
+
+def _progress_wanted() -> bool:
+    return sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="asterai")
+def main() -> None:
+    """AsterAI: real Aster DEX perpetual-futures data in, confluence models and an honest backtest out.
+
+    Every step reads and writes artifacts under a data root (--data-root, default the
+    current folder) and talks to the real exchange unless --base-url points elsewhere,
+    for example at `asterai replay` serving a recorded folder offline.
+    """
+
+
+# -- discover ---------------------------------------------------------------------
+
+
+@main.command()
+@common_options
+def discover(settings: Settings) -> None:
+    """List every Aster symbol and decide which are trainable.
+
+    Writes data/aster_assets_discovery.json: status, contract, filters (tick, step, min
+    notional), 24h volume, history length, a category (major, alt, new_listing,
+    stock_perpetual, dead) and a trainable flag with the reason when false.
+    """
+    from asterai.data.discovery import run_discovery
+    from asterai.paths import DataPaths
+
+    result = run_discovery(settings, progress=_progress_wanted())
+    counts = result.get("counts", {})
+    click.echo(
+        "discovered {total} symbols: {trainable} trainable; ".format(
+            total=counts.get("total", 0), trainable=counts.get("trainable", 0)
+        )
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("total", "trainable"))
+    )
+    click.echo(f"wrote {DataPaths.at(settings.data_root).discovery}")
+
+
+# -- ratelimit --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--samples", default=20, show_default=True, help="Light requests to time (weight 1 each).")
+@common_options
+def ratelimit(settings: Settings, samples: int) -> None:
+    """Read the declared rate limits and probe the API safely.
+
+    A few weight-1 requests (never near the limit, never provoking a 429) measure
+    latency and confirm the server's used-weight header. Writes
+    data/aster_rate_limit_test.json with the weight-optimal page size, concurrency
+    and the estimated time of the configured collection.
+    """
+    from asterai.data.ratelimit_probe import run_ratelimit_probe
+    from asterai.paths import DataPaths
+
+    result = run_ratelimit_probe(settings, samples=samples, progress=_progress_wanted())
+    rec = result.get("recommendations", {})
+    click.echo(f"declared weight limit: {result.get('declared', {}).get('request_weight')}")
+    click.echo(f"recommendations: {rec}")
+    click.echo(f"wrote {DataPaths.at(settings.data_root).rate_limit_test}")
+    if not result.get("ok", True):
+        raise StepFailed("rate-limit probe found problems: " + "; ".join(result.get("problems", [])))
+
+
+# -- collect ----------------------------------------------------------------------
+
+
+def _collect_overrides(func: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("--symbols", default=None, help="Comma-separated symbols (default: discovery's trainable ones).")
+    @click.option("--intervals", default=None, help="Comma-separated intervals (default 1h,4h,1d).")
+    @click.option("--days", type=click.IntRange(1, 3650), default=None, help="History to collect (default 180, or since listing).")
+    @click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Requests in flight at once (default 4).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, symbols: str | None, intervals: str | None, days: int | None,
+                concurrency: int | None, **kwargs: Any) -> Any:
+        try:
+            parsed = parse_intervals(intervals) if intervals else None
+        except IntervalError as err:
+            _fail(str(err), EXIT_USAGE)
+        kwargs["_overrides"] = {
+            "collect": {"intervals": parsed, "days": days},
+            "exchange": {"concurrency": concurrency},
+        }
+        names = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+        return func(*args, symbols=names, **kwargs)
+
+    return wrapper
+
+
+@main.command()
+@_collect_overrides
+@common_options
+def collect(settings: Settings, symbols: list[str] | None) -> None:
+    """Collect real klines and funding rates into data/historical/real_aster_only/.
+
+    Incremental and resumable: a second run fetches only new bars, and a run killed at
+    any moment resumes to exactly the data of an uninterrupted run. The bar still open
+    at the exchange's clock is never stored. Writes collection_report.json and
+    collection_summary.csv beside the data; exits 1 if any series failed.
+    """
+    from asterai.data.collector import collect as run_collect
+
+    report = asyncio.run(run_collect(settings, symbols=symbols, progress=_progress_wanted()))
+    _print_collection(report)
+    if report.aborted:
+        raise StepFailed(f"collection aborted: {report.aborted}")
+    if report.failures:
+        lines = [f"{r.symbol} {r.interval}: {r.errors[-1] if r.errors else 'failed'}" for r in report.failures]
+        raise StepFailed(
+            f"{len(report.failures)} series failed (the others were stored):\n  " + "\n  ".join(lines)
+        )
+
+
+def _print_collection(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from asterai.paths import DataPaths
+
+    table = Table(title="collection", show_lines=False)
+    for col in ("symbol", "interval", "status", "rows", "new", "missing", "quality"):
+        table.add_column(col, justify="right" if col in ("rows", "new", "missing", "quality") else "left")
+    for r in report.series:
+        table.add_row(
+            r.symbol, r.interval, r.status, str(r.rows), str(r.new_rows),
+            f"{100 * r.missing_share:.2f}%", "" if r.quality_score is None else f"{r.quality_score:.1f}",
+        )
+    console = Console(stderr=False)
+    console.print(table)
+    data = report.to_json()["totals"]
+    console.print(
+        f"{data['bars_collected']} new bars in {data['elapsed_s']:.1f} s; {data['requests']} requests, "
+        f"weight {data['weight']} (limit {data['weight_limit']} per {data['weight_window_s']:g} s), "
+        f"{data['retries']} retries, {data['rate_limited_429']} rate-limited"
+    )
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"report: {DataPaths.at(report.settings['data_root']).collection_report}")
+
+
+# -- replay -----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--data", "folder", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Recorded folder: ../shared/aster-real, or a data root / data/historical/real_aster_only.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
+@click.option("--window-seconds", default=60.0, show_default=True, type=click.FloatRange(min=1),
+              help="Length of the weight window; shorten it for fast tests.")
+@click.option("--weight-limit", default=None, type=click.IntRange(min=1), help="REQUEST_WEIGHT limit per window (default 2400).")
+@click.option("--faults", default=None, help="Fault injection, e.g. '5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05'.")
+@click.option("--seed", default=None, type=int, help="Seed for fault injection.")
+@click.option("--now", "now_ms", default=None, type=int, help="Freeze the server clock at this epoch-ms time.")
+@click.option("-v", "--verbose", count=True, help="Log every request (-v).")
+def replay(folder: Path, host: str, port: int, window_seconds: float, weight_limit: int | None,
+           faults: str | None, seed: int | None, now_ms: int | None, verbose: int) -> None:
+    """Serve a recorded folder as an Aster-compatible exchange on loopback.
+
+    Same paths, parameters, JSON shapes, weights, used-weight header, 429 and 418 rules as
+    the real API, with the clock frozen at the moment of the recording. Point any step at
+    it with --base-url http://HOST:PORT.
+    """
+    _configure_logging(verbose)
+    from asterai.exchange.replay import FaultSpec, serve
+    from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT
+
+    try:
+        spec = FaultSpec.parse(faults) if faults else None
+    except ValueError as err:
+        _fail(f"--faults: {err}", EXIT_USAGE)
+    try:
+        serve(folder, host=host, port=port, window_seconds=window_seconds,
+              weight_limit=weight_limit or DEFAULT_WEIGHT_LIMIT, faults=spec, seed=seed, now_ms=now_ms)
+    except (OSError, ValueError) as err:
+        _fail(str(err), EXIT_FAILED)
+
+
+# -- pipeline ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--start-from", default=None, help="First stage to run.")
+@click.option("--stop-at", default=None, help="Last stage to run.")
+@click.option("--validate-only", is_flag=True, help="Check everything without collecting or training.")
+@_collect_overrides
+@common_options
+def pipeline(settings: Settings, symbols: list[str] | None, start_from: str | None, stop_at: str | None,
+             validate_only: bool) -> None:
+    """Run the whole flow: discovery, rate-limit probe, collection, and the later stages.
+
+    Stages, in order: asset_discovery, rate_limit_testing, data_collection, data_validation,
+    feature_engineering, model_training_confluence, model_training_aster_native, backtesting.
+    """
+    from asterai.pipeline.runner import PipelineUsageError, run_pipeline
+
+    try:
+        outcome = run_pipeline(settings, start_from=start_from, stop_at=stop_at,
+                               validate_only=validate_only, symbols=symbols, progress=_progress_wanted())
+    except PipelineUsageError as err:
+        _fail(str(err), EXIT_USAGE)
+    for line in outcome.lines:
+        click.echo(line)
+    if not outcome.ok:
+        raise StepFailed(outcome.failure or "a pipeline stage failed")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

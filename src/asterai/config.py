@@ -1,0 +1,180 @@
+"""Typed, frozen settings. Defaults are the documented strategy (DESIGN.md).
+
+Precedence, highest first: explicit overrides (the command line), ``ASTERAI_*``
+environment variables (nested with ``__``, e.g. ``ASTERAI_COLLECT__DAYS=90``),
+``asterai.toml`` in the data root, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from asterai.exchange.weights import OPTIMAL_KLINE_PAGE
+from asterai.intervals import parse_intervals
+
+REAL_EXCHANGE_URL = "https://fapi.asterdex.com"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExchangeSettings(_Frozen):
+    """How the REST client talks to the exchange."""
+
+    timeout_s: float = Field(15.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(5, ge=0, le=20, description="retries of a temporary failure")
+    backoff_base_s: float = Field(0.5, gt=0, description="first retry delay; doubles, jittered")
+    backoff_max_s: float = Field(30.0, gt=0, description="longest retry delay")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    weight_safety: float = Field(
+        1.0, gt=0, le=1.0, description="share of the declared weight limit the client may use"
+    )
+
+
+class CollectSettings(_Frozen):
+    """What ``asterai collect`` fetches."""
+
+    intervals: tuple[str, ...] = ("1h", "4h", "1d")
+    days: int = Field(180, ge=1, le=3650, description="history to collect, or since listing")
+    page_limit: int = Field(
+        OPTIMAL_KLINE_PAGE, ge=1, le=1500, description="bars per klines request"
+    )
+    funding: bool = True
+
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _intervals(cls, value: Any) -> tuple[str, ...]:
+        return parse_intervals(value)
+
+
+class DiscoverySettings(_Frozen):
+    """How ``asterai discover`` categorises symbols."""
+
+    majors: tuple[str, ...] = ("BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "ADA")
+    new_listing_days: int = Field(30, ge=1, description="younger than this: new listing")
+    min_history_bars: int = Field(48, ge=1, description="fewer hourly bars: not trainable")
+    activity_lookback_hours: int = Field(168, ge=24, le=1500)
+
+
+class QualitySettings(_Frozen):
+    max_missing_share: float = Field(0.05, ge=0, le=1)
+
+
+class StrategySettings(_Frozen):
+    capital: float = Field(50.0, gt=0, description="starting capital, USDT")
+    risk_per_trade: float = Field(0.01, gt=0, le=1)
+    max_positions: int = Field(5, ge=1)
+    maker_fee: float = Field(0.0005, ge=0)
+    taker_fee: float = Field(0.00075, ge=0)
+
+
+class EnsembleSettings(_Frozen):
+    xgboost_weight: float = Field(0.6, ge=0, le=1)
+    lstm_weight: float = Field(0.4, ge=0, le=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the documented defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASTERAI_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    data_root: Path = Path(".")
+    base_url: str = REAL_EXCHANGE_URL
+    api_key: SecretStr | None = Field(None, exclude=True, repr=False)
+    api_secret: SecretStr | None = Field(None, exclude=True, repr=False)
+    exchange: ExchangeSettings = ExchangeSettings()
+    collect: CollectSettings = CollectSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+    quality: QualitySettings = QualitySettings()
+    strategy: StrategySettings = StrategySettings()
+    ensemble: EnsembleSettings = EnsembleSettings()
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base URL must start with http:// or https://, got {value!r}")
+        return value
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to write into reports: no credentials."""
+        return self.model_dump(mode="json", exclude={"api_key", "api_secret"})
+
+
+class ConfigError(ValueError):
+    """A settings file or variable that cannot be used, with where and why."""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+
+
+def load_settings(data_root: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings for ``data_root`` (default: ``ASTERAI_DATA_ROOT`` or the current folder).
+
+    ``overrides`` are nested dicts or top-level values, e.g.
+    ``load_settings(root, base_url=url, collect={"days": 30})``; ``None`` values are ignored.
+    """
+    root = Path(data_root or os.environ.get("ASTERAI_DATA_ROOT") or ".").expanduser().resolve()
+    toml_path = root / "asterai.toml"
+    file_values = _read_toml(toml_path)
+    file_values.pop("data_root", None)
+    cli_values = {
+        key: ({k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value)
+        for key, value in overrides.items()
+        if value is not None
+    }
+    cli_values["data_root"] = root
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                InitSettingsSource(settings_cls, init_kwargs=file_values),
+            )
+
+    try:
+        loaded = _Loaded(**cli_values)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            lines.append(f"  {key}: {e['msg']}")
+        raise ConfigError(
+            "invalid settings (from the command line, ASTERAI_* variables or "
+            f"{toml_path}):\n" + "\n".join(lines)
+        ) from err
+    return loaded

@@ -1,0 +1,1 @@
+"""Discovery, the rate-limit probe, the collector, the parquet store and (later) the quality gate."""

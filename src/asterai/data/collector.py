@@ -1,0 +1,664 @@
+"""Collect real Aster klines and funding rates into the parquet store.
+
+For each symbol and interval the collector wants the closed bars from
+``max(now - days, first bar on the exchange)`` up to the newest closed bar,
+where "now" is the exchange's clock (``/fapi/v1/time``). It fetches only what
+the store does not hold yet (incremental), in weight-optimal pages planned up
+front by time range (so pages are independent and run concurrently), then
+merges, validates and writes each series atomically with its provenance.
+
+A run killed at any moment leaves every file either as it was or complete;
+the next run fetches what is still missing, so it ends with exactly the data
+of an uninterrupted run. The bar still open at collection time is never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asterai import __version__, atomic
+from asterai.config import Settings
+from asterai.data.store import (
+    StoreError,
+    from_epoch_ms,
+    read_series,
+    to_epoch_ms,
+    write_series,
+)
+from asterai.exchange.client import (
+    AsterClient,
+    Tally,
+    parse_funding,
+    parse_klines,
+    use_tally,
+)
+from asterai.exchange.errors import ExchangeError, IPBanned, Unreachable
+from asterai.exchange.weights import FUNDING_MAX_LIMIT
+from asterai.intervals import DAY_MS, ceil_time, interval_ms, last_closed_open_time
+from asterai.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+SOURCE = "aster"
+KLINES_ENDPOINT = "/fapi/v1/klines"
+FUNDING_ENDPOINT = "/fapi/v1/fundingRate"
+FUNDING_KEY = "funding"
+
+
+class CollectionUsageError(ValueError):
+    """The request cannot be carried out as asked (unknown symbol, no discovery file)."""
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# -- planning -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One klines request: bars with ``start_ms <= open_time <= end_ms``."""
+
+    start_ms: int
+    end_ms: int
+    limit: int
+
+
+def plan_pages(first_ms: int, last_ms: int, step_ms: int, page_limit: int) -> list[Page]:
+    """Split the bar range ``[first_ms, last_ms]`` into pages of at most ``page_limit`` bars.
+
+    Each page asks for exactly the bars it covers, so a short last page pays the
+    lighter weight of its smaller ``limit``.
+    """
+    if last_ms < first_ms:
+        return []
+    pages = []
+    start = first_ms
+    while start <= last_ms:
+        end = min(last_ms, start + (page_limit - 1) * step_ms)
+        pages.append(Page(start, end, (end - start) // step_ms + 1))
+        start = end + step_ms
+    return pages
+
+
+# -- results ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SeriesResult:
+    symbol: str
+    interval: str  # a kline interval, or "funding"
+    file: str
+    status: str = "pending"  # ok | up-to-date | empty | failed | skipped
+    rows: int = 0
+    new_rows: int = 0
+    first_time: str | None = None
+    last_time: str | None = None
+    expected_rows: int = 0
+    missing_bars: int = 0
+    missing_share: float = 0.0
+    gaps: int = 0
+    longest_gap_bars: int = 0
+    invalid_bars: int = 0
+    quality_score: float | None = None
+    requests: int = 0
+    weight: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def absorb(self, tally: Tally) -> None:
+        self.requests, self.weight = tally.requests, tally.weight
+        self.retries, self.rate_limited = tally.retries, tally.rate_limited
+
+
+def describe_klines(result: SeriesResult, frame: pd.DataFrame, interval: str) -> None:
+    """Fill the quality fields of ``result`` from the stored frame.
+
+    Quality score (0..100) = 100 x (1 - missing share) x (1 - invalid share), where
+    the missing share counts absent bars between the first and last stored bar and
+    an invalid bar breaks ``0 < low <= open, close <= high`` or has a negative or
+    non-finite volume.
+    """
+    result.rows = len(frame)
+    if frame.empty:
+        result.quality_score = 0.0
+        return
+    times = to_epoch_ms(frame["open_time"])
+    step = interval_ms(interval)
+    result.first_time, result.last_time = iso(int(times[0])), iso(int(times[-1]))
+    result.expected_rows = int((times[-1] - times[0]) // step + 1)
+    result.missing_bars = result.expected_rows - len(frame)
+    result.missing_share = round(result.missing_bars / result.expected_rows, 6)
+    jumps = np.diff(times) // step
+    result.gaps = int(np.count_nonzero(jumps > 1))
+    result.longest_gap_bars = int(jumps.max() - 1) if len(jumps) else 0
+    o, h, lo, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    bad = ~((lo > 0) & (lo <= o) & (lo <= c) & (h >= o) & (h >= c) & np.isfinite(v) & (v >= 0))
+    result.invalid_bars = int(bad.sum())
+    result.quality_score = round(
+        100.0 * (1 - result.missing_share) * (1 - result.invalid_bars / len(frame)), 3
+    )
+
+
+def describe_funding(result: SeriesResult, frame: pd.DataFrame) -> None:
+    result.rows = len(frame)
+    if not frame.empty:
+        times = to_epoch_ms(frame["funding_time"])
+        result.first_time, result.last_time = iso(int(times[0])), iso(int(times[-1]))
+
+
+@dataclass(slots=True)
+class CollectionReport:
+    base_url: str
+    server_time: int
+    started_at: float
+    settings: dict[str, Any]
+    symbols: list[str]
+    intervals: list[str]
+    series: list[SeriesResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    aborted: str | None = None
+    elapsed_s: float = 0.0
+    client: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[SeriesResult]:
+        return [r for r in self.series if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return self.aborted is None and not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        klines = [r for r in self.series if r.interval != FUNDING_KEY]
+        new_bars = sum(r.new_rows for r in klines)
+        return {
+            "generated_at": iso(int(time.time() * 1000)),
+            "collector_version": __version__,
+            "source": SOURCE,
+            "base_url": self.base_url,
+            "server_time": self.server_time,
+            "server_time_iso": iso(self.server_time),
+            "symbols": self.symbols,
+            "intervals": self.intervals,
+            "ok": self.ok,
+            "aborted": self.aborted,
+            "totals": {
+                "series": len(klines),
+                "ok": sum(r.status in ("ok", "up-to-date") for r in klines),
+                "failed": sum(r.status == "failed" for r in self.series),
+                "bars_stored": sum(r.rows for r in klines),
+                "bars_collected": new_bars,
+                "funding_rows_stored": sum(r.rows for r in self.series if r.interval == FUNDING_KEY),
+                "elapsed_s": round(self.elapsed_s, 3),
+                "bars_per_s": round(new_bars / self.elapsed_s, 1) if self.elapsed_s else None,
+                **self.client,
+            },
+            "warnings": self.warnings,
+            "series": [asdict(r) for r in self.series],
+            "settings": self.settings,
+        }
+
+
+SUMMARY_COLUMNS = (
+    "symbol", "interval", "status", "rows", "new_rows", "first_time", "last_time",
+    "missing_share", "gaps", "longest_gap_bars", "quality_score", "requests", "weight", "retries",
+)
+
+
+def summary_csv(report: CollectionReport) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in report.series:
+        writer.writerow(asdict(r))
+    return buf.getvalue()
+
+
+# -- the collector ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    symbol: str
+    interval: str
+
+
+class Collector:
+    """Collects many series through one client; ``run`` returns a ``CollectionReport``."""
+
+    def __init__(self, client: AsterClient, settings: Settings, *, progress: Any = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.paths = DataPaths.at(settings.data_root)
+        self.progress = progress
+        self._task_id = None
+
+    # progress helpers: a rich Progress, or nothing
+    def _progress_add(self, pages: int) -> None:
+        if self.progress is not None and self._task_id is not None and pages:
+            self.progress.update(self._task_id, total=(self.progress.tasks[0].total or 0) + pages)
+
+    def _progress_advance(self, n: int = 1) -> None:
+        if self.progress is not None and self._task_id is not None:
+            self.progress.advance(self._task_id, n)
+
+    async def run(self, symbols: Iterable[str], intervals: Iterable[str], days: int) -> CollectionReport:
+        started = time.perf_counter()
+        symbols, intervals = list(symbols), list(intervals)
+        now = await self.client.server_time()
+        report = CollectionReport(
+            base_url=self.client.base_url,
+            server_time=now,
+            started_at=time.time(),
+            settings=self.settings.public_dict(),
+            symbols=symbols,
+            intervals=intervals,
+        )
+        self.paths.historical.mkdir(parents=True, exist_ok=True)
+        for stale in atomic.remove_stale_temp_files(self.paths.historical):
+            log.info("removed a temp file left by an interrupted run: %s", stale.name)
+        if self.progress is not None:
+            self._task_id = self.progress.add_task("collecting", total=0)
+
+        jobs: list[tuple[SeriesResult, Any]] = []
+        for symbol in symbols:
+            for interval in intervals:
+                res = SeriesResult(symbol, interval, str(self.paths.klines(symbol, interval)))
+                jobs.append((res, self._klines_job(res, now, days)))
+            if self.settings.collect.funding:
+                res = SeriesResult(symbol, FUNDING_KEY, str(self.paths.funding(symbol)))
+                jobs.append((res, self._funding_job(res, now, days)))
+        report.series = [res for res, _ in jobs]
+
+        tasks = [asyncio.ensure_future(coro) for _, coro in jobs]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                try:
+                    await fut
+                except (IPBanned, Unreachable) as err:
+                    report.aborted = str(err)
+                    for t in tasks:
+                        t.cancel()
+                    break
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for res in report.series:
+            if res.status == "pending":
+                res.status = "skipped"
+                res.errors.append("not collected: the run was aborted")
+        report.elapsed_s = time.perf_counter() - started
+        stats = self.client.stats
+        report.client = {
+            "requests": stats.requests,
+            "weight": stats.weight,
+            "retries": stats.retries,
+            "rate_limited_429": stats.rate_limited,
+            "banned_418": stats.banned,
+            "weight_limit": self.client.rate_limit.limit,
+            "weight_window_s": self.client.rate_limit.window_s,
+        }
+        return report
+
+    # -- klines ---------------------------------------------------------------
+    async def _klines_job(self, res: SeriesResult, now: int, days: int) -> None:
+        tally = Tally()
+        use_tally(tally)
+        try:
+            await self._collect_klines(res, now, days)
+        except (IPBanned, Unreachable):
+            res.status = "failed"
+            res.errors.append("aborted: the exchange cannot be used (see the report's 'aborted')")
+            raise
+        except (ExchangeError, StoreError) as err:
+            res.status = "failed"
+            res.errors.append(str(err))
+            log.error("%s %s: %s", res.symbol, res.interval, err)
+        finally:
+            res.absorb(tally)
+
+    async def _collect_klines(self, res: SeriesResult, now: int, days: int) -> None:
+        symbol, interval = res.symbol, res.interval
+        step = interval_ms(interval)
+        path = self.paths.klines(symbol, interval)
+        existing = read_series(path, "klines") if path.exists() else None
+        old = existing.frame if existing is not None else None
+        last_closed = last_closed_open_time(now, interval)
+        wanted_first = ceil_time(now - days * DAY_MS, interval)
+
+        ranges: list[tuple[int, int]] = []
+        if old is not None and len(old):
+            times = to_epoch_ms(old["open_time"])
+            have_first, have_last = int(times[0]), int(times[-1])
+            listed = (existing.provenance or {}).get("listing_open_time")
+            if wanted_first < have_first and (listed is None or listed < have_first):
+                ranges.append((wanted_first, have_first - step))
+            ranges.append((have_last + step, last_closed))
+        else:
+            first_bar = await self._first_bar(symbol, interval)
+            if first_bar is None:
+                res.status = "empty"
+                res.errors.append("the exchange has no bars for this symbol and interval")
+                return
+            ranges.append((max(wanted_first, first_bar), last_closed))
+
+        pages = [p for a, b in ranges for p in plan_pages(a, b, step, self.settings.collect.page_limit)]
+        self._progress_add(len(pages))
+        replies = await asyncio.gather(*(self._fetch_page(symbol, interval, p) for p in pages))
+
+        frames = [f for f, _ in replies if len(f)]
+        new = pd.concat(frames, ignore_index=True) if frames else None
+        if new is not None:
+            # Never store a bar that had not closed at the exchange's "now".
+            new = new[to_epoch_ms(new["close_time"]) < now]
+        if new is None or new.empty:
+            if old is None:
+                res.status = "empty"
+                res.errors.append("no closed bars in the requested window")
+                return
+            res.status = "up-to-date"
+            describe_klines(res, old, interval)
+            return
+
+        merged = new if old is None else pd.concat([old, new], ignore_index=True)
+        merged = merged.sort_values("open_time", kind="stable")
+        merged = merged.drop_duplicates("open_time", keep="first").reset_index(drop=True)
+        res.new_rows = len(merged) - (0 if old is None else len(old))
+        hashes = [h for _, h in replies]
+        times = to_epoch_ms(merged["open_time"])
+        provenance = self._provenance(
+            existing.provenance if existing is not None else None,
+            endpoint=KLINES_ENDPOINT,
+            symbol=symbol,
+            interval=interval,
+            first=int(times[0]),
+            last=int(times[-1]),
+            rows=len(merged),
+            now=now,
+            hashes=hashes,
+            added=res.new_rows,
+        )
+        if old is None:
+            provenance["listing_open_time"] = int(times[0]) if int(times[0]) > wanted_first else None
+        write_series(path, merged, provenance, "klines")
+        res.status = "ok"
+        describe_klines(res, merged, interval)
+
+    async def _first_bar(self, symbol: str, interval: str) -> int | None:
+        reply = await self.client.klines(symbol, interval, start_ms=0, limit=1)
+        rows = reply.data
+        return int(rows[0][0]) if isinstance(rows, list) and rows else None
+
+    async def _fetch_page(self, symbol: str, interval: str, page: Page) -> tuple[pd.DataFrame, str]:
+        reply = await self.client.klines(
+            symbol, interval, start_ms=page.start_ms, end_ms=page.end_ms, limit=page.limit
+        )
+        cols = parse_klines(reply.data)
+        inside = (cols["open_time"] >= page.start_ms) & (cols["open_time"] <= page.end_ms)
+        if not inside.all():
+            raise ExchangeError(
+                f"{symbol} {interval}: the exchange returned bars outside the requested range "
+                f"{iso(page.start_ms)}..{iso(page.end_ms)}"
+            )
+        self._progress_advance()
+        return klines_frame(cols), reply.sha256
+
+    # -- funding --------------------------------------------------------------
+    async def _funding_job(self, res: SeriesResult, now: int, days: int) -> None:
+        tally = Tally()
+        use_tally(tally)
+        try:
+            await self._collect_funding(res, now, days)
+        except (IPBanned, Unreachable):
+            res.status = "failed"
+            raise
+        except (ExchangeError, StoreError) as err:
+            res.status = "failed"
+            res.errors.append(str(err))
+            log.error("%s funding: %s", res.symbol, err)
+        finally:
+            res.absorb(tally)
+
+    async def _collect_funding(self, res: SeriesResult, now: int, days: int) -> None:
+        path = self.paths.funding(res.symbol)
+        existing = read_series(path, "funding") if path.exists() else None
+        old = existing.frame if existing is not None else None
+        start = now - days * DAY_MS
+        if old is not None and len(old):
+            start = int(to_epoch_ms(old["funding_time"])[-1]) + 1
+        self._progress_add(1)
+        frames, hashes = [], []
+        while True:
+            reply = await self.client.funding_rate(
+                res.symbol, start_ms=start, end_ms=now, limit=FUNDING_MAX_LIMIT
+            )
+            cols = parse_funding(reply.data)
+            hashes.append(reply.sha256)
+            keep = (cols["funding_time"] >= start) & (cols["funding_time"] <= now)
+            frames.append(funding_frame({k: v[keep] for k, v in cols.items()}))
+            if len(cols["funding_time"]) < FUNDING_MAX_LIMIT:
+                break
+            start = int(cols["funding_time"].max()) + 1
+        self._progress_advance()
+        new = pd.concat(frames, ignore_index=True)
+        if existing is not None and new.empty:
+            res.status = "up-to-date"
+            describe_funding(res, old)
+            return
+        merged = new if old is None else pd.concat([old, new], ignore_index=True)
+        merged = merged.sort_values("funding_time", kind="stable")
+        merged = merged.drop_duplicates("funding_time", keep="first").reset_index(drop=True)
+        res.new_rows = len(merged) - (0 if old is None else len(old))
+        times = to_epoch_ms(merged["funding_time"])
+        provenance = self._provenance(
+            existing.provenance if existing is not None else None,
+            endpoint=FUNDING_ENDPOINT,
+            symbol=res.symbol,
+            interval=None,
+            first=int(times[0]) if len(times) else None,
+            last=int(times[-1]) if len(times) else None,
+            rows=len(merged),
+            now=now,
+            hashes=hashes,
+            added=res.new_rows,
+            first_key="first_funding_time",
+            last_key="last_funding_time",
+        )
+        write_series(path, merged, provenance, "funding")
+        res.status = "ok"
+        describe_funding(res, merged)
+
+    # -- provenance -------------------------------------------------------------
+    def _provenance(
+        self,
+        previous: dict[str, Any] | None,
+        *,
+        endpoint: str,
+        symbol: str,
+        interval: str | None,
+        first: int | None,
+        last: int | None,
+        rows: int,
+        now: int,
+        hashes: list[str],
+        added: int,
+        first_key: str = "first_open_time",
+        last_key: str = "last_open_time",
+    ) -> dict[str, Any]:
+        this = {
+            "collected_at": now,
+            "base_url": self.client.base_url,
+            "requests": len(hashes),
+            "sha256": hashes,
+            "rows_added": added,
+            "collector_version": __version__,
+        }
+        collections = list((previous or {}).get("collections") or []) + [this]
+        record: dict[str, Any] = {
+            "source": SOURCE,
+            "base_url": self.client.base_url,
+            "endpoint": endpoint,
+            "symbol": symbol,
+            "interval": interval,
+            first_key: first,
+            last_key: last,
+            "rows": rows,
+            "collected_at": now,
+            "collector_version": __version__,
+            "requests": sum(c["requests"] for c in collections),
+            "sha256": [h for c in collections for h in c["sha256"]],
+            "collections": collections,
+        }
+        if previous and "listing_open_time" in previous:
+            record["listing_open_time"] = previous["listing_open_time"]
+        return record
+
+
+def klines_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Column arrays from ``parse_klines`` as a frame in the store's schema."""
+    trades = pd.array(cols["trades"], dtype="Int64")
+    trades[cols["trades"] < 0] = pd.NA
+    return pd.DataFrame(
+        {
+            "open_time": from_epoch_ms(cols["open_time"]),
+            "open": cols["open"],
+            "high": cols["high"],
+            "low": cols["low"],
+            "close": cols["close"],
+            "volume": cols["volume"],
+            "quote_volume": cols["quote_volume"],
+            "trades": trades,
+            "taker_buy_base": cols["taker_buy_base"],
+            "taker_buy_quote": cols["taker_buy_quote"],
+            "close_time": from_epoch_ms(cols["close_time"]),
+        }
+    )
+
+
+def funding_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "funding_time": from_epoch_ms(cols["funding_time"]),
+            "funding_rate": cols["funding_rate"],
+            "mark_price": cols["mark_price"],
+        }
+    )
+
+
+# -- symbol selection -----------------------------------------------------------
+
+
+def load_discovery(paths: DataPaths) -> dict[str, Any] | None:
+    if not paths.discovery.exists():
+        return None
+    try:
+        return json.loads(paths.discovery.read_text())
+    except ValueError as err:
+        raise CollectionUsageError(f"{paths.discovery}: not valid JSON ({err}); run `asterai discover` again") from err
+
+
+def choose_symbols(
+    requested: list[str] | None, exchange_symbols: set[str], discovery: dict[str, Any] | None
+) -> tuple[list[str], list[str]]:
+    """The symbols to collect and warnings about them.
+
+    Named symbols must exist on the exchange; a named symbol that discovery marks
+    untrainable is collected with a warning. Without names, discovery's trainable
+    symbols are collected, so discovery must have run.
+    """
+    warnings: list[str] = []
+    by_symbol = {s["symbol"]: s for s in (discovery or {}).get("symbols", [])}
+    if requested:
+        unknown = [s for s in requested if s not in exchange_symbols]
+        if unknown:
+            raise CollectionUsageError(
+                f"unknown symbol(s) {', '.join(unknown)}: the exchange lists {len(exchange_symbols)} "
+                "symbols (see `asterai discover`)"
+            )
+        for s in requested:
+            entry = by_symbol.get(s)
+            if entry is not None and not entry.get("trainable", True):
+                warnings.append(f"{s} is not trainable ({entry.get('reason')}); collecting it anyway as asked")
+        return list(dict.fromkeys(requested)), warnings
+    if discovery is None:
+        raise CollectionUsageError(
+            "no discovery file yet: run `asterai discover` first (it decides which symbols are "
+            "trainable), or name symbols with --symbols"
+        )
+    chosen = [s["symbol"] for s in discovery.get("symbols", []) if s.get("trainable")]
+    gone = [s for s in chosen if s not in exchange_symbols]
+    if gone:
+        warnings.append(f"no longer listed on the exchange, skipped: {', '.join(gone)}")
+    return [s for s in chosen if s in exchange_symbols], warnings
+
+
+async def collect(
+    settings: Settings,
+    *,
+    symbols: list[str] | None = None,
+    progress: bool = False,
+    client: AsterClient | None = None,
+) -> CollectionReport:
+    """Collect ``symbols`` (default: discovery's trainable ones) and write the reports."""
+    paths = DataPaths.at(settings.data_root)
+    discovery = load_discovery(paths)
+    own_client = client is None
+    client = client or AsterClient(settings.base_url, settings.exchange)
+    try:
+        info = await client.load_exchange_info()
+        listed = {s["symbol"] for s in info.get("symbols", []) if "symbol" in s}
+        chosen, warnings = choose_symbols(symbols, listed, discovery)
+        for w in warnings:
+            log.warning(w)
+        bar = _progress_bar() if progress else None
+        collector = Collector(client, settings, progress=bar)
+        if bar is not None:
+            with bar:
+                report = await collector.run(chosen, settings.collect.intervals, settings.collect.days)
+        else:
+            report = await collector.run(chosen, settings.collect.intervals, settings.collect.days)
+        report.warnings.extend(warnings)
+    finally:
+        if own_client:
+            await client.aclose()
+    paths.historical.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(paths.collection_report, report.to_json())
+    atomic.write_text(paths.collection_summary, summary_csv(report))
+    return report
+
+
+def _progress_bar():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("requests"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )

@@ -1,0 +1,1 @@
+"""Talking to Aster: REST client, weight-aware limiter, errors and the replay server."""

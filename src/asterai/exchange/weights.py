@@ -1,0 +1,67 @@
+"""Request weights of the public endpoints, as the Aster API documentation states them.
+
+The client plans with these numbers and the replay server charges them, so
+both sides read the same table.
+"""
+
+from __future__ import annotations
+
+KLINES_MAX_LIMIT = 1500
+KLINES_DEFAULT_LIMIT = 500
+FUNDING_MAX_LIMIT = 1000
+FUNDING_DEFAULT_LIMIT = 100
+TRADES_MAX_LIMIT = 1000
+TRADES_DEFAULT_LIMIT = 500
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+DEPTH_DEFAULT_LIMIT = 500
+
+#: The REQUEST_WEIGHT limit the real exchange declares in exchangeInfo.
+DEFAULT_WEIGHT_LIMIT = 2400
+DEFAULT_ORDER_LIMIT = 1200
+
+#: Weight-optimal kline page: 499 bars for weight 2 (0.004 weight per bar).
+OPTIMAL_KLINE_PAGE = 499
+
+
+def klines_weight(limit: int) -> int:
+    """Weight of ``GET /fapi/v1/klines`` for a given ``limit``."""
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1000:
+        return 5
+    return 10
+
+
+def depth_weight(limit: int) -> int:
+    """Weight of ``GET /fapi/v1/depth`` for a given ``limit``."""
+    if limit <= 50:
+        return 2
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 10
+    return 20
+
+
+def ticker_24hr_weight(has_symbol: bool) -> int:
+    return 1 if has_symbol else 40
+
+
+def endpoint_weight(path: str, params: dict[str, object]) -> int:
+    """Weight the exchange charges for ``path`` with ``params`` (public endpoints)."""
+    name = path.rsplit("/fapi/v1/", 1)[-1]
+    if name == "klines":
+        return klines_weight(int(params.get("limit", KLINES_DEFAULT_LIMIT)))
+    if name == "depth":
+        return depth_weight(int(params.get("limit", DEPTH_DEFAULT_LIMIT)))
+    if name == "ticker/24hr":
+        return ticker_24hr_weight("symbol" in params)
+    if name == "ticker/price":
+        return 1 if "symbol" in params else 2
+    return 1
+
+
+def kline_weight_per_bar(limit: int) -> float:
+    return klines_weight(limit) / limit

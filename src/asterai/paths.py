@@ -1,0 +1,78 @@
+"""Every artifact path of DESIGN.md, relative to one data root. One place for each path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class DataPaths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> "DataPaths":
+        return cls(Path(root).expanduser().resolve())
+
+    # -- data ---------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def discovery(self) -> Path:
+        return self.data_dir / "aster_assets_discovery.json"
+
+    @property
+    def rate_limit_test(self) -> Path:
+        return self.data_dir / "aster_rate_limit_test.json"
+
+    @property
+    def historical(self) -> Path:
+        return self.data_dir / "historical" / "real_aster_only"
+
+    def klines(self, symbol: str, interval: str) -> Path:
+        return self.historical / f"{symbol}_{interval}.parquet"
+
+    def funding(self, symbol: str) -> Path:
+        return self.historical / f"{symbol}_funding.parquet"
+
+    @property
+    def collection_report(self) -> Path:
+        return self.historical / "collection_report.json"
+
+    @property
+    def collection_summary(self) -> Path:
+        return self.historical / "collection_summary.csv"
+
+    @property
+    def validation(self) -> Path:
+        return self.data_dir / "training_readiness_validation.json"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
+    def features(self, interval: str) -> Path:
+        return self.features_dir / f"{interval}.parquet"
+
+    @property
+    def visualizations(self) -> Path:
+        return self.data_dir / "historical" / "aster_dex" / "visualizations"
+
+    @property
+    def backtest_results(self) -> Path:
+        return self.data_dir / "backtest_results"
+
+    # -- models -------------------------------------------------------------
+    @property
+    def confluence_models(self) -> Path:
+        return self.root / "models" / "confluence"
+
+    @property
+    def aster_native_models(self) -> Path:
+        return self.root / "models" / "aster_native"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "asterai.toml"

@@ -1,0 +1,1 @@
+"""The stage registry and runner behind `asterai pipeline`."""
