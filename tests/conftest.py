@@ -1,0 +1,48 @@
+"""Shared fixtures: the real recording and a replay server over loopback.
+
+The recording is read in place from ``../shared/aster-real`` (seen from the project
+root); set ``ASTERAI_REAL_DATA`` to use a copy elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("ASTERAI_REAL_DATA", PROJECT_ROOT.parent / "shared" / "aster-real"))
+SKIP_REASON = (
+    f"real Aster recording not found at {REAL_DATA}; set ASTERAI_REAL_DATA to a copy of shared/aster-real"
+)
+
+# Backoff short enough for tests, still exponential and jittered.
+FAST_EXCHANGE = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
+
+
+def real_data_dir() -> Path:
+    if not (REAL_DATA / "klines").is_dir():
+        pytest.skip(SKIP_REASON)
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    return real_data_dir()
+
+
+@pytest.fixture(scope="session")
+def recording(real_data: Path):
+    from asterai.exchange.recording import load_recording
+
+    return load_recording(real_data)
+
+
+@pytest.fixture
+def replay(recording):
+    """A replay server with the real exchange's rules (2400 weight per minute)."""
+    from asterai.exchange.replay import ReplayServer
+
+    with ReplayServer(recording) as server:
+        yield server

@@ -1,0 +1,167 @@
+"""The REST client's error mapping and retries, on an injected transport.
+
+Faults that a real exchange produces on demand only in the replay server are
+tested end to end in test_collector.py; here each status is pinned one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from asterai.config import ExchangeSettings
+from asterai.exchange.client import AsterClient, Tally, parse_klines, use_tally
+from asterai.exchange.errors import (
+    APIError,
+    InvalidInterval,
+    InvalidSymbol,
+    IPBanned,
+    RetriesExhausted,
+    Unreachable,
+)
+
+FAST = ExchangeSettings(backoff_base_s=0.001, backoff_max_s=0.005, max_retries=3)
+
+
+def scripted(*replies: httpx.Response | Exception):
+    """A transport answering with ``replies`` in order; records each request."""
+    seen: list[httpx.Request] = []
+    queue = list(replies)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    return httpx.MockTransport(handler), seen
+
+
+def ok(data, used: int = 1) -> httpx.Response:
+    return httpx.Response(200, json=data, headers={"X-MBX-USED-WEIGHT-1M": str(used)})
+
+
+def run(coro_fn, transport, settings: ExchangeSettings = FAST):
+    async def go():
+        async with AsterClient("http://exchange.test", settings, transport=transport) as client:
+            return await coro_fn(client), client
+
+    return asyncio.run(go())
+
+
+def test_server_time_is_the_exchange_clock() -> None:
+    transport, seen = scripted(ok({"serverTime": 1760502565855}))
+    now, _ = run(lambda c: c.server_time(), transport)
+    assert now == 1760502565855
+    assert seen[0].url.path == "/fapi/v1/time"
+
+
+def test_429_waits_retry_after_then_succeeds_and_is_counted() -> None:
+    transport, seen = scripted(
+        httpx.Response(429, json={"code": -1003, "msg": "Too many requests"}, headers={"Retry-After": "0"}),
+        ok({"serverTime": 1}),
+    )
+    _, client = run(lambda c: c.server_time(), transport)
+    assert len(seen) == 2
+    assert client.stats.rate_limited == 1
+
+
+def test_418_stops_at_once_and_nothing_more_is_sent() -> None:
+    transport, seen = scripted(
+        httpx.Response(418, json={"code": -1003, "msg": "Way too many requests; IP banned"}, headers={"Retry-After": "120"}),
+        ok({}),
+    )
+
+    async def twice(client: AsterClient):
+        with pytest.raises(IPBanned, match="banned") as first:
+            await client.ping()
+        with pytest.raises(IPBanned):
+            await client.ping()
+        return first.value
+
+    err, client = run(twice, transport)
+    assert len(seen) == 1, "a banned client must not send another request"
+    assert err.retry_after == 120
+    assert client.stats.banned == 1
+
+
+def test_5xx_is_retried_with_backoff() -> None:
+    transport, seen = scripted(httpx.Response(502, text="bad gateway"), httpx.Response(503, text=""), ok([]))
+    tally = Tally()
+
+    async def go(client: AsterClient):
+        use_tally(tally)
+        return (await client.request("ping")).data
+
+    data, client = run(go, transport)
+    assert data == [] and len(seen) == 3
+    assert client.stats.retries == 2 and tally.retries == 2 and tally.requests == 3
+
+
+def test_persistent_temporary_failure_ends_in_a_clear_error() -> None:
+    transport, seen = scripted(httpx.Response(500, text="oops"))
+    with pytest.raises(RetriesExhausted, match="failed after 4 attempts.*HTTP 500"):
+        run(lambda c: c.ping(), transport)
+    assert len(seen) == 4  # one try plus max_retries=3
+
+
+def test_unparseable_body_is_retried() -> None:
+    transport, seen = scripted(httpx.Response(200, content=b'[[1760000000000, "1.0"'), ok([]))
+    data, _ = run(lambda c: c.request("klines", {"symbol": "BTCUSDT", "interval": "1h"}), transport)
+    assert len(seen) == 2
+
+
+def test_dropped_connection_is_retried() -> None:
+    transport, seen = scripted(httpx.RemoteProtocolError("peer closed connection"), ok({}))
+    run(lambda c: c.ping(), transport)
+    assert len(seen) == 2
+
+
+def test_unreachable_base_url_names_the_url() -> None:
+    transport, _ = scripted(httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(Unreachable, match="cannot reach http://exchange.test"):
+        run(lambda c: c.ping(), transport)
+
+
+@pytest.mark.parametrize(
+    ("code", "msg", "cls"),
+    [(-1121, "Invalid symbol.", InvalidSymbol), (-1120, "Invalid interval.", InvalidInterval), (-1130, "Data sent for parameter 'limit' is not valid.", APIError)],
+)
+def test_api_errors_carry_the_exchange_code_and_message_and_are_not_retried(code, msg, cls) -> None:
+    transport, seen = scripted(httpx.Response(400, json={"code": code, "msg": msg}))
+    with pytest.raises(cls) as info:
+        run(lambda c: c.klines("NOPEUSDT", "1h"), transport)
+    assert info.value.code == code and info.value.msg == msg and info.value.status == 400
+    assert len(seen) == 1
+
+
+def test_weight_limit_is_adopted_from_exchange_info() -> None:
+    info = {"rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 5, "limit": 100}], "symbols": []}
+    transport, _ = scripted(ok(info))
+    _, client = run(lambda c: c.load_exchange_info(), transport)
+    assert client.rate_limit.limit == 100 and client.rate_limit.window_s == 5.0
+    assert client.limiter.budget == 100
+
+
+def test_klines_request_carries_the_weight_of_its_limit() -> None:
+    transport, seen = scripted(ok([]))
+    tally = Tally()
+
+    async def go(client: AsterClient):
+        use_tally(tally)
+        await client.klines("BTCUSDT", "1h", start_ms=0, end_ms=10, limit=499)
+
+    run(go, transport)
+    assert dict(seen[0].url.params) == {"symbol": "BTCUSDT", "interval": "1h", "startTime": "0", "endTime": "10", "limit": "499"}
+    assert tally.weight == 2
+
+
+def test_parse_klines_keeps_nulls_missing() -> None:
+    rows = json.loads('[[1, "1.5", "2", "1", "1.75", "10", 3600000, "17.5", null, "4", null, null]]')
+    cols = parse_klines(rows)
+    assert cols["open"][0] == 1.5 and cols["trades"][0] == -1
+    assert cols["taker_buy_base"][0] == 4.0 and cols["taker_buy_quote"][0] != cols["taker_buy_quote"][0]
