@@ -13,9 +13,7 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("ASTERAI_REAL_DATA", PROJECT_ROOT.parent / "shared" / "aster-real"))
-SKIP_REASON = (
-    f"real Aster recording not found at {REAL_DATA}; set ASTERAI_REAL_DATA to a copy of shared/aster-real"
-)
+SKIP_REASON = f"real Aster recording not found at {REAL_DATA}; set ASTERAI_REAL_DATA to a copy of shared/aster-real"
 
 # Backoff short enough for tests, still exponential and jittered.
 FAST_EXCHANGE = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import FAST_EXCHANGE
 
 from asterai.cli import main
 from asterai.config import load_settings
@@ -29,8 +29,6 @@ from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import FaultSpec, ReplayServer
 from asterai.intervals import interval_ms
 from asterai.paths import DataPaths
-
-from conftest import FAST_EXCHANGE
 
 INTERVALS = ("1h", "4h", "1d")
 HOUR = 3_600_000
@@ -53,8 +51,10 @@ def run_collect(root: Path, base_url: str, symbols: list[str], **exchange) -> ob
 
 def stored(root: Path) -> dict[str, pd.DataFrame]:
     hist = DataPaths.at(root).historical
-    return {p.name: read_series(p, "funding" if "funding" in p.name else "klines").frame
-            for p in sorted(hist.glob("*.parquet"))}
+    return {
+        p.name: read_series(p, "funding" if "funding" in p.name else "klines").frame
+        for p in sorted(hist.glob("*.parquet"))
+    }
 
 
 def assert_same_data(a: Path, b: Path) -> None:
@@ -84,20 +84,38 @@ def test_collected_bars_equal_the_recordings_closed_bars(clean_run: Path, real_d
             assert len(got) == len(want), (symbol, interval)
             opens = to_epoch_ms(got["open_time"])
             np.testing.assert_array_equal(opens, to_epoch_ms(want.index))
-            np.testing.assert_array_equal(to_epoch_ms(got["close_time"]), opens + interval_ms(interval) - 1)
-            for ours, theirs in [("open", "open"), ("high", "high"), ("low", "low"), ("close", "close"),
-                                 ("volume", "volume"), ("quote_volume", "quote_volume"),
-                                 ("taker_buy_base", "taker_buy_volume")]:
-                np.testing.assert_array_equal(got[ours].to_numpy(), want[theirs].to_numpy(), err_msg=f"{symbol} {interval} {ours}")
+            np.testing.assert_array_equal(
+                to_epoch_ms(got["close_time"]), opens + interval_ms(interval) - 1
+            )
+            for ours, theirs in [
+                ("open", "open"),
+                ("high", "high"),
+                ("low", "low"),
+                ("close", "close"),
+                ("volume", "volume"),
+                ("quote_volume", "quote_volume"),
+                ("taker_buy_base", "taker_buy_volume"),
+            ]:
+                np.testing.assert_array_equal(
+                    got[ours].to_numpy(),
+                    want[theirs].to_numpy(),
+                    err_msg=f"{symbol} {interval} {ours}",
+                )
             # fields the recording did not keep stay missing, never invented
             assert got["trades"].isna().all() and got["taker_buy_quote"].isna().all()
 
 
-def test_the_bar_still_open_at_the_exchange_clock_is_never_stored(clean_run: Path, recording) -> None:
+def test_the_bar_still_open_at_the_exchange_clock_is_never_stored(
+    clean_run: Path, recording
+) -> None:
     for interval in INTERVALS:
         frame = read_series(DataPaths.at(clean_run).klines("BTCUSDT", interval), "klines").frame
         assert to_epoch_ms(frame["close_time"]).max() < recording.now_ms
-    last_1h = read_series(DataPaths.at(clean_run).klines("BTCUSDT", "1h"), "klines").frame["open_time"].iloc[-1]
+    last_1h = (
+        read_series(DataPaths.at(clean_run).klines("BTCUSDT", "1h"), "klines")
+        .frame["open_time"]
+        .iloc[-1]
+    )
     assert last_1h == pd.Timestamp("2025-10-15 03:00", tz="UTC")
 
 
@@ -124,7 +142,12 @@ def test_reports_are_written(clean_run: Path) -> None:
     assert report["ok"] and report["totals"]["failed"] == 0
     assert report["totals"]["series"] == 19 * 3
     btc = next(s for s in report["series"] if s["symbol"] == "BTCUSDT" and s["interval"] == "1h")
-    assert btc["rows"] == 742 and btc["missing_share"] == 0 and btc["gaps"] == 0 and btc["quality_score"] == 100.0
+    assert (
+        btc["rows"] == 742
+        and btc["missing_share"] == 0
+        and btc["gaps"] == 0
+        and btc["quality_score"] == 100.0
+    )
     assert btc["requests"] == 3 and btc["weight"] == 1 + 2 + 2  # first-bar probe, 499 + 243 bars
     summary = pd.read_csv(paths.collection_summary)
     assert len(summary) == 19 * 4 and set(summary["status"]) == {"ok"}
@@ -142,7 +165,9 @@ def test_a_shortened_rate_window_is_never_crossed(tmp_path: Path, recording, rea
     assert report.client["weight"] > 3 * 30 and elapsed > 2.0
 
 
-def test_faults_do_not_change_the_final_data(tmp_path: Path, clean_run: Path, recording, real_data) -> None:
+def test_faults_do_not_change_the_final_data(
+    tmp_path: Path, clean_run: Path, recording, real_data
+) -> None:
     faults = FaultSpec.parse("5xx=0.1,429=0.03,slow=0.05:0.2,truncate=0.05,drop=0.05")
     with ReplayServer(recording, faults=faults, seed=7) as server:
         report = run_collect(tmp_path, server.base_url, recorded_symbols(real_data), max_retries=12)
@@ -177,14 +202,26 @@ def test_a_second_run_fetches_only_new_bars(tmp_path: Path, clean_run: Path, rea
     assert prov["requests"] == len(prov["sha256"]) == 3
 
 
-def test_killed_mid_run_and_resumed_equals_a_clean_run(tmp_path: Path, clean_run: Path, recording, real_data) -> None:
+def test_killed_mid_run_and_resumed_equals_a_clean_run(
+    tmp_path: Path, clean_run: Path, recording, real_data
+) -> None:
     symbols = ",".join(recorded_symbols(real_data))
     hist = DataPaths.at(tmp_path).historical
     env = {**os.environ, "ASTERAI_EXCHANGE__BACKOFF_BASE_S": "0.01"}
     # a tight window makes the run last long enough to be killed in the middle
     with ReplayServer(recording, window_seconds=1, weight_limit=40) as server:
-        cmd = [sys.executable, "-m", "asterai.cli", "collect", "--data-root", str(tmp_path),
-               "--base-url", server.base_url, "--symbols", symbols]
+        cmd = [
+            sys.executable,
+            "-m",
+            "asterai.cli",
+            "collect",
+            "--data-root",
+            str(tmp_path),
+            "--base-url",
+            server.base_url,
+            "--symbols",
+            symbols,
+        ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while len(list(hist.glob("*.parquet"))) < 20 and time.monotonic() < deadline:
@@ -223,7 +260,15 @@ def cli(*args: str):
 
 def test_unknown_symbol_is_a_usage_error_and_stores_nothing(collected_root: Path, replay) -> None:
     before = snapshot(DataPaths.at(collected_root).historical)
-    result = cli("collect", "--data-root", str(collected_root), "--base-url", replay.base_url, "--symbols", "BTCUSDT,NOPEUSDT")
+    result = cli(
+        "collect",
+        "--data-root",
+        str(collected_root),
+        "--base-url",
+        replay.base_url,
+        "--symbols",
+        "BTCUSDT,NOPEUSDT",
+    )
     assert result.exit_code == 2
     assert "unknown symbol(s) NOPEUSDT" in result.output
     assert snapshot(DataPaths.at(collected_root).historical) == before
@@ -231,7 +276,17 @@ def test_unknown_symbol_is_a_usage_error_and_stores_nothing(collected_root: Path
 
 def test_bad_interval_is_a_usage_error(collected_root: Path, replay) -> None:
     before = snapshot(DataPaths.at(collected_root).historical)
-    result = cli("collect", "--data-root", str(collected_root), "--base-url", replay.base_url, "--symbols", "BTCUSDT", "--intervals", "1h,7h")
+    result = cli(
+        "collect",
+        "--data-root",
+        str(collected_root),
+        "--base-url",
+        replay.base_url,
+        "--symbols",
+        "BTCUSDT",
+        "--intervals",
+        "1h,7h",
+    )
     assert result.exit_code == 2 and "unknown interval '7h'" in result.output
     assert replay.stats.requests == 0, "bad input is refused before any request"
     assert snapshot(DataPaths.at(collected_root).historical) == before
@@ -240,18 +295,39 @@ def test_bad_interval_is_a_usage_error(collected_root: Path, replay) -> None:
 def test_unreachable_base_url_fails_clearly(collected_root: Path) -> None:
     before = snapshot(DataPaths.at(collected_root).historical)
     env = {"ASTERAI_EXCHANGE__MAX_RETRIES": "1", "ASTERAI_EXCHANGE__BACKOFF_BASE_S": "0.01"}
-    result = CliRunner(env=env).invoke(main, ["collect", "--data-root", str(collected_root), "--base-url", "http://127.0.0.1:9", "--symbols", "BTCUSDT"])
+    result = CliRunner(env=env).invoke(
+        main,
+        [
+            "collect",
+            "--data-root",
+            str(collected_root),
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--symbols",
+            "BTCUSDT",
+        ],
+    )
     assert result.exit_code == 1
     assert "cannot reach http://127.0.0.1:9" in result.output
     assert snapshot(DataPaths.at(collected_root).historical) == before
 
 
-def test_a_corrupt_file_is_reported_and_left_alone_while_the_rest_is_collected(collected_root: Path, replay) -> None:
+def test_a_corrupt_file_is_reported_and_left_alone_while_the_rest_is_collected(
+    collected_root: Path, replay
+) -> None:
     paths = DataPaths.at(collected_root)
     bad = paths.klines("ETHUSDT", "1h")
-    bad.write_bytes(bad.read_bytes()[: 300])
+    bad.write_bytes(bad.read_bytes()[:300])
     corrupt = bad.read_bytes()
-    result = cli("collect", "--data-root", str(collected_root), "--base-url", replay.base_url, "--symbols", "ETHUSDT,UNIUSDT")
+    result = cli(
+        "collect",
+        "--data-root",
+        str(collected_root),
+        "--base-url",
+        replay.base_url,
+        "--symbols",
+        "ETHUSDT,UNIUSDT",
+    )
     assert result.exit_code == 1
     assert str(bad) in result.output and "unreadable parquet" in result.output
     assert bad.read_bytes() == corrupt, "the gate never rewrites a file it cannot read"
@@ -264,19 +340,40 @@ def test_a_corrupt_file_is_reported_and_left_alone_while_the_rest_is_collected(c
 def test_named_untrainable_symbol_is_collected_with_a_warning(tmp_path: Path, replay) -> None:
     paths = DataPaths.at(tmp_path)
     paths.data_dir.mkdir(parents=True)
-    paths.discovery.write_text(json.dumps({"symbols": [
-        {"symbol": "1INCHUSDT", "trainable": False, "reason": "no trading: constant price and zero volume"}]}))
+    paths.discovery.write_text(
+        json.dumps(
+            {
+                "symbols": [
+                    {
+                        "symbol": "1INCHUSDT",
+                        "trainable": False,
+                        "reason": "no trading: constant price and zero volume",
+                    }
+                ]
+            }
+        )
+    )
     settings = load_settings(tmp_path, base_url=replay.base_url, collect={"intervals": ("1d",)})
     report = asyncio.run(collect(settings, symbols=["1INCHUSDT"]))
     assert report.ok and any("1INCHUSDT is not trainable" in w for w in report.warnings)
     assert paths.klines("1INCHUSDT", "1d").exists()
 
 
-def test_without_names_only_discoverys_trainable_symbols_are_collected(tmp_path: Path, replay) -> None:
+def test_without_names_only_discoverys_trainable_symbols_are_collected(
+    tmp_path: Path, replay
+) -> None:
     paths = DataPaths.at(tmp_path)
     paths.data_dir.mkdir(parents=True)
-    paths.discovery.write_text(json.dumps({"symbols": [
-        {"symbol": "BTCUSDT", "trainable": True}, {"symbol": "AIUSDT", "trainable": False, "reason": "dead"}]}))
+    paths.discovery.write_text(
+        json.dumps(
+            {
+                "symbols": [
+                    {"symbol": "BTCUSDT", "trainable": True},
+                    {"symbol": "AIUSDT", "trainable": False, "reason": "dead"},
+                ]
+            }
+        )
+    )
     settings = load_settings(tmp_path, base_url=replay.base_url, collect={"intervals": ("1d",)})
     report = asyncio.run(collect(settings))
     assert report.symbols == ["BTCUSDT"]

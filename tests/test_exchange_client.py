@@ -62,7 +62,9 @@ def test_server_time_is_the_exchange_clock() -> None:
 
 def test_429_waits_retry_after_then_succeeds_and_is_counted() -> None:
     transport, seen = scripted(
-        httpx.Response(429, json={"code": -1003, "msg": "Too many requests"}, headers={"Retry-After": "0"}),
+        httpx.Response(
+            429, json={"code": -1003, "msg": "Too many requests"}, headers={"Retry-After": "0"}
+        ),
         ok({"serverTime": 1}),
     )
     _, client = run(lambda c: c.server_time(), transport)
@@ -72,7 +74,11 @@ def test_429_waits_retry_after_then_succeeds_and_is_counted() -> None:
 
 def test_418_stops_at_once_and_nothing_more_is_sent() -> None:
     transport, seen = scripted(
-        httpx.Response(418, json={"code": -1003, "msg": "Way too many requests; IP banned"}, headers={"Retry-After": "120"}),
+        httpx.Response(
+            418,
+            json={"code": -1003, "msg": "Way too many requests; IP banned"},
+            headers={"Retry-After": "120"},
+        ),
         ok({}),
     )
 
@@ -90,7 +96,9 @@ def test_418_stops_at_once_and_nothing_more_is_sent() -> None:
 
 
 def test_5xx_is_retried_with_backoff() -> None:
-    transport, seen = scripted(httpx.Response(502, text="bad gateway"), httpx.Response(503, text=""), ok([]))
+    transport, seen = scripted(
+        httpx.Response(502, text="bad gateway"), httpx.Response(503, text=""), ok([])
+    )
     tally = Tally()
 
     async def go(client: AsterClient):
@@ -129,7 +137,11 @@ def test_unreachable_base_url_names_the_url() -> None:
 
 @pytest.mark.parametrize(
     ("code", "msg", "cls"),
-    [(-1121, "Invalid symbol.", InvalidSymbol), (-1120, "Invalid interval.", InvalidInterval), (-1130, "Data sent for parameter 'limit' is not valid.", APIError)],
+    [
+        (-1121, "Invalid symbol.", InvalidSymbol),
+        (-1120, "Invalid interval.", InvalidInterval),
+        (-1130, "Data sent for parameter 'limit' is not valid.", APIError),
+    ],
 )
 def test_api_errors_carry_the_exchange_code_and_message_and_are_not_retried(code, msg, cls) -> None:
     transport, seen = scripted(httpx.Response(400, json={"code": code, "msg": msg}))
@@ -140,7 +152,17 @@ def test_api_errors_carry_the_exchange_code_and_message_and_are_not_retried(code
 
 
 def test_weight_limit_is_adopted_from_exchange_info() -> None:
-    info = {"rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 5, "limit": 100}], "symbols": []}
+    info = {
+        "rateLimits": [
+            {
+                "rateLimitType": "REQUEST_WEIGHT",
+                "interval": "SECOND",
+                "intervalNum": 5,
+                "limit": 100,
+            }
+        ],
+        "symbols": [],
+    }
     transport, _ = scripted(ok(info))
     _, client = run(lambda c: c.load_exchange_info(), transport)
     assert client.rate_limit.limit == 100 and client.rate_limit.window_s == 5.0
@@ -156,12 +178,23 @@ def test_klines_request_carries_the_weight_of_its_limit() -> None:
         await client.klines("BTCUSDT", "1h", start_ms=0, end_ms=10, limit=499)
 
     run(go, transport)
-    assert dict(seen[0].url.params) == {"symbol": "BTCUSDT", "interval": "1h", "startTime": "0", "endTime": "10", "limit": "499"}
+    assert dict(seen[0].url.params) == {
+        "symbol": "BTCUSDT",
+        "interval": "1h",
+        "startTime": "0",
+        "endTime": "10",
+        "limit": "499",
+    }
     assert tally.weight == 2
 
 
 def test_parse_klines_keeps_nulls_missing() -> None:
-    rows = json.loads('[[1, "1.5", "2", "1", "1.75", "10", 3600000, "17.5", null, "4", null, null]]')
+    rows = json.loads(
+        '[[1, "1.5", "2", "1", "1.75", "10", 3600000, "17.5", null, "4", null, null]]'
+    )
     cols = parse_klines(rows)
     assert cols["open"][0] == 1.5 and cols["trades"][0] == -1
-    assert cols["taker_buy_base"][0] == 4.0 and cols["taker_buy_quote"][0] != cols["taker_buy_quote"][0]
+    assert (
+        cols["taker_buy_base"][0] == 4.0
+        and cols["taker_buy_quote"][0] != cols["taker_buy_quote"][0]
+    )

@@ -27,12 +27,23 @@ def make(limit: int = 10, window: float = 1.0, **kw) -> tuple[WeightLimiter, Fak
 
 
 def test_rate_limit_is_read_from_exchange_info() -> None:
-    info = {"rateLimits": [
-        {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
-    ]}
+    info = {
+        "rateLimits": [
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            {
+                "rateLimitType": "REQUEST_WEIGHT",
+                "interval": "MINUTE",
+                "intervalNum": 1,
+                "limit": 2400,
+            },
+        ]
+    }
     assert RateLimit.from_exchange_info(info) == RateLimit(2400, 60.0, "X-MBX-USED-WEIGHT-1M")
-    short = {"rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 2, "limit": 50}]}
+    short = {
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 2, "limit": 50}
+        ]
+    }
     assert RateLimit.from_exchange_info(short) == RateLimit(50, 2.0, "X-MBX-USED-WEIGHT-2S")
     with pytest.raises(ValueError, match="no REQUEST_WEIGHT"):
         RateLimit.from_exchange_info({"rateLimits": []})

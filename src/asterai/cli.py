@@ -65,7 +65,9 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )
     @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
     @functools.wraps(func)
-    def wrapper(*args: Any, data_root: Path | None, base_url: str | None, verbose: int, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, data_root: Path | None, base_url: str | None, verbose: int, **kwargs: Any
+    ) -> Any:
         _configure_logging(verbose)
         overrides = kwargs.pop("_overrides", {})
         try:
@@ -137,7 +139,9 @@ def discover(settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--samples", default=20, show_default=True, help="Light requests to time (weight 1 each).")
+@click.option(
+    "--samples", default=20, show_default=True, help="Light requests to time (weight 1 each)."
+)
 @common_options
 def ratelimit(settings: Settings, samples: int) -> None:
     """Read the declared rate limits and probe the API safely.
@@ -156,20 +160,42 @@ def ratelimit(settings: Settings, samples: int) -> None:
     click.echo(f"recommendations: {rec}")
     click.echo(f"wrote {DataPaths.at(settings.data_root).rate_limit_test}")
     if not result.get("ok", True):
-        raise StepFailed("rate-limit probe found problems: " + "; ".join(result.get("problems", [])))
+        raise StepFailed(
+            "rate-limit probe found problems: " + "; ".join(result.get("problems", []))
+        )
 
 
 # -- collect ----------------------------------------------------------------------
 
 
 def _collect_overrides(func: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option("--symbols", default=None, help="Comma-separated symbols (default: discovery's trainable ones).")
+    @click.option(
+        "--symbols",
+        default=None,
+        help="Comma-separated symbols (default: discovery's trainable ones).",
+    )
     @click.option("--intervals", default=None, help="Comma-separated intervals (default 1h,4h,1d).")
-    @click.option("--days", type=click.IntRange(1, 3650), default=None, help="History to collect (default 180, or since listing).")
-    @click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Requests in flight at once (default 4).")
+    @click.option(
+        "--days",
+        type=click.IntRange(1, 3650),
+        default=None,
+        help="History to collect (default 180, or since listing).",
+    )
+    @click.option(
+        "--concurrency",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="Requests in flight at once (default 4).",
+    )
     @functools.wraps(func)
-    def wrapper(*args: Any, symbols: str | None, intervals: str | None, days: int | None,
-                concurrency: int | None, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        symbols: str | None,
+        intervals: str | None,
+        days: int | None,
+        concurrency: int | None,
+        **kwargs: Any,
+    ) -> Any:
         try:
             parsed = parse_intervals(intervals) if intervals else None
         except IntervalError as err:
@@ -202,9 +228,13 @@ def collect(settings: Settings, symbols: list[str] | None) -> None:
     if report.aborted:
         raise StepFailed(f"collection aborted: {report.aborted}")
     if report.failures:
-        lines = [f"{r.symbol} {r.interval}: {r.errors[-1] if r.errors else 'failed'}" for r in report.failures]
+        lines = [
+            f"{r.symbol} {r.interval}: {r.errors[-1] if r.errors else 'failed'}"
+            for r in report.failures
+        ]
         raise StepFailed(
-            f"{len(report.failures)} series failed (the others were stored):\n  " + "\n  ".join(lines)
+            f"{len(report.failures)} series failed (the others were stored):\n  "
+            + "\n  ".join(lines)
         )
 
 
@@ -216,11 +246,18 @@ def _print_collection(report: Any) -> None:
 
     table = Table(title="collection", show_lines=False)
     for col in ("symbol", "interval", "status", "rows", "new", "missing", "quality"):
-        table.add_column(col, justify="right" if col in ("rows", "new", "missing", "quality") else "left")
+        table.add_column(
+            col, justify="right" if col in ("rows", "new", "missing", "quality") else "left"
+        )
     for r in report.series:
         table.add_row(
-            r.symbol, r.interval, r.status, str(r.rows), str(r.new_rows),
-            f"{100 * r.missing_share:.2f}%", "" if r.quality_score is None else f"{r.quality_score:.1f}",
+            r.symbol,
+            r.interval,
+            r.status,
+            str(r.rows),
+            str(r.new_rows),
+            f"{100 * r.missing_share:.2f}%",
+            "" if r.quality_score is None else f"{r.quality_score:.1f}",
         )
     console = Console(stderr=False)
     console.print(table)
@@ -239,19 +276,57 @@ def _print_collection(report: Any) -> None:
 
 
 @main.command()
-@click.option("--data", "folder", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Recorded folder: ../shared/aster-real, or a data root / data/historical/real_aster_only.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback).")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
-@click.option("--window-seconds", default=60.0, show_default=True, type=click.FloatRange(min=1),
-              help="Length of the weight window; shorten it for fast tests.")
-@click.option("--weight-limit", default=None, type=click.IntRange(min=1), help="REQUEST_WEIGHT limit per window (default 2400).")
-@click.option("--faults", default=None, help="Fault injection, e.g. '5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05'.")
+@click.option(
+    "--data",
+    "folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Recorded folder: ../shared/aster-real, or a data root / data/historical/real_aster_only.",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback)."
+)
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--window-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Length of the weight window; shorten it for fast tests.",
+)
+@click.option(
+    "--weight-limit",
+    default=None,
+    type=click.IntRange(min=1),
+    help="REQUEST_WEIGHT limit per window (default 2400).",
+)
+@click.option(
+    "--faults",
+    default=None,
+    help="Fault injection, e.g. '5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05'.",
+)
 @click.option("--seed", default=None, type=int, help="Seed for fault injection.")
-@click.option("--now", "now_ms", default=None, type=int, help="Freeze the server clock at this epoch-ms time.")
+@click.option(
+    "--now", "now_ms", default=None, type=int, help="Freeze the server clock at this epoch-ms time."
+)
 @click.option("-v", "--verbose", count=True, help="Log every request (-v).")
-def replay(folder: Path, host: str, port: int, window_seconds: float, weight_limit: int | None,
-           faults: str | None, seed: int | None, now_ms: int | None, verbose: int) -> None:
+def replay(
+    folder: Path,
+    host: str,
+    port: int,
+    window_seconds: float,
+    weight_limit: int | None,
+    faults: str | None,
+    seed: int | None,
+    now_ms: int | None,
+    verbose: int,
+) -> None:
     """Serve a recorded folder as an Aster-compatible exchange on loopback.
 
     Same paths, parameters, JSON shapes, weights, used-weight header, 429 and 418 rules as
@@ -267,8 +342,16 @@ def replay(folder: Path, host: str, port: int, window_seconds: float, weight_lim
     except ValueError as err:
         _fail(f"--faults: {err}", EXIT_USAGE)
     try:
-        serve(folder, host=host, port=port, window_seconds=window_seconds,
-              weight_limit=weight_limit or DEFAULT_WEIGHT_LIMIT, faults=spec, seed=seed, now_ms=now_ms)
+        serve(
+            folder,
+            host=host,
+            port=port,
+            window_seconds=window_seconds,
+            weight_limit=weight_limit or DEFAULT_WEIGHT_LIMIT,
+            faults=spec,
+            seed=seed,
+            now_ms=now_ms,
+        )
     except (OSError, ValueError) as err:
         _fail(str(err), EXIT_FAILED)
 
@@ -279,11 +362,18 @@ def replay(folder: Path, host: str, port: int, window_seconds: float, weight_lim
 @main.command()
 @click.option("--start-from", default=None, help="First stage to run.")
 @click.option("--stop-at", default=None, help="Last stage to run.")
-@click.option("--validate-only", is_flag=True, help="Check everything without collecting or training.")
+@click.option(
+    "--validate-only", is_flag=True, help="Check everything without collecting or training."
+)
 @_collect_overrides
 @common_options
-def pipeline(settings: Settings, symbols: list[str] | None, start_from: str | None, stop_at: str | None,
-             validate_only: bool) -> None:
+def pipeline(
+    settings: Settings,
+    symbols: list[str] | None,
+    start_from: str | None,
+    stop_at: str | None,
+    validate_only: bool,
+) -> None:
     """Run the whole flow: discovery, rate-limit probe, collection, and the later stages.
 
     Stages, in order: asset_discovery, rate_limit_testing, data_collection, data_validation,
@@ -292,8 +382,14 @@ def pipeline(settings: Settings, symbols: list[str] | None, start_from: str | No
     from asterai.pipeline.runner import PipelineUsageError, run_pipeline
 
     try:
-        outcome = run_pipeline(settings, start_from=start_from, stop_at=stop_at,
-                               validate_only=validate_only, symbols=symbols, progress=_progress_wanted())
+        outcome = run_pipeline(
+            settings,
+            start_from=start_from,
+            stop_at=stop_at,
+            validate_only=validate_only,
+            symbols=symbols,
+            progress=_progress_wanted(),
+        )
     except PipelineUsageError as err:
         _fail(str(err), EXIT_USAGE)
     for line in outcome.lines:

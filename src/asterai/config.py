@@ -144,7 +144,9 @@ def load_settings(data_root: str | Path | None = None, **overrides: Any) -> Sett
     file_values = _read_toml(toml_path)
     file_values.pop("data_root", None)
     cli_values = {
-        key: ({k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value)
+        key: (
+            {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+        )
         for key, value in overrides.items()
         if value is not None
     }

@@ -11,7 +11,7 @@ class DataPaths:
     root: Path
 
     @classmethod
-    def at(cls, root: str | Path) -> "DataPaths":
+    def at(cls, root: str | Path) -> DataPaths:
         return cls(Path(root).expanduser().resolve())
 
     # -- data ---------------------------------------------------------------

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ class CollectionUsageError(ValueError):
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- planning -----------------------------------------------------------------
@@ -205,7 +205,9 @@ class CollectionReport:
                 "failed": sum(r.status == "failed" for r in self.series),
                 "bars_stored": sum(r.rows for r in klines),
                 "bars_collected": new_bars,
-                "funding_rows_stored": sum(r.rows for r in self.series if r.interval == FUNDING_KEY),
+                "funding_rows_stored": sum(
+                    r.rows for r in self.series if r.interval == FUNDING_KEY
+                ),
                 "elapsed_s": round(self.elapsed_s, 3),
                 "bars_per_s": round(new_bars / self.elapsed_s, 1) if self.elapsed_s else None,
                 **self.client,
@@ -217,14 +219,28 @@ class CollectionReport:
 
 
 SUMMARY_COLUMNS = (
-    "symbol", "interval", "status", "rows", "new_rows", "first_time", "last_time",
-    "missing_share", "gaps", "longest_gap_bars", "quality_score", "requests", "weight", "retries",
+    "symbol",
+    "interval",
+    "status",
+    "rows",
+    "new_rows",
+    "first_time",
+    "last_time",
+    "missing_share",
+    "gaps",
+    "longest_gap_bars",
+    "quality_score",
+    "requests",
+    "weight",
+    "retries",
 )
 
 
 def summary_csv(report: CollectionReport) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for r in report.series:
         writer.writerow(asdict(r))
@@ -259,7 +275,9 @@ class Collector:
         if self.progress is not None and self._task_id is not None:
             self.progress.advance(self._task_id, n)
 
-    async def run(self, symbols: Iterable[str], intervals: Iterable[str], days: int) -> CollectionReport:
+    async def run(
+        self, symbols: Iterable[str], intervals: Iterable[str], days: int
+    ) -> CollectionReport:
         started = time.perf_counter()
         symbols, intervals = list(symbols), list(intervals)
         now = await self.client.server_time()
@@ -337,7 +355,7 @@ class Collector:
         symbol, interval = res.symbol, res.interval
         step = interval_ms(interval)
         path = self.paths.klines(symbol, interval)
-        existing = read_series(path, "klines") if path.exists() else None
+        existing = await asyncio.to_thread(read_series, path, "klines") if path.exists() else None
         old = existing.frame if existing is not None else None
         last_closed = last_closed_open_time(now, interval)
         wanted_first = ceil_time(now - days * DAY_MS, interval)
@@ -358,7 +376,9 @@ class Collector:
                 return
             ranges.append((max(wanted_first, first_bar), last_closed))
 
-        pages = [p for a, b in ranges for p in plan_pages(a, b, step, self.settings.collect.page_limit)]
+        pages = [
+            p for a, b in ranges for p in plan_pages(a, b, step, self.settings.collect.page_limit)
+        ]
         self._progress_add(len(pages))
         replies = await asyncio.gather(*(self._fetch_page(symbol, interval, p) for p in pages))
 
@@ -395,8 +415,10 @@ class Collector:
             added=res.new_rows,
         )
         if old is None:
-            provenance["listing_open_time"] = int(times[0]) if int(times[0]) > wanted_first else None
-        write_series(path, merged, provenance, "klines")
+            provenance["listing_open_time"] = (
+                int(times[0]) if int(times[0]) > wanted_first else None
+            )
+        await asyncio.to_thread(write_series, path, merged, provenance, "klines")
         res.status = "ok"
         describe_klines(res, merged, interval)
 
@@ -437,7 +459,7 @@ class Collector:
 
     async def _collect_funding(self, res: SeriesResult, now: int, days: int) -> None:
         path = self.paths.funding(res.symbol)
-        existing = read_series(path, "funding") if path.exists() else None
+        existing = await asyncio.to_thread(read_series, path, "funding") if path.exists() else None
         old = existing.frame if existing is not None else None
         start = now - days * DAY_MS
         if old is not None and len(old):
@@ -480,7 +502,7 @@ class Collector:
             first_key="first_funding_time",
             last_key="last_funding_time",
         )
-        write_series(path, merged, provenance, "funding")
+        await asyncio.to_thread(write_series, path, merged, provenance, "funding")
         res.status = "ok"
         describe_funding(res, merged)
 
@@ -570,7 +592,9 @@ def load_discovery(paths: DataPaths) -> dict[str, Any] | None:
     try:
         return json.loads(paths.discovery.read_text())
     except ValueError as err:
-        raise CollectionUsageError(f"{paths.discovery}: not valid JSON ({err}); run `asterai discover` again") from err
+        raise CollectionUsageError(
+            f"{paths.discovery}: not valid JSON ({err}); run `asterai discover` again"
+        ) from err
 
 
 def choose_symbols(
@@ -594,7 +618,9 @@ def choose_symbols(
         for s in requested:
             entry = by_symbol.get(s)
             if entry is not None and not entry.get("trainable", True):
-                warnings.append(f"{s} is not trainable ({entry.get('reason')}); collecting it anyway as asked")
+                warnings.append(
+                    f"{s} is not trainable ({entry.get('reason')}); collecting it anyway as asked"
+                )
         return list(dict.fromkeys(requested)), warnings
     if discovery is None:
         raise CollectionUsageError(
@@ -630,7 +656,9 @@ async def collect(
         collector = Collector(client, settings, progress=bar)
         if bar is not None:
             with bar:
-                report = await collector.run(chosen, settings.collect.intervals, settings.collect.days)
+                report = await collector.run(
+                    chosen, settings.collect.intervals, settings.collect.days
+                )
         else:
             report = await collector.run(chosen, settings.collect.intervals, settings.collect.days)
         report.warnings.extend(warnings)

@@ -110,10 +110,14 @@ def _check_time_column(times: np.ndarray, path: Path, kind: Kind) -> None:
         if len(bad):
             row = int(bad[0]) + 1
             rule = "duplicate timestamp" if diffs[bad[0]] == 0 else "timestamps not sorted"
-            raise StoreError(path, rule, f"{TIME_COLUMN[kind]} at row {row} is not after row {row - 1}", row)
+            raise StoreError(
+                path, rule, f"{TIME_COLUMN[kind]} at row {row} is not after row {row - 1}", row
+            )
 
 
-def write_series(path: str | Path, frame: pd.DataFrame, provenance: dict[str, Any], kind: Kind) -> None:
+def write_series(
+    path: str | Path, frame: pd.DataFrame, provenance: dict[str, Any], kind: Kind
+) -> None:
     """Validate ``frame`` against the ``kind`` schema and write it atomically with ``provenance``."""
     path = Path(path)
     table = _to_table(frame, kind, path)

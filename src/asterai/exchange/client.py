@@ -25,7 +25,6 @@ import numpy as np
 from asterai import __version__
 from asterai.config import ExchangeSettings
 from asterai.exchange.errors import (
-    APIError,
     ExchangeError,
     IPBanned,
     RateLimited,
@@ -87,6 +86,7 @@ class ClientStats:
     weight: int = 0
     by_path: Counter = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
+    sends: list[tuple[float, int]] = field(default_factory=list)  # (monotonic s, weight)
 
 
 class AsterClient:
@@ -117,7 +117,7 @@ class AsterClient:
         self._banned: IPBanned | None = None
         self.exchange_info: dict[str, Any] | None = None
 
-    async def __aenter__(self) -> "AsterClient":
+    async def __aenter__(self) -> AsterClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -127,8 +127,19 @@ class AsterClient:
         await self._http.aclose()
 
     # -- the one request path -----------------------------------------------
-    async def request(self, endpoint: str, params: dict[str, Any] | None = None) -> Response:
-        """GET ``/fapi/v1/{endpoint}`` with retries; raises a typed ``ExchangeError``."""
+    async def request(
+        self,
+        endpoint: str,
+        params: dict[str, Any] | None = None,
+        *,
+        retry_rate_limited: bool = True,
+    ) -> Response:
+        """GET ``/fapi/v1/{endpoint}`` with retries; raises a typed ``ExchangeError``.
+
+        With ``retry_rate_limited=False`` a 429 is raised as ``RateLimited`` (after
+        pausing the limiter) instead of being waited out, for callers that must stop
+        at the first one, such as the rate-limit probe.
+        """
         params = {k: v for k, v in (params or {}).items() if v is not None}
         path = API_PREFIX + endpoint
         weight = endpoint_weight(path, params)
@@ -140,6 +151,9 @@ class AsterClient:
             try:
                 return await self._send(path, params, weight)
             except RateLimited as err:
+                self.limiter.pause(err.retry_after)
+                if not retry_rate_limited:
+                    raise
                 limited += 1
                 if limited > MAX_RATE_LIMITED_RETRIES:
                     self.stats.failures += 1
@@ -147,7 +161,6 @@ class AsterClient:
                 if (tally := _TALLY.get()) is not None:
                     tally.rate_limited += 1
                 log.warning("%s: 429, pausing all requests for %.2f s", what, err.retry_after)
-                self.limiter.pause(err.retry_after)
             except TemporaryError as err:
                 connect_failures += isinstance(err.__cause__, httpx.ConnectError)
                 attempt += 1
@@ -160,12 +173,21 @@ class AsterClient:
                             "falls back to other data."
                         ) from err
                     raise RetriesExhausted(what, attempt, err) from err
-                delay = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+                delay = min(
+                    self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)
+                )
                 delay *= 0.5 + self._rng.random() / 2
                 self.stats.retries += 1
                 if (tally := _TALLY.get()) is not None:
                     tally.retries += 1
-                log.warning("%s: %s; retry %d/%d in %.2f s", what, err, attempt, self.settings.max_retries, delay)
+                log.warning(
+                    "%s: %s; retry %d/%d in %.2f s",
+                    what,
+                    err,
+                    attempt,
+                    self.settings.max_retries,
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
     async def _send(self, path: str, params: dict[str, Any], weight: int) -> Response:
@@ -177,6 +199,7 @@ class AsterClient:
                 raise self._banned
             self.stats.requests += 1
             self.stats.weight += weight
+            self.stats.sends.append((time.monotonic(), weight))
             self.stats.by_path[path] += 1
             if (tally := _TALLY.get()) is not None:
                 tally.requests += 1
@@ -188,6 +211,7 @@ class AsterClient:
             except httpx.TransportError as err:
                 raise TemporaryError(f"{type(err).__name__}: {err or 'connection failed'}") from err
             latency = time.perf_counter() - started
+            self.limiter.note_latency(latency)
         return self._classify(path, reply, body, weight, latency)
 
     def _classify(
@@ -260,14 +284,26 @@ class AsterClient:
     ) -> Response:
         return await self.request(
             "klines",
-            {"symbol": symbol, "interval": interval, "startTime": start_ms, "endTime": end_ms, "limit": limit},
+            {
+                "symbol": symbol,
+                "interval": interval,
+                "startTime": start_ms,
+                "endTime": end_ms,
+                "limit": limit,
+            },
         )
 
     async def funding_rate(
-        self, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int | None = None
+        self,
+        symbol: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
     ) -> Response:
         return await self.request(
-            "fundingRate", {"symbol": symbol, "startTime": start_ms, "endTime": end_ms, "limit": limit}
+            "fundingRate",
+            {"symbol": symbol, "startTime": start_ms, "endTime": end_ms, "limit": limit},
         )
 
     async def funding_info(self) -> Response:
@@ -301,8 +337,10 @@ def _error_fields(body: bytes) -> tuple[int | None, str]:
         return None, body[:200].decode("utf-8", "replace")
     if isinstance(data, dict):
         code = data.get("code")
-        return (int(code) if isinstance(code, int | str) and str(code).lstrip("-").isdigit() else None,
-                str(data.get("msg", "")))
+        return (
+            int(code) if isinstance(code, int | str) and str(code).lstrip("-").isdigit() else None,
+            str(data.get("msg", "")),
+        )
     return None, str(data)[:200]
 
 
@@ -314,8 +352,17 @@ def _error_text(body: bytes) -> str:
 # -- response parsing (the exchange's formats, in one place) -----------------
 
 KLINE_FIELDS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "trades", "taker_buy_base", "taker_buy_quote",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_base",
+    "taker_buy_quote",
 )
 
 
@@ -333,7 +380,16 @@ def parse_klines(rows: Any) -> dict[str, np.ndarray]:
         "close_time": np.empty(n, np.int64),
         "trades": np.full(n, -1, np.int64),
     }
-    for name in ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base", "taker_buy_quote"):
+    for name in (
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "taker_buy_base",
+        "taker_buy_quote",
+    ):
         out[name] = np.empty(n, np.float64)
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) < 11:
@@ -371,5 +427,7 @@ def parse_funding(rows: Any) -> dict[str, np.ndarray]:
             if row.get("markPrice") not in (None, ""):
                 marks[i] = float(row["markPrice"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ExchangeError(f"funding row {i} has an unexpected shape: {str(row)[:120]}") from err
+            raise ExchangeError(
+                f"funding row {i} has an unexpected shape: {str(row)[:120]}"
+            ) from err
     return {"funding_time": times, "funding_rate": rates, "mark_price": marks}

@@ -7,7 +7,8 @@ server's fixed one: every fixed window lies inside some rolling window, so a
 ledger that keeps each rolling window at or under the limit keeps the server's
 windows there too. The rolling window is widened by a small margin to cover
 the time a request spends in flight (the server counts it on arrival, the
-ledger on departure).
+ledger on departure): twice the recent worst round trip, at least 1% of the
+window and at most 5% of it (5% until a round trip has been measured).
 
 The server's own count (``X-MBX-USED-WEIGHT-1M``) corrects the ledger upwards:
 when it reports more than the ledger holds, someone else shares the IP, and the
@@ -40,11 +41,11 @@ class RateLimit:
     header: str
 
     @classmethod
-    def default(cls) -> "RateLimit":
+    def default(cls) -> RateLimit:
         return cls(DEFAULT_WEIGHT_LIMIT, 60.0, "X-MBX-USED-WEIGHT-1M")
 
     @classmethod
-    def from_exchange_info(cls, info: dict[str, Any]) -> "RateLimit":
+    def from_exchange_info(cls, info: dict[str, Any]) -> RateLimit:
         """Read the REQUEST_WEIGHT entry of ``exchangeInfo.rateLimits``."""
         for entry in info.get("rateLimits") or []:
             if entry.get("rateLimitType") != "REQUEST_WEIGHT":
@@ -99,7 +100,9 @@ class WeightLimiter:
     ) -> None:
         self.rate = rate
         self.budget = max(1, int(rate.limit * safety))
-        self.margin_s = min(1.0, 0.05 * rate.window_s) if margin_s is None else margin_s
+        self._fixed_margin = margin_s
+        self._latency_s: float | None = None
+        self.margin_s = self._margin()
         self.span_s = rate.window_s + self.margin_s
         self._clock = clock
         self._sleep = sleep
@@ -108,6 +111,21 @@ class WeightLimiter:
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
         self.stats = LimiterStats()
+
+    def _margin(self) -> float:
+        if self._fixed_margin is not None:
+            return self._fixed_margin
+        window = self.rate.window_s
+        if self._latency_s is None:
+            return 0.05 * window
+        return min(0.05 * window, max(0.01 * window, 2 * self._latency_s))
+
+    def note_latency(self, seconds: float) -> None:
+        """Widen (or, slowly, narrow) the in-flight margin from a measured round trip."""
+        previous = self._latency_s or 0.0
+        self._latency_s = max(seconds, 0.98 * previous)
+        self.margin_s = self._margin()
+        self.span_s = self.rate.window_s + self.margin_s
 
     # -- ledger -------------------------------------------------------------
     def _expire(self, now: float) -> None:
@@ -130,13 +148,15 @@ class WeightLimiter:
         for t, w in self._ledger:
             freed += w
             if freed >= excess:
-                return max(t + self.span_s - now, 0.0) + 1e-3
+                return max(t + self.span_s - now, 1e-4)
         return self.span_s
 
     async def acquire(self, weight: int) -> None:
         """Wait until ``weight`` fits in the window, then book it."""
         if weight > self.budget:
-            raise ValueError(f"a request of weight {weight} can never fit a budget of {self.budget}")
+            raise ValueError(
+                f"a request of weight {weight} can never fit a budget of {self.budget}"
+            )
         async with self._lock:
             while True:
                 now = self._clock()

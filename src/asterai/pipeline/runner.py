@@ -49,7 +49,9 @@ def _discovery(settings: Settings, opts: dict[str, Any]) -> StageResult:
 
     result = run_discovery(settings, progress=opts.get("progress", False))
     counts = result.get("counts", {})
-    return StageResult(True, f"{counts.get('total', 0)} symbols, {counts.get('trainable', 0)} trainable")
+    return StageResult(
+        True, f"{counts.get('total', 0)} symbols, {counts.get('trainable', 0)} trainable"
+    )
 
 
 def _rate_limits(settings: Settings, opts: dict[str, Any]) -> StageResult:
@@ -57,13 +59,17 @@ def _rate_limits(settings: Settings, opts: dict[str, Any]) -> StageResult:
 
     result = run_ratelimit_probe(settings, progress=opts.get("progress", False))
     problems = result.get("problems") or []
-    return StageResult(bool(result.get("ok", True)), "; ".join(problems) or "limits read, probe clean")
+    return StageResult(
+        bool(result.get("ok", True)), "; ".join(problems) or "limits read, probe clean"
+    )
 
 
 def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
     from asterai.data.collector import collect
 
-    report = asyncio.run(collect(settings, symbols=opts.get("symbols"), progress=opts.get("progress", False)))
+    report = asyncio.run(
+        collect(settings, symbols=opts.get("symbols"), progress=opts.get("progress", False))
+    )
     totals = report.to_json()["totals"]
     summary = (
         f"{totals['ok']}/{totals['series']} series, {totals['bars_collected']} new bars, "
@@ -79,12 +85,16 @@ def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
 
 REGISTRY: dict[str, Stage] = {
     "asset_discovery": Stage("asset_discovery", "discover every Aster symbol", _discovery),
-    "rate_limit_testing": Stage("rate_limit_testing", "read and probe the rate limits", _rate_limits),
+    "rate_limit_testing": Stage(
+        "rate_limit_testing", "read and probe the rate limits", _rate_limits
+    ),
     "data_collection": Stage("data_collection", "collect klines and funding", _collection),
     "data_validation": Stage("data_validation", "gate the data: real, complete, sane", None),
     "feature_engineering": Stage("feature_engineering", "build confluence features", None),
     "model_training_confluence": Stage("model_training_confluence", "train XGBoost + LSTM", None),
-    "model_training_aster_native": Stage("model_training_aster_native", "train the Aster-native model", None),
+    "model_training_aster_native": Stage(
+        "model_training_aster_native", "train the Aster-native model", None
+    ),
     "backtesting": Stage("backtesting", "backtest with full costs", None),
 }
 
@@ -101,7 +111,9 @@ class PipelineOutcome:
 def select_stages(start_from: str | None, stop_at: str | None) -> list[str]:
     for name in (start_from, stop_at):
         if name is not None and name not in STAGES:
-            raise PipelineUsageError(f"unknown stage {name!r}; stages, in order: {', '.join(STAGES)}")
+            raise PipelineUsageError(
+                f"unknown stage {name!r}; stages, in order: {', '.join(STAGES)}"
+            )
     first = STAGES.index(start_from) if start_from else 0
     last = STAGES.index(stop_at) if stop_at else len(STAGES) - 1
     if first > last:
@@ -129,16 +141,22 @@ def run_pipeline(
             outcome.lines.append(f"[{name}] not built in this version yet: nothing ran")
             if validate_only:
                 outcome.ok = False
-                outcome.failure = "the data_validation stage is not built yet, so nothing was validated"
+                outcome.failure = (
+                    "the data_validation stage is not built yet, so nothing was validated"
+                )
             continue
         started = time.perf_counter()
         result = stage.run(settings, opts)
         outcome.ran.append(name)
-        outcome.lines.append(f"[{name}] {'ok' if result.ok else 'FAILED'} in {time.perf_counter() - started:.1f} s: {result.summary}")
+        outcome.lines.append(
+            f"[{name}] {'ok' if result.ok else 'FAILED'} in {time.perf_counter() - started:.1f} s: {result.summary}"
+        )
         if not result.ok:
             outcome.ok = False
             outcome.failure = f"stage {name} failed: {result.summary}"
             break
     if outcome.not_built and outcome.ok:
-        outcome.lines.append("stages not built yet (skipped, not run): " + ", ".join(outcome.not_built))
+        outcome.lines.append(
+            "stages not built yet (skipped, not run): " + ", ".join(outcome.not_built)
+        )
     return outcome

@@ -1,0 +1,558 @@
+"""Load a folder of recorded real Aster market data into memory, ready to serve.
+
+Two layouts are recognised, automatically:
+
+``shared``
+    The read-only recording in ``../shared/aster-real``:
+    ``klines/{SYMBOL}_{interval}.parquet`` (pandas parquet, naive-UTC
+    ``timestamp`` index = bar open time; columns ``open, high, low, close,
+    volume, quote_volume, taker_buy_volume``), optional
+    ``orderbook/{SYMBOL}.json`` (one raw ``GET /fapi/v1/depth`` response) and
+    optional ``trades/{SYMBOL}.json`` (one raw ``GET /fapi/v1/trades`` response).
+
+``project``
+    What AsterAI's collector writes (``data/historical/real_aster_only/``):
+    ``{SYMBOL}_{interval}.parquet`` with ``open_time, open, high, low, close,
+    volume, quote_volume, trades, taker_buy_base, taker_buy_quote, close_time``
+    and ``{SYMBOL}_funding.parquet`` with ``funding_time, funding_rate,
+    mark_price``; each file carries a JSON provenance record under the schema
+    metadata key ``asterai.provenance``. A data root whose
+    ``data/historical/real_aster_only/`` holds such files is accepted too.
+
+Every series is kept as numpy arrays sorted by time, so a page is a
+``searchsorted`` slice. Nothing is invented: fields the recording does not
+hold are ``None``/NaN and are served as JSON ``null``; symbol facts that
+cannot be derived from the recorded numbers are left out.
+
+The recording has a frozen clock, ``now_ms`` (see :func:`load_recording`):
+the replay server answers as the exchange would have at that moment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import reduce
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asterai.intervals import EXCHANGE_INTERVALS, INTERVAL_MS
+
+__all__ = [
+    "FundingSeries",
+    "KlineSeries",
+    "Recording",
+    "RecordingError",
+    "SymbolInfo",
+    "format_number",
+    "load_recording",
+]
+
+PROVENANCE_KEY = b"asterai.provenance"
+PROJECT_SUBDIR = Path("data") / "historical" / "real_aster_only"
+QUOTE_SUFFIXES = ("USDT", "USDC", "USD")
+
+_FILE_RE = re.compile(r"^(?P<symbol>[A-Z0-9]+)_(?P<kind>[0-9]+[a-zA-Z]|funding)\.parquet$")
+
+
+class RecordingError(ValueError):
+    """The folder is not a recording this module can read (the message says why)."""
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def format_number(x: float) -> str:
+    """Shortest decimal string that round-trips ``x`` exactly, never in exponent notation.
+
+    ``0.0015065 -> "0.0015065"``, ``112120.0 -> "112120"``, ``1e-05 -> "0.00001"``.
+    Same result as ``numpy.format_float_positional(x, trim='-')`` but faster on
+    the common path (``repr`` is the shortest round-trip form).
+    """
+    r = repr(float(x))
+    if "e" in r or "n" in r:  # exponent form, nan or inf
+        return np.format_float_positional(x, trim="-")
+    if r.endswith(".0"):
+        return r[:-2]
+    return r
+
+
+def _decimal_str(d: Decimal) -> str:
+    """A ``Decimal`` as a plain string without exponent or trailing zeros."""
+    s = format(d.normalize(), "f")
+    return s
+
+
+def _decimals(text: str) -> int:
+    exp = Decimal(text).as_tuple().exponent
+    return max(0, -int(exp))
+
+
+def _grid(values: Iterable[str]) -> str | None:
+    """gcd of decimal strings, as a string: the coarsest grid all values sit on.
+
+    ``None`` when fewer than two distinct non-zero values exist (a single price
+    says nothing about the tick).
+    """
+    distinct = {Decimal(v) for v in values}
+    distinct.discard(Decimal(0))
+    if len(distinct) < 2:
+        return None
+    places = max(max(0, -int(v.as_tuple().exponent)) for v in distinct)
+    ints = [int(v.scaleb(places)) for v in distinct]
+    g = reduce(math.gcd, ints)
+    if g == 0:
+        return None
+    return _decimal_str(Decimal(g).scaleb(-places))
+
+
+# --------------------------------------------------------------------------- series
+
+
+@dataclass(frozen=True, eq=False)
+class KlineSeries:
+    """One symbol's bars at one interval, sorted by ``open_time`` (numpy arrays).
+
+    Optional columns are ``None`` when the recording does not hold them at
+    all; missing values inside a held column are NaN (``trades`` is float64
+    with NaN for missing counts).
+    """
+
+    symbol: str
+    interval: str
+    open_time: np.ndarray  # int64 ms
+    close_time: np.ndarray  # int64 ms
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    quote_volume: np.ndarray
+    trades: np.ndarray | None = None
+    taker_buy_base: np.ndarray | None = None
+    taker_buy_quote: np.ndarray | None = None
+    _encoded: list = field(default_factory=list, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return int(self.open_time.shape[0])
+
+    def row(self, i: int) -> list:
+        """Bar ``i`` in the API's kline array format (unrecorded fields are ``None``)."""
+
+        def num(col: np.ndarray | None) -> str | None:
+            if col is None:
+                return None
+            v = float(col[i])
+            return None if math.isnan(v) else format_number(v)
+
+        trades = None
+        if self.trades is not None and not math.isnan(float(self.trades[i])):
+            trades = int(self.trades[i])
+        return [
+            int(self.open_time[i]),
+            num(self.open),
+            num(self.high),
+            num(self.low),
+            num(self.close),
+            num(self.volume),
+            int(self.close_time[i]),
+            num(self.quote_volume),
+            trades,
+            num(self.taker_buy_base),
+            num(self.taker_buy_quote),
+            None,  # the "ignore" field is not recorded in either layout
+        ]
+
+    def encoded_rows(self) -> list[str]:
+        """Every bar as a compact JSON array string (built once, on first use)."""
+        enc = self._encoded
+        if len(enc) == len(self):
+            return enc
+        with self._lock:
+            if len(enc) != len(self):
+                dumps = json.JSONEncoder(separators=(",", ":")).encode
+                enc[:] = [dumps(self.row(i)) for i in range(len(self))]
+        return enc
+
+    def count_at_or_before(self, t_ms: int) -> int:
+        """Number of bars with ``open_time <= t_ms``."""
+        return int(np.searchsorted(self.open_time, t_ms, side="right"))
+
+    def index_at_or_after(self, t_ms: int) -> int:
+        """Index of the first bar with ``open_time >= t_ms``."""
+        return int(np.searchsorted(self.open_time, t_ms, side="left"))
+
+
+@dataclass(frozen=True, eq=False)
+class FundingSeries:
+    """One symbol's recorded funding events, sorted by ``funding_time``."""
+
+    symbol: str
+    funding_time: np.ndarray  # int64 ms
+    funding_rate: np.ndarray  # float64
+    mark_price: np.ndarray | None = None  # float64, NaN where not stored
+
+    def __len__(self) -> int:
+        return int(self.funding_time.shape[0])
+
+    def row(self, i: int) -> dict:
+        out: dict = {
+            "symbol": self.symbol,
+            "fundingTime": int(self.funding_time[i]),
+            "fundingRate": format_number(float(self.funding_rate[i])),
+        }
+        if self.mark_price is not None and not math.isnan(float(self.mark_price[i])):
+            out["markPrice"] = format_number(float(self.mark_price[i]))
+        return out
+
+    def interval_hours(self) -> int | float | None:
+        """Median spacing between funding events in hours, ``None`` with fewer than 2 events."""
+        if len(self) < 2:
+            return None
+        hours = float(np.median(np.diff(self.funding_time))) / 3_600_000
+        return round(hours) if abs(hours - round(hours)) < 1e-9 else hours
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """Symbol facts derived from the recorded numbers (``None`` = not derivable)."""
+
+    symbol: str
+    base_asset: str | None
+    quote_asset: str | None
+    tick_size: str | None
+    step_size: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """A recorded folder in memory, with its frozen clock ``now_ms``."""
+
+    folder: Path
+    layout: str  # "shared" or "project"
+    now_ms: int
+    klines: Mapping[tuple[str, str], KlineSeries]
+    funding: Mapping[str, FundingSeries]
+    orderbooks: Mapping[str, dict]
+    trades: Mapping[str, list]
+    symbols: Mapping[str, SymbolInfo]
+
+    def series(self, symbol: str, interval: str) -> KlineSeries | None:
+        return self.klines.get((symbol, interval))
+
+    def intervals(self, symbol: str) -> list[str]:
+        """Recorded intervals of ``symbol``, finest first."""
+        found = [iv for (s, iv) in self.klines if s == symbol]
+        return sorted(found, key=lambda iv: INTERVAL_MS.get(iv, 1 << 62))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_recording(folder: Path | str, now_ms: int | None = None) -> Recording:
+    """Read ``folder`` (either layout, see the module docstring) into a :class:`Recording`.
+
+    The clock: an explicit ``now_ms`` wins. Otherwise, for the shared layout,
+    the earliest order-book ``E`` among the books taken at or after the newest
+    recorded kline open time (the moment the recording was taken); for the
+    project layout, the newest ``collected_at`` in the provenance records, or
+    the newest ``close_time + 1`` when no file carries one.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RecordingError(f"recording folder {folder} does not exist or is not a folder")
+    if (folder / "klines").is_dir():
+        return _load_shared(folder, now_ms)
+    if _project_files(folder):
+        return _load_project(folder, now_ms)
+    nested = folder / PROJECT_SUBDIR
+    if nested.is_dir() and _project_files(nested):
+        return _load_project(nested, now_ms)
+    raise RecordingError(
+        f"{folder} holds no recording: expected klines/{{SYMBOL}}_{{interval}}.parquet "
+        f"(shared layout) or {{SYMBOL}}_{{interval}}.parquet files, here or under {PROJECT_SUBDIR}"
+    )
+
+
+def _project_files(folder: Path) -> list[tuple[str, str, Path]]:
+    out = []
+    for p in sorted(folder.glob("*.parquet")):
+        m = _FILE_RE.match(p.name)
+        if not m:
+            continue
+        kind = m.group("kind")
+        if kind != "funding" and kind not in EXCHANGE_INTERVALS:
+            continue
+        out.append((m.group("symbol"), kind, p))
+    return out
+
+
+def _to_ms(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A timestamp (any unit) or integer-ms arrow column as int64 milliseconds."""
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        arr = arr.cast(pa.timestamp("ms", tz=t.tz)).cast(pa.int64())
+    elif pa.types.is_integer(t):
+        arr = arr.cast(pa.int64())
+    else:
+        raise RecordingError(f"time column has type {t}; expected a timestamp or integer ms")
+    if arr.null_count:
+        raise RecordingError("time column has missing values")
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _to_float(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An arrow numeric column as float64, NaN where null."""
+    arr = arr.cast(pa.float64())
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _sorted_unique(open_time: np.ndarray, where: Path) -> np.ndarray:
+    if open_time.size > 1 and not bool(np.all(np.diff(open_time) > 0)):
+        raise RecordingError(f"{where}: times are not strictly increasing (unsorted or duplicated)")
+    return open_time
+
+
+def _load_shared(folder: Path, now_ms: int | None) -> Recording:
+    klines: dict[tuple[str, str], KlineSeries] = {}
+    for p in sorted((folder / "klines").glob("*.parquet")):
+        m = _FILE_RE.match(p.name)
+        if not m or m.group("kind") not in INTERVAL_MS:
+            continue
+        symbol, interval = m.group("symbol"), m.group("kind")
+        table = pq.read_table(p)
+        names = table.column_names
+        tcol = (
+            "timestamp" if "timestamp" in names else ("open_time" if "open_time" in names else None)
+        )
+        if tcol is None:
+            raise RecordingError(f"{p}: no 'timestamp' column (bar open time)")
+        open_time = _sorted_unique(_to_ms(table.column(tcol)), p)
+        step = INTERVAL_MS[interval]
+
+        def col(name: str, *, required: bool = True, _t=table, _p=p) -> np.ndarray | None:
+            if name not in _t.column_names:
+                if required:
+                    raise RecordingError(f"{_p}: column {name!r} is missing")
+                return None
+            return _to_float(_t.column(name))
+
+        klines[(symbol, interval)] = KlineSeries(
+            symbol=symbol,
+            interval=interval,
+            open_time=open_time,
+            close_time=open_time + (step - 1),
+            open=col("open"),
+            high=col("high"),
+            low=col("low"),
+            close=col("close"),
+            volume=col("volume"),
+            quote_volume=col("quote_volume"),
+            trades=None,
+            taker_buy_base=col("taker_buy_volume", required=False),
+            taker_buy_quote=None,
+        )
+    if not klines:
+        raise RecordingError(f"{folder / 'klines'} holds no {{SYMBOL}}_{{interval}}.parquet file")
+
+    orderbooks = _load_json_dir(folder / "orderbook", dict)
+    trades = _load_json_dir(folder / "trades", list)
+
+    if now_ms is None:
+        newest_open = max(int(s.open_time[-1]) for s in klines.values() if len(s))
+        stamps = sorted(int(b["E"]) for b in orderbooks.values() if "E" in b)
+        after = [e for e in stamps if e >= newest_open]
+        if after:
+            now_ms = after[0]
+        else:
+            # No book taken after the last bar opened: the last bar's close is the
+            # latest moment the klines themselves vouch for.
+            now_ms = max(int(s.close_time[-1]) for s in klines.values() if len(s)) + 1
+
+    symbols = _derive_symbols(klines, {}, orderbooks, trades)
+    return Recording(
+        folder=folder,
+        layout="shared",
+        now_ms=int(now_ms),
+        klines=MappingProxyType(klines),
+        funding=MappingProxyType({}),
+        orderbooks=MappingProxyType(orderbooks),
+        trades=MappingProxyType(trades),
+        symbols=MappingProxyType(symbols),
+    )
+
+
+def _load_json_dir(folder: Path, kind: type) -> dict:
+    out: dict = {}
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.glob("*.json")):
+        with p.open("rb") as fh:
+            data = json.load(fh)
+        if not isinstance(data, kind):
+            raise RecordingError(f"{p}: expected a JSON {kind.__name__}")
+        out[p.stem] = data
+    return out
+
+
+def _provenance_collected_at(schema: pa.Schema) -> int | None:
+    meta = schema.metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    if not raw:
+        return None
+    try:
+        prov = json.loads(raw)
+    except ValueError:
+        return None
+    values = []
+    if isinstance(prov, dict):
+        if isinstance(prov.get("collected_at"), int):
+            values.append(prov["collected_at"])
+        # merged files keep a list of the contributing collections
+        for key in ("collections", "merged", "history"):
+            items = prov.get(key)
+            if isinstance(items, list):
+                values += [
+                    c["collected_at"]
+                    for c in items
+                    if isinstance(c, dict) and isinstance(c.get("collected_at"), int)
+                ]
+    return max(values) if values else None
+
+
+def _load_project(folder: Path, now_ms: int | None) -> Recording:
+    klines: dict[tuple[str, str], KlineSeries] = {}
+    funding: dict[str, FundingSeries] = {}
+    collected: list[int] = []
+    for symbol, kind, p in _project_files(folder):
+        table = pq.read_table(p)
+        got = _provenance_collected_at(table.schema)
+        if got is not None:
+            collected.append(got)
+        names = set(table.column_names)
+
+        def col(name: str, *, required: bool = True, _t=table, _p=p, _n=names):
+            if name not in _n:
+                if required:
+                    raise RecordingError(f"{_p}: column {name!r} is missing")
+                return None
+            return _to_float(_t.column(name))
+
+        if kind == "funding":
+            for need in ("funding_time", "funding_rate"):
+                if need not in names:
+                    raise RecordingError(f"{p}: column {need!r} is missing")
+            ft = _sorted_unique(_to_ms(table.column("funding_time")), p)
+            funding[symbol] = FundingSeries(
+                symbol=symbol,
+                funding_time=ft,
+                funding_rate=col("funding_rate"),
+                mark_price=col("mark_price", required=False),
+            )
+            continue
+        if kind not in INTERVAL_MS:
+            continue  # calendar intervals (3d, 1w, 1M) are not served
+        if "open_time" not in names:
+            raise RecordingError(f"{p}: column 'open_time' is missing")
+        open_time = _sorted_unique(_to_ms(table.column("open_time")), p)
+        if "close_time" in names:
+            close_time = _to_ms(table.column("close_time"))
+        else:
+            close_time = open_time + (INTERVAL_MS[kind] - 1)
+        klines[(symbol, kind)] = KlineSeries(
+            symbol=symbol,
+            interval=kind,
+            open_time=open_time,
+            close_time=close_time,
+            open=col("open"),
+            high=col("high"),
+            low=col("low"),
+            close=col("close"),
+            volume=col("volume"),
+            quote_volume=col("quote_volume"),
+            trades=col("trades", required=False),
+            taker_buy_base=col("taker_buy_base", required=False),
+            taker_buy_quote=col("taker_buy_quote", required=False),
+        )
+    if not klines and not funding:
+        raise RecordingError(f"{folder} holds no readable kline or funding parquet file")
+
+    if now_ms is None:
+        if collected:
+            now_ms = max(collected)
+        else:
+            ends = [int(s.close_time[-1]) + 1 for s in klines.values() if len(s)]
+            ends += [int(f.funding_time[-1]) for f in funding.values() if len(f)]
+            if not ends:
+                raise RecordingError(f"{folder}: every series is empty; no clock can be derived")
+            now_ms = max(ends)
+
+    symbols = _derive_symbols(klines, funding, {}, {})
+    return Recording(
+        folder=folder,
+        layout="project",
+        now_ms=int(now_ms),
+        klines=MappingProxyType(klines),
+        funding=MappingProxyType(funding),
+        orderbooks=MappingProxyType({}),
+        trades=MappingProxyType({}),
+        symbols=MappingProxyType(symbols),
+    )
+
+
+# --------------------------------------------------------------------------- symbol facts
+
+
+def _split_assets(symbol: str) -> tuple[str | None, str | None]:
+    for quote in QUOTE_SUFFIXES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)], quote
+    return None, None
+
+
+def _derive_symbols(
+    klines: Mapping[tuple[str, str], KlineSeries],
+    funding: Mapping[str, FundingSeries],
+    orderbooks: Mapping[str, dict],
+    trades: Mapping[str, list],
+) -> dict[str, SymbolInfo]:
+    names = sorted({s for s, _ in klines} | set(funding) | set(orderbooks) | set(trades))
+    out: dict[str, SymbolInfo] = {}
+    for symbol in names:
+        price_strs: list[str] = []
+        qty_strs: list[str] = []
+        book = orderbooks.get(symbol) or {}
+        for side in ("bids", "asks"):
+            for level in book.get(side) or []:
+                price_strs.append(str(level[0]))
+                qty_strs.append(str(level[1]))
+        for t in trades.get(symbol) or []:
+            if "price" in t:
+                price_strs.append(str(t["price"]))
+            if "qty" in t:
+                qty_strs.append(str(t["qty"]))
+
+        kline_prices: set[float] = set()
+        for (s, _iv), series in klines.items():
+            if s != symbol:
+                continue
+            for arr in (series.open, series.high, series.low, series.close):
+                kline_prices.update(np.unique(arr[~np.isnan(arr)]).tolist())
+        # Kline prices are float64 parsed from the exchange's decimal strings; their
+        # shortest round-trip repr is that decimal string again.
+        all_prices = price_strs + [format_number(p) for p in kline_prices]
+        tick = _grid(all_prices)
+        step = _grid(qty_strs) if qty_strs else None
+        base, quote = _split_assets(symbol)
+        out[symbol] = SymbolInfo(symbol, base, quote, tick, step)
+    return out

@@ -1,0 +1,582 @@
+"""The replay server, over real HTTP on loopback, serving the real recording.
+
+Every expected value is read from the recorded files themselves
+(``../shared/aster-real``), never typed in from memory, except the few facts
+the recording's README states (the clock, the open last bar, BTC/ETH ticks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import REAL_DATA as REAL
+from conftest import SKIP_REASON
+
+from asterai.exchange.recording import RecordingError, format_number, load_recording
+from asterai.exchange.replay import FaultSpec, ReplayServer
+from asterai.intervals import INTERVAL_MS
+
+if not (REAL / "klines").is_dir():
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
+RECORDING_CLOCK = 1760502565855  # 2025-10-15 04:29:25.855 UTC, BTCUSDT order book E
+LAST_1H = 1760500800000  # 2025-10-15 04:00 UTC
+LAST_1D = 1760486400000  # 2025-10-15 00:00 UTC
+KL = "/fapi/v1/klines"
+HDR = "X-MBX-USED-WEIGHT-1M"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return load_recording(REAL)
+
+
+@pytest.fixture(scope="module")
+def server(rec):
+    with ReplayServer(rec) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.base_url, timeout=10) as c:
+        yield c
+
+
+def frame(symbol: str, interval: str) -> pd.DataFrame:
+    """The recorded parquet file, with ``open_time`` in ms as a column."""
+    df = pd.read_parquet(REAL / "klines" / f"{symbol}_{interval}.parquet")
+    df = df.copy()
+    df["open_time"] = df.index.values.astype("datetime64[ms]").astype(np.int64)
+    return df.reset_index(drop=True)
+
+
+def assert_rows_match(rows: list, df: pd.DataFrame, interval: str) -> None:
+    """Every value of a served page equals the recorded one; unrecorded fields are null."""
+    assert len(rows) == len(df)
+    step = INTERVAL_MS[interval]
+    for row, (_, bar) in zip(rows, df.iterrows(), strict=True):
+        assert len(row) == 12
+        assert row[0] == bar.open_time
+        for pos, name in ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume")):
+            assert isinstance(row[pos], str) and "e" not in row[pos].lower()
+            assert float(row[pos]) == bar[name], (name, row)
+        assert row[6] == bar.open_time + step - 1
+        assert float(row[7]) == bar.quote_volume
+        assert row[8] is None  # number of trades: not recorded
+        assert float(row[9]) == bar.taker_buy_volume
+        assert row[10] is None  # taker-buy quote volume: not recorded
+        assert row[11] is None  # ignored field: not recorded
+
+
+def get_json(client: httpx.Client, path: str, **params):
+    r = client.get(path, params=params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    return r.json()
+
+
+def error(client: httpx.Client, path: str, status: int, code: int, **params) -> str:
+    r = client.get(path, params=params)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"code", "msg"} and body["code"] == code, body
+    return body["msg"]
+
+
+def wait_for_window_start(window: float) -> None:
+    """Sleep until just after a fixed wall-clock window begins."""
+    time.sleep(window - time.time() % window + 0.02)
+
+
+# --------------------------------------------------------------------------- clock and klines
+
+
+def test_clock_is_the_first_book_after_the_last_bar_opened(rec, client):
+    assert rec.layout == "shared"
+    assert rec.now_ms == RECORDING_CLOCK
+    assert get_json(client, "/fapi/v1/time") == {"serverTime": RECORDING_CLOCK}
+    assert get_json(client, "/fapi/v1/ping") == {}
+
+
+def test_klines_latest_page_default_limit(client):
+    df = frame("BTCUSDT", "1h")
+    rows = get_json(client, KL, symbol="BTCUSDT", interval="1h")
+    assert_rows_match(rows, df.iloc[-500:], "1h")
+    assert rows[-1][0] == LAST_1H
+
+
+def test_klines_start_only_end_only_and_both(client):
+    df = frame("ETHUSDT", "1h")
+    t = df.open_time.to_numpy()
+    # startTime only (between two bars): the first `limit` bars at or after it
+    rows = get_json(client, KL, symbol="ETHUSDT", interval="1h", startTime=t[100] - 1, limit=37)
+    assert_rows_match(rows, df.iloc[100:137], "1h")
+    # endTime only (exactly on a bar): the last `limit` bars at or before it, inclusive
+    rows = get_json(client, KL, symbol="ETHUSDT", interval="1h", endTime=t[300], limit=50)
+    assert_rows_match(rows, df.iloc[251:301], "1h")
+    # both, fewer bars than limit: everything inside, both ends inclusive
+    rows = get_json(client, KL, symbol="ETHUSDT", interval="1h", startTime=t[10], endTime=t[20])
+    assert_rows_match(rows, df.iloc[10:21], "1h")
+    # both, more bars than limit: the first `limit` from startTime
+    rows = get_json(
+        client, KL, symbol="ETHUSDT", interval="1h", startTime=t[10], endTime=t[600], limit=99
+    )
+    assert_rows_match(rows, df.iloc[10:109], "1h")
+    # a whole series in one page, other intervals and a young listing
+    for symbol, interval in (("SOLUSDT", "4h"), ("BTCUSDT", "1d"), ("1000CHEEMSUSDT", "1h")):
+        d = frame(symbol, interval)
+        rows = get_json(client, KL, symbol=symbol, interval=interval, startTime=0, limit=1500)
+        assert_rows_match(rows, d, interval)
+    # nothing after the clock, nothing before the listing
+    assert get_json(client, KL, symbol="ETHUSDT", interval="1h", startTime=RECORDING_CLOCK) == []
+    assert get_json(client, KL, symbol="ETHUSDT", interval="1h", endTime=t[0] - 1) == []
+    # a valid interval that is not recorded
+    assert get_json(client, KL, symbol="ETHUSDT", interval="3d") == []
+    assert get_json(client, KL, symbol="ETHUSDT", interval="15m") == []
+
+
+def test_last_bar_is_served_as_the_open_bar(client):
+    now = get_json(client, "/fapi/v1/time")["serverTime"]
+    for interval, open_time in (("1h", LAST_1H), ("4h", LAST_1H), ("1d", LAST_1D)):
+        last = get_json(client, KL, symbol="BTCUSDT", interval=interval, limit=1)[0]
+        assert last[0] == open_time
+        assert last[6] > now  # its close time is still in the future: unclosed
+        assert float(last[4]) == frame("BTCUSDT", interval).close.iloc[-1]
+
+
+def test_an_earlier_clock_hides_later_bars(rec):
+    df = frame("BTCUSDT", "1h")
+    t = df.open_time.to_numpy()
+    earlier = dataclasses.replace(rec, now_ms=int(t[400]) + 1234)
+    with ReplayServer(earlier) as srv, httpx.Client(base_url=srv.base_url) as c:
+        assert get_json(c, "/fapi/v1/time")["serverTime"] == int(t[400]) + 1234
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=10)
+        assert_rows_match(rows, df.iloc[391:401], "1h")
+        assert get_json(c, KL, symbol="BTCUSDT", interval="1h", startTime=t[401]) == []
+
+
+def test_numbers_round_trip_and_never_use_exponents(client):
+    assert format_number(0.0015065) == "0.0015065"
+    assert format_number(1e-07) == "0.0000001"
+    assert format_number(1.5e17) == "150000000000000000"
+    assert format_number(7659099654.8127) == "7659099654.8127"
+    assert format_number(112120.0) == "112120"
+    for symbol in ("1000CHEEMSUSDT", "1000PEPEUSDT", "BTCUSDT"):
+        df = frame(symbol, "1h")
+        rows = get_json(client, KL, symbol=symbol, interval="1h", startTime=0, limit=1500)
+        assert_rows_match(rows, df, "1h")
+
+
+def test_kline_error_shapes(client):
+    msg = error(client, KL, 400, -1130, symbol="BTCUSDT", interval="1h", limit=1501)
+    assert msg == "Data sent for parameter 'limit' is not valid."
+    error(client, KL, 400, -1130, symbol="BTCUSDT", interval="1h", limit=0)
+    assert error(client, KL, 400, -1120, symbol="BTCUSDT", interval="2x") == "Invalid interval."
+    assert error(client, KL, 400, -1121, symbol="NOPEUSDT", interval="1h") == "Invalid symbol."
+    msg = error(client, KL, 400, -1102, interval="1h")
+    assert msg == "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+    assert "'interval'" in error(client, KL, 400, -1102, symbol="BTCUSDT")
+    msg = error(client, KL, 400, -1100, symbol="BTCUSDT", interval="1h", limit="abc")
+    assert msg == "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'."
+    error(client, KL, 400, -1100, symbol="BTCUSDT", interval="1h", startTime="-5")
+    error(client, KL, 400, -1023, symbol="BTCUSDT", interval="1h", startTime=10, endTime=5)
+    error(client, "/fapi/v1/nothingHere", 404, -1020)
+    r = client.post("/fapi/v1/klines", params={"symbol": "BTCUSDT", "interval": "1h"})
+    assert r.status_code == 405 and r.json()["code"] == -1020
+    assert HDR in r.headers
+
+
+# --------------------------------------------------------------------------- weights and limits
+
+
+def weight_of(client: httpx.Client, server: ReplayServer, path: str, **params) -> int:
+    """Used-weight header increase caused by one request (retried across a window edge)."""
+    for _ in range(3):
+        before_window = int(time.time() // 60)
+        before = int(client.get("/fapi/v1/ping").headers[HDR])
+        served_before = server.stats.weight
+        r = client.get(path, params=params)
+        after_window = int(time.time() // 60)
+        if before_window == after_window:
+            assert server.stats.weight - served_before == int(r.headers[HDR]) - before
+            return int(r.headers[HDR]) - before
+    raise AssertionError("could not measure inside one rate window")
+
+
+def test_weights_in_the_used_weight_header(server, client):
+    kl = {"symbol": "BTCUSDT", "interval": "1h"}
+    assert weight_of(client, server, KL, **kl, limit=99) == 1
+    assert weight_of(client, server, KL, **kl, limit=499) == 2
+    assert weight_of(client, server, KL, **kl) == 5  # default limit 500
+    assert weight_of(client, server, KL, **kl, limit=1000) == 5
+    assert weight_of(client, server, KL, **kl, limit=1500) == 10
+    assert weight_of(client, server, "/fapi/v1/ticker/24hr", symbol="BTCUSDT") == 1
+    assert weight_of(client, server, "/fapi/v1/ticker/24hr") == 40
+    assert weight_of(client, server, "/fapi/v1/depth", symbol="BTCUSDT", limit=5) == 2
+    assert weight_of(client, server, "/fapi/v1/depth", symbol="BTCUSDT", limit=1000) == 20
+    # errors carry the header and are charged like the real exchange
+    r = client.get(KL, params={**kl, "interval": "bad"})
+    assert r.status_code == 400 and HDR in r.headers
+
+
+def test_429_with_retry_after_past_the_limit(rec):
+    with (
+        ReplayServer(rec, window_seconds=2, weight_limit=10) as srv,
+        httpx.Client(base_url=srv.base_url) as c,
+    ):
+        hdr = "X-MBX-USED-WEIGHT-2S"
+        wait_for_window_start(2)
+        used = [int(c.get("/fapi/v1/ping").headers[hdr]) for _ in range(10)]
+        assert used == list(range(1, 11))
+        r = c.get("/fapi/v1/ping")
+        assert r.status_code == 429
+        assert r.json()["code"] == -1003
+        assert "current limit is 10" in r.json()["msg"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 2
+        assert r.headers[hdr] == "10"  # the refused request was not counted
+        time.sleep(int(r.headers["Retry-After"]))
+        r = c.get("/fapi/v1/ping")
+        assert r.status_code == 200 and int(r.headers[hdr]) <= 2
+        assert srv.stats.sent_429 == 1
+
+
+def test_418_after_ignoring_429s(rec):
+    with (
+        ReplayServer(rec, window_seconds=2, weight_limit=10) as srv,
+        httpx.Client(base_url=srv.base_url) as c,
+    ):
+        wait_for_window_start(2)
+        for _ in range(10):
+            assert c.get("/fapi/v1/ping").status_code == 200
+        statuses = [c.get("/fapi/v1/ping").status_code for _ in range(4)]
+        assert statuses == [429, 429, 429, 429]  # the 429 and 3 tolerated further requests
+        r = c.get("/fapi/v1/ping")
+        assert r.status_code == 418
+        assert r.json()["code"] == -1003 and "banned until" in r.json()["msg"]
+        assert 3 <= int(r.headers["Retry-After"]) <= 4  # two windows
+        assert "X-MBX-USED-WEIGHT-2S" in r.headers
+        assert c.get("/fapi/v1/time").status_code == 418  # every request during the ban
+        assert srv.stats.sent_418 == 2 and srv.stats.sent_429 == 4
+
+
+def test_exchange_info_filters_and_rate_limits(rec, client):
+    info = get_json(client, "/fapi/v1/exchangeInfo")
+    assert info["timezone"] == "UTC" and info["serverTime"] == RECORDING_CLOCK
+    assert info["exchangeFilters"] == [] and info["assets"] == []
+    assert info["rateLimits"] == [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+        {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+    ]
+    symbols = {s["symbol"]: s for s in info["symbols"]}
+    assert set(symbols) == {p.name.rsplit("_", 1)[0] for p in (REAL / "klines").glob("*.parquet")}
+    btc = symbols["BTCUSDT"]
+    assert (btc["pair"], btc["contractType"], btc["baseAsset"], btc["quoteAsset"]) == (
+        "BTCUSDT",
+        "PERPETUAL",
+        "BTC",
+        "USDT",
+    )
+    assert btc["marginAsset"] == "USDT"
+    filters = {f["filterType"]: f for f in btc["filters"]}
+    assert set(filters) == {"PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE"}  # nothing invented
+    assert filters["PRICE_FILTER"] == {
+        "filterType": "PRICE_FILTER",
+        "minPrice": "0",
+        "maxPrice": "0",
+        "tickSize": "0.1",
+    }
+    assert filters["LOT_SIZE"]["stepSize"] == filters["LOT_SIZE"]["minQty"]
+    eth = {f["filterType"]: f for f in symbols["ETHUSDT"]["filters"]}
+    assert eth["PRICE_FILTER"]["tickSize"] == "0.01"
+    # the tick is a real grid: every recorded price sits on it
+    for symbol in ("BTCUSDT", "ETHUSDT", "1000PEPEUSDT"):
+        tick = Decimal(
+            {f["filterType"]: f for f in symbols[symbol]["filters"]}["PRICE_FILTER"]["tickSize"]
+        )
+        df = frame(symbol, "1h")
+        for col in ("open", "high", "low", "close"):
+            assert all(Decimal(format_number(p)) % tick == 0 for p in df[col])
+    # dead markets (one constant price, no book, no trades): no tick can be derived
+    assert symbols["1INCHUSDT"]["filters"] == []
+    for s in info["symbols"]:
+        for f in s["filters"]:
+            assert all("e" not in v.lower() for k, v in f.items() if k != "filterType")
+
+    with (
+        ReplayServer(rec, window_seconds=2, weight_limit=10) as srv,
+        httpx.Client(base_url=srv.base_url) as c,
+    ):
+        r = c.get("/fapi/v1/exchangeInfo")
+        assert r.json()["rateLimits"][0] == {
+            "rateLimitType": "REQUEST_WEIGHT",
+            "interval": "SECOND",
+            "intervalNum": 2,
+            "limit": 10,
+        }
+        assert "X-MBX-USED-WEIGHT-2S" in r.headers and HDR not in r.headers
+    with pytest.raises(ValueError, match="whole number"):
+        ReplayServer(rec, window_seconds=0.5)
+
+
+# --------------------------------------------------------------------------- other endpoints
+
+
+def test_ticker_24hr_recomputed_from_the_hourly_file(client):
+    df = frame("BTCUSDT", "1h")
+    inside = (df.open_time > RECORDING_CLOCK - 86_400_000) & (df.open_time <= RECORDING_CLOCK)
+    win = df[inside]
+    before = df[df.open_time <= RECORDING_CLOCK - 86_400_000]
+    t = get_json(client, "/fapi/v1/ticker/24hr", symbol="BTCUSDT")
+
+    def d(x: float) -> Decimal:
+        return Decimal(format_number(x))
+
+    assert len(win) == 24
+    assert Decimal(t["openPrice"]) == d(win.open.iloc[0])
+    assert Decimal(t["lastPrice"]) == d(win.close.iloc[-1])
+    assert float(t["highPrice"]) == win.high.max()
+    assert float(t["lowPrice"]) == win.low.min()
+    volume = sum(d(v) for v in win.volume)
+    quote_volume = sum(d(v) for v in win.quote_volume)
+    assert Decimal(t["volume"]) == volume
+    assert Decimal(t["quoteVolume"]) == quote_volume
+    change = d(win.close.iloc[-1]) - d(win.open.iloc[0])
+    assert Decimal(t["priceChange"]) == change
+    pct = change / d(win.open.iloc[0]) * 100
+    assert t["priceChangePercent"] == f"{pct.quantize(Decimal('0.001'))}"
+    assert float(t["weightedAvgPrice"]) == pytest.approx(float(quote_volume / volume), rel=1e-12)
+    assert float(t["prevClosePrice"]) == before.close.iloc[-1]
+    assert t["openTime"] == win.open_time.iloc[0]
+    assert t["closeTime"] == RECORDING_CLOCK
+    recorded_trades = json.loads((REAL / "trades" / "BTCUSDT.json").read_text())
+    assert t["lastQty"] == recorded_trades[-1]["qty"]
+    assert t["count"] is None and t["firstId"] is None and t["lastId"] is None
+    # without a symbol: every symbol, and AAPLUSDT (no trades file) has no lastQty
+    every = {x["symbol"]: x for x in get_json(client, "/fapi/v1/ticker/24hr")}
+    assert every["BTCUSDT"] == t
+    assert every["AAPLUSDT"]["lastQty"] is None
+
+
+def test_depth_and_trades_pass_through_and_the_404_rule(client):
+    book = json.loads((REAL / "orderbook" / "BTCUSDT.json").read_text())
+    assert get_json(client, "/fapi/v1/depth", symbol="BTCUSDT") == book
+    five = get_json(client, "/fapi/v1/depth", symbol="BTCUSDT", limit=5)
+    assert five == {**book, "bids": book["bids"][:5], "asks": book["asks"][:5]}
+    error(client, "/fapi/v1/depth", 400, -1130, symbol="BTCUSDT", limit=7)
+    aapl_book = json.loads((REAL / "orderbook" / "AAPLUSDT.json").read_text())
+    assert get_json(client, "/fapi/v1/depth", symbol="AAPLUSDT") == aapl_book
+    msg = error(client, "/fapi/v1/depth", 404, -1000, symbol="1INCHUSDT")
+    assert msg == "No order book recorded for 1INCHUSDT in this replay."
+
+    trades = json.loads((REAL / "trades" / "BTCUSDT.json").read_text())
+    assert get_json(client, "/fapi/v1/trades", symbol="BTCUSDT") == trades
+    assert get_json(client, "/fapi/v1/trades", symbol="BTCUSDT", limit=10) == trades[-10:]
+    error(client, "/fapi/v1/trades", 400, -1130, symbol="BTCUSDT", limit=1001)
+    msg = error(client, "/fapi/v1/trades", 404, -1000, symbol="AAPLUSDT")
+    assert msg == "No trades recorded for AAPLUSDT in this replay."
+    error(client, "/fapi/v1/trades", 400, -1121, symbol="NOPEUSDT")
+
+
+def test_funding_endpoints_are_empty_for_the_shared_recording(client):
+    assert get_json(client, "/fapi/v1/fundingRate", symbol="BTCUSDT") == []
+    assert get_json(client, "/fapi/v1/fundingRate") == []
+    assert get_json(client, "/fapi/v1/fundingInfo") == []
+    assert get_json(client, "/fapi/v1/premiumIndex", symbol="BTCUSDT") == {
+        "symbol": "BTCUSDT",
+        "time": RECORDING_CLOCK,
+    }
+    assert len(get_json(client, "/fapi/v1/premiumIndex")) == 19
+    error(client, "/fapi/v1/fundingRate", 400, -1130, symbol="BTCUSDT", limit=1001)
+
+
+def test_concurrent_clients(server):
+    df = frame("BTCUSDT", "1h")
+    expected_last = df.open_time.iloc[-1]
+    failures: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(base_url=server.base_url, timeout=10) as c:
+            for _ in range(15):
+                r = c.get(KL, params={"symbol": "BTCUSDT", "interval": "1h", "limit": 99})
+                if r.status_code != 200 or r.json()[-1][0] != expected_last:
+                    failures.append(r.text[:200])
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_a_full_page_is_encoded_fast(server, client):
+    client.get(KL, params={"symbol": "BTCUSDT", "interval": "1h", "limit": 1500})  # warm
+    app = server._app
+    params = {"symbol": "BTCUSDT", "interval": "1h", "limit": "1500", "startTime": "0"}
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        status, body = app.handle(KL, params)
+        times.append(time.perf_counter() - t0)
+    assert status == 200 and len(json.loads(body)) == len(frame("BTCUSDT", "1h"))
+    assert sorted(times)[10] < 0.005
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_fault_spec_parsing():
+    spec = FaultSpec.parse("5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05")
+    assert (spec.error_5xx, spec.burst_429, spec.slow, spec.slow_seconds) == (0.1, 0.05, 0.05, 0.5)
+    assert (spec.truncate, spec.drop) == (0.05, 0.05)
+    assert FaultSpec.parse(str(spec)) == spec
+    assert not FaultSpec.parse("")
+    for bad in ("5xx=2", "boom=0.1", "slow=0.1:x", "drop", "429=0.1:3", "5xx=0.6,drop=0.6"):
+        with pytest.raises(ValueError) as info:
+            FaultSpec.parse(bad)
+        assert bad.split(",")[0] in str(info.value)
+
+
+def faulty(rec, spec: str, seed: int = 1) -> ReplayServer:
+    return ReplayServer(rec, faults=FaultSpec.parse(spec), seed=seed)
+
+
+def test_each_fault_kind_happens(rec):
+    params = {"symbol": "BTCUSDT", "interval": "1h", "limit": 1000}
+    with faulty(rec, "5xx=1") as srv, httpx.Client(base_url=srv.base_url) as c:
+        r = c.get(KL, params=params)
+        assert r.status_code in (500, 502, 503) and "code" in r.json()
+        assert HDR in r.headers
+    with faulty(rec, "429=1") as srv, httpx.Client(base_url=srv.base_url) as c:
+        r = c.get("/fapi/v1/time")
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        assert r.json()["code"] == -1003
+    with faulty(rec, "slow=1:0.3") as srv, httpx.Client(base_url=srv.base_url) as c:
+        t0 = time.perf_counter()
+        r = c.get(KL, params=params)
+        assert time.perf_counter() - t0 >= 0.3
+        assert r.status_code == 200 and r.json()[-1][0] == LAST_1H
+    with faulty(rec, "truncate=1") as srv, httpx.Client(base_url=srv.base_url) as c:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            c.get(KL, params=params)
+        assert srv.stats.faults == {"truncate": 1}
+    with faulty(rec, "drop=1") as srv, httpx.Client(base_url=srv.base_url) as c:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            c.get("/fapi/v1/time")
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            c.get("/fapi/v1/exchangeInfo")
+        assert srv.stats.faults == {"drop": 2}
+
+
+def test_faults_are_reproducible_with_a_seed(rec):
+    def outcomes(seed: int) -> list[int]:
+        out = []
+        with (
+            faulty(rec, "5xx=0.3,429=0.3", seed=seed) as srv,
+            httpx.Client(base_url=srv.base_url) as c,
+        ):
+            for _ in range(30):
+                out.append(c.get("/fapi/v1/ping").status_code)
+        return out
+
+    first = outcomes(7)
+    assert first == outcomes(7)
+    assert 200 in first and 429 in first and ({500, 502, 503} & set(first))
+
+
+# --------------------------------------------------------------------------- project layout
+
+
+def write_project_file(df: pd.DataFrame, path: Path, collected_at: int | None) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if collected_at is not None:
+        prov = {
+            "source": "aster",
+            "symbol": "BTCUSDT",
+            "interval": "1h",
+            "collected_at": collected_at,
+        }
+        meta = dict(table.schema.metadata or {})
+        meta[b"asterai.provenance"] = json.dumps(prov).encode()
+        table = table.replace_schema_metadata(meta)
+    pq.write_table(table, path)
+
+
+def project_frame() -> pd.DataFrame:
+    """The recorded BTCUSDT hourly bars in the collector's layout (closed bars only)."""
+    src = frame("BTCUSDT", "1h").iloc[:-1]  # the collector never stores the open bar
+    n = len(src)
+
+    def utc(ms: np.ndarray) -> pd.DatetimeIndex:
+        return pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]")
+
+    return pd.DataFrame(
+        {
+            "open_time": utc(src.open_time.to_numpy()),
+            "open": src.open.to_numpy(),
+            "high": src.high.to_numpy(),
+            "low": src.low.to_numpy(),
+            "close": src.close.to_numpy(),
+            "volume": src.volume.to_numpy(),
+            "quote_volume": src.quote_volume.to_numpy(),
+            "trades": pd.array([None] * n, dtype="Int64"),
+            "taker_buy_base": src.taker_buy_volume.to_numpy(),
+            "taker_buy_quote": pd.array([None] * n, dtype="Float64"),
+            "close_time": utc(src.open_time.to_numpy() + 3_599_999),
+        }
+    )
+
+
+def test_project_layout(tmp_path):
+    folder = tmp_path / "data" / "historical" / "real_aster_only"
+    folder.mkdir(parents=True)
+    df = project_frame()
+    write_project_file(df, folder / "BTCUSDT_1h.parquet", collected_at=RECORDING_CLOCK)
+    for where in (folder, tmp_path):  # the folder itself, or a data root holding it
+        rec = load_recording(where)
+        assert rec.layout == "project" and rec.now_ms == RECORDING_CLOCK
+    assert load_recording(folder, now_ms=123).now_ms == 123
+    src = frame("BTCUSDT", "1h").iloc[:-1]
+    with ReplayServer(rec) as srv, httpx.Client(base_url=srv.base_url) as c:
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=1500)
+        assert len(rows) == len(src) and rows[-1][0] == LAST_1H - 3_600_000
+        for row, (_, bar) in zip(rows, src.iterrows(), strict=True):
+            assert row[0] == bar.open_time and row[6] == bar.open_time + 3_599_999
+            assert float(row[1]) == bar.open and float(row[4]) == bar.close
+            assert float(row[9]) == bar.taker_buy_volume
+            assert row[8] is None and row[10] is None and row[11] is None
+        assert get_json(c, "/fapi/v1/fundingRate", symbol="BTCUSDT") == []
+        info = get_json(c, "/fapi/v1/exchangeInfo")["symbols"]
+        assert [s["symbol"] for s in info] == ["BTCUSDT"]
+        assert info[0]["filters"] == [
+            {"filterType": "PRICE_FILTER", "minPrice": "0", "maxPrice": "0", "tickSize": "0.1"}
+        ]  # no quantities recorded: no LOT_SIZE
+        error(c, "/fapi/v1/depth", 404, -1000, symbol="BTCUSDT")
+
+    # without provenance the clock falls back to the newest close time + 1 ms
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    write_project_file(df, bare / "BTCUSDT_1h.parquet", collected_at=None)
+    assert load_recording(bare).now_ms == LAST_1H
+
+    with pytest.raises(RecordingError):
+        load_recording(tmp_path / "bare" / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RecordingError):
+        load_recording(empty)
