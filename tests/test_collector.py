@@ -129,7 +129,9 @@ def test_every_file_carries_its_provenance(clean_run: Path, recording) -> None:
     assert prov["first_open_time"] == to_epoch_ms(series.frame["open_time"])[0]
     assert prov["last_open_time"] == to_epoch_ms(series.frame["open_time"])[-1]
     assert prov["collected_at"] == recording.now_ms
-    assert prov["requests"] == len(prov["sha256"]) == 2  # 742 bars: pages of 499 and 243
+    # the first-bar probe (it decides where the series starts), then pages of 499 and 243 bars
+    assert prov["requests"] == len(prov["sha256"]) == 3
+    assert prov["listing_open_time"] == to_epoch_ms(series.frame["open_time"])[0]
     assert all(len(h) == 64 for h in prov["sha256"])
     funding = read_series(DataPaths.at(clean_run).funding("BTCUSDT"), "funding")
     assert funding.provenance["endpoint"] == "/fapi/v1/fundingRate"
@@ -199,7 +201,7 @@ def test_a_second_run_fetches_only_new_bars(tmp_path: Path, clean_run: Path, rea
     assert_same_data(tmp_path, clean_run)
     prov = read_series(DataPaths.at(tmp_path).klines("BTCUSDT", "1h"), "klines").provenance
     assert [c["rows_added"] for c in prov["collections"]] == [712, 30]
-    assert prov["requests"] == len(prov["sha256"]) == 3
+    assert prov["requests"] == len(prov["sha256"]) == 4  # probe + 2 pages, then 1 page
 
 
 def test_killed_mid_run_and_resumed_equals_a_clean_run(
@@ -233,14 +235,15 @@ def test_killed_mid_run_and_resumed_equals_a_clean_run(
         resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_data(tmp_path, clean_run)
-    assert not list(hist.glob(".*")), "no temp files are left behind"
+    assert not list(hist.glob("*.asterai-tmp")), "no temp files are left behind"
 
 
 # -- bad input -----------------------------------------------------------------
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*")) if p.is_file()}
+    """Every stored data file, byte for byte."""
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
 
 
 @pytest.fixture
@@ -378,3 +381,85 @@ def test_without_names_only_discoverys_trainable_symbols_are_collected(
     report = asyncio.run(collect(settings))
     assert report.symbols == ["BTCUSDT"]
     assert not paths.klines("AIUSDT", "1d").exists()
+
+
+def test_a_file_without_provenance_is_never_extended(collected_root: Path, replay) -> None:
+    """Merging new bars into an unverified file would stamp its rows as real exchange data."""
+    paths = DataPaths.at(collected_root)
+    target = paths.klines("BTCUSDT", "1h")
+    frame = read_series(target, "klines").frame.iloc[:500]
+    frame.to_parquet(target)  # same bars, no provenance record
+    before = target.read_bytes()
+    result = cli(
+        "collect",
+        "--data-root",
+        str(collected_root),
+        "--base-url",
+        replay.base_url,
+        "--symbols",
+        "BTCUSDT",
+        "--intervals",
+        "1h",
+    )
+    assert result.exit_code == 1
+    assert (
+        "BTCUSDT_1h.parquet: unverified" in result.output
+        and "no asterai.provenance" in result.output
+    )
+    assert target.read_bytes() == before
+
+
+def test_a_longer_window_backfills_once_and_then_costs_nothing(tmp_path: Path, replay) -> None:
+    short = load_settings(
+        tmp_path,
+        base_url=replay.base_url,
+        collect={"days": 10, "intervals": ("1h",), "funding": False},
+    )
+    assert asyncio.run(collect(short, symbols=["BTCUSDT"])).ok
+    assert len(read_series(DataPaths.at(tmp_path).klines("BTCUSDT", "1h"), "klines").frame) < 300
+    longer = load_settings(
+        tmp_path,
+        base_url=replay.base_url,
+        collect={"days": 60, "intervals": ("1h",), "funding": False},
+    )
+    second = asyncio.run(collect(longer, symbols=["BTCUSDT"]))
+    assert second.series[0].status == "ok"
+    assert len(read_series(DataPaths.at(tmp_path).klines("BTCUSDT", "1h"), "klines").frame) == 742
+    before = replay.stats.paths.get("/fapi/v1/klines", 0)
+    third = asyncio.run(collect(longer, symbols=["BTCUSDT"]))
+    assert third.series[0].status == "up-to-date"
+    assert replay.stats.paths.get("/fapi/v1/klines", 0) == before, (
+        "the listing is known: no probe, no page"
+    )
+
+
+def ban_the_ip(server: ReplayServer) -> None:
+    """Another program on this IP ignores 429s until the exchange bans the IP."""
+    import httpx
+
+    with httpx.Client(base_url=server.base_url) as other:
+        for _ in range(50):
+            if other.get("/fapi/v1/exchangeInfo").status_code == 418:
+                return
+    raise AssertionError("the replay server never banned the IP")
+
+
+def test_an_ip_ban_stops_the_collection_at_once(tmp_path: Path, recording) -> None:
+    with ReplayServer(recording, window_seconds=5, weight_limit=5) as server:
+        ban_the_ip(server)
+        bans_before = server.stats.sent_418
+        requests_before = server.stats.requests
+        result = cli(
+            "collect",
+            "--data-root",
+            str(tmp_path),
+            "--base-url",
+            server.base_url,
+            "--symbols",
+            "BTCUSDT",
+        )
+        sent = server.stats.requests - requests_before
+        assert server.stats.sent_418 == bans_before + 1
+    assert result.exit_code == 1 and "banned this IP (HTTP 418" in result.output
+    assert sent == 1, "nothing is sent after the first 418"
+    assert not list(DataPaths.at(tmp_path).historical.glob("*.parquet"))

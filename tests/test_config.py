@@ -73,3 +73,8 @@ def test_api_keys_come_from_the_environment_and_never_reach_reports(tmp_path, mo
     assert s.api_key.get_secret_value() == "k-very-secret"
     dumped = str(s.public_dict()) + repr(s) + s.model_dump_json()
     assert "very-secret" not in dumped
+
+
+def test_credentials_in_the_base_url_are_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="must not carry credentials"):
+        load_settings(tmp_path, base_url="http://user:secretpw@127.0.0.1:8765")

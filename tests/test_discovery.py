@@ -263,3 +263,24 @@ def test_strip_multiplier():
     assert strip_multiplier("1000000MOG") == "MOG"
     assert strip_multiplier("1INCH") == "1INCH"
     assert strip_multiplier("1000") == "1000"
+
+
+def test_an_ip_ban_stops_discovery_and_keeps_the_previous_file(tmp_path) -> None:
+    from click.testing import CliRunner
+    from test_collector import ban_the_ip
+
+    from asterai.cli import main
+
+    paths = DataPaths.at(tmp_path)
+    paths.data_dir.mkdir(parents=True)
+    paths.discovery.write_text('{"symbols": []}')
+    with ReplayServer(load_recording(REAL), window_seconds=5, weight_limit=5) as server:
+        ban_the_ip(server)
+        before = server.stats.requests
+        result = CliRunner().invoke(
+            main, ["discover", "--data-root", str(tmp_path), "--base-url", server.base_url]
+        )
+        sent = server.stats.requests - before
+    assert result.exit_code == 1 and "HTTP 418" in result.output
+    assert sent == 1
+    assert paths.discovery.read_text() == '{"symbols": []}'

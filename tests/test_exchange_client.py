@@ -16,12 +16,14 @@ from asterai.config import ExchangeSettings
 from asterai.exchange.client import AsterClient, Tally, parse_klines, use_tally
 from asterai.exchange.errors import (
     APIError,
+    ExchangeError,
     InvalidInterval,
     InvalidSymbol,
     IPBanned,
     RetriesExhausted,
     Unreachable,
 )
+from asterai.exchange.limiter import RateLimit
 
 FAST = ExchangeSettings(backoff_base_s=0.001, backoff_max_s=0.005, max_retries=3)
 
@@ -198,3 +200,26 @@ def test_parse_klines_keeps_nulls_missing() -> None:
         cols["taker_buy_base"][0] == 4.0
         and cols["taker_buy_quote"][0] != cols["taker_buy_quote"][0]
     )
+
+
+def test_exchange_info_without_a_weight_limit_is_a_clear_error() -> None:
+    transport, _ = scripted(ok({"rateLimits": [], "symbols": []}))
+    with pytest.raises(ExchangeError, match="no usable REQUEST_WEIGHT rate limit"):
+        run(lambda c: c.load_exchange_info(), transport)
+
+
+def test_a_non_finite_retry_after_is_ignored() -> None:
+    transport, seen = scripted(
+        httpx.Response(
+            429, json={"code": -1003, "msg": "slow down"}, headers={"Retry-After": "inf"}
+        ),
+        ok({"serverTime": 1}),
+    )
+    fast = ExchangeSettings(backoff_base_s=0.001, backoff_max_s=0.005, max_retries=3)
+
+    async def go(client: AsterClient):
+        client.set_rate_limit(RateLimit(10, 0.05, "X-MBX-USED-WEIGHT-1S"))
+        return await client.server_time()
+
+    now, _ = run(go, transport, fast)
+    assert now == 1 and len(seen) == 2

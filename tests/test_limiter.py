@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
-from asterai.exchange.limiter import RateLimit, WeightLimiter, used_weight_from_headers
+from asterai.exchange.limiter import (
+    RateLimit,
+    WeightBudgetError,
+    WeightLimiter,
+    used_weight_from_headers,
+)
 
 
 class FakeClock:
@@ -23,7 +28,7 @@ class FakeClock:
 def make(limit: int = 10, window: float = 1.0, **kw) -> tuple[WeightLimiter, FakeClock]:
     clock = FakeClock()
     rate = RateLimit(limit, window, "X-MBX-USED-WEIGHT-1S")
-    return WeightLimiter(rate, clock=clock, sleep=clock.sleep, **kw), clock
+    return WeightLimiter(rate, clock=clock, wall=clock, sleep=clock.sleep, **kw), clock
 
 
 def test_rate_limit_is_read_from_exchange_info() -> None:
@@ -92,23 +97,48 @@ def test_concurrent_acquires_respect_the_budget() -> None:
         assert sum(w for s, w in stamps if t - 1.0 < s <= t) <= 20
 
 
-def test_server_count_above_the_ledger_is_booked_as_external_weight() -> None:
+def test_server_count_above_our_own_is_external_weight_until_the_window_ends() -> None:
     limiter, clock = make(limit=10, window=1.0)
+    clock.now = 1000.3  # 0.3 s into a clock-aligned window
 
     async def go() -> float:
         await limiter.acquire(2)
-        limiter.observe(9)  # someone else on this IP used 7
-        before = clock.now
-        await limiter.acquire(2)  # 9 + 2 > 10: must wait for the window to pass
-        return clock.now - before
+        limiter.observe(9)  # someone else on this IP used 7 in this window
+        await limiter.acquire(2)  # 7 + 2 + 2 > 10: must wait for the next window
+        return clock.now
 
-    waited = asyncio.run(go())
+    sent_at = asyncio.run(go())
     assert limiter.stats.external_weight == 7
-    assert waited >= 1.0
+    assert sent_at >= 1001.0
 
 
-def test_a_server_count_below_the_ledger_changes_nothing() -> None:
-    limiter, _ = make(limit=10)
+def test_other_clients_weight_is_seen_even_when_our_old_weight_is_still_in_the_ledger() -> None:
+    """We sent 90 in one window; in the next, another client uses 50. The server's
+    count (55 after our 5) is below our rolling ledger (95), yet 50 is external."""
+    limiter, clock = make(limit=100, window=60.0, margin_s=0.5)
+    clock.now = 60 * 1000 + 1.0
+
+    async def go() -> list[float]:
+        await limiter.acquire(90)
+        clock.now = 60 * 1001 + 1.0  # next window
+        await limiter.acquire(5)
+        limiter.observe(55)
+        sent = []
+        for _ in range(10):
+            await limiter.acquire(5)
+            sent.append(clock.now)
+        return sent
+
+    sent = asyncio.run(go())
+    assert limiter.stats.external_weight == 50
+    in_window = [t for t in sent if t < 60 * 1002]
+    assert 50 + 5 + 5 * len(in_window) <= 100, "the server's window would be crossed"
+    assert len(in_window) == 9  # exactly the budget, not one request more
+
+
+def test_a_server_count_within_our_own_weight_changes_nothing() -> None:
+    limiter, clock = make(limit=10)
+    clock.now = 1000.5
 
     async def go() -> None:
         await limiter.acquire(5)
@@ -116,6 +146,29 @@ def test_a_server_count_below_the_ledger_changes_nothing() -> None:
 
     asyncio.run(go())
     assert limiter.used() == 5 and limiter.stats.external_weight == 0
+
+
+def test_a_count_seen_at_a_window_boundary_is_not_misattributed() -> None:
+    limiter, clock = make(limit=10, margin_s=0.05)
+    clock.now = 1000.99  # the count may belong to either window
+
+    async def go() -> None:
+        limiter.observe(9)
+
+    asyncio.run(go())
+    assert limiter.stats.external_weight == 0
+
+
+def test_an_absurd_retry_after_is_clamped() -> None:
+    limiter, clock = make(limit=100)
+
+    async def go() -> None:
+        limiter.pause(1e12)
+        await limiter.acquire(1)
+
+    start = clock.now
+    asyncio.run(go())
+    assert clock.now - start <= 5 * limiter.rate.window_s
 
 
 def test_pause_blocks_every_request_until_it_ends() -> None:
@@ -132,7 +185,7 @@ def test_pause_blocks_every_request_until_it_ends() -> None:
 
 def test_a_request_heavier_than_the_budget_is_refused() -> None:
     limiter, _ = make(limit=5)
-    with pytest.raises(ValueError, match="can never fit"):
+    with pytest.raises(WeightBudgetError, match="can never fit"):
         asyncio.run(limiter.acquire(10))
 
 

@@ -140,7 +140,11 @@ def discover(settings: Settings) -> None:
 
 @main.command()
 @click.option(
-    "--samples", default=20, show_default=True, help="Light requests to time (weight 1 each)."
+    "--samples",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Light requests to time (weight 1 each; capped to 5% of the limit).",
 )
 @common_options
 def ratelimit(settings: Settings, samples: int) -> None:
@@ -295,10 +299,10 @@ def _print_collection(report: Any) -> None:
 )
 @click.option(
     "--window-seconds",
-    default=60.0,
+    default=60,
     show_default=True,
-    type=click.FloatRange(min=1),
-    help="Length of the weight window; shorten it for fast tests.",
+    type=click.IntRange(min=1),
+    help="Length of the weight window in whole seconds; shorten it for fast tests.",
 )
 @click.option(
     "--weight-limit",

@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"base URL must start with http:// or https://, got {value!r}")
+        if "@" in urlsplit(value).netloc:
+            raise ValueError(
+                "the base URL must not carry credentials (they would be written into reports "
+                "and provenance); API keys come from ASTERAI_API_KEY / ASTERAI_API_SECRET"
+            )
         return value
 
     def public_dict(self) -> dict[str, Any]:

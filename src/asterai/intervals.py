@@ -7,6 +7,8 @@ refused with a clear error rather than handled approximately.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
@@ -83,3 +85,11 @@ def parse_intervals(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if not out:
         raise IntervalError("no interval given")
     return tuple(out)
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as an ISO-8601 UTC string (``...Z``), or ``None``."""
+    if ms is None:
+        return None
+    text = datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")

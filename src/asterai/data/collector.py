@@ -15,14 +15,16 @@ of an uninterrupted run. The bar still open at collection time is never stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ import pandas as pd
 from asterai import __version__, atomic
 from asterai.config import Settings
 from asterai.data.store import (
+    Series,
     StoreError,
     from_epoch_ms,
     read_series,
@@ -46,7 +49,7 @@ from asterai.exchange.client import (
 )
 from asterai.exchange.errors import ExchangeError, IPBanned, Unreachable
 from asterai.exchange.weights import FUNDING_MAX_LIMIT
-from asterai.intervals import DAY_MS, ceil_time, interval_ms, last_closed_open_time
+from asterai.intervals import DAY_MS, ceil_time, interval_ms, iso_ms, last_closed_open_time
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -59,12 +62,6 @@ FUNDING_KEY = "funding"
 
 class CollectionUsageError(ValueError):
     """The request cannot be carried out as asked (unknown symbol, no discovery file)."""
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- planning -----------------------------------------------------------------
@@ -141,7 +138,7 @@ def describe_klines(result: SeriesResult, frame: pd.DataFrame, interval: str) ->
         return
     times = to_epoch_ms(frame["open_time"])
     step = interval_ms(interval)
-    result.first_time, result.last_time = iso(int(times[0])), iso(int(times[-1]))
+    result.first_time, result.last_time = iso_ms(int(times[0])), iso_ms(int(times[-1]))
     result.expected_rows = int((times[-1] - times[0]) // step + 1)
     result.missing_bars = result.expected_rows - len(frame)
     result.missing_share = round(result.missing_bars / result.expected_rows, 6)
@@ -160,7 +157,7 @@ def describe_funding(result: SeriesResult, frame: pd.DataFrame) -> None:
     result.rows = len(frame)
     if not frame.empty:
         times = to_epoch_ms(frame["funding_time"])
-        result.first_time, result.last_time = iso(int(times[0])), iso(int(times[-1]))
+        result.first_time, result.last_time = iso_ms(int(times[0])), iso_ms(int(times[-1]))
 
 
 @dataclass(slots=True)
@@ -189,12 +186,12 @@ class CollectionReport:
         klines = [r for r in self.series if r.interval != FUNDING_KEY]
         new_bars = sum(r.new_rows for r in klines)
         return {
-            "generated_at": iso(int(time.time() * 1000)),
+            "generated_at": iso_ms(int(time.time() * 1000)),
             "collector_version": __version__,
             "source": SOURCE,
             "base_url": self.base_url,
             "server_time": self.server_time,
-            "server_time_iso": iso(self.server_time),
+            "server_time_iso": iso_ms(self.server_time),
             "symbols": self.symbols,
             "intervals": self.intervals,
             "ok": self.ok,
@@ -356,31 +353,39 @@ class Collector:
         step = interval_ms(interval)
         path = self.paths.klines(symbol, interval)
         existing = await asyncio.to_thread(read_series, path, "klines") if path.exists() else None
-        old = existing.frame if existing is not None else None
+        if existing is not None:
+            check_own_file(existing, path, symbol, interval)
+        old = existing.frame if existing is not None and len(existing.frame) else None
         last_closed = last_closed_open_time(now, interval)
         wanted_first = ceil_time(now - days * DAY_MS, interval)
+        listed = (existing.provenance or {}).get("listing_open_time") if existing else None
+        hashes: list[str] = []
 
         ranges: list[tuple[int, int]] = []
-        if old is not None and len(old):
+        if old is not None:
             times = to_epoch_ms(old["open_time"])
             have_first, have_last = int(times[0]), int(times[-1])
-            listed = (existing.provenance or {}).get("listing_open_time")
-            if wanted_first < have_first and (listed is None or listed < have_first):
-                ranges.append((wanted_first, have_first - step))
+            if wanted_first < have_first and listed is None:
+                listed, reply = await self.client.first_kline(symbol, interval)
+                hashes.append(reply.sha256)
+            if listed is not None and max(wanted_first, listed) < have_first:
+                ranges.append((max(wanted_first, listed), have_first - step))
             ranges.append((have_last + step, last_closed))
         else:
-            first_bar = await self._first_bar(symbol, interval)
-            if first_bar is None:
+            listed, reply = await self.client.first_kline(symbol, interval)
+            hashes.append(reply.sha256)
+            if listed is None:
                 res.status = "empty"
                 res.errors.append("the exchange has no bars for this symbol and interval")
                 return
-            ranges.append((max(wanted_first, first_bar), last_closed))
+            ranges.append((max(wanted_first, listed), last_closed))
 
         pages = [
             p for a, b in ranges for p in plan_pages(a, b, step, self.settings.collect.page_limit)
         ]
         self._progress_add(len(pages))
-        replies = await asyncio.gather(*(self._fetch_page(symbol, interval, p) for p in pages))
+        replies = await gather_or_cancel(self._fetch_page(symbol, interval, p) for p in pages)
+        hashes += [h for _, h in replies]
 
         frames = [f for f, _ in replies if len(f)]
         new = pd.concat(frames, ignore_index=True) if frames else None
@@ -400,7 +405,6 @@ class Collector:
         merged = merged.sort_values("open_time", kind="stable")
         merged = merged.drop_duplicates("open_time", keep="first").reset_index(drop=True)
         res.new_rows = len(merged) - (0 if old is None else len(old))
-        hashes = [h for _, h in replies]
         times = to_epoch_ms(merged["open_time"])
         provenance = self._provenance(
             existing.provenance if existing is not None else None,
@@ -414,18 +418,10 @@ class Collector:
             hashes=hashes,
             added=res.new_rows,
         )
-        if old is None:
-            provenance["listing_open_time"] = (
-                int(times[0]) if int(times[0]) > wanted_first else None
-            )
+        provenance["listing_open_time"] = listed
         await asyncio.to_thread(write_series, path, merged, provenance, "klines")
         res.status = "ok"
         describe_klines(res, merged, interval)
-
-    async def _first_bar(self, symbol: str, interval: str) -> int | None:
-        reply = await self.client.klines(symbol, interval, start_ms=0, limit=1)
-        rows = reply.data
-        return int(rows[0][0]) if isinstance(rows, list) and rows else None
 
     async def _fetch_page(self, symbol: str, interval: str, page: Page) -> tuple[pd.DataFrame, str]:
         reply = await self.client.klines(
@@ -436,7 +432,7 @@ class Collector:
         if not inside.all():
             raise ExchangeError(
                 f"{symbol} {interval}: the exchange returned bars outside the requested range "
-                f"{iso(page.start_ms)}..{iso(page.end_ms)}"
+                f"{iso_ms(page.start_ms)}..{iso_ms(page.end_ms)}"
             )
         self._progress_advance()
         return klines_frame(cols), reply.sha256
@@ -460,6 +456,8 @@ class Collector:
     async def _collect_funding(self, res: SeriesResult, now: int, days: int) -> None:
         path = self.paths.funding(res.symbol)
         existing = await asyncio.to_thread(read_series, path, "funding") if path.exists() else None
+        if existing is not None:
+            check_own_file(existing, path, res.symbol, None)
         old = existing.frame if existing is not None else None
         start = now - days * DAY_MS
         if old is not None and len(old):
@@ -474,9 +472,9 @@ class Collector:
             hashes.append(reply.sha256)
             keep = (cols["funding_time"] >= start) & (cols["funding_time"] <= now)
             frames.append(funding_frame({k: v[keep] for k, v in cols.items()}))
-            if len(cols["funding_time"]) < FUNDING_MAX_LIMIT:
+            if len(cols["funding_time"]) < FUNDING_MAX_LIMIT or not keep.any():
                 break
-            start = int(cols["funding_time"].max()) + 1
+            start = int(cols["funding_time"][keep].max()) + 1
         self._progress_advance()
         new = pd.concat(frames, ignore_index=True)
         if existing is not None and new.empty:
@@ -550,6 +548,50 @@ class Collector:
         if previous and "listing_open_time" in previous:
             record["listing_open_time"] = previous["listing_open_time"]
         return record
+
+
+async def gather_or_cancel(coros: Iterable[Any]) -> list[Any]:
+    """Run ``coros`` concurrently; when one fails, cancel the rest (no wasted weight)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def check_own_file(series: Series, path: Path, symbol: str, interval: str | None) -> None:
+    """Refuse to extend a file the collector did not write (or that does not match its record).
+
+    Merging new bars into such a file would stamp unverified rows as real exchange data.
+    """
+    prov = series.provenance
+    if prov is None:
+        raise StoreError(
+            path,
+            "unverified",
+            "the file has no asterai.provenance record, so it was "
+            "not written by the collector; move it aside and collect again",
+        )
+    if prov.get("source") != SOURCE:
+        raise StoreError(
+            path, "unverified", f"provenance source is {prov.get('source')!r}, not {SOURCE!r}"
+        )
+    if prov.get("symbol") != symbol or prov.get("interval") != interval:
+        raise StoreError(
+            path,
+            "provenance mismatch",
+            f"the record is for {prov.get('symbol')} "
+            f"{prov.get('interval')}, the file name says {symbol} {interval}",
+        )
+    if prov.get("rows") != len(series.frame):
+        raise StoreError(
+            path,
+            "provenance mismatch",
+            f"the record says {prov.get('rows')} rows, the file holds {len(series.frame)}",
+        )
 
 
 def klines_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -628,6 +670,11 @@ def choose_symbols(
             "trainable), or name symbols with --symbols"
         )
     chosen = [s["symbol"] for s in discovery.get("symbols", []) if s.get("trainable")]
+    if not chosen:
+        raise CollectionUsageError(
+            "the discovery file lists no trainable symbol (see the reasons in "
+            "data/aster_assets_discovery.json); run `asterai discover` again or name symbols with --symbols"
+        )
     gone = [s for s in chosen if s not in exchange_symbols]
     if gone:
         warnings.append(f"no longer listed on the exchange, skipped: {', '.join(gone)}")
@@ -644,6 +691,38 @@ async def collect(
     """Collect ``symbols`` (default: discovery's trainable ones) and write the reports."""
     paths = DataPaths.at(settings.data_root)
     discovery = load_discovery(paths)
+    with collection_lock(paths):
+        return await _collect_locked(settings, paths, discovery, symbols, progress, client)
+
+
+@contextlib.contextmanager
+def collection_lock(paths: DataPaths) -> Iterator[None]:
+    """One collection per data root at a time: a second would delete the first's temp files."""
+    paths.historical.mkdir(parents=True, exist_ok=True)
+    lock_path = paths.historical / ".collect.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise StoreError(
+                lock_path,
+                "locked",
+                "another `asterai collect` is running on this data root; wait for it to finish",
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+async def _collect_locked(
+    settings: Settings,
+    paths: DataPaths,
+    discovery: dict[str, Any] | None,
+    symbols: list[str] | None,
+    progress: bool,
+    client: AsterClient | None,
+) -> CollectionReport:
     own_client = client is None
     client = client or AsterClient(settings.base_url, settings.exchange)
     try:
@@ -654,12 +733,7 @@ async def collect(
             log.warning(w)
         bar = _progress_bar() if progress else None
         collector = Collector(client, settings, progress=bar)
-        if bar is not None:
-            with bar:
-                report = await collector.run(
-                    chosen, settings.collect.intervals, settings.collect.days
-                )
-        else:
+        with bar or contextlib.nullcontext():
             report = await collector.run(chosen, settings.collect.intervals, settings.collect.days)
         report.warnings.extend(warnings)
     finally:

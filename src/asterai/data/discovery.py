@@ -97,9 +97,9 @@ from asterai import __version__
 from asterai.atomic import write_json
 from asterai.config import Settings
 from asterai.exchange.client import AsterClient, parse_klines
-from asterai.exchange.errors import ExchangeError
+from asterai.exchange.errors import ExchangeError, IPBanned, Unreachable
 from asterai.exchange.weights import OPTIMAL_KLINE_PAGE, klines_weight, ticker_24hr_weight
-from asterai.intervals import HOUR_MS, last_closed_open_time
+from asterai.intervals import HOUR_MS, iso_ms, last_closed_open_time
 from asterai.paths import DataPaths
 
 __all__ = [
@@ -140,15 +140,6 @@ ProgressCallback = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def iso_ms(ms: int | None) -> str | None:
-    """Epoch milliseconds as ISO-8601 UTC (``2025-10-15T04:29:25.855Z``), ``None`` stays."""
-    if ms is None:
-        return None
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    text = dt.isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 def utc_now_iso() -> str:
@@ -332,8 +323,7 @@ def discovery_plan(n_symbols: int, settings: Settings) -> dict[str, int]:
 
 
 async def _first_bar(client: AsterClient, symbol: str) -> int | None:
-    rows = parse_klines((await client.klines(symbol, INTERVAL, start_ms=0, limit=1)).data)
-    return int(rows["open_time"][0]) if len(rows["open_time"]) else None
+    return (await client.first_kline(symbol, INTERVAL))[0]
 
 
 async def _lookback_bars(
@@ -501,6 +491,8 @@ async def discover(
     problems: list[str] = []
     try:
         tickers_raw = (await client.ticker_24hr()).data
+    except (IPBanned, Unreachable):
+        raise
     except ExchangeError as err:
         tickers_raw = []
         problems.append(f"ticker/24hr failed, 24h volumes are unknown: {err}")
@@ -528,6 +520,8 @@ async def discover(
         error: BaseException | None = None
         try:
             measured = await _measure(client, symbol, last_closed, lookback)
+        except (IPBanned, Unreachable):
+            raise
         except (ExchangeError, ValueError, KeyError, TypeError) as err:
             error = err
         rec = _symbol_record(entry, tickers.get(symbol), measured, error, server_time, settings)

@@ -11,8 +11,9 @@ atomically, to ``data/aster_rate_limit_test.json``:
     ``samples`` light requests (``/fapi/v1/time`` and ``/fapi/v1/ping`` alternately,
     weight 1 each), sent one after the other. The probe's whole weight, exchangeInfo
     included, stays within ``PROBE_MAX_SHARE`` (5%) of the declared limit: ``samples`` is
-    capped to fit and ``samples_capped`` says so. Each sample is a single attempt (no
-    retry), so a 429 ends the probe at once (``stopped_by``); the probe also stops before
+    capped to fit and ``samples_capped`` says so. A 429 is never waited out: it ends
+    the probe at once (``stopped_by``); temporary failures (5xx, dropped connections)
+    are retried by the client as usual. The probe also stops before
     a request if the server's own count shows the IP within ``PROBE_STOP_SHARE`` of the
     limit (someone else is using it), so the probe itself never provokes a 429.
     Latency (ms): p50/p90/p99/max/mean of the successful samples. Header check: the
@@ -47,16 +48,16 @@ import numpy as np
 from asterai import __version__
 from asterai.atomic import write_json
 from asterai.config import Settings
-from asterai.data.discovery import is_perpetual, iso_ms, utc_now_iso
+from asterai.data.discovery import is_perpetual, utc_now_iso
 from asterai.exchange.client import AsterClient, Response
-from asterai.exchange.errors import ExchangeError, IPBanned, RateLimited, TemporaryError
+from asterai.exchange.errors import ExchangeError, IPBanned, RateLimited
 from asterai.exchange.limiter import RateLimit
 from asterai.exchange.weights import (
     FUNDING_MAX_LIMIT,
     KLINES_MAX_LIMIT,
     klines_weight,
 )
-from asterai.intervals import DAY_MS, interval_ms
+from asterai.intervals import DAY_MS, interval_ms, iso_ms
 from asterai.paths import DataPaths
 
 __all__ = [
@@ -74,7 +75,6 @@ PROBE_STOP_SHARE = 0.90
 #: Recommended concurrency is clamped to this range.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 8
 #: Single attempts at exchangeInfo when it answers a temporary error (5xx, dropped).
-EXCHANGE_INFO_ATTEMPTS = 3
 #: Funding events per day assumed for the estimate (8-hour funding, the common case).
 FUNDING_EVENTS_PER_DAY = 3
 
@@ -241,22 +241,13 @@ async def probe(
     info_resp: Response | None = None
     stopped_by: str | None = None
     rate_limited = 0
-    for attempt in range(1, EXCHANGE_INFO_ATTEMPTS + 1):
-        try:
-            info_resp = await _send_once(client, "exchangeInfo")
-            break
-        except RateLimited as err:
-            rate_limited += 1
-            stopped_by = f"HTTP 429 on exchangeInfo: {err}; the probe stopped at once"
-            break
-        except IPBanned as err:
-            stopped_by = f"HTTP 418 on exchangeInfo: {err}"
-            break
-        except TemporaryError as err:
-            if attempt == EXCHANGE_INFO_ATTEMPTS:
-                raise
-            await asyncio.sleep(settings.exchange.backoff_base_s * attempt)
-            problems.append(f"exchangeInfo attempt {attempt} failed: {err}")
+    try:
+        info_resp = await _send_once(client, "exchangeInfo")
+    except RateLimited as err:
+        rate_limited += 1
+        stopped_by = f"HTTP 429 on exchangeInfo: {err}; the probe stopped at once"
+    except IPBanned as err:
+        stopped_by = f"HTTP 418 on exchangeInfo: {err}"
     if stopped_by is not None:
         problems.append(stopped_by)
     info = info_resp.data if info_resp is not None and isinstance(info_resp.data, dict) else {}

@@ -13,6 +13,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -249,17 +250,23 @@ class AsterClient:
         info = (await self.request("exchangeInfo")).data
         if not isinstance(info, dict):
             raise ExchangeError(f"exchangeInfo from {self.base_url} is not a JSON object")
-        self.set_rate_limit(RateLimit.from_exchange_info(info))
+        try:
+            rate = RateLimit.from_exchange_info(info)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ExchangeError(
+                f"exchangeInfo from {self.base_url} has no usable REQUEST_WEIGHT rate limit ({err}); "
+                "AsterAI will not guess the exchange's limits"
+            ) from err
+        self.set_rate_limit(rate)
         self.exchange_info = info
         return info
 
     def set_rate_limit(self, rate: RateLimit) -> None:
         if rate != self.rate_limit:
-            booked = self.limiter.used()
+            old = self.limiter
             self.rate_limit = rate
             self.limiter = WeightLimiter(rate, safety=self.settings.weight_safety)
-            if booked:
-                self.limiter.observe(booked)
+            self.limiter.adopt(old)
 
     # -- endpoints ----------------------------------------------------------
     async def ping(self) -> Response:
@@ -293,6 +300,12 @@ class AsterClient:
             },
         )
 
+    async def first_kline(self, symbol: str, interval: str) -> tuple[int | None, Response]:
+        """Open time of the first bar the exchange has (its listing), and the reply."""
+        reply = await self.klines(symbol, interval, start_ms=0, limit=1)
+        opens = parse_klines(reply.data)["open_time"]
+        return (int(opens[0]) if len(opens) else None), reply
+
     async def funding_rate(
         self,
         symbol: str,
@@ -325,9 +338,10 @@ class AsterClient:
 def _retry_after(headers: httpx.Headers) -> float | None:
     value = headers.get("Retry-After")
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _error_fields(body: bytes) -> tuple[int | None, str]:

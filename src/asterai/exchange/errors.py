@@ -39,8 +39,9 @@ class IPBanned(ExchangeError):
 
     def __init__(self, retry_after: float | None, message: str = "") -> None:
         wait = f"; the server says retry after {retry_after:g} s" if retry_after else ""
+        said = f": {message}" if message else ""
         super().__init__(
-            (message or "the exchange banned this IP (HTTP 418)")
+            f"the exchange banned this IP (HTTP 418{said})"
             + wait
             + ". AsterAI stopped all requests. Wait for the ban to end before running again."
         )

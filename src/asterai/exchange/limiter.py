@@ -1,18 +1,21 @@
 """Weight-aware request limiter.
 
 The exchange counts request weight per IP in fixed windows (one minute on the
-real exchange) and answers 429 past its limit. The limiter keeps its own ledger
-of the weight it sent over a *rolling* window, which is never looser than the
-server's fixed one: every fixed window lies inside some rolling window, so a
-ledger that keeps each rolling window at or under the limit keeps the server's
-windows there too. The rolling window is widened by a small margin to cover
-the time a request spends in flight (the server counts it on arrival, the
-ledger on departure): twice the recent worst round trip, at least 1% of the
-window and at most 5% of it (5% until a round trip has been measured).
+real exchange, aligned to the clock) and answers 429 past its limit. The limiter
+keeps its own ledger of the weight it sent over a *rolling* window, which is never
+looser than the server's fixed one: every fixed window lies inside some rolling
+window, so a ledger that keeps each rolling window at or under the limit keeps the
+server's windows there too. The rolling window is widened by a margin for the
+time a request spends in flight (the server counts it on arrival, the ledger on
+departure): twice the recent worst round trip, at least 1% and at most 5% of the
+window (5% until a round trip has been measured).
 
-The server's own count (``X-MBX-USED-WEIGHT-1M``) corrects the ledger upwards:
-when it reports more than the ledger holds, someone else shares the IP, and the
-difference is booked as external weight.
+The server's own count (``X-MBX-USED-WEIGHT-1M``) reveals weight that others
+sharing the IP have used. Each count is attributed to the clock-aligned window it
+was observed in (counts observed within the margin of a window boundary are
+ambiguous and skipped); what it holds beyond this client's own weight in that
+window is external, and while that window lasts, external + own + the next
+request must fit the budget as well.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from asterai.exchange.errors import ExchangeError
 from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT
+
+#: A Retry-After longer than this many windows is clamped (a 429 never lasts longer).
+MAX_PAUSE_WINDOWS = 5
 
 _UNIT_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
 _UNIT_LETTER = {"SECOND": "S", "MINUTE": "M", "HOUR": "H", "DAY": "D"}
 _HEADER_RE = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.IGNORECASE)
+
+
+class WeightBudgetError(ExchangeError):
+    """A single request heavier than the whole declared budget: it can never be sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,7 @@ class WeightLimiter:
         safety: float = 1.0,
         margin_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.rate = rate
@@ -105,9 +117,11 @@ class WeightLimiter:
         self.margin_s = self._margin()
         self.span_s = rate.window_s + self.margin_s
         self._clock = clock
+        self._wall = wall
         self._sleep = sleep
-        self._ledger: deque[tuple[float, int]] = deque()
+        self._ledger: deque[tuple[float, float, int]] = deque()  # (clock, wall, weight)
         self._used = 0
+        self._external: dict[int, int] = {}  # clock-aligned window index -> external weight
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
         self.stats = LimiterStats()
@@ -131,21 +145,36 @@ class WeightLimiter:
     def _expire(self, now: float) -> None:
         cutoff = now - self.span_s
         while self._ledger and self._ledger[0][0] <= cutoff:
-            self._used -= self._ledger.popleft()[1]
+            self._used -= self._ledger.popleft()[2]
 
     def used(self) -> int:
         """Weight booked in the current rolling window."""
         self._expire(self._clock())
         return self._used
 
+    def _window(self, wall: float) -> tuple[int, float]:
+        """Index of the clock-aligned window holding ``wall`` and the seconds into it."""
+        index = int(wall // self.rate.window_s)
+        return index, wall - index * self.rate.window_s
+
+    def _own_since(self, wall_from: float) -> int:
+        return sum(w for _, sent, w in self._ledger if sent >= wall_from)
+
     def _wait_for(self, weight: int, now: float) -> float:
         if now < self._paused_until:
             return self._paused_until - now
+        wall = self._wall()
+        index, into = self._window(wall)
+        external = self._external.get(index, 0)
+        if external:
+            own = self._own_since(index * self.rate.window_s - self.margin_s)
+            if external + own + weight > self.budget:
+                return self.rate.window_s - into + 1e-3
         excess = self._used + weight - self.budget
         if excess <= 0:
             return 0.0
         freed = 0
-        for t, w in self._ledger:
+        for t, _, w in self._ledger:
             freed += w
             if freed >= excess:
                 return max(t + self.span_s - now, 1e-4)
@@ -154,8 +183,9 @@ class WeightLimiter:
     async def acquire(self, weight: int) -> None:
         """Wait until ``weight`` fits in the window, then book it."""
         if weight > self.budget:
-            raise ValueError(
-                f"a request of weight {weight} can never fit a budget of {self.budget}"
+            raise WeightBudgetError(
+                f"a request of weight {weight} can never fit the exchange's declared budget of "
+                f"{self.budget} per {self.rate.window_s:g} s"
             )
         async with self._lock:
             while True:
@@ -163,7 +193,7 @@ class WeightLimiter:
                 self._expire(now)
                 wait = self._wait_for(weight, now)
                 if wait <= 0:
-                    self._ledger.append((now, weight))
+                    self._ledger.append((now, self._wall(), weight))
                     self._used += weight
                     self.stats.weight_sent += weight
                     self.stats.requests += 1
@@ -174,16 +204,26 @@ class WeightLimiter:
 
     # -- corrections from the server ----------------------------------------
     def observe(self, server_used: int) -> None:
-        """Book the part of the server's count that the ledger does not hold."""
-        now = self._clock()
-        self._expire(now)
+        """Learn external weight from the server's count for the current window."""
+        self._expire(self._clock())
         self.stats.max_server_used = max(self.stats.max_server_used, server_used)
-        if server_used > self._used:
-            extra = server_used - self._used
-            self._ledger.append((now, extra))
-            self._used += extra
-            self.stats.external_weight += extra
+        index, into = self._window(self._wall())
+        if into < self.margin_s or self.rate.window_s - into < self.margin_s:
+            return  # too close to a boundary to know which window the count belongs to
+        own = self._own_since(index * self.rate.window_s - self.margin_s)
+        external = server_used - own
+        if external > self._external.get(index, 0):
+            self.stats.external_weight += external - self._external.get(index, 0)
+            self._external = {index: external}
+
+    def adopt(self, other: WeightLimiter) -> None:
+        """Carry the weight ``other`` booked (a limiter replaced by a new declared limit)."""
+        self._ledger = deque(other._ledger)
+        self._used = other._used
+        self._expire(self._clock())
+        self._paused_until = other._paused_until
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (after a 429's ``Retry-After``)."""
-        self._paused_until = max(self._paused_until, self._clock() + max(seconds, 0.0))
+        seconds = min(max(seconds, 0.0), MAX_PAUSE_WINDOWS * self.rate.window_s)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)

@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asterai.data.store import PROVENANCE_KEY
 from asterai.intervals import EXCHANGE_INTERVALS, INTERVAL_MS
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "load_recording",
 ]
 
-PROVENANCE_KEY = b"asterai.provenance"
 PROJECT_SUBDIR = Path("data") / "historical" / "real_aster_only"
 QUOTE_SUFFIXES = ("USDT", "USDC", "USD")
 

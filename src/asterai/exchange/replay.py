@@ -77,14 +77,13 @@ from asterai.exchange.weights import (
     TRADES_MAX_LIMIT,
     endpoint_weight,
 )
-from asterai.intervals import EXCHANGE_INTERVALS, INTERVAL_MS
+from asterai.intervals import DAY_MS, EXCHANGE_INTERVALS, INTERVAL_MS
 
 __all__ = ["FaultSpec", "ReplayServer", "ReplayStats", "serve"]
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/fapi/v1/"
-DAY_MS = 86_400_000
 _INT_RE = re.compile(r"^[0-9]{1,20}$")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
