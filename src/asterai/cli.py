@@ -159,9 +159,31 @@ def ratelimit(settings: Settings, samples: int) -> None:
     from asterai.paths import DataPaths
 
     result = run_ratelimit_probe(settings, samples=samples, progress=_progress_wanted())
+    declared = result.get("declared", {}).get("request_weight") or {}
+    probe = result.get("probe", {})
+    latency = probe.get("latency") or {}
     rec = result.get("recommendations", {})
-    click.echo(f"declared weight limit: {result.get('declared', {}).get('request_weight')}")
-    click.echo(f"recommendations: {rec}")
+    page = rec.get("kline_page", {})
+    estimate = rec.get("collection_estimate", {})
+    click.echo(
+        f"declared limit: {declared.get('limit')} weight per {declared.get('window_seconds')} s "
+        f"(header {declared.get('header')})"
+    )
+    click.echo(
+        f"probe: {probe.get('samples_sent')} requests, weight {probe.get('weight_used')}, latency p50 "
+        f"{latency.get('p50_ms')} ms / p99 {latency.get('p99_ms')} ms, header confirmed: "
+        f"{(probe.get('header') or {}).get('confirmed')}"
+    )
+    click.echo(
+        f"recommended: {page.get('limit')}-bar kline pages (weight {page.get('weight')}, "
+        f"{page.get('weight_per_bar')} per bar), concurrency {(rec.get('concurrency') or {}).get('value')}"
+    )
+    if estimate:
+        click.echo(
+            f"configured collection: {estimate.get('symbols')} symbols x {estimate.get('intervals')} "
+            f"over {estimate.get('days')} days = {estimate.get('requests')} requests, weight "
+            f"{estimate.get('weight')}, about {estimate.get('seconds_at_declared_limit')} s at the limit"
+        )
     click.echo(f"wrote {DataPaths.at(settings.data_root).rate_limit_test}")
     if not result.get("ok", True):
         raise StepFailed(
