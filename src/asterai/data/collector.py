@@ -401,10 +401,7 @@ class Collector:
             describe_klines(res, old, interval)
             return
 
-        merged = new if old is None else pd.concat([old, new], ignore_index=True)
-        merged = merged.sort_values("open_time", kind="stable")
-        merged = merged.drop_duplicates("open_time", keep="first").reset_index(drop=True)
-        res.new_rows = len(merged) - (0 if old is None else len(old))
+        merged, res.new_rows = merge_rows(old, new, "open_time")
         times = to_epoch_ms(merged["open_time"])
         provenance = self._provenance(
             existing.provenance if existing is not None else None,
@@ -481,10 +478,7 @@ class Collector:
             res.status = "up-to-date"
             describe_funding(res, old)
             return
-        merged = new if old is None else pd.concat([old, new], ignore_index=True)
-        merged = merged.sort_values("funding_time", kind="stable")
-        merged = merged.drop_duplicates("funding_time", keep="first").reset_index(drop=True)
-        res.new_rows = len(merged) - (0 if old is None else len(old))
+        merged, res.new_rows = merge_rows(old, new, "funding_time")
         times = to_epoch_ms(merged["funding_time"])
         provenance = self._provenance(
             existing.provenance if existing is not None else None,
@@ -548,6 +542,19 @@ class Collector:
         if previous and "listing_open_time" in previous:
             record["listing_open_time"] = previous["listing_open_time"]
         return record
+
+
+def merge_rows(
+    old: pd.DataFrame | None, new: pd.DataFrame, time_column: str
+) -> tuple[pd.DataFrame, int]:
+    """Stored rows plus newly fetched ones, sorted, one row per timestamp (stored rows win).
+
+    Returns the merged frame and how many rows it added.
+    """
+    merged = new if old is None else pd.concat([old, new], ignore_index=True)
+    merged = merged.sort_values(time_column, kind="stable")
+    merged = merged.drop_duplicates(time_column, keep="first").reset_index(drop=True)
+    return merged, len(merged) - (0 if old is None else len(old))
 
 
 async def gather_or_cancel(coros: Iterable[Any]) -> list[Any]:
