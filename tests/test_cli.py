@@ -23,7 +23,7 @@ def invoke(*args: str):
 def test_every_command_explains_itself() -> None:
     top = invoke("--help")
     assert top.exit_code == 0
-    for command in ("discover", "ratelimit", "collect", "replay", "pipeline"):
+    for command in ("discover", "ratelimit", "collect", "validate", "replay", "pipeline"):
         assert command in top.output
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "--help" in result.output
@@ -44,6 +44,9 @@ def test_pipeline_runs_the_stages_that_exist_and_says_which_do_not(tmp_path, rep
     for dead in ("1INCHUSDT", "AIUSDT", "ALGOUSDT"):
         assert not paths.klines(dead, "1h").exists()
     assert "[asset_discovery] ok" in result.output and "[data_collection] ok" in result.output
+    assert "[data_validation] ok" in result.output
+    gate = json.loads(paths.validation.read_text())
+    assert gate["ok"] and sorted(gate["trainable_symbols"]) == trainable
     assert "not built in this version yet" in result.output and "backtesting" in result.output
     assert replay.stats.sent_429 == 0
 
@@ -79,9 +82,26 @@ def test_pipeline_stage_range_and_bad_stage(tmp_path, replay) -> None:
     assert backwards.exit_code == 2
 
 
-def test_validate_only_refuses_to_claim_a_validation_it_cannot_do(tmp_path) -> None:
+def test_validate_only_runs_the_gate_and_nothing_else(tmp_path, replay) -> None:
+    empty = invoke("pipeline", "--data-root", str(tmp_path), "--validate-only")
+    assert empty.exit_code == 1 and "no collected data" in empty.output
+    assert (
+        invoke(
+            "pipeline",
+            "--data-root",
+            str(tmp_path),
+            "--base-url",
+            replay.base_url,
+            "--stop-at",
+            "data_collection",
+        ).exit_code
+        == 0
+    )
+    requests = replay.stats.requests
     result = invoke("pipeline", "--data-root", str(tmp_path), "--validate-only")
-    assert result.exit_code == 1 and "nothing was validated" in result.output
+    assert result.exit_code == 0 and "[data_validation] ok" in result.output
+    assert replay.stats.requests == requests, "validation sends no request"
+    assert DataPaths.at(tmp_path).validation.exists()
 
 
 def test_collect_without_discovery_says_what_to_do(tmp_path, replay) -> None:
@@ -100,7 +120,12 @@ def test_seed_guide_scripts_call_the_same_code(tmp_path, replay) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "trainable" in done.stdout and DataPaths.at(tmp_path).discovery.exists()
-    for name in ("test_aster_rate_limits", "collect_real_aster_data", "run_complete_pipeline"):
+    for name in (
+        "test_aster_rate_limits",
+        "collect_real_aster_data",
+        "validate_training_readiness",
+        "run_complete_pipeline",
+    ):
         helped = subprocess.run(
             [sys.executable, str(PROJECT_ROOT / "scripts" / f"{name}.py"), "--help"],
             capture_output=True,

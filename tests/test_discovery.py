@@ -197,8 +197,9 @@ def test_file_is_written_and_parseable(run):
 
 def test_weight_matches_the_plan(run, server):
     doc = run["doc"]
-    # /time (1) + exchangeInfo (1) + ticker/24hr without symbol (40) + 19 x (first bar 1 + page 2)
-    expected = 1 + 1 + 40 + N_SYMBOLS * 3
+    # /time (1) + exchangeInfo (1) + ticker/24hr without symbol (40) + fundingInfo (1)
+    # + 19 x (first bar 1 + page 2)
+    expected = 1 + 1 + 40 + 1 + N_SYMBOLS * 3
     assert doc["weight"]["planned"]["total"] == expected
     assert doc["weight"]["used"] == expected
     assert run["server_weight"] == expected
@@ -284,3 +285,8 @@ def test_an_ip_ban_stops_discovery_and_keeps_the_previous_file(tmp_path) -> None
     assert result.exit_code == 1 and "HTTP 418" in result.output
     assert sent == 1
     assert paths.discovery.read_text() == '{"symbols": []}'
+
+
+def test_funding_caps_are_recorded_when_the_exchange_lists_them(run):
+    # the recording holds no funding configuration: nothing is invented
+    assert all(s["funding"] is None for s in run["doc"]["symbols"])

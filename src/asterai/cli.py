@@ -94,6 +94,13 @@ def _run_step(func: Callable[..., Any], settings: Settings, *args: Any, **kwargs
         _fail("interrupted; files already written are complete, run the step again to resume", 130)
 
 
+def _console():
+    """A rich console; wide enough for the tables when output goes to a file or a pipe."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def _progress_wanted() -> bool:
     return sys.stderr.isatty()
 
@@ -265,7 +272,6 @@ def collect(settings: Settings, symbols: list[str] | None) -> None:
 
 
 def _print_collection(report: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from asterai.paths import DataPaths
@@ -285,7 +291,7 @@ def _print_collection(report: Any) -> None:
             f"{100 * r.missing_share:.2f}%",
             "" if r.quality_score is None else f"{r.quality_score:.1f}",
         )
-    console = Console(stderr=False)
+    console = _console()
     console.print(table)
     data = report.to_json()["totals"]
     console.print(
@@ -296,6 +302,70 @@ def _print_collection(report: Any) -> None:
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"report: {DataPaths.at(report.settings['data_root']).collection_report}")
+
+
+# -- validate ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--no-environment", is_flag=True, help="Skip the Python/GPU/disk readiness checks.")
+@common_options
+def validate(settings: Settings, no_environment: bool) -> None:
+    """Gate the collected data: real, complete, sane. Nothing else reaches training.
+
+    Checks every file in data/historical/real_aster_only/ against named rules
+    (provenance, schema, completeness, sanity, outliers, tradeability, tick grid, lot
+    step, timeframe consistency, duplicates, funding), scores each series and gives each
+    symbol a verdict with every failed rule, the file and the first offending rows.
+    Also reports Python and library versions, GPU availability and free disk. Writes
+    data/training_readiness_validation.json; exits 1 when the data training needs fails.
+    """
+    from asterai.data.gate import validate as run_gate
+
+    report = run_gate(settings, environment=not no_environment)
+    _print_gate(report)
+    if not report.ok:
+        refused = [s for s in report.needed if report.refused(s)]
+        reasons = report.problems + [
+            f"{s}: " + ", ".join(report.symbols[s]["failed_rules"]) for s in refused
+        ]
+        raise StepFailed("the data is not ready for training:\n  " + "\n  ".join(reasons))
+
+
+def _print_gate(report: Any) -> None:
+    from rich.table import Table
+
+    from asterai.paths import DataPaths
+
+    table = Table(title="training readiness")
+    for col in ("symbol", "verdict", "needed", "quality", "failed rules", "first refusal"):
+        table.add_column(col, overflow="fold")
+    for symbol, info in report.symbols.items():
+        first = info["refusals"][0]["message"] if info["refusals"] else ""
+        table.add_row(
+            symbol,
+            "[green]trainable[/]" if info["trainable"] else "[red]refused[/]",
+            "yes" if symbol in report.needed else "no",
+            f"{info['quality_score']:.1f}",
+            ", ".join(info["failed_rules"]),
+            first[:110],
+        )
+    console = _console()
+    console.print(table)
+    env = report.environment
+    if env:
+        gpu = env.get("gpu", {})
+        disk = env.get("disk", {})
+        console.print(
+            f"python {env.get('python')}; {gpu.get('note')}; free disk "
+            f"{disk.get('free_bytes', 0) / 1e9:.1f} GB (collection needs about "
+            f"{disk.get('estimated_collection_bytes', 0) / 1e9:.2f} GB)"
+        )
+    console.print(
+        f"{len(report.trainable)} trainable, {len(report.symbols) - len(report.trainable)} refused; "
+        f"verdict: {'READY' if report.ok else 'NOT READY'}"
+    )
+    console.print(f"report: {DataPaths.at(report.settings.data_root).validation}")
 
 
 # -- replay -----------------------------------------------------------------------

@@ -9,11 +9,12 @@ Requests and their weight (the client's limiter paces them)::
     GET /fapi/v1/time                  1   "now" is the exchange's clock (DESIGN.md)
     GET /fapi/v1/exchangeInfo          1
     GET /fapi/v1/ticker/24hr           40  all symbols in one call
+    GET /fapi/v1/fundingInfo           1   funding interval, rate cap and floor
     per perpetual symbol, concurrently:
       GET /fapi/v1/klines 1h startTime=0 limit=1             1  first bar on the exchange
       GET /fapi/v1/klines 1h (last activity_lookback_hours)  2  one page (limit 100..499)
 
-so with the default 168-hour lookback the total is ``42 + 3 * symbols`` (99 for the 19
+so with the default 168-hour lookback the total is ``43 + 3 * symbols`` (100 for the 19
 recorded symbols); the plan and the weight actually used are both written into the file
 (``weight.planned``, ``weight.used``). A lookback over 499 hours takes several 499-bar
 pages (the weight-optimal page); the plan then counts every page and is an upper bound,
@@ -28,7 +29,8 @@ The file: ``generated_at`` (local clock), ``server_time`` (ms) and ``server_time
 price_change_pct_24h, first_bar_time, history_hours, history_bars, activity {bars,
 zero_volume_share, distinct_closes, weekday_zero_volume_share, weekend_zero_volume_share,
 session_bars, session_zero_volume_share, off_session_zero_volume_share}, category,
-category_evidence, trainable, reason``. Unknown values are ``null``.
+category_evidence, trainable, reason, funding {interval_hours, cap, floor}`` (``funding``
+is ``null`` where fundingInfo does not list the symbol). Unknown values are ``null``.
 
 Rules, applied to every symbol of ``exchangeInfo``:
 
@@ -192,6 +194,15 @@ def _filters(entry: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def _funding_record(entry: dict[str, Any]) -> dict[str, float | None]:
+    """``/fapi/v1/fundingInfo`` for one symbol: interval hours, rate cap and floor."""
+    return {
+        "interval_hours": _float_or_none(entry.get("fundingIntervalHours")),
+        "cap": _float_or_none(entry.get("fundingFeeCap")),
+        "floor": _float_or_none(entry.get("fundingFeeFloor")),
+    }
+
+
 def _base_asset(entry: dict[str, Any]) -> str:
     base = entry.get("baseAsset")
     if base:
@@ -312,6 +323,7 @@ def discovery_plan(n_symbols: int, settings: Settings) -> dict[str, int]:
         "time": 1,
         "exchangeInfo": 1,
         "ticker/24hr": ticker_24hr_weight(False),
+        "fundingInfo": 1,
         "first_bar_probes": n_symbols * klines_weight(1),
         "activity_pages": n_symbols * sum(klines_weight(p) for p in pages),
     }
@@ -501,6 +513,18 @@ async def discover(
         for t in (tickers_raw if isinstance(tickers_raw, list) else [])
         if isinstance(t, dict)
     }
+    try:
+        funding_raw = (await client.funding_info()).data
+    except (IPBanned, Unreachable):
+        raise
+    except ExchangeError as err:
+        funding_raw = []
+        problems.append(f"fundingInfo failed, funding caps are unknown: {err}")
+    funding = {
+        f.get("symbol"): _funding_record(f)
+        for f in (funding_raw if isinstance(funding_raw, list) else [])
+        if isinstance(f, dict)
+    }
 
     entries = [e for e in info.get("symbols") or [] if isinstance(e, dict) and e.get("symbol")]
     perps = [e for e in entries if is_perpetual(e)]
@@ -531,6 +555,8 @@ async def discover(
 
     records = await asyncio.gather(*(one(e) for e in perps))
     records.sort(key=lambda r: r["symbol"])
+    for r in records:
+        r["funding"] = funding.get(r["symbol"])
 
     counts: dict[str, int] = {c: 0 for c in CATEGORIES}
     for r in records:

@@ -83,13 +83,29 @@ def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
     return StageResult(True, summary)
 
 
+def _validation(settings: Settings, opts: dict[str, Any]) -> StageResult:
+    from asterai.data.gate import validate
+
+    report = validate(settings)
+    refused = [s for s in report.needed if report.refused(s)]
+    summary = (
+        f"{len(report.trainable)} trainable, {len(report.symbols) - len(report.trainable)} refused"
+    )
+    if not report.ok:
+        reasons = report.problems + [
+            f"{s} ({', '.join(report.symbols[s]['failed_rules'])})" for s in refused
+        ]
+        return StageResult(False, f"{summary}; not ready: {'; '.join(reasons)}")
+    return StageResult(True, summary)
+
+
 REGISTRY: dict[str, Stage] = {
     "asset_discovery": Stage("asset_discovery", "discover every Aster symbol", _discovery),
     "rate_limit_testing": Stage(
         "rate_limit_testing", "read and probe the rate limits", _rate_limits
     ),
     "data_collection": Stage("data_collection", "collect klines and funding", _collection),
-    "data_validation": Stage("data_validation", "gate the data: real, complete, sane", None),
+    "data_validation": Stage("data_validation", "gate the data: real, complete, sane", _validation),
     "feature_engineering": Stage("feature_engineering", "build confluence features", None),
     "model_training_confluence": Stage("model_training_confluence", "train XGBoost + LSTM", None),
     "model_training_aster_native": Stage(
@@ -139,11 +155,6 @@ def run_pipeline(
         if stage.run is None:
             outcome.not_built.append(name)
             outcome.lines.append(f"[{name}] not built in this version yet: nothing ran")
-            if validate_only:
-                outcome.ok = False
-                outcome.failure = (
-                    "the data_validation stage is not built yet, so nothing was validated"
-                )
             continue
         started = time.perf_counter()
         result = stage.run(settings, opts)
