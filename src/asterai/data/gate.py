@@ -220,7 +220,7 @@ class Loaded:
 def _load(path: Path, symbol: str, kind: str) -> Loaded:
     try:
         table = pq.read_table(path)
-        provenance = read_provenance(path)
+        provenance = read_provenance(path, table.schema)
     except (OSError, pa.ArrowException, CorruptFile) as err:
         return Loaded(path, symbol, kind, None, None, None, f"unreadable parquet: {err}")
     try:
@@ -489,17 +489,17 @@ def check_tradeability(
     verdict: SeriesVerdict, frame: pd.DataFrame, category: str | None
 ) -> Finding:
     v = frame["volume"].to_numpy(dtype=float)
-    prices = frame[["open", "high", "low", "close"]].to_numpy(dtype=float)
     if len(v) == 0:
         return _skip("tradeability", "no bars")
+    high, low, close = (frame[k].to_numpy(dtype=float) for k in ("high", "low", "close"))
     zero = float((v == 0).mean())
-    constant = bool(np.nanmax(prices) == np.nanmin(prices))
+    constant = bool(np.nanmax(high) == np.nanmin(low))
     name = Path(verdict.file).name
     if zero >= DEAD_ZERO_VOLUME_SHARE and constant:
         return Finding(
             "tradeability",
             "fail",
-            f"{name}: dead market: zero volume on {zero:.0%} of bars and one price ({prices[0, 3]:g}) throughout",
+            f"{name}: dead market: zero volume on {zero:.0%} of bars and one price ({close[0]:g}) throughout",
         )
     if zero >= DEAD_ZERO_VOLUME_SHARE:
         return Finding(
@@ -639,42 +639,53 @@ def compare_timeframes(
     )
 
 
-def _fingerprints(close: np.ndarray, times: np.ndarray, step: int) -> set[bytes]:
-    """Hashes of runs of DUPLICATE_RUN consecutive non-zero log returns (scale-free)."""
+def _fingerprints(close: np.ndarray, times: np.ndarray, step: int) -> np.ndarray:
+    """Runs of DUPLICATE_RUN consecutive non-zero log returns (scale-free), one row each.
+
+    Returned as a 1-d array of opaque fixed-size records, so symbols can be matched with
+    numpy set operations instead of a Python loop per window.
+    """
+    record = np.dtype((np.void, 8 * DUPLICATE_RUN))
     if len(close) < DUPLICATE_RUN + 1 or not np.all(close > 0):
-        return set()
+        return np.empty(0, dtype=record)
     r = np.diff(np.log(close))
-    consecutive = np.diff(times) == step
-    ok = consecutive & (r != 0)
-    rounded = np.round(r, 10)
-    prints = set()
-    for i in range(len(r) - DUPLICATE_RUN + 1):
-        if ok[i : i + DUPLICATE_RUN].all():
-            prints.add(rounded[i : i + DUPLICATE_RUN].tobytes())
-    return prints
+    ok = (np.diff(times) == step) & (r != 0)
+    windows = np.lib.stride_tricks.sliding_window_view(np.round(r, 10), DUPLICATE_RUN)
+    valid = np.lib.stride_tricks.sliding_window_view(ok, DUPLICATE_RUN).all(axis=1)
+    rows = np.ascontiguousarray(windows[valid])
+    return np.unique(rows.view(record).ravel())
 
 
 def find_duplicates(
     series: dict[str, tuple[np.ndarray, np.ndarray]], step: int
 ) -> dict[str, list[str]]:
     """Symbols whose return runs largely coincide with another symbol's."""
-    prints = {sym: _fingerprints(close, times, step) for sym, (close, times) in series.items()}
-    owners: dict[bytes, list[str]] = defaultdict(list)
-    for sym, fps in prints.items():
-        for fp in fps:
-            owners[fp].append(sym)
-    shared: dict[tuple[str, str], int] = defaultdict(int)
-    for syms in owners.values():
-        if 1 < len(syms) <= 4:
-            for i, a in enumerate(syms):
-                for b in syms[i + 1 :]:
-                    shared[(a, b)] += 1
+    names = sorted(series)
+    prints = [_fingerprints(*series[sym], step) for sym in names]
+    if not any(len(p) for p in prints):
+        return {}
+    owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(prints)])
+    allprints = np.concatenate(prints)
+    _, group, counts = np.unique(allprints, return_inverse=True, return_counts=True)
+    shared_rows = counts[group] > 1
     dups: dict[str, list[str]] = defaultdict(list)
-    for (a, b), n in shared.items():
-        smaller = min(len(prints[a]), len(prints[b]))
+    if not shared_rows.any():
+        return dups
+    pairs: dict[tuple[int, int], int] = defaultdict(int)
+    order = np.argsort(group[shared_rows], kind="stable")
+    g = group[shared_rows][order]
+    o = owner[shared_rows][order]
+    bounds = np.flatnonzero(np.r_[True, g[1:] != g[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        members = sorted(set(o[a:b].tolist()))
+        for i, x in enumerate(members):
+            for y in members[i + 1 :]:
+                pairs[(x, y)] += 1
+    for (x, y), n in pairs.items():
+        smaller = min(len(prints[x]), len(prints[y]))
         if smaller and n / smaller >= DUPLICATE_MIN_SHARE:
-            dups[a].append(b)
-            dups[b].append(a)
+            dups[names[x]].append(names[y])
+            dups[names[y]].append(names[x])
     return dups
 
 

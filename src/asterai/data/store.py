@@ -128,14 +128,15 @@ def write_series(
     atomic.write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def read_provenance(path: str | Path) -> dict[str, Any] | None:
-    """The provenance record of a stored file, or ``None`` when it has none."""
+def read_provenance(path: str | Path, schema: pa.Schema | None = None) -> dict[str, Any] | None:
+    """The provenance record of a stored file (or of its already-read ``schema``), or ``None``."""
     path = Path(path)
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException) as err:
-        raise CorruptFile(path, "unreadable parquet", str(err)) from err
-    raw = meta.get(PROVENANCE_KEY)
+    if schema is None:
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as err:
+            raise CorruptFile(path, "unreadable parquet", str(err)) from err
+    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
     if raw is None:
         return None
     try:
@@ -164,7 +165,7 @@ def read_series(path: str | Path, kind: Kind) -> Series:
         raise CorruptFile(path, "schema", f"cannot cast to the {kind} schema: {err}") from err
     _check_time_column(table.column(TIME_COLUMN[kind]).to_numpy(), path, kind)
     frame = table.to_pandas(types_mapper=_types_mapper(kind))
-    return Series(frame=frame, provenance=read_provenance(path))
+    return Series(frame=frame, provenance=read_provenance(path, table.schema))
 
 
 def to_epoch_ms(values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
