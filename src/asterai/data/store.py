@@ -155,6 +155,7 @@ def read_series(path: str | Path, kind: Kind) -> Series:
         raise CorruptFile(
             path, "unreadable parquet", f"{err}. Move the file aside and collect again."
         ) from err
+    provenance = read_provenance(path, table.schema)
     schema = SCHEMAS[kind]
     missing = [c for c in schema.names if c not in table.column_names]
     if missing:
@@ -165,7 +166,7 @@ def read_series(path: str | Path, kind: Kind) -> Series:
         raise CorruptFile(path, "schema", f"cannot cast to the {kind} schema: {err}") from err
     _check_time_column(table.column(TIME_COLUMN[kind]).to_numpy(), path, kind)
     frame = table.to_pandas(types_mapper=_types_mapper(kind))
-    return Series(frame=frame, provenance=read_provenance(path, table.schema))
+    return Series(frame=frame, provenance=provenance)
 
 
 def to_epoch_ms(values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
