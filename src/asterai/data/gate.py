@@ -277,6 +277,9 @@ def check_provenance(loaded: Loaded, times: np.ndarray | None, interval: str | N
                 f"record spans {iso_ms(prov.get(first_key))}..{iso_ms(prov.get(last_key))}, the "
                 f"file {iso_ms(int(times[0]))}..{iso_ms(int(times[-1]))}"
             )
+    collected = prov.get("collected_at")
+    if not isinstance(collected, int) or collected > time.time() * 1000 + HOUR_MS:
+        problems.append(f"collection time {collected!r} is not a time in the past")
     if not isinstance(prov.get("sha256"), list) or prov.get("requests") != len(
         prov.get("sha256") or []
     ):
