@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 
 from asterai.config import load_settings
 from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
 from asterai.data.gate import validate
 from asterai.data.store import read_series, write_series
 from asterai.exchange.recording import load_recording
@@ -71,8 +70,12 @@ def scaled_panel(source: DataPaths, target: DataPaths, symbols: int, months: int
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA)))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
+    )
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--months", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None)
@@ -82,13 +85,14 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-gate-"))
-    source = load_settings(work / "source")
     recording = load_recording(args.data)
     with ReplayServer(recording) as server:
         source = load_settings(work / "source", base_url=server.base_url)
         asyncio.run(collect(source, symbols=sorted({s for s, _ in recording.klines})))
     panel = load_settings(work / "panel")
-    bars = scaled_panel(DataPaths.at(source.data_root), DataPaths.at(panel.data_root), args.symbols, args.months)
+    bars = scaled_panel(
+        DataPaths.at(source.data_root), DataPaths.at(panel.data_root), args.symbols, args.months
+    )
 
     files = sorted(DataPaths.at(panel.data_root).historical.glob("*.parquet"))
     started = time.perf_counter()
@@ -114,12 +118,16 @@ def main() -> int:
         "refused_in_panel": len(report.symbols) - len(report.trainable),
         "real_recording_trainable": real.trainable,
     }
-    print(f"panel: {args.symbols} symbols x {args.months} months, {len(files)} files, {bars:,} bars")
+    print(
+        f"panel: {args.symbols} symbols x {args.months} months, {len(files)} files, {bars:,} bars"
+    )
     print(f"read every file (pyarrow -> pandas): {read_s:.2f} s")
     print(f"quality gate, every rule:            {gate_s:.2f} s  ({bars / gate_s:,.0f} bars/s)")
     print(f"ratio gate / read: x{gate_s / read_s:.1f}")
-    print(f"real recording: {len(real.trainable)} symbols trainable, refused: "
-          f"{sorted(set(real.symbols) - set(real.trainable))}")
+    print(
+        f"real recording: {len(real.trainable)} symbols trainable, refused: "
+        f"{sorted(set(real.symbols) - set(real.trainable))}"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -19,8 +19,10 @@ schema
     and on the interval's grid; ``close_time = open_time + interval - 1 ms``; no bar in
     the future of the collection time and no bar still open at it.
 completeness
-    Missing bars between the first bar (the listing, or the window start) and the last
-    are at most ``quality.max_missing_share`` (5%); the longest gap is reported.
+    The series ends at the last bar closed at its collection time (a file cut short, or
+    shifted back in time, is refused), and missing bars between the first bar (the
+    listing, or the window start) and the last are at most ``quality.max_missing_share``
+    (5%); the longest gap is reported.
 sanity
     Prices > 0 and ``low <= close <= high``; volumes >= 0; taker-buy volume <= volume; quote
     volume consistent with volume x price (its implied average price lies within the
@@ -46,11 +48,14 @@ tick_grid / lot_step
 timeframes
     Every complete higher-timeframe bar (4h, 1d) agrees with the lowest collected
     interval: close equal to the last lower close exactly, volume and quote volume
-    equal to the sums (relative 1e-9, float summation), and a higher bar with volume
-    never spans a stretch without any lower bar. Open, high and low are not compared:
-    the exchange's own bars differ there (in the recording 4.4% of all 4h opens, and
-    14 of AAPLUSDT's 29 daily bars). A disagreement refuses the higher file; a lower
-    file that disagrees with every higher one is refused too.
+    equal to the sums (relative 1e-9, float summation), high and low within
+    ``HIGH_LOW_TOLERANCE`` (10%) of the lower bars' extremes, and a higher bar with
+    volume never spans a stretch without any lower bar. Opens are not compared, and high
+    and low only loosely, because the exchange's own bars differ there: in the recording
+    4.4% of all 4h opens differ (14 of AAPLUSDT's 29 daily bars), and highs and lows by
+    up to 6.8% (4h) and 4.2% (1d). A disagreement refuses the higher file; a lower file
+    that disagrees with every higher one is refused too, with its rows in the bars that
+    disagree.
 duplicate
     Two symbols whose return sequences share long identical stretches (any lag, any
     scale: a copy, a shifted copy or a rescaled copy of another market) are both
@@ -59,7 +64,8 @@ discovery (per symbol)
     A symbol the discovery file marks untrainable (not trading, too short a history)
     is refused with discovery's reason, whatever its files look like.
 funding (funding files)
-    Provenance as above; times on the hour grid (within a minute) with a regular
+    Provenance as above; no event after the collection time; times on the hour grid
+    (within a minute) with a regular
     spacing of 1, 4 or 8 hours; rates within the symbol's cap and floor (the discovery
     file's, or +-``DEFAULT_FUNDING_CAP``).
 
@@ -91,7 +97,7 @@ import pyarrow.parquet as pq
 from asterai import __version__, atomic
 from asterai.config import Settings
 from asterai.data.store import FUNDING_SCHEMA, KLINE_SCHEMA, CorruptFile, read_provenance
-from asterai.intervals import HOUR_MS, INTERVAL_MS, iso_ms
+from asterai.intervals import HOUR_MS, INTERVAL_MS, iso_ms, last_closed_open_time
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,7 @@ QUOTE_VOLUME_TOLERANCE = 1e-3
 OPEN_OUTSIDE_MAX_SHARE = 0.01
 OUTLIER_MIN_COUNT = 3
 SUM_TOLERANCE = 1e-9
+HIGH_LOW_TOLERANCE = 0.10
 GRID_TOLERANCE = 1e-6
 DUPLICATE_RUN = 8
 DUPLICATE_MIN_SHARE = 0.5
@@ -358,12 +365,29 @@ def check_schema(loaded: Loaded, interval: str, times: np.ndarray) -> Finding:
 
 
 def check_completeness(
-    verdict: SeriesVerdict, times: np.ndarray, interval: str, max_missing: float
+    verdict: SeriesVerdict,
+    times: np.ndarray,
+    interval: str,
+    max_missing: float,
+    collected_at: int | None = None,
 ) -> Finding:
     step = INTERVAL_MS[interval]
+    name = Path(verdict.file).name
     if len(times) == 0:
         verdict.missing_share = 1.0
-        return Finding("completeness", "fail", f"{Path(verdict.file).name}: no bars")
+        return Finding("completeness", "fail", f"{name}: no bars")
+    if isinstance(collected_at, int):
+        expected_last = last_closed_open_time(collected_at, interval)
+        if times[-1] < expected_last:
+            short = int((expected_last - times[-1]) // step)
+            return Finding(
+                "completeness",
+                "fail",
+                f"{name}: ends at {iso_ms(int(times[-1]))} (row {len(times) - 1}), {short} bar(s) before "
+                f"the last bar closed at the collection time ({iso_ms(expected_last)})",
+                (len(times) - 1,),
+                (iso_ms(int(times[-1])) or "",),
+            )
     expected = int((times[-1] - times[0]) // step + 1)
     missing = expected - len(times)
     share = missing / expected
@@ -565,80 +589,82 @@ def compare_timeframes(
     higher_times: np.ndarray,
     higher_iv: str,
     name: str,
-) -> Finding:
-    """Check a higher-timeframe series against the lower one it must aggregate."""
+) -> tuple[Finding, np.ndarray]:
+    """Check a higher-timeframe series against the lower one it must aggregate.
+
+    Returns the finding and the open times of the higher bars that disagree.
+    """
     lstep, hstep = INTERVAL_MS[lower_iv], INTERVAL_MS[higher_iv]
     per = hstep // lstep
+    none = np.empty(0, dtype=np.int64)
     if hstep % lstep or per < 2:
-        return _skip("timeframes", f"{higher_iv} is not a multiple of {lower_iv}")
+        return _skip("timeframes", f"{higher_iv} is not a multiple of {lower_iv}"), none
     bucket = lower_times - lower_times % hstep
     starts, first_idx, counts = np.unique(bucket, return_index=True, return_counts=True)
     pos = np.searchsorted(starts, higher_times)
     found = (pos < len(starts)) & (starts[np.minimum(pos, len(starts) - 1)] == higher_times)
     complete = np.zeros(len(higher_times), dtype=bool)
     complete[found] = counts[pos[found]] == per
-    lv, lq = lower["volume"].to_numpy(dtype=float), lower["quote_volume"].to_numpy(dtype=float)
-    lo_, lh, ll, lc = (lower[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
-    sums_v = np.add.reduceat(lv, first_idx) if len(first_idx) else np.array([])
-    sums_q = np.add.reduceat(lq, first_idx) if len(first_idx) else np.array([])
-    last_idx = first_idx + counts - 1
-    hv, hq = higher["volume"].to_numpy(dtype=float), higher["quote_volume"].to_numpy(dtype=float)
-    ho, hh, hl, hc = (higher[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
-
     idx = pos[complete]
-    close_bad = np.zeros(len(higher_times), dtype=bool)
-    vol_bad = np.zeros(len(higher_times), dtype=bool)
-    ohl_diff = np.zeros(len(higher_times), dtype=bool)
-    close_bad[complete] = hc[complete] != lc[last_idx[idx]]
-    vol_bad[complete] = ~np.isclose(
-        hv[complete], sums_v[idx], rtol=SUM_TOLERANCE, atol=1e-12
-    ) | ~np.isclose(hq[complete], sums_q[idx], rtol=SUM_TOLERANCE, atol=1e-9)
-    highs = np.maximum.reduceat(lh, first_idx) if len(first_idx) else np.array([])
-    lows = np.minimum.reduceat(ll, first_idx) if len(first_idx) else np.array([])
-    ohl_diff[complete] = (
-        (ho[complete] != lo_[first_idx[idx]])
-        | (hh[complete] != highs[idx])
-        | (hl[complete] != lows[idx])
-    )
+    last_idx = first_idx + counts - 1
+
+    def low(k: str) -> np.ndarray:
+        return lower[k].to_numpy(dtype=float)
+
+    def high(k: str) -> np.ndarray:
+        return higher[k].to_numpy(dtype=float)[complete]
+
+    n = len(higher_times)
+    checks: list[tuple[np.ndarray, str]] = []
+    if len(first_idx):
+        sums_v = np.add.reduceat(low("volume"), first_idx)[idx]
+        sums_q = np.add.reduceat(low("quote_volume"), first_idx)[idx]
+        highs = np.maximum.reduceat(low("high"), first_idx)[idx]
+        lows = np.minimum.reduceat(low("low"), first_idx)[idx]
+        closes = low("close")[last_idx[idx]]
+        for bad, what in (
+            (high("close") != closes, f"close differs from the last {lower_iv} close"),
+            (
+                ~np.isclose(high("volume"), sums_v, rtol=SUM_TOLERANCE, atol=1e-12)
+                | ~np.isclose(high("quote_volume"), sums_q, rtol=SUM_TOLERANCE, atol=1e-9),
+                f"volume differs from the sum of its {lower_iv} bars",
+            ),
+            (
+                (np.abs(high("high") / highs - 1) > HIGH_LOW_TOLERANCE)
+                | (np.abs(high("low") / lows - 1) > HIGH_LOW_TOLERANCE),
+                f"high or low more than {HIGH_LOW_TOLERANCE:.0%} away from its {lower_iv} bars'",
+            ),
+        ):
+            mask = np.zeros(n, dtype=bool)
+            mask[complete] = bad
+            checks.append((mask, what))
     # a higher bar with volume over a span where the lower series has no bar at all
     inside = (
         (higher_times >= lower_times[0]) & (higher_times + hstep - 1 <= lower_times[-1])
         if len(lower_times)
-        else np.zeros(len(higher_times), bool)
+        else np.zeros(n, bool)
     )
-    orphan = inside & ~found & (hv > 0)
-
+    checks.append(
+        (
+            inside & ~found & (higher["volume"].to_numpy(dtype=float) > 0),
+            f"bars with volume where the {lower_iv} file has none",
+        )
+    )
+    for mask, what in checks:
+        if mask.any():
+            return (
+                _rows_finding("timeframes", "fail", f"{name}: {what}", mask, higher_times),
+                higher_times[mask],
+            )
     n_complete = int(complete.sum())
-    if close_bad.any():
-        return _rows_finding(
-            "timeframes",
-            "fail",
-            f"{name}: close differs from the last {lower_iv} close",
-            close_bad,
-            higher_times,
-        )
-    if vol_bad.any():
-        return _rows_finding(
-            "timeframes",
-            "fail",
-            f"{name}: volume differs from the sum of its {lower_iv} bars",
-            vol_bad,
-            higher_times,
-        )
-    if orphan.any():
-        return _rows_finding(
-            "timeframes",
-            "fail",
-            f"{name}: bars with volume where the {lower_iv} file has none",
-            orphan,
-            higher_times,
-        )
     if n_complete == 0:
-        return _skip("timeframes", f"no complete {higher_iv} bar to compare with {lower_iv}")
-    return _pass(
-        "timeframes",
-        f"{n_complete} complete bars agree with {lower_iv} on close and volume "
-        f"(open/high/low differ on {int(ohl_diff.sum())})",
+        return _skip("timeframes", f"no complete {higher_iv} bar to compare with {lower_iv}"), none
+    return (
+        _pass(
+            "timeframes",
+            f"{n_complete} complete bars agree with {lower_iv} on close, volume, high and low",
+        ),
+        none,
     )
 
 
@@ -708,6 +734,15 @@ def check_funding(
             "fail",
             f"{name}: funding times not sorted and unique",
             np.r_[False, diffs <= 0],
+            times,
+        )
+    collected = (loaded.provenance or {}).get("collected_at")
+    if isinstance(collected, int) and (times > collected).any():
+        return _rows_finding(
+            "funding",
+            "fail",
+            f"{name}: funding events after the collection time",
+            times > collected,
             times,
         )
     off_hour = np.minimum(times % HOUR_MS, HOUR_MS - times % HOUR_MS) > 60_000
@@ -850,7 +885,15 @@ def _check_klines_file(
     ):
         return verdict, None  # the value rules cannot read a frame of the wrong shape
     filters = disc.get("filters") or {}
-    verdict.add(check_completeness(verdict, times, interval, settings.quality.max_missing_share))
+    verdict.add(
+        check_completeness(
+            verdict,
+            times,
+            interval,
+            settings.quality.max_missing_share,
+            (loaded.provenance or {}).get("collected_at"),
+        )
+    )
     verdict.add(check_sanity(verdict, frame, times))
     verdict.add(check_outliers(verdict, frame, times))
     verdict.add(check_tradeability(verdict, frame, disc.get("category")))
@@ -964,21 +1007,27 @@ def _check_timeframes(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray
         return
     low = usable[0]
     lv, ll, lt = checked[low]
-    disagreements = 0
+    bad_spans: list[tuple[int, np.ndarray]] = []
     for high in usable[1:]:
         hv, hl, ht = checked[high]
-        finding = compare_timeframes(ll.frame, lt, low, hl.frame, ht, high, hl.path.name)
+        finding, bad_times = compare_timeframes(ll.frame, lt, low, hl.frame, ht, high, hl.path.name)
         hv.add(finding)
-        disagreements += finding.status == "fail"
-    if disagreements and disagreements == len(usable) - 1 and len(usable) > 2:
+        if finding.status == "fail":
+            bad_spans.append((INTERVAL_MS[high], bad_times))
+    if bad_spans and len(bad_spans) == len(usable) - 1 and len(usable) > 2:
+        # every higher timeframe disagrees: the lower file is the odd one out
+        step, times = min(bad_spans, key=lambda item: item[0])
+        mask = np.isin(lt - lt % step, times)
         lv.add(
-            Finding(
+            _rows_finding(
                 "timeframes",
                 "fail",
-                f"{ll.path.name}: disagrees with every higher timeframe ({', '.join(usable[1:])})",
+                f"{ll.path.name}: disagrees with every higher timeframe ({', '.join(usable[1:])}) in the bars of",
+                mask,
+                lt,
             )
         )
-    elif not any(f.rule == "timeframes" for f in lv.findings):
+    else:
         lv.add(
             _pass(
                 "timeframes",

@@ -1,0 +1,750 @@
+"""The quality gate against a corpus of corrupted copies of a real collection.
+
+One genuine collection is made over the replay server from the real recording. Each
+variant copies it, corrupts ONE file (or writes one new file) inside the test, and runs
+the gate: the target symbol must be refused by the expected rule, the refusing finding
+must name the file (and, for row-level rules, the row that was corrupted), bystanders
+must stay trainable, and no file may be modified or deleted by the gate. The corrupted
+frames are built here, in a test of the guard, from the real bars (DESIGN.md rule 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from conftest import FAST_EXCHANGE, real_data_dir
+
+from asterai.cli import main
+from asterai.config import Settings, load_settings
+from asterai.data.collector import collect
+from asterai.data.discovery import run_discovery
+from asterai.data.gate import GateRefused, GateReport, SeriesVerdict, validate, verified_series
+from asterai.data.store import (
+    FUNDING_SCHEMA,
+    KLINE_SCHEMA,
+    PROVENANCE_KEY,
+    read_provenance,
+    read_series,
+)
+from asterai.exchange.replay import ReplayServer
+from asterai.paths import DataPaths
+
+HOUR_MS = 3_600_000
+DEAD = ("1INCHUSDT", "AIUSDT", "ALGOUSDT")
+# Never corrupted, never a source of a copy: they must stay trainable in every variant.
+BYSTANDERS = ("AAVEUSDT", "1000SHIBUSDT")
+TICK = {"BTCUSDT": 0.1, "ETHUSDT": 0.01, "SOLUSDT": 0.0001, "ADAUSDT": 0.0001}
+
+
+def recorded_symbols(real_data: Path) -> list[str]:
+    return sorted({p.name.rsplit("_", 1)[0] for p in (real_data / "klines").glob("*_1h.parquet")})
+
+
+# -- the genuine collection and its copies ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def genuine(tmp_path_factory, recording, real_data) -> Path:
+    """Discovery plus every recorded symbol collected over loopback; never validated in place."""
+    root = tmp_path_factory.mktemp("genuine")
+    symbols = recorded_symbols(real_data)
+    assert len(symbols) == 19
+    with ReplayServer(recording) as server:
+        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
+        run_discovery(settings)
+        report = asyncio.run(collect(settings, symbols=symbols))
+    assert report.ok, report.to_json()
+    return root
+
+
+def copy_of(genuine: Path, dest: Path) -> Settings:
+    shutil.copytree(genuine / "data", dest / "data")
+    return load_settings(dest, exchange=FAST_EXCHANGE)
+
+
+def hist(settings: Settings) -> Path:
+    return DataPaths.at(settings.data_root).historical
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """sha256 of every file under the root, except the report the gate is meant to write."""
+    report = DataPaths.at(root).validation
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and p.resolve() != report
+    }
+
+
+def gate(settings: Settings) -> GateReport:
+    """Run the gate and prove it left every file exactly as it found it."""
+    before = fingerprint(settings.data_root)
+    report = validate(settings, environment=False)
+    assert fingerprint(settings.data_root) == before, "the gate modified or deleted a file"
+    return report
+
+
+# -- reading and writing corrupted files ----------------------------------------------------
+
+
+def load(folder: Path, name: str) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    path = folder / name
+    kind = "funding" if name.endswith("_funding.parquet") else "klines"
+    return read_series(path, kind).frame, read_provenance(path)
+
+
+def write(
+    folder: Path,
+    name: str,
+    frame: pd.DataFrame,
+    provenance: dict[str, Any] | None,
+    schema: pa.Schema | None = KLINE_SCHEMA,
+) -> None:
+    """Write ``frame`` with ``provenance`` as given, bypassing write_series's validation.
+
+    ``schema=None`` keeps the frame's own column types (for the wrong-dtype variants).
+    """
+    if schema is not None:
+        # a NaN in a required float column stays a NaN (pandas would make it a null)
+        columns = [
+            pa.array(
+                frame[f.name].to_numpy() if pa.types.is_floating(f.type) else frame[f.name],
+                type=f.type,
+                from_pandas=f.nullable,
+            )
+            for f in schema
+        ]
+        table = pa.Table.from_arrays(columns, schema=schema)
+    else:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    if provenance is not None:
+        meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True).encode()
+    pq.write_table(table.replace_schema_metadata(meta), folder / name)
+
+
+def ms(values: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(values).as_unit("ms").asi8
+
+
+def forged(prov: dict[str, Any], frame: pd.DataFrame, **changes: Any) -> dict[str, Any]:
+    """The provenance record rewritten to match ``frame`` (rows, first and last time)."""
+    times = ms(frame["open_time"])
+    out = {
+        **prov,
+        "rows": len(frame),
+        "first_open_time": int(times[0]),
+        "last_open_time": int(times[-1]),
+    }
+    out.update(changes)
+    return out
+
+
+def shift(frame: pd.DataFrame, delta: pd.Timedelta) -> pd.DataFrame:
+    out = frame.copy()
+    out["open_time"] = out["open_time"] + delta
+    out["close_time"] = out["close_time"] + delta
+    return out
+
+
+def bar_row(frame: pd.DataFrame, when: str) -> int:
+    """The row of the bar opening at ``when`` (UTC)."""
+    rows = np.flatnonzero(frame["open_time"] == pd.Timestamp(when, tz="UTC"))
+    assert len(rows) == 1, when
+    return int(rows[0])
+
+
+def funding_frame(times_ms: np.ndarray, rates: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "funding_time": pd.to_datetime(times_ms, unit="ms", utc=True).as_unit("ms"),
+            "funding_rate": rates.astype(float),
+            "mark_price": np.nan,
+        }
+    )
+
+
+def funding_provenance(prov: dict[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
+    """A valid-looking fundingRate record for ``frame`` (requests == len(sha256))."""
+    times = ms(frame["funding_time"])
+    return {
+        **prov,
+        "endpoint": "/fapi/v1/fundingRate",
+        "interval": None,
+        "first_funding_time": int(times[0]),
+        "last_funding_time": int(times[-1]),
+        "rows": len(frame),
+        "requests": 1,
+        "sha256": [hashlib.sha256(times.tobytes()).hexdigest()],
+    }
+
+
+def funding_schedule(folder: Path, symbol: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """8-hourly funding times over the symbol's 1h window, and its funding file's record."""
+    bars, _ = load(folder, f"{symbol}_1h.parquet")
+    times = ms(bars["open_time"])
+    first = times[0] + (-times[0]) % (8 * HOUR_MS)
+    _, prov = load(folder, f"{symbol}_funding.parquet")
+    assert prov is not None
+    return np.arange(first, times[-1], 8 * HOUR_MS, dtype=np.int64), prov
+
+
+# -- the corpus ------------------------------------------------------------------------------
+# Each corruption takes the historical folder and returns the row it corrupted in the
+# expected file (None for a file-level refusal: a missing record, a wrong dtype, ...).
+
+
+def provenance_removed(h: Path) -> None:
+    frame, _ = load(h, "BTCUSDT_1h.parquet")
+    write(h, "BTCUSDT_1h.parquet", frame, None)
+
+
+def provenance_synthetic(h: Path) -> None:
+    frame, prov = load(h, "BTCUSDT_1h.parquet")
+    write(h, "BTCUSDT_1h.parquet", frame, {**prov, "source": "synthetic"})
+
+
+def provenance_rows_mismatch(h: Path) -> None:
+    frame, prov = load(h, "SOLUSDT_1h.parquet")
+    write(h, "SOLUSDT_1h.parquet", frame, {**prov, "rows": prov["rows"] + 1})
+
+
+def provenance_of_another_symbol(h: Path) -> None:
+    frame, _ = load(h, "ETHUSDT_1h.parquet")
+    _, btc_prov = load(h, "BTCUSDT_1h.parquet")
+    write(h, "ETHUSDT_1h.parquet", frame, forged(btc_prov, frame))
+
+
+def provenance_hashes_dropped(h: Path) -> None:
+    frame, prov = load(h, "SOLUSDT_4h.parquet")
+    write(h, "SOLUSDT_4h.parquet", frame, {**prov, "sha256": []})
+
+
+def shifted_30_minutes_forged(h: Path) -> int:
+    frame, prov = load(h, "BTCUSDT_1h.parquet")
+    bad = shift(frame, pd.Timedelta(minutes=-30))
+    write(h, "BTCUSDT_1h.parquet", bad, forged(prov, bad))
+    return 0
+
+
+def shifted_one_bar_forged(h: Path) -> int:
+    # every close lands one hour early: the 4h closes no longer equal the last 1h close
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    bad = shift(frame, pd.Timedelta(hours=-1))
+    write(h, "ETHUSDT_1h.parquet", bad, forged(prov, bad))
+    return 0  # the first 4h bar (2025-09-14 08:00) is complete in the shifted 1h file
+
+
+def duplicated_bar(h: Path) -> int:
+    frame, prov = load(h, "SOLUSDT_1h.parquet")
+    bad = pd.concat([frame.iloc[:101], frame.iloc[100:101], frame.iloc[101:]], ignore_index=True)
+    write(h, "SOLUSDT_1h.parquet", bad, forged(prov, bad))
+    return 101
+
+
+def swapped_bars(h: Path) -> int:
+    frame, prov = load(h, "SOLUSDT_1h.parquet")
+    order = np.arange(len(frame))
+    order[[200, 201]] = [201, 200]
+    write(h, "SOLUSDT_1h.parquet", frame.iloc[order].reset_index(drop=True), prov)
+    return 201
+
+
+def removed_day_provenance_kept(h: Path) -> None:
+    frame, prov = load(h, "ADAUSDT_1h.parquet")
+    start = bar_row(frame, "2025-10-01 00:00")
+    write(h, "ADAUSDT_1h.parquet", frame.drop(index=range(start, start + 24)), prov)
+
+
+def removed_week_forged(h: Path) -> int:
+    frame, prov = load(h, "UNIUSDT_1h.parquet")
+    start = bar_row(frame, "2025-10-01 00:00")
+    bad = frame.drop(index=range(start, start + 7 * 24)).reset_index(drop=True)
+    write(h, "UNIUSDT_1h.parquet", bad, forged(prov, bad))
+    return start  # the first bar after the gap
+
+
+def swapped_high_low(h: Path) -> int:
+    frame, prov = load(h, "BTCUSDT_1h.parquet")
+    row = bar_row(frame, "2025-10-10 21:00")  # the crash bar: low 101,500
+    assert frame.at[row, "low"] < frame.at[row, "close"] < frame.at[row, "high"]
+    frame.loc[row, ["high", "low"]] = frame.loc[row, ["low", "high"]].to_numpy()
+    write(h, "BTCUSDT_1h.parquet", frame, prov)
+    return row
+
+
+def off_grid_price(h: Path) -> int:
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    frame.loc[50, "high"] += TICK["ETHUSDT"] / 2
+    write(h, "ETHUSDT_1h.parquet", frame, prov)
+    return 50
+
+
+def rescaled_copy_of_btc(h: Path) -> None:
+    btc, _ = load(h, "BTCUSDT_1h.parquet")
+    _, eth_prov = load(h, "ETHUSDT_1h.parquet")
+    scale = 0.0365
+    bad = btc.copy()
+    for col in ("open", "high", "low", "close"):
+        bad[col] = btc[col] * scale
+    bad["volume"] = btc["volume"] / scale
+    bad["taker_buy_base"] = btc["taker_buy_base"] / scale
+    write(h, "ETHUSDT_1h.parquet", bad, forged(eth_prov, bad))
+
+
+def shifted_copy_of_btc(h: Path) -> None:
+    # SOLUSDT's own timestamps, BTCUSDT's bars from five hours later (a lagged copy)
+    btc, _ = load(h, "BTCUSDT_1h.parquet")
+    sol, sol_prov = load(h, "SOLUSDT_1h.parquet")
+    bad = btc.iloc[5:].reset_index(drop=True)
+    bad["open_time"] = sol["open_time"].iloc[: len(bad)].to_numpy()
+    bad["close_time"] = sol["close_time"].iloc[: len(bad)].to_numpy()
+    write(h, "SOLUSDT_1h.parquet", bad, forged(sol_prov, bad))
+
+
+def four_hours_resampled_from_another_symbol(h: Path) -> int:
+    ada, _ = load(h, "ADAUSDT_1h.parquet")
+    _, prov = load(h, "SOLUSDT_4h.parquet")
+    ada = ada.set_index("open_time")
+    agg = ada.resample("4h").agg(
+        {
+            "open": "first",
+            "high": "max",
+            "low": "min",
+            "close": "last",
+            "volume": "sum",
+            "quote_volume": "sum",
+            "taker_buy_base": "sum",
+        }
+    )
+    counts = ada["close"].resample("4h").size()
+    agg = agg[counts == 4].reset_index()
+    agg["trades"] = pd.array([None] * len(agg), dtype="Int64")
+    agg["taker_buy_quote"] = np.nan
+    agg["close_time"] = agg["open_time"] + pd.Timedelta(hours=4) - pd.Timedelta(milliseconds=1)
+    write(h, "SOLUSDT_4h.parquet", agg, forged(prov, agg))
+    sol1, _ = load(h, "SOLUSDT_1h.parquet")
+    first_complete = ms(sol1["open_time"])[0]
+    first_complete += (-first_complete) % (4 * HOUR_MS)
+    return int(np.searchsorted(ms(agg["open_time"]), first_complete))
+
+
+def nan_close(h: Path) -> int:
+    frame, prov = load(h, "2ZUSDT_1h.parquet")
+    frame.loc[100, "close"] = np.nan
+    write(h, "2ZUSDT_1h.parquet", frame, prov)
+    return 100
+
+
+def negative_volume(h: Path) -> int:
+    frame, prov = load(h, "4USDT_1h.parquet")
+    row = int(np.flatnonzero(frame["volume"] > 0)[20])
+    frame.loc[row, "volume"] = -frame.at[row, "volume"]
+    write(h, "4USDT_1h.parquet", frame, prov)
+    return row
+
+
+def future_bar(h: Path) -> int:
+    frame, prov = load(h, "BTCUSDT_1h.parquet")
+    extra = frame.iloc[[-1]].copy()
+    extra = shift(extra, pd.Timedelta(days=2))
+    bad = pd.concat([frame, extra], ignore_index=True)
+    write(h, "BTCUSDT_1h.parquet", bad, forged(prov, bad))
+    return len(frame)
+
+
+def still_open_bar_appended(h: Path) -> int:
+    # the recording's own last bar, which was still open when it was recorded
+    frame, prov = load(h, "BTCUSDT_4h.parquet")
+    raw = pd.read_parquet(real_data_dir() / "klines" / "BTCUSDT_4h.parquet").iloc[-1]
+    opened = pd.Timestamp(raw.name, tz="UTC").as_unit("ms")
+    extra = pd.DataFrame(
+        {
+            "open_time": [opened],
+            "open": raw["open"],
+            "high": raw["high"],
+            "low": raw["low"],
+            "close": raw["close"],
+            "volume": raw["volume"],
+            "quote_volume": raw["quote_volume"],
+            "trades": pd.array([None], dtype="Int64"),
+            "taker_buy_base": raw["taker_buy_volume"],
+            "taker_buy_quote": np.nan,
+            "close_time": [opened + pd.Timedelta(hours=4) - pd.Timedelta(milliseconds=1)],
+        }
+    )
+    extra["open_time"] = extra["open_time"].dt.as_unit("ms")
+    extra["close_time"] = extra["close_time"].dt.as_unit("ms")
+    bad = pd.concat([frame, extra], ignore_index=True)
+    assert ms(bad["open_time"])[-1] - ms(bad["open_time"])[-2] == 4 * HOUR_MS
+    write(h, "BTCUSDT_4h.parquet", bad, forged(prov, bad))
+    return len(frame)
+
+
+def four_hour_close_changed(h: Path) -> int:
+    frame, prov = load(h, "BTCUSDT_4h.parquet")
+    row = 40  # a close moved to the bar's low: still sane, still on the tick grid
+    assert frame.at[row, "low"] != frame.at[row, "close"]
+    frame.loc[row, "close"] = frame.at[row, "low"]
+    write(h, "BTCUSDT_4h.parquet", frame, prov)
+    return row
+
+
+def daily_volume_changed(h: Path) -> int:
+    frame, prov = load(h, "ETHUSDT_1d.parquet")
+    frame.loc[10, "volume"] += 1.0  # still on the lot step, still consistent with price
+    frame.loc[10, "quote_volume"] += frame.at[10, "close"]
+    write(h, "ETHUSDT_1d.parquet", frame, prov)
+    return 10
+
+
+def quote_volume_x10(h: Path) -> int:
+    frame, prov = load(h, "SOLUSDT_1h.parquet")
+    row = int(np.flatnonzero(frame["volume"] > 0)[123])
+    frame.loc[row, "quote_volume"] *= 10
+    write(h, "SOLUSDT_1h.parquet", frame, prov)
+    return row
+
+
+def taker_buy_above_volume(h: Path) -> int:
+    frame, prov = load(h, "ADAUSDT_1h.parquet")
+    frame.loc[300, "taker_buy_base"] = frame.at[300, "volume"] * 2 + 1
+    write(h, "ADAUSDT_1h.parquet", frame, prov)
+    return 300
+
+
+def volume_off_lot_step(h: Path) -> int:
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    frame.loc[77, "volume"] += 0.0004  # the lot step is 0.001
+    write(h, "ETHUSDT_1h.parquet", frame, prov)
+    return 77
+
+
+def dead_replacement(h: Path) -> None:
+    frame, prov = load(h, "UNIUSDT_1h.parquet")
+    price = frame["close"].iloc[-1]
+    for col in ("open", "high", "low", "close"):
+        frame[col] = price
+    for col in ("volume", "quote_volume", "taker_buy_base"):
+        frame[col] = 0.0
+    write(h, "UNIUSDT_1h.parquet", frame, prov)
+
+
+def return_spikes(h: Path) -> int:
+    frame, prov = load(h, "SOLUSDT_1h.parquet")
+    rows = np.arange(10, len(frame) - 1, 20)  # 5% of bars
+    spiked = np.round(frame.loc[rows, "close"].to_numpy() * 1.6 / TICK["SOLUSDT"])
+    frame.loc[rows, "close"] = spiked * TICK["SOLUSDT"]
+    frame.loc[rows, "high"] = np.maximum(frame.loc[rows, "high"], frame.loc[rows, "close"])
+    frame.loc[rows, "quote_volume"] = frame.loc[rows, "volume"] * frame.loc[rows, "close"]
+    write(h, "SOLUSDT_1h.parquet", frame, prov)
+    return int(rows[0])
+
+
+def open_time_int64(h: Path) -> None:
+    frame, prov = load(h, "BTCUSDT_1h.parquet")
+    frame["open_time"] = ms(frame["open_time"])
+    write(h, "BTCUSDT_1h.parquet", frame, prov, schema=None)
+
+
+def naive_timestamps(h: Path) -> None:
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    frame["open_time"] = frame["open_time"].dt.tz_localize(None)
+    frame["close_time"] = frame["close_time"].dt.tz_localize(None)
+    write(h, "ETHUSDT_1h.parquet", frame, prov, schema=None)
+
+
+def missing_column(h: Path) -> None:
+    frame, prov = load(h, "SOLUSDT_1h.parquet")
+    schema = pa.schema([f for f in KLINE_SCHEMA if f.name != "quote_volume"])
+    write(h, "SOLUSDT_1h.parquet", frame.drop(columns="quote_volume"), prov, schema=schema)
+
+
+def wrong_close_time(h: Path) -> int:
+    frame, prov = load(h, "ADAUSDT_4h.parquet")
+    frame.loc[7, "close_time"] = frame.at[7, "open_time"] + pd.Timedelta(hours=1)
+    write(h, "ADAUSDT_4h.parquet", frame, prov)
+    return 7
+
+
+def truncated_parquet(h: Path) -> None:
+    path = h / "2ZUSDT_1h.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def funding_rate_beyond_cap(h: Path) -> int:
+    times, prov = funding_schedule(h, "BTCUSDT")
+    rates = np.full(len(times), 0.0001)
+    rates[30] = 0.05  # above the default 3% cap
+    frame = funding_frame(times, rates)
+    write(h, "BTCUSDT_funding.parquet", frame, funding_provenance(prov, frame), FUNDING_SCHEMA)
+    return 30
+
+
+def funding_off_the_hour(h: Path) -> int:
+    times, prov = funding_schedule(h, "ETHUSDT")
+    times[12] += 17 * 60_000
+    frame = funding_frame(times, np.full(len(times), 0.0001))
+    write(h, "ETHUSDT_funding.parquet", frame, funding_provenance(prov, frame), FUNDING_SCHEMA)
+    return 12
+
+
+def funding_without_provenance(h: Path) -> None:
+    times, _ = funding_schedule(h, "SOLUSDT")
+    frame = funding_frame(times, np.full(len(times), 0.0001))
+    write(h, "SOLUSDT_funding.parquet", frame, None, FUNDING_SCHEMA)
+
+
+def funding_in_the_future(h: Path) -> int:
+    times, prov = funding_schedule(h, "BTCUSDT")
+    now = prov["collected_at"]
+    later = np.arange(times[-1] + 8 * HOUR_MS, now + 3 * 24 * HOUR_MS, 8 * HOUR_MS)
+    times = np.r_[times, later]
+    frame = funding_frame(times, np.full(len(times), 0.0001))
+    write(h, "BTCUSDT_funding.parquet", frame, funding_provenance(prov, frame), FUNDING_SCHEMA)
+    return int(np.flatnonzero(times > now)[0])
+
+
+# -- corruptions that only a cross-check can see (the last bar, the timeframes) -------------
+
+
+def last_day_removed_forged(h: Path) -> int:
+    # the 1h file stops a day before the collection time; 4h and 1d go on to the end
+    frame, prov = load(h, "BTCUSDT_1h.parquet")
+    bad = frame.iloc[:-24].reset_index(drop=True)
+    write(h, "BTCUSDT_1h.parquet", bad, forged(prov, bad))
+    return len(bad) - 1
+
+
+def every_timeframe_shifted_one_day_forged(h: Path) -> int:
+    # 1h, 4h and 1d shifted together: consistent with each other, a day behind the clock
+    for interval in ("1h", "4h", "1d"):
+        frame, prov = load(h, f"SOLUSDT_{interval}.parquet")
+        bad = shift(frame, pd.Timedelta(days=-1))
+        write(h, f"SOLUSDT_{interval}.parquet", bad, forged(prov, bad))
+    return len(load(h, "SOLUSDT_1h.parquet")[0]) - 1
+
+
+def four_hour_high_raised_half(h: Path) -> int:
+    frame, prov = load(h, "BTCUSDT_4h.parquet")
+    frame.loc[40, "high"] = np.round(frame.at[40, "high"] * 1.5 / TICK["BTCUSDT"]) * TICK["BTCUSDT"]
+    write(h, "BTCUSDT_4h.parquet", frame, prov)
+    return 40
+
+
+def one_hour_wick_tripled(h: Path) -> int:
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    frame.loc[100, "high"] = np.round(frame.at[100, "high"] * 3 / TICK["ETHUSDT"]) * TICK["ETHUSDT"]
+    write(h, "ETHUSDT_1h.parquet", frame, prov)
+    return 100
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    symbol: str
+    file: str  # the file whose verdict must carry the rule
+    corrupt: Callable[[Path], int | None]  # corrupts the folder, returns the bad row
+    rule: str | tuple[str, ...]  # a tuple: any of these rules is an acceptable refusal
+    weakness: str | None = None  # the gate does not refuse it yet: xfail(strict) with this
+
+
+# fmt: off
+CORPUS = [
+    # name, symbol refused, file whose verdict carries the rule, corruption, rule
+    Variant("provenance removed", "BTCUSDT", "BTCUSDT_1h", provenance_removed, "provenance"),
+    Variant("provenance source synthetic", "BTCUSDT", "BTCUSDT_1h", provenance_synthetic, "provenance"),
+    Variant("provenance rows do not match", "SOLUSDT", "SOLUSDT_1h", provenance_rows_mismatch, "provenance"),
+    Variant("provenance of another symbol", "ETHUSDT", "ETHUSDT_1h", provenance_of_another_symbol, "provenance"),
+    Variant("provenance hashes dropped", "SOLUSDT", "SOLUSDT_4h", provenance_hashes_dropped, "provenance"),
+    Variant("shifted 30 min, forged provenance", "BTCUSDT", "BTCUSDT_1h", shifted_30_minutes_forged, "schema"),
+    Variant("shifted one bar, forged provenance", "ETHUSDT", "ETHUSDT_4h", shifted_one_bar_forged, "timeframes"),
+    Variant("duplicated bar", "SOLUSDT", "SOLUSDT_1h", duplicated_bar, "schema"),
+    Variant("two bars swapped", "SOLUSDT", "SOLUSDT_1h", swapped_bars, "schema"),
+    Variant("removed day, provenance kept", "ADAUSDT", "ADAUSDT_1h", removed_day_provenance_kept, "provenance"),
+    Variant("removed week, forged provenance", "UNIUSDT", "UNIUSDT_1h", removed_week_forged, "completeness"),
+    Variant("swapped high/low", "BTCUSDT", "BTCUSDT_1h", swapped_high_low, "sanity"),
+    Variant("off-grid price", "ETHUSDT", "ETHUSDT_1h", off_grid_price, "tick_grid"),
+    Variant("rescaled copy of BTCUSDT as ETHUSDT", "ETHUSDT", "ETHUSDT_1h", rescaled_copy_of_btc, "duplicate"),
+    Variant("lagged copy of BTCUSDT as SOLUSDT", "SOLUSDT", "SOLUSDT_1h", shifted_copy_of_btc, "duplicate"),
+    Variant("4h resampled from ADAUSDT", "SOLUSDT", "SOLUSDT_4h", four_hours_resampled_from_another_symbol, "timeframes"),
+    Variant("NaN close", "2ZUSDT", "2ZUSDT_1h", nan_close, "sanity"),
+    Variant("negative volume", "4USDT", "4USDT_1h", negative_volume, "sanity"),
+    Variant("future bar appended", "BTCUSDT", "BTCUSDT_1h", future_bar, "schema"),
+    Variant("still-open bar appended", "BTCUSDT", "BTCUSDT_4h", still_open_bar_appended, "schema"),
+    Variant("one 4h close changed", "BTCUSDT", "BTCUSDT_4h", four_hour_close_changed, "timeframes"),
+    Variant("one 1d volume changed", "ETHUSDT", "ETHUSDT_1d", daily_volume_changed, "timeframes"),
+    Variant("quote volume x10", "SOLUSDT", "SOLUSDT_1h", quote_volume_x10, "sanity"),
+    Variant("taker-buy above volume", "ADAUSDT", "ADAUSDT_1h", taker_buy_above_volume, "sanity"),
+    Variant("volume off the lot step", "ETHUSDT", "ETHUSDT_1h", volume_off_lot_step, "lot_step"),
+    Variant("live market made dead", "UNIUSDT", "UNIUSDT_1h", dead_replacement, "tradeability"),
+    Variant("return spikes on 5% of bars", "SOLUSDT", "SOLUSDT_1h", return_spikes, "outliers"),
+    Variant("open_time stored as int64", "BTCUSDT", "BTCUSDT_1h", open_time_int64, "schema"),
+    Variant("naive timestamps", "ETHUSDT", "ETHUSDT_1h", naive_timestamps, "schema"),
+    Variant("missing column", "SOLUSDT", "SOLUSDT_1h", missing_column, "schema"),
+    Variant("close_time off by 3 h", "ADAUSDT", "ADAUSDT_4h", wrong_close_time, "schema"),
+    Variant("truncated parquet", "2ZUSDT", "2ZUSDT_1h", truncated_parquet, "schema"),
+    Variant("funding rate beyond the cap", "BTCUSDT", "BTCUSDT_funding", funding_rate_beyond_cap, "funding"),
+    Variant("funding time off the hour", "ETHUSDT", "ETHUSDT_funding", funding_off_the_hour, "funding"),
+    Variant("funding without provenance", "SOLUSDT", "SOLUSDT_funding", funding_without_provenance, "provenance"),
+    Variant("funding event in the future", "BTCUSDT", "BTCUSDT_funding", funding_in_the_future, "funding"),
+    Variant("last 1h day removed, forged provenance", "BTCUSDT", "BTCUSDT_1h", last_day_removed_forged, ("schema", "completeness")),
+    Variant("all timeframes shifted one day back, forged provenance", "SOLUSDT", "SOLUSDT_1h", every_timeframe_shifted_one_day_forged, ("schema", "completeness")),
+    Variant("4h high 50% above its 1h bars", "BTCUSDT", "BTCUSDT_4h", four_hour_high_raised_half, "timeframes"),
+    Variant("1h wick three times the price", "ETHUSDT", "ETHUSDT_1h", one_hour_wick_tripled, "timeframes"),
+]
+# fmt: on
+
+
+def verdict_of(report: GateReport, file: str) -> SeriesVerdict:
+    found = [v for v in report.series if Path(v.file).name == f"{file}.parquet"]
+    assert len(found) == 1, (file, [v.file for v in report.series])
+    return found[0]
+
+
+def assert_refused(
+    report: GateReport, symbol: str, file: str, rule: str | tuple[str, ...], row: int | None
+):
+    name = f"{file}.parquet"
+    rules = (rule,) if isinstance(rule, str) else rule
+    info = report.symbols[symbol]
+    assert info["trainable"] is False, info
+    verdict = verdict_of(report, file)
+    findings = [(f.rule, f.status, f.message) for f in verdict.findings]
+    hit = [r for r in verdict.failed_rules if r in rules]
+    assert hit, f"{name} not refused by {rules}: {findings}"
+    assert hit[0] in info["failed_rules"]
+    finding = next(f for f in verdict.findings if f.rule == hit[0] and f.status == "fail")
+    assert name in finding.message, finding.message
+    if row is not None:
+        assert finding.rows, finding.message
+        assert row in finding.rows, (row, finding.rows, finding.message)
+        assert "row" in finding.message, finding.message
+    for bystander in BYSTANDERS:
+        assert report.symbols[bystander]["trainable"] is True, report.symbols[bystander]
+    assert not report.ok
+    return finding
+
+
+def _param(v: Variant):
+    marks = [pytest.mark.xfail(strict=True, reason=v.weakness)] if v.weakness else []
+    return pytest.param(v, id=v.name, marks=marks)
+
+
+@pytest.mark.parametrize("variant", [_param(v) for v in CORPUS])
+def test_each_corrupted_variant_is_refused_by_its_rule(
+    variant: Variant, genuine: Path, tmp_path: Path
+) -> None:
+    settings = copy_of(genuine, tmp_path)
+    folder = hist(settings)
+    row = variant.corrupt(folder)
+    target = folder / f"{variant.file}.parquet"
+    corrupted = target.read_bytes()
+    report = gate(settings)
+    assert target.read_bytes() == corrupted  # refused, still there, untouched
+    assert_refused(report, variant.symbol, variant.file, variant.rule, row)
+    # the report on disk says the same
+    written = json.loads(DataPaths.at(settings.data_root).validation.read_text())
+    assert variant.symbol in written["refused_symbols"]
+    assert written["verdict"] == "not ready"
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len([v for v in CORPUS if not v.weakness]) >= 22
+    assert len({v.name for v in CORPUS}) == len(CORPUS)
+
+
+# -- the genuine collection ------------------------------------------------------------------
+
+
+def test_the_genuine_collection_passes(genuine: Path, tmp_path: Path) -> None:
+    settings = copy_of(genuine, tmp_path)
+    report = gate(settings)
+    assert report.ok, report.problems
+    assert len(report.symbols) == 19
+    discovery = {
+        s["symbol"]: s
+        for s in json.loads(DataPaths.at(settings.data_root).discovery.read_text())["symbols"]
+    }
+
+    def file_rules(symbol: str) -> list[str]:
+        return sorted({r for v in report.series if v.symbol == symbol for r in v.failed_rules})
+
+    for symbol in set(report.symbols) - set(DEAD):
+        # every file of a live symbol passes every rule
+        assert file_rules(symbol) == [], (symbol, report.symbols[symbol]["refusals"])
+        if discovery[symbol]["trainable"]:
+            assert report.symbols[symbol]["trainable"] is True, (symbol, report.symbols[symbol])
+            assert symbol in report.needed
+    # 1000CHEEMSUSDT's data passes; discovery alone keeps it out (38 bars, too short)
+    assert report.symbols["1000CHEEMSUSDT"]["failed_rules"] == ["discovery"]
+    for symbol in DEAD:
+        info = report.symbols[symbol]
+        assert info["trainable"] is False
+        assert file_rules(symbol) == ["tradeability"], info["refusals"]
+        assert set(info["failed_rules"]) <= {"tradeability", "discovery"}, info
+        assert any(
+            r["rule"] == "tradeability" and "dead market" in r["message"] for r in info["refusals"]
+        ), info["refusals"]
+        assert symbol not in report.needed
+    assert all(v.quality_score > 0 for v in report.series if v.symbol not in DEAD)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_validate_exit_codes(genuine: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    good = tmp_path / "good"
+    copy_of(genuine, good)
+    result = runner.invoke(main, ["validate", "--data-root", str(good), "--no-environment"])
+    assert result.exit_code == 0, result.output
+
+    bad = tmp_path / "bad"
+    settings = copy_of(genuine, bad)
+    discovery = json.loads(DataPaths.at(bad).discovery.read_text())
+    assert next(s for s in discovery["symbols"] if s["symbol"] == "BTCUSDT")["trainable"]
+    swapped_high_low(hist(settings))
+    before = fingerprint(bad)
+    result = runner.invoke(main, ["validate", "--data-root", str(bad), "--no-environment"])
+    assert result.exit_code == 1, result.output
+    assert "BTCUSDT: sanity" in result.stderr, result.output  # the last lines say why
+    assert "refused" in result.output  # and the table shows the verdict
+    assert fingerprint(bad) == before
+
+
+# -- the only door to training data ------------------------------------------------------------
+
+
+def test_verified_series_refuses_a_corrupted_symbol_and_serves_good_ones(
+    genuine: Path, tmp_path: Path
+) -> None:
+    settings = copy_of(genuine, tmp_path)
+    off_grid_price(hist(settings))
+    with pytest.raises(GateRefused, match=r"ETHUSDT: tick_grid"):
+        verified_series(settings, intervals=["1h"], symbols=["BTCUSDT", "ETHUSDT"])
+    with pytest.raises(GateRefused, match=r"1INCHUSDT: tradeability"):
+        verified_series(settings, intervals=["1h"], symbols=["1INCHUSDT"])
+
+    before = fingerprint(settings.data_root)
+    frames = verified_series(settings, intervals=["1h"], symbols=["BTCUSDT", "SOLUSDT"])
+    assert fingerprint(settings.data_root) == before
+    assert sorted(frames) == [("BTCUSDT", "1h"), ("SOLUSDT", "1h")]
+    btc = frames[("BTCUSDT", "1h")]
+    assert len(btc) == 742
+    crash = btc.loc[btc["open_time"] == pd.Timestamp("2025-10-10 21:00", tz="UTC")]
+    assert crash["low"].item() == 101_500.0  # the real crash bar, served as collected
