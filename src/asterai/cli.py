@@ -368,6 +368,40 @@ def _print_gate(report: Any) -> None:
     console.print(f"report: {DataPaths.at(report.settings.data_root).validation}")
 
 
+# -- features ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--symbols", default=None, help="Also chart these symbols (default: the majors in settings)."
+)
+@click.option("--no-plots", is_flag=True, help="Skip the charts.")
+@common_options
+def features(settings: Settings, symbols: str | None, no_plots: bool) -> None:
+    """Build the confluence features and labels from verified data.
+
+    Reads only what the quality gate accepts, computes the documented features (per-asset
+    TA-Lib indicators, cross-asset confluence, regime, 4h/1d indicators joined after their
+    bar closes) and triple-barrier labels, and writes data/features/1h.parquet (one row per
+    symbol and bar) plus charts in data/historical/aster_dex/visualizations/.
+    """
+    from asterai.data.gate import GateRefused
+    from asterai.features.build import run_features
+
+    names = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    try:
+        summary = run_features(settings, symbols=names, plots=not no_plots)
+    except GateRefused as err:
+        raise StepFailed(str(err)) from err
+    click.echo(
+        f"{summary['features']} features and {len(summary['labels'])} labels for "
+        f"{len(summary['symbols'])} symbols, {summary['rows']} rows in {summary['seconds']:.1f} s"
+    )
+    click.echo(f"wrote {summary['path']}")
+    for chart in summary["charts"]:
+        click.echo(f"chart {chart}")
+
+
 # -- replay -----------------------------------------------------------------------
 
 

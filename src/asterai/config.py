@@ -69,6 +69,29 @@ class DiscoverySettings(_Frozen):
     activity_lookback_hours: int = Field(168, ge=24, le=1500)
 
 
+class FeatureSettings(_Frozen):
+    """What ``asterai features`` builds."""
+
+    base_interval: str = "1h"
+    higher_intervals: tuple[str, ...] = ("4h", "1d")
+    label_horizon: int = Field(24, ge=1, le=1000, description="bars to the vertical barrier")
+    tp_atr: float = Field(
+        2.0, gt=0, description="take-profit barrier, in ATR(14) of the signal bar"
+    )
+    sl_atr: float = Field(2.0, gt=0, description="stop-loss barrier, in ATR(14) of the signal bar")
+    plot_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+    @field_validator("higher_intervals", mode="before")
+    @classmethod
+    def _higher(cls, value: Any) -> tuple[str, ...]:
+        return parse_intervals(value) if value else ()
+
+    @field_validator("base_interval")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return parse_intervals(value)[0]
+
+
 class QualitySettings(_Frozen):
     max_missing_share: float = Field(0.05, ge=0, le=1)
 
@@ -104,6 +127,7 @@ class Settings(BaseSettings):
     collect: CollectSettings = CollectSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     quality: QualitySettings = QualitySettings()
+    features: FeatureSettings = FeatureSettings()
     strategy: StrategySettings = StrategySettings()
     ensemble: EnsembleSettings = EnsembleSettings()
 

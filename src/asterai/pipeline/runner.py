@@ -99,6 +99,21 @@ def _validation(settings: Settings, opts: dict[str, Any]) -> StageResult:
     return StageResult(True, summary)
 
 
+def _features(settings: Settings, opts: dict[str, Any]) -> StageResult:
+    from asterai.data.gate import GateRefused
+    from asterai.features.build import run_features
+
+    try:
+        summary = run_features(settings)
+    except GateRefused as err:
+        return StageResult(False, str(err))
+    return StageResult(
+        True,
+        f"{summary['features']} features for {len(summary['symbols'])} symbols, {summary['rows']} rows, "
+        f"{len(summary['charts'])} charts",
+    )
+
+
 REGISTRY: dict[str, Stage] = {
     "asset_discovery": Stage("asset_discovery", "discover every Aster symbol", _discovery),
     "rate_limit_testing": Stage(
@@ -106,7 +121,7 @@ REGISTRY: dict[str, Stage] = {
     ),
     "data_collection": Stage("data_collection", "collect klines and funding", _collection),
     "data_validation": Stage("data_validation", "gate the data: real, complete, sane", _validation),
-    "feature_engineering": Stage("feature_engineering", "build confluence features", None),
+    "feature_engineering": Stage("feature_engineering", "build confluence features", _features),
     "model_training_confluence": Stage("model_training_confluence", "train XGBoost + LSTM", None),
     "model_training_aster_native": Stage(
         "model_training_aster_native", "train the Aster-native model", None

@@ -1,0 +1,264 @@
+"""The feature stage: verified series in, ``data/features/{interval}.parquet`` out.
+
+``load_inputs`` takes data only through the quality gate. ``build_features`` is a
+pure function of those inputs: per-asset indicators on each symbol's own bars, a
+panel on the union of their timestamps for the cross-asset confluence and the
+regime, higher-timeframe indicators joined to a base row only once the higher bar
+has closed (its ``close_time`` at or before the base bar's), then the labels. The
+output is long: one row per (symbol, open_time) where the symbol has a bar, the
+catalog's feature columns, then the ``label_`` columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asterai import __version__, atomic
+from asterai.config import FeatureSettings, Settings
+from asterai.data.store import read_provenance, read_series, to_epoch_ms
+from asterai.features import catalog as cat
+from asterai.features.confluence import confluence
+from asterai.features.indicators import asset_features, core_indicators
+from asterai.features.labels import forward_return, triple_barrier_nb
+from asterai.features.regime import regime
+from asterai.intervals import INTERVAL_MS, iso_ms
+from asterai.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+FEATURES_META_KEY = b"asterai.features"
+PANEL_COLUMNS = (
+    "ret_1",
+    "ret_4",
+    "ret_24",
+    "ret_72",
+    "adx_14",
+    "rsi_oversold",
+    "rsi_overbought",
+    "macd_cross_up",
+    "macd_cross_down",
+    "bb_break_up",
+    "bb_break_down",
+    "volume_spike",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInput:
+    """One symbol's verified bars: the base interval, the higher ones, funding."""
+
+    symbol: str
+    bars: dict[str, pd.DataFrame]
+    funding: pd.DataFrame | None
+    listing_ms: int
+
+
+@dataclass(slots=True)
+class FeatureResult:
+    frame: pd.DataFrame
+    symbols: list[str]
+    features: list[str]
+    labels: list[str]
+    inputs: dict[str, str] = field(default_factory=dict)
+
+
+def _asof(event_times: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Index of the last event with time <= ``at`` (or -1)."""
+    return np.searchsorted(event_times, at, side="right") - 1
+
+
+def _symbol_block(
+    inp: SymbolInput, fs: FeatureSettings
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    base = inp.bars[fs.base_interval]
+    step = INTERVAL_MS[fs.base_interval]
+    times = to_epoch_ms(base["open_time"])
+    close_times = times + step - 1
+    o, h, lo, c, v = (
+        base[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close", "volume")
+    )
+    tb = base["taker_buy_base"].to_numpy(dtype=float)
+    out = asset_features(o, h, lo, c, v, tb, times, inp.listing_ms, step / 3_600_000)
+
+    # funding: the latest rate settled at or before the bar's close
+    rate = np.full(len(times), np.nan)
+    change = np.full(len(times), np.nan)
+    if inp.funding is not None and len(inp.funding):
+        ft = to_epoch_ms(inp.funding["funding_time"])
+        fr = inp.funding["funding_rate"].to_numpy(dtype=float)
+        idx = _asof(ft, close_times)
+        has = idx >= 0
+        rate[has] = fr[idx[has]]
+        prev = has & (idx >= 1)
+        change[prev] = fr[idx[prev]] - fr[idx[prev] - 1]
+    out["funding_rate"] = rate
+    out["funding_rate_change"] = change
+    out["quote_volume"] = base["quote_volume"].to_numpy(dtype=float)
+
+    # higher timeframes, joined once their bar has closed
+    for iv in fs.higher_intervals:
+        names = [f"{iv}_{name}" for name, _ in cat.HIGHER_TF]
+        frame = inp.bars.get(iv)
+        if frame is None or frame.empty:
+            for n in names:
+                out[n] = np.full(len(times), np.nan)
+            continue
+        ht = to_epoch_ms(frame["open_time"])
+        core = core_indicators(
+            *(frame[k].to_numpy(dtype=float) for k in ("high", "low", "close", "volume"))
+        )
+        idx = _asof(ht + INTERVAL_MS[iv] - 1, close_times)
+        has = idx >= 0
+        for (name, _), col in zip(cat.HIGHER_TF, names, strict=True):
+            values = np.full(len(times), np.nan)
+            values[has] = core[name][idx[has]]
+            out[col] = values
+
+    label, bars = triple_barrier_nb(
+        o, h, lo, out["atr_14"], times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr
+    )
+    out["label_tb"] = label
+    out["label_tb_bars"] = bars
+    out["label_fwd_ret"] = forward_return(c, times, step, fs.label_horizon)
+    return times, out
+
+
+def build_features(inputs: list[SymbolInput], fs: FeatureSettings) -> FeatureResult:
+    """All features and labels for ``inputs`` (pure: no I/O)."""
+    inputs = sorted(inputs, key=lambda i: i.symbol)
+    symbols = [i.symbol for i in inputs]
+    blocks = [_symbol_block(inp, fs) for inp in inputs]
+    grid = np.unique(np.concatenate([t for t, _ in blocks])) if blocks else np.empty(0, np.int64)
+    positions = [np.searchsorted(grid, t) for t, _ in blocks]
+
+    panel: dict[str, np.ndarray] = {}
+    for name in (*PANEL_COLUMNS, "quote_volume"):
+        wide = np.full((len(grid), len(blocks)), np.nan)
+        for j, ((_, values), pos) in enumerate(zip(blocks, positions, strict=True)):
+            wide[pos, j] = values[name]
+        panel[name] = wide
+    market, cross = confluence(panel, symbols)
+    market.update(regime(panel["adx_14"], market["market_rv_24"]))
+
+    features = cat.feature_names(fs.higher_intervals)
+    labels = cat.label_names()
+    parts = []
+    for j, ((times, values), pos) in enumerate(zip(blocks, positions, strict=True)):
+        columns: dict[str, Any] = {
+            "symbol": np.full(len(times), symbols[j], dtype=object),
+            "open_time": pd.to_datetime(times, unit="ms", utc=True).as_unit("ms"),
+        }
+        for name in features:
+            if name in values:
+                columns[name] = values[name]
+            elif name in cross:
+                columns[name] = cross[name][pos, j]
+            else:
+                columns[name] = market[name][pos]
+        for name in labels:
+            columns[name] = values[name]
+        parts.append(pd.DataFrame(columns))
+    frame = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["symbol", "open_time", *features, *labels])
+    )
+    frame = frame.sort_values(["open_time", "symbol"], kind="stable").reset_index(drop=True)
+    produced = [c for c in frame.columns if c not in ("symbol", "open_time")]
+    if produced != features + labels:
+        raise AssertionError("feature columns drifted from the catalog")  # a programming error
+    return FeatureResult(frame, symbols, features, labels)
+
+
+# -- loading through the gate and writing ------------------------------------------------
+
+
+def load_inputs(
+    settings: Settings, symbols: list[str] | None = None
+) -> tuple[list[SymbolInput], dict[str, str]]:
+    """Verified bars (through the quality gate) for the trainable or named symbols."""
+    from asterai.data.gate import verified_series
+
+    fs = settings.features
+    intervals = (fs.base_interval, *fs.higher_intervals)
+    series = verified_series(settings, intervals=intervals, symbols=symbols)
+    paths = DataPaths.at(settings.data_root)
+    names = sorted({s for s, _ in series})
+    inputs: list[SymbolInput] = []
+    hashes: dict[str, str] = {}
+    for s in names:
+        bars = {iv: series[(s, iv)] for iv in intervals if (s, iv) in series}
+        base_path = paths.klines(s, fs.base_interval)
+        prov = read_provenance(base_path) or {}
+        for iv in intervals:
+            record = read_provenance(paths.klines(s, iv)) or {}
+            hashes[paths.klines(s, iv).name] = hashlib.sha256(
+                json.dumps(record, sort_keys=True).encode()
+            ).hexdigest()
+        first = int(to_epoch_ms(bars[fs.base_interval]["open_time"])[0])
+        listing = prov.get("listing_open_time")
+        funding = None
+        if paths.funding(s).exists():
+            funding = read_series(paths.funding(s), "funding").frame
+        inputs.append(SymbolInput(s, bars, funding, int(listing) if listing is not None else first))
+    return inputs, hashes
+
+
+def write_features(settings: Settings, result: FeatureResult) -> Any:
+    path = DataPaths.at(settings.data_root).features(settings.features.base_interval)
+    table = pa.Table.from_pandas(result.frame, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta.pop(b"pandas", None)
+    meta[FEATURES_META_KEY] = json.dumps(
+        {
+            "asterai_version": __version__,
+            "created_at": iso_ms(int(time.time() * 1000)),
+            "base_interval": settings.features.base_interval,
+            "settings": settings.features.model_dump(mode="json"),
+            "symbols": result.symbols,
+            "features": result.features,
+            "labels": result.labels,
+            "inputs_sha256": result.inputs,
+        },
+        sort_keys=True,
+    ).encode()
+    table = table.replace_schema_metadata(meta)
+    atomic.write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return path
+
+
+def run_features(
+    settings: Settings, *, symbols: list[str] | None = None, plots: bool = True
+) -> dict[str, Any]:
+    """Load verified data, build every feature and label, write them (and the charts)."""
+    started = time.perf_counter()
+    inputs, hashes = load_inputs(settings)
+    result = build_features(inputs, settings.features)
+    result.inputs = hashes
+    path = write_features(settings, result)
+    built = time.perf_counter() - started
+    charts: list[str] = []
+    if plots:
+        from asterai.features.plots import plot_confluence
+
+        wanted = list(symbols) if symbols else list(settings.features.plot_symbols)
+        charts = [str(p) for p in plot_confluence(settings, result, inputs, wanted)]
+    return {
+        "path": str(path),
+        "rows": len(result.frame),
+        "symbols": result.symbols,
+        "features": len(result.features),
+        "labels": result.labels,
+        "seconds": round(built, 3),
+        "charts": charts,
+    }

@@ -1,0 +1,181 @@
+"""Cross-asset confluence on a panel (time x assets), computed at each timestamp
+from the assets that have a bar there. Pure numpy; every value at row ``t`` uses
+rows ``<= t`` only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from asterai.features.rolling import rolling_corr, rolling_std, rolling_sum
+
+CORR_WINDOWS = (24, 168)
+PAIRWISE_WINDOW = 24
+ALIGN_HORIZONS = (1, 4, 24)
+STRENGTH_HORIZONS = (24, 72)
+DOMINANCE_WINDOW = 24
+MIN_ASSETS = 2
+
+
+@njit(cache=True)
+def _row_sums_nb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the sum of the finite values, added one by one in column order, and their count.
+
+    Sequential on purpose: numpy's pairwise summation groups terms by the number of
+    columns, so an asset that appears later (a new listing) would change the float
+    rounding of earlier rows, and the look-ahead test demands bit-identical values.
+    """
+    t_len, n = x.shape
+    total = np.zeros(t_len)
+    count = np.zeros(t_len)
+    for t in range(t_len):
+        for j in range(n):
+            v = x[t, j]
+            if np.isfinite(v):
+                total[t] += v
+                count[t] += 1
+    return total, count
+
+
+def _nansum_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _row_sums_nb(np.ascontiguousarray(x, dtype=np.float64))
+
+
+def _nanmean_rows(x: np.ndarray) -> np.ndarray:
+    total, count = _nansum_rows(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count >= MIN_ASSETS, total / count, np.nan)
+
+
+def share_of(flags: np.ndarray) -> np.ndarray:
+    """Share of assets (with a defined flag) whose flag is set, per timestamp."""
+    return _nanmean_rows(flags)
+
+
+@njit(cache=True)
+def _avg_pairwise_corr_nb(returns: np.ndarray, window: int, min_assets: int) -> np.ndarray:
+    t_len, n_assets = returns.shape
+    out = np.full(t_len, np.nan)
+    total = np.empty(window)
+    for t in range(window - 1, t_len):
+        total[:] = 0.0
+        n = 0
+        for j in range(n_assets):
+            s = 0.0
+            ok = True
+            for k in range(t - window + 1, t + 1):
+                x = returns[k, j]
+                if not np.isfinite(x):
+                    ok = False
+                    break
+                s += x
+            if not ok:
+                continue
+            mean = s / window
+            ss = 0.0
+            for k in range(t - window + 1, t + 1):
+                d = returns[k, j] - mean
+                ss += d * d
+            std = np.sqrt(ss / window)
+            if std <= 1e-12:
+                continue
+            for i in range(window):
+                total[i] += (returns[t - window + 1 + i, j] - mean) / std
+            n += 1
+        if n >= min_assets:
+            sq = 0.0
+            for i in range(window):
+                sq += total[i] * total[i]
+            out[t] = (sq / window - n) / (n * (n - 1))
+    return out
+
+
+def average_pairwise_correlation(returns: np.ndarray, window: int = PAIRWISE_WINDOW) -> np.ndarray:
+    """Exact mean of the pairwise Pearson correlations over each full window.
+
+    With z the returns standardised within the window (ddof 0), corr_ij = mean(z_i z_j),
+    so the sum over all ordered pairs is mean_s (sum_i z_i(s))^2; removing the n
+    diagonal terms and dividing by n(n - 1) gives the average. Assets without a full
+    window, or without variation in it, are left out. Summed asset by asset in column
+    order, so the value at ``t`` never depends on assets absent up to ``t``.
+    """
+    return _avg_pairwise_corr_nb(
+        np.ascontiguousarray(returns, dtype=np.float64), window, MIN_ASSETS
+    )
+
+
+def confluence(
+    panel: dict[str, np.ndarray], symbols: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Market-level ([T]) and per-asset ([T, N]) confluence features.
+
+    ``panel`` holds [T, N] arrays named like the per-asset features (``ret_1``, ``ret_4``,
+    ``ret_24``, ``ret_72``, the event flags, ``quote_volume``), NaN where an asset has no bar.
+    """
+    market: dict[str, np.ndarray] = {}
+    asset: dict[str, np.ndarray] = {}
+    ret1 = panel["ret_1"]
+    t_len = ret1.shape[0]
+
+    for ref in ("BTC", "ETH"):
+        col = _column(symbols, f"{ref}USDT")
+        for w in CORR_WINDOWS:
+            name = f"corr_{ref.lower()}_{w}"
+            asset[name] = (
+                rolling_corr(ret1, ret1[:, col], w)
+                if col is not None
+                else np.full(ret1.shape, np.nan)
+            )
+    market["market_avg_corr_24"] = average_pairwise_correlation(ret1)
+
+    for flag in (
+        "rsi_oversold",
+        "rsi_overbought",
+        "macd_cross_up",
+        "macd_cross_down",
+        "bb_break_up",
+        "bb_break_down",
+    ):
+        market[f"share_{flag}"] = share_of(panel[flag])
+    spikes = panel["volume_spike"]
+    n_spikes, defined = _nansum_rows(spikes)
+    market["n_volume_spikes"] = np.where(defined >= MIN_ASSETS, n_spikes, np.nan)
+    market["share_volume_spikes"] = share_of(spikes)
+
+    for h in ALIGN_HORIZONS:
+        r = panel[f"ret_{h}"]
+        positive = np.where(np.isfinite(r), (r > 0).astype(float), np.nan)
+        share = share_of(positive)
+        market[f"share_pos_ret_{h}"] = share
+        majority = np.sign(share - 0.5)[:, None]
+        agree = np.where(
+            np.isfinite(r) & np.isfinite(majority) & (majority != 0),
+            (np.sign(r) == majority).astype(float),
+            np.nan,
+        )
+        asset[f"agree_majority_{h}"] = agree
+
+    for h in STRENGTH_HORIZONS:
+        r = panel[f"ret_{h}"]
+        asset[f"rel_strength_{h}"] = r - _nanmean_rows(r)[:, None]
+
+    market_ret = _nanmean_rows(ret1)
+    market["market_ret_1"] = market_ret
+    market["market_rv_24"] = rolling_std(market_ret, 24)
+
+    qv = panel["quote_volume"]
+    total = rolling_sum(_nansum_rows(qv)[0], DOMINANCE_WINDOW)
+    for ref in ("BTC", "ETH"):
+        col = _column(symbols, f"{ref}USDT")
+        if col is None:
+            market[f"{ref.lower()}_dominance_24"] = np.full(t_len, np.nan)
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dom = rolling_sum(qv[:, col], DOMINANCE_WINDOW) / total
+        market[f"{ref.lower()}_dominance_24"] = np.where(total > 0, dom, np.nan)
+    return market, asset
+
+
+def _column(symbols: list[str], name: str) -> int | None:
+    return symbols.index(name) if name in symbols else None

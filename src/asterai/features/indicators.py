@@ -1,0 +1,118 @@
+"""Per-asset indicators on one symbol's own bars (TA-Lib for the standard ones).
+
+``asset_features`` takes plain numpy arrays of one symbol's consecutive bars and
+returns named feature arrays of the same length. Every value at row ``t`` uses bars
+``<= t`` only; warm-up rows are NaN (never filled).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import talib
+
+from asterai.features.rolling import (
+    lag_diff,
+    rolling_max,
+    rolling_mean,
+    rolling_min,
+    rolling_std,
+    rolling_zscore,
+)
+
+RETURN_HORIZONS = (1, 4, 12, 24, 72)
+RSI_PERIOD = 14
+RSI_OVERSOLD, RSI_OVERBOUGHT = 30.0, 70.0
+MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
+BB_PERIOD, BB_DEV = 20, 2.0
+ATR_PERIOD = 14
+ADX_PERIOD = 14
+VOL_WINDOWS = (24, 72)
+RANGE_WINDOWS = (24, 168)
+VOLUME_SPIKE_Z = 2.0
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, num / den, np.nan)
+
+
+def core_indicators(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The indicators computed on every timeframe (base, 4h, 1d)."""
+    logc = np.log(close)
+    ret1 = lag_diff(logc, 1)
+    macd, signal, hist = talib.MACD(close, MACD_FAST, MACD_SLOW, MACD_SIGNAL)
+    upper, middle, lower = talib.BBANDS(close, BB_PERIOD, BB_DEV, BB_DEV, 0)
+    atr = talib.ATR(high, low, close, ATR_PERIOD)
+    return {
+        "ret_1": ret1,
+        "rsi_14": talib.RSI(close, RSI_PERIOD),
+        "macd": _ratio(macd, close),
+        "macd_signal": _ratio(signal, close),
+        "macd_hist": _ratio(hist, close),
+        "bb_pctb_20": _ratio(close - lower, upper - lower),
+        "bb_width_20": _ratio(upper - lower, middle),
+        "atr_14": atr,
+        "atr_pct_14": _ratio(atr, close),
+        "adx_14": talib.ADX(high, low, close, ADX_PERIOD),
+        "rv_24": rolling_std(ret1, 24),
+        "volume_z_24": rolling_zscore(np.log1p(volume), 24),
+    }
+
+
+def asset_features(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    taker_buy: np.ndarray,
+    open_time: np.ndarray,
+    listing_ms: int,
+    hours_per_bar: float,
+) -> dict[str, np.ndarray]:
+    """Every per-asset feature of the base timeframe for one symbol."""
+    core = core_indicators(high, low, close, volume)
+    logc = np.log(close)
+    out: dict[str, np.ndarray] = {}
+    for h in RETURN_HORIZONS:
+        out[f"ret_{h}"] = core["ret_1"] if h == 1 else lag_diff(logc, h)
+    for name in (
+        "rsi_14",
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "bb_pctb_20",
+        "bb_width_20",
+        "atr_14",
+        "atr_pct_14",
+        "adx_14",
+        "rv_24",
+        "volume_z_24",
+    ):
+        out[name] = core[name]
+    out["rv_72"] = rolling_std(core["ret_1"], 72)
+    out["volume_z_72"] = rolling_zscore(np.log1p(volume), 72)
+    share = _ratio(taker_buy, volume)
+    out["taker_buy_share"] = share
+    out["taker_buy_share_24"] = rolling_mean(share, 24)
+    for w in RANGE_WINDOWS:
+        out[f"dist_high_{w}"] = close / rolling_max(high, w) - 1.0
+        out[f"dist_low_{w}"] = close / rolling_min(low, w) - 1.0
+    out["listing_age_h"] = (open_time - listing_ms) / 3_600_000.0 + hours_per_bar
+    # events that the cross-asset confluence counts (1.0 / 0.0, NaN while warming up)
+    rsi, hist, pctb = core["rsi_14"], core["macd_hist"], core["bb_pctb_20"]
+    prev_hist = np.r_[np.nan, hist[:-1]]
+    out["rsi_oversold"] = _flag(rsi < RSI_OVERSOLD, rsi)
+    out["rsi_overbought"] = _flag(rsi > RSI_OVERBOUGHT, rsi)
+    out["macd_cross_up"] = _flag((prev_hist <= 0) & (hist > 0), hist + prev_hist)
+    out["macd_cross_down"] = _flag((prev_hist >= 0) & (hist < 0), hist + prev_hist)
+    out["bb_break_up"] = _flag(pctb > 1.0, pctb)
+    out["bb_break_down"] = _flag(pctb < 0.0, pctb)
+    out["volume_spike"] = _flag(core["volume_z_24"] > VOLUME_SPIKE_Z, core["volume_z_24"])
+    return out
+
+
+def _flag(condition: np.ndarray, defined_by: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(defined_by), condition.astype(float), np.nan)

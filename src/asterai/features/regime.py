@@ -1,0 +1,40 @@
+"""Market regime per timestamp, causal.
+
+trending: at least half of the assets with a defined ADX(14) have ADX > 25.
+high volatility: the market's 24-bar realised volatility (of the equal-weighted mean
+return) is above its own median over the last 720 bars (30 days of 1h; at least 168
+bars of history needed, NaN before).
+regime code: 2 x trending + high_vol (0 ranging/calm, 1 ranging/volatile,
+2 trending/calm, 3 trending/volatile).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from asterai.features.confluence import share_of
+
+ADX_TREND = 25.0
+VOL_MEDIAN_WINDOW = 720
+VOL_MEDIAN_MIN = 168
+
+
+def regime(adx: np.ndarray, market_rv: np.ndarray) -> dict[str, np.ndarray]:
+    trend_flags = np.where(np.isfinite(adx), (adx > ADX_TREND).astype(float), np.nan)
+    share = share_of(trend_flags)
+    trending = np.where(np.isfinite(share), (share >= 0.5).astype(float), np.nan)
+    median = (
+        pd.Series(market_rv)
+        .rolling(VOL_MEDIAN_WINDOW, min_periods=VOL_MEDIAN_MIN)
+        .median()
+        .to_numpy()
+    )
+    high_vol = np.where(
+        np.isfinite(market_rv) & np.isfinite(median), (market_rv > median).astype(float), np.nan
+    )
+    return {
+        "regime_trending": trending,
+        "regime_high_vol": high_vol,
+        "regime": 2 * trending + high_vol,
+    }

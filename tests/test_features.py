@@ -1,0 +1,187 @@
+"""The feature stage on the real recording: the catalog, causality, labels, output."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from asterai.config import load_settings
+from asterai.data.collector import collect
+from asterai.data.discovery import run_discovery
+from asterai.data.store import to_epoch_ms
+from asterai.exchange.replay import ReplayServer
+from asterai.features.build import (
+    FEATURES_META_KEY,
+    SymbolInput,
+    build_features,
+    load_inputs,
+    run_features,
+)
+from asterai.features.catalog import catalog, feature_names
+from asterai.intervals import INTERVAL_MS
+from asterai.paths import DataPaths
+from conftest import FAST_EXCHANGE
+
+HOUR = 3_600_000
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory, recording):
+    """A real collection of every recorded symbol, discovered and collected over loopback."""
+    root = tmp_path_factory.mktemp("features")
+    with ReplayServer(recording) as server:
+        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
+        run_discovery(settings)
+        symbols = sorted({s for s, _ in recording.klines})
+        assert asyncio.run(collect(settings, symbols=symbols)).ok
+    return settings
+
+
+@pytest.fixture(scope="module")
+def inputs(collected):
+    return load_inputs(collected)[0]
+
+
+@pytest.fixture(scope="module")
+def full(inputs, collected):
+    return build_features(inputs, collected.features).frame
+
+
+def test_more_than_fifty_documented_features(collected, full) -> None:
+    names = feature_names(collected.features.higher_intervals)
+    assert len(names) >= 50
+    assert all(spec.formula for spec in catalog(collected.features.higher_intervals))
+    assert list(full.columns) == [
+        "symbol",
+        "open_time",
+        *names,
+        "label_tb",
+        "label_tb_bars",
+        "label_fwd_ret",
+    ]
+
+
+def test_only_symbols_the_gate_accepts_get_features(full) -> None:
+    got = set(full["symbol"])
+    assert {"1INCHUSDT", "AIUSDT", "ALGOUSDT", "1000CHEEMSUSDT"}.isdisjoint(got)
+    assert {"BTCUSDT", "ETHUSDT", "AAPLUSDT", "2ZUSDT", "4USDT"} <= got
+    assert not full.duplicated(["symbol", "open_time"]).any()
+
+
+def truncate(inputs: list[SymbolInput], cut_ms: int) -> list[SymbolInput]:
+    """What the world looked like at ``cut_ms``: only bars (and funding) closed by then."""
+    out = []
+    for inp in inputs:
+        bars = {}
+        for iv, frame in inp.bars.items():
+            closes = to_epoch_ms(frame["open_time"]) + INTERVAL_MS[iv]
+            bars[iv] = frame[closes <= cut_ms].reset_index(drop=True)
+        if bars["1h"].empty:
+            continue
+        out.append(replace(inp, bars=bars))
+    return out
+
+
+@pytest.mark.parametrize(
+    "cut", ["2025-09-20 00:00", "2025-10-03 13:00", "2025-10-10 22:00", "2025-10-14 06:00"]
+)
+def test_no_feature_changes_when_the_future_is_cut_off(inputs, collected, full, cut) -> None:
+    """The look-ahead test: features on truncated history equal those on the full one."""
+    cut_ms = int(pd.Timestamp(cut, tz="UTC").value // 1_000_000)
+    part = build_features(truncate(inputs, cut_ms), collected.features).frame
+    names = feature_names(collected.features.higher_intervals)
+    before = full[to_epoch_ms(full["open_time"]) + HOUR <= cut_ms].reset_index(drop=True)
+    assert len(part) == len(before) and (part["symbol"] == before["symbol"]).all()
+    for name in names:
+        a, b = part[name].to_numpy(dtype=float), before[name].to_numpy(dtype=float)
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        assert same.all(), (
+            f"{name} changed at a row before the cut {cut}: {np.flatnonzero(~same)[:5]}"
+        )
+    # cross-asset and higher-timeframe features are part of it and really computed
+    for name in (
+        "market_avg_corr_24",
+        "corr_btc_24",
+        "share_pos_ret_4",
+        "4h_rsi_14",
+        "regime_trending",
+    ):
+        assert np.isfinite(part[name].to_numpy(dtype=float)).any(), name
+
+
+def test_higher_timeframes_join_only_after_their_bar_closes(inputs, full) -> None:
+    btc = full[full["symbol"] == "BTCUSDT"].set_index("open_time")
+    four = next(i for i in inputs if i.symbol == "BTCUSDT").bars["4h"]
+    from asterai.features.indicators import core_indicators
+
+    rsi4 = core_indicators(
+        *(four[k].to_numpy(dtype=float) for k in ("high", "low", "close", "volume"))
+    )["rsi_14"]
+    k = int(np.flatnonzero(np.isfinite(rsi4))[5])
+    opened = four["open_time"].iloc[k]
+    # the 4h bar opened at T closes with the 1h bar opened at T+3h: joined there, not before
+    assert btc.loc[opened + pd.Timedelta(hours=3), "4h_rsi_14"] == rsi4[k]
+    assert btc.loc[opened + pd.Timedelta(hours=2), "4h_rsi_14"] == rsi4[k - 1]
+
+
+def test_short_histories_get_features_as_their_windows_allow(full) -> None:
+    four = full[full["symbol"] == "4USDT"].reset_index(drop=True)
+    assert len(four) == 183
+    rsi = four["rsi_14"].to_numpy(dtype=float)
+    assert np.isnan(rsi[:14]).all() and np.isfinite(rsi[14:]).all()  # no fabricated warm-up
+    rv72 = four["rv_72"].to_numpy(dtype=float)
+    assert np.isnan(rv72[:72]).all() and np.isfinite(rv72[72:]).all()
+    assert (four["listing_age_h"].diff().dropna() == 1).all()
+
+
+def test_labels_follow_the_barrier_rules(inputs, full, collected) -> None:
+    fs = collected.features
+    btc_in = next(i for i in inputs if i.symbol == "BTCUSDT").bars["1h"]
+    btc = full[full["symbol"] == "BTCUSDT"].reset_index(drop=True)
+    o, h, lo = (btc_in[k].to_numpy(dtype=float) for k in ("open", "high", "low"))
+    label = btc["label_tb"].to_numpy()
+    atr = btc["atr_14"].to_numpy()
+    # the last rows whose horizon reaches past the data are unlabelled, not filled
+    assert np.isnan(label[-fs.label_horizon :]).all()
+    checked = 0
+    for t in np.flatnonzero(np.isfinite(label))[::37]:
+        entry = o[t + 1]
+        up, down = entry + fs.tp_atr * atr[t], entry - fs.sl_atr * atr[t]
+        outcome = 0
+        for k in range(t + 1, t + fs.label_horizon + 1):
+            if lo[k] <= down:  # both touched in one bar: the worse one, the stop
+                outcome = -1
+                break
+            if h[k] >= up:
+                outcome = 1
+                break
+        assert label[t] == outcome, t
+        checked += 1
+    assert checked > 10
+    assert set(np.unique(label[np.isfinite(label)])) == {-1.0, 0.0, 1.0}
+
+
+def test_the_crash_shows_in_the_confluence(full) -> None:
+    crash = full[full["open_time"] == pd.Timestamp("2025-10-10 21:00", tz="UTC")].iloc[0]
+    assert crash["market_ret_1"] < -0.05
+    assert crash["share_pos_ret_1"] <= 0.1  # 1 of 15 (AAPLUSDT, a stock perpetual) rose
+    assert crash["market_avg_corr_24"] > 0.5
+
+
+def test_run_features_writes_the_long_parquet_with_its_metadata(collected) -> None:
+    summary = run_features(collected, plots=False)
+    path = DataPaths.at(collected.data_root).features("1h")
+    assert Path(summary["path"]) == path and path.exists()
+    table = pq.read_table(path)
+    assert table.num_rows == summary["rows"] and summary["features"] >= 50
+    import json
+
+    meta = json.loads(table.schema.metadata[FEATURES_META_KEY])
+    assert meta["features"] == feature_names(collected.features.higher_intervals)
+    assert "BTCUSDT_1h.parquet" in meta["inputs_sha256"]
