@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import FAST_EXCHANGE
 
 from asterai.config import load_settings
 from asterai.data.collector import collect
@@ -26,7 +27,6 @@ from asterai.features.build import (
 from asterai.features.catalog import catalog, feature_names
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
-from conftest import FAST_EXCHANGE
 
 HOUR = 3_600_000
 
