@@ -152,28 +152,30 @@ def build_features(inputs: list[SymbolInput], fs: FeatureSettings) -> FeatureRes
 
     features = cat.feature_names(fs.higher_intervals)
     labels = cat.label_names()
-    parts = []
-    for j, ((times, values), pos) in enumerate(zip(blocks, positions, strict=True)):
-        columns: dict[str, Any] = {
-            "symbol": np.full(len(times), symbols[j], dtype=object),
-            "open_time": pd.to_datetime(times, unit="ms", utc=True).as_unit("ms"),
-        }
-        for name in features:
-            if name in values:
-                columns[name] = values[name]
-            elif name in cross:
-                columns[name] = cross[name][pos, j]
-            else:
-                columns[name] = market[name][pos]
-        for name in labels:
-            columns[name] = values[name]
-        parts.append(pd.DataFrame(columns))
-    frame = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=["symbol", "open_time", *features, *labels])
+    # one long frame, rows ordered by (time, symbol): each symbol's rows sit at its grid
+    # positions, so a single argsort of grid position x symbols + column gives the order
+    pos_all = np.concatenate(positions) if positions else np.empty(0, np.int64)
+    col_all = (
+        np.concatenate([np.full(len(p), j) for j, p in enumerate(positions)])
+        if positions
+        else pos_all
     )
-    frame = frame.sort_values(["open_time", "symbol"], kind="stable").reset_index(drop=True)
+    order = np.argsort(pos_all * max(len(symbols), 1) + col_all, kind="stable")
+    pos_sorted, col_sorted = pos_all[order], col_all[order]
+    columns: dict[str, Any] = {
+        "symbol": pd.Categorical.from_codes(col_sorted, categories=symbols).astype(object)
+        if symbols
+        else np.empty(0, dtype=object),
+        "open_time": pd.to_datetime(grid[pos_sorted], unit="ms", utc=True).as_unit("ms"),
+    }
+    for name in [*features, *labels]:
+        if name in cross:
+            columns[name] = cross[name][pos_sorted, col_sorted]
+        elif name in market:
+            columns[name] = market[name][pos_sorted]
+        else:
+            columns[name] = np.concatenate([values[name] for _, values in blocks])[order]
+    frame = pd.DataFrame(columns)
     produced = [c for c in frame.columns if c not in ("symbol", "open_time")]
     if produced != features + labels:
         raise AssertionError("feature columns drifted from the catalog")  # a programming error

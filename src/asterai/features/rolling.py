@@ -35,20 +35,37 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def rolling_std(x: np.ndarray, window: int, ddof: int = 1) -> np.ndarray:
-    """Rolling standard deviation (``ddof`` 1 by default) over full windows."""
-    total, count = _sums(x, window)
-    sq, _ = _sums(np.where(np.isfinite(x), x * x, np.nan), window)
-    var = (sq - total * total / window) / (window - ddof)
-    var = np.where(count == window, np.maximum(var, 0.0), np.nan)
-    return np.sqrt(var)
+    """Rolling standard deviation (``ddof`` 1 by default) over full windows.
+
+    Two-pass within each window (mean first, then squared deviations), so a constant
+    window is exactly 0 however long the history: running sums of squares would leave
+    a rounding residue there, and a z-score would then turn noise into a number.
+    """
+    out = np.full(x.shape, np.nan)
+    if len(x) < window:
+        return out
+    w = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)
+    mean = w.mean(axis=-1, keepdims=True)
+    var = ((w - mean) ** 2).sum(axis=-1) / (window - ddof)
+    # a mean that is off by an ulp leaves ~(ulp)^2 of variance in a constant window
+    residue = (8 * np.finfo(float).eps * np.abs(mean[..., 0])) ** 2
+    var = np.where(var <= residue, 0.0, var)
+    out[window - 1 :] = np.sqrt(var)  # NaN wherever the window holds a NaN
+    return out
 
 
 def rolling_zscore(x: np.ndarray, window: int) -> np.ndarray:
-    mean = rolling_mean(x, window)
-    std = rolling_std(x, window)
+    """``(x - window mean) / window std``; NaN where the window is constant."""
+    out = np.full(x.shape, np.nan)
+    if len(x) < window:
+        return out
+    w = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)
+    mean = w.mean(axis=-1)
+    std = rolling_std(x, window)[window - 1 :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = (x - mean) / std
-    return np.where(std > 0, z, np.nan)
+        z = (x[window - 1 :] - mean) / std
+    out[window - 1 :] = np.where(std > 0, z, np.nan)
+    return out
 
 
 def rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
