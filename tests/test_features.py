@@ -84,7 +84,10 @@ def truncate(inputs: list[SymbolInput], cut_ms: int) -> list[SymbolInput]:
             bars[iv] = frame[closes <= cut_ms].reset_index(drop=True)
         if bars["1h"].empty:
             continue
-        out.append(replace(inp, bars=bars))
+        funding = inp.funding
+        if funding is not None:
+            funding = funding[to_epoch_ms(funding["funding_time"]) <= cut_ms].reset_index(drop=True)
+        out.append(replace(inp, bars=bars, funding=funding))
     return out
 
 
@@ -144,27 +147,59 @@ def test_labels_follow_the_barrier_rules(inputs, full, collected) -> None:
     fs = collected.features
     btc_in = next(i for i in inputs if i.symbol == "BTCUSDT").bars["1h"]
     btc = full[full["symbol"] == "BTCUSDT"].reset_index(drop=True)
-    o, h, lo = (btc_in[k].to_numpy(dtype=float) for k in ("open", "high", "low"))
-    label = btc["label_tb"].to_numpy()
+    o, h, lo, c = (btc_in[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
+    label, took = btc["label_tb"].to_numpy(), btc["label_tb_bars"].to_numpy()
     atr = btc["atr_14"].to_numpy()
     # the last rows whose horizon reaches past the data are unlabelled, not filled
     assert np.isnan(label[-fs.label_horizon :]).all()
-    checked = 0
-    for t in np.flatnonzero(np.isfinite(label))[::37]:
-        entry = o[t + 1]
+    both_touched = 0
+    for t in np.flatnonzero(np.isfinite(label)):
+        entry = o[t + 1]  # a signal at t's close fills at t+1's open
         up, down = entry + fs.tp_atr * atr[t], entry - fs.sl_atr * atr[t]
-        outcome = 0
+        outcome, bars = 0, fs.label_horizon
         for k in range(t + 1, t + fs.label_horizon + 1):
             if lo[k] <= down:  # both touched in one bar: the worse one, the stop
-                outcome = -1
+                both_touched += h[k] >= up
+                outcome, bars = -1, k - t
                 break
             if h[k] >= up:
-                outcome = 1
+                outcome, bars = 1, k - t
                 break
-        assert label[t] == outcome, t
-        checked += 1
-    assert checked > 10
+        assert (label[t], took[t]) == (outcome, bars), t
+    assert both_touched > 0, "the rule for a bar touching both barriers is exercised"
     assert set(np.unique(label[np.isfinite(label)])) == {-1.0, 0.0, 1.0}
+    fwd = btc["label_fwd_ret"].to_numpy()
+    t = 100
+    assert fwd[t] == np.log(c[t + fs.label_horizon] / o[t + 1])
+
+
+def test_a_gap_in_the_bars_is_never_bridged(inputs, collected) -> None:
+    """Ten hours missing from BTCUSDT: no return or window spans the gap, and the 4h
+    values are not carried over a missing 4h bar."""
+    btc = next(i for i in inputs if i.symbol == "BTCUSDT")
+    one_h, four_h = btc.bars["1h"], btc.bars["4h"]
+    gapped_1h = one_h.drop(index=range(300, 310)).reset_index(drop=True)
+    gapped_4h = four_h.drop(index=[100]).reset_index(drop=True)
+    others = [i for i in inputs if i.symbol != "BTCUSDT"]
+    frame = build_features(
+        [*others, replace(btc, bars={**btc.bars, "1h": gapped_1h, "4h": gapped_4h})],
+        collected.features,
+    ).frame
+    got = frame[frame["symbol"] == "BTCUSDT"].reset_index(drop=True)
+    after = 300  # the first bar after the gap
+    assert np.isnan(got.loc[after, "ret_1"]) and np.isfinite(got.loc[after + 1, "ret_1"])
+    assert np.isnan(got.loc[after : after + 3, "ret_4"]).all() and np.isfinite(
+        got.loc[after + 4, "ret_4"]
+    )
+    assert np.isnan(got.loc[after : after + 23, "rv_24"]).all() and np.isfinite(
+        got.loc[after + 24, "rv_24"]
+    )
+    missing_4h_close = four_h["open_time"].iloc[100] + pd.Timedelta(hours=4)
+    rows = got[
+        (got["open_time"] >= missing_4h_close - pd.Timedelta(hours=1))
+        & (got["open_time"] < missing_4h_close + pd.Timedelta(hours=3))
+    ]
+    assert rows["4h_rsi_14"].isna().all(), "no older 4h bar stands in for the missing one"
 
 
 def test_the_crash_shows_in_the_confluence(full) -> None:

@@ -748,3 +748,79 @@ def test_verified_series_refuses_a_corrupted_symbol_and_serves_good_ones(
     assert len(btc) == 742
     crash = btc.loc[btc["open_time"] == pd.Timestamp("2025-10-10 21:00", tz="UTC")]
     assert crash["low"].item() == 101_500.0  # the real crash bar, served as collected
+
+
+# -- files tampered so badly that a naive gate would crash -----------------------------------
+
+
+def test_implausible_provenance_values_are_refused_not_crashed_on(
+    genuine: Path, tmp_path: Path
+) -> None:
+    settings = copy_of(genuine, tmp_path)
+    folder = hist(settings)
+    frame, prov = load(folder, "BTCUSDT_1h.parquet")
+    write(folder, "BTCUSDT_1h.parquet", frame, {**prov, "first_open_time": "yesterday"})
+    frame, prov = load(folder, "ETHUSDT_1h.parquet")
+    write(folder, "ETHUSDT_1h.parquet", frame, {**prov, "last_open_time": 10**20})
+    report = gate(settings)
+    for symbol, name in (("BTCUSDT", "BTCUSDT_1h"), ("ETHUSDT", "ETHUSDT_1h")):
+        finding = assert_refused(report, symbol, name, "provenance", None)
+        assert "not a plausible integer" in finding.message
+
+
+def test_timestamps_stored_as_text_are_refused(genuine: Path, tmp_path: Path) -> None:
+    settings = copy_of(genuine, tmp_path)
+    folder = hist(settings)
+    frame, prov = load(folder, "SOLUSDT_1h.parquet")
+    frame["open_time"] = frame["open_time"].astype(str)
+    write(folder, "SOLUSDT_1h.parquet", frame, prov, schema=None)
+    report = gate(settings)
+    assert_refused(report, "SOLUSDT", "SOLUSDT_1h", "schema", None)
+
+
+def test_a_malformed_discovery_file_does_not_break_the_gate(genuine: Path, tmp_path: Path) -> None:
+    settings = copy_of(genuine, tmp_path)
+    discovery = DataPaths.at(settings.data_root).discovery
+    discovery.write_text("[]")
+    report = gate(settings)
+    # without discovery facts every collected symbol is needed, so the dead ones fail it
+    assert report.reasons() == [
+        "1INCHUSDT: tradeability",
+        "AIUSDT: tradeability",
+        "ALGOUSDT: tradeability",
+    ]
+    assert report.symbols["BTCUSDT"]["trainable"]
+
+
+def test_a_change_of_funding_interval_is_not_a_defect(genuine: Path, tmp_path: Path) -> None:
+    settings = copy_of(genuine, tmp_path)
+    folder = hist(settings)
+    times, prov = funding_schedule(folder, "BTCUSDT")
+    # Aster moves symbols between 8 h and 4 h funding: 8-hourly, then 4-hourly
+    later = np.arange(
+        times[-1] + 4 * HOUR_MS, times[-1] + 40 * HOUR_MS, 4 * HOUR_MS, dtype=np.int64
+    )
+    schedule = np.concatenate([times[:-5], later])
+    schedule = schedule[schedule <= prov["collected_at"]]
+    frame = funding_frame(schedule, np.full(len(schedule), 0.0001))
+    write(
+        folder,
+        "BTCUSDT_funding.parquet",
+        frame,
+        funding_provenance(prov, frame),
+        schema=FUNDING_SCHEMA,
+    )
+    report = gate(settings)
+    verdict = verdict_of(report, "BTCUSDT_funding")
+    assert not verdict.refused, verdict.findings
+
+
+def test_features_refuse_to_run_when_the_gate_says_not_ready(genuine: Path, tmp_path: Path) -> None:
+    from asterai.data.gate import GateRefused
+    from asterai.features.build import run_features
+
+    settings = copy_of(genuine, tmp_path)
+    swapped_high_low(hist(settings))
+    with pytest.raises(GateRefused, match="not ready for training: BTCUSDT: sanity"):
+        run_features(settings, plots=False)
+    assert not DataPaths.at(settings.data_root).features("1h").exists()

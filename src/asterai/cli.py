@@ -325,11 +325,7 @@ def validate(settings: Settings, no_environment: bool) -> None:
     report = run_gate(settings, environment=not no_environment)
     _print_gate(report)
     if not report.ok:
-        refused = [s for s in report.needed if report.refused(s)]
-        reasons = report.problems + [
-            f"{s}: " + ", ".join(report.symbols[s]["failed_rules"]) for s in refused
-        ]
-        raise StepFailed("the data is not ready for training:\n  " + "\n  ".join(reasons))
+        raise StepFailed("the data is not ready for training:\n  " + "\n  ".join(report.reasons()))
 
 
 def _print_gate(report: Any) -> None:

@@ -64,10 +64,10 @@ discovery (per symbol)
     A symbol the discovery file marks untrainable (not trading, too short a history)
     is refused with discovery's reason, whatever its files look like.
 funding (funding files)
-    Provenance as above; no event after the collection time; times on the hour grid
-    (within a minute) with a regular
-    spacing of 1, 4 or 8 hours; rates within the symbol's cap and floor (the discovery
-    file's, or +-``DEFAULT_FUNDING_CAP``).
+    Provenance as above; no event after the collection time; times sorted, unique and
+    on the hour grid (within a minute; the spacing itself may change, as Aster moves a
+    symbol between 8 h and 4 h funding); rates within the symbol's cap and floor (the
+    discovery file's, or +-``DEFAULT_FUNDING_CAP``).
 
 Quality score per series (0..100): 0 when refused, else
 ``100 x (1 - missing share) x (1 - invalid-bar share) x (1 - outlier share)``.
@@ -119,7 +119,6 @@ GRID_TOLERANCE = 1e-6
 DUPLICATE_RUN = 8
 DUPLICATE_MIN_SHARE = 0.5
 DEFAULT_FUNDING_CAP = 0.03
-FUNDING_SPACINGS_H = (1, 4, 8)
 MAX_ROWS_SHOWN = 5
 
 RULES = (
@@ -263,6 +262,24 @@ def check_provenance(loaded: Loaded, times: np.ndarray | None, interval: str | N
         )
     endpoint = KLINES_ENDPOINT if interval is not None else FUNDING_ENDPOINT
     problems = []
+    for key in (
+        "rows",
+        "requests",
+        "collected_at",
+        "first_open_time",
+        "last_open_time",
+        "first_funding_time",
+        "last_funding_time",
+    ):
+        value = prov.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 10**15
+        ):
+            return Finding(
+                "provenance",
+                "fail",
+                f"{name}: provenance field {key} is not a plausible integer: {value!r}",
+            )
     if prov.get("endpoint") != endpoint:
         problems.append(f"endpoint {prov.get('endpoint')!r} is not {endpoint!r}")
     if prov.get("symbol") != loaded.symbol or prov.get("interval") != interval:
@@ -401,7 +418,7 @@ def check_completeness(
         return _rows_finding(
             "completeness",
             "fail",
-            f"{Path(verdict.file).name}: {msg}, above {max_missing:.0%}; gaps after",
+            f"{Path(verdict.file).name}: {msg}, above {max_missing:.0%}; bars right after a gap at",
             gap_rows,
             times,
         )
@@ -750,22 +767,6 @@ def check_funding(
         return _rows_finding(
             "funding", "fail", f"{name}: funding times off the hour grid", off_hour, times
         )
-    if len(times) > 1:
-        hours = np.round(diffs / HOUR_MS).astype(int)
-        spacing = int(np.bincount(hours).argmax())
-        if spacing not in FUNDING_SPACINGS_H:
-            return Finding(
-                "funding", "fail", f"{name}: funding every {spacing} h; expected 1, 4 or 8"
-            )
-        irregular = np.r_[False, hours % spacing != 0]
-        if irregular.any():
-            return _rows_finding(
-                "funding",
-                "fail",
-                f"{name}: funding times off the {spacing} h schedule",
-                irregular,
-                times,
-            )
     cap = DEFAULT_FUNDING_CAP if cap is None else cap
     floor = -DEFAULT_FUNDING_CAP if floor is None else floor
     rates = loaded.frame["funding_rate"].to_numpy(dtype=float)
@@ -805,6 +806,14 @@ class GateReport:
             and all(self.symbols.get(s, {}).get("trainable") for s in self.needed)
         )
 
+    def reasons(self) -> list[str]:
+        """Why the verdict is "not ready": problems, then each needed symbol refused."""
+        return self.problems + [
+            f"{s}: {', '.join(self.symbols[s]['failed_rules'])}"
+            for s in self.needed
+            if self.refused(s)
+        ]
+
     def refused(self, symbol: str) -> bool:
         return not self.symbols.get(symbol, {}).get("trainable", False)
 
@@ -843,7 +852,10 @@ def _discovery(paths: DataPaths) -> dict[str, dict[str, Any]]:
         doc = json.loads(paths.discovery.read_text())
     except ValueError:
         return {}
-    return {s["symbol"]: s for s in doc.get("symbols", []) if isinstance(s, dict) and "symbol" in s}
+    entries = doc.get("symbols", []) if isinstance(doc, dict) else []
+    return {
+        s["symbol"]: s for s in entries if isinstance(s, dict) and isinstance(s.get("symbol"), str)
+    }
 
 
 def _files(folder: Path) -> dict[str, dict[str, Path]]:
@@ -884,7 +896,11 @@ def _check_klines_file(
         "missing columns" in schema.message or "wrong dtypes" in schema.message
     ):
         return verdict, None  # the value rules cannot read a frame of the wrong shape
-    filters = disc.get("filters") or {}
+    filters = (
+        {k: _positive_float(v) for k, v in (disc.get("filters") or {}).items()}
+        if isinstance(disc.get("filters"), dict)
+        else {}
+    )
     verdict.add(
         check_completeness(
             verdict,
@@ -919,7 +935,10 @@ def validate(settings: Settings, *, environment: bool = True, write: bool = True
         checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray | None]] = {}
         for kind in sorted((k for k in kinds if k != "funding"), key=lambda k: INTERVAL_MS[k]):
             loaded = _load(kinds[kind], symbol, kind)
-            verdict, times = _check_klines_file(loaded, kind, disc, settings)
+            try:
+                verdict, times = _check_klines_file(loaded, kind, disc, settings)
+            except Exception as err:  # a tampered file must be refused, never crash the gate
+                verdict, times = _crashed(loaded, kind, err), None
             checked[kind] = (verdict, loaded, times)
         _check_timeframes(checked)
         lowest = next(iter(checked), None)
@@ -941,7 +960,12 @@ def validate(settings: Settings, *, environment: bool = True, write: bool = True
                 )
                 by_symbol[symbol].append(missing)
         if "funding" in kinds:
-            by_symbol[symbol].append(_check_funding_file(kinds["funding"], symbol, disc))
+            try:
+                by_symbol[symbol].append(_check_funding_file(kinds["funding"], symbol, disc))
+            except Exception as err:
+                by_symbol[symbol].append(
+                    _crashed(_load(kinds["funding"], symbol, "funding"), "funding", err)
+                )
 
     _check_duplicates(one_h, by_symbol)
 
@@ -997,6 +1021,27 @@ def validate(settings: Settings, *, environment: bool = True, write: bool = True
         paths.data_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_json(paths.validation, report.to_json())
     return report
+
+
+def _positive_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def _crashed(loaded: Loaded, kind: str, err: Exception) -> SeriesVerdict:
+    verdict = SeriesVerdict(loaded.symbol, kind, str(loaded.path))
+    verdict.add(
+        Finding(
+            "schema",
+            "fail",
+            f"{loaded.path.name}: cannot be checked ({type(err).__name__}: {err}); a file the collector "
+            "wrote never fails like this",
+        )
+    )
+    return verdict
 
 
 def _check_timeframes(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray | None]]) -> None:
@@ -1074,8 +1119,16 @@ def _check_funding_file(path: Path, symbol: str, disc: dict[str, Any]) -> Series
     if len(times):
         verdict.first_time, verdict.last_time = iso_ms(int(times[0])), iso_ms(int(times[-1]))
     verdict.add(check_provenance(loaded, times, None))
-    funding = disc.get("funding") or {}
-    verdict.add(check_funding(loaded, times, funding.get("cap"), funding.get("floor")))
+    funding = disc.get("funding") if isinstance(disc.get("funding"), dict) else {}
+    cap, floor = funding.get("cap"), funding.get("floor")
+    verdict.add(
+        check_funding(
+            loaded,
+            times,
+            float(cap) if isinstance(cap, int | float) else None,
+            float(floor) if isinstance(floor, int | float) else None,
+        )
+    )
     return verdict
 
 
@@ -1099,13 +1152,16 @@ def verified_series(
 ) -> dict[tuple[str, str], pd.DataFrame]:
     """Load the series training may use, after running the gate on them.
 
-    Named symbols that the gate refuses raise ``GateRefused`` with every failed rule;
-    without names, refused symbols are left out (and at least one must remain).
+    Named symbols that the gate refuses raise ``GateRefused`` with every failed rule.
+    Without names, the gate's verdict must be "ready" (every symbol training needs is
+    accepted); then its trainable symbols are loaded.
     """
     from asterai.data.store import read_series
 
-    report = validate(settings, environment=False)
+    report = validate(settings, environment=False, write=False)
     intervals = tuple(intervals or settings.collect.intervals)
+    if symbols is None and not report.ok:
+        raise GateRefused("the data is not ready for training: " + "; ".join(report.reasons()))
     wanted = list(symbols) if symbols is not None else report.trainable
     refused = [s for s in wanted if report.refused(s)]
     if refused:

@@ -7,6 +7,12 @@ regime, higher-timeframe indicators joined to a base row only once the higher ba
 has closed (its ``close_time`` at or before the base bar's), then the labels. The
 output is long: one row per (symbol, open_time) where the symbol has a bar, the
 catalog's feature columns, then the ``label_`` columns.
+
+The asset universe is the set of symbols the gate accepts when the stage runs. It is
+the same for every row, so a symbol that dies or breaks later is missing from the
+cross-asset features of earlier rows too (survivorship): features are causal in time,
+the choice of universe is not. A point-in-time universe is future work; the metadata
+records the symbols used.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from asterai.config import FeatureSettings, Settings
 from asterai.data.store import read_provenance, read_series, to_epoch_ms
 from asterai.features import catalog as cat
 from asterai.features.confluence import confluence
-from asterai.features.indicators import asset_features, core_indicators
+from asterai.features.indicators import asset_features, consecutive_run, core_indicators, mask_gaps
 from asterai.features.labels import forward_return, triple_barrier_nb
 from asterai.features.regime import regime
 from asterai.intervals import INTERVAL_MS, iso_ms
@@ -37,6 +43,8 @@ from asterai.paths import DataPaths
 log = logging.getLogger(__name__)
 
 FEATURES_META_KEY = b"asterai.features"
+#: The longest funding interval Aster uses (8 h): an older rate is a missing one.
+FUNDING_MAX_AGE_MS = 8 * 3_600_000
 PANEL_COLUMNS = (
     "ret_1",
     "ret_4",
@@ -98,6 +106,7 @@ def _symbol_block(
         fr = inp.funding["funding_rate"].to_numpy(dtype=float)
         idx = _asof(ft, close_times)
         has = idx >= 0
+        has[has] = close_times[has] - ft[idx[has]] <= FUNDING_MAX_AGE_MS  # never a stale rate
         rate[has] = fr[idx[has]]
         prev = has & (idx >= 1)
         change[prev] = fr[idx[prev]] - fr[idx[prev] - 1]
@@ -117,8 +126,12 @@ def _symbol_block(
         core = core_indicators(
             *(frame[k].to_numpy(dtype=float) for k in ("high", "low", "close", "volume"))
         )
-        idx = _asof(ht + INTERVAL_MS[iv] - 1, close_times)
+        mask_gaps(core, consecutive_run(ht, INTERVAL_MS[iv]))
+        higher_close = ht + INTERVAL_MS[iv] - 1
+        idx = _asof(higher_close, close_times)
         has = idx >= 0
+        # only the latest higher bar: if it is missing, no older one stands in for it
+        has[has] = close_times[has] - higher_close[idx[has]] < INTERVAL_MS[iv]
         for (name, _), col in zip(cat.HIGHER_TF, names, strict=True):
             values = np.full(len(times), np.nan)
             values[has] = core[name][idx[has]]
@@ -129,7 +142,7 @@ def _symbol_block(
     )
     out["label_tb"] = label
     out["label_tb_bars"] = bars
-    out["label_fwd_ret"] = forward_return(c, times, step, fs.label_horizon)
+    out["label_fwd_ret"] = forward_return(o, c, times, step, fs.label_horizon)
     return times, out
 
 
@@ -189,10 +202,17 @@ def load_inputs(
     settings: Settings, symbols: list[str] | None = None
 ) -> tuple[list[SymbolInput], dict[str, str]]:
     """Verified bars (through the quality gate) for the trainable or named symbols."""
-    from asterai.data.gate import verified_series
+    from asterai.data.gate import GateRefused, verified_series
 
     fs = settings.features
     intervals = (fs.base_interval, *fs.higher_intervals)
+    missing = [iv for iv in intervals if iv not in settings.collect.intervals]
+    if missing:
+        raise GateRefused(
+            f"the features need {', '.join(missing)} bars, which collect.intervals "
+            f"({', '.join(settings.collect.intervals)}) does not include: add them and collect, "
+            "or set features.higher_intervals"
+        )
     series = verified_series(settings, intervals=intervals, symbols=symbols)
     paths = DataPaths.at(settings.data_root)
     names = sorted({s for s, _ in series})
@@ -202,11 +222,9 @@ def load_inputs(
         bars = {iv: series[(s, iv)] for iv in intervals if (s, iv) in series}
         base_path = paths.klines(s, fs.base_interval)
         prov = read_provenance(base_path) or {}
-        for iv in intervals:
-            record = read_provenance(paths.klines(s, iv)) or {}
-            hashes[paths.klines(s, iv).name] = hashlib.sha256(
-                json.dumps(record, sort_keys=True).encode()
-            ).hexdigest()
+        for path in [paths.klines(s, iv) for iv in intervals] + [paths.funding(s)]:
+            if path.exists():
+                hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
         first = int(to_epoch_ms(bars[fs.base_interval]["open_time"])[0])
         listing = prov.get("listing_open_time")
         funding = None

@@ -152,7 +152,9 @@ LABELS: tuple[FeatureSpec, ...] = (
         "label_tb", "label", "triple barrier: +1 take profit, -1 stop, 0 horizon (see labels.py)"
     ),
     FeatureSpec("label_tb_bars", "label", "bars from entry to the triple-barrier outcome"),
-    FeatureSpec("label_fwd_ret", "label", "log(close_t+horizon / close_t)"),
+    FeatureSpec(
+        "label_fwd_ret", "label", "log(close_t+horizon / open_t+1): from the fill of a signal at t"
+    ),
 )
 
 

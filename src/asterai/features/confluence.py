@@ -145,12 +145,14 @@ def confluence(
 
     for h in ALIGN_HORIZONS:
         r = panel[f"ret_{h}"]
-        positive = np.where(np.isfinite(r), (r > 0).astype(float), np.nan)
+        # a zero return (a closed stock market, an idle hour) says nothing about direction
+        moved = np.isfinite(r) & (r != 0)
+        positive = np.where(moved, (r > 0).astype(float), np.nan)
         share = share_of(positive)
         market[f"share_pos_ret_{h}"] = share
         majority = np.sign(share - 0.5)[:, None]
         agree = np.where(
-            np.isfinite(r) & np.isfinite(majority) & (majority != 0),
+            moved & np.isfinite(majority) & (majority != 0),
             (np.sign(r) == majority).astype(float),
             np.nan,
         )

@@ -31,6 +31,55 @@ RANGE_WINDOWS = (24, 168)
 VOLUME_SPIKE_Z = 2.0
 
 
+#: Consecutive bars each feature needs (its lookback, the current bar included). After a
+#: gap in a symbol's bars the feature stays NaN until that many consecutive bars exist
+#: again, so no window or return ever spans a gap as if it were one bar.
+BARS_NEEDED: dict[str, int] = {
+    "rsi_14": RSI_PERIOD + 1,
+    "macd": MACD_SLOW,
+    "macd_signal": MACD_SLOW + MACD_SIGNAL - 1,
+    "macd_hist": MACD_SLOW + MACD_SIGNAL - 1,
+    "bb_pctb_20": BB_PERIOD,
+    "bb_width_20": BB_PERIOD,
+    "atr_14": ATR_PERIOD + 1,
+    "atr_pct_14": ATR_PERIOD + 1,
+    "adx_14": 2 * ADX_PERIOD,
+    "rv_24": 25,
+    "rv_72": 73,
+    "volume_z_24": 24,
+    "volume_z_72": 72,
+    "taker_buy_share_24": 24,
+    **{f"dist_{side}_{w}": w for w in RANGE_WINDOWS for side in ("high", "low")},
+    **{f"ret_{h}": h + 1 for h in RETURN_HORIZONS},
+    "rsi_oversold": RSI_PERIOD + 1,
+    "rsi_overbought": RSI_PERIOD + 1,
+    "macd_cross_up": MACD_SLOW + MACD_SIGNAL,
+    "macd_cross_down": MACD_SLOW + MACD_SIGNAL,
+    "bb_break_up": BB_PERIOD,
+    "bb_break_down": BB_PERIOD,
+    "volume_spike": 24,
+}
+
+
+def consecutive_run(open_time: np.ndarray, step: int) -> np.ndarray:
+    """At each bar, how many consecutive bars (no gap) end there, itself included."""
+    n = len(open_time)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    breaks = np.r_[True, np.diff(open_time) != step]
+    starts = np.maximum.accumulate(np.where(breaks, np.arange(n), 0))
+    return np.arange(n) - starts + 1
+
+
+def mask_gaps(features: dict[str, np.ndarray], run: np.ndarray) -> None:
+    """Blank every feature whose lookback would reach across a gap (in place)."""
+    if len(run) and run[-1] == len(run):
+        return  # no gap at all
+    for name, needed in BARS_NEEDED.items():
+        if name in features:
+            features[name] = np.where(run >= needed, features[name], np.nan)
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den != 0, num / den, np.nan)
@@ -111,6 +160,7 @@ def asset_features(
     out["bb_break_up"] = _flag(pctb > 1.0, pctb)
     out["bb_break_down"] = _flag(pctb < 0.0, pctb)
     out["volume_spike"] = _flag(core["volume_z_24"] > VOLUME_SPIKE_Z, core["volume_z_24"])
+    mask_gaps(out, consecutive_run(open_time, round(hours_per_bar * 3_600_000)))
     return out
 
 

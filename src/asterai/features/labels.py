@@ -60,10 +60,16 @@ def triple_barrier_nb(
     return label, bars
 
 
-def forward_return(close: np.ndarray, times: np.ndarray, step: int, horizon: int) -> np.ndarray:
-    """log(close[t + horizon] / close[t]) where the next ``horizon`` bars are consecutive."""
+def forward_return(
+    open_: np.ndarray, close: np.ndarray, times: np.ndarray, step: int, horizon: int
+) -> np.ndarray:
+    """log(close[t + horizon] / open[t + 1]): from the fill of a signal at ``t``'s close.
+
+    NaN where the next ``horizon`` bars are not consecutive or reach past the data.
+    """
     out = np.full(len(close), np.nan)
     if len(close) > horizon:
         ok = (times[horizon:] - times[:-horizon]) == horizon * step
-        out[:-horizon] = np.where(ok, np.log(close[horizon:] / close[:-horizon]), np.nan)
+        entry = open_[1 : len(close) - horizon + 1]
+        out[:-horizon] = np.where(ok, np.log(close[horizon:] / entry), np.nan)
     return out

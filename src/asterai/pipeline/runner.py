@@ -87,15 +87,11 @@ def _validation(settings: Settings, opts: dict[str, Any]) -> StageResult:
     from asterai.data.gate import validate
 
     report = validate(settings)
-    refused = [s for s in report.needed if report.refused(s)]
     summary = (
         f"{len(report.trainable)} trainable, {len(report.symbols) - len(report.trainable)} refused"
     )
     if not report.ok:
-        reasons = report.problems + [
-            f"{s} ({', '.join(report.symbols[s]['failed_rules'])})" for s in refused
-        ]
-        return StageResult(False, f"{summary}; not ready: {'; '.join(reasons)}")
+        return StageResult(False, f"{summary}; not ready: {'; '.join(report.reasons())}")
     return StageResult(True, summary)
 
 
