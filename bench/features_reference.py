@@ -183,7 +183,8 @@ def asset_frame(inp, fs: FeatureSettings) -> pd.DataFrame:
     df["label_tb_bars"] = bars_to
     h = fs.label_horizon
     consecutive = (bars["open_time"].shift(-h) - bars["open_time"]) == h * step
-    df["label_fwd_ret"] = np.log(close.shift(-h) / close).where(consecutive)
+    entry = bars["open"].shift(-1)  # a signal at t's close fills at t+1's open
+    df["label_fwd_ret"] = np.log(close.shift(-h) / entry).where(consecutive)
     return df
 
 
@@ -266,12 +267,13 @@ def cross_asset(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     for h in cf.ALIGN_HORIZONS:
         r = wide(f"ret_{h}")
-        positive = (r > 0).astype(float).where(r.notna())
+        moved = r.notna() & (r != 0)  # a zero return says nothing about direction
+        positive = (r > 0).astype(float).where(moved)
         share = _row_mean(positive)
         market[f"share_pos_ret_{h}"] = share
         majority = np.sign(share - 0.5)
         agree = np.sign(r).eq(majority, axis=0).astype(float)
-        ok = r.notna() & pd.DataFrame({c: majority.notna() & (majority != 0) for c in r.columns})
+        ok = moved & pd.DataFrame({c: majority.notna() & (majority != 0) for c in r.columns})
         per_asset[f"agree_majority_{h}"] = agree.where(ok)
 
     for h in cf.STRENGTH_HORIZONS:
