@@ -33,7 +33,7 @@ from asterai import __version__, atomic
 from asterai.config import FeatureSettings, Settings
 from asterai.data.store import read_provenance, read_series, to_epoch_ms
 from asterai.features import catalog as cat
-from asterai.features.confluence import confluence
+from asterai.features.confluence import EVENT_FLAGS, confluence
 from asterai.features.indicators import asset_features, consecutive_run, core_indicators, mask_gaps
 from asterai.features.labels import forward_return, triple_barrier_nb
 from asterai.features.regime import regime
@@ -45,20 +45,7 @@ log = logging.getLogger(__name__)
 FEATURES_META_KEY = b"asterai.features"
 #: The longest funding interval Aster uses (8 h): an older rate is a missing one.
 FUNDING_MAX_AGE_MS = 8 * 3_600_000
-PANEL_COLUMNS = (
-    "ret_1",
-    "ret_4",
-    "ret_24",
-    "ret_72",
-    "adx_14",
-    "rsi_oversold",
-    "rsi_overbought",
-    "macd_cross_up",
-    "macd_cross_down",
-    "bb_break_up",
-    "bb_break_down",
-    "volume_spike",
-)
+PANEL_COLUMNS = ("ret_1", "ret_4", "ret_24", "ret_72", "adx_14", *EVENT_FLAGS, "volume_spike")
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,14 +97,7 @@ BASE: tuple[FeatureSpec, ...] = (
     ),
     *(
         FeatureSpec(f"share_{flag}", "market", f"share of assets with {flag} set")
-        for flag in (
-            "rsi_oversold",
-            "rsi_overbought",
-            "macd_cross_up",
-            "macd_cross_down",
-            "bb_break_up",
-            "bb_break_down",
-        )
+        for flag in cf.EVENT_FLAGS
     ),
     FeatureSpec("n_volume_spikes", "market", "number of assets with a volume spike at this bar"),
     FeatureSpec("share_volume_spikes", "market", "share of assets with a volume spike"),

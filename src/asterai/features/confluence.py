@@ -16,6 +16,15 @@ ALIGN_HORIZONS = (1, 4, 24)
 STRENGTH_HORIZONS = (24, 72)
 DOMINANCE_WINDOW = 24
 MIN_ASSETS = 2
+#: Per-asset events whose share across assets is a market feature.
+EVENT_FLAGS = (
+    "rsi_oversold",
+    "rsi_overbought",
+    "macd_cross_up",
+    "macd_cross_down",
+    "bb_break_up",
+    "bb_break_down",
+)
 
 
 @njit(cache=True)
@@ -129,14 +138,7 @@ def confluence(
             )
     market["market_avg_corr_24"] = average_pairwise_correlation(ret1)
 
-    for flag in (
-        "rsi_oversold",
-        "rsi_overbought",
-        "macd_cross_up",
-        "macd_cross_down",
-        "bb_break_up",
-        "bb_break_down",
-    ):
+    for flag in EVENT_FLAGS:
         market[f"share_{flag}"] = share_of(panel[flag])
     spikes = panel["volume_spike"]
     n_spikes, defined = _nansum_rows(spikes)
