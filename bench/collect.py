@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _recording import DEFAULT_DATA
 
 from asterai.config import load_settings
 from asterai.data.collector import collect
@@ -48,7 +49,6 @@ from asterai.paths import DataPaths
 GUIDE_REQUESTS_PER_MINUTE = 15
 GUIDE_PAGE = 1500
 REAL_LIMIT_PER_MINUTE = 2400
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "aster-real"
 
 
 def ours(server: ReplayServer, symbols: list[str], rounds: int, concurrency: int) -> dict:

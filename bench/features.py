@@ -26,7 +26,6 @@ build under 10 seconds on 2 cores.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import io
 import json
@@ -39,18 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _recording import DEFAULT_DATA, collect_recording, tile
 from features_reference import build_reference  # bench/ is the script's own folder
 
-from asterai.config import FeatureSettings, load_settings
-from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
+from asterai.config import FeatureSettings
 from asterai.data.store import to_epoch_ms
-from asterai.exchange.recording import load_recording
-from asterai.exchange.replay import ReplayServer
 from asterai.features.build import SymbolInput, build_features, load_inputs
 from asterai.intervals import INTERVAL_MS
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "aster-real"
 REAL_NAMES = ("BTCUSDT", "ETHUSDT")
 RTOL, ATOL = 1e-9, 1e-12
 TARGET_S = 10.0
@@ -58,30 +53,9 @@ TARGET_S = 10.0
 
 def recorded_inputs(data: Path, work: Path) -> tuple[list[SymbolInput], FeatureSettings]:
     """Collect the recording through the replay server and load it through the gate."""
-    recording = load_recording(data)
-    with ReplayServer(recording) as server:
-        settings = load_settings(work, base_url=server.base_url)
-        run_discovery(settings)
-        asyncio.run(collect(settings, symbols=sorted({s for s, _ in recording.klines})))
+    settings = collect_recording(data, work)
     inputs, _ = load_inputs(settings)
     return inputs, settings.features
-
-
-def _tile(frame: pd.DataFrame, interval: str, start_ms: int) -> pd.DataFrame:
-    """``frame`` repeated back to back, earlier in time, from ``start_ms`` on."""
-    step = INTERVAL_MS[interval]
-    times = to_epoch_ms(frame["open_time"])
-    span = int(times[-1] - times[0]) + step
-    copies = max(0, -(-(int(times[0]) - start_ms) // span)) + 1
-    parts = []
-    for k in range(copies - 1, -1, -1):
-        shifted = frame.copy()
-        delta = pd.Timedelta(milliseconds=span * k)
-        shifted["open_time"] = shifted["open_time"] - delta
-        shifted["close_time"] = shifted["close_time"] - delta
-        parts.append(shifted)
-    tiled = pd.concat(parts, ignore_index=True)
-    return tiled[to_epoch_ms(tiled["open_time"]) >= start_ms].reset_index(drop=True)
 
 
 def scaled_inputs(
@@ -97,7 +71,7 @@ def scaled_inputs(
         name = src.symbol if keep else f"X{i:03d}{src.symbol}"
         end = int(to_epoch_ms(src.bars[fs.base_interval]["open_time"])[-1]) + base_ms
         start = end - length_ms
-        bars = {iv: _tile(frame, iv, start) for iv, frame in src.bars.items()}
+        bars = {iv: tile(frame, iv, start) for iv, frame in src.bars.items()}
         first = int(to_epoch_ms(bars[fs.base_interval]["open_time"])[0])
         out.append(SymbolInput(name, bars, None, first))
     return out

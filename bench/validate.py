@@ -15,7 +15,6 @@ still runs on every file, which is what is timed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -23,19 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.parquet as pq
+from _recording import DEFAULT_DATA, collect_recording, tile
 
 from asterai.config import load_settings
-from asterai.data.collector import collect
 from asterai.data.gate import validate
-from asterai.data.store import read_series, write_series
-from asterai.exchange.recording import load_recording
-from asterai.exchange.replay import ReplayServer
+from asterai.data.store import read_series, to_epoch_ms, write_series
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "aster-real"
 INTERVALS = ("1h", "4h", "1d")
 
 
@@ -52,17 +47,10 @@ def scaled_panel(source: DataPaths, target: DataPaths, symbols: int, months: int
         name = f"X{i:03d}{base}"
         for interval in INTERVALS:
             series = read_series(source.klines(base, interval), "klines")
-            frame = series.frame
-            span = len(frame) * INTERVAL_MS[interval]
-            copies = max(1, round(months * 30 * 86_400_000 / span))
-            parts = []
-            for k in range(copies):
-                shifted = frame.copy()
-                delta = pd.Timedelta(milliseconds=span * (copies - 1 - k))
-                shifted["open_time"] = shifted["open_time"] - delta
-                shifted["close_time"] = shifted["close_time"] - delta
-                parts.append(shifted)
-            tiled = pd.concat(parts, ignore_index=True)
+            last = int(to_epoch_ms(series.frame["open_time"])[-1])
+            tiled = tile(
+                series.frame, interval, last - months * 30 * 86_400_000 + INTERVAL_MS[interval]
+            )
             prov = dict(series.provenance, symbol=name, rows=len(tiled))
             write_series(target.klines(name, interval), tiled, prov, "klines")
             bars += len(tiled)
@@ -85,10 +73,7 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-gate-"))
-    recording = load_recording(args.data)
-    with ReplayServer(recording) as server:
-        source = load_settings(work / "source", base_url=server.base_url)
-        asyncio.run(collect(source, symbols=sorted({s for s, _ in recording.klines})))
+    source = collect_recording(args.data, work / "source", discover=False)
     panel = load_settings(work / "panel")
     bars = scaled_panel(
         DataPaths.at(source.data_root), DataPaths.at(panel.data_root), args.symbols, args.months

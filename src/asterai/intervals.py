@@ -49,12 +49,6 @@ def interval_ms(interval: str) -> int:
         raise IntervalError(f"unknown interval {interval!r}; use one of: {supported}") from None
 
 
-def floor_time(ms: int, interval: str) -> int:
-    """Open time of the bar that contains ``ms``."""
-    step = interval_ms(interval)
-    return (ms // step) * step
-
-
 def ceil_time(ms: int, interval: str) -> int:
     """First bar open time at or after ``ms``."""
     step = interval_ms(interval)

@@ -164,7 +164,6 @@ def describe_funding(result: SeriesResult, frame: pd.DataFrame) -> None:
 class CollectionReport:
     base_url: str
     server_time: int
-    started_at: float
     settings: dict[str, Any]
     symbols: list[str]
     intervals: list[str]
@@ -281,7 +280,6 @@ class Collector:
         report = CollectionReport(
             base_url=self.client.base_url,
             server_time=now,
-            started_at=time.time(),
             settings=self.settings.public_dict(),
             symbols=symbols,
             intervals=intervals,
@@ -296,10 +294,10 @@ class Collector:
         for symbol in symbols:
             for interval in intervals:
                 res = SeriesResult(symbol, interval, str(self.paths.klines(symbol, interval)))
-                jobs.append((res, self._klines_job(res, now, days)))
+                jobs.append((res, self._job(res, self._collect_klines(res, now, days))))
             if self.settings.collect.funding:
                 res = SeriesResult(symbol, FUNDING_KEY, str(self.paths.funding(symbol)))
-                jobs.append((res, self._funding_job(res, now, days)))
+                jobs.append((res, self._job(res, self._collect_funding(res, now, days))))
         report.series = [res for res, _ in jobs]
 
         tasks = [asyncio.ensure_future(coro) for _, coro in jobs]
@@ -332,11 +330,15 @@ class Collector:
         return report
 
     # -- klines ---------------------------------------------------------------
-    async def _klines_job(self, res: SeriesResult, now: int, days: int) -> None:
+    async def _job(self, res: SeriesResult, work: Any) -> None:
+        """Run one series' collection with its own tally; a failure stays with that series.
+
+        A ban or an unreachable exchange is re-raised: it ends the whole run.
+        """
         tally = Tally()
         use_tally(tally)
         try:
-            await self._collect_klines(res, now, days)
+            await work
         except (IPBanned, Unreachable):
             res.status = "failed"
             res.errors.append("aborted: the exchange cannot be used (see the report's 'aborted')")
@@ -435,21 +437,6 @@ class Collector:
         return klines_frame(cols), reply.sha256
 
     # -- funding --------------------------------------------------------------
-    async def _funding_job(self, res: SeriesResult, now: int, days: int) -> None:
-        tally = Tally()
-        use_tally(tally)
-        try:
-            await self._collect_funding(res, now, days)
-        except (IPBanned, Unreachable):
-            res.status = "failed"
-            raise
-        except (ExchangeError, StoreError) as err:
-            res.status = "failed"
-            res.errors.append(str(err))
-            log.error("%s funding: %s", res.symbol, err)
-        finally:
-            res.absorb(tally)
-
     async def _collect_funding(self, res: SeriesResult, now: int, days: int) -> None:
         path = self.paths.funding(res.symbol)
         existing = await asyncio.to_thread(read_series, path, "funding") if path.exists() else None

@@ -75,10 +75,6 @@ class Series:
     provenance: dict[str, Any] | None
 
 
-def empty_frame(kind: Kind) -> pd.DataFrame:
-    return SCHEMAS[kind].empty_table().to_pandas(types_mapper=_types_mapper(kind))
-
-
 def _types_mapper(kind: Kind):
     def mapper(pa_type: pa.DataType):
         if pa_type == pa.int64():

@@ -92,11 +92,6 @@ def _decimal_str(d: Decimal) -> str:
     return s
 
 
-def _decimals(text: str) -> int:
-    exp = Decimal(text).as_tuple().exponent
-    return max(0, -int(exp))
-
-
 def _grid(values: Iterable[str]) -> str | None:
     """gcd of decimal strings, as a string: the coarsest grid all values sit on.
 
@@ -187,10 +182,6 @@ class KlineSeries:
     def count_at_or_before(self, t_ms: int) -> int:
         """Number of bars with ``open_time <= t_ms``."""
         return int(np.searchsorted(self.open_time, t_ms, side="right"))
-
-    def index_at_or_after(self, t_ms: int) -> int:
-        """Index of the first bar with ``open_time >= t_ms``."""
-        return int(np.searchsorted(self.open_time, t_ms, side="left"))
 
 
 @dataclass(frozen=True, eq=False)

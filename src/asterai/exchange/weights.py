@@ -61,7 +61,3 @@ def endpoint_weight(path: str, params: dict[str, object]) -> int:
     if name == "ticker/price":
         return 1 if "symbol" in params else 2
     return 1
-
-
-def kline_weight_per_bar(limit: int) -> float:
-    return klines_weight(limit) / limit

@@ -1,0 +1,50 @@
+"""What the benchmarks share: the real recording collected over loopback, and tiling.
+
+Benchmarks run as scripts (``python bench/NAME.py``), so this sits beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pandas as pd
+
+from asterai.config import Settings, load_settings
+from asterai.data.collector import collect
+from asterai.data.discovery import run_discovery
+from asterai.data.store import to_epoch_ms
+from asterai.exchange.recording import load_recording
+from asterai.exchange.replay import ReplayServer
+from asterai.intervals import INTERVAL_MS
+
+#: The recording beside the project; the benchmarks let ASTERAI_REAL_DATA or --data override it.
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "aster-real"
+
+
+def collect_recording(data: Path, root: Path, *, discover: bool = True) -> Settings:
+    """Every recorded symbol, discovered and collected into ``root`` through the replay server."""
+    recording = load_recording(data)
+    with ReplayServer(recording) as server:
+        settings = load_settings(root, base_url=server.base_url)
+        if discover:
+            run_discovery(settings)
+        asyncio.run(collect(settings, symbols=sorted({s for s, _ in recording.klines})))
+    return settings
+
+
+def tile(frame: pd.DataFrame, interval: str, start_ms: int) -> pd.DataFrame:
+    """``frame`` repeated back to back, earlier in time, from ``start_ms`` on."""
+    step = INTERVAL_MS[interval]
+    times = to_epoch_ms(frame["open_time"])
+    span = int(times[-1] - times[0]) + step
+    copies = max(0, -(-(int(times[0]) - start_ms) // span)) + 1
+    parts = []
+    for k in range(copies - 1, -1, -1):
+        shifted = frame.copy()
+        delta = pd.Timedelta(milliseconds=span * k)
+        shifted["open_time"] = shifted["open_time"] - delta
+        shifted["close_time"] = shifted["close_time"] - delta
+        parts.append(shifted)
+    tiled = pd.concat(parts, ignore_index=True)
+    return tiled[to_epoch_ms(tiled["open_time"]) >= start_ms].reset_index(drop=True)
