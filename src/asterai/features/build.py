@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from asterai.features.confluence import EVENT_FLAGS, confluence
 from asterai.features.indicators import asset_features, consecutive_run, core_indicators, mask_gaps
 from asterai.features.labels import forward_return, triple_barrier_nb
 from asterai.features.regime import regime
+from asterai.features.types import FeatureResult, SymbolInput
 from asterai.intervals import INTERVAL_MS, iso_ms
 from asterai.paths import DataPaths
 
@@ -46,25 +46,6 @@ FEATURES_META_KEY = b"asterai.features"
 #: The longest funding interval Aster uses (8 h): an older rate is a missing one.
 FUNDING_MAX_AGE_MS = 8 * 3_600_000
 PANEL_COLUMNS = ("ret_1", "ret_4", "ret_24", "ret_72", "adx_14", *EVENT_FLAGS, "volume_spike")
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolInput:
-    """One symbol's verified bars: the base interval, the higher ones, funding."""
-
-    symbol: str
-    bars: dict[str, pd.DataFrame]
-    funding: pd.DataFrame | None
-    listing_ms: int
-
-
-@dataclass(slots=True)
-class FeatureResult:
-    frame: pd.DataFrame
-    symbols: list[str]
-    features: list[str]
-    labels: list[str]
-    inputs: dict[str, str] = field(default_factory=dict)
 
 
 def _asof(event_times: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from asterai import atomic
 from asterai.config import Settings
-from asterai.features.build import FeatureResult, SymbolInput
+from asterai.features.types import FeatureResult, SymbolInput
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
