@@ -21,8 +21,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from asterai.exchange.weights import OPTIMAL_KLINE_PAGE
 from asterai.intervals import parse_intervals
+from asterai.limits import OPTIMAL_KLINE_PAGE
 
 REAL_EXCHANGE_URL = "https://fapi.asterdex.com"
 

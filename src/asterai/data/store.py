@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asterai import atomic
-
-PROVENANCE_KEY = b"asterai.provenance"
+from asterai.provenance import PROVENANCE_KEY, decode_provenance
 
 Kind = Literal["klines", "funding"]
 
@@ -132,14 +131,10 @@ def read_provenance(path: str | Path, schema: pa.Schema | None = None) -> dict[s
             schema = pq.read_schema(path)
         except (OSError, pa.ArrowException) as err:
             raise CorruptFile(path, "unreadable parquet", str(err)) from err
-    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
-    if raw is None:
-        return None
     try:
-        value = json.loads(raw)
+        return decode_provenance(schema.metadata)
     except ValueError as err:
         raise CorruptFile(path, "provenance", f"not valid JSON: {err}") from err
-    return value if isinstance(value, dict) else None
 
 
 def read_series(path: str | Path, kind: Kind) -> Series:

@@ -45,8 +45,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from asterai.data.store import PROVENANCE_KEY
 from asterai.intervals import EXCHANGE_INTERVALS, INTERVAL_MS
+from asterai.provenance import decode_provenance
 
 __all__ = [
     "FundingSeries",
@@ -397,12 +397,8 @@ def _load_json_dir(folder: Path, kind: type) -> dict:
 
 
 def _provenance_collected_at(schema: pa.Schema) -> int | None:
-    meta = schema.metadata or {}
-    raw = meta.get(PROVENANCE_KEY)
-    if not raw:
-        return None
     try:
-        prov = json.loads(raw)
+        prov = decode_provenance(schema.metadata)
     except ValueError:
         return None
     values = []

@@ -6,6 +6,10 @@ both sides read the same table.
 
 from __future__ import annotations
 
+# Defined on the ground floor so settings can default to it; it follows from
+# klines_weight below (499 bars for weight 2).
+from asterai.limits import OPTIMAL_KLINE_PAGE as OPTIMAL_KLINE_PAGE
+
 KLINES_MAX_LIMIT = 1500
 KLINES_DEFAULT_LIMIT = 500
 FUNDING_MAX_LIMIT = 1000
@@ -18,9 +22,6 @@ DEPTH_DEFAULT_LIMIT = 500
 #: The REQUEST_WEIGHT limit the real exchange declares in exchangeInfo.
 DEFAULT_WEIGHT_LIMIT = 2400
 DEFAULT_ORDER_LIMIT = 1200
-
-#: Weight-optimal kline page: 499 bars for weight 2 (0.004 weight per bar).
-OPTIMAL_KLINE_PAGE = 499
 
 
 def klines_weight(limit: int) -> int:
