@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import threading
 import time
 from decimal import Decimal
@@ -333,6 +334,202 @@ def test_exchange_info_filters_and_rate_limits(rec, client):
         ReplayServer(rec, window_seconds=0.5)
 
 
+# --------------------------------------------------------------------------- symbol filters
+
+
+def filters_of(entry: dict) -> dict[str, dict]:
+    return {f["filterType"]: f for f in entry["filters"]}
+
+
+def served_symbols(rec) -> dict[str, dict]:
+    with ReplayServer(rec) as srv, httpx.Client(base_url=srv.base_url) as c:
+        return {s["symbol"]: s for s in get_json(c, "/fapi/v1/exchangeInfo")["symbols"]}
+
+
+def recorded_evidence(folder: Path, symbol: str) -> tuple[list[Decimal], list[Decimal]]:
+    """Every recorded price and base quantity of ``symbol``, as exact decimals.
+
+    Kline floats were parsed from the exchange's decimal strings; their shortest
+    round-trip form (``format_number``) is that string again.
+    """
+    prices: list[Decimal] = []
+    qtys: list[Decimal] = []
+    for path in sorted((folder / "klines").glob(f"{symbol}_*.parquet")):
+        df = pd.read_parquet(path)
+        for col, out in (
+            ("open", prices),
+            ("high", prices),
+            ("low", prices),
+            ("close", prices),
+            ("volume", qtys),
+            ("taker_buy_volume", qtys),
+        ):
+            out += [Decimal(format_number(x)) for x in np.unique(df[col].to_numpy())]
+    book_prices, book_qtys = book_and_trade_evidence(folder, symbol)
+    return prices + book_prices, qtys + book_qtys
+
+
+def book_and_trade_evidence(folder: Path, symbol: str) -> tuple[list[Decimal], list[Decimal]]:
+    prices: list[Decimal] = []
+    qtys: list[Decimal] = []
+    book_path = folder / "orderbook" / f"{symbol}.json"
+    if book_path.is_file():
+        book = json.loads(book_path.read_text())
+        for level in book["bids"] + book["asks"]:
+            prices.append(Decimal(level[0]))
+            qtys.append(Decimal(level[1]))
+    trades_path = folder / "trades" / f"{symbol}.json"
+    if trades_path.is_file():
+        for t in json.loads(trades_path.read_text()):
+            prices.append(Decimal(t["price"]))
+            qtys.append(Decimal(t["qty"]))
+    return prices, qtys
+
+
+def decimal_gcd(values: list[Decimal]) -> Decimal:
+    """Exact gcd of non-negative decimals (0 for none)."""
+    g = Decimal(0)
+    for v in values:
+        a, b = g, v
+        while b:
+            a, b = b, a % b
+        g = a
+    return g
+
+
+def test_every_recorded_number_sits_on_the_advertised_grids(client):
+    symbols = {s["symbol"]: s for s in get_json(client, "/fapi/v1/exchangeInfo")["symbols"]}
+    assert len(symbols) == 19
+    for symbol, entry in symbols.items():
+        prices, qtys = recorded_evidence(REAL, symbol)
+        filters = filters_of(entry)
+        if "PRICE_FILTER" not in filters:
+            # only the dead markets: one constant price, nothing to take a grid from
+            assert len({p for p in prices if p}) < 2, symbol
+        else:
+            tick = Decimal(filters["PRICE_FILTER"]["tickSize"])
+            off = [p for p in prices if p % tick]
+            assert off == [], (symbol, tick, off[:5])
+        if "LOT_SIZE" not in filters:
+            assert len({q for q in qtys if q}) < 2, symbol
+            continue
+        step = Decimal(filters["LOT_SIZE"]["stepSize"])
+        assert filters["MARKET_LOT_SIZE"]["stepSize"] == filters["LOT_SIZE"]["stepSize"]
+        off = [q for q in qtys if q % step]
+        assert off == [], (symbol, step, off[:5])
+        # and the grid is the coarsest one they share: nothing finer is advertised either
+        assert step == decimal_gcd(qtys), symbol
+
+
+def test_the_lot_step_takes_kline_volumes_into_account(tmp_path):
+    # In the real recording no symbol's book and trade sizes give a coarser step
+    # than its kline volumes do (checked here), so the case is built from a copy:
+    # one AAVEUSDT hourly volume and one SOLUSDT 4h taker-buy volume are moved
+    # off the grid their book and trade sizes share.
+    for symbol in {p.name.rsplit("_", 1)[0] for p in (REAL / "klines").glob("*.parquet")}:
+        _, qtys = recorded_evidence(REAL, symbol)
+        _, book_qtys = book_and_trade_evidence(REAL, symbol)
+        if book_qtys:
+            assert decimal_gcd(book_qtys) == decimal_gcd(qtys), symbol
+
+    copy = tmp_path / "aster-real"
+    shutil.copytree(REAL, copy)
+    cases = (("AAVEUSDT", "1h", "volume"), ("SOLUSDT", "4h", "taker_buy_volume"))
+    expected = {}
+    for symbol, interval, column in cases:
+        _, book_qtys = book_and_trade_evidence(REAL, symbol)
+        coarse = decimal_gcd(book_qtys)
+        path = copy / "klines" / f"{symbol}_{interval}.parquet"
+        df = pd.read_parquet(path)
+        row = int(np.argmax(df[column].to_numpy()))
+        finer = coarse / 2
+        df.iloc[row, df.columns.get_loc(column)] = float(
+            Decimal(format_number(df[column].iloc[row])) + finer
+        )
+        df.to_parquet(path)
+        expected[symbol] = finer
+
+    rec = load_recording(copy)
+    symbols = served_symbols(rec)
+    for symbol, step in expected.items():
+        served = filters_of(symbols[symbol])
+        assert Decimal(served["LOT_SIZE"]["stepSize"]) == step
+        assert Decimal(served["MARKET_LOT_SIZE"]["stepSize"]) == step
+        _, qtys = recorded_evidence(copy, symbol)
+        assert all(q % step == 0 for q in qtys)
+
+
+def test_a_recorded_exchange_info_is_served_verbatim(tmp_path, caplog):
+    copy = tmp_path / "aster-real"
+    shutil.copytree(REAL, copy)
+    btc = {
+        "symbol": "BTCUSDT",
+        "pair": "BTCUSDT",
+        "contractType": "PERPETUAL",
+        "status": "TRADING",
+        "baseAsset": "BTC",
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": 1,
+        "quantityPrecision": 3,
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "1",
+                "maxPrice": "1000000",
+                "tickSize": "0.1",
+            },
+            {"filterType": "LOT_SIZE", "maxQty": "500", "minQty": "0.001", "stepSize": "0.001"},
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "maxQty": "100",
+                "minQty": "0.001",
+                "stepSize": "0.001",
+            },
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MIN_NOTIONAL", "notional": "5"},
+            {
+                "filterType": "PERCENT_PRICE",
+                "multiplierUp": "1.0500",
+                "multiplierDown": "0.9500",
+                "multiplierDecimal": 4,
+            },
+        ],
+        "orderTypes": ["LIMIT", "MARKET"],
+    }
+    # a declared tick that recorded ETH prices are not on: still the exchange's word
+    eth = {
+        "symbol": "ETHUSDT",
+        "pair": "ETHUSDT",
+        "contractType": "PERPETUAL",
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "0", "maxPrice": "0", "tickSize": "1"}
+        ],
+    }
+    unrecorded = {"symbol": "DOGEUSDT", "filters": []}
+    body = {"timezone": "UTC", "serverTime": 1, "symbols": [btc, eth, unrecorded]}
+    (copy / "exchangeInfo.json").write_text(json.dumps(body))
+
+    with caplog.at_level("WARNING", logger="asterai.exchange.recording"):
+        rec = load_recording(copy)
+    assert "ETHUSDT: the recorded exchangeInfo declares tickSize 1" in caplog.text
+    assert "BTCUSDT" not in caplog.text
+    assert (rec.symbols["BTCUSDT"].tick_size, rec.symbols["BTCUSDT"].step_size) == ("0.1", "0.001")
+    symbols = served_symbols(rec)
+    assert symbols["BTCUSDT"] == btc
+    assert symbols["ETHUSDT"] == eth
+    assert "DOGEUSDT" not in symbols  # listed, but nothing of it is recorded
+    # symbols the file does not list keep their derived filters
+    assert symbols["SOLUSDT"] == served_symbols(load_recording(REAL))["SOLUSDT"]
+
+    (copy / "exchangeInfo.json").write_text(json.dumps({"symbols": [{"symbol": "BTCUSDT"}]}))
+    with pytest.raises(RecordingError, match="filters"):
+        load_recording(copy)
+    (copy / "exchangeInfo.json").write_text("[]")
+    with pytest.raises(RecordingError, match="exchangeInfo"):
+        load_recording(copy)
+
+
 # --------------------------------------------------------------------------- other endpoints
 
 
@@ -550,10 +747,19 @@ def test_project_layout(tmp_path):
         assert get_json(c, "/fapi/v1/fundingRate", symbol="BTCUSDT") == []
         info = get_json(c, "/fapi/v1/exchangeInfo")["symbols"]
         assert [s["symbol"] for s in info] == ["BTCUSDT"]
+        lot = {"minQty": "0.001", "maxQty": "0", "stepSize": "0.001"}
         assert info[0]["filters"] == [
-            {"filterType": "PRICE_FILTER", "minPrice": "0", "maxPrice": "0", "tickSize": "0.1"}
-        ]  # no quantities recorded: no LOT_SIZE
+            {"filterType": "PRICE_FILTER", "minPrice": "0", "maxPrice": "0", "tickSize": "0.1"},
+            {"filterType": "LOT_SIZE", **lot},
+            {"filterType": "MARKET_LOT_SIZE", **lot},
+        ]  # no book or trades: the grids come from the bars (volumes for the lot step)
         error(c, "/fapi/v1/depth", 404, -1000, symbol="BTCUSDT")
+
+    # the exchange's own exchangeInfo, at the root of the folder passed (here the data root)
+    listed = {"symbol": "BTCUSDT", "status": "TRADING", "filters": [{"filterType": "MIN_NOTIONAL"}]}
+    (tmp_path / "exchangeInfo.json").write_text(json.dumps({"symbols": [listed]}))
+    assert load_recording(tmp_path).symbols["BTCUSDT"].listed == listed
+    assert load_recording(folder).symbols["BTCUSDT"].listed is None
 
     # without provenance the clock falls back to the newest close time + 1 ms
     bare = tmp_path / "bare"

@@ -19,6 +19,20 @@ Two layouts are recognised, automatically:
     metadata key ``asterai.provenance``. A data root whose
     ``data/historical/real_aster_only/`` holds such files is accepted too.
 
+Either layout may also carry the exchange's own ``GET /fapi/v1/exchangeInfo``
+response as ``exchangeInfo.json`` at the root of the folder given to
+:func:`load_recording` (for the project layout that is the data root or the
+series folder, whichever is passed). The symbol entries it lists are served
+verbatim, filters included (``PRICE_FILTER``, ``LOT_SIZE``,
+``MARKET_LOT_SIZE``, ``MIN_NOTIONAL``, ...); symbols it does not list, and
+every symbol when the file is absent, get filters derived from the recorded
+numbers: the tick is the gcd of every recorded price (book, trades, kline
+open/high/low/close of every interval) and the lot step the gcd of every
+recorded base quantity (book sizes, trade sizes, kline volume and taker-buy
+base volume of every interval), so the advertised grid is never coarser than
+a real value. A recorded filter that real values do not sit on is still
+served (it is what the exchange says) and is logged as a warning.
+
 Every series is kept as numpy arrays sorted by time, so a page is a
 ``searchsorted`` slice. Nothing is invented: fields the recording does not
 hold are ``None``/NaN and are served as JSON ``null``; symbol facts that
@@ -31,15 +45,17 @@ the replay server answers as the exchange would have at that moment.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import reduce
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +74,11 @@ __all__ = [
     "load_recording",
 ]
 
+log = logging.getLogger(__name__)
+
 PROJECT_SUBDIR = Path("data") / "historical" / "real_aster_only"
+#: The exchange's own exchangeInfo response, at the root of a recording folder.
+EXCHANGE_INFO_FILE = "exchangeInfo.json"
 QUOTE_SUFFIXES = ("USDT", "USDC", "USD")
 
 _FILE_RE = re.compile(r"^(?P<symbol>[A-Z0-9]+)_(?P<kind>[0-9]+[a-zA-Z]|funding)\.parquet$")
@@ -92,22 +112,68 @@ def _decimal_str(d: Decimal) -> str:
     return s
 
 
-def _grid(values: Iterable[str]) -> str | None:
-    """gcd of decimal strings, as a string: the coarsest grid all values sit on.
+#: Decimals of at most this many significant digits survive a float64 round trip
+#: unchanged (DBL_DIG), so two of them never parse to the same float.
+_EXACT_DIGITS = 15
 
-    ``None`` when fewer than two distinct non-zero values exist (a single price
-    says nothing about the tick).
-    """
-    distinct = {Decimal(v) for v in values}
-    distinct.discard(Decimal(0))
-    if len(distinct) < 2:
-        return None
+
+def _decimal_gcd(values: Iterable[Decimal]) -> Decimal:
+    """gcd of non-negative decimals (``0`` for none): the coarsest grid they all sit on."""
+    distinct = set(values)
+    if not distinct:
+        return Decimal(0)
     places = max(max(0, -int(v.as_tuple().exponent)) for v in distinct)
-    ints = [int(v.scaleb(places)) for v in distinct]
-    g = reduce(math.gcd, ints)
-    if g == 0:
+    g = reduce(math.gcd, (int(v.scaleb(places)) for v in distinct))
+    return Decimal(g).scaleb(-places)
+
+
+def _float_gcd(u: np.ndarray) -> Decimal | None:
+    """gcd of sorted, distinct, positive float64 values parsed from decimal strings.
+
+    Fast path: finds the fewest decimal places ``p`` at which every value is
+    exactly ``k / 10**p`` with integer ``k < 10**15``, then takes ``np.gcd`` of
+    the ``k``. ``k / 10**p`` is a correctly rounded division of two exact
+    floats, so equality with the value means the decimal ``k * 10**-p`` parses
+    to it, and with at most 15 significant digits it is the only such decimal:
+    the one :func:`format_number` gives back. ``None`` when a value needs more
+    digits; the caller then takes the exact ``Decimal`` path.
+    """
+    limit = 10.0**_EXACT_DIGITS
+    for places in range(_EXACT_DIGITS + 1):
+        scale = 10.0**places
+        k = np.rint(u * scale)
+        if k[-1] >= limit:
+            return None
+        if np.array_equal(k / scale, u):
+            return Decimal(int(np.gcd.reduce(k.astype(np.int64)))).scaleb(-places)
+    return None
+
+
+def _grid(strings: Iterable[str], arrays: Sequence[np.ndarray] = ()) -> str | None:
+    """The coarsest grid every value sits on: gcd of decimal ``strings`` and float ``arrays``.
+
+    Floats are taken as the decimal strings they were parsed from (their
+    shortest round-trip form); NaN is ignored. ``None`` when fewer than two
+    distinct non-zero values exist (a single price says nothing about the tick).
+    """
+    exact = {abs(Decimal(s)) for s in strings}
+    exact.discard(Decimal(0))
+    finite = [a[np.isfinite(a)] for a in arrays]
+    u = np.unique(np.abs(np.concatenate(finite))) if finite else np.empty(0)
+    u = u[u > 0]
+    if u.size < 2:
+        exact.update(Decimal(format_number(x)) for x in u.tolist())
+        u = u[:0]
+    if u.size == 0 and len(exact) < 2:
         return None
-    return _decimal_str(Decimal(g).scaleb(-places))
+    if u.size:
+        g = _float_gcd(u)
+        if g is None:
+            exact.update(Decimal(format_number(x)) for x in u.tolist())
+        else:
+            exact.add(g)
+    g = _decimal_gcd(exact)
+    return _decimal_str(g) if g else None
 
 
 # --------------------------------------------------------------------------- series
@@ -216,13 +282,19 @@ class FundingSeries:
 
 @dataclass(frozen=True)
 class SymbolInfo:
-    """Symbol facts derived from the recorded numbers (``None`` = not derivable)."""
+    """Symbol facts: the exchange's own where recorded, else derived (``None`` = not derivable).
+
+    ``listed`` is the symbol's entry of the recorded ``exchangeInfo.json``,
+    served verbatim; ``tick_size`` and ``step_size`` then are its
+    ``PRICE_FILTER`` and ``LOT_SIZE`` values.
+    """
 
     symbol: str
     base_asset: str | None
     quote_asset: str | None
     tick_size: str | None
     step_size: str | None
+    listed: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,17 +334,45 @@ def load_recording(folder: Path | str, now_ms: int | None = None) -> Recording:
     folder = Path(folder)
     if not folder.is_dir():
         raise RecordingError(f"recording folder {folder} does not exist or is not a folder")
+    listed = _load_exchange_info(folder / EXCHANGE_INFO_FILE)
     if (folder / "klines").is_dir():
-        return _load_shared(folder, now_ms)
+        return _load_shared(folder, now_ms, listed)
     if _project_files(folder):
-        return _load_project(folder, now_ms)
+        return _load_project(folder, now_ms, listed)
     nested = folder / PROJECT_SUBDIR
     if nested.is_dir() and _project_files(nested):
-        return _load_project(nested, now_ms)
+        return _load_project(nested, now_ms, listed)
     raise RecordingError(
         f"{folder} holds no recording: expected klines/{{SYMBOL}}_{{interval}}.parquet "
         f"(shared layout) or {{SYMBOL}}_{{interval}}.parquet files, here or under {PROJECT_SUBDIR}"
     )
+
+
+def _load_exchange_info(path: Path) -> dict[str, dict]:
+    """The symbol entries of a recorded exchangeInfo response, by symbol (empty if absent)."""
+    if not path.is_file():
+        return {}
+    with path.open("rb") as fh:
+        try:
+            data = json.load(fh)
+        except ValueError as err:
+            raise RecordingError(f"{path}: not valid JSON ({err})") from err
+    entries = data.get("symbols") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise RecordingError(
+            f"{path}: expected the exchange's GET /fapi/v1/exchangeInfo response, "
+            "an object with a 'symbols' list"
+        )
+    out: dict[str, dict] = {}
+    for entry in entries:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("symbol"), str)
+            and isinstance(entry.get("filters"), list)
+        ):
+            raise RecordingError(f"{path}: a symbol entry without 'symbol' or 'filters': {entry!r}")
+        out[entry["symbol"]] = entry
+    return out
 
 
 def _project_files(folder: Path) -> list[tuple[str, str, Path]]:
@@ -314,7 +414,7 @@ def _sorted_unique(open_time: np.ndarray, where: Path) -> np.ndarray:
     return open_time
 
 
-def _load_shared(folder: Path, now_ms: int | None) -> Recording:
+def _load_shared(folder: Path, now_ms: int | None, listed: Mapping[str, dict]) -> Recording:
     klines: dict[tuple[str, str], KlineSeries] = {}
     for p in sorted((folder / "klines").glob("*.parquet")):
         m = _FILE_RE.match(p.name)
@@ -370,7 +470,7 @@ def _load_shared(folder: Path, now_ms: int | None) -> Recording:
             # latest moment the klines themselves vouch for.
             now_ms = max(int(s.close_time[-1]) for s in klines.values() if len(s)) + 1
 
-    symbols = _derive_symbols(klines, {}, orderbooks, trades)
+    symbols = _derive_symbols(klines, {}, orderbooks, trades, listed)
     return Recording(
         folder=folder,
         layout="shared",
@@ -417,7 +517,7 @@ def _provenance_collected_at(schema: pa.Schema) -> int | None:
     return max(values) if values else None
 
 
-def _load_project(folder: Path, now_ms: int | None) -> Recording:
+def _load_project(folder: Path, now_ms: int | None, listed: Mapping[str, dict]) -> Recording:
     klines: dict[tuple[str, str], KlineSeries] = {}
     funding: dict[str, FundingSeries] = {}
     collected: list[int] = []
@@ -484,7 +584,7 @@ def _load_project(folder: Path, now_ms: int | None) -> Recording:
                 raise RecordingError(f"{folder}: every series is empty; no clock can be derived")
             now_ms = max(ends)
 
-    symbols = _derive_symbols(klines, funding, {}, {})
+    symbols = _derive_symbols(klines, funding, {}, {}, listed)
     return Recording(
         folder=folder,
         layout="project",
@@ -507,13 +607,31 @@ def _split_assets(symbol: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _filter_value(entry: Mapping[str, Any], kind: str, key: str) -> str | None:
+    for f in entry.get("filters") or []:
+        if isinstance(f, dict) and f.get("filterType") == kind and f.get(key) is not None:
+            return str(f[key])
+    return None
+
+
+def _off_grid(derived: str | None, declared: str | None) -> bool:
+    """Whether some real value (their gcd is ``derived``) is off the ``declared`` grid."""
+    if derived is None or declared is None or Decimal(declared) <= 0:
+        return False
+    return Decimal(derived) % Decimal(declared) != 0
+
+
 def _derive_symbols(
     klines: Mapping[tuple[str, str], KlineSeries],
     funding: Mapping[str, FundingSeries],
     orderbooks: Mapping[str, dict],
     trades: Mapping[str, list],
+    listed: Mapping[str, dict],
 ) -> dict[str, SymbolInfo]:
-    names = sorted({s for s, _ in klines} | set(funding) | set(orderbooks) | set(trades))
+    by_symbol: dict[str, list[KlineSeries]] = {}
+    for (s, _iv), series in klines.items():
+        by_symbol.setdefault(s, []).append(series)
+    names = sorted(set(by_symbol) | set(funding) | set(orderbooks) | set(trades))
     out: dict[str, SymbolInfo] = {}
     for symbol in names:
         price_strs: list[str] = []
@@ -528,18 +646,40 @@ def _derive_symbols(
                 price_strs.append(str(t["price"]))
             if "qty" in t:
                 qty_strs.append(str(t["qty"]))
-
-        kline_prices: set[float] = set()
-        for (s, _iv), series in klines.items():
-            if s != symbol:
-                continue
-            for arr in (series.open, series.high, series.low, series.close):
-                kline_prices.update(np.unique(arr[~np.isnan(arr)]).tolist())
-        # Kline prices are float64 parsed from the exchange's decimal strings; their
-        # shortest round-trip repr is that decimal string again.
-        all_prices = price_strs + [format_number(p) for p in kline_prices]
-        tick = _grid(all_prices)
-        step = _grid(qty_strs) if qty_strs else None
+        # Kline floats were parsed from the exchange's decimal strings, so they are
+        # evidence for the grids as much as the book and the trades are: a step taken
+        # from book and trade sizes alone can be coarser than a real bar volume.
+        series = by_symbol.get(symbol, [])
+        prices = [a for k in series for a in (k.open, k.high, k.low, k.close)]
+        qtys = [a for k in series for a in (k.volume, k.taker_buy_base) if a is not None]
+        tick = _grid(price_strs, prices)
+        step = _grid(qty_strs, qtys)
         base, quote = _split_assets(symbol)
-        out[symbol] = SymbolInfo(symbol, base, quote, tick, step)
+        entry = listed.get(symbol)
+        if entry is None:
+            out[symbol] = SymbolInfo(symbol, base, quote, tick, step)
+            continue
+        declared_tick = _filter_value(entry, "PRICE_FILTER", "tickSize")
+        declared_step = _filter_value(entry, "LOT_SIZE", "stepSize")
+        for what, derived, declared in (
+            ("tickSize", tick, declared_tick),
+            ("stepSize", step, declared_step),
+        ):
+            if _off_grid(derived, declared):
+                log.warning(
+                    "%s: the recorded exchangeInfo declares %s %s, but recorded values sit "
+                    "only on %s; serving the exchange's value",
+                    symbol,
+                    what,
+                    declared,
+                    derived,
+                )
+        out[symbol] = SymbolInfo(
+            symbol,
+            entry.get("baseAsset", base),
+            entry.get("quoteAsset", quote),
+            declared_tick,
+            declared_step,
+            listed=MappingProxyType(entry),
+        )
     return out

@@ -14,9 +14,11 @@ drawn from a seeded ``random.Random`` (see :class:`FaultSpec`).
 
 What the replay cannot know, it does not invent:
 
-* Symbol facts: only ``PRICE_FILTER.tickSize`` and ``LOT_SIZE.stepSize``
-  (gcd of the recorded prices and quantities) are declared; ``MIN_NOTIONAL``,
-  ``status``, ``onboardDate`` and funding caps are left out.
+* Symbol facts: a symbol listed in the recording's own ``exchangeInfo.json``
+  is served with that entry verbatim. Otherwise only ``PRICE_FILTER.tickSize``
+  and ``LOT_SIZE.stepSize`` (gcd of every recorded price and base quantity,
+  klines included) are declared; ``MIN_NOTIONAL``, ``status``,
+  ``onboardDate`` and funding caps are left out.
 * Kline fields that were not recorded (trades, taker-buy quote volume, the
   ignored field in the shared recording) are JSON ``null``.
 * ``GET /fapi/v1/depth`` and ``GET /fapi/v1/trades`` for a known symbol
@@ -558,6 +560,9 @@ class _Replay:
     def _build_exchange_info(self) -> bytes:
         symbols = []
         for info in self.rec.symbols.values():
+            if info.listed is not None:
+                symbols.append(dict(info.listed))
+                continue
             entry: dict[str, Any] = {
                 "symbol": info.symbol,
                 "pair": info.symbol,
