@@ -31,7 +31,16 @@ from asterai.cli import main
 from asterai.config import Settings, load_settings
 from asterai.data.collector import collect
 from asterai.data.discovery import run_discovery
-from asterai.data.gate import GateRefused, GateReport, SeriesVerdict, validate, verified_series
+from asterai.data.gate import (
+    CONTAMINATED,
+    EXCLUDED,
+    TRAINABLE,
+    GateRefused,
+    GateReport,
+    SeriesVerdict,
+    validate,
+    verified_series,
+)
 from asterai.data.store import (
     FUNDING_SCHEMA,
     KLINE_SCHEMA,
@@ -80,12 +89,12 @@ def hist(settings: Settings) -> Path:
 
 
 def fingerprint(root: Path) -> dict[str, str]:
-    """sha256 of every file under the root, except the report the gate is meant to write."""
-    report = DataPaths.at(root).validation
+    """sha256 of every file under the root, except the two the gate is meant to write."""
+    written = {DataPaths.at(root).validation, DataPaths.at(root).universe}
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(Path(root).rglob("*"))
-        if p.is_file() and p.resolve() != report
+        if p.is_file() and p.resolve() not in written
     }
 
 
@@ -553,6 +562,50 @@ def one_hour_wick_tripled(h: Path) -> int:
     return 100
 
 
+def set_filter(h: Path, symbol: str, key: str, value: float) -> None:
+    """Today's filters as discovery read them from exchangeInfo (the data stays real)."""
+    path = h.parent.parent / "aster_assets_discovery.json"
+    doc = json.loads(path.read_text())
+    entry = next(s for s in doc["symbols"] if s["symbol"] == symbol)
+    entry["filters"][key] = value
+    path.write_text(json.dumps(doc))
+
+
+def regridded_coarser_from_a_date(h: Path) -> None:
+    # Exchanges coarsen a tick after a price rise: from 2025-09-24 ETHUSDT trades on 0.1,
+    # before it on its real 0.01, and today's exchangeInfo shows only 0.1. Every
+    # timeframe is re-gridded the same way, as the exchange's own bars would be.
+    since = pd.Timestamp("2025-09-24", tz="UTC")
+    for interval in ("1h", "4h", "1d"):
+        frame, prov = load(h, f"ETHUSDT_{interval}.parquet")
+        later = frame["open_time"] >= since
+        for col in ("open", "high", "low", "close"):
+            frame.loc[later, col] = [float(f"{x:.1f}") for x in frame.loc[later, col]]
+        write(h, f"ETHUSDT_{interval}.parquet", frame, prov)
+    set_filter(h, "ETHUSDT", "tick_size", 0.1)
+
+
+def scattered_off_grid_values(h: Path) -> int:
+    # three lows nudged off the 0.01 tick, far apart: no filter change looks like this
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    rows = [
+        r
+        for r in (100, 300, 500)
+        if frame.at[r, "low"] < min(frame.at[r, "open"], frame.at[r, "close"]) - 0.01
+    ]
+    assert len(rows) == 3
+    frame.loc[rows, "low"] += 0.003
+    write(h, "ETHUSDT_1h.parquet", frame, prov)
+    return rows[0]
+
+
+def lot_step_coarser_than_all_history(h: Path) -> int:
+    # discovery says 0.01 while every real ETHUSDT volume sits on 0.001: the history does
+    # not fit today's filter (not tampering: the values are real), so ETHUSDT is excluded
+    set_filter(h, "ETHUSDT", "step_size", 0.01)
+    return None
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -560,6 +613,7 @@ class Variant:
     file: str  # the file whose verdict must carry the rule
     corrupt: Callable[[Path], int | None]  # corrupts the folder, returns the bad row
     rule: str | tuple[str, ...]  # a tuple: any of these rules is an acceptable refusal
+    outcome: str = CONTAMINATED  # the symbol's outcome
     weakness: str | None = None  # the gate does not refuse it yet: xfail(strict) with this
 
 
@@ -598,14 +652,17 @@ CORPUS = [
     Variant("missing column", "SOLUSDT", "SOLUSDT_1h", missing_column, "schema"),
     Variant("close_time off by 3 h", "ADAUSDT", "ADAUSDT_4h", wrong_close_time, "schema"),
     Variant("truncated parquet", "2ZUSDT", "2ZUSDT_1h", truncated_parquet, "schema"),
-    Variant("funding rate beyond the cap", "BTCUSDT", "BTCUSDT_funding", funding_rate_beyond_cap, "funding"),
+    Variant("funding rate beyond the cap", "BTCUSDT", "BTCUSDT_funding", funding_rate_beyond_cap, "funding", EXCLUDED),
     Variant("funding time off the hour", "ETHUSDT", "ETHUSDT_funding", funding_off_the_hour, "funding"),
     Variant("funding without provenance", "SOLUSDT", "SOLUSDT_funding", funding_without_provenance, "provenance"),
     Variant("funding event in the future", "BTCUSDT", "BTCUSDT_funding", funding_in_the_future, "funding"),
     Variant("last 1h day removed, forged provenance", "BTCUSDT", "BTCUSDT_1h", last_day_removed_forged, ("schema", "completeness")),
-    Variant("all timeframes shifted one day back, forged provenance", "SOLUSDT", "SOLUSDT_1h", every_timeframe_shifted_one_day_forged, ("schema", "completeness")),
+    Variant("all timeframes shifted one day back, forged provenance", "SOLUSDT", "SOLUSDT_1h", every_timeframe_shifted_one_day_forged, ("schema", "completeness"), EXCLUDED),
     Variant("4h high 50% above its 1h bars", "BTCUSDT", "BTCUSDT_4h", four_hour_high_raised_half, "timeframes"),
     Variant("1h wick three times the price", "ETHUSDT", "ETHUSDT_1h", one_hour_wick_tripled, "timeframes"),
+    Variant("a few scattered off-grid lows", "ETHUSDT", "ETHUSDT_1h", scattered_off_grid_values, "tick_grid"),
+    Variant("today's lot step coarser than the whole history", "ETHUSDT", "ETHUSDT_1h", lot_step_coarser_than_all_history, "lot_step", EXCLUDED),
+    Variant("re-gridded to a coarser tick from a date (a real filter change)", "ETHUSDT", "ETHUSDT_1h", regridded_coarser_from_a_date, "tick_grid", TRAINABLE),
 ]
 # fmt: on
 
@@ -617,14 +674,20 @@ def verdict_of(report: GateReport, file: str) -> SeriesVerdict:
 
 
 def assert_refused(
-    report: GateReport, symbol: str, file: str, rule: str | tuple[str, ...], row: int | None
+    report: GateReport,
+    symbol: str,
+    file: str,
+    rule: str | tuple[str, ...],
+    row: int | None,
+    outcome: str = CONTAMINATED,
 ):
     name = f"{file}.parquet"
     rules = (rule,) if isinstance(rule, str) else rule
     info = report.symbols[symbol]
+    assert info["outcome"] == outcome, (outcome, info)
     assert info["trainable"] is False, info
     verdict = verdict_of(report, file)
-    findings = [(f.rule, f.status, f.message) for f in verdict.findings]
+    findings = [(f.rule, f.status, f.outcome, f.message) for f in verdict.findings]
     hit = [r for r in verdict.failed_rules if r in rules]
     assert hit, f"{name} not refused by {rules}: {findings}"
     assert hit[0] in info["failed_rules"]
@@ -635,8 +698,14 @@ def assert_refused(
         assert row in finding.rows, (row, finding.rows, finding.message)
         assert "row" in finding.message, finding.message
     for bystander in BYSTANDERS:
-        assert report.symbols[bystander]["trainable"] is True, report.symbols[bystander]
-    assert not report.ok
+        assert report.symbols[bystander]["outcome"] == TRAINABLE, report.symbols[bystander]
+    if outcome == CONTAMINATED:
+        assert not report.ok
+        assert symbol in report.contaminated
+        assert any(symbol in reason and "contaminated" in reason for reason in report.reasons())
+    else:
+        assert symbol in report.excluded
+        assert not any(f.outcome == CONTAMINATED for f in verdict.findings), findings
     return finding
 
 
@@ -646,7 +715,7 @@ def _param(v: Variant):
 
 
 @pytest.mark.parametrize("variant", [_param(v) for v in CORPUS])
-def test_each_corrupted_variant_is_refused_by_its_rule(
+def test_each_corrupted_variant_lands_in_its_outcome_by_its_rule(
     variant: Variant, genuine: Path, tmp_path: Path
 ) -> None:
     settings = copy_of(genuine, tmp_path)
@@ -656,30 +725,47 @@ def test_each_corrupted_variant_is_refused_by_its_rule(
     corrupted = target.read_bytes()
     report = gate(settings)
     assert target.read_bytes() == corrupted  # refused, still there, untouched
-    assert_refused(report, variant.symbol, variant.file, variant.rule, row)
-    # the report on disk says the same
     written = json.loads(DataPaths.at(settings.data_root).validation.read_text())
-    assert variant.symbol in written["refused_symbols"]
-    assert written["verdict"] == "not ready"
+    if variant.outcome == TRAINABLE:
+        # a real filter change: accepted, with each regime and its dates reported
+        assert report.symbols[variant.symbol]["outcome"] == TRAINABLE, report.symbols[
+            variant.symbol
+        ]
+        finding = next(
+            f for f in verdict_of(report, variant.file).findings if f.rule == variant.rule
+        )
+        assert finding.status == "pass", finding
+        assert [r["unit"] for r in finding.regimes] == [0.01, 0.1], finding.regimes
+        assert finding.regimes[1]["first"].startswith("2025-09-2"), finding.regimes
+        assert variant.symbol in written["trainable_symbols"]
+        assert report.ok
+        return
+    assert_refused(report, variant.symbol, variant.file, variant.rule, row, variant.outcome)
+    # the report on disk says the same
+    assert variant.symbol in written[f"{variant.outcome}_symbols"]
+    if variant.outcome == CONTAMINATED:
+        assert written["verdict"] == "not ready"
+        assert not DataPaths.at(settings.data_root).universe.exists()
 
 
 def test_the_corpus_is_large_enough() -> None:
     assert len([v for v in CORPUS if not v.weakness]) >= 22
     assert len({v.name for v in CORPUS}) == len(CORPUS)
+    outcomes = {v.outcome for v in CORPUS}
+    assert outcomes == {TRAINABLE, EXCLUDED, CONTAMINATED}
 
 
 # -- the genuine collection ------------------------------------------------------------------
 
 
-def test_the_genuine_collection_passes(genuine: Path, tmp_path: Path) -> None:
+def test_the_genuine_collection_is_ready_with_the_dead_markets_excluded(
+    genuine: Path, tmp_path: Path
+) -> None:
     settings = copy_of(genuine, tmp_path)
     report = gate(settings)
-    assert report.ok, report.problems
+    assert report.ok, report.reasons()
     assert len(report.symbols) == 19
-    discovery = {
-        s["symbol"]: s
-        for s in json.loads(DataPaths.at(settings.data_root).discovery.read_text())["symbols"]
-    }
+    assert report.contaminated == []
 
     def file_rules(symbol: str) -> list[str]:
         return sorted({r for v in report.series if v.symbol == symbol for r in v.failed_rules})
@@ -687,58 +773,137 @@ def test_the_genuine_collection_passes(genuine: Path, tmp_path: Path) -> None:
     for symbol in set(report.symbols) - set(DEAD):
         # every file of a live symbol passes every rule
         assert file_rules(symbol) == [], (symbol, report.symbols[symbol]["refusals"])
-        if discovery[symbol]["trainable"]:
-            assert report.symbols[symbol]["trainable"] is True, (symbol, report.symbols[symbol])
-            assert symbol in report.needed
-    # 1000CHEEMSUSDT's data passes; discovery alone keeps it out (38 bars, too short)
+    # 1000CHEEMSUSDT's data passes; discovery alone leaves it out (38 bars, too short)
+    assert report.symbols["1000CHEEMSUSDT"]["outcome"] == EXCLUDED
     assert report.symbols["1000CHEEMSUSDT"]["failed_rules"] == ["discovery"]
     for symbol in DEAD:
         info = report.symbols[symbol]
-        assert info["trainable"] is False
+        assert info["outcome"] == EXCLUDED
         assert file_rules(symbol) == ["tradeability"], info["refusals"]
-        assert set(info["failed_rules"]) <= {"tradeability", "discovery"}, info
         assert any(
-            r["rule"] == "tradeability" and "dead market" in r["message"] for r in info["refusals"]
+            r["rule"] == "tradeability"
+            and r["outcome"] == EXCLUDED
+            and "dead market" in r["message"]
+            for r in info["refusals"]
         ), info["refusals"]
-        assert symbol not in report.needed
+    assert sorted(report.excluded) == sorted([*DEAD, "1000CHEEMSUSDT"])
+    assert len(report.trainable) == 15 and {"BTCUSDT", "ETHUSDT"} <= set(report.trainable)
     assert all(v.quality_score > 0 for v in report.series if v.symbol not in DEAD)
+    # the universe is written beside the report, for every symbol that is not contaminated
+    universe = pd.read_parquet(DataPaths.at(settings.data_root).universe)
+    assert set(universe["symbol"]) == set(report.symbols)
+    dead = universe[universe["symbol"].isin(DEAD)]
+    assert not dead["tradeable"].any()
+    assert dead["reason"].str.startswith("excluded by the gate: tradeability").all()
 
 
 # -- the command line --------------------------------------------------------------------------
 
 
-def test_cli_validate_exit_codes(genuine: Path, tmp_path: Path) -> None:
+def test_cli_validate_shows_three_groups_and_exits_by_the_verdict(
+    genuine: Path, tmp_path: Path
+) -> None:
     runner = CliRunner()
     good = tmp_path / "good"
     copy_of(genuine, good)
     result = runner.invoke(main, ["validate", "--data-root", str(good), "--no-environment"])
     assert result.exit_code == 0, result.output
+    assert "15 trainable, 4 excluded, 0 contaminated; verdict: READY" in result.output
+    assert "dead market" in result.output
 
     bad = tmp_path / "bad"
     settings = copy_of(genuine, bad)
-    discovery = json.loads(DataPaths.at(bad).discovery.read_text())
-    assert next(s for s in discovery["symbols"] if s["symbol"] == "BTCUSDT")["trainable"]
     swapped_high_low(hist(settings))
     before = fingerprint(bad)
     result = runner.invoke(main, ["validate", "--data-root", str(bad), "--no-environment"])
     assert result.exit_code == 1, result.output
-    assert "BTCUSDT: sanity" in result.stderr, result.output  # the last lines say why
-    assert "refused" in result.output  # and the table shows the verdict
+    # the last lines say why, naming the file and the rule
+    assert "contaminated: BTCUSDT_1h.parquet (sanity)" in result.stderr, result.output
+    assert "contaminated" in result.output and "NOT READY" in result.output
     assert fingerprint(bad) == before
+
+
+def test_user_exclusions_are_reported_as_theirs(genuine: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    copy_of(genuine, tmp_path)
+    (tmp_path / "asterai.toml").write_text('exclude_symbols = ["UNIUSDT"]\n')
+    result = runner.invoke(
+        main,
+        ["validate", "--data-root", str(tmp_path), "--no-environment", "--exclude", "aaveusdt"],
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(DataPaths.at(tmp_path).validation.read_text())
+    assert written["user_excluded_symbols"] == ["AAVEUSDT", "UNIUSDT"]  # the flag adds to the file
+    for symbol in ("AAVEUSDT", "UNIUSDT"):
+        info = written["symbols"][symbol]
+        assert info["outcome"] == EXCLUDED and info["excluded_by_user"] is True
+        assert info["failed_rules"] == ["user"]
+    assert "excluded by you" in result.output
+    universe = pd.read_parquet(DataPaths.at(tmp_path).universe)
+    assert not universe.loc[universe["symbol"] == "AAVEUSDT", "tradeable"].any()
+
+
+def test_bad_exclusions_and_excluded_named_symbols_are_errors(
+    genuine: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    copy_of(genuine, tmp_path)
+    before = fingerprint(tmp_path)
+    root = ["--data-root", str(tmp_path), "--no-environment"]
+    result = runner.invoke(main, ["validate", *root, "--exclude", "BTCUSD"])
+    assert result.exit_code == 2, result.output
+    assert "--exclude: unknown symbol(s) BTCUSD (did you mean BTCUSDT?)" in result.stderr
+    result = runner.invoke(main, ["validate", *root, "--exclude", "BTC-USDT"])
+    assert result.exit_code == 2 and "not a symbol name" in result.stderr, result.output
+    # a symbol the user names must be trainable: an excluded one is an error, not a drop
+    result = runner.invoke(main, ["validate", *root, "--symbols", "SOLUSDT,1INCHUSDT"])
+    assert result.exit_code == 1, result.output
+    assert "1INCHUSDT is required but excluded (tradeability, discovery)" in result.stderr
+    # BTCUSDT and ETHUSDT are required by the cross-asset features
+    result = runner.invoke(main, ["validate", *root, "--exclude", "ETHUSDT"])
+    assert result.exit_code == 1, result.output
+    assert "ETHUSDT is required but you excluded it" in result.stderr
+    assert fingerprint(tmp_path) == before
+
+
+def test_pipeline_goes_on_without_excluded_symbols_and_stops_on_a_forged_file(
+    genuine: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    good = tmp_path / "good"
+    copy_of(genuine, good)
+    args = ["--start-from", "data_validation", "--stop-at", "feature_engineering"]
+    result = runner.invoke(main, ["pipeline", "--data-root", str(good), *args])
+    assert result.exit_code == 0, result.output
+    assert "[data_validation] ok" in result.output
+    assert "excluded: 1INCHUSDT (tradeability, discovery)" in result.output  # said loudly
+    assert "[feature_engineering] ok" in result.output
+    features = pd.read_parquet(DataPaths.at(good).features("1h"), columns=["symbol"])
+    assert set(features["symbol"]) == set(
+        validate(load_settings(good), environment=False, write=False).trainable
+    )
+    assert not set(DEAD) & set(features["symbol"])
+
+    bad = tmp_path / "bad"
+    settings = copy_of(genuine, bad)
+    provenance_synthetic(hist(settings))
+    result = runner.invoke(main, ["pipeline", "--data-root", str(bad), *args])
+    assert result.exit_code == 1, result.output
+    assert "[data_validation] FAILED" in result.output
+    assert "contaminated: BTCUSDT_1h.parquet (provenance)" in result.stderr
+    assert "feature_engineering" not in result.output
+    assert not DataPaths.at(bad).features("1h").exists()
 
 
 # -- the only door to training data ------------------------------------------------------------
 
 
-def test_verified_series_refuses_a_corrupted_symbol_and_serves_good_ones(
+def test_verified_series_serves_trainable_symbols_and_refuses_contamination(
     genuine: Path, tmp_path: Path
 ) -> None:
     settings = copy_of(genuine, tmp_path)
-    off_grid_price(hist(settings))
-    with pytest.raises(GateRefused, match=r"ETHUSDT: tick_grid"):
-        verified_series(settings, intervals=["1h"], symbols=["BTCUSDT", "ETHUSDT"])
-    with pytest.raises(GateRefused, match=r"1INCHUSDT: tradeability"):
-        verified_series(settings, intervals=["1h"], symbols=["1INCHUSDT"])
+    with pytest.raises(GateRefused, match=r"1INCHUSDT is required but excluded \(tradeability"):
+        verified_series(settings, intervals=["1h"], symbols=["BTCUSDT", "1INCHUSDT"])
 
     before = fingerprint(settings.data_root)
     frames = verified_series(settings, intervals=["1h"], symbols=["BTCUSDT", "SOLUSDT"])
@@ -748,6 +913,15 @@ def test_verified_series_refuses_a_corrupted_symbol_and_serves_good_ones(
     assert len(btc) == 742
     crash = btc.loc[btc["open_time"] == pd.Timestamp("2025-10-10 21:00", tz="UTC")]
     assert crash["low"].item() == 101_500.0  # the real crash bar, served as collected
+    everything = verified_series(settings, intervals=["1h"])
+    assert {s for s, _ in everything} == set(
+        validate(settings, environment=False, write=False).trainable
+    )
+
+    # one forged file anywhere: nothing is served, not even the untouched symbols
+    off_grid_price(hist(settings))
+    with pytest.raises(GateRefused, match=r"contaminated: ETHUSDT_1h.parquet \(tick_grid\)"):
+        verified_series(settings, intervals=["1h"], symbols=["BTCUSDT"])
 
 
 # -- files tampered so badly that a naive gate would crash -----------------------------------
@@ -783,12 +957,9 @@ def test_a_malformed_discovery_file_does_not_break_the_gate(genuine: Path, tmp_p
     discovery = DataPaths.at(settings.data_root).discovery
     discovery.write_text("[]")
     report = gate(settings)
-    # without discovery facts every collected symbol is needed, so the dead ones fail it
-    assert report.reasons() == [
-        "1INCHUSDT: tradeability",
-        "AIUSDT: tradeability",
-        "ALGOUSDT: tradeability",
-    ]
+    # without discovery facts the dead markets are still excluded by their own data
+    assert report.ok, report.reasons()
+    assert report.excluded == sorted(DEAD)
     assert report.symbols["BTCUSDT"]["trainable"]
 
 
@@ -815,12 +986,11 @@ def test_a_change_of_funding_interval_is_not_a_defect(genuine: Path, tmp_path: P
     assert not verdict.refused, verdict.findings
 
 
-def test_features_refuse_to_run_when_the_gate_says_not_ready(genuine: Path, tmp_path: Path) -> None:
-    from asterai.data.gate import GateRefused
+def test_features_refuse_to_run_on_a_contaminated_folder(genuine: Path, tmp_path: Path) -> None:
     from asterai.features.build import run_features
 
     settings = copy_of(genuine, tmp_path)
     swapped_high_low(hist(settings))
-    with pytest.raises(GateRefused, match="not ready for training: BTCUSDT: sanity"):
+    with pytest.raises(GateRefused, match=r"contaminated: BTCUSDT_1h.parquet \(sanity\)"):
         run_features(settings, plots=False)
     assert not DataPaths.at(settings.data_root).features("1h").exists()

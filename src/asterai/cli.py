@@ -63,15 +63,33 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help=f"Exchange REST base URL (default: ASTERAI_BASE_URL, asterai.toml, or {REAL_EXCHANGE_URL}). "
         "Point it at `asterai replay` to work offline on a recording.",
     )
+    @click.option(
+        "--exclude",
+        default=None,
+        metavar="A,B",
+        help="Leave these symbols out of this step and the ones after it (added to "
+        "exclude_symbols in asterai.toml). The gate reports them as excluded by you.",
+    )
     @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
     @functools.wraps(func)
     def wrapper(
-        *args: Any, data_root: Path | None, base_url: str | None, verbose: int, **kwargs: Any
+        *args: Any,
+        data_root: Path | None,
+        base_url: str | None,
+        exclude: str | None,
+        verbose: int,
+        **kwargs: Any,
     ) -> Any:
         _configure_logging(verbose)
         overrides = kwargs.pop("_overrides", {})
         try:
+            if exclude is not None:
+                from asterai.config import parse_symbols
+
+                overrides["exclude_symbols"] = parse_symbols(exclude) + _file_exclusions(data_root)
             settings = load_settings(data_root, base_url=base_url, **overrides)
+        except ValueError as err:
+            _fail(f"--exclude: {err}", EXIT_USAGE)
         except (ConfigError, IntervalError) as err:
             _fail(str(err), EXIT_USAGE)
         return _run_step(func, settings, *args, **kwargs)
@@ -79,14 +97,23 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _file_exclusions(data_root: Path | None) -> tuple[str, ...]:
+    """``exclude_symbols`` from asterai.toml, so that --exclude adds to it, not replaces it."""
+    try:
+        return load_settings(data_root).exclude_symbols
+    except (ConfigError, IntervalError):
+        return ()
+
+
 def _run_step(func: Callable[..., Any], settings: Settings, *args: Any, **kwargs: Any) -> Any:
     from asterai.data.collector import CollectionUsageError
+    from asterai.data.gate import GateUsageError
     from asterai.data.store import StoreError
     from asterai.exchange.errors import ExchangeError
 
     try:
         return func(settings, *args, **kwargs)
-    except (CollectionUsageError, IntervalError, ConfigError) as err:
+    except (CollectionUsageError, IntervalError, ConfigError, GateUsageError) as err:
         _fail(str(err), EXIT_USAGE)
     except (ExchangeError, StoreError, StepFailed) as err:
         _fail(str(err), EXIT_FAILED)
@@ -309,59 +336,50 @@ def _print_collection(report: Any) -> None:
 
 @main.command()
 @click.option("--no-environment", is_flag=True, help="Skip the Python/GPU/disk readiness checks.")
+@click.option(
+    "--symbols",
+    default=None,
+    metavar="A,B",
+    help="Symbols that must be trainable (on top of quality.required_symbols); one that is "
+    "excluded or contaminated makes the verdict NOT READY.",
+)
 @common_options
-def validate(settings: Settings, no_environment: bool) -> None:
+def validate(settings: Settings, no_environment: bool, symbols: str | None) -> None:
     """Gate the collected data: real, complete, sane. Nothing else reaches training.
 
+    \b
     Checks every file in data/historical/real_aster_only/ against named rules
     (provenance, schema, completeness, sanity, outliers, tradeability, tick grid, lot
-    step, timeframe consistency, duplicates, funding), scores each series and gives each
-    symbol a verdict with every failed rule, the file and the first offending rows.
-    Also reports Python and library versions, GPU availability and free disk. Writes
-    data/training_readiness_validation.json; exits 1 when the data training needs fails.
+    step, timeframe consistency, duplicates, funding) and gives each symbol one outcome:
+      trainable     passes every rule;
+      excluded      real data unfit to trade or train on (a dead market, too short or
+                    gappy a history, too many outliers, a filter that no longer fits,
+                    discovery's or your --exclude): left out of features, training and
+                    the backtest; the rest go on. Nothing to do, or collect again.
+      contaminated  evidence the file is not what the exchange sent (no or forged
+                    provenance, schema corruption, impossible values, a copy of another
+                    market, timeframes that disagree, off-grid edits): every later stage
+                    stops until you remove the file or collect it again.
+
+    The verdict is READY when nothing is contaminated, BTCUSDT and ETHUSDT (the
+    cross-asset features need them) and any --symbols are trainable, and at least
+    quality.min_trainable_symbols symbols are. Writes
+    data/training_readiness_validation.json (every finding, file and first rows) and,
+    when nothing is contaminated, data/universe.parquet: which symbols were tradeable at
+    each bar, from trailing data only. Exits 1 when NOT READY.
     """
+    from asterai.config import parse_symbols
+    from asterai.data.gate import render
     from asterai.data.gate import validate as run_gate
 
-    report = run_gate(settings, environment=not no_environment)
-    _print_gate(report)
+    try:
+        named = parse_symbols(symbols)
+    except ValueError as err:
+        raise click.UsageError(f"--symbols: {err}") from err
+    report = run_gate(settings, environment=not no_environment, required=named)
+    render(report, _console())
     if not report.ok:
         raise StepFailed("the data is not ready for training:\n  " + "\n  ".join(report.reasons()))
-
-
-def _print_gate(report: Any) -> None:
-    from rich.table import Table
-
-    from asterai.paths import DataPaths
-
-    table = Table(title="training readiness")
-    for col in ("symbol", "verdict", "needed", "quality", "failed rules", "first refusal"):
-        table.add_column(col, overflow="fold")
-    for symbol, info in report.symbols.items():
-        first = info["refusals"][0]["message"] if info["refusals"] else ""
-        table.add_row(
-            symbol,
-            "[green]trainable[/]" if info["trainable"] else "[red]refused[/]",
-            "yes" if symbol in report.needed else "no",
-            f"{info['quality_score']:.1f}",
-            ", ".join(info["failed_rules"]),
-            first[:110],
-        )
-    console = _console()
-    console.print(table)
-    env = report.environment
-    if env:
-        gpu = env.get("gpu", {})
-        disk = env.get("disk", {})
-        console.print(
-            f"python {env.get('python')}; {gpu.get('note')}; free disk "
-            f"{disk.get('free_bytes', 0) / 1e9:.1f} GB (collection needs about "
-            f"{disk.get('estimated_collection_bytes', 0) / 1e9:.2f} GB)"
-        )
-    console.print(
-        f"{len(report.trainable)} trainable, {len(report.symbols) - len(report.trainable)} refused; "
-        f"verdict: {'READY' if report.ok else 'NOT READY'}"
-    )
-    console.print(f"report: {DataPaths.at(report.settings.data_root).validation}")
 
 
 # -- features ---------------------------------------------------------------------

@@ -8,15 +8,17 @@ environment variables (nested with ``__``, e.g. ``ASTERAI_COLLECT__DAYS=90``),
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -25,6 +27,27 @@ from asterai.intervals import parse_intervals
 from asterai.limits import OPTIMAL_KLINE_PAGE
 
 REAL_EXCHANGE_URL = "https://fapi.asterdex.com"
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+def parse_symbols(value: Any) -> tuple[str, ...]:
+    """``"btcusdt, ETHUSDT"`` or a list -> ``("BTCUSDT", "ETHUSDT")``; refuses odd names."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"a symbol must be text, got {item!r}")
+        name = item.strip().upper()
+        if not name:
+            continue
+        if not _SYMBOL_RE.match(name):
+            raise ValueError(f"{item!r} is not a symbol name (letters and digits, like BTCUSDT)")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 class _Frozen(BaseModel):
@@ -93,7 +116,32 @@ class FeatureSettings(_Frozen):
 
 
 class QualitySettings(_Frozen):
+    """What the quality gate demands before training may start."""
+
     max_missing_share: float = Field(0.05, ge=0, le=1)
+    required_symbols: tuple[str, ...] = Field(
+        ("BTCUSDT", "ETHUSDT"),
+        description="symbols that must be trainable (the cross-asset features need them)",
+    )
+    min_trainable_symbols: int = Field(
+        2, ge=1, description="fewer trainable symbols than this: not ready"
+    )
+
+    @field_validator("required_symbols", mode="before")
+    @classmethod
+    def _required(cls, value: Any) -> tuple[str, ...]:
+        return parse_symbols(value)
+
+
+class UniverseSettings(_Frozen):
+    """Which symbols are tradeable at each bar (data/universe.parquet), from trailing data."""
+
+    min_listing_days: float = Field(
+        3.0, ge=0, description="days since the listing (first bar) before a symbol is tradeable"
+    )
+    min_quote_volume_24h: float = Field(
+        10_000.0, ge=0, description="trailing 24 h quote volume (USDT) a symbol needs"
+    )
 
 
 class StrategySettings(_Frozen):
@@ -130,6 +178,15 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     strategy: StrategySettings = StrategySettings()
     ensemble: EnsembleSettings = EnsembleSettings()
+    universe: UniverseSettings = UniverseSettings()
+    exclude_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="symbols left out of every step, by the user's choice"
+    )
+
+    @field_validator("exclude_symbols", mode="before")
+    @classmethod
+    def _exclude(cls, value: Any) -> tuple[str, ...]:
+        return parse_symbols(value)
 
     @field_validator("base_url")
     @classmethod

@@ -50,6 +50,10 @@ class DataPaths:
         return self.data_dir / "training_readiness_validation.json"
 
     @property
+    def universe(self) -> Path:
+        return self.data_dir / "universe.parquet"
+
+    @property
     def features_dir(self) -> Path:
         return self.data_dir / "features"
 

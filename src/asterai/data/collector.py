@@ -634,16 +634,32 @@ def load_discovery(paths: DataPaths) -> dict[str, Any] | None:
 
 
 def choose_symbols(
-    requested: list[str] | None, exchange_symbols: set[str], discovery: dict[str, Any] | None
+    requested: list[str] | None,
+    exchange_symbols: set[str],
+    discovery: dict[str, Any] | None,
+    exclude: tuple[str, ...] = (),
 ) -> tuple[list[str], list[str]]:
     """The symbols to collect and warnings about them.
 
     Named symbols must exist on the exchange; a named symbol that discovery marks
     untrainable is collected with a warning. Without names, discovery's trainable
-    symbols are collected, so discovery must have run.
+    symbols are collected, so discovery must have run. Symbols the user excludes are
+    never collected; naming one in both lists is a usage error, and so is excluding a
+    symbol the exchange does not list.
     """
     warnings: list[str] = []
     by_symbol = {s["symbol"]: s for s in (discovery or {}).get("symbols", [])}
+    unknown = [s for s in exclude if s not in exchange_symbols and s not in by_symbol]
+    if unknown:
+        raise CollectionUsageError(
+            f"--exclude: unknown symbol(s) {', '.join(unknown)}: the exchange lists "
+            f"{len(exchange_symbols)} symbols (see `asterai discover`)"
+        )
+    both = [s for s in requested or [] if s in exclude]
+    if both:
+        raise CollectionUsageError(
+            f"{', '.join(both)} named in --symbols and excluded (--exclude / exclude_symbols)"
+        )
     if requested:
         unknown = [s for s in requested if s not in exchange_symbols]
         if unknown:
@@ -669,6 +685,10 @@ def choose_symbols(
             "the discovery file lists no trainable symbol (see the reasons in "
             "data/aster_assets_discovery.json); run `asterai discover` again or name symbols with --symbols"
         )
+    skipped = [s for s in chosen if s in exclude]
+    if skipped:
+        warnings.append(f"excluded by you, not collected: {', '.join(skipped)}")
+    chosen = [s for s in chosen if s not in exclude]
     gone = [s for s in chosen if s not in exchange_symbols]
     if gone:
         warnings.append(f"no longer listed on the exchange, skipped: {', '.join(gone)}")
@@ -722,7 +742,7 @@ async def _collect_locked(
     try:
         info = await client.load_exchange_info()
         listed = {s["symbol"] for s in info.get("symbols", []) if "symbol" in s}
-        chosen, warnings = choose_symbols(symbols, listed, discovery)
+        chosen, warnings = choose_symbols(symbols, listed, discovery, settings.exclude_symbols)
         for w in warnings:
             log.warning(w)
         bar = _progress_bar() if progress else None

@@ -35,6 +35,7 @@ class PipelineUsageError(ValueError):
 class StageResult:
     ok: bool
     summary: str
+    details: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +87,24 @@ def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
 def _validation(settings: Settings, opts: dict[str, Any]) -> StageResult:
     from asterai.data.gate import validate
 
-    report = validate(settings)
+    report = validate(settings, required=opts.get("symbols") or ())
     summary = (
-        f"{len(report.trainable)} trainable, {len(report.symbols) - len(report.trainable)} refused"
+        f"{len(report.trainable)} trainable, {len(report.excluded)} excluded, "
+        f"{len(report.contaminated)} contaminated"
     )
+    details = [
+        f"  {info['outcome']}: {symbol} ({', '.join(info['failed_rules'])}): "
+        f"{info['refusals'][0]['message'] if info['refusals'] else ''}"
+        for symbol, info in report.symbols.items()
+        if info["outcome"] != "trainable"
+    ]
+    if details:
+        details.insert(0, "  symbols left out (see `asterai validate` for every finding):")
     if not report.ok:
-        return StageResult(False, f"{summary}; not ready: {'; '.join(report.reasons())}")
-    return StageResult(True, summary)
+        return StageResult(
+            False, f"{summary}; not ready: {'; '.join(report.reasons())}", tuple(details)
+        )
+    return StageResult(True, summary, tuple(details))
 
 
 def _features(settings: Settings, opts: dict[str, Any]) -> StageResult:
@@ -173,6 +185,7 @@ def run_pipeline(
         outcome.lines.append(
             f"[{name}] {'ok' if result.ok else 'FAILED'} in {time.perf_counter() - started:.1f} s: {result.summary}"
         )
+        outcome.lines.extend(result.details)
         if not result.ok:
             outcome.ok = False
             outcome.failure = f"stage {name} failed: {result.summary}"

@@ -1,0 +1,190 @@
+"""The point-in-time tradeable universe: which symbols could be traded at each bar.
+
+Training and the backtest must not use today's symbol list for yesterday (survivorship,
+and look-ahead through the list itself). ``data/universe.parquet`` has one row per
+(symbol, base-interval bar) for every symbol the gate did not find contaminated, with a
+boolean ``tradeable`` and, when false, the ``reason``. At bar ``t`` (decided at its
+close, from bars up to ``t`` only) a symbol is tradeable when:
+
+1. it has been listed for at least ``universe.min_listing_days`` (listing: the
+   collector's ``listing_open_time``, else the first collected bar);
+2. its quote volume over the trailing 24 hours (the bars opening in ``(t - 24h, t]``)
+   is at least ``universe.min_quote_volume_24h`` USDT: a market that dies stops being
+   tradeable when its volume dries up, and was tradeable until then;
+3. the market is open: bar ``t`` has volume (a stock perpetual's closed session, or any
+   idle hour, is not tradeable);
+4. the gate did not exclude it. This one is a whole-history decision (an outlier or a
+   gap anywhere excludes every bar), so the report lists every exclusion: a symbol left
+   out for a crash is a survivorship bias the user must see.
+
+A bar the exchange has no row for has no universe row either: absent means not
+tradeable. The rule is causal, and ``tests/test_universe.py`` proves it the way the
+features are proven: the universe of a truncated history equals the full one on every
+earlier row, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asterai import __version__, atomic
+from asterai.config import Settings
+from asterai.data.store import to_epoch_ms
+from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+from asterai.paths import DataPaths
+
+UNIVERSE_META_KEY = b"asterai.universe"
+VOLUME_WINDOW_MS = DAY_MS
+
+#: Reason codes, in the order they are tested; 0 is "tradeable".
+REASONS = (
+    None,
+    "listed for less than the minimum",
+    "trailing 24h quote volume below the floor",
+    "market closed (no volume in the bar)",
+    "excluded by the gate",
+)
+TRADEABLE, TOO_YOUNG, TOO_THIN, CLOSED, GATE_EXCLUDED = range(len(REASONS))
+
+
+class Rules(NamedTuple):
+    """The kernel's parameters, in epoch ms and USDT."""
+
+    step_ms: int
+    min_age_ms: int
+    window_ms: int
+    min_quote_volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class BaseBars:
+    """What the universe needs of one symbol's base-interval bars."""
+
+    times: np.ndarray  # open times, epoch ms, sorted
+    volume: np.ndarray
+    quote_volume: np.ndarray
+    listing_ms: int
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, listing_ms: int | None = None) -> BaseBars:
+        """From a klines frame (``open_time``, ``volume``, ``quote_volume``)."""
+        times = to_epoch_ms(frame["open_time"])
+        first = int(times[0]) if len(times) else 0
+        return cls(
+            times,
+            frame["volume"].to_numpy(dtype=float),
+            frame["quote_volume"].to_numpy(dtype=float),
+            int(listing_ms) if listing_ms is not None else first,
+        )
+
+
+def tradeable_kernel(
+    times: np.ndarray,
+    volume: np.ndarray,
+    quote_volume: np.ndarray,
+    listing_ms: int,
+    rules: Rules,
+) -> np.ndarray:
+    """Reason code per bar (``TRADEABLE`` = 0) from bars up to each one only."""
+    reason = np.full(len(times), TRADEABLE, dtype=np.int8)
+    if len(times) == 0:
+        return reason
+    qv = np.where(np.isfinite(quote_volume), quote_volume, 0.0)
+    # prefix sums: the sum up to bar i depends on bars 0..i only, so a longer history
+    # never changes an earlier value (not even its rounding)
+    csum = np.concatenate([[0.0], np.cumsum(qv)])
+    first = np.searchsorted(times, times - rules.window_ms + rules.step_ms, side="left")
+    trailing = csum[np.arange(1, len(times) + 1)] - csum[first]
+    closed = ~(np.nan_to_num(volume) > 0)
+    reason[closed] = CLOSED
+    reason[trailing < rules.min_quote_volume] = TOO_THIN
+    reason[times + rules.step_ms - listing_ms < rules.min_age_ms] = TOO_YOUNG
+    return reason
+
+
+def build_universe(
+    bases: Mapping[str, BaseBars], gate_excluded: Mapping[str, str], settings: Settings
+) -> pd.DataFrame:
+    """The universe frame, rows ordered by (open_time, symbol) like the features."""
+    step = INTERVAL_MS[settings.features.base_interval]
+    rules = Rules(
+        step,
+        int(round(settings.universe.min_listing_days * DAY_MS)),
+        VOLUME_WINDOW_MS,
+        settings.universe.min_quote_volume_24h,
+    )
+    names = sorted(bases)
+    times_parts, codes_parts, symbol_parts, detail = [], [], [], {}
+    for j, symbol in enumerate(names):
+        b = bases[symbol]
+        code = tradeable_kernel(b.times, b.volume, b.quote_volume, b.listing_ms, rules)
+        if symbol in gate_excluded:
+            code[:] = GATE_EXCLUDED
+            detail[symbol] = gate_excluded[symbol]
+        times_parts.append(np.asarray(b.times, dtype=np.int64))
+        codes_parts.append(code)
+        symbol_parts.append(np.full(len(b.times), j, dtype=np.int32))
+    times = np.concatenate(times_parts) if names else np.empty(0, np.int64)
+    codes = np.concatenate(codes_parts) if names else np.empty(0, np.int8)
+    sym = np.concatenate(symbol_parts) if names else np.empty(0, np.int32)
+    order = np.lexsort((sym, times))
+    times, codes, sym = times[order], codes[order], sym[order]
+    labels = np.array(REASONS, dtype=object)[codes]
+    for j, symbol in enumerate(names):
+        if symbol in detail:
+            labels[(sym == j) & (codes == GATE_EXCLUDED)] = (
+                f"excluded by the gate: {detail[symbol]}"
+            )
+    return pd.DataFrame(
+        {
+            "symbol": np.array(names, dtype=object)[sym] if names else np.empty(0, object),
+            "open_time": pd.to_datetime(times, unit="ms", utc=True).as_unit("ms"),
+            "tradeable": codes == TRADEABLE,
+            "reason": labels,
+        }
+    )
+
+
+def write_universe(settings: Settings, frame: pd.DataFrame) -> dict[str, Any]:
+    """Write ``data/universe.parquet`` atomically; returns a summary for the gate's report."""
+    path = DataPaths.at(settings.data_root).universe
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    summary = {
+        "path": str(path),
+        "rows": len(frame),
+        "symbols": int(frame["symbol"].nunique()),
+        "tradeable_share": round(float(frame["tradeable"].mean()), 6) if len(frame) else 0.0,
+        "base_interval": settings.features.base_interval,
+        "rules": settings.universe.model_dump(mode="json"),
+        "reasons": {
+            str(k): int(v) for k, v in frame["reason"].fillna("tradeable").value_counts().items()
+        },
+    }
+    meta[UNIVERSE_META_KEY] = json.dumps(
+        {**summary, "asterai_version": __version__, "created_at": iso_ms(int(time.time() * 1000))},
+        sort_keys=True,
+    ).encode()
+    table = table.replace_schema_metadata(meta)
+    atomic.write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return summary
+
+
+def load_universe(settings: Settings) -> pd.DataFrame:
+    """The stored universe; a clear error when the gate has not written one."""
+    path = DataPaths.at(settings.data_root).universe
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: run `asterai validate` (it writes the universe when no "
+            "file is contaminated)"
+        )
+    return pq.read_table(path).to_pandas()
