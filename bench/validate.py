@@ -27,7 +27,9 @@ from _recording import DEFAULT_DATA, collect_recording, tile
 
 from asterai.config import load_settings
 from asterai.data.gate import validate
+from asterai.data.gate.grids import decimal_unit
 from asterai.data.store import read_series, to_epoch_ms, write_series
+from asterai.data.universe import BaseBars, build_universe, write_universe
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
@@ -57,6 +59,29 @@ def scaled_panel(source: DataPaths, target: DataPaths, symbols: int, months: int
     return bars
 
 
+def write_discovery(paths: DataPaths) -> None:
+    """A discovery file with each panel symbol's tick and lot step, so the grid rules run.
+
+    The units are the coarsest decimal grids of the symbol's own 1h prices and volumes,
+    as the replay server advertises them.
+    """
+    entries = []
+    for path in sorted(paths.historical.glob("*_1h.parquet")):
+        frame = read_series(path, "klines").frame
+        prices = frame[["open", "high", "low", "close"]].to_numpy(dtype=float)
+        entries.append(
+            {
+                "symbol": path.name.removesuffix("_1h.parquet"),
+                "trainable": True,
+                "filters": {
+                    "tick_size": decimal_unit(prices),
+                    "step_size": decimal_unit(frame["volume"].to_numpy(dtype=float)),
+                },
+            }
+        )
+    paths.discovery.write_text(json.dumps({"symbols": entries}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,6 +104,7 @@ def main() -> int:
         DataPaths.at(source.data_root), DataPaths.at(panel.data_root), args.symbols, args.months
     )
 
+    write_discovery(DataPaths.at(panel.data_root))
     files = sorted(DataPaths.at(panel.data_root).historical.glob("*.parquet"))
     started = time.perf_counter()
     for path in files:
@@ -88,6 +114,18 @@ def main() -> int:
     started = time.perf_counter()
     report = validate(panel, environment=False)
     gate_s = time.perf_counter() - started
+
+    # the universe (the gate writes it only when nothing is contaminated, and the panel's
+    # copies are refused as duplicates, so it is timed here on the same bars)
+    paths = DataPaths.at(panel.data_root)
+    bases = {
+        p.name.removesuffix("_1h.parquet"): BaseBars.from_frame(read_series(p, "klines").frame)
+        for p in sorted(paths.historical.glob("*_1h.parquet"))
+    }
+    started = time.perf_counter()
+    universe = build_universe(bases, {}, panel)
+    write_universe(panel, universe)
+    universe_s = time.perf_counter() - started
 
     # the genuine collection, for the record: what the gate says about real data
     real = validate(source, environment=False, write=False)
@@ -101,6 +139,8 @@ def main() -> int:
         "bars_per_s": bars / gate_s,
         "gate_over_read": gate_s / read_s,
         "refused_in_panel": len(report.symbols) - len(report.trainable),
+        "universe_rows": len(universe),
+        "universe_s": universe_s,
         "real_recording_trainable": real.trainable,
     }
     print(
@@ -110,8 +150,12 @@ def main() -> int:
     print(f"quality gate, every rule:            {gate_s:.2f} s  ({bars / gate_s:,.0f} bars/s)")
     print(f"ratio gate / read: x{gate_s / read_s:.1f}")
     print(
-        f"real recording: {len(real.trainable)} symbols trainable, refused: "
-        f"{sorted(set(real.symbols) - set(real.trainable))}"
+        f"universe: {len(universe):,} rows built and written in {universe_s:.2f} s "
+        f"(x{universe_s / read_s:.2f} the read)"
+    )
+    print(
+        f"real recording: {len(real.trainable)} symbols trainable, excluded: {real.excluded}, "
+        f"contaminated: {real.contaminated}"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -463,3 +463,36 @@ def test_an_ip_ban_stops_the_collection_at_once(tmp_path: Path, recording) -> No
     assert result.exit_code == 1 and "banned this IP (HTTP 418" in result.output
     assert sent == 1, "nothing is sent after the first 418"
     assert not list(DataPaths.at(tmp_path).historical.glob("*.parquet"))
+
+
+def test_excluded_symbols_are_not_collected(tmp_path: Path, replay) -> None:
+    from asterai.data.discovery import run_discovery
+
+    settings = load_settings(tmp_path, base_url=replay.base_url, exchange=FAST_EXCHANGE)
+    run_discovery(settings)
+    result = cli(
+        "collect", "--data-root", str(tmp_path), "--base-url", replay.base_url,
+        "--intervals", "1d", "--days", "5", "--exclude", "BTCUSDT,solusdt",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    collected = {p.name.split("_")[0] for p in DataPaths.at(tmp_path).historical.glob("*_1d.parquet")}
+    assert "ETHUSDT" in collected and not {"BTCUSDT", "SOLUSDT"} & collected
+    assert "excluded by you, not collected: BTCUSDT, SOLUSDT" in result.output
+
+    requests = replay.stats.requests
+    for bad, says in (
+        ("NOSUCHUSDT", "--exclude: unknown symbol(s) NOSUCHUSDT"),
+        ("BTC/USDT", "not a symbol name"),
+    ):
+        result = CliRunner().invoke(
+            main, ["collect", "--data-root", str(tmp_path), "--base-url", replay.base_url,
+                   "--exclude", bad],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert says in result.output
+    result = cli(
+        "collect", "--data-root", str(tmp_path), "--base-url", replay.base_url,
+        "--symbols", "ETHUSDT", "--exclude", "ETHUSDT",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "named in --symbols and excluded" in result.output
+    assert replay.stats.requests - requests <= 3  # refused after exchangeInfo, before klines

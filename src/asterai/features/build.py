@@ -8,11 +8,15 @@ has closed (its ``close_time`` at or before the base bar's), then the labels. Th
 output is long: one row per (symbol, open_time) where the symbol has a bar, the
 catalog's feature columns, then the ``label_`` columns.
 
-The asset universe is the set of symbols the gate accepts when the stage runs. It is
-the same for every row, so a symbol that dies or breaks later is missing from the
-cross-asset features of earlier rows too (survivorship): features are causal in time,
-the choice of universe is not. A point-in-time universe is future work; the metadata
-records the symbols used.
+The symbols are the gate's trainable ones (excluded symbols are left out with their
+reasons in the gate's report; a contaminated file anywhere stops the stage). Every
+trainable symbol keeps all its rows, also those before it becomes tradeable: features
+need that history. Which rows may be traded, or trained on, is the point-in-time
+universe's decision (``data/universe.parquet``, written by the gate from trailing data
+only), which training and the backtest read. The cross-asset features of a row are
+computed over the trainable symbols that have a bar at that time; a symbol the gate
+excludes for its whole history (dead, too many outliers) is absent from them, which the
+gate's report lists. The metadata records the symbols used.
 """
 
 from __future__ import annotations
