@@ -168,19 +168,21 @@ def asset_frame(inp, fs: FeatureSettings) -> pd.DataFrame:
             df[f"{iv}_{name}"] = joined[f"{iv}_{name}"].to_numpy(float)
 
     # labels
-    label, bars_to = triple_barrier_loop(
-        bars["open"].tolist(),
-        bars["high"].tolist(),
-        bars["low"].tolist(),
-        core["atr_14"].tolist(),
-        bars["open_time"].dt.as_unit("ms").astype("int64").tolist(),
-        step_ms,
-        fs.label_horizon,
-        fs.tp_atr,
-        fs.sl_atr,
-    )
-    df["label_tb"] = label
-    df["label_tb_bars"] = bars_to
+    for side, name in ((1, "label_tb"), (-1, "label_tb_short")):
+        label, bars_to = triple_barrier_loop(
+            bars["open"].tolist(),
+            bars["high"].tolist(),
+            bars["low"].tolist(),
+            core["atr_14"].tolist(),
+            bars["open_time"].dt.as_unit("ms").astype("int64").tolist(),
+            step_ms,
+            fs.label_horizon,
+            fs.tp_atr,
+            fs.sl_atr,
+            side,
+        )
+        df[name] = label
+        df[f"{name}_bars"] = bars_to
     h = fs.label_horizon
     consecutive = (bars["open_time"].shift(-h) - bars["open_time"]) == h * step
     entry = bars["open"].shift(-1)  # a signal at t's close fills at t+1's open
@@ -188,8 +190,11 @@ def asset_frame(inp, fs: FeatureSettings) -> pd.DataFrame:
     return df
 
 
-def triple_barrier_loop(open_, high, low, atr, times, step, horizon, tp_atr, sl_atr):
-    """The triple-barrier label as a plain loop (see asterai/features/labels.py's doc)."""
+def triple_barrier_loop(open_, high, low, atr, times, step, horizon, tp_atr, sl_atr, side=1):
+    """The triple-barrier label as a plain loop (see asterai/features/labels.py's doc).
+
+    ``side`` +1 for a long trade, -1 for a short one (target below, stop above).
+    """
     n = len(open_)
     label = [float("nan")] * n
     bars = [float("nan")] * n
@@ -200,14 +205,16 @@ def triple_barrier_loop(open_, high, low, atr, times, step, horizon, tp_atr, sl_
         if not math.isfinite(a) or a <= 0.0:
             continue
         entry = open_[t + 1]
-        upper = entry + tp_atr * a
-        lower = entry - sl_atr * a
+        target = entry + side * tp_atr * a
+        stop = entry - side * sl_atr * a
         outcome, took = 0.0, horizon
         for k in range(t + 1, t + horizon + 1):
-            if low[k] <= lower:  # the stop first when a bar touches both
+            stopped = low[k] <= stop if side > 0 else high[k] >= stop
+            reached = high[k] >= target if side > 0 else low[k] <= target
+            if stopped:  # the stop first when a bar touches both
                 outcome, took = -1.0, k - t
                 break
-            if high[k] >= upper:
+            if reached:
                 outcome, took = 1.0, k - t
                 break
         label[t] = outcome

@@ -63,6 +63,8 @@ def test_more_than_fifty_documented_features(collected, full) -> None:
         *names,
         "label_tb",
         "label_tb_bars",
+        "label_tb_short",
+        "label_tb_short_bars",
         "label_fwd_ret",
     ]
 
@@ -171,6 +173,41 @@ def test_labels_follow_the_barrier_rules(inputs, full, collected) -> None:
     fwd = btc["label_fwd_ret"].to_numpy()
     t = 100
     assert fwd[t] == np.log(c[t + fs.label_horizon] / o[t + 1])
+
+
+def test_the_short_label_by_hand_on_real_bars(inputs, full, collected) -> None:
+    """A short entered at the next open: target tp ATR below, stop sl ATR above."""
+    fs = collected.features
+    eth_in = next(i for i in inputs if i.symbol == "ETHUSDT").bars["1h"]
+    eth = full[full["symbol"] == "ETHUSDT"].reset_index(drop=True)
+    o, h, lo = (eth_in[k].to_numpy(dtype=float) for k in ("open", "high", "low"))
+    atr = eth["atr_14"].to_numpy()
+    short, took = eth["label_tb_short"].to_numpy(), eth["label_tb_short_bars"].to_numpy()
+    times = eth["open_time"]
+
+    def by_hand(t: int) -> tuple[int, int]:
+        entry = o[t + 1]
+        target, stop = entry - fs.tp_atr * atr[t], entry + fs.sl_atr * atr[t]
+        for k in range(t + 1, t + fs.label_horizon + 1):
+            if h[k] >= stop:  # the stop first when one bar touches both
+                return -1, k - t
+            if lo[k] <= target:
+                return 1, k - t
+        return 0, fs.label_horizon
+
+    # the 2025-10-10 crash: a short signalled at 20:00 reaches its target in the 21:00 bar
+    crash = int(np.flatnonzero(times == pd.Timestamp("2025-10-10 20:00", tz="UTC"))[0])
+    assert lo[crash + 1] < o[crash + 1] - fs.tp_atr * atr[crash]  # the real bar fell that far
+    assert (short[crash], took[crash]) == (1, 1) == by_hand(crash)
+    labelled = np.flatnonzero(np.isfinite(short))
+    for t in labelled[:: max(1, len(labelled) // 60)]:  # a few dozen bars across the month
+        assert (short[t], took[t]) == by_hand(t), (t, times[t])
+    assert np.isnan(short[-fs.label_horizon :]).all()
+    # long and short are not mirror images: both can be stopped in one window
+    long_ = eth["label_tb"].to_numpy()
+    both = np.isfinite(long_) & np.isfinite(short)
+    assert ((long_[both] == -1) & (short[both] == -1)).any()
+    assert set(np.unique(short[both])) == {-1.0, 0.0, 1.0}
 
 
 def test_a_gap_in_the_bars_is_never_bridged(inputs, collected) -> None:

@@ -109,11 +109,12 @@ def _symbol_block(
             values[has] = core[name][idx[has]]
             out[col] = values
 
-    label, bars = triple_barrier_nb(
-        o, h, lo, out["atr_14"], times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr
-    )
-    out["label_tb"] = label
-    out["label_tb_bars"] = bars
+    for direction, name in ((1, "label_tb"), (-1, "label_tb_short")):
+        label, bars = triple_barrier_nb(
+            o, h, lo, out["atr_14"], times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr, direction
+        )
+        out[name] = label
+        out[f"{name}_bars"] = bars
     out["label_fwd_ret"] = forward_return(o, c, times, step, fs.label_horizon)
     return times, out
 

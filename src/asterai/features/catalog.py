@@ -142,9 +142,17 @@ HIGHER_TF: tuple[tuple[str, str], ...] = (
 
 LABELS: tuple[FeatureSpec, ...] = (
     FeatureSpec(
-        "label_tb", "label", "triple barrier: +1 take profit, -1 stop, 0 horizon (see labels.py)"
+        "label_tb",
+        "label",
+        "long trade's triple barrier: +1 take profit, -1 stop, 0 horizon (see labels.py)",
     ),
-    FeatureSpec("label_tb_bars", "label", "bars from entry to the triple-barrier outcome"),
+    FeatureSpec("label_tb_bars", "label", "bars from entry to the long trade's outcome"),
+    FeatureSpec(
+        "label_tb_short",
+        "label",
+        "short trade's triple barrier (target below, stop above): +1 target, -1 stop, 0 horizon",
+    ),
+    FeatureSpec("label_tb_short_bars", "label", "bars from entry to the short trade's outcome"),
     FeatureSpec(
         "label_fwd_ret", "label", "log(close_t+horizon / open_t+1): from the fill of a signal at t"
     ),

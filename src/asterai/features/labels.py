@@ -2,10 +2,11 @@
 are the only columns that do; their names start with ``label_``).
 
 A signal at bar ``t``'s close is filled at bar ``t+1``'s open (DESIGN.md rule 3). From
-that entry, the take-profit barrier sits ``tp_atr`` ATRs above and the stop-loss
-``sl_atr`` ATRs below (ATR known at ``t``); bars ``t+1 .. t+horizon`` are scanned for
-the first touch of either by their high or low. When one bar touches both, the stop
-is assumed (the worse outcome). No touch by the vertical barrier: label 0.
+that entry a long trade's take-profit barrier sits ``tp_atr`` ATRs above and its stop
+``sl_atr`` ATRs below (ATR known at ``t``); a short trade's are mirrored (target below,
+stop above). Bars ``t+1 .. t+horizon`` are scanned for the first touch of either by
+their high or low. When one bar touches both, the stop is assumed (the worse outcome).
+Label: +1 target first, -1 stop first, 0 neither by the vertical barrier.
 
 Rows whose horizon reaches past the data, or whose next ``horizon`` bars are not
 consecutive (a gap), are left unlabelled (NaN), never filled.
@@ -28,8 +29,12 @@ def triple_barrier_nb(
     horizon: int,
     tp_atr: float,
     sl_atr: float,
+    direction: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Label (+1 take profit, -1 stop, 0 vertical; NaN unlabelled) and bars to the outcome."""
+    """Label (+1 take profit, -1 stop, 0 vertical; NaN unlabelled) and bars to the outcome.
+
+    ``direction`` +1 labels a long trade, -1 a short one.
+    """
     n = len(open_)
     label = np.full(n, np.nan)
     bars = np.full(n, np.nan)
@@ -40,18 +45,26 @@ def triple_barrier_nb(
         if not np.isfinite(a) or a <= 0.0:
             continue
         entry = open_[t + 1]
-        upper = entry + tp_atr * a
-        lower = entry - sl_atr * a
+        if direction > 0:
+            target = entry + tp_atr * a
+            stop = entry - sl_atr * a
+        else:
+            target = entry - tp_atr * a
+            stop = entry + sl_atr * a
         outcome = 0.0
         took = horizon
         for k in range(t + 1, t + horizon + 1):
-            hit_low = low[k] <= lower
-            hit_high = high[k] >= upper
-            if hit_low:
+            if direction > 0:
+                stopped = low[k] <= stop
+                reached = high[k] >= target
+            else:
+                stopped = high[k] >= stop
+                reached = low[k] <= target
+            if stopped:  # checked first: a bar touching both counts as the stop
                 outcome = -1.0
                 took = k - t
                 break
-            if hit_high:
+            if reached:
                 outcome = 1.0
                 took = k - t
                 break
