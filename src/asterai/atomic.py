@@ -82,3 +82,46 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def replace_folder(target: str | Path, build: Callable[[Path], None]) -> None:
+    """Build a folder's files in a temp folder beside it, then swap it in as a set.
+
+    The old folder is renamed aside, the new one renamed into place, then the old one
+    removed: a crash leaves the old set or the new one, never a mix. In the instant
+    between the two renames the folder is absent and the old set sits at
+    ``old_folder(target)``; ``recover_folder`` puts it back.
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
+    try:
+        build(tmp)
+        for path in tmp.iterdir():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        old = old_folder(target)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def old_folder(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old{TMP_SUFFIX}")
+
+
+def recover_folder(target: str | Path) -> None:
+    """After a crash between the two renames of ``replace_folder``: the old set returns."""
+    target = Path(target)
+    old = old_folder(target)
+    if old.exists() and not target.exists():
+        os.replace(old, target)

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -157,6 +157,85 @@ class EnsembleSettings(_Frozen):
     lstm_weight: float = Field(0.4, ge=0, le=1)
 
 
+class XGBoostSettings(_Frozen):
+    """XGBoost (``hist``) for both directions at once (one output per direction)."""
+
+    n_estimators: int = Field(400, ge=1, le=20_000, description="most boosting rounds")
+    max_depth: int = Field(4, ge=1, le=16)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(5.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(30, ge=1, description="rounds without validation gain")
+
+
+class LSTMSettings(_Frozen):
+    """The LSTM over the last ``sequence_length`` bars of one symbol's features."""
+
+    sequence_length: int = Field(24, ge=2, le=512, description="bars per window")
+    hidden_size: int = Field(32, ge=1, le=1024)
+    num_layers: int = Field(1, ge=1, le=4)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    epochs: int = Field(4, ge=1, le=500, description="most epochs per fold")
+    patience: int = Field(2, ge=1, description="epochs without validation gain before stopping")
+    batch_size: int = Field(
+        1024, ge=1, le=65_536, description="windows per step; lower it on GPU out-of-memory"
+    )
+    learning_rate: float = Field(2e-3, gt=0, le=1)
+    window_stride: int = Field(
+        2, ge=1, le=100, description="train on every k-th window (all are predicted)"
+    )
+    missing_indicator_share: float = Field(
+        0.05, ge=0, le=1, description="a column missing this often gets an indicator input"
+    )
+
+
+class TrainSettings(_Frozen):
+    """Walk-forward evaluation and the final models (``asterai train``)."""
+
+    folds: int = Field(4, ge=1, le=50, description="walk-forward folds (fewer when data is short)")
+    scheme: Literal["expanding", "rolling"] = "expanding"
+    test_bars: int | None = Field(
+        None, ge=1, description="bars per test window (default: half the span over the folds)"
+    )
+    test_share: float = Field(
+        0.5, gt=0, lt=1, description="share of the span the test windows cover by default"
+    )
+    min_train_bars: int = Field(120, ge=10, description="shortest first training window")
+    valid_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="last part of each training window: early stopping, calibration",
+    )
+    embargo_bars: int = Field(6, ge=0, description="gap added to the purge (label horizon)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability that signals a trade")
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    min_history_bars: int = Field(
+        168, ge=1, description="confluence: symbols with fewer base bars are left out"
+    )
+    xgboost: XGBoostSettings = XGBoostSettings()
+    lstm: LSTMSettings = LSTMSettings()
+
+
+class AsterNativeSettings(_Frozen):
+    """The model for new listings and thin markets: every trainable symbol, conservative."""
+
+    min_history_bars: int = Field(48, ge=1, description="shortest history that is used")
+    xgboost: XGBoostSettings = XGBoostSettings(
+        n_estimators=300,
+        max_depth=3,
+        learning_rate=0.05,
+        subsample=0.7,
+        colsample_bytree=0.7,
+        min_child_weight=20.0,
+        reg_lambda=10.0,
+        early_stopping_rounds=15,
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, with the documented defaults."""
 
@@ -179,6 +258,8 @@ class Settings(BaseSettings):
     strategy: StrategySettings = StrategySettings()
     ensemble: EnsembleSettings = EnsembleSettings()
     universe: UniverseSettings = UniverseSettings()
+    train: TrainSettings = TrainSettings()
+    aster_native: AsterNativeSettings = AsterNativeSettings()
     exclude_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="symbols left out of every step, by the user's choice"
     )

@@ -65,6 +65,13 @@ class DataPaths:
         return self.data_dir / "historical" / "aster_dex" / "visualizations"
 
     @property
+    def predictions_dir(self) -> Path:
+        return self.data_dir / "predictions"
+
+    def predictions(self, model: str) -> Path:
+        return self.predictions_dir / f"{model}.parquet"
+
+    @property
     def backtest_results(self) -> Path:
         return self.data_dir / "backtest_results"
 
@@ -76,6 +83,12 @@ class DataPaths:
     @property
     def aster_native_models(self) -> Path:
         return self.root / "models" / "aster_native"
+
+    def models(self, name: str) -> Path:
+        """``confluence`` or ``aster_native``."""
+        return {"confluence": self.confluence_models, "aster_native": self.aster_native_models}[
+            name
+        ]
 
     @property
     def config_file(self) -> Path:

@@ -1,0 +1,43 @@
+"""Platt calibration: a logistic fit of the outcome on the model's logit, per direction.
+
+Fitted on a fold's validation rows only (never the rows the model was fitted on, never
+test rows), stored as two numbers per direction in the model's JSON config.
+Hand-written because it is two parameters and must round-trip through JSON; the fit is
+scikit-learn's ``LogisticRegression``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+EPS = 1e-6
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> list[list[float]]:
+    """``[[a, b], ...]`` per column: calibrated = sigmoid(a * logit(raw) + b)."""
+    out = []
+    for j in range(raw.shape[1]):
+        ok = np.isfinite(raw[:, j]) & np.isfinite(y[:, j])
+        target = y[ok, j]
+        if ok.sum() < 10 or len(np.unique(target)) < 2:
+            out.append([1.0, 0.0])  # nothing to learn from: identity
+            continue
+        model = LogisticRegression(C=1e6, max_iter=1000)
+        model.fit(logit(raw[ok, j]).reshape(-1, 1), target)
+        out.append([float(model.coef_[0, 0]), float(model.intercept_[0])])
+    return out
+
+
+def apply_platt(raw: np.ndarray, params: list[list[float]]) -> np.ndarray:
+    out = np.full(raw.shape, np.nan)
+    for j, (a, b) in enumerate(params):
+        z = a * logit(raw[:, j]) + b
+        out[:, j] = 1.0 / (1.0 + np.exp(-z))
+    out[~np.isfinite(raw)] = np.nan
+    return out

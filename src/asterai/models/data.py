@@ -1,0 +1,231 @@
+"""The training panel: features, labels and the point-in-time universe, as arrays.
+
+``load_panel`` runs the quality gate first (a contaminated file, or a verdict that is
+not READY, stops training with the gate's reasons), reads ``data/features/{base}.parquet``
+and ``data/universe.parquet``, and returns one float32 feature matrix sorted by
+(symbol, open_time), so that a symbol's consecutive bars are consecutive rows: the
+LSTM's windows are then slices of this one array, never copies.
+
+A row may be fitted on, validated on or evaluated only where the universe says the
+symbol was tradeable at that bar and its labels are defined; every row keeps its
+features, because a window reaches back before a symbol became tradeable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from asterai.config import Settings
+from asterai.data.store import to_epoch_ms
+from asterai.features.build import FEATURES_META_KEY
+from asterai.intervals import INTERVAL_MS
+from asterai.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+
+#: Features in price units: they say which coin it is, not what it does (ATR / close is kept).
+PRICE_UNIT_FEATURES = ("atr_14",)
+#: Hours since the first bar. For a symbol listed before the collected window that first
+#: bar is the window's start, so the value is a clock, not a property of the market: the
+#: confluence model leaves it out, the Aster-native model caps it (see ``load_panel``).
+LISTING_AGE = "listing_age_h"
+LABEL_LONG, LABEL_SHORT = "label_tb", "label_tb_short"
+DIRECTIONS = ("long", "short")
+CATEGORIES = ("major", "alt", "new_listing", "stock_perpetual")
+
+
+class TrainingDataError(ValueError):
+    """Training cannot start on this data; the message says which file or setting to fix."""
+
+
+@dataclass(slots=True)
+class Panel:
+    """Every feature row of the symbols used, sorted by (symbol, open_time)."""
+
+    symbols: list[str]
+    code: np.ndarray  # int32 symbol index per row
+    times: np.ndarray  # int64 open time, epoch ms
+    X: np.ndarray  # float32 (rows, features), NaN = missing
+    features: list[str]
+    y: np.ndarray  # float32 (rows, 2): 1 target first, 0 not, NaN unlabelled; long, short
+    fwd: np.ndarray  # float64 forward log return (the rank-correlation outcome)
+    tradeable: np.ndarray  # bool, from the point-in-time universe
+    step_ms: int
+    horizon: int
+    inputs_sha256: dict[str, str] = field(default_factory=dict)
+    category: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.isfinite(self.y).all(axis=1)
+
+    def usable(self, start_ms: int, end_ms: int) -> np.ndarray:
+        """Rows in [start, end] that are tradeable and labelled: what may be fitted or scored."""
+        return (self.times >= start_ms) & (self.times <= end_ms) & self.tradeable & self.labelled
+
+    def runs(self) -> np.ndarray:
+        """Per row, how many consecutive bars of the same symbol end at it (itself included)."""
+        n = len(self.times)
+        new = np.ones(n, dtype=bool)
+        if n > 1:
+            new[1:] = (self.code[1:] != self.code[:-1]) | (np.diff(self.times) != self.step_ms)
+        starts = np.flatnonzero(new)
+        idx = np.arange(n)
+        return idx - starts[np.searchsorted(starts, idx, side="right") - 1] + 1
+
+    def frame(self, rows: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "symbol": np.array(self.symbols, dtype=object)[self.code[rows]],
+                "open_time": pd.to_datetime(self.times[rows], unit="ms", utc=True).as_unit("ms"),
+            }
+        )
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def features_table(settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The stored feature table and its metadata, or a clear error."""
+    path = DataPaths.at(settings.data_root).features(settings.features.base_interval)
+    if not path.exists():
+        raise TrainingDataError(f"{path} does not exist: run `asterai features` first")
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(FEATURES_META_KEY, b"{}"))
+    if not meta.get("features"):
+        raise TrainingDataError(
+            f"{path} carries no feature list: build it again with `asterai features`"
+        )
+    return table.to_pandas(), meta
+
+
+def load_panel(
+    settings: Settings,
+    *,
+    min_history_bars: int,
+    with_categories: bool = False,
+    listing_age_cap_h: float | None = None,
+    check_gate: bool = True,
+) -> Panel:
+    """The panel training reads, after the gate has said READY.
+
+    ``listing_age_cap_h``: None leaves listing age out; a number keeps it, capped there
+    (beyond the cap a listing is simply "old", whatever the collection window).
+    """
+    paths = DataPaths.at(settings.data_root)
+    if check_gate:
+        from asterai.data.gate import GateRefused, validate
+
+        report = validate(settings, environment=False, write=False)
+        if not report.ok:
+            raise GateRefused(
+                "training refuses this data: "
+                + "; ".join(report.reasons())
+                + f" (see `asterai validate`, {paths.validation})"
+            )
+        trainable = set(report.trainable)
+    else:
+        trainable = None
+    frame, meta = features_table(settings)
+    if not paths.universe.exists():
+        raise TrainingDataError(
+            f"{paths.universe} does not exist: run `asterai validate` (it writes the universe)"
+        )
+    universe = pq.read_table(paths.universe).to_pandas()
+    features = [
+        f
+        for f in meta["features"]
+        if f not in PRICE_UNIT_FEATURES and (f != LISTING_AGE or listing_age_cap_h is not None)
+    ]
+    missing = [c for c in (*features, LABEL_LONG, LABEL_SHORT, "label_fwd_ret") if c not in frame]
+    if missing:
+        raise TrainingDataError(
+            f"{paths.features(settings.features.base_interval)} lacks {missing}: build it again "
+            "with `asterai features`"
+        )
+    if trainable is not None:
+        dropped = sorted(set(frame["symbol"].unique()) - trainable)
+        if dropped:
+            log.warning("left out, no longer trainable by the gate: %s", ", ".join(dropped))
+            frame = frame[frame["symbol"].isin(trainable)]
+    counts = frame.groupby("symbol").size()
+    short = sorted(counts[counts < min_history_bars].index)
+    if short:
+        log.info("left out, fewer than %d bars: %s", min_history_bars, ", ".join(short))
+        frame = frame[~frame["symbol"].isin(short)]
+    if frame.empty:
+        raise TrainingDataError(
+            f"no symbol has {min_history_bars} bars of features: collect more history or lower "
+            "the minimum history setting"
+        )
+    frame = frame.sort_values(["symbol", "open_time"], kind="stable").reset_index(drop=True)
+    times = to_epoch_ms(frame["open_time"])
+    keys = pd.MultiIndex.from_arrays([frame["symbol"], times])
+    uni = pd.Series(
+        universe["tradeable"].to_numpy(),
+        index=pd.MultiIndex.from_arrays([universe["symbol"], to_epoch_ms(universe["open_time"])]),
+    )
+    tradeable = uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
+    symbols = sorted(frame["symbol"].unique())
+    code = pd.Categorical(frame["symbol"], categories=symbols).codes.astype(np.int32)
+    X = frame[features].to_numpy(dtype=np.float32)
+    if listing_age_cap_h is not None and LISTING_AGE in features:
+        j = features.index(LISTING_AGE)
+        X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))
+    y = np.column_stack(
+        [
+            np.where(np.isfinite(frame[c]), (frame[c] == 1).astype(np.float32), np.nan)
+            for c in (LABEL_LONG, LABEL_SHORT)
+        ]
+    ).astype(np.float32)
+    category: dict[str, str | None] = {s: None for s in symbols}
+    if with_categories:
+        category = _categories(paths, symbols)
+        onehot = np.zeros((len(frame), len(CATEGORIES)), dtype=np.float32)
+        for j, s in enumerate(symbols):
+            if category[s] in CATEGORIES:
+                onehot[code == j, CATEGORIES.index(category[s])] = 1.0
+        X = np.hstack([X, onehot])
+        features = [*features, *(f"category_{c}" for c in CATEGORIES)]
+    inputs = {
+        paths.features(settings.features.base_interval).name: _sha256(
+            paths.features(settings.features.base_interval)
+        ),
+        paths.universe.name: _sha256(paths.universe),
+    }
+    return Panel(
+        symbols,
+        code,
+        times,
+        np.ascontiguousarray(X),
+        features,
+        y,
+        frame["label_fwd_ret"].to_numpy(dtype=float),
+        tradeable,
+        INTERVAL_MS[settings.features.base_interval],
+        settings.features.label_horizon,
+        inputs,
+        category,
+    )
+
+
+def _categories(paths: DataPaths, symbols: list[str]) -> dict[str, str | None]:
+    if not paths.discovery.exists():
+        return {s: None for s in symbols}
+    doc = json.loads(paths.discovery.read_text())
+    by = {e.get("symbol"): e.get("category") for e in doc.get("symbols", []) if isinstance(e, dict)}
+    return {s: by.get(s) for s in symbols}

@@ -1,0 +1,235 @@
+"""The LSTM member: the last ``sequence_length`` bars of one symbol's features.
+
+Windows are built lazily: the panel's rows are sorted by (symbol, time), so the window
+ending at row ``i`` is rows ``i - L + 1 .. i`` of ONE float32 array per fold, gathered per
+batch (never a materialised copy per window). A row has a window when its symbol's
+previous ``L - 1`` bars are all there (no gap); other rows get no LSTM output and the
+ensemble uses XGBoost alone for them.
+
+Missing values: each column's median over the fitting rows fills it (fitted on those
+rows only, like the standardisation), and a column missing on at least
+``missing_indicator_share`` of the fitting rows gets a 0/1 indicator input. A column with
+no value at all in the fitting rows is dropped for the fold, and the drop is recorded.
+
+A plain, seeded training loop: Adam, binary cross-entropy on both directions, early
+stopping on the validation windows, the best epoch's weights kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from asterai.config import LSTMSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prep:
+    """The fold's fitted input transform (JSON-able)."""
+
+    columns: list[int]  # kept feature columns
+    fill: list[float]
+    mean: list[float]
+    std: list[float]
+    indicators: list[int]  # columns with a missing-indicator input
+    dropped: list[str]
+
+    @classmethod
+    def fit(cls, X: np.ndarray, features: list[str], indicator_share: float) -> Prep:
+        present = np.isfinite(X)
+        seen = present.any(axis=0)
+        columns = [int(j) for j in np.flatnonzero(seen)]
+        dropped = [features[j] for j in np.flatnonzero(~seen)]
+        with np.errstate(all="ignore"):
+            kept = X[:, columns].astype(np.float64)
+            fill = np.nanmedian(kept, axis=0)
+            filled = np.where(np.isfinite(kept), kept, fill)
+            mean = filled.mean(axis=0)
+            std = filled.std(axis=0)
+        std = np.where(std > 1e-12, std, 1.0)
+        missing_share = 1.0 - present.mean(axis=0)
+        indicators = [
+            int(j) for j in columns if missing_share[j] >= indicator_share and missing_share[j] > 0
+        ]
+        return cls(columns, fill.tolist(), mean.tolist(), std.tolist(), indicators, dropped)
+
+    @property
+    def width(self) -> int:
+        return len(self.columns) + len(self.indicators)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """One float32 array (rows, width): filled, standardised, indicators appended."""
+        out = np.empty((len(X), self.width), dtype=np.float32)
+        fill = np.asarray(self.fill, dtype=np.float32)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        for k, j in enumerate(self.columns):  # column by column: no second full-size copy
+            col = X[:, j]
+            out[:, k] = (np.where(np.isfinite(col), col, fill[k]) - mean[k]) / std[k]
+        for k, j in enumerate(self.indicators, start=len(self.columns)):
+            out[:, k] = ~np.isfinite(X[:, j])
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": self.columns,
+            "fill": self.fill,
+            "mean": self.mean,
+            "std": self.std,
+            "indicators": self.indicators,
+            "dropped": self.dropped,
+        }
+
+
+class Network(nn.Module):
+    def __init__(self, width: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(
+            width, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1, :])
+
+
+class LSTMMember:
+    name = "lstm"
+
+    def __init__(self, settings: LSTMSettings, device: str, seed: int) -> None:
+        self.settings = settings
+        self.device = device
+        self.seed = seed
+        self.prep: Prep | None = None
+        self.net: Network | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, float]] = []
+        self.seconds = 0.0
+
+    # -- windows --------------------------------------------------------------
+
+    def has_window(self, runs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return runs[rows] >= self.settings.sequence_length
+
+    def _batch(self, Z: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        offsets = np.arange(-self.settings.sequence_length + 1, 1)
+        return torch.from_numpy(Z[rows[:, None] + offsets]).to(self.device)
+
+    # -- fit and predict -----------------------------------------------------------
+
+    def fit(
+        self,
+        X: np.ndarray,
+        features: list[str],
+        runs: np.ndarray,
+        y: np.ndarray,
+        fit_rows: np.ndarray,
+        valid_rows: np.ndarray,
+        progress: Any = None,
+    ) -> LSTMMember:
+        """``X``: the whole panel; ``fit_rows`` / ``valid_rows``: labelled rows to use."""
+        s = self.settings
+        started = time.perf_counter()
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.prep = Prep.fit(X[fit_rows], features, s.missing_indicator_share)
+        Z = self.prep.transform(X)
+        fit_rows = fit_rows[self.has_window(runs, fit_rows)][:: s.window_stride]
+        valid_rows = valid_rows[self.has_window(runs, valid_rows)]
+        if len(fit_rows) == 0 or len(valid_rows) == 0:
+            raise ValueError(
+                f"no {s.sequence_length}-bar window to fit or validate the LSTM on: lower "
+                "train.lstm.sequence_length or collect more history"
+            )
+        self.net = Network(self.prep.width, s.hidden_size, s.num_layers, s.dropout).to(self.device)
+        optimiser = torch.optim.Adam(self.net.parameters(), lr=s.learning_rate)
+        loss_fn = nn.BCEWithLogitsLoss()
+        y_t = torch.from_numpy(np.nan_to_num(y).astype(np.float32))
+        best, best_state, stale = np.inf, None, 0
+        for epoch in range(s.epochs):
+            self.net.train()
+            order = fit_rows[rng.permutation(len(fit_rows))]
+            total = 0.0
+            for start in range(0, len(order), s.batch_size):
+                rows = order[start : start + s.batch_size]
+                optimiser.zero_grad()
+                loss = loss_fn(self.net(self._batch(Z, rows)), y_t[rows].to(self.device))
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(rows)
+            valid_loss = self._loss(Z, valid_rows, y_t, loss_fn)
+            self.history.append(
+                {"epoch": epoch, "fit_loss": total / len(order), "valid_loss": valid_loss}
+            )
+            if progress is not None:
+                progress(epoch, valid_loss)
+            if valid_loss < best - 1e-6:
+                best, stale, self.best_epoch = valid_loss, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= s.patience:
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.seconds = time.perf_counter() - started
+        return self
+
+    @torch.no_grad()
+    def _loss(self, Z: np.ndarray, rows: np.ndarray, y_t: torch.Tensor, loss_fn: Any) -> float:
+        self.net.eval()
+        total = 0.0
+        for start in range(0, len(rows), self.settings.batch_size * 4):
+            part = rows[start : start + self.settings.batch_size * 4]
+            total += float(
+                loss_fn(self.net(self._batch(Z, part)), y_t[part].to(self.device))
+            ) * len(part)
+        return total / len(rows)
+
+    @torch.no_grad()
+    def predict(
+        self, X: np.ndarray, runs: np.ndarray, rows: np.ndarray, Z: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Raw probabilities (len(rows), 2); NaN where a row has no full window."""
+        if self.net is None or self.prep is None:
+            raise RuntimeError("the LSTM member is not fitted")
+        out = np.full((len(rows), 2), np.nan)
+        ok = self.has_window(runs, rows)
+        if not ok.any():
+            return out
+        Z = self.prep.transform(X) if Z is None else Z
+        self.net.eval()
+        wanted = rows[ok]
+        parts = []
+        for start in range(0, len(wanted), self.settings.batch_size * 4):
+            logits = self.net(self._batch(Z, wanted[start : start + self.settings.batch_size * 4]))
+            parts.append(torch.sigmoid(logits).float().cpu().numpy())
+        out[ok] = np.concatenate(parts)
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.net is None:
+            raise RuntimeError("the LSTM member is not fitted")
+        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    @classmethod
+    def load(
+        cls, state: dict[str, torch.Tensor], prep: dict[str, Any], settings: LSTMSettings
+    ) -> LSTMMember:
+        member = cls(settings, "cpu", 0)
+        member.prep = Prep(**prep)
+        member.net = Network(
+            member.prep.width, settings.hidden_size, settings.num_layers, settings.dropout
+        )
+        member.net.load_state_dict(state)
+        member.net.eval()
+        return member

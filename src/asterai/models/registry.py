@@ -1,0 +1,133 @@
+"""Loading a trained model: one predictor for the backtest, serving and paper trading.
+
+``load(settings, "confluence")`` reads ``models/confluence/`` (XGBoost's JSON, the LSTM's
+``state_dict`` with ``torch.load(weights_only=True)``, the JSON config: no pickle, nothing
+executed) and returns a :class:`Predictor` whose ``predict(features)`` gives ``p_long``,
+``p_short`` and each member's calibrated output, aligned to the rows given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asterai import atomic
+from asterai.config import LSTMSettings, Settings, XGBoostSettings
+from asterai.data.store import to_epoch_ms
+from asterai.intervals import INTERVAL_MS
+from asterai.models.calibration import apply_platt
+from asterai.models.data import CATEGORIES, LISTING_AGE
+from asterai.models.lstm import LSTMMember
+from asterai.models.xgb import XGBMember
+from asterai.paths import DataPaths
+
+CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_config.json"}
+
+
+class ModelNotFound(FileNotFoundError):
+    """No trained model at the expected path; the message says how to train one."""
+
+
+@dataclass(slots=True)
+class Predictor:
+    name: str
+    config: dict[str, Any]
+    xgboost: XGBMember
+    lstm: LSTMMember | None
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.config["features"])
+
+    def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        categories = self.config.get("categories")
+        base = [f for f in self.features if not f.startswith("category_")]
+        missing = [f for f in base if f not in frame]
+        if missing:
+            raise ValueError(f"the frame lacks the model's features {missing[:5]}…")
+        X = frame[base].to_numpy(dtype=np.float32)
+        cap = self.config.get("listing_age_cap_h")
+        if cap is not None and LISTING_AGE in base:
+            j = base.index(LISTING_AGE)
+            X[:, j] = np.minimum(X[:, j], np.float32(cap))
+        if categories is not None:
+            onehot = np.zeros((len(frame), len(CATEGORIES)), dtype=np.float32)
+            cats = frame["symbol"].map(categories)
+            for j, c in enumerate(CATEGORIES):
+                onehot[:, j] = (cats == c).to_numpy()
+            X = np.hstack([X, onehot])
+        return X
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Probabilities for every row of ``frame`` (a features table: ``symbol``,
+        ``open_time`` and the feature columns), in its index order.
+
+        The LSTM reads each row's previous bars from the same frame, so pass the history
+        along (rows without a full window get XGBoost alone, as in training).
+        """
+        if frame.empty:
+            raise ValueError("no rows to predict")
+        order = np.lexsort((to_epoch_ms(frame["open_time"]), frame["symbol"].to_numpy()))
+        ordered = frame.iloc[order]
+        X = self._matrix(ordered)
+        cfg = self.config["members"]
+        px = apply_platt(self.xgboost.predict(X), cfg["xgboost"]["calibration_platt"])
+        out = {"xgboost": px}
+        p = px
+        if self.lstm is not None:
+            times = to_epoch_ms(ordered["open_time"])
+            code = pd.factorize(ordered["symbol"])[0]
+            step = INTERVAL_MS[self.config["label"]["base_interval"]]
+            new = np.ones(len(times), dtype=bool)
+            new[1:] = (code[1:] != code[:-1]) | (np.diff(times) != step)
+            starts = np.flatnonzero(new)
+            idx = np.arange(len(times))
+            runs = idx - starts[np.searchsorted(starts, idx, side="right") - 1] + 1
+            pl = apply_platt(self.lstm.predict(X, runs, idx), cfg["lstm"]["calibration_platt"])
+            out["lstm"] = pl
+            w = self.config["ensemble"]
+            total = w["xgboost_weight"] + w["lstm_weight"]
+            p = np.where(
+                np.isfinite(pl),
+                (w["xgboost_weight"] * px + w["lstm_weight"] * np.nan_to_num(pl)) / total,
+                px,
+            )
+        result = pd.DataFrame(index=ordered.index)
+        result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
+        for member, values in out.items():
+            result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
+        return result.loc[frame.index]
+
+
+def load(settings: Settings | str | Path, name: str) -> Predictor:
+    """The trained ``confluence`` or ``aster_native`` model of a data root."""
+    from asterai.config import load_settings
+
+    if not isinstance(settings, Settings):
+        settings = load_settings(settings)
+    if name not in CONFIG_FILES:
+        raise ValueError(f"unknown model {name!r}; one of {', '.join(CONFIG_FILES)}")
+    folder = DataPaths.at(settings.data_root).models(name)
+    atomic.recover_folder(folder)
+    config_path = folder / CONFIG_FILES[name]
+    if not config_path.exists():
+        command = "confluence" if name == "confluence" else "aster-native"
+        raise ModelNotFound(f"{config_path} does not exist: run `asterai train {command}` first")
+    config = json.loads(config_path.read_text())
+    xcfg = config["members"]["xgboost"]
+    xgboost = XGBMember.load(
+        folder / xcfg["file"], XGBoostSettings(**xcfg["settings"]), xcfg["best_iteration"]
+    )
+    lstm = None
+    if "lstm" in config["members"]:
+        import torch
+
+        lcfg = config["members"]["lstm"]
+        state = torch.load(folder / lcfg["file"], map_location="cpu", weights_only=True)
+        lstm = LSTMMember.load(state, lcfg["input"], LSTMSettings(**lcfg["settings"]))
+    return Predictor(name, config, xgboost, lstm)

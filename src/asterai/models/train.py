@@ -1,0 +1,696 @@
+"""Training: walk-forward evaluation out of sample, then the final model on all data.
+
+Both models answer one question per row: if a trade were opened on this signal (at the
+next bar's open, target and stop in ATR of the signal bar, the label horizon as a time
+limit, a bar touching both counted as the stop), would it reach its target first? One
+output per direction (``p_long``, ``p_short``), calibrated on validation rows only.
+
+``train_confluence``: the XGBoost + LSTM ensemble, weighted by ``ensemble`` settings
+(0.6 / 0.4; rows without a full LSTM window use XGBoost alone).
+``train_aster_native``: one conservative XGBoost over every trainable symbol, short
+histories included, with platform features (listing age, category, funding).
+
+For every fold the members are fitted on the fold's fitting rows, stopped early and
+calibrated on its validation rows, and predict its test rows, with two baselines (the
+class prior and a logistic regression) on the same rows. Only test rows are written to
+``data/predictions/{model}.parquet``. The final model is then fitted on all data with
+the same settings. The models' folder is replaced as a set, so a failure leaves the
+previous models in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asterai import __version__, atomic
+from asterai.config import Settings, XGBoostSettings
+from asterai.intervals import iso_ms
+from asterai.models import baselines, metrics
+from asterai.models.calibration import apply_platt, fit_platt
+from asterai.models.charts import calibration_chart, importance_chart
+from asterai.models.data import DIRECTIONS, LABEL_LONG, LABEL_SHORT, Panel, load_panel
+from asterai.models.device import choose_device
+from asterai.models.lstm import LSTMMember
+from asterai.models.splits import Fold, Layout, final_fold, layout
+from asterai.models.xgb import XGBMember
+from asterai.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+MODELS = ("confluence", "aster_native")
+SUSPICIOUS_AUC = 0.60
+FINGERPRINT_ROWS = 64
+PREDICTIONS_META_KEY = b"asterai.predictions"
+Progress = Callable[[str], None]
+
+
+class TrainingError(ValueError):
+    """Training cannot go on; the message names the setting or file to change."""
+
+
+@dataclass(slots=True)
+class FoldResult:
+    fold: Fold
+    rows: dict[str, int]
+    metrics: dict[str, dict[str, Any]]  # model name -> direction -> metric
+    seconds: float
+    members: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TrainResult:
+    name: str
+    folder: Path
+    predictions_path: Path
+    folds: list[FoldResult]
+    overall: dict[str, dict[str, Any]]
+    verdict: list[str]
+    warnings: list[str]
+    config: dict[str, Any]
+    seconds: float
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _labels_ok(y: np.ndarray, what: str, fold: int) -> None:
+    for j, direction in enumerate(DIRECTIONS):
+        values = np.unique(y[:, j])
+        if len(values) < 2:
+            raise TrainingError(
+                f"fold {fold}: the {what} rows hold only one class for {direction} trades "
+                f"({len(y)} rows): lengthen the windows (train.test_bars, train.valid_share) or "
+                "collect more history"
+            )
+
+
+def _ensemble(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.ndarray:
+    if pl is None or wl == 0:
+        return px
+    total = wx + wl
+    return np.where(np.isfinite(pl), (wx * px + wl * np.nan_to_num(pl)) / total, px)
+
+
+def _versions(device: dict[str, Any]) -> dict[str, Any]:
+    import sklearn
+    import torch
+    import xgboost
+
+    return {
+        "asterai": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "xgboost": xgboost.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "device": device,
+    }
+
+
+def _verdict(overall: dict[str, dict[str, Any]], folds: list[FoldResult], main: str) -> list[str]:
+    """Plain sentences: does the model beat the baselines, per direction and per fold?
+
+    The per-fold AUC is the primary figure: each fold's probabilities are calibrated on
+    its own validation rows, so pooling folds mixes levels (the pooled AUC is reported
+    too, and the rank correlation across symbols at each bar, IC, which pooling spares).
+    """
+    lines = []
+    for direction in DIRECTIONS:
+        m = overall[main][direction]
+        lg = overall["logistic"][direction]
+        pr = overall["prior"][direction]
+        if m.get("mean_fold_auc") is None:
+            lines.append(f"{direction}: no out-of-sample AUC (a single class in the test rows)")
+            continue
+        beats_prior = m["log_loss"] < pr["log_loss"]
+        won = sum(
+            1
+            for f in folds
+            if (f.metrics[main][direction].get("auc") or 0)
+            > (f.metrics["logistic"][direction].get("auc") or 0)
+        )
+        nan = float("nan")
+        lines.append(
+            f"{direction}: out-of-sample AUC {m['mean_fold_auc']:.3f} per fold (pooled "
+            f"{m['auc']:.3f}) vs logistic {lg.get('mean_fold_auc') or nan:.3f}; log loss "
+            f"{m['log_loss']:.4f} vs class prior {pr['log_loss']:.4f}; IC {m.get('ic') or nan:.3f}. "
+            f"It {'beats' if beats_prior else 'does NOT beat'} the class prior and beats the "
+            f"logistic regression in {won} of {len(folds)} folds"
+        )
+        if m["mean_fold_auc"] > SUSPICIOUS_AUC:
+            lines.append(
+                f"{direction}: an AUC above {SUSPICIOUS_AUC} on hourly crypto outcomes is more "
+                "likely leakage than skill; see leakage_checks before trusting it"
+            )
+    return lines
+
+
+# -- the walk-forward loop --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    name: str
+    xgb: XGBoostSettings | None
+    with_lstm: bool
+    min_history_bars: int
+    categories: bool
+    folder: Callable[[DataPaths], Path]
+    xgb_file: str
+    config_file: str
+
+
+SPECS = {
+    "confluence": _Spec(
+        "confluence", None, True, 0, False, lambda p: p.confluence_models,
+        "xgboost_classifier.json", "ensemble_config.json",
+    ),
+    "aster_native": _Spec(
+        "aster_native", None, False, 0, True, lambda p: p.aster_native_models,
+        "xgboost_aster_native.json", "model_config.json",
+    ),
+}  # fmt: skip
+
+
+def _spec(name: str, settings: Settings) -> _Spec:
+    if name == "confluence":
+        return replace(
+            SPECS[name],
+            xgb=settings.train.xgboost,
+            min_history_bars=settings.train.min_history_bars,
+        )
+    return replace(
+        SPECS[name],
+        xgb=settings.aster_native.xgboost,
+        min_history_bars=settings.aster_native.min_history_bars,
+    )
+
+
+def _fit_members(
+    spec: _Spec,
+    settings: Settings,
+    panel: Panel,
+    runs: np.ndarray,
+    fit: np.ndarray,
+    valid: np.ndarray,
+    device: dict[str, Any],
+    say: Progress,
+    label: str,
+) -> dict[str, Any]:
+    """Fit XGBoost (and the LSTM) on ``fit`` rows, calibrate on ``valid`` rows."""
+    ts = settings.train
+    xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
+        panel.X[fit], panel.y[fit], panel.X[valid], panel.y[valid]
+    )
+    members: dict[str, Any] = {
+        "xgboost": xgb_member,
+        "xgboost_calibration": fit_platt(xgb_member.predict(panel.X[valid]), panel.y[valid]),
+    }
+    say(f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s")
+    if spec.with_lstm:
+        lstm = LSTMMember(ts.lstm, device["torch"], ts.seed)
+        lstm.fit(
+            panel.X, panel.features, runs, panel.y, fit, valid,
+            progress=lambda e, loss: say(f"{label}: LSTM epoch {e + 1}/{ts.lstm.epochs}, valid loss {loss:.4f}"),
+        )  # fmt: skip
+        raw = lstm.predict(panel.X, runs, valid)
+        members["lstm"] = lstm
+        members["lstm_calibration"] = fit_platt(raw, panel.y[valid])
+    return members
+
+
+def _predict_members(
+    members: dict[str, Any], panel: Panel, runs: np.ndarray, rows: np.ndarray, settings: Settings
+) -> dict[str, np.ndarray]:
+    px = apply_platt(members["xgboost"].predict(panel.X[rows]), members["xgboost_calibration"])
+    out = {"xgboost": px}
+    pl = None
+    if "lstm" in members:
+        pl = apply_platt(members["lstm"].predict(panel.X, runs, rows), members["lstm_calibration"])
+        out["lstm"] = pl
+    out["model"] = _ensemble(
+        px, pl, settings.ensemble.xgboost_weight, settings.ensemble.lstm_weight
+    )
+    return out
+
+
+def walk_forward(name: str, settings: Settings, *, progress: Progress | None = None) -> TrainResult:
+    """Evaluate out of sample, fit the final model, write the artifacts and predictions."""
+    if name not in MODELS:
+        raise TrainingError(f"unknown model {name!r}; one of {', '.join(MODELS)}")
+    started = time.perf_counter()
+    say = progress or (lambda message: log.info(message))
+    spec = _spec(name, settings)
+    ts = settings.train
+    panel = load_panel(
+        settings,
+        min_history_bars=spec.min_history_bars,
+        with_categories=spec.categories,
+        listing_age_cap_h=settings.discovery.new_listing_days * 24 if spec.categories else None,
+    )
+    device = choose_device(ts.device)
+    usable_any = panel.tradeable & panel.labelled
+    if not usable_any.any():
+        raise TrainingError(
+            "no row is both tradeable (data/universe.parquet) and labelled: collect more "
+            "history or lower universe.min_listing_days / universe.min_quote_volume_24h"
+        )
+    lay: Layout = layout(panel.times[usable_any], panel.step_ms, panel.horizon, ts)
+    runs = panel.runs()
+    say(f"{name}: {len(panel.symbols)} symbols, {len(panel.times):,} rows, {len(lay.folds)} folds "
+        f"of {lay.test_bars} test bars, devices {device['xgboost']}/{device['torch']}")  # fmt: skip
+
+    results: list[FoldResult] = []
+    pieces: list[pd.DataFrame] = []
+    oos: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("model", "xgboost", "lstm", "prior", "logistic", "y", "fwd", "times")
+    }
+    control_auc: dict[str, float | None] = {}
+    for fold in lay.folds:
+        t0 = time.perf_counter()
+        fit = np.flatnonzero(panel.usable(fold.train_start, fold.train_end))
+        valid = np.flatnonzero(panel.usable(fold.valid_start, fold.valid_end))
+        in_test = (
+            (panel.times >= fold.test_start) & (panel.times <= fold.test_end) & panel.tradeable
+        )
+        test = np.flatnonzero(in_test)
+        scored = test[panel.labelled[test]]
+        if len(fit) == 0 or len(valid) == 0 or len(scored) == 0:
+            raise TrainingError(
+                f"fold {fold.fold}: {len(fit)} fitting, {len(valid)} validation and {len(scored)} "
+                "test rows are tradeable and labelled; lower train.folds or collect more history"
+            )
+        _labels_ok(panel.y[fit], "fitting", fold.fold)
+        _labels_ok(panel.y[valid], "validation", fold.fold)
+        label = f"fold {fold.fold + 1}/{len(lay.folds)}"
+        members = _fit_members(spec, settings, panel, runs, fit, valid, device, say, label)
+        preds = _predict_members(members, panel, runs, test, settings)
+        preds["prior"] = baselines.prior(panel.y[fit], len(test))
+        preds["logistic"] = baselines.logistic(panel.X[fit], panel.y[fit], panel.X[test], ts.seed)
+        lab = panel.labelled[test]
+        fold_metrics = {
+            k: metrics.evaluate(
+                v[lab], panel.y[scored], panel.fwd[scored], panel.times[scored], ts.threshold
+            )
+            for k, v in preds.items()
+        }
+        if fold.fold == 0:
+            # a control: the same trees on shuffled labels must score a coin toss
+            rng = np.random.default_rng(ts.seed)
+            shuffled = panel.y[fit][rng.permutation(len(fit))]
+            control = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
+                panel.X[fit], shuffled, panel.X[valid], panel.y[valid]
+            )
+            pc = control.predict(panel.X[scored])
+            control_auc = {
+                d: metrics.classification(pc[:, j], panel.y[scored][:, j], ts.threshold)["auc"]
+                for j, d in enumerate(DIRECTIONS)
+            }
+        frame = panel.frame(test)
+        frame.insert(2, "fold", np.int16(fold.fold))
+        frame["p_long"], frame["p_short"] = preds["model"][:, 0], preds["model"][:, 1]
+        for member in ("xgboost", "lstm"):
+            if member in preds:
+                frame[f"{member}_long"], frame[f"{member}_short"] = (
+                    preds[member][:, 0],
+                    preds[member][:, 1],
+                )
+        pieces.append(frame)
+        for k in ("model", "xgboost", "lstm", "prior", "logistic"):
+            if k in preds:
+                oos[k].append(preds[k][lab])
+        oos["y"].append(panel.y[scored])
+        oos["fwd"].append(panel.fwd[scored])
+        oos["times"].append(panel.times[scored])
+        results.append(
+            FoldResult(
+                fold,
+                {"fit": len(fit), "valid": len(valid), "test": len(test), "scored": len(scored)},
+                fold_metrics,
+                time.perf_counter() - t0,
+                {
+                    "xgboost_best_iteration": members["xgboost"].best_iteration,
+                    "lstm_best_epoch": members["lstm"].best_epoch if "lstm" in members else None,
+                    "lstm_dropped_columns": members["lstm"].prep.dropped
+                    if "lstm" in members
+                    else [],
+                },
+            )
+        )
+        m = fold_metrics["model"]
+        say(f"{label}: AUC long {m['long']['auc']:.3f} short {m['short']['auc']:.3f} "
+            f"(logistic {fold_metrics['logistic']['long']['auc']:.3f} / {fold_metrics['logistic']['short']['auc']:.3f}) "
+            f"in {results[-1].seconds:.1f} s")  # fmt: skip
+
+    y_all = np.concatenate(oos["y"])
+    overall = {
+        k: metrics.evaluate(
+            np.concatenate(v),
+            y_all,
+            np.concatenate(oos["fwd"]),
+            np.concatenate(oos["times"]),
+            ts.threshold,
+        )
+        for k, v in oos.items()
+        if k not in ("y", "fwd", "times") and v
+    }
+    for k in overall:
+        for direction in DIRECTIONS:
+            aucs = [
+                r.metrics[k][direction]["auc"]
+                for r in results
+                if k in r.metrics and r.metrics[k][direction]["auc"] is not None
+            ]
+            overall[k][direction]["mean_fold_auc"] = float(np.mean(aucs)) if aucs else None
+    verdict = _verdict(overall, results, "model")
+    predictions = pd.concat(pieces, ignore_index=True)
+    by_category = (
+        _by_category(panel, predictions, DataPaths.at(settings.data_root), ts.threshold)
+        if spec.categories
+        else None
+    )
+    leakage = _leakage_checks(panel, lay, predictions, control_auc)
+
+    # the final model: all data, the same settings; its folder is replaced as a set
+    final = final_fold(panel.times[usable_any], panel.step_ms, panel.horizon, ts)
+    fit = np.flatnonzero(panel.usable(final.train_start, final.train_end))
+    valid = np.flatnonzero(panel.usable(final.valid_start, final.valid_end))
+    _labels_ok(panel.y[fit], "final fitting", -1)
+    _labels_ok(panel.y[valid], "final validation", -1)
+    members = _fit_members(spec, settings, panel, runs, fit, valid, device, say, "final model")
+    tail = np.arange(max(0, len(panel.times) - FINGERPRINT_ROWS), len(panel.times))
+    tail_preds = _predict_members(members, panel, runs, tail, settings)["model"]
+
+    paths = DataPaths.at(settings.data_root)
+    folder = spec.folder(paths)
+    config = _config(
+        spec, settings, panel, lay, final, results, overall, verdict, leakage, members, device,
+        tail, tail_preds, fit, valid,
+    )  # fmt: skip
+    if by_category is not None:
+        config["metrics"]["by_category"] = by_category
+    importance = _importance(members["xgboost"], panel, valid)
+    curves = {"model (out of sample)": (np.concatenate(oos["model"]), y_all)}
+    if oos["xgboost"] and spec.with_lstm:
+        curves["xgboost"] = (np.concatenate(oos["xgboost"]), y_all)
+        curves["lstm"] = (np.concatenate(oos["lstm"]), y_all)
+    curves["logistic"] = (np.concatenate(oos["logistic"]), y_all)
+
+    def build(tmp: Path) -> None:
+        members["xgboost"].save(tmp / spec.xgb_file)
+        if "lstm" in members:
+            import torch
+
+            torch.save(members["lstm"].state_dict(), tmp / "lstm_predictor.pth")
+        (tmp / spec.config_file).write_text(json.dumps(config, indent=2, sort_keys=False))
+        (tmp / "feature_importance.json").write_text(json.dumps(importance, indent=2))
+        importance_chart(
+            tmp / "feature_importance.png",
+            importance["gain"],
+            importance["mean_abs_shap"],
+            f"{name}: feature importance (final model)",
+        )
+        calibration_chart(tmp / "calibration.png", curves, f"{name}: calibration out of sample")
+
+    atomic.replace_folder(folder, build)
+    predictions_path = _write_predictions(paths, name, predictions, config)
+    seconds = time.perf_counter() - started
+    say(f"{name}: trained in {seconds:.1f} s; wrote {folder} and {predictions_path}")
+    return TrainResult(
+        name,
+        folder,
+        predictions_path,
+        results,
+        overall,
+        verdict,
+        list(lay.warnings),
+        config,
+        seconds,
+    )
+
+
+def _leakage_checks(
+    panel: Panel, lay: Layout, predictions: pd.DataFrame, control_auc: dict[str, float | None]
+) -> dict[str, Any]:
+    """What was checked before any AUC is shown."""
+    gaps = []
+    for fold in lay.folds:
+        gaps.append(int((fold.test_start - fold.valid_end) // panel.step_ms))
+        gaps.append(int((fold.valid_start - fold.train_end) // panel.step_ms))
+    return {
+        "min_gap_bars": min(gaps),
+        "required_gap_bars": lay.gap_bars,
+        "purge_ok": min(gaps) >= lay.gap_bars,
+        "label_columns_in_features": [f for f in panel.features if f.startswith("label_")],
+        "predictions_only_in_test_windows": bool(
+            all(
+                (
+                    (predictions["fold"] == f.fold)
+                    <= (
+                        (
+                            predictions["open_time"]
+                            >= pd.Timestamp(f.test_start, unit="ms", tz="UTC")
+                        )
+                        & (
+                            predictions["open_time"]
+                            <= pd.Timestamp(f.test_end, unit="ms", tz="UTC")
+                        )
+                    )
+                ).all()
+                for f in lay.folds
+            )
+        ),
+        "shuffled_label_control_auc": control_auc,
+        "feature_causality": "tests/test_features.py rebuilds the features on truncated "
+        "history and requires every earlier value to be bit-identical",
+    }
+
+
+def _by_category(
+    panel: Panel, predictions: pd.DataFrame, paths: DataPaths, threshold: float
+) -> dict[str, Any]:
+    """Out-of-sample metrics per category (new listings apart from majors), next to the
+    confluence model's on the same rows where its predictions exist."""
+    from asterai.data.store import to_epoch_ms
+
+    index = pd.Series(
+        np.arange(len(panel.times)),
+        index=pd.MultiIndex.from_arrays([np.array(panel.symbols)[panel.code], panel.times]),
+    )
+    rows = index.reindex(
+        pd.MultiIndex.from_arrays([predictions["symbol"], to_epoch_ms(predictions["open_time"])])
+    ).to_numpy()
+    own = predictions[["p_long", "p_short"]].to_numpy()
+    other = None
+    confluence_path = paths.predictions("confluence")
+    if confluence_path.exists():
+        conf = pd.read_parquet(
+            confluence_path, columns=["symbol", "open_time", "p_long", "p_short"]
+        )
+        joined = predictions[["symbol", "open_time"]].merge(
+            conf, on=["symbol", "open_time"], how="left"
+        )
+        other = joined[["p_long", "p_short"]].to_numpy(dtype=float)
+    cats = np.array([panel.category.get(s) or "unknown" for s in predictions["symbol"]])
+    out: dict[str, Any] = {}
+    for cat in sorted(set(cats)):
+        sel = (cats == cat) & panel.labelled[rows]
+        if other is not None:
+            sel_both = sel & np.isfinite(other).all(axis=1)
+        entry: dict[str, Any] = {
+            "symbols": sorted(set(predictions["symbol"][cats == cat])),
+            "aster_native": metrics.evaluate(
+                own[sel],
+                panel.y[rows[sel]],
+                panel.fwd[rows[sel]],
+                panel.times[rows[sel]],
+                threshold,
+            ),
+        }
+        if other is not None:
+            r = rows[sel_both]
+            entry["same_rows"] = int(sel_both.sum())
+            entry["aster_native_on_same_rows"] = metrics.evaluate(
+                own[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold
+            )
+            entry["confluence_on_same_rows"] = metrics.evaluate(
+                other[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold
+            )
+        else:
+            entry["confluence_on_same_rows"] = (
+                "no confluence predictions yet: run `asterai train confluence` first"
+            )
+        out[cat] = entry
+    return out
+
+
+def _importance(member: XGBMember, panel: Panel, rows: np.ndarray) -> dict[str, Any]:
+    sample = rows[:: max(1, len(rows) // 5000)]
+    contrib = member.contributions(panel.X[sample])  # (rows, 2, features + 1)
+    mean_abs = np.abs(contrib[:, :, :-1]).mean(axis=0)
+    return {
+        "gain": member.gain(panel.features),
+        "mean_abs_shap": {f: float(mean_abs[:, j].sum()) for j, f in enumerate(panel.features)},
+        "mean_abs_shap_by_direction": {
+            d: {f: float(mean_abs[k, j]) for j, f in enumerate(panel.features)}
+            for k, d in enumerate(DIRECTIONS)
+        },
+        "rows": int(len(sample)),
+        "note": "SHAP values from XGBoost's pred_contribs on the final model's validation rows",
+    }
+
+
+def _config(
+    spec: _Spec,
+    settings: Settings,
+    panel: Panel,
+    lay: Layout,
+    final: Fold,
+    results: list[FoldResult],
+    overall: dict[str, Any],
+    verdict: list[str],
+    leakage: dict[str, Any],
+    members: dict[str, Any],
+    device: dict[str, Any],
+    tail: np.ndarray,
+    tail_preds: np.ndarray,
+    fit: np.ndarray,
+    valid: np.ndarray,
+) -> dict[str, Any]:
+    fs = settings.features
+    config: dict[str, Any] = {
+        "model": spec.name,
+        "asterai_version": __version__,
+        "created_at": iso_ms(int(time.time() * 1000)),
+        "question": "if a trade were opened on this signal, would it reach its target before its stop?",
+        "outputs": ["p_long", "p_short"],
+        "label": {
+            "long": LABEL_LONG,
+            "short": LABEL_SHORT,
+            "positive": "+1: the target was reached first",
+            "entry": "the next bar's open",
+            "take_profit_atr": fs.tp_atr,
+            "stop_atr": fs.sl_atr,
+            "horizon_bars": fs.label_horizon,
+            "both_touched": "counted as the stop",
+            "base_interval": fs.base_interval,
+        },
+        "features": panel.features,
+        "categories": panel.category if spec.categories else None,
+        "listing_age_cap_h": settings.discovery.new_listing_days * 24 if spec.categories else None,
+        "members": {
+            "xgboost": {
+                "file": spec.xgb_file,
+                "settings": spec.xgb.model_dump(mode="json"),
+                "best_iteration": members["xgboost"].best_iteration,
+                "calibration_platt": members["xgboost_calibration"],
+            }
+        },
+        "ensemble": (
+            {
+                "xgboost_weight": settings.ensemble.xgboost_weight,
+                "lstm_weight": settings.ensemble.lstm_weight,
+                "rows_without_lstm_window": "XGBoost alone",
+            }
+            if spec.with_lstm
+            else {"xgboost_weight": 1.0}
+        ),  # fmt: skip
+        "threshold": settings.train.threshold,
+        "walk_forward": {
+            "scheme": settings.train.scheme,
+            "folds": [f.fold.to_json() for f in results],
+            "gap_bars": lay.gap_bars,
+            "embargo_bars": settings.train.embargo_bars,
+            "test_bars": lay.test_bars,
+            "warnings": list(lay.warnings),
+        },
+        "final_model": {
+            "trained_on": "all data after evaluation, with the settings evaluation used",
+            "fit_start": iso_ms(final.train_start),
+            "fit_end": iso_ms(final.train_end),
+            "valid_start": iso_ms(final.valid_start),
+            "valid_end": iso_ms(final.valid_end),
+            "fit_rows": int(len(fit)),
+            "valid_rows": int(len(valid)),
+        },
+        "training_window": {
+            "first": iso_ms(int(panel.times.min())),
+            "last": iso_ms(int(panel.times.max())),
+        },
+        "symbols": panel.symbols,
+        "data_sha256": panel.inputs_sha256,
+        "metrics": {
+            "out_of_sample": overall,
+            "per_fold": [
+                {
+                    "fold": r.fold.fold,
+                    "rows": r.rows,
+                    "seconds": round(r.seconds, 3),
+                    **r.members,
+                    "metrics": r.metrics,
+                }
+                for r in results
+            ],
+        },
+        "verdict": verdict,
+        "leakage_checks": leakage,
+        "versions": _versions(device),
+        "settings": {
+            "train": settings.train.model_dump(mode="json"),
+            "features": fs.model_dump(mode="json"),
+        },
+        "fingerprint": {
+            "note": "the final model's output on the last rows of the stored features; "
+            "asterai.models.load(...).predict reproduces it",
+            "symbol": np.array(panel.symbols, dtype=object)[panel.code[tail]].tolist(),
+            "open_time_ms": panel.times[tail].tolist(),
+            "p_long": tail_preds[:, 0].tolist(),
+            "p_short": tail_preds[:, 1].tolist(),
+        },
+    }
+    if "lstm" in members:
+        lstm: LSTMMember = members["lstm"]
+        config["members"]["lstm"] = {
+            "file": "lstm_predictor.pth",
+            "settings": settings.train.lstm.model_dump(mode="json"),
+            "best_epoch": lstm.best_epoch,
+            "history": lstm.history,
+            "input": lstm.prep.to_json(),
+            "calibration_platt": members["lstm_calibration"],
+        }
+    return config
+
+
+def _write_predictions(
+    paths: DataPaths, name: str, frame: pd.DataFrame, config: dict[str, Any]
+) -> Path:
+    path = paths.predictions(name)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    meta[PREDICTIONS_META_KEY] = json.dumps(
+        {
+            "model": name,
+            "created_at": config["created_at"],
+            "out_of_sample_only": True,
+            "folds": config["walk_forward"]["folds"],
+            "threshold": config["threshold"],
+            "data_sha256": config["data_sha256"],
+        },
+        sort_keys=True,
+    ).encode()
+    table = table.replace_schema_metadata(meta)
+    atomic.write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return path
