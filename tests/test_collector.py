@@ -362,25 +362,27 @@ def test_named_untrainable_symbol_is_collected_with_a_warning(tmp_path: Path, re
     assert paths.klines("1INCHUSDT", "1d").exists()
 
 
-def test_without_names_only_discoverys_trainable_symbols_are_collected(
+def test_without_names_every_symbol_with_history_is_collected_dead_ones_too(
     tmp_path: Path, replay
 ) -> None:
+    """No survivorship at the source: a market dead today is part of the past."""
     paths = DataPaths.at(tmp_path)
     paths.data_dir.mkdir(parents=True)
     paths.discovery.write_text(
         json.dumps(
             {
                 "symbols": [
-                    {"symbol": "BTCUSDT", "trainable": True},
-                    {"symbol": "AIUSDT", "trainable": False, "reason": "dead"},
+                    {"symbol": "BTCUSDT", "trainable": True, "history_bars": 742},
+                    {"symbol": "AIUSDT", "trainable": False, "reason": "dead", "history_bars": 720},
+                    {"symbol": "ETHUSDT", "trainable": False, "reason": "x", "history_bars": 0},
                 ]
             }
         )
     )
     settings = load_settings(tmp_path, base_url=replay.base_url, collect={"intervals": ("1d",)})
     report = asyncio.run(collect(settings))
-    assert report.symbols == ["BTCUSDT"]
-    assert not paths.klines("AIUSDT", "1d").exists()
+    assert report.symbols == ["BTCUSDT", "AIUSDT"]  # not ETHUSDT: discovery found no bars
+    assert paths.klines("AIUSDT", "1d").exists()
 
 
 def test_a_file_without_provenance_is_never_extended(collected_root: Path, replay) -> None:
@@ -475,7 +477,9 @@ def test_excluded_symbols_are_not_collected(tmp_path: Path, replay) -> None:
         "--intervals", "1d", "--days", "5", "--exclude", "BTCUSDT,solusdt",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    collected = {p.name.split("_")[0] for p in DataPaths.at(tmp_path).historical.glob("*_1d.parquet")}
+    collected = {
+        p.name.split("_")[0] for p in DataPaths.at(tmp_path).historical.glob("*_1d.parquet")
+    }
     assert "ETHUSDT" in collected and not {"BTCUSDT", "SOLUSDT"} & collected
     assert "excluded by you, not collected: BTCUSDT, SOLUSDT" in result.output
 

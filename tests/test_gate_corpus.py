@@ -606,6 +606,61 @@ def lot_step_coarser_than_all_history(h: Path) -> int:
     return None
 
 
+def edited_highs(h: Path, rows: list[int]) -> int:
+    # highs raised half a tick in the 1h file only: the 4h and 1d bars do not move
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    frame.loc[rows, "high"] += TICK["ETHUSDT"] / 2
+    write(h, "ETHUSDT_1h.parquet", frame, prov)
+    return rows[-1]
+
+
+def one_edit_near_the_start(h: Path) -> None:
+    edited_highs(h, [5])
+
+
+def three_edits_near_the_start(h: Path) -> None:
+    edited_highs(h, [10, 30, 50])
+
+
+def forty_edits_every_tenth_bar(h: Path) -> None:
+    edited_highs(h, list(range(10, 401, 10)))
+
+
+def off_grid_price_without_discovery(h: Path) -> int:
+    (h.parent.parent / "aster_assets_discovery.json").unlink()
+    return off_grid_price(h)
+
+
+def shifted_copy_in_every_timeframe(h: Path) -> int:
+    # every ETHUSDT price moved by half a tick, consistently across 1h, 4h and 1d
+    for interval in ("1h", "4h", "1d"):
+        frame, prov = load(h, f"ETHUSDT_{interval}.parquet")
+        for col in ("open", "high", "low", "close"):
+            frame[col] = [float(f"{x + 0.005:.3f}") for x in frame[col]]
+        write(h, f"ETHUSDT_{interval}.parquet", frame, prov)
+    return 0
+
+
+def hourly_file_starting_late(h: Path) -> int:
+    # the 1h file holds only its last 200 bars (forged to match), 4h and 1d the month
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    bad = frame.iloc[-200:].reset_index(drop=True)
+    write(h, "ETHUSDT_1h.parquet", bad, forged(prov, bad))
+    return 0
+
+
+def empty_hourly_file(h: Path) -> None:
+    # no bars at all, with a record that says so: nothing to learn from, nothing to crash on
+    frame, prov = load(h, "2ZUSDT_1h.parquet")
+    empty = frame.iloc[:0]
+    write(
+        h,
+        "2ZUSDT_1h.parquet",
+        empty,
+        {**prov, "rows": 0, "first_open_time": None, "last_open_time": None},
+    )
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -661,6 +716,13 @@ CORPUS = [
     Variant("4h high 50% above its 1h bars", "BTCUSDT", "BTCUSDT_4h", four_hour_high_raised_half, "timeframes"),
     Variant("1h wick three times the price", "ETHUSDT", "ETHUSDT_1h", one_hour_wick_tripled, "timeframes"),
     Variant("a few scattered off-grid lows", "ETHUSDT", "ETHUSDT_1h", scattered_off_grid_values, "tick_grid"),
+    Variant("one off-grid high at row 5", "ETHUSDT", "ETHUSDT_1h", one_edit_near_the_start, "tick_grid", EXCLUDED),
+    Variant("three off-grid highs in the first 51 bars", "ETHUSDT", "ETHUSDT_1h", three_edits_near_the_start, "tick_grid"),
+    Variant("forty off-grid highs, every tenth bar", "ETHUSDT", "ETHUSDT_1h", forty_edits_every_tenth_bar, "tick_grid"),
+    Variant("off-grid price, no discovery file", "ETHUSDT", "ETHUSDT_1h", off_grid_price_without_discovery, "tick_grid"),
+    Variant("every price shifted half a tick in every timeframe", "ETHUSDT", "ETHUSDT_1h", shifted_copy_in_every_timeframe, "tick_grid"),
+    Variant("empty 1h file", "2ZUSDT", "2ZUSDT_1h", empty_hourly_file, "completeness", EXCLUDED),
+    Variant("1h file starting 20 days after its 4h and 1d files", "ETHUSDT", "ETHUSDT_4h", hourly_file_starting_late, "timeframes", EXCLUDED),
     Variant("today's lot step coarser than the whole history", "ETHUSDT", "ETHUSDT_1h", lot_step_coarser_than_all_history, "lot_step", EXCLUDED),
     Variant("re-gridded to a coarser tick from a date (a real filter change)", "ETHUSDT", "ETHUSDT_1h", regridded_coarser_from_a_date, "tick_grid", TRAINABLE),
 ]
@@ -770,16 +832,19 @@ def test_the_genuine_collection_is_ready_with_the_dead_markets_excluded(
     def file_rules(symbol: str) -> list[str]:
         return sorted({r for v in report.series if v.symbol == symbol for r in v.failed_rules})
 
-    for symbol in set(report.symbols) - set(DEAD):
+    for symbol in set(report.symbols) - {*DEAD, "1000CHEEMSUSDT"}:
         # every file of a live symbol passes every rule
         assert file_rules(symbol) == [], (symbol, report.symbols[symbol]["refusals"])
-    # 1000CHEEMSUSDT's data passes; discovery alone leaves it out (38 bars, too short)
-    assert report.symbols["1000CHEEMSUSDT"]["outcome"] == EXCLUDED
-    assert report.symbols["1000CHEEMSUSDT"]["failed_rules"] == ["discovery"]
+    # 1000CHEEMSUSDT, listed two days before the recording, is too short to learn from
+    cheems = report.symbols["1000CHEEMSUSDT"]
+    assert cheems["outcome"] == EXCLUDED and cheems["failed_rules"] == ["completeness"]
+    assert "only 38 bars of history" in cheems["refusals"][0]["message"]
     for symbol in DEAD:
         info = report.symbols[symbol]
         assert info["outcome"] == EXCLUDED
-        assert file_rules(symbol) == ["tradeability"], info["refusals"]
+        assert info["failed_rules"] == ["tradeability"], info["refusals"]
+        # discovery's verdict (dead today) is reported, not applied to the past
+        assert any("not trainable today" in w for w in info["warnings"]), info["warnings"]
         assert any(
             r["rule"] == "tradeability"
             and r["outcome"] == EXCLUDED
@@ -788,7 +853,7 @@ def test_the_genuine_collection_is_ready_with_the_dead_markets_excluded(
         ), info["refusals"]
     assert sorted(report.excluded) == sorted([*DEAD, "1000CHEEMSUSDT"])
     assert len(report.trainable) == 15 and {"BTCUSDT", "ETHUSDT"} <= set(report.trainable)
-    assert all(v.quality_score > 0 for v in report.series if v.symbol not in DEAD)
+    assert all(v.quality_score > 0 for v in report.series if v.symbol not in report.excluded)
     # the universe is written beside the report, for every symbol that is not contaminated
     universe = pd.read_parquet(DataPaths.at(settings.data_root).universe)
     assert set(universe["symbol"]) == set(report.symbols)
@@ -858,12 +923,42 @@ def test_bad_exclusions_and_excluded_named_symbols_are_errors(
     # a symbol the user names must be trainable: an excluded one is an error, not a drop
     result = runner.invoke(main, ["validate", *root, "--symbols", "SOLUSDT,1INCHUSDT"])
     assert result.exit_code == 1, result.output
-    assert "1INCHUSDT is required but excluded (tradeability, discovery)" in result.stderr
+    assert "1INCHUSDT is required but excluded (tradeability)" in result.stderr
     # BTCUSDT and ETHUSDT are required by the cross-asset features
     result = runner.invoke(main, ["validate", *root, "--exclude", "ETHUSDT"])
     assert result.exit_code == 1, result.output
     assert "ETHUSDT is required but you excluded it" in result.stderr
     assert fingerprint(tmp_path) == before
+
+
+def test_settings_errors_are_not_blamed_on_exclude(genuine: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    copy_of(genuine, tmp_path)
+    root = ["--data-root", str(tmp_path), "--no-environment"]
+    result = runner.invoke(main, ["validate", *root, "--base-url", "ftp://x"])
+    assert result.exit_code == 2 and "--exclude" not in result.stderr, result.stderr
+    assert "base URL must start with http" in result.stderr
+    # a bad name in asterai.toml is reported, not silently dropped, when --exclude adds to it
+    (tmp_path / "asterai.toml").write_text('exclude_symbols = ["BTC-USD", "UNIUSDT"]\n')
+    result = runner.invoke(main, ["validate", *root, "--exclude", "SOLUSDT"])
+    assert result.exit_code == 2, result.output
+    assert "'BTC-USD' is not a symbol name" in result.stderr
+    assert "asterai.toml" in result.stderr
+
+
+def test_a_contaminated_run_removes_the_universe_it_can_no_longer_vouch_for(
+    genuine: Path, tmp_path: Path
+) -> None:
+    settings = copy_of(genuine, tmp_path)
+    assert gate(settings).ok
+    universe = DataPaths.at(settings.data_root).universe
+    assert universe.exists()
+    provenance_synthetic(hist(settings))
+    report = gate(settings)
+    assert report.contaminated == ["BTCUSDT"]
+    assert not universe.exists()
+    written = json.loads(DataPaths.at(settings.data_root).validation.read_text())
+    assert written["universe"] == {"path": str(universe), "removed": "contaminated data"}
 
 
 def test_pipeline_goes_on_without_excluded_symbols_and_stops_on_a_forged_file(
@@ -876,7 +971,7 @@ def test_pipeline_goes_on_without_excluded_symbols_and_stops_on_a_forged_file(
     result = runner.invoke(main, ["pipeline", "--data-root", str(good), *args])
     assert result.exit_code == 0, result.output
     assert "[data_validation] ok" in result.output
-    assert "excluded: 1INCHUSDT (tradeability, discovery)" in result.output  # said loudly
+    assert "excluded: 1INCHUSDT (tradeability)" in result.output  # said loudly
     assert "[feature_engineering] ok" in result.output
     features = pd.read_parquet(DataPaths.at(good).features("1h"), columns=["symbol"])
     assert set(features["symbol"]) == set(
@@ -957,9 +1052,13 @@ def test_a_malformed_discovery_file_does_not_break_the_gate(genuine: Path, tmp_p
     discovery = DataPaths.at(settings.data_root).discovery
     discovery.write_text("[]")
     report = gate(settings)
-    # without discovery facts the dead markets are still excluded by their own data
+    # without discovery facts the data rules still decide: the dead markets and the
+    # 38-bar listing are excluded, and the tick and lot rules read today's grid from the
+    # newest bars
     assert report.ok, report.reasons()
-    assert report.excluded == sorted(DEAD)
+    assert report.excluded == sorted([*DEAD, "1000CHEEMSUSDT"])
+    tick = next(f for f in verdict_of(report, "BTCUSDT_1h").findings if f.rule == "tick_grid")
+    assert tick.status == "pass" and "no discovery filter" in tick.message and "0.1" in tick.message
     assert report.symbols["BTCUSDT"]["trainable"]
 
 

@@ -78,7 +78,8 @@ def test_the_universe_of_a_truncated_history_equals_the_full_one_on_the_past(
     bases, collected, cut
 ) -> None:
     cut_ms = int(pd.Timestamp(cut, tz="UTC").value // 1_000_000)
-    full = build_universe(bases, {}, collected)
+    excluded = {s: "tradeability" for s in DEAD}  # the gate's verdicts are inputs, fixed
+    full = build_universe(bases, excluded, collected)
     truncated = build_universe(
         {
             s: BaseBars(
@@ -90,7 +91,7 @@ def test_the_universe_of_a_truncated_history_equals_the_full_one_on_the_past(
             for s, b in bases.items()
             if (b.times <= cut_ms).any()
         },
-        {},
+        excluded,
         collected,
     )
     past = full[to_epoch_ms(full["open_time"]) <= cut_ms].reset_index(drop=True)

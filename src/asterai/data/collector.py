@@ -642,8 +642,8 @@ def choose_symbols(
     """The symbols to collect and warnings about them.
 
     Named symbols must exist on the exchange; a named symbol that discovery marks
-    untrainable is collected with a warning. Without names, discovery's trainable
-    symbols are collected, so discovery must have run. Symbols the user excludes are
+    untrainable is collected with a warning. Without names, every discovered symbol with
+    history is collected (dead ones too: no survivorship), so discovery must have run. Symbols the user excludes are
     never collected; naming one in both lists is a usage error, and so is excluding a
     symbol the exchange does not list.
     """
@@ -679,11 +679,19 @@ def choose_symbols(
             "no discovery file yet: run `asterai discover` first (it decides which symbols are "
             "trainable), or name symbols with --symbols"
         )
-    chosen = [s["symbol"] for s in discovery.get("symbols", []) if s.get("trainable")]
+    # Every listed symbol with history, dead or alive today: a market that stopped trading
+    # is part of the past the backtest replays (no survivorship); the quality gate and the
+    # point-in-time universe decide what of it may be used.
+    chosen = [
+        s["symbol"]
+        for s in discovery.get("symbols", [])
+        if s.get("history_bars") is None or s.get("history_bars", 0) > 0
+    ]
     if not chosen:
         raise CollectionUsageError(
-            "the discovery file lists no trainable symbol (see the reasons in "
-            "data/aster_assets_discovery.json); run `asterai discover` again or name symbols with --symbols"
+            "the discovery file lists no symbol with history (see "
+            "data/aster_assets_discovery.json); run `asterai discover` again or name symbols "
+            "with --symbols"
         )
     skipped = [s for s in chosen if s in exclude]
     if skipped:

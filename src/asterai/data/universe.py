@@ -13,9 +13,12 @@ close, from bars up to ``t`` only) a symbol is tradeable when:
    tradeable when its volume dries up, and was tradeable until then;
 3. the market is open: bar ``t`` has volume (a stock perpetual's closed session, or any
    idle hour, is not tradeable);
-4. the gate did not exclude it. This one is a whole-history decision (an outlier or a
-   gap anywhere excludes every bar), so the report lists every exclusion: a symbol left
-   out for a crash is a survivorship bias the user must see.
+4. the gate did not exclude it. This one is a whole-history decision about the data
+   (too many outliers, too many gaps, a filter that does not fit, your own exclusion),
+   not about trading, so the report lists every exclusion: a symbol left out for a
+   crash is a survivorship bias the user must see. Discovery's verdict about today
+   (dead now, delisted) is never applied to the past: such a market is collected, and
+   rules 2 and 3 end its tradeable bars when its trading ends.
 
 A bar the exchange has no row for has no universe row either: absent means not
 tradeable. The rule is causal, and ``tests/test_universe.py`` proves it the way the

@@ -53,7 +53,22 @@ MODELS = ("confluence", "aster_native")
 SUSPICIOUS_AUC = 0.60
 FINGERPRINT_ROWS = 64
 PREDICTIONS_META_KEY = b"asterai.predictions"
-Progress = Callable[[str], None]
+
+
+class Progress:
+    """What training reports while it runs; the default logs it. The CLI draws bars."""
+
+    def start(self, name: str, folds: int, epochs: int | None, summary: str) -> None:
+        log.info(summary)
+
+    def fold(self, label: str) -> None:
+        log.info("%s", label)
+
+    def epoch(self, label: str, epoch: int, epochs: int, valid_loss: float) -> None:
+        log.info("%s: LSTM epoch %d/%d, valid loss %.4f", label, epoch + 1, epochs, valid_loss)
+
+    def note(self, message: str) -> None:
+        log.info(message)
 
 
 class TrainingError(ValueError):
@@ -83,6 +98,10 @@ class TrainResult:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _labels_ok(y: np.ndarray, what: str, fold: int) -> None:
@@ -219,12 +238,14 @@ def _fit_members(
         "xgboost": xgb_member,
         "xgboost_calibration": fit_platt(xgb_member.predict(panel.X[valid]), panel.y[valid]),
     }
-    say(f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s")
+    say.note(
+        f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s"
+    )
     if spec.with_lstm:
         lstm = LSTMMember(ts.lstm, device["torch"], ts.seed)
         lstm.fit(
             panel.X, panel.features, runs, panel.y, fit, valid,
-            progress=lambda e, loss: say(f"{label}: LSTM epoch {e + 1}/{ts.lstm.epochs}, valid loss {loss:.4f}"),
+            progress=lambda e, loss: say.epoch(label, e, ts.lstm.epochs, loss),
         )  # fmt: skip
         raw = lstm.predict(panel.X, runs, valid)
         members["lstm"] = lstm
@@ -252,7 +273,7 @@ def walk_forward(name: str, settings: Settings, *, progress: Progress | None = N
     if name not in MODELS:
         raise TrainingError(f"unknown model {name!r}; one of {', '.join(MODELS)}")
     started = time.perf_counter()
-    say = progress or (lambda message: log.info(message))
+    say = progress or Progress()
     spec = _spec(name, settings)
     ts = settings.train
     panel = load_panel(
@@ -270,8 +291,13 @@ def walk_forward(name: str, settings: Settings, *, progress: Progress | None = N
         )
     lay: Layout = layout(panel.times[usable_any], panel.step_ms, panel.horizon, ts)
     runs = panel.runs()
-    say(f"{name}: {len(panel.symbols)} symbols, {len(panel.times):,} rows, {len(lay.folds)} folds "
-        f"of {lay.test_bars} test bars, devices {device['xgboost']}/{device['torch']}")  # fmt: skip
+    say.start(
+        name,
+        len(lay.folds) + 1,
+        ts.lstm.epochs if spec.with_lstm else None,
+        f"{name}: {len(panel.symbols)} symbols, {len(panel.times):,} rows, {len(lay.folds)} folds "
+        f"of {lay.test_bars} test bars, XGBoost on {device['xgboost']}, PyTorch on {device['torch']}",
+    )
 
     results: list[FoldResult] = []
     pieces: list[pd.DataFrame] = []
@@ -296,6 +322,7 @@ def walk_forward(name: str, settings: Settings, *, progress: Progress | None = N
         _labels_ok(panel.y[fit], "fitting", fold.fold)
         _labels_ok(panel.y[valid], "validation", fold.fold)
         label = f"fold {fold.fold + 1}/{len(lay.folds)}"
+        say.fold(label)
         members = _fit_members(spec, settings, panel, runs, fit, valid, device, say, label)
         preds = _predict_members(members, panel, runs, test, settings)
         preds["prior"] = baselines.prior(panel.y[fit], len(test))
@@ -351,9 +378,11 @@ def walk_forward(name: str, settings: Settings, *, progress: Progress | None = N
             )
         )
         m = fold_metrics["model"]
-        say(f"{label}: AUC long {m['long']['auc']:.3f} short {m['short']['auc']:.3f} "
-            f"(logistic {fold_metrics['logistic']['long']['auc']:.3f} / {fold_metrics['logistic']['short']['auc']:.3f}) "
-            f"in {results[-1].seconds:.1f} s")  # fmt: skip
+        say.note(
+            f"{label}: AUC long {_f(m['long']['auc'])} short {_f(m['short']['auc'])} (logistic "
+            f"{_f(fold_metrics['logistic']['long']['auc'])} / "
+            f"{_f(fold_metrics['logistic']['short']['auc'])}) in {results[-1].seconds:.1f} s"
+        )
 
     y_all = np.concatenate(oos["y"])
     overall = {
@@ -390,6 +419,7 @@ def walk_forward(name: str, settings: Settings, *, progress: Progress | None = N
     valid = np.flatnonzero(panel.usable(final.valid_start, final.valid_end))
     _labels_ok(panel.y[fit], "final fitting", -1)
     _labels_ok(panel.y[valid], "final validation", -1)
+    say.fold("final model")
     members = _fit_members(spec, settings, panel, runs, fit, valid, device, say, "final model")
     tail = np.arange(max(0, len(panel.times) - FINGERPRINT_ROWS), len(panel.times))
     tail_preds = _predict_members(members, panel, runs, tail, settings)["model"]
@@ -428,7 +458,7 @@ def walk_forward(name: str, settings: Settings, *, progress: Progress | None = N
     atomic.replace_folder(folder, build)
     predictions_path = _write_predictions(paths, name, predictions, config)
     seconds = time.perf_counter() - started
-    say(f"{name}: trained in {seconds:.1f} s; wrote {folder} and {predictions_path}")
+    say.note(f"{name}: trained in {seconds:.1f} s; wrote {folder} and {predictions_path}")
     return TrainResult(
         name,
         folder,

@@ -24,7 +24,8 @@ failure in brackets:
 - ``series``: schema (columns, dtypes, sorted unique open times on the grid, exact close
   times, nothing in the future of or still open at the collection time) [contaminated];
   completeness (reaches the last bar closed at collection time; at most
-  ``quality.max_missing_share`` bars missing) [excluded].
+  ``quality.max_missing_share`` bars missing; at least ``discovery.min_history_bars`` base
+  bars) [excluded].
 - ``values``: sanity (impossible values: non-finite, prices <= 0, ``low <= close <=
   high`` broken, negative volumes, taker-buy outside 0..volume [contaminated];
   quote volume off volume x price, opens outside the range on more than 1% of bars
@@ -35,11 +36,12 @@ failure in brackets:
   and non-exchange grids [contaminated]; a newest regime off today's grid [excluded].
 - ``cross``: timeframes (4h and 1d bars agree with the 1h bars on close and volume
   exactly, high and low within 10%) and duplicates (a market whose returns repeat
-  another's) [contaminated].
+  another's) [contaminated]; a lower timeframe starting after the higher ones [excluded].
 - ``funding``: times sorted, on the hour, none after collection [contaminated]; rates
   within the cap [excluded].
-- per symbol: ``discovery`` (discovery marks it untrainable) and ``user`` (you excluded
-  it) [excluded].
+- per symbol: ``user`` (you excluded it) [excluded]. Discovery's verdict (trading today?
+  enough bars today?) is reported as a warning, never applied to the past: a market that
+  stopped trading keeps its history, and the universe marks it untradeable from then on.
 
 Thresholds were measured on the real recording first: the exchange's own 4h and 1d bars
 agree with their 1h bars on close and volume exactly but not on open, high and low

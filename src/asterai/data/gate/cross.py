@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from asterai.data.gate.model import CONTAMINATED, Finding, at_rows, passed, skipped
+from asterai.data.gate.model import CONTAMINATED, EXCLUDED, Finding, at_rows, passed, skipped
 from asterai.intervals import INTERVAL_MS
 
 SUM_TOLERANCE = 1e-9
@@ -58,6 +58,8 @@ def compare_timeframes(
     none = np.empty(0, dtype=np.int64)
     if hstep % lstep or per < 2:
         return skipped("timeframes", f"{higher_iv} is not a multiple of {lower_iv}"), none
+    if len(lower_times) == 0 or len(higher_times) == 0:
+        return skipped("timeframes", "no bars to compare"), none
     bucket = lower_times - lower_times % hstep
     starts, first_idx, counts = np.unique(bucket, return_index=True, return_counts=True)
     pos = np.searchsorted(starts, higher_times)
@@ -118,6 +120,29 @@ def compare_timeframes(
                 at_rows("timeframes", "fail", f"{name}: {what}", mask, higher_times, CONTAMINATED),
                 higher_times[mask],
             )
+    # Higher bars with volume that end before the lower file's first bar: the lower file
+    # starts later than its other timeframes (cut short, or collected over fewer days).
+    # Real data, possibly, but the timeframes no longer cover the same history: excluded.
+    before = (
+        (higher_times + hstep - 1 < lower_times[0])
+        & (np.asarray(higher["volume"], dtype=float) > 0)
+        if len(lower_times)
+        else np.zeros(n, bool)
+    )
+    if before.any():
+        return (
+            at_rows(
+                "timeframes",
+                "fail",
+                f"{name}: {int(before.sum())} bars with volume before the {lower_iv} file's first "
+                f"bar: the {lower_iv} history starts later than this one; collect again so the "
+                "timeframes cover the same history",
+                before,
+                higher_times,
+                EXCLUDED,
+            ),
+            none,
+        )
     n_complete = int(complete.sum())
     if n_complete == 0:
         return skipped(

@@ -5,25 +5,32 @@ while exchangeInfo shows only today's, so six months of real history may sit on 
 than one grid. The rule, exactly:
 
 1. **Regimes.** Walk back from the last bar with today's unit ``u0`` (the discovery
-   file's tick or step). The newest regime is the run of bars after the last bar that
-   is off ``u0``. The older regime's unit ``u1`` is the decimal gcd of the
-   ``UNIT_WINDOW`` bars just before that boundary; its start is found the same way
-   against ``u1``; and so on back to the first bar. Each regime is reported with its
-   first and last open time, unit and bar count.
+   file's tick or step; without one, the decimal gcd of the newest ``UNIT_WINDOW``
+   bars). The newest regime is the run of bars after the last bar off ``u0``. The older
+   regime's unit ``u1`` is the decimal gcd of the ``UNIT_WINDOW`` bars just before that
+   boundary; its start is found the same way against ``u1``; and so on back to the
+   first bar. Each regime is reported with its first and last open time, unit and bars.
 2. **A regime must be a grid, not a few stray values.** In a genuine older regime on
    ``u1`` the bars land on the newer unit ``u0`` only by chance: a value on ``u1`` is
    on ``u0`` with probability ``1/m``, ``m = lcm(u0, u1) / u1``, so a bar of ``k``
-   values is off ``u0`` with probability ``p = 1 - m**-k``. A regime whose share of
-   off-grid bars (among bars with a non-zero value) is below ``DENSITY x p`` is what
-   tampering looks like (isolated values off an otherwise consistent grid): its
-   off-grid bars are named and the file is ``contaminated``. So is a regime whose unit
-   is no exchange unit: not a decimal at all (a rescaled copy), a significand other
-   than 1, 2, 2.5 or 5, or more than ``MAX_UNIT_RATIO`` from the next regime's unit.
-   An oldest regime shorter than ``MIN_REGIME_BARS`` cannot be judged: a warning.
-3. **Today's grid.** When the newest bars are not on today's unit at all (the newest
-   regime is empty) but form a genuine regime on another unit, the history does not
-   fit today's filters: the series is ``excluded`` (a filter inconsistency, not
-   tampering); collect it again.
+   values is off ``u0`` with probability ``p = 1 - m**-k``. Real prices cluster on
+   round values (as few as 16% of 1000PEPEUSDT's hourly bars leave a ten times coarser
+   tick, where ``p`` says 100%), so a regime needs at least ``MIN_OFF_BARS`` bars and a
+   share of at least ``DENSITY x p`` of its bars (with a non-zero value) off ``u0``.
+   Fewer is what isolated edits look like: ``contaminated``, naming the rows. So is a
+   regime on no exchange unit: not a decimal at all (a rescaled copy), a significand
+   other than 1, 2, 2.5 or 5, or more than ``MAX_UNIT_RATIO`` from its neighbour. A
+   regime of fewer than ``MIN_REGIME_BARS`` bars cannot be told from an edit: the series
+   is ``excluded``.
+3. **Every timeframe shows it.** A filter change applies to the exchange's 1h, 4h and 1d
+   bars alike; an older regime of one file whose span holds at least
+   ``MIN_CORROBORATING_BARS`` bars of another timeframe that all stay on the newer unit
+   is an edit of that one file: ``contaminated`` (``corroborate``).
+4. **Today's grid.** When the newest bars are off today's unit (the newest regime is
+   empty) but form a genuine regime on another unit, the history does not fit today's
+   filters: ``excluded``, collect it again. When not one price is on today's tick, the
+   series is a shifted copy: ``contaminated``. (Volumes: excluded either way, since a
+   market order's step may be finer than the lot step discovery reports.)
 
 Everything else passes, with its regimes listed.
 """
@@ -43,6 +50,7 @@ MIN_OFF_BARS = 3
 MIN_REGIME_BARS = 24
 MAX_UNIT_RATIO = 100.0
 MAX_REGIMES = 12
+MIN_CORROBORATING_BARS = 3
 MAX_DECIMALS = 12
 _SIGNIFICANDS = (1.0, 2.0, 2.5, 5.0)
 
@@ -127,14 +135,45 @@ def regimes(values: np.ndarray, unit_now: float) -> list[Regime] | int:
 
 
 def check_grid(
-    values: np.ndarray, times: np.ndarray, unit_now: float | None, rule: str, what: str, name: str
+    values: np.ndarray,
+    times: np.ndarray,
+    unit_now: float | None,
+    rule: str,
+    what: str,
+    name: str,
+    *,
+    all_off: str = CONTAMINATED,
 ) -> Finding:
-    """``values``: (bars, k) prices or volumes; ``what``: "tick" or "lot step"."""
-    if not unit_now:
-        return skipped(
-            rule, f"{what} unknown (no discovery file or no filter); run `asterai discover`"
-        )
+    """``values``: (bars, k) prices or volumes; ``what``: "tick" or "lot step".
+
+    ``unit_now`` is today's filter (from discovery); without it, the decimal unit of the
+    newest ``UNIT_WINDOW`` bars stands in. ``all_off``: the outcome when not one bar is
+    on today's unit (prices: contaminated, a shifted copy; volumes: excluded, since a
+    market-order step may be finer than the lot step discovery reports).
+    """
+    if len(values) == 0:
+        return skipped(rule, "no bars")
     values = values.reshape(len(values), -1)
+    inferred = not unit_now
+    if inferred:
+        unit_now = decimal_unit(values[-UNIT_WINDOW:])
+        if unit_now is None:
+            if np.all(values[np.isfinite(values)] == 0):
+                return skipped(rule, f"no non-zero value to read a {what} from")
+            return at_rows(
+                rule,
+                "fail",
+                f"{name}: the newest values are on no exchange grid (more than {MAX_DECIMALS} "
+                "decimals, as a rescaled copy has)",
+                np.arange(len(values)) == len(values) - 1,
+                times,
+                CONTAMINATED,
+            )
+    source = (
+        f"the newest {min(UNIT_WINDOW, len(values))} bars' {what} (no discovery filter)"
+        if inferred
+        else f"today's {what}"
+    )
     k = values.shape[1]
     found = regimes(values, unit_now)
     if isinstance(found, int):
@@ -151,10 +190,13 @@ def check_grid(
         {
             "first": iso_ms(int(times[r.start])),
             "last": iso_ms(int(times[r.end - 1])),
+            "first_ms": int(times[r.start]),
+            "last_ms": int(times[r.end - 1]),
             "unit": float(r.unit),
+            "newer_unit": float(found[i - 1].unit) if i else None,
             "bars": r.bars,
         }
-        for r in reversed(found)
+        for i, r in reversed(list(enumerate(found)))
         if r.bars
     )
     described = ", ".join(f"{g['unit']:g} from {g['first']} ({g['bars']} bars)" for g in listed)
@@ -176,20 +218,27 @@ def check_grid(
                 mask,
                 times,
                 CONTAMINATED,
+                listed,
             )
         judged = int(informative[span].sum())
         expected = chance_off(older.unit, newer.unit, k)
         if judged < MIN_REGIME_BARS:
+            # too few bars to tell a filter change from an edit by themselves: another
+            # timeframe must confirm it (``corroborate``), or the series is excluded
             short = short or at_rows(
                 rule,
                 "warn",
-                f"{name}: {older.bars} bars off the {newer.unit:g} {what} on a {older.unit:g} "
-                "grid: too few to tell a filter change from an edit",
+                f"{name}: {int(off.sum())} of {judged} bars off the {newer.unit:g} {what} on a "
+                f"{older.unit:g} grid: too few bars to tell a filter change from an edit "
+                "without another timeframe",
                 mask,
                 times,
+                None,
+                listed,
             )
-        elif off.sum() < max(MIN_OFF_BARS, DENSITY * expected * judged):
-            floor = max(MIN_OFF_BARS, DENSITY * expected * judged)
+            continue
+        floor = max(MIN_OFF_BARS, DENSITY * expected * judged)
+        if off.sum() < floor:
             return at_rows(
                 rule,
                 "fail",
@@ -203,19 +252,76 @@ def check_grid(
             )
     if found[0].bars == 0:
         latest = found[1]
+        whole = latest.start == 0 and len(found) == 2
         return Finding(
             rule,
             "fail",
             f"{name}: the newest {latest.bars} bars (from {listed[-1]['first']}, row "
-            f"{latest.start}) are on a {latest.unit:g} grid, today's {what} is {unit_now:g}: "
-            "the history does not fit today's filters; collect it again",
+            f"{latest.start}) are on a {latest.unit:g} grid, {source} is {unit_now:g}"
+            + (
+                ": not one bar is on it, as in a shifted copy"
+                if whole and all_off == CONTAMINATED
+                else ": the history does not fit today's filters; collect it again"
+            ),
             (latest.start,),
             (listed[-1]["first"] or "",),
-            EXCLUDED,
+            all_off if whole else EXCLUDED,
             listed,
         )
     if short is not None:
         return short
     if len(listed) > 1:
         return passed(rule, f"{len(listed)} {what} regimes: {described}", regimes=listed)
-    return passed(rule, f"every value on the {unit_now:g} {what}", regimes=listed)
+    return passed(rule, f"every value on {source}, {unit_now:g}", regimes=listed)
+
+
+def corroborate(
+    rule: str,
+    what: str,
+    name: str,
+    regimes_: tuple[dict, ...],
+    other: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> Finding | None:
+    """A filter change shows in every timeframe; an edit in one file does not.
+
+    For each older regime of a file, every other timeframe of the symbol with at least
+    ``MIN_CORROBORATING_BARS`` bars inside the regime's span must have bars off the newer
+    unit there too, else the file is contaminated. A regime of fewer than
+    ``MIN_REGIME_BARS`` bars must be confirmed that way by at least one other timeframe,
+    else the file is excluded. ``other``: interval -> (open times, values).
+    """
+    for regime in regimes_:
+        if regime.get("newer_unit") is None:
+            continue
+        confirmed = False
+        for interval, (times, values) in other.items():
+            inside = (times >= regime["first_ms"]) & (times <= regime["last_ms"])
+            if inside.sum() < MIN_CORROBORATING_BARS:
+                continue
+            part = values.reshape(len(values), -1)[inside]
+            if on_grid(part, regime["newer_unit"]).all():
+                return Finding(
+                    rule,
+                    "fail",
+                    f"{name}: its {regime['unit']:g} {what} regime from {regime['first']} to "
+                    f"{regime['last']} does not show in the {interval} bars, which stay on "
+                    f"{regime['newer_unit']:g}: edited values, not a filter change",
+                    (),
+                    (regime["first"] or "",),
+                    CONTAMINATED,
+                    regimes_,
+                )
+            confirmed = True
+        if regime["bars"] < MIN_REGIME_BARS and not confirmed:
+            return Finding(
+                rule,
+                "fail",
+                f"{name}: a {regime['bars']}-bar {regime['unit']:g} {what} regime from "
+                f"{regime['first']} that no other timeframe confirms: too few bars to tell a "
+                "filter change from an edit",
+                (),
+                (regime["first"] or "",),
+                EXCLUDED,
+                regimes_,
+            )
+    return None

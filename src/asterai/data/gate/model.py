@@ -6,7 +6,7 @@ finding also says what the failure means, its *outcome*:
 ``excluded``
     The data is what the exchange sent but is not fit to train or trade on (a dead
     market, too short or too incomplete a history, outliers beyond the limit, a filter
-    inconsistency that is not tampering, a symbol the user or discovery leaves out).
+    inconsistency that is not tampering, a symbol the user leaves out).
     The symbol is left out of features, training and the backtest; the rest go on.
 ``contaminated``
     Evidence that a file is not what the exchange sent (missing or foreign provenance,
@@ -43,7 +43,6 @@ RULES = (
     "timeframes",
     "duplicate",
     "funding",
-    "discovery",
     "user",
 )
 

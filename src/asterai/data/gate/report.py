@@ -144,24 +144,31 @@ def render(report: GateReport, console: Any) -> None:
     """The terminal table: every symbol, grouped trainable / excluded / contaminated."""
     from rich.table import Table
 
-    table = Table(title="training readiness")
-    for col in ("symbol", "outcome", "quality", "failed rules", "first finding"):
+    table = Table(title="training readiness", show_lines=False)
+    for col in ("symbol", "outcome", "quality", "rule", "finding (file, rule, first rows)"):
         table.add_column(col, overflow="fold")
     for outcome in (CONTAMINATED, EXCLUDED, TRAINABLE):
         names = [s for s, v in report.symbols.items() if v["outcome"] == outcome]
         for symbol in sorted(names):
             info = report.symbols[symbol]
-            first = info["refusals"][0]["message"] if info["refusals"] else ""
-            if symbol in report.user_excluded and info["outcome"] == EXCLUDED:
-                first = "excluded by you" + (f"; {first}" if first else "")
             style = OUTCOME_STYLE[outcome]
-            table.add_row(
-                symbol,
-                f"[{style}]{outcome}[/]" + (" (required)" if symbol in report.required else ""),
-                f"{info['quality_score']:.1f}",
-                ", ".join(info["failed_rules"]),
-                first[:140],
-            )
+            # every refusal on its own line, contaminating ones first, never cut short
+            refusals = sorted(info["refusals"], key=lambda r: r["outcome"] != CONTAMINATED)
+            first = True
+            for r in refusals or [None]:
+                table.add_row(
+                    symbol if first else "",
+                    (
+                        f"[{style}]{outcome}[/]"
+                        + (" (required)" if symbol in report.required else "")
+                    )
+                    if first
+                    else "",
+                    f"{info['quality_score']:.1f}" if first else "",
+                    "" if r is None else f"[{OUTCOME_STYLE[r['outcome']]}]{r['rule']}[/]",
+                    "" if r is None else r["message"],
+                )
+                first = False
         if names and outcome != TRAINABLE:
             table.add_section()
     console.print(table)

@@ -209,6 +209,8 @@ def check_klines_file(
     )
     verdict.missing_share = round(verdict.missing_share, 6)
     verdict.add(finding)
+    if interval == settings.features.base_interval:
+        verdict.add(series.history_length(times, settings.discovery.min_history_bars, name))
     o, h, lo, c, v, qv = (
         frame[k].to_numpy(dtype=float)
         for k in ("open", "high", "low", "close", "volume", "quote_volume")
@@ -230,7 +232,11 @@ def check_klines_file(
             name,
         )
     )
-    verdict.add(grids.check_grid(v, times, filters.get("step_size"), "lot_step", "lot step", name))
+    verdict.add(
+        grids.check_grid(
+            v, times, filters.get("step_size"), "lot_step", "lot step", name, all_off=EXCLUDED
+        )
+    )
     return verdict, times
 
 
@@ -284,7 +290,34 @@ def _crashed(path: Path, symbol: str, kind: str, err: Exception) -> SeriesVerdic
 # -- across files ------------------------------------------------------------------------
 
 
+_GRID_COLUMNS = {"tick_grid": ("open", "high", "low", "close"), "lot_step": ("volume",)}
+
+
+def _corroborate_grids(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray | None]]) -> None:
+    """A grid regime one timeframe shows and the others do not is an edit (grids rule 3)."""
+    usable = {
+        k: (v, ld, t)
+        for k, (v, ld, t) in checked.items()
+        if t is not None and ld.frame is not None and "schema" not in v.failed_rules
+    }
+    for rule, columns in _GRID_COLUMNS.items():
+        what = "tick" if rule == "tick_grid" else "lot step"
+        for interval, (verdict, loaded, _) in usable.items():
+            finding = next((f for f in verdict.findings if f.rule == rule), None)
+            if finding is None or finding.status == "fail" or len(finding.regimes) < 2:
+                continue
+            others = {
+                k: (t, ld.frame[list(columns)].to_numpy(dtype=float))
+                for k, (_, ld, t) in usable.items()
+                if k != interval
+            }
+            bad = grids.corroborate(rule, what, loaded.path.name, finding.regimes, others)
+            if bad is not None:
+                verdict.add(bad)
+
+
 def _check_timeframes(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray | None]]) -> None:
+    _corroborate_grids(checked)
     usable = [
         k for k, (v, _, t) in checked.items() if t is not None and "schema" not in v.failed_rules
     ]
@@ -307,7 +340,7 @@ def _check_timeframes(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray
             last_closed_open_time(collected, low) if isinstance(collected, int) else None,
         )
         hv.add(finding)
-        if finding.status == "fail":
+        if finding.status == "fail" and finding.outcome == CONTAMINATED:
             bad_spans.append((INTERVAL_MS[high], bad_times))
     if bad_spans and len(bad_spans) == len(usable) - 1 and len(usable) > 2:
         # every higher timeframe disagrees: the lower file is the odd one out
@@ -373,16 +406,15 @@ def _symbol_entry(
     by_user: bool,
 ) -> dict[str, Any]:
     refusals = [_refusal(v.file, f) for v in verdicts for f in v.findings if f.status == "fail"]
+    warnings = [f.message for v in verdicts for f in v.findings if f.status == "warn"]
     if disc.get("trainable") is False:
-        refusals.append(
-            _refusal(
-                str(paths.discovery),
-                failed(
-                    "discovery",
-                    EXCLUDED,
-                    f"{paths.discovery.name}: {symbol} is not trainable: {disc.get('reason')}",
-                ),
-            )
+        # Discovery judges the market as it is today (trading now? enough bars now?). A
+        # market that stopped trading keeps its history until it stopped (the universe
+        # decides bar by bar), and the data rules judge the history itself, so
+        # discovery's verdict is reported, never applied to the past.
+        warnings.append(
+            f"{paths.discovery.name}: {symbol} is not trainable today ({disc.get('reason')}); "
+            "its history is judged by the data rules, its tradeable bars by the universe"
         )
     if by_user:
         refusals.append(
@@ -398,7 +430,7 @@ def _symbol_entry(
         "trainable": outcome == TRAINABLE,
         "failed_rules": sorted({r["rule"] for r in refusals}, key=RULES.index),
         "refusals": refusals,
-        "warnings": [f.message for v in verdicts for f in v.findings if f.status == "warn"],
+        "warnings": warnings,
         "grid_regimes": {
             Path(v.file).name: {f.rule: list(f.regimes) for f in v.findings if len(f.regimes) > 1}
             for v in verdicts
@@ -438,7 +470,7 @@ def validate(
     report = GateReport(
         settings=settings,
         required=list(dict.fromkeys([*settings.quality.required_symbols, *named])),
-        user_excluded=sorted(set(settings.exclude_symbols) & set(files)),
+        user_excluded=sorted(settings.exclude_symbols),
     )
     if not files:
         report.problems.append(
@@ -458,7 +490,18 @@ def validate(
             except Exception as err:  # a tampered file must be refused, never crash the gate
                 verdict, times = _crashed(kinds[kind], symbol, kind, err), None
             checked[kind] = (verdict, loaded, times)
-        _check_timeframes(checked)
+        try:
+            _check_timeframes(checked)
+        except Exception as err:  # a tampered file must be refused, never crash the gate
+            lowest_kind = next(iter(checked))
+            checked[lowest_kind][0].add(
+                failed(
+                    "timeframes",
+                    CONTAMINATED,
+                    f"{kinds[lowest_kind].name}: its timeframes cannot be compared "
+                    f"({type(err).__name__}: {err})",
+                )
+            )
         lowest = next(iter(checked), None)
         if lowest is not None:
             verdict, loaded, times = checked[lowest]
@@ -515,6 +558,11 @@ def validate(
         report.environment = environment_report(settings)
     if write:
         paths.data_dir.mkdir(parents=True, exist_ok=True)
+        if report.contaminated and paths.universe.exists():
+            # the universe is the gate's own output: one computed from data that is now
+            # contaminated must not outlive it (it comes back with the next clean run)
+            paths.universe.unlink()
+            report.universe = {"path": str(paths.universe), "removed": "contaminated data"}
         if not report.contaminated:
             gate_excluded = {
                 s: ", ".join(report.symbols[s]["failed_rules"]) for s in report.excluded

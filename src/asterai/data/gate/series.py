@@ -106,3 +106,15 @@ def completeness(
             longest,
         )
     return passed("completeness", msg), share, longest
+
+
+def history_length(times: np.ndarray, minimum: int, name: str) -> Finding:
+    """Too short a history to learn or trade on (``discovery.min_history_bars``): excluded."""
+    if len(times) < minimum:
+        return failed(
+            "completeness",
+            EXCLUDED,
+            f"{name}: only {len(times)} bars of history; at least {minimum} are needed "
+            "(discovery.min_history_bars)",
+        )
+    return passed("completeness", f"{len(times)} bars of history")
