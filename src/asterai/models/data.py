@@ -182,7 +182,7 @@ def load_panel(
     tradeable = uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
     symbols = sorted(frame["symbol"].unique())
     code = pd.Categorical(frame["symbol"], categories=symbols).codes.astype(np.int32)
-    X = frame[features].to_numpy(dtype=np.float32)
+    X = frame[features].to_numpy(dtype=np.float32, copy=True)
     if listing_age_cap_h is not None and LISTING_AGE in features:
         j = features.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))

@@ -50,7 +50,7 @@ class Predictor:
         missing = [f for f in base if f not in frame]
         if missing:
             raise ValueError(f"the frame lacks the model's features {missing[:5]}…")
-        X = frame[base].to_numpy(dtype=np.float32)
+        X = frame[base].to_numpy(dtype=np.float32, copy=True)
         cap = self.config.get("listing_age_cap_h")
         if cap is not None and LISTING_AGE in base:
             j = base.index(LISTING_AGE)

@@ -122,6 +122,27 @@ def _features(settings: Settings, opts: dict[str, Any]) -> StageResult:
     )
 
 
+def _training(name: str) -> Callable[[Settings, dict[str, Any]], StageResult]:
+    def run(settings: Settings, opts: dict[str, Any]) -> StageResult:
+        from asterai.data.gate import GateRefused
+        from asterai.models.data import TrainingDataError
+        from asterai.models.splits import SplitError
+        from asterai.models.train import TrainingError, walk_forward
+
+        try:
+            result = walk_forward(name, settings)
+        except (GateRefused, TrainingDataError, TrainingError, SplitError) as err:
+            return StageResult(False, str(err))
+        return StageResult(
+            True,
+            f"{len(result.folds)} folds, wrote {result.folder.name}/ and "
+            f"{result.predictions_path.name}",
+            tuple(f"  {line}" for line in [*result.verdict, *result.warnings]),
+        )
+
+    return run
+
+
 REGISTRY: dict[str, Stage] = {
     "asset_discovery": Stage("asset_discovery", "discover every Aster symbol", _discovery),
     "rate_limit_testing": Stage(
@@ -130,9 +151,11 @@ REGISTRY: dict[str, Stage] = {
     "data_collection": Stage("data_collection", "collect klines and funding", _collection),
     "data_validation": Stage("data_validation", "gate the data: real, complete, sane", _validation),
     "feature_engineering": Stage("feature_engineering", "build confluence features", _features),
-    "model_training_confluence": Stage("model_training_confluence", "train XGBoost + LSTM", None),
+    "model_training_confluence": Stage(
+        "model_training_confluence", "train XGBoost + LSTM", _training("confluence")
+    ),
     "model_training_aster_native": Stage(
-        "model_training_aster_native", "train the Aster-native model", None
+        "model_training_aster_native", "train the Aster-native model", _training("aster_native")
     ),
     "backtesting": Stage("backtesting", "backtest with full costs", None),
 }
