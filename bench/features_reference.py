@@ -136,8 +136,11 @@ def asset_frame(inp, fs: FeatureSettings) -> pd.DataFrame:
     df["funding_rate"] = joined["funding_rate"].to_numpy(float)
     df["funding_rate_change"] = joined["funding_rate_change"].to_numpy(float)
 
-    listing = pd.Timestamp(inp.listing_ms, unit="ms", tz="UTC")
-    df["listing_age_h"] = (df["open_time"] + step - listing) / pd.Timedelta(hours=1)
+    if inp.listing_ms is None:  # listed before the available history: unknown
+        df["listing_age_h"] = np.nan
+    else:
+        listing = pd.Timestamp(inp.listing_ms, unit="ms", tz="UTC")
+        df["listing_age_h"] = (df["open_time"] + step - listing) / pd.Timedelta(hours=1)
 
     rsi, hist, pctb, vz = core["rsi_14"], core["macd_hist"], core["bb_pctb_20"], core["volume_z_24"]
     prev_hist = hist.shift(1)

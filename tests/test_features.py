@@ -143,6 +143,16 @@ def test_short_histories_get_features_as_their_windows_allow(full) -> None:
     rv72 = four["rv_72"].to_numpy(dtype=float)
     assert np.isnan(rv72[:72]).all() and np.isfinite(rv72[72:]).all()
     assert (four["listing_age_h"].diff().dropna() == 1).all()
+    assert four["listing_age_h"].notna().all()  # a real listing inside the recording
+
+
+def test_a_listing_before_the_recording_is_unknown_not_a_clock(full) -> None:
+    # the recording starts mid-life for the majors: hours since its first bar would be a
+    # clock that trees split on; those listings are unknown, the new listings are known
+    for symbol in ("BTCUSDT", "ETHUSDT", "AAVEUSDT"):
+        assert full.loc[full["symbol"] == symbol, "listing_age_h"].isna().all(), symbol
+    for symbol in ("2ZUSDT", "4USDT"):
+        assert full.loc[full["symbol"] == symbol, "listing_age_h"].notna().all(), symbol
 
 
 def test_labels_follow_the_barrier_rules(inputs, full, collected) -> None:

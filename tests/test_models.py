@@ -117,11 +117,16 @@ def test_predictions_are_out_of_sample_rows_only(trained) -> None:
     root, settings, confluence, _ = trained
     paths = DataPaths.at(root)
     frame = pd.read_parquet(paths.predictions("confluence"))
-    assert list(frame.columns[:5]) == ["symbol", "open_time", "fold", "p_long", "p_short"]
+    assert list(frame.columns) == [
+        "symbol", "open_time", "fold", "p_long", "p_short",
+        "xgboost_raw_long", "xgboost_raw_short", "lstm_raw_long", "lstm_raw_short",
+    ]  # fmt: skip
     meta = json.loads(
         pq.read_schema(paths.predictions("confluence")).metadata[b"asterai.predictions"]
     )
     assert meta["out_of_sample_only"] is True
+    config = json.loads((paths.confluence_models / "ensemble_config.json").read_text())
+    assert meta["run_id"] == config["run_id"]  # the predictions belong to these models
     folds = [Fold.from_json(f) for f in meta["folds"]]
     assert len(folds) == 3
     times = to_epoch_ms(frame["open_time"])
@@ -255,3 +260,51 @@ def test_the_command_line_trains_and_prints_the_summary(trained, tmp_path) -> No
         main, ["train", "confluence", "--data-root", str(copy), "--folds", "30"]
     )
     assert bad.exit_code == 2 and "train.folds = 30" in bad.output
+
+
+def test_the_final_model_learns_from_every_row_with_what_evaluation_chose(trained) -> None:
+    root, settings, confluence, _ = trained
+    final = confluence.config["final_model"]
+    usable = pd.read_parquet(DataPaths.at(root).universe)
+    features = pd.read_parquet(
+        DataPaths.at(root).features("1h"), columns=["symbol", "open_time", "label_tb"]
+    )
+    merged = features.merge(usable, on=["symbol", "open_time"])
+    eligible = merged["tradeable"] & merged["label_tb"].notna()
+    symbols = set(confluence.config["symbols"])
+    assert final["rows"] == int((eligible & merged["symbol"].isin(symbols)).sum())
+    best = [f["xgboost_best_iteration"] for f in confluence.config["metrics"]["per_fold"]]
+    assert final["xgboost_trees"] == int(np.median(best)) + 1
+    epochs = [f["lstm_best_epoch"] for f in confluence.config["metrics"]["per_fold"]]
+    assert final["lstm_epochs"] == int(np.median(epochs)) + 1
+
+
+def test_rolling_windows_keep_the_first_training_length(prepared, tmp_path) -> None:
+    root = copy_root(prepared, tmp_path / "rolling")
+    result = walk_forward("aster_native", settings_for(root, scheme="rolling"))
+    folds = [r.fold for r in result.folds]
+    spans = [f.valid_end - f.train_start for f in folds]
+    assert max(spans) - min(spans) <= HOUR  # one training length, moving forward
+    assert folds[1].train_start > folds[0].train_start
+    assert result.config["leakage_checks"]["purge_ok"]
+
+
+def test_a_single_class_fold_is_a_clear_error(prepared, tmp_path) -> None:
+    # an absurd target (60 ATR) that no trade reaches in a month: one class everywhere
+    from asterai.features.build import run_features
+    from asterai.models.errors import TrainingError
+
+    root = copy_root(prepared, tmp_path / "one-class")
+    settings = load_settings(root, features={"tp_atr": 60.0}, train=SMALL)
+    run_features(settings, plots=False)
+    with pytest.raises(TrainingError, match=r"only one class .* trades"):
+        walk_forward("aster_native", settings)
+    assert not DataPaths.at(root).aster_native_models.exists()
+
+
+def test_a_feature_missing_in_a_training_window_is_dropped_and_recorded(trained) -> None:
+    _, _, confluence, _ = trained
+    # the recording has no funding history: the funding columns are all NaN
+    for fold in confluence.config["metrics"]["per_fold"]:
+        assert {"funding_rate", "funding_rate_change"} <= set(fold["lstm_dropped_columns"])
+    assert "funding_rate" in confluence.config["members"]["lstm"]["input"]["dropped"]

@@ -500,23 +500,26 @@ def train(
     """
     from asterai.data.gate import GateRefused
     from asterai.models.data import TrainingDataError
+    from asterai.models.errors import TrainingError
     from asterai.models.splits import SplitError
-    from asterai.models.train import TrainingError, walk_forward
+    from asterai.models.train import walk_forward
 
     overrides: dict[str, Any] = {
         k: v for k, v in (("device", device), ("folds", folds), ("scheme", scheme)) if v is not None
     }
     lstm = {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs)) if v is not None}
     if overrides or lstm:
-        train_settings = settings.train.model_copy(
-            update={**overrides, "lstm": settings.train.lstm.model_copy(update=lstm)}
-        )
-        # model_copy skips validation: revalidate so a bad value is an error, not a crash
-        settings = settings.model_copy(
-            update={"train": type(settings.train).model_validate(train_settings.model_dump())}
-        )
-        if folds is not None:
-            settings.train.model_fields_set.add("folds")
+        from asterai.config import TrainSettings
+
+        # only what was set (in asterai.toml or here) counts as set: an option must not
+        # turn the default fold count into an explicit one
+        raw = settings.train.model_dump(exclude_unset=True)
+        raw.update(overrides)
+        raw["lstm"] = {**settings.train.lstm.model_dump(exclude_unset=True), **lstm}
+        try:
+            settings = settings.model_copy(update={"train": TrainSettings.model_validate(raw)})
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
     console = _console()
     bars = _TrainBars(console)
     name = model.replace("-", "_")

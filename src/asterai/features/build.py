@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -204,7 +205,38 @@ def load_inputs(
         if paths.funding(s).exists():
             funding = read_series(paths.funding(s), "funding").frame
         inputs.append(SymbolInput(s, bars, funding, int(listing) if listing is not None else first))
-    return inputs, hashes
+    return unknown_listings(inputs), hashes
+
+
+def unknown_listings(inputs: list[SymbolInput]) -> list[SymbolInput]:
+    """Listing times that are really the start of a cut history become unknown (None).
+
+    The collector records the exchange's first kline as the listing. A live exchange
+    answers with the market's true first bar; a recording that starts in the middle of a
+    market's life (the replay of ``shared/aster-real``) answers with its own first bar,
+    and hours since then would be a clock, not a listing age. The exchange's bars tell
+    the two apart: a market listed at hour ``L`` has a 4h and a 1d bar that *contain*
+    ``L`` (the listing day's daily bar opens at 00:00), while a cut history's higher
+    timeframes start with their first complete bar after the cut. So when the listing is
+    the first base bar and a higher timeframe's first bar opens after it, the listing
+    is unknown (``listing_age_h`` NaN).
+    """
+    out = []
+    for inp in inputs:
+        base = min(inp.bars, key=lambda iv: INTERVAL_MS[iv])
+        first = int(to_epoch_ms(inp.bars[base]["open_time"])[0]) if len(inp.bars[base]) else None
+        higher_firsts = [
+            int(to_epoch_ms(frame["open_time"])[0])
+            for iv, frame in inp.bars.items()
+            if iv != base and len(frame)
+        ]
+        cut = (
+            inp.listing_ms is not None
+            and inp.listing_ms == first
+            and any(h > inp.listing_ms for h in higher_firsts)
+        )
+        out.append(replace(inp, listing_ms=None) if cut else inp)
+    return out
 
 
 def write_features(settings: Settings, result: FeatureResult) -> Any:

@@ -56,7 +56,8 @@ BASE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "listing_age_h",
         "asset",
-        "hours from the symbol's first bar on the exchange to the bar's close",
+        "hours from the symbol's first bar on the exchange to the bar's close; NaN when the "
+        "listing predates the available history (see build.unknown_listings)",
     ),
     FeatureSpec("rsi_oversold", "event", f"1 if RSI(14) < {ind.RSI_OVERSOLD:g}"),
     FeatureSpec("rsi_overbought", "event", f"1 if RSI(14) > {ind.RSI_OVERBOUGHT:g}"),

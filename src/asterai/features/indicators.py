@@ -118,7 +118,7 @@ def asset_features(
     volume: np.ndarray,
     taker_buy: np.ndarray,
     open_time: np.ndarray,
-    listing_ms: int,
+    listing_ms: int | None,
     hours_per_bar: float,
 ) -> dict[str, np.ndarray]:
     """Every per-asset feature of the base timeframe for one symbol."""
@@ -149,7 +149,11 @@ def asset_features(
     for w in RANGE_WINDOWS:
         out[f"dist_high_{w}"] = close / rolling_max(high, w) - 1.0
         out[f"dist_low_{w}"] = close / rolling_min(low, w) - 1.0
-    out["listing_age_h"] = (open_time - listing_ms) / 3_600_000.0 + hours_per_bar
+    out["listing_age_h"] = (
+        np.full(len(open_time), np.nan)
+        if listing_ms is None
+        else (open_time - listing_ms) / 3_600_000.0 + hours_per_bar
+    )
     # events that the cross-asset confluence counts (1.0 / 0.0, NaN while warming up)
     rsi, hist, pctb = core["rsi_14"], core["macd_hist"], core["bb_pctb_20"]
     prev_hist = np.r_[np.nan, hist[:-1]]

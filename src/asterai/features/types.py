@@ -20,7 +20,7 @@ class SymbolInput:
     symbol: str
     bars: dict[str, pd.DataFrame]
     funding: pd.DataFrame | None
-    listing_ms: int
+    listing_ms: int | None  # None: listed before the available history began (unknown)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 ``prior``: the class rate of the fitting rows, for every row (AUC 0.5 by construction;
 the log loss and Brier a model must beat). ``logistic``: scikit-learn's logistic
-regression on the same features, medians filled and standardised on the fitting rows.
+regression on the same features, medians filled and standardised on the fitting rows (at most
+``LOGISTIC_MAX_ROWS`` of them, evenly spaced).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ def prior(y_fit: np.ndarray, rows: int) -> np.ndarray:
     return np.tile(np.nanmean(y_fit, axis=0), (rows, 1))
 
 
+#: The logistic baseline is fitted on at most this many rows (evenly spaced in time):
+#: a linear model gains nothing from more, and memory stays bounded on big panels.
+LOGISTIC_MAX_ROWS = 200_000
+
+
 def logistic(X_fit: np.ndarray, y_fit: np.ndarray, X: np.ndarray, seed: int) -> np.ndarray:
+    if len(X_fit) > LOGISTIC_MAX_ROWS:
+        keep = np.linspace(0, len(X_fit) - 1, LOGISTIC_MAX_ROWS).astype(np.int64)
+        X_fit, y_fit = X_fit[keep], y_fit[keep]
     seen = np.isfinite(X_fit).any(axis=0)
     with np.errstate(all="ignore"):
         fill = np.nanmedian(X_fit[:, seen], axis=0)

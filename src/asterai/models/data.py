@@ -40,7 +40,10 @@ PRICE_UNIT_FEATURES = ("atr_14",)
 LISTING_AGE = "listing_age_h"
 LABEL_LONG, LABEL_SHORT = "label_tb", "label_tb_short"
 DIRECTIONS = ("long", "short")
-CATEGORIES = ("major", "alt", "new_listing", "stock_perpetual")
+#: What a market is (from discovery; it does not change over time)...
+STATIC_CATEGORIES = ("major", "alt", "stock_perpetual")
+#: ...and one flag decided per bar from the listing age at that bar (no look-ahead).
+CATEGORIES = (*STATIC_CATEGORIES, "new_listing")
 
 
 class TrainingDataError(ValueError):
@@ -63,6 +66,8 @@ class Panel:
     horizon: int
     inputs_sha256: dict[str, str] = field(default_factory=dict)
     category: dict[str, str | None] = field(default_factory=dict)
+    new_listing_h: float = 720.0
+    listing_age_h: np.ndarray | None = None  # uncapped, for per-bar categories
 
     @property
     def labelled(self) -> np.ndarray:
@@ -193,12 +198,13 @@ def load_panel(
         ]
     ).astype(np.float32)
     category: dict[str, str | None] = {s: None for s in symbols}
+    new_listing_h = settings.discovery.new_listing_days * 24
     if with_categories:
-        category = _categories(paths, symbols)
-        onehot = np.zeros((len(frame), len(CATEGORIES)), dtype=np.float32)
-        for j, s in enumerate(symbols):
-            if category[s] in CATEGORIES:
-                onehot[code == j, CATEGORIES.index(category[s])] = 1.0
+        category = static_categories(paths, symbols, settings.discovery.majors)
+        age = frame[LISTING_AGE].to_numpy(dtype=float)
+        onehot = category_columns(
+            np.array(symbols, dtype=object)[code], category, age, new_listing_h
+        )
         X = np.hstack([X, onehot])
         features = [*features, *(f"category_{c}" for c in CATEGORIES)]
     inputs = {
@@ -220,12 +226,50 @@ def load_panel(
         settings.features.label_horizon,
         inputs,
         category,
+        new_listing_h,
+        frame[LISTING_AGE].to_numpy(dtype=float) if LISTING_AGE in frame else None,
     )
 
 
-def _categories(paths: DataPaths, symbols: list[str]) -> dict[str, str | None]:
-    if not paths.discovery.exists():
-        return {s: None for s in symbols}
-    doc = json.loads(paths.discovery.read_text())
-    by = {e.get("symbol"): e.get("category") for e in doc.get("symbols", []) if isinstance(e, dict)}
-    return {s: by.get(s) for s in symbols}
+def static_categories(
+    paths: DataPaths, symbols: list[str], majors: tuple[str, ...]
+) -> dict[str, str]:
+    """What each market is: major, alt or stock perpetual (discovery's facts that do not
+    change over time; its "new_listing" and "dead" are about today, so those symbols
+    fall back to major or alt by their base asset)."""
+    from asterai.data.discovery import strip_multiplier
+
+    entries: dict[str, dict[str, Any]] = {}
+    if paths.discovery.exists():
+        doc = json.loads(paths.discovery.read_text())
+        entries = {e.get("symbol"): e for e in doc.get("symbols", []) if isinstance(e, dict)}
+    wanted = {m.upper() for m in majors}
+    out = {}
+    for s in symbols:
+        entry = entries.get(s, {})
+        if entry.get("category") in STATIC_CATEGORIES:
+            out[s] = entry["category"]
+            continue
+        base = entry.get("base_asset") or s.removesuffix("USDT")
+        out[s] = "major" if strip_multiplier(str(base)).upper() in wanted else "alt"
+    return out
+
+
+def category_columns(
+    symbol_of_row: np.ndarray, static: dict[str, str], age_h: np.ndarray, new_listing_h: float
+) -> np.ndarray:
+    """One-hot of the static category, plus "new listing" from the age at each bar."""
+    out = np.zeros((len(symbol_of_row), len(CATEGORIES)), dtype=np.float32)
+    kinds = np.array([static.get(s, "alt") for s in symbol_of_row], dtype=object)
+    for j, c in enumerate(STATIC_CATEGORIES):
+        out[:, j] = kinds == c
+    out[:, -1] = np.isfinite(age_h) & (age_h < new_listing_h)
+    return out
+
+
+def row_categories(
+    symbol_of_row: np.ndarray, static: dict[str, str], age_h: np.ndarray, new_listing_h: float
+) -> np.ndarray:
+    """Per row: "new_listing" while the listing is younger than the limit, else static."""
+    kinds = np.array([static.get(s, "alt") for s in symbol_of_row], dtype=object)
+    return np.where(np.isfinite(age_h) & (age_h < new_listing_h), "new_listing", kinds)

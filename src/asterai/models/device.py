@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from asterai.models.errors import TrainingError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ def choose_device(requested: str) -> dict[str, Any]:
     xok, xnote = _xgboost_cuda()
     tok, tnote = _torch_cuda()
     if requested == "cuda" and not (xok and tok):
-        raise RuntimeError(
+        raise TrainingError(
             f"--device cuda asked for, but {xnote if not xok else tnote}; use --device auto or cpu"
         )
     chosen = {

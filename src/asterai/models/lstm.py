@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from asterai.config import LSTMSettings
+from asterai.models.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +45,25 @@ class Prep:
 
     @classmethod
     def fit(cls, X: np.ndarray, features: list[str], indicator_share: float) -> Prep:
-        present = np.isfinite(X)
-        seen = present.any(axis=0)
-        columns = [int(j) for j in np.flatnonzero(seen)]
-        dropped = [features[j] for j in np.flatnonzero(~seen)]
-        with np.errstate(all="ignore"):
-            kept = X[:, columns].astype(np.float64)
-            fill = np.nanmedian(kept, axis=0)
-            filled = np.where(np.isfinite(kept), kept, fill)
-            mean = filled.mean(axis=0)
-            std = filled.std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0)
-        missing_share = 1.0 - present.mean(axis=0)
-        indicators = [
-            int(j) for j in columns if missing_share[j] >= indicator_share and missing_share[j] > 0
-        ]
-        return cls(columns, fill.tolist(), mean.tolist(), std.tolist(), indicators, dropped)
+        """Fitted on ``X``, the fitting rows only; column by column, so no full-size copy."""
+        columns, dropped, fill, mean, std, indicators = [], [], [], [], [], []
+        for j, name in enumerate(features):
+            col = X[:, j]
+            present = np.isfinite(col)
+            if not present.any():
+                dropped.append(name)
+                continue
+            median = float(np.median(col[present]))
+            filled = np.where(present, col, np.float32(median)).astype(np.float64)
+            sd = float(filled.std())
+            columns.append(j)
+            fill.append(median)
+            mean.append(float(filled.mean()))
+            std.append(sd if sd > 1e-12 else 1.0)
+            missing = 1.0 - float(present.mean())
+            if missing > 0 and missing >= indicator_share:
+                indicators.append(j)
+        return cls(columns, fill, mean, std, indicators, dropped)
 
     @property
     def width(self) -> int:
@@ -114,6 +118,11 @@ class LSTMMember:
         self.best_epoch: int | None = None
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
+        self.Z: np.ndarray | None = None
+
+    def release(self) -> None:
+        """Drop the fold's transformed panel (the largest array the member holds)."""
+        self.Z = None
 
     # -- windows --------------------------------------------------------------
 
@@ -133,20 +142,27 @@ class LSTMMember:
         runs: np.ndarray,
         y: np.ndarray,
         fit_rows: np.ndarray,
-        valid_rows: np.ndarray,
+        valid_rows: np.ndarray | None,
         progress: Any = None,
+        epochs: int | None = None,
     ) -> LSTMMember:
-        """``X``: the whole panel; ``fit_rows`` / ``valid_rows``: labelled rows to use."""
+        """``X``: the whole panel; ``fit_rows`` / ``valid_rows``: labelled rows to use.
+
+        With ``valid_rows`` None (the final model) it runs exactly ``epochs`` epochs.
+        The transformed panel is kept (``self.Z``) for this fold's predictions; call
+        ``release()`` when the fold is done.
+        """
         s = self.settings
         started = time.perf_counter()
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.prep = Prep.fit(X[fit_rows], features, s.missing_indicator_share)
-        Z = self.prep.transform(X)
+        self.Z = Z = self.prep.transform(X)
         fit_rows = fit_rows[self.has_window(runs, fit_rows)][:: s.window_stride]
-        valid_rows = valid_rows[self.has_window(runs, valid_rows)]
-        if len(fit_rows) == 0 or len(valid_rows) == 0:
-            raise ValueError(
+        if valid_rows is not None:
+            valid_rows = valid_rows[self.has_window(runs, valid_rows)]
+        if len(fit_rows) == 0 or (valid_rows is not None and len(valid_rows) == 0):
+            raise TrainingError(
                 f"no {s.sequence_length}-bar window to fit or validate the LSTM on: lower "
                 "train.lstm.sequence_length or collect more history"
             )
@@ -155,7 +171,7 @@ class LSTMMember:
         loss_fn = nn.BCEWithLogitsLoss()
         y_t = torch.from_numpy(np.nan_to_num(y).astype(np.float32))
         best, best_state, stale = np.inf, None, 0
-        for epoch in range(s.epochs):
+        for epoch in range(epochs or s.epochs):
             self.net.train()
             order = fit_rows[rng.permutation(len(fit_rows))]
             total = 0.0
@@ -166,6 +182,12 @@ class LSTMMember:
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(rows)
+            if valid_rows is None:
+                self.history.append({"epoch": epoch, "fit_loss": total / len(order)})
+                self.best_epoch = epoch
+                if progress is not None:
+                    progress(epoch, float("nan"))
+                continue
             valid_loss = self._loss(Z, valid_rows, y_t, loss_fn)
             self.history.append(
                 {"epoch": epoch, "fit_loss": total / len(order), "valid_loss": valid_loss}
@@ -206,7 +228,8 @@ class LSTMMember:
         ok = self.has_window(runs, rows)
         if not ok.any():
             return out
-        Z = self.prep.transform(X) if Z is None else Z
+        if Z is None:
+            Z = self.Z if self.Z is not None else self.prep.transform(X)
         self.net.eval()
         wanted = rows[ok]
         parts = []

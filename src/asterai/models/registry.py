@@ -21,7 +21,7 @@ from asterai.config import LSTMSettings, Settings, XGBoostSettings
 from asterai.data.store import to_epoch_ms
 from asterai.intervals import INTERVAL_MS
 from asterai.models.calibration import apply_platt
-from asterai.models.data import CATEGORIES, LISTING_AGE
+from asterai.models.data import LISTING_AGE, category_columns
 from asterai.models.lstm import LSTMMember
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
@@ -49,17 +49,19 @@ class Predictor:
         base = [f for f in self.features if not f.startswith("category_")]
         missing = [f for f in base if f not in frame]
         if missing:
-            raise ValueError(f"the frame lacks the model's features {missing[:5]}…")
+            raise ValueError(f"the frame lacks the model's features {missing[:5]}")
         X = frame[base].to_numpy(dtype=np.float32, copy=True)
         cap = self.config.get("listing_age_cap_h")
         if cap is not None and LISTING_AGE in base:
             j = base.index(LISTING_AGE)
             X[:, j] = np.minimum(X[:, j], np.float32(cap))
         if categories is not None:
-            onehot = np.zeros((len(frame), len(CATEGORIES)), dtype=np.float32)
-            cats = frame["symbol"].map(categories)
-            for j, c in enumerate(CATEGORIES):
-                onehot[:, j] = (cats == c).to_numpy()
+            onehot = category_columns(
+                frame["symbol"].to_numpy(),
+                categories,
+                frame[LISTING_AGE].to_numpy(dtype=float),
+                self.config["new_listing_hours"],
+            )
             X = np.hstack([X, onehot])
         return X
 

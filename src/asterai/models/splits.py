@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MIN_TEST_BARS = 24
 MIN_VALID_BARS = 24
+#: Fewer days of history than this: the report warns that the sample is small.
+SMALL_SAMPLE_DAYS = 60
 
 
 class SplitError(ValueError):
@@ -158,10 +160,11 @@ def layout(times: np.ndarray, step_ms: int, horizon: int, ts: TrainSettings) -> 
                     f"only {n} bars of history: {k} walk-forward fold(s) instead of "
                     f"{ts.folds}; the out-of-sample figures rest on few bars"
                 )
-            if n < 24 * 60:
+            days = n * step_ms / 86_400_000
+            if days < SMALL_SAMPLE_DAYS:
                 warnings.append(
-                    f"the sample is small ({n} bars, {n * step_ms / 86_400_000:.0f} days): "
-                    "treat every figure as a rough hypothesis"
+                    f"the sample is small ({n} bars, {days:.0f} days): treat every figure as a "
+                    "rough hypothesis"
                 )
             for w in warnings:
                 log.warning(w)
@@ -171,25 +174,4 @@ def layout(times: np.ndarray, step_ms: int, horizon: int, ts: TrainSettings) -> 
         f"{ts.test_bars or MIN_TEST_BARS} bars, a gap of {gap} bars (label horizon + 1 + "
         f"train.embargo_bars) and train.min_train_bars = {ts.min_train_bars}; collect more "
         "history or lower train.min_train_bars"
-    )
-
-
-def final_fold(times: np.ndarray, step_ms: int, horizon: int, ts: TrainSettings) -> Fold:
-    """The split for the final model: all bars, the last part for validation, no test."""
-    grid = np.arange(int(times.min()), int(times.max()) + step_ms, step_ms, dtype=np.int64)
-    gap = horizon + 1 + ts.embargo_bars
-    parts = _train_parts(0, len(grid) - 1, gap, ts)
-    if parts is None:
-        raise SplitError(
-            f"{len(grid)} bars are too few for the final model; lower train.min_train_bars"
-        )
-    fit_last, valid_first, valid_last = parts
-    return Fold(
-        -1,
-        int(grid[0]),
-        int(grid[fit_last]),
-        int(grid[valid_first]),
-        int(grid[valid_last]),
-        int(grid[-1]) + step_ms,  # no test window: it starts after the data
-        int(grid[-1]),
     )

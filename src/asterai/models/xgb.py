@@ -47,20 +47,32 @@ class XGBMember:
         }
 
     def fit(
-        self, X: np.ndarray, y: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_valid: np.ndarray | None,
+        y_valid: np.ndarray | None,
+        rounds: int | None = None,
     ) -> XGBMember:
+        """Early stopping on the validation rows; without them, exactly ``rounds`` trees."""
         started = time.perf_counter()
         train = xgb.DMatrix(X, label=y, missing=np.nan)
-        valid = xgb.DMatrix(X_valid, label=y_valid, missing=np.nan)
-        self.booster = xgb.train(
-            self.params(),
-            train,
-            self.settings.n_estimators,
-            evals=[(valid, "valid")],
-            early_stopping_rounds=self.settings.early_stopping_rounds,
-            verbose_eval=False,
-        )
-        self.best_iteration = int(self.booster.best_iteration)
+        if X_valid is None:
+            self.booster = xgb.train(
+                self.params(), train, int(rounds or self.settings.n_estimators)
+            )
+            self.best_iteration = int(self.booster.num_boosted_rounds()) - 1
+        else:
+            valid = xgb.DMatrix(X_valid, label=y_valid, missing=np.nan)
+            self.booster = xgb.train(
+                self.params(),
+                train,
+                self.settings.n_estimators,
+                evals=[(valid, "valid")],
+                early_stopping_rounds=self.settings.early_stopping_rounds,
+                verbose_eval=False,
+            )
+            self.best_iteration = int(self.booster.best_iteration)
         self.booster.set_attr(best_iteration=str(self.best_iteration))
         self.seconds = time.perf_counter() - started
         return self
