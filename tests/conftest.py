@@ -44,3 +44,20 @@ def replay(recording):
 
     with ReplayServer(recording) as server:
         yield server
+
+
+def collect_everything(root: Path, recording):
+    """Discovery plus every recorded symbol collected into ``root`` over loopback."""
+    import asyncio
+
+    from asterai.config import load_settings
+    from asterai.data.collector import collect
+    from asterai.data.discovery import run_discovery
+    from asterai.exchange.replay import ReplayServer
+
+    with ReplayServer(recording) as server:
+        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
+        run_discovery(settings)
+        symbols = sorted({s for s, _ in recording.klines})
+        assert asyncio.run(collect(settings, symbols=symbols)).ok
+    return load_settings(root, exchange=FAST_EXCHANGE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,13 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import FAST_EXCHANGE
+from conftest import collect_everything
 
-from asterai.config import load_settings
-from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
 from asterai.data.store import to_epoch_ms
-from asterai.exchange.replay import ReplayServer
 from asterai.features.build import (
     FEATURES_META_KEY,
     SymbolInput,
@@ -34,12 +29,7 @@ HOUR = 3_600_000
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory, recording):
     """A real collection of every recorded symbol, discovered and collected over loopback."""
-    root = tmp_path_factory.mktemp("features")
-    with ReplayServer(recording) as server:
-        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
-        run_discovery(settings)
-        symbols = sorted({s for s, _ in recording.klines})
-        assert asyncio.run(collect(settings, symbols=symbols)).ok
+    settings = collect_everything(tmp_path_factory.mktemp("features"), recording)
     return settings
 
 

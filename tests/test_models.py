@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
@@ -14,15 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import FAST_EXCHANGE
+from conftest import collect_everything
 
 from asterai.cli import main
 from asterai.config import load_settings
-from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
 from asterai.data.gate import GateRefused, validate
 from asterai.data.store import PROVENANCE_KEY, read_provenance, to_epoch_ms
-from asterai.exchange.replay import ReplayServer
 from asterai.features.build import run_features
 from asterai.models import load
 from asterai.models.splits import Fold, SplitError
@@ -38,11 +34,7 @@ SMALL = {"folds": 3, "lstm": {"epochs": 2, "hidden_size": 16}, "xgboost": {"n_es
 def prepared(tmp_path_factory, recording) -> Path:
     """A data root with every recorded symbol collected, gated and turned into features."""
     root = tmp_path_factory.mktemp("models")
-    with ReplayServer(recording) as server:
-        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
-        run_discovery(settings)
-        symbols = sorted({s for s, _ in recording.klines})
-        assert asyncio.run(collect(settings, symbols=symbols)).ok
+    settings = collect_everything(root, recording)
     assert validate(settings, environment=False).ok
     run_features(settings, plots=False)
     return root

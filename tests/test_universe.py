@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE
+from conftest import collect_everything
 
-from asterai.config import load_settings
-from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
 from asterai.data.gate import validate
 from asterai.data.store import read_provenance, read_series, to_epoch_ms
 from asterai.data.universe import (
@@ -25,7 +20,6 @@ from asterai.data.universe import (
     load_universe,
     tradeable_kernel,
 )
-from asterai.exchange.replay import ReplayServer
 from asterai.intervals import DAY_MS, HOUR_MS
 from asterai.paths import DataPaths
 
@@ -34,12 +28,7 @@ DEAD = ("1INCHUSDT", "AIUSDT", "ALGOUSDT")
 
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory, recording):
-    root = tmp_path_factory.mktemp("universe")
-    with ReplayServer(recording) as server:
-        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
-        run_discovery(settings)
-        symbols = sorted({s for s, _ in recording.klines})
-        assert asyncio.run(collect(settings, symbols=symbols)).ok
+    settings = collect_everything(tmp_path_factory.mktemp("universe"), recording)
     report = validate(settings, environment=False)
     assert report.ok, report.reasons()
     return settings
