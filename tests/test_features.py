@@ -257,3 +257,25 @@ def test_run_features_writes_the_long_parquet_with_its_metadata(collected) -> No
     meta = json.loads(table.schema.metadata[FEATURES_META_KEY])
     assert meta["features"] == feature_names(collected.features.higher_intervals)
     assert "BTCUSDT_1h.parquet" in meta["inputs_sha256"]
+
+
+def test_a_real_listing_inside_a_short_window_keeps_its_age(inputs) -> None:
+    """The exchange's first klines decide, not the files' first bars: 2ZUSDT's listing
+    day has a 1d bar that contains its first hour even when the collected window starts
+    later; a cut history's higher timeframes start after its first hour."""
+    from asterai.features.build import unknown_listings
+
+    two_z = next(i for i in inputs if i.symbol == "2ZUSDT")
+    btc = next(i for i in inputs if i.symbol == "BTCUSDT")
+    listed = int(pd.Timestamp("2025-10-02 14:00", tz="UTC").value // 1_000_000)
+    day = int(pd.Timestamp("2025-10-02", tz="UTC").value // 1_000_000)
+    cut = int(pd.Timestamp("2025-09-14 06:00", tz="UTC").value // 1_000_000)
+    out = unknown_listings(
+        [replace(two_z, listing_ms=listed), replace(btc, listing_ms=cut)],
+        {
+            "2ZUSDT": {"1h": listed, "4h": listed - 2 * HOUR, "1d": day},
+            "BTCUSDT": {"1h": cut, "4h": cut + 2 * HOUR, "1d": cut + 18 * HOUR},
+        },
+    )
+    assert out[0].listing_ms == listed
+    assert out[1].listing_ms is None

@@ -585,6 +585,31 @@ def regridded_coarser_from_a_date(h: Path) -> None:
     set_filter(h, "ETHUSDT", "tick_size", 0.1)
 
 
+def regrid_from(h: Path, symbol: str, since: str, decimals: int) -> None:
+    """Every timeframe of ``symbol`` on a coarser tick from ``since``, as the exchange's own
+    bars would be: bars after the change rounded, a bar spanning it keeps its earlier
+    extremes and gets the new close."""
+    when = pd.Timestamp(since, tz="UTC")
+    hourly, _ = load(h, f"{symbol}_1h.parquet")
+    before = hourly[hourly["open_time"] < when]
+    for interval, step in (("1h", "1h"), ("4h", "4h"), ("1d", "1D")):
+        frame, prov = load(h, f"{symbol}_{interval}.parquet")
+        for i in frame.index:
+            start = frame.at[i, "open_time"]
+            if start >= when:
+                for col in ("open", "high", "low", "close"):
+                    frame.at[i, col] = round(frame.at[i, col], decimals)
+            elif start + pd.Timedelta(step) > when:  # spans the change
+                frame.at[i, "close"] = round(frame.at[i, "close"], decimals)
+                part = before[before["open_time"] >= start]
+                for col in ("high", "low"):
+                    if not (part[col] == frame.at[i, col]).any():
+                        frame.at[i, col] = round(frame.at[i, col], decimals)
+        prices = frame[["open", "high", "low", "close"]]
+        frame["high"], frame["low"] = prices.max(axis=1), prices.min(axis=1)
+        write(h, f"{symbol}_{interval}.parquet", frame, prov)
+
+
 def scattered_off_grid_values(h: Path) -> int:
     # three lows nudged off the 0.01 tick, far apart: no filter change looks like this
     frame, prov = load(h, "ETHUSDT_1h.parquet")
@@ -624,6 +649,22 @@ def three_edits_near_the_start(h: Path) -> None:
 
 def forty_edits_every_tenth_bar(h: Path) -> None:
     edited_highs(h, list(range(10, 401, 10)))
+
+
+def edits_in_the_newest_week_without_discovery(h: Path) -> int:
+    # three lows moved off the tick inside the bars today's tick is read from
+    (h.parent.parent / "aster_assets_discovery.json").unlink()
+    frame, prov = load(h, "ETHUSDT_1h.parquet")
+    rows = [len(frame) - 50, len(frame) - 60, len(frame) - 70]
+    rows = [
+        r
+        for r in rows
+        if frame.at[r, "low"] < min(frame.at[r, "open"], frame.at[r, "close"]) - 0.01
+    ]
+    assert len(rows) >= 2
+    frame.loc[rows, "low"] -= 0.003
+    write(h, "ETHUSDT_1h.parquet", frame, prov)
+    return rows[-1]
 
 
 def off_grid_price_without_discovery(h: Path) -> int:
@@ -720,6 +761,7 @@ CORPUS = [
     Variant("three off-grid highs in the first 51 bars", "ETHUSDT", "ETHUSDT_1h", three_edits_near_the_start, "tick_grid"),
     Variant("forty off-grid highs, every tenth bar", "ETHUSDT", "ETHUSDT_1h", forty_edits_every_tenth_bar, "tick_grid"),
     Variant("off-grid price, no discovery file", "ETHUSDT", "ETHUSDT_1h", off_grid_price_without_discovery, "tick_grid"),
+    Variant("off-grid lows in the newest week, no discovery file", "ETHUSDT", "ETHUSDT_1h", edits_in_the_newest_week_without_discovery, "tick_grid"),
     Variant("every price shifted half a tick in every timeframe", "ETHUSDT", "ETHUSDT_1h", shifted_copy_in_every_timeframe, "tick_grid"),
     Variant("empty 1h file", "2ZUSDT", "2ZUSDT_1h", empty_hourly_file, "completeness", EXCLUDED),
     Variant("1h file starting 20 days after its 4h and 1d files", "ETHUSDT", "ETHUSDT_4h", hourly_file_starting_late, "timeframes", EXCLUDED),
@@ -1060,6 +1102,57 @@ def test_a_malformed_discovery_file_does_not_break_the_gate(genuine: Path, tmp_p
     tick = next(f for f in verdict_of(report, "BTCUSDT_1h").findings if f.rule == "tick_grid")
     assert tick.status == "pass" and "no discovery filter" in tick.message and "0.1" in tick.message
     assert report.symbols["BTCUSDT"]["trainable"]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "since", "decimals", "tick"),
+    [
+        ("ETHUSDT", "2025-10-14 20:00", 1, 0.1),  # hours before the collection: 1d predates it
+        ("BTCUSDT", "2025-09-16 00:00", 0, 1.0),  # a day into the recording
+        ("SOLUSDT", "2025-10-01 00:00", 3, 0.001),
+    ],
+)
+@pytest.mark.parametrize("discovery", [True, False])
+def test_real_tick_changes_in_every_timeframe_stay_trainable(
+    genuine: Path,
+    tmp_path: Path,
+    symbol: str,
+    since: str,
+    decimals: int,
+    tick: float,
+    discovery: bool,
+) -> None:
+    settings = copy_of(genuine, tmp_path)
+    folder = hist(settings)
+    regrid_from(folder, symbol, since, decimals)
+    if discovery:
+        set_filter(folder, symbol, "tick_size", tick)
+    else:
+        DataPaths.at(settings.data_root).discovery.unlink()
+    report = gate(settings)
+    assert report.symbols[symbol]["outcome"] == TRAINABLE, report.symbols[symbol]["refusals"]
+    assert report.ok, report.reasons()
+
+
+def test_a_delisted_market_is_trainable_until_it_ended(genuine: Path, tmp_path: Path) -> None:
+    # the exchange stopped APEUSDT on 2025-10-05 (status SETTLING): its files end there
+    settings = copy_of(genuine, tmp_path)
+    folder = hist(settings)
+    end = pd.Timestamp("2025-10-05", tz="UTC")
+    for interval in ("1h", "4h", "1d"):
+        frame, prov = load(folder, f"APEUSDT_{interval}.parquet")
+        kept = frame[frame["open_time"] < end].reset_index(drop=True)
+        write(folder, f"APEUSDT_{interval}.parquet", kept, forged(prov, kept))
+    path = DataPaths.at(settings.data_root).discovery
+    doc = json.loads(path.read_text())
+    entry = next(s for s in doc["symbols"] if s["symbol"] == "APEUSDT")
+    entry.update(status="SETTLING", trainable=False, reason="status is SETTLING, not TRADING")
+    path.write_text(json.dumps(doc))
+    report = gate(settings)
+    assert report.symbols["APEUSDT"]["outcome"] == TRAINABLE, report.symbols["APEUSDT"]
+    universe = pd.read_parquet(DataPaths.at(settings.data_root).universe)
+    ape = universe[universe["symbol"] == "APEUSDT"]
+    assert ape["open_time"].max() < end and ape["tradeable"].any()  # tradeable until it ended
 
 
 def test_a_change_of_funding_interval_is_not_a_defect(genuine: Path, tmp_path: Path) -> None:

@@ -205,35 +205,40 @@ def load_inputs(
         if paths.funding(s).exists():
             funding = read_series(paths.funding(s), "funding").frame
         inputs.append(SymbolInput(s, bars, funding, int(listing) if listing is not None else first))
-    return unknown_listings(inputs), hashes
+    listings = {
+        s: {
+            iv: (read_provenance(paths.klines(s, iv)) or {}).get("listing_open_time")
+            for iv in intervals
+            if paths.klines(s, iv).exists()
+        }
+        for s in names
+    }
+    return unknown_listings(inputs, listings), hashes
 
 
-def unknown_listings(inputs: list[SymbolInput]) -> list[SymbolInput]:
+def unknown_listings(
+    inputs: list[SymbolInput], listings: dict[str, dict[str, int | None]]
+) -> list[SymbolInput]:
     """Listing times that are really the start of a cut history become unknown (None).
 
-    The collector records the exchange's first kline as the listing. A live exchange
-    answers with the market's true first bar; a recording that starts in the middle of a
-    market's life (the replay of ``shared/aster-real``) answers with its own first bar,
-    and hours since then would be a clock, not a listing age. The exchange's bars tell
-    the two apart: a market listed at hour ``L`` has a 4h and a 1d bar that *contain*
-    ``L`` (the listing day's daily bar opens at 00:00), while a cut history's higher
-    timeframes start with their first complete bar after the cut. So when the listing is
-    the first base bar and a higher timeframe's first bar opens after it, the listing
-    is unknown (``listing_age_h`` NaN).
+    The collector records the exchange's first kline of each interval as that file's
+    listing (``listing_open_time``). A live exchange answers with the market's true
+    first bars: the listing day's 4h and 1d bars *contain* the listing hour (the daily
+    bar opens at 00:00). A recording that starts in the middle of a market's life (the
+    replay of ``shared/aster-real``) answers with its own first bars, and its 4h and 1d
+    series start with their first complete bar after the cut, later than its first
+    hour. So when any higher interval's first kline opens after the base interval's,
+    the history was cut there and the listing is unknown
+    (``listing_age_h`` NaN): hours since the cut would be a clock, not a listing age.
+    ``listings``: symbol -> interval -> first kline (epoch ms) from the provenance.
     """
     out = []
     for inp in inputs:
+        firsts = listings.get(inp.symbol, {})
         base = min(inp.bars, key=lambda iv: INTERVAL_MS[iv])
-        first = int(to_epoch_ms(inp.bars[base]["open_time"])[0]) if len(inp.bars[base]) else None
-        higher_firsts = [
-            int(to_epoch_ms(frame["open_time"])[0])
-            for iv, frame in inp.bars.items()
-            if iv != base and len(frame)
-        ]
-        cut = (
-            inp.listing_ms is not None
-            and inp.listing_ms == first
-            and any(h > inp.listing_ms for h in higher_firsts)
+        base_first = firsts.get(base)
+        cut = base_first is not None and any(
+            t is not None and t > base_first for iv, t in firsts.items() if iv != base
         )
         out.append(replace(inp, listing_ms=None) if cut else inp)
     return out

@@ -56,9 +56,18 @@ class Predictor:
             j = base.index(LISTING_AGE)
             X[:, j] = np.minimum(X[:, j], np.float32(cap))
         if categories is not None:
+            static = dict(categories)
+            unseen = set(frame["symbol"].unique()) - set(static)
+            if unseen:  # a symbol the model never saw: classed the way training would
+                from asterai.data.discovery import strip_multiplier
+
+                majors = {m.upper() for m in self.config.get("majors") or ()}
+                for s in unseen:
+                    base = strip_multiplier(str(s).removesuffix("USDT")).upper()
+                    static[s] = "major" if base in majors else "alt"
             onehot = category_columns(
                 frame["symbol"].to_numpy(),
-                categories,
+                static,
                 frame[LISTING_AGE].to_numpy(dtype=float),
                 self.config["new_listing_hours"],
             )

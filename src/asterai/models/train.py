@@ -699,6 +699,7 @@ def _config(
         "features": panel.features,
         "categories": panel.category if spec.categories else None,
         "new_listing_hours": panel.new_listing_h if spec.categories else None,
+        "majors": list(settings.discovery.majors) if spec.categories else None,
         "listing_age_cap_h": settings.discovery.new_listing_days * 24 if spec.categories else None,
         "members": {
             "xgboost": {

@@ -154,8 +154,14 @@ def _filters(disc: dict[str, Any]) -> dict[str, float | None]:
 
 
 def check_klines_file(
-    loaded: Loaded, interval: str, disc: dict[str, Any], settings: Settings
+    loaded: Loaded,
+    interval: str,
+    disc: dict[str, Any],
+    settings: Settings,
+    units: dict[str, float | None] | None = None,
 ) -> tuple[SeriesVerdict, np.ndarray | None]:
+    """``units``: the symbol's tick and lot step read from its lowest timeframe when
+    discovery has none (filled by the first file checked, used by the others)."""
     verdict = SeriesVerdict(loaded.symbol, interval, str(loaded.path))
     name = loaded.path.name
     if loaded.frame is None:
@@ -200,11 +206,14 @@ def check_klines_file(
     verdict.add(
         series.check_times(times, epoch_ms(frame["close_time"]), interval, collected_at, name)
     )
+    # a market the exchange no longer trades (delisted, settling) ends where it ended:
+    # its history is judged up to its last bar, and the universe stops there
+    trading = disc.get("status") in (None, "TRADING")
     finding, verdict.missing_share, verdict.longest_gap_bars = series.completeness(
         times,
         interval,
         settings.quality.max_missing_share,
-        collected if isinstance(collected, int) else None,
+        collected if isinstance(collected, int) and trading else None,
         name,
     )
     verdict.missing_share = round(verdict.missing_share, 6)
@@ -222,21 +231,27 @@ def check_klines_file(
     verdict.add(finding)
     verdict.add(values.check_tradeability(h, lo, c, v, disc.get("category"), name))
     filters = _filters(disc)
+    prices = np.column_stack([o, h, lo, c])
+    units = {} if units is None else units
+    inferred = {}
+    for key, values_ in (("tick_size", prices), ("step_size", v)):
+        inferred[key] = not filters.get(key)
+        if inferred[key]:
+            if key not in units:  # the lowest timeframe: the most bars to read it from
+                units[key] = grids.infer_unit(values_[-grids.UNIT_WINDOW :])
+            filters[key] = units[key]
     verdict.add(
         grids.check_grid(
-            np.column_stack([o, h, lo, c]),
-            times,
-            filters.get("tick_size"),
-            "tick_grid",
-            "tick",
-            name,
+            prices, times, filters.get("tick_size"), "tick_grid", "tick", name,
+            inferred=inferred["tick_size"],
         )
-    )
+    )  # fmt: skip
     verdict.add(
         grids.check_grid(
-            v, times, filters.get("step_size"), "lot_step", "lot step", name, all_off=EXCLUDED
+            v, times, filters.get("step_size"), "lot_step", "lot step", name, all_off=EXCLUDED,
+            inferred=inferred["step_size"],
         )
-    )
+    )  # fmt: skip
     return verdict, times
 
 
@@ -294,7 +309,8 @@ _GRID_COLUMNS = {"tick_grid": ("open", "high", "low", "close"), "lot_step": ("vo
 
 
 def _corroborate_grids(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray | None]]) -> None:
-    """A grid regime one timeframe shows and the others do not is an edit (grids rule 3)."""
+    """A grid regime one timeframe shows and the others do not is an edit (grids rule 3);
+    a file whose bars all predate a change the others show is not a shifted copy."""
     usable = {
         k: (v, ld, t)
         for k, (v, ld, t) in checked.items()
@@ -302,16 +318,33 @@ def _corroborate_grids(checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarra
     }
     for rule, columns in _GRID_COLUMNS.items():
         what = "tick" if rule == "tick_grid" else "lot step"
+        findings = {
+            k: next((f for f in v.findings if f.rule == rule), None)
+            for k, (v, _, _) in usable.items()
+        }
         for interval, (verdict, loaded, _) in usable.items():
-            finding = next((f for f in verdict.findings if f.rule == rule), None)
-            if finding is None or finding.status == "fail" or len(finding.regimes) < 2:
+            finding = findings[interval]
+            if finding is None:
+                continue
+            if finding.status == "fail":
+                others = [f for k, f in findings.items() if k != interval and f is not None]
+                if grids.predates_change(finding, others):
+                    verdict.findings[verdict.findings.index(finding)] = passed(
+                        rule,
+                        f"every bar predates the {what} change the other timeframes show",
+                        regimes=finding.regimes,
+                    )
+                continue
+            if not finding.regimes:
                 continue
             others = {
-                k: (t, ld.frame[list(columns)].to_numpy(dtype=float))
+                k: (t, ld.frame[list(columns)].to_numpy(dtype=float), INTERVAL_MS[k])
                 for k, (_, ld, t) in usable.items()
                 if k != interval
             }
-            bad = grids.corroborate(rule, what, loaded.path.name, finding.regimes, others)
+            bad = grids.corroborate(
+                rule, what, loaded.path.name, finding.regimes, INTERVAL_MS[interval], others
+            )
             if bad is not None:
                 verdict.add(bad)
 
@@ -483,10 +516,11 @@ def validate(
     for symbol, kinds in sorted(files.items()):
         disc = discovery.get(symbol, {})
         checked: dict[str, tuple[SeriesVerdict, Loaded, np.ndarray | None]] = {}
+        units: dict[str, float | None] = {}
         for kind in sorted((k for k in kinds if k != "funding"), key=lambda k: INTERVAL_MS[k]):
             loaded = load_file(kinds[kind], symbol, kind)
             try:
-                verdict, times = check_klines_file(loaded, kind, disc, settings)
+                verdict, times = check_klines_file(loaded, kind, disc, settings, units)
             except Exception as err:  # a tampered file must be refused, never crash the gate
                 verdict, times = _crashed(kinds[kind], symbol, kind, err), None
             checked[kind] = (verdict, loaded, times)
