@@ -348,8 +348,8 @@ def validate(settings: Settings, no_environment: bool, symbols: str | None) -> N
       trainable     passes every rule;
       excluded      real data unfit to trade or train on (a dead market, too short or
                     gappy a history, too many outliers, a filter that no longer fits,
-                    discovery's or your --exclude): left out of features, training and
-                    the backtest; the rest go on. Nothing to do, or collect again.
+                    your --exclude): left out of features, training and the
+                    backtest; the rest go on. Nothing to do, or collect again.
       contaminated  evidence the file is not what the exchange sent (no or forged
                     provenance, schema corruption, impossible values, a copy of another
                     market, timeframes that disagree, off-grid edits): every later stage
