@@ -150,6 +150,16 @@ class StrategySettings(_Frozen):
     max_positions: int = Field(5, ge=1)
     maker_fee: float = Field(0.0005, ge=0)
     taker_fee: float = Field(0.00075, ge=0)
+    slippage: float = Field(
+        0.0005, ge=0, lt=0.1, description="adverse slippage on market fills, share of price"
+    )
+    max_leverage: float = Field(5.0, gt=0, description="open notional / equity at most")
+    max_drawdown: float = Field(
+        0.5, gt=0, le=1, description="circuit breaker: close everything and stop below this"
+    )
+    default_min_notional: float = Field(
+        5.0, ge=0, description="USDT; used where discovery has no MIN_NOTIONAL filter"
+    )
 
 
 class EnsembleSettings(_Frozen):

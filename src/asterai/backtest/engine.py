@@ -1,0 +1,259 @@
+"""The frame-facing side of the backtest: checked inputs in, the kernel, tables out.
+
+``load_inputs`` refuses anything but out-of-sample predictions that belong to the
+trained models (same run id), reads the bars only through the quality gate, the
+point-in-time universe, the ATR the labels used, funding and the exchange filters, and
+lays them on one time grid. ``simulate`` runs ``kernel.simulate_nb`` and returns the
+trades, the rejected orders and the equity curve as frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from asterai.backtest import kernel
+from asterai.backtest.enums import EXIT_REASONS, REJECT_REASONS
+from asterai.config import Settings
+from asterai.data.store import read_series, to_epoch_ms
+from asterai.intervals import INTERVAL_MS
+from asterai.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_META_KEY = b"asterai.predictions"
+CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_config.json"}
+
+
+class BacktestInputError(ValueError):
+    """The backtest cannot run on these inputs; the message says what to fix."""
+
+
+@dataclass(slots=True)
+class Inputs:
+    symbols: list[str]
+    times: np.ndarray  # (T,) epoch ms, the grid
+    open_: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    tradeable: np.ndarray
+    p_long: np.ndarray
+    p_short: np.ndarray
+    atr: np.ndarray
+    funding: np.ndarray
+    tick: np.ndarray
+    step: np.ndarray
+    min_notional: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    window: tuple[int, int] = (0, 0)
+
+
+def _predictions(settings: Settings, model: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    paths = DataPaths.at(settings.data_root)
+    path = paths.predictions(model)
+    if not path.exists():
+        raise BacktestInputError(
+            f"{path} does not exist: train first (`asterai train {model.replace('_', '-')}`)"
+        )
+    meta = json.loads((pq.read_schema(path).metadata or {}).get(PREDICTIONS_META_KEY, b"{}"))
+    if meta.get("out_of_sample_only") is not True:
+        raise BacktestInputError(f"{path} is not marked out-of-sample: the backtest refuses it")
+    config_path = paths.models(model) / CONFIG_FILES[model]
+    if config_path.exists():
+        run_id = json.loads(config_path.read_text()).get("run_id")
+        if run_id != meta.get("run_id"):
+            raise BacktestInputError(
+                f"{path} (run {meta.get('run_id')}) does not belong to the models in "
+                f"{config_path.parent} (run {run_id}): train again"
+            )
+    frame = pd.read_parquet(path, columns=["symbol", "open_time", "fold", "p_long", "p_short"])
+    folds = meta.get("folds") or []
+    times = to_epoch_ms(frame["open_time"])
+    inside = np.zeros(len(frame), dtype=bool)
+    for f in folds:
+        inside |= (
+            (frame["fold"].to_numpy() == f["fold"])
+            & (times >= f["test_start_ms"])
+            & (times <= f["test_end_ms"])
+        )
+    if not inside.all():
+        raise BacktestInputError(
+            f"{path}: {int((~inside).sum())} rows lie outside their fold's test window "
+            "(in-sample rows): the backtest refuses them"
+        )
+    bad = ~frame[["p_long", "p_short"]].apply(lambda c: c.between(0, 1)).all(axis=1)
+    if bad.any():
+        raise BacktestInputError(
+            f"{path}: probabilities outside 0..1 at row {int(np.flatnonzero(bad)[0])}"
+        )
+    return frame, meta
+
+
+def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
+    from asterai.data.gate import verified_series
+
+    if not 0 < settings.train.threshold < 1:
+        raise BacktestInputError(
+            f"train.threshold must lie in 0..1, got {settings.train.threshold}"
+        )
+    preds, _ = _predictions(settings, model)
+    paths = DataPaths.at(settings.data_root)
+    base = settings.features.base_interval
+    step_ms = INTERVAL_MS[base]
+    symbols = sorted(preds["symbol"].unique())
+    bars = verified_series(settings, intervals=[base], symbols=symbols)
+    start = int(to_epoch_ms(preds["open_time"]).min())
+    end = max(int(to_epoch_ms(f["open_time"])[-1]) for f in bars.values())
+    times = np.arange(start, end + step_ms, step_ms, dtype=np.int64)
+    T, N = len(times), len(symbols)
+
+    def grid() -> np.ndarray:
+        return np.full((T, N), np.nan)
+
+    o, h, lo, c, pl, ps, atr, fund = (grid() for _ in range(8))
+    tradeable = np.zeros((T, N), dtype=bool)
+    universe = pq.read_table(paths.universe).to_pandas()
+    features = pd.read_parquet(paths.features(base), columns=["symbol", "open_time", "atr_14"])
+    notes: list[str] = []
+    for j, s in enumerate(symbols):
+        frame = bars[(s, base)]
+        t = to_epoch_ms(frame["open_time"])
+        keep = t >= start
+        idx = (t[keep] - start) // step_ms
+        for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close")):
+            arr[idx, j] = frame[col].to_numpy(dtype=float)[keep]
+        for src, arr, col in (
+            (preds, pl, "p_long"), (preds, ps, "p_short"), (features, atr, "atr_14"),
+        ):  # fmt: skip
+            part = src[src["symbol"] == s]
+            pt = to_epoch_ms(part["open_time"])
+            ok = (pt >= start) & (pt <= end)
+            arr[(pt[ok] - start) // step_ms, j] = part[col].to_numpy(dtype=float)[ok]
+        u = universe[universe["symbol"] == s]
+        ut = to_epoch_ms(u["open_time"])
+        ok = (ut >= start) & (ut <= end)
+        tradeable[(ut[ok] - start) // step_ms, j] = u["tradeable"].to_numpy(dtype=bool)[ok]
+        path = paths.funding(s)
+        if path.exists():
+            f = read_series(path, "funding").frame
+            ft = to_epoch_ms(f["funding_time"])
+            # a funding event belongs to the bar whose (open, close] holds it
+            bar = (ft - 1 - start) // step_ms
+            ok = (bar >= 0) & (bar < T)
+            fund[bar[ok], j] = f["funding_rate"].to_numpy(dtype=float)[ok]
+        if not path.exists() or np.isnan(fund[:, j]).all():
+            notes.append(f"{s}: no funding history; funding assumed zero")
+    tick, step, min_notional = _filters(paths, symbols, settings, notes)
+    return Inputs(
+        symbols, times, o, h, lo, c, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
+        min_notional, notes, (start, end),
+    )  # fmt: skip
+
+
+def _filters(
+    paths: DataPaths, symbols: list[str], settings: Settings, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    entries: dict[str, dict[str, Any]] = {}
+    if paths.discovery.exists():
+        doc = json.loads(paths.discovery.read_text())
+        entries = {e.get("symbol"): e for e in doc.get("symbols", []) if isinstance(e, dict)}
+    tick, step, notional = (np.zeros(len(symbols)) for _ in range(3))
+    missing_notional = []
+    for j, s in enumerate(symbols):
+        filters = entries.get(s, {}).get("filters") or {}
+        tick[j] = filters.get("tick_size") or 0.0
+        step[j] = filters.get("step_size") or 0.0
+        if filters.get("min_notional"):
+            notional[j] = filters["min_notional"]
+        else:
+            notional[j] = settings.strategy.default_min_notional
+            missing_notional.append(s)
+        if not tick[j] or not step[j]:
+            notes.append(f"{s}: no tick or lot step from discovery; orders are not rounded to it")
+    if missing_notional:
+        notes.append(
+            f"no MIN_NOTIONAL filter for {len(missing_notional)} symbol(s); the default "
+            f"{settings.strategy.default_min_notional:g} USDT applies (strategy.default_min_notional)"
+        )
+    return tick, step, notional
+
+
+def params(settings: Settings) -> kernel.Params:
+    st, fs = settings.strategy, settings.features
+    return kernel.Params(
+        st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
+        st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
+        st.max_leverage, st.max_drawdown,
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Result:
+    trades: pd.DataFrame
+    rejected: pd.DataFrame
+    equity: pd.DataFrame
+    final_cash: float
+    inputs: Inputs
+
+
+def simulate(inputs: Inputs, p: kernel.Params) -> Result:
+    trades, rejects, curve, cash = kernel.simulate_nb(
+        inputs.open_, inputs.high, inputs.low, inputs.close, inputs.tradeable, inputs.p_long,
+        inputs.p_short, inputs.atr, inputs.funding, inputs.tick, inputs.step,
+        inputs.min_notional, p,
+    )  # fmt: skip
+    names = np.array(inputs.symbols, dtype=object)
+
+    def when(idx: np.ndarray) -> pd.DatetimeIndex:
+        return pd.to_datetime(inputs.times[idx.astype(np.int64)], unit="ms", utc=True).as_unit("ms")
+
+    t = pd.DataFrame(trades, columns=kernel.TRADE_FIELDS)
+    trade_frame = pd.DataFrame(
+        {
+            "symbol": names[t["symbol"].to_numpy(dtype=np.int64)],
+            "side": np.where(t["side"] > 0, "long", "short"),
+            "signal_time": when(t["signal_t"].to_numpy()),
+            "entry_time": when(t["entry_t"].to_numpy()),
+            "exit_time": when(t["exit_t"].to_numpy()),
+            "entry_price": t["entry_price"],
+            "exit_price": t["exit_price"],
+            "quantity": t["quantity"],
+            "notional": t["quantity"] * t["entry_price"],
+            "stop": t["stop"],
+            "target": t["target"],
+            "fees": t["fees"],
+            "funding": t["funding"],
+            "pnl": t["pnl"],
+            "exit_reason": np.array(EXIT_REASONS, dtype=object)[
+                t["exit_reason"].to_numpy(dtype=np.int64)
+            ],
+        }
+    )
+    r = pd.DataFrame(rejects, columns=kernel.REJECT_FIELDS)
+    rejected = pd.DataFrame(
+        {
+            "time": when(r["t"].to_numpy()),
+            "symbol": names[r["symbol"].to_numpy(dtype=np.int64)],
+            "side": np.where(r["side"] > 0, "long", "short"),
+            "probability": r["probability"],
+            "reason": np.array(REJECT_REASONS, dtype=object)[r["reason"].to_numpy(dtype=np.int64)],
+        }
+    )
+    e = pd.DataFrame(curve, columns=kernel.EQUITY_FIELDS)
+    equity = pd.DataFrame(
+        {
+            "time": when(np.arange(len(inputs.times))),
+            "equity": e["equity"],
+            "cash": e["cash"],
+            "open_positions": e["open_positions"].astype(np.int64),
+            "exposure": e["notional"] / e["equity"],
+        }
+    )
+    return Result(trade_frame, rejected, equity, float(cash), inputs)

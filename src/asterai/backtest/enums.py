@@ -1,0 +1,45 @@
+"""Outcomes as data: exit reasons and order rejections, declared once (vectorbt's
+``OrderStatus`` habit), counted in the report."""
+
+from __future__ import annotations
+
+#: Why a position closed.
+(
+    EXIT_STOP,
+    EXIT_TARGET,
+    EXIT_TIME,
+    EXIT_SIGNAL,
+    EXIT_GAP,
+    EXIT_BREAKER,
+    EXIT_LIQUIDATION,
+    EXIT_END,
+) = range(8)
+EXIT_REASONS = (
+    "stop",
+    "target",
+    "time limit",
+    "opposite signal",
+    "gap through stop",
+    "drawdown circuit breaker",
+    "liquidation",
+    "end of data",
+)
+
+#: Why a signal did not become a position (the exchange would reject it, or the
+#: strategy's limits leave no room).
+(
+    REJECT_MIN_NOTIONAL,
+    REJECT_LOT_STEP,
+    REJECT_MAX_POSITIONS,
+    REJECT_LEVERAGE,
+    REJECT_NO_NEXT_BAR,
+    REJECT_STOPPED,
+) = range(6)
+REJECT_REASONS = (
+    "below the minimum notional",
+    "quantity below one lot step",
+    "no free position slot",
+    "over the leverage limit",
+    "no next bar to fill at",
+    "trading stopped by the circuit breaker",
+)

@@ -1,0 +1,390 @@
+"""The simulation kernel: one pass over the bars of every symbol, a portfolio at a time.
+
+Pure numpy arrays in and out, ``@njit`` (vectorbt's ``portfolio/nb.py`` habit); the
+frame-facing wrapper is ``engine.py``. Arrays are ``(T, N)``: T bars on one time grid,
+N symbols; NaN marks a bar a symbol does not have.
+
+At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
+
+1. Orders decided at ``t-1``'s close fill at ``t``'s open, plus adverse slippage,
+   rounded to the tick against the trader: first exits on an opposite signal, then
+   entries, strongest signal first. An entry the exchange would reject (notional below
+   the minimum, over the leverage limit, no bar to fill at) is rejected and recorded.
+2. Liquidation: if the equity marked at every open position's worst price of the bar
+   (the low for a long, the high for a short) is not positive, everything is closed at
+   those prices and trading stops.
+3. Exits of open positions against the bar's high and low: a position opened before
+   ``t`` whose stop the open gapped through exits at the open; otherwise a stop touched
+   exits at the stop (the worse outcome when the target is touched in the same bar, as
+   the labels assume), else a target touched exits at the target (a maker fill), else a
+   position held ``horizon`` bars exits at the close (the labels' time limit). A target
+   is a resting limit order on the tick: filled at the target, or at the open when the
+   bar opens beyond it.
+4. Funding at the bar's funding time, for positions still open: a long pays
+   ``qty x close x rate``, a short receives it.
+5. Equity marked at the close; the drawdown circuit breaker closes everything at the
+   close and stops trading when equity falls ``max_drawdown`` below its peak.
+6. New signals at the close: ``p_long`` or ``p_short`` at least ``threshold`` on a
+   tradeable bar with a known ATR, one position per symbol, the strongest first into the
+   free slots (``max_positions``). Size: ``risk x equity`` at risk between the entry and
+   the stop (``sl_atr`` ATRs), rounded down to the lot step. An open position whose
+   opposite side signals exits at the next open.
+
+Fees: taker on market fills (entries, stops, time limits, signals), maker on targets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from asterai.backtest.enums import (
+    EXIT_BREAKER,
+    EXIT_END,
+    EXIT_GAP,
+    EXIT_LIQUIDATION,
+    EXIT_SIGNAL,
+    EXIT_STOP,
+    EXIT_TARGET,
+    EXIT_TIME,
+    REJECT_LEVERAGE,
+    REJECT_LOT_STEP,
+    REJECT_MAX_POSITIONS,
+    REJECT_MIN_NOTIONAL,
+    REJECT_NO_NEXT_BAR,
+    REJECT_STOPPED,
+)
+
+
+class Params(NamedTuple):
+    capital: float
+    risk: float
+    max_positions: int
+    taker_fee: float
+    maker_fee: float
+    slippage: float
+    threshold: float
+    tp_atr: float
+    sl_atr: float
+    horizon: int
+    max_leverage: float
+    max_drawdown: float
+
+
+#: Trade record columns (float64), in order.
+TRADE_FIELDS = (
+    "symbol", "side", "signal_t", "entry_t", "exit_t", "entry_price", "exit_price",
+    "quantity", "fees", "funding", "pnl", "exit_reason", "stop", "target",
+)  # fmt: skip
+#: Rejection record columns.
+REJECT_FIELDS = ("t", "symbol", "side", "reason", "probability")
+#: Per-bar columns.
+EQUITY_FIELDS = ("equity", "cash", "open_positions", "notional")
+
+
+@njit(cache=True)
+def _tick_up(price: float, tick: float) -> float:
+    if tick <= 0.0:
+        return price
+    return math.ceil(price / tick - 1e-9) * tick
+
+
+@njit(cache=True)
+def _tick_down(price: float, tick: float) -> float:
+    if tick <= 0.0:
+        return price
+    return math.floor(price / tick + 1e-9) * tick
+
+
+@njit(cache=True)
+def _fill_price(
+    price: float, buying: bool, slippage: float, tick: float, low: float, high: float
+) -> float:
+    """A market fill: ``slippage`` against the trader, then the tick against him too,
+    never outside the range the bar traded in (``low..high``, when known)."""
+    if buying:
+        px = _tick_up(price * (1.0 + slippage), tick)
+        return px if np.isnan(high) else min(px, max(high, price))
+    px = _tick_down(price * (1.0 - slippage), tick)
+    return px if np.isnan(low) else max(px, min(low, price))
+
+
+@njit(cache=True)
+def _exit(
+    j, t, px, fee_rate, reason, cash, n_trades, trades, side, qty, entry_px, stop, target,
+    entry_t, signal_t, fees, paid,
+):  # fmt: skip
+    """Close position ``j`` at ``px``: book the PnL and the fee, record the trade."""
+    fee = qty[j] * px * fee_rate
+    gross = side[j] * qty[j] * (px - entry_px[j])
+    fees[j] += fee
+    r = trades[n_trades]
+    r[0], r[1], r[2], r[3], r[4] = j, side[j], signal_t[j], entry_t[j], t
+    r[5], r[6], r[7], r[8], r[9] = entry_px[j], px, qty[j], fees[j], paid[j]
+    r[10], r[11], r[12], r[13] = gross - fees[j] - paid[j], reason, stop[j], target[j]
+    side[j] = 0.0
+    return cash + gross - fee, n_trades + 1
+
+
+@njit(cache=True)
+def simulate_nb(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    tradeable: np.ndarray,
+    p_long: np.ndarray,
+    p_short: np.ndarray,
+    atr: np.ndarray,
+    funding: np.ndarray,
+    tick: np.ndarray,
+    step: np.ndarray,
+    min_notional: np.ndarray,
+    p: Params,
+):
+    T, N = open_.shape
+    cap = T * min(N, p.max_positions) + N + 1
+    trades = np.full((cap, len(TRADE_FIELDS)), np.nan)
+    n_trades = 0
+    rejects = np.full((T * N + 1, len(REJECT_FIELDS)), np.nan)
+    n_rejects = 0
+    curve = np.full((T, len(EQUITY_FIELDS)), np.nan)
+
+    side = np.zeros(N)  # +1 long, -1 short, 0 flat
+    qty = np.zeros(N)
+    entry_px = np.zeros(N)
+    stop = np.zeros(N)
+    target = np.zeros(N)
+    entry_t = np.zeros(N, np.int64)
+    signal_t = np.zeros(N, np.int64)
+    fees = np.zeros(N)
+    paid = np.zeros(N)  # funding paid
+    pend_side = np.zeros(N)  # entries decided at the last close
+    pend_qty = np.zeros(N)
+    pend_atr = np.zeros(N)
+    pend_prob = np.zeros(N)
+    pend_order = np.full(N, -1, np.int64)  # strength rank
+    pend_exit = np.zeros(N, np.bool_)
+    last_close = np.full(N, np.nan)
+    last_low = np.full(N, np.nan)
+    last_high = np.full(N, np.nan)
+
+    cash = p.capital
+    peak = p.capital
+    stopped = False
+
+    for t in range(T):
+        # -- 1. fills at the open: exits on an opposite signal, then entries -----------
+        for j in range(N):
+            if pend_exit[j] and side[j] != 0.0 and not np.isnan(open_[t, j]):
+                px = _fill_price(
+                    open_[t, j], side[j] < 0, p.slippage, tick[j], low[t, j], high[t, j]
+                )
+                cash, n_trades = _exit(
+                    j, t, px, p.taker_fee, EXIT_SIGNAL, cash, n_trades, trades, side, qty,
+                    entry_px, stop, target, entry_t, signal_t, fees, paid,
+                )  # fmt: skip
+            pend_exit[j] = False
+        ranked = np.argsort(np.where(pend_order >= 0, pend_order, 1 << 30))
+        for k in range(N):
+            j = ranked[k]
+            if pend_order[j] < 0:
+                break
+            s = pend_side[j]
+            reason = -1
+            if np.isnan(open_[t, j]):
+                reason = REJECT_NO_NEXT_BAR
+            else:
+                px = _fill_price(open_[t, j], s > 0, p.slippage, tick[j], low[t, j], high[t, j])
+                notional = pend_qty[j] * px
+                if notional < min_notional[j]:
+                    reason = REJECT_MIN_NOTIONAL
+                else:
+                    equity = cash
+                    open_notional = 0.0
+                    for i in range(N):
+                        if side[i] != 0.0:
+                            mark = open_[t, i] if not np.isnan(open_[t, i]) else last_close[i]
+                            equity += side[i] * qty[i] * (mark - entry_px[i])
+                            open_notional += qty[i] * mark
+                    if open_notional + notional > p.max_leverage * equity:
+                        reason = REJECT_LEVERAGE
+            if reason >= 0:
+                rj = rejects[n_rejects]
+                rj[0], rj[1], rj[2], rj[3], rj[4] = t, j, s, reason, pend_prob[j]
+                n_rejects += 1
+            else:
+                side[j] = s
+                qty[j] = pend_qty[j]
+                entry_px[j] = px
+                stop[j] = px - s * p.sl_atr * pend_atr[j]
+                # the target is a limit order: on the tick, rounded away from the entry
+                raw = px + s * p.tp_atr * pend_atr[j]
+                target[j] = _tick_up(raw, tick[j]) if s > 0 else _tick_down(raw, tick[j])
+                entry_t[j] = t
+                signal_t[j] = t - 1
+                fees[j] = qty[j] * px * p.taker_fee
+                paid[j] = 0.0
+                cash -= fees[j]
+            pend_order[j] = -1
+
+        # -- 2. liquidation at the bar's worst prices ----------------------------------
+        worst = cash
+        any_open = False
+        for j in range(N):
+            if side[j] != 0.0:
+                any_open = True
+                if np.isnan(low[t, j]):
+                    worst += side[j] * qty[j] * (last_close[j] - entry_px[j])
+                else:
+                    px = low[t, j] if side[j] > 0 else high[t, j]
+                    worst += side[j] * qty[j] * (px - entry_px[j])
+        if any_open and worst <= 0.0:
+            for j in range(N):
+                if side[j] != 0.0:
+                    if np.isnan(low[t, j]):
+                        px = last_close[j]
+                    else:
+                        px = low[t, j] if side[j] > 0 else high[t, j]
+                    cash, n_trades = _exit(
+                        j, t, px, p.taker_fee, EXIT_LIQUIDATION, cash, n_trades, trades, side,
+                        qty, entry_px, stop, target, entry_t, signal_t, fees, paid,
+                    )  # fmt: skip
+            stopped = True
+
+        # -- 3. exits against the bar's range ------------------------------------------
+        for j in range(N):
+            if side[j] == 0.0 or np.isnan(open_[t, j]):
+                continue
+            s = side[j]
+            reason = -1
+            px = 0.0
+            fee_rate = p.taker_fee
+            gapped = (s > 0 and open_[t, j] <= stop[j]) or (s < 0 and open_[t, j] >= stop[j])
+            if entry_t[j] < t and gapped:
+                reason = EXIT_GAP
+                px = _fill_price(open_[t, j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
+            elif (s > 0 and low[t, j] <= stop[j]) or (s < 0 and high[t, j] >= stop[j]):
+                reason = EXIT_STOP  # also when the target is touched too: the worse one
+                px = _fill_price(stop[j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
+            elif (s > 0 and high[t, j] >= target[j]) or (s < 0 and low[t, j] <= target[j]):
+                reason = EXIT_TARGET
+                # a resting limit order: no slippage, maker fee, at the target; a bar that
+                # opens beyond it fills it at the open (the only price the bar offers)
+                px = target[j]
+                if entry_t[j] < t and (
+                    (s > 0 and open_[t, j] > target[j]) or (s < 0 and open_[t, j] < target[j])
+                ):
+                    px = open_[t, j]
+                fee_rate = p.maker_fee
+            elif t - entry_t[j] + 1 >= p.horizon:
+                reason = EXIT_TIME
+                px = _fill_price(close[t, j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
+            if reason >= 0:
+                cash, n_trades = _exit(
+                    j, t, px, fee_rate, reason, cash, n_trades, trades, side, qty, entry_px,
+                    stop, target, entry_t, signal_t, fees, paid,
+                )  # fmt: skip
+
+        # -- 4. funding -------------------------------------------------------------------
+        for j in range(N):
+            if side[j] != 0.0 and funding[t, j] != 0.0 and not np.isnan(close[t, j]):
+                amount = side[j] * qty[j] * close[t, j] * funding[t, j]
+                cash -= amount
+                paid[j] += amount
+
+        # -- 5. equity at the close; the circuit breaker --------------------------------
+        for j in range(N):
+            if not np.isnan(close[t, j]):
+                last_close[j] = close[t, j]
+                last_low[j], last_high[j] = low[t, j], high[t, j]
+        equity = cash
+        notional = 0.0
+        n_open = 0
+        for j in range(N):
+            if side[j] != 0.0:
+                equity += side[j] * qty[j] * (last_close[j] - entry_px[j])
+                notional += qty[j] * last_close[j]
+                n_open += 1
+        peak = max(peak, equity)
+        if not stopped and equity < peak * (1.0 - p.max_drawdown):
+            for j in range(N):
+                if side[j] != 0.0:
+                    px = _fill_price(
+                        last_close[j], side[j] < 0, p.slippage, tick[j], last_low[j], last_high[j]
+                    )
+                    cash, n_trades = _exit(
+                        j, t, px, p.taker_fee, EXIT_BREAKER, cash, n_trades, trades, side, qty,
+                        entry_px, stop, target, entry_t, signal_t, fees, paid,
+                    )  # fmt: skip
+            stopped = True
+            equity, notional, n_open = cash, 0.0, 0
+        curve[t, 0], curve[t, 1], curve[t, 2], curve[t, 3] = equity, cash, n_open, notional
+
+        # -- 6. signals at the close, for the next open -------------------------------------
+        if t == T - 1:
+            break
+        n_busy = n_open
+        wanted = np.zeros(N)
+        strength = np.full(N, -1.0)
+        for j in range(N):
+            if not tradeable[t, j] or np.isnan(close[t, j]):
+                continue
+            pl, ps = p_long[t, j], p_short[t, j]
+            if np.isnan(pl) or np.isnan(ps):
+                continue
+            if side[j] != 0.0:
+                if (side[j] > 0 and ps >= p.threshold and ps > pl) or (
+                    side[j] < 0 and pl >= p.threshold and pl > ps
+                ):
+                    pend_exit[j] = True
+                continue
+            if max(pl, ps) < p.threshold or np.isnan(atr[t, j]) or atr[t, j] <= 0.0:
+                continue
+            wanted[j] = 1.0 if pl >= ps else -1.0
+            strength[j] = max(pl, ps)
+        order = np.argsort(-strength)
+        rank = 0
+        for k in range(N):
+            j = order[k]
+            if strength[j] < 0.0:
+                break
+            reason = -1
+            q = 0.0
+            if stopped:
+                reason = REJECT_STOPPED
+            elif n_busy >= p.max_positions:
+                reason = REJECT_MAX_POSITIONS
+            else:
+                q = p.risk * equity / (p.sl_atr * atr[t, j])
+                if step[j] > 0.0:
+                    q = math.floor(q / step[j] + 1e-9) * step[j]
+                if q <= 0.0:
+                    reason = REJECT_LOT_STEP
+            if reason >= 0:
+                rj = rejects[n_rejects]
+                rj[0], rj[1], rj[2], rj[3], rj[4] = t + 1, j, wanted[j], reason, strength[j]
+                n_rejects += 1
+                continue
+            pend_side[j] = wanted[j]
+            pend_qty[j] = q
+            pend_atr[j] = atr[t, j]
+            pend_prob[j] = strength[j]
+            pend_order[j] = rank
+            rank += 1
+            n_busy += 1
+
+    # -- the end of the data: what is still open closes at its last close --------------
+    for j in range(N):
+        if side[j] != 0.0:
+            px = _fill_price(
+                last_close[j], side[j] < 0, p.slippage, tick[j], last_low[j], last_high[j]
+            )
+            cash, n_trades = _exit(
+                j, T - 1, px, p.taker_fee, EXIT_END, cash, n_trades, trades, side, qty,
+                entry_px, stop, target, entry_t, signal_t, fees, paid,
+            )  # fmt: skip
+    return trades[:n_trades], rejects[:n_rejects], curve, cash

@@ -1,0 +1,165 @@
+"""The backtest kernel on the real recording: every number survives an audit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import collect_everything
+
+from asterai.backtest.engine import BacktestInputError, load_inputs, params, simulate
+from asterai.config import load_settings
+from asterai.data.gate import validate
+from asterai.features.build import run_features
+from asterai.models.train import walk_forward
+from asterai.paths import DataPaths
+
+HOUR = pd.Timedelta(hours=1)
+SMALL = {"folds": 3, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_estimators": 40}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, recording) -> Path:
+    root = tmp_path_factory.mktemp("backtest")
+    settings = collect_everything(root, recording)
+    assert validate(settings, environment=False).ok
+    run_features(settings, plots=False)
+    walk_forward("confluence", load_settings(root, train=SMALL))
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(trained):
+    settings = load_settings(trained, train=SMALL)
+    return simulate(load_inputs(settings, "confluence"), params(settings)), settings
+
+
+def test_the_final_equity_is_the_sum_of_the_trades(result) -> None:
+    res, settings = result
+    trades = res.trades
+    assert len(trades) > 20  # a real run, not an empty one
+    final = settings.strategy.capital + trades["pnl"].sum()
+    assert final == pytest.approx(res.final_cash, abs=1e-9)
+    assert res.equity["equity"].iloc[-1] == pytest.approx(res.final_cash, abs=1e-9)
+    side = np.where(trades["side"] == "long", 1.0, -1.0)
+    gross = side * trades["quantity"] * (trades["exit_price"] - trades["entry_price"])
+    np.testing.assert_allclose(
+        trades["pnl"], gross - trades["fees"] - trades["funding"], atol=1e-12
+    )
+    # fees: taker on the entry, taker or maker on the exit, never less
+    fee_floor = (
+        trades["quantity"] * trades["entry_price"] + trades["quantity"] * trades["exit_price"]
+    ) * settings.strategy.maker_fee
+    assert (trades["fees"] >= fee_floor - 1e-12).all()
+
+
+def test_every_fill_lies_inside_its_bar_and_after_its_signal(result, trained) -> None:
+    res, _ = result
+    bars = {}
+    for symbol in res.trades["symbol"].unique():
+        frame = pd.read_parquet(DataPaths.at(trained).klines(symbol, "1h"))
+        bars[symbol] = frame.set_index("open_time")
+    for row in res.trades.itertuples():
+        entry = bars[row.symbol].loc[row.entry_time]
+        exit_ = bars[row.symbol].loc[row.exit_time]
+        assert entry["low"] - 1e-9 <= row.entry_price <= entry["high"] + 1e-9, row
+        assert exit_["low"] - 1e-9 <= row.exit_price <= exit_["high"] + 1e-9, row
+        assert row.entry_time == row.signal_time + HOUR  # a signal at t's close fills at t+1's open
+        assert row.exit_time >= row.entry_time
+
+
+def test_stops_fill_at_the_stop_or_worse(result) -> None:
+    trades = result[0].trades
+    stopped = trades[trades["exit_reason"].isin(["stop", "gap through stop"])]
+    assert len(stopped) > 0
+    longs = stopped["side"] == "long"
+    assert (stopped.loc[longs, "exit_price"] <= stopped.loc[longs, "stop"] + 1e-9).all()
+    assert (stopped.loc[~longs, "exit_price"] >= stopped.loc[~longs, "stop"] - 1e-9).all()
+    targets = trades[trades["exit_reason"] == "target"]
+    longs = targets["side"] == "long"  # at the target, or better when the bar gapped past it
+    assert (targets.loc[longs, "exit_price"] >= targets.loc[longs, "target"]).all()
+    assert (targets.loc[~longs, "exit_price"] <= targets.loc[~longs, "target"]).all()
+
+
+def test_never_more_than_the_position_limit(result) -> None:
+    res, settings = result
+    assert res.equity["open_positions"].max() <= settings.strategy.max_positions
+    # and from the trades themselves: positions open at each bar's close
+    trades = res.trades
+    for t in res.equity["time"]:
+        holding = ((trades["entry_time"] <= t) & (trades["exit_time"] > t)).sum()
+        assert holding <= settings.strategy.max_positions
+    # one position per symbol at a time
+    for _, group in trades.sort_values("entry_time").groupby("symbol"):
+        assert (
+            group["entry_time"].iloc[1:].to_numpy() >= group["exit_time"].iloc[:-1].to_numpy()
+        ).all()
+
+
+def test_risk_orders_and_filters(result, trained) -> None:
+    res, settings = result
+    trades = res.trades
+    equity = res.equity.set_index("time")["equity"]
+    at_signal = equity.loc[trades["signal_time"]].to_numpy()
+    at_risk = trades["quantity"] * (trades["entry_price"] - trades["stop"]).abs()
+    assert (at_risk <= settings.strategy.risk_per_trade * at_signal + 1e-9).all()
+    discovery = json.loads(DataPaths.at(trained).discovery.read_text())
+    filters = {e["symbol"]: e["filters"] for e in discovery["symbols"]}
+    for row in trades.itertuples():
+        step = filters[row.symbol]["step_size"]
+        assert abs(row.quantity / step - round(row.quantity / step)) < 1e-6, row
+        assert row.quantity * row.entry_price >= settings.strategy.default_min_notional
+    reasons = set(res.rejected["reason"])
+    assert "no free position slot" in reasons  # 50 USDT and 5 slots: most signals wait
+    assert reasons <= {
+        "below the minimum notional", "quantity below one lot step", "no free position slot",
+        "over the leverage limit", "no next bar to fill at", "trading stopped by the circuit breaker",
+    }  # fmt: skip
+
+
+def test_entries_only_on_tradeable_bars_with_out_of_sample_predictions(result, trained) -> None:
+    res, _ = result
+    universe = pd.read_parquet(DataPaths.at(trained).universe).set_index(["symbol", "open_time"])
+    preds = pd.read_parquet(DataPaths.at(trained).predictions("confluence")).set_index(
+        ["symbol", "open_time"]
+    )
+    keys = list(zip(res.trades["symbol"], res.trades["signal_time"], strict=True))
+    assert universe.loc[keys, "tradeable"].all()
+    assert preds.index.isin(keys).sum() == len(set(keys))
+
+
+def test_bad_inputs_are_refused(trained, tmp_path) -> None:
+    root = tmp_path / "bad"
+    shutil.copytree(trained / "data", root / "data")
+    shutil.copytree(trained / "models", root / "models")
+    settings = load_settings(root)
+    path = DataPaths.at(root).predictions("confluence")
+    with pytest.raises(BacktestInputError, match="aster_native.parquet does not exist"):
+        load_inputs(settings, "aster_native")
+    # a prediction moved into its fold's training window is in-sample: refused
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    frame.loc[0, "open_time"] = frame.loc[0, "open_time"] - pd.Timedelta(days=5)
+    pq.write_table(pa_table(frame, table.schema.metadata), path)
+    with pytest.raises(BacktestInputError, match="outside their fold's test window"):
+        load_inputs(settings, "confluence")
+    # predictions of another run than the models: refused
+    meta = dict(table.schema.metadata)
+    meta[b"asterai.predictions"] = json.dumps(
+        {**json.loads(meta[b"asterai.predictions"]), "run_id": "someone-else"}
+    ).encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(BacktestInputError, match="does not belong to the models"):
+        load_inputs(settings, "confluence")
+
+
+def pa_table(frame: pd.DataFrame, metadata):
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table.replace_schema_metadata(metadata)
