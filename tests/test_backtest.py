@@ -163,3 +163,29 @@ def pa_table(frame: pd.DataFrame, metadata):
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     return table.replace_schema_metadata(metadata)
+
+
+def test_the_command_writes_the_results_and_grades_the_criteria(trained, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+
+    root = tmp_path / "cli"
+    shutil.copytree(trained / "data", root / "data")
+    shutil.copytree(trained / "models", root / "models")
+    (root / "asterai.toml").write_text("[train]\nfolds = 3\n")
+    result = CliRunner().invoke(main, ["backtest", "--data-root", str(root)])
+    folder = DataPaths.at(root).backtest_results
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "equity.csv", "metrics.json", "rejected_orders.csv", "trades.csv",
+    ]  # fmt: skip
+    m = json.loads((folder / "metrics.json").read_text())
+    for key in ("sharpe_ratio", "win_rate", "max_drawdown", "significant"):
+        assert m["criteria"][key]["verdict"] in ("PASS", "FAIL")
+    failed = any(c["verdict"] == "FAIL" for c in m["criteria"].values())
+    assert result.exit_code == (1 if failed else 0), result.output
+    assert m["window"]["out_of_sample"] is True and m["trades"] == len(
+        pd.read_csv(folder / "trades.csv")
+    )
+    equity = pd.read_csv(folder / "equity.csv")
+    assert equity["equity"].iloc[-1] == pytest.approx(m["final_equity"])

@@ -586,6 +586,69 @@ def _print_training(console: Any, result: Any) -> None:
     )
 
 
+# -- backtest -----------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--model",
+    type=click.Choice(["confluence", "aster-native"]),
+    default="confluence",
+    show_default=True,
+    help="Whose out-of-sample predictions to trade.",
+)
+@common_options
+def backtest(settings: Settings, model: str) -> None:
+    """Trade the out-of-sample predictions with 50 USDT, 1% risk and full costs.
+
+    A signal at a bar's close fills at the next open plus slippage; stops and targets
+    (the labels' barriers) against each bar's high and low, the stop when both are
+    touched; taker and maker fees, funding, lot step, tick and minimum notional on every
+    order (rejected orders counted by reason); at most 5 positions; a liquidation check
+    and a drawdown circuit breaker. Writes data/backtest_results/ (metrics.json with the
+    guide's criteria graded PASS or FAIL, trades.csv, rejected_orders.csv, equity.csv).
+    Exits 1 when a criterion fails.
+    """
+    from asterai.backtest.engine import BacktestInputError, run_backtest
+    from asterai.data.gate import GateRefused
+
+    try:
+        out = run_backtest(settings, model.replace("-", "_"))
+    except (BacktestInputError, GateRefused) as err:
+        raise StepFailed(str(err)) from err
+    m = out["metrics"]
+    console = _console()
+    from rich.table import Table
+
+    table = Table(
+        title=f"{model}: out of sample, {m['window']['first_bar'][:10]} .. {m['window']['last_bar'][:10]}, {m['trades']} trades"
+    )
+    for col in ("criterion", "rule", "measured", "95% interval", "verdict"):
+        table.add_column(col)
+    for key, c in m["criteria"].items():
+        interval = c.get("interval_95")
+        table.add_row(
+            key, c["rule"], "n/a" if c["value"] is None else f"{c['value']:.3f}",
+            "" if not interval else f"{interval[0]:.3f} .. {interval[1]:.3f}",
+            f"[{'green' if c['verdict'] == 'PASS' else 'red'}]{c['verdict']}[/]",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"final equity {m['final_equity']:.2f} USDT ({m['total_return']:+.1%}), fees "
+        f"{m['fees_paid']:.2f}, funding {m['funding_paid']:.2f}; rejected orders: "
+        + ", ".join(f"{k} {v}" for k, v in m["rejected_orders"].items()),
+        highlight=False,
+    )
+    for note in m["notes"][:5]:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"results: {out['folder']}")
+    failed = [k for k, c in m["criteria"].items() if c["verdict"] != "PASS"]
+    if failed:
+        raise StepFailed(
+            f"criteria not met: {', '.join(failed)} (see {out['folder']}/metrics.json)"
+        )
+
+
 # -- replay -----------------------------------------------------------------------
 
 

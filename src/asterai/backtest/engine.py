@@ -257,3 +257,38 @@ def simulate(inputs: Inputs, p: kernel.Params) -> Result:
         }
     )
     return Result(trade_frame, rejected, equity, float(cash), inputs)
+
+
+def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any]:
+    """Simulate, measure, grade, and write ``data/backtest_results/`` as one set."""
+    from asterai import atomic
+    from asterai.backtest import metrics
+
+    inputs = load_inputs(settings, model)
+    result = simulate(inputs, params(settings))
+    m = metrics.compute(
+        result.equity,
+        result.trades,
+        result.rejected,
+        settings.strategy.capital,
+        settings.train.seed,
+    )
+    m["model"] = model
+    m["notes"] = inputs.notes
+    m["settings"] = {
+        "strategy": settings.strategy.model_dump(mode="json"),
+        "threshold": settings.train.threshold,
+        "take_profit_atr": settings.features.tp_atr,
+        "stop_atr": settings.features.sl_atr,
+        "horizon_bars": settings.features.label_horizon,
+    }
+    folder = DataPaths.at(settings.data_root).backtest_results
+
+    def build(tmp):
+        result.trades.to_csv(tmp / "trades.csv", index=False)
+        result.rejected.to_csv(tmp / "rejected_orders.csv", index=False)
+        result.equity.to_csv(tmp / "equity.csv", index=False)
+        (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
+
+    atomic.replace_folder(folder, build)
+    return {"folder": str(folder), "metrics": m}

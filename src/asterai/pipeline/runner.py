@@ -143,6 +143,26 @@ def _training(name: str) -> Callable[[Settings, dict[str, Any]], StageResult]:
     return run
 
 
+def _backtest(settings: Settings, opts: dict[str, Any]) -> StageResult:
+    from asterai.backtest.engine import BacktestInputError, run_backtest
+    from asterai.data.gate import GateRefused
+
+    try:
+        out = run_backtest(settings)
+    except (BacktestInputError, GateRefused) as err:
+        return StageResult(False, str(err))
+    m = out["metrics"]
+    summary = (
+        f"{m['trades']} trades, final equity {m['final_equity']:.2f} USDT "
+        f"({m['total_return']:+.1%}); "
+        + ", ".join(f"{k} {c['verdict']}" for k, c in m["criteria"].items())
+    )
+    failed = [k for k, c in m["criteria"].items() if c["verdict"] != "PASS"]
+    if failed:
+        return StageResult(False, f"{summary}; criteria not met: {', '.join(failed)}")
+    return StageResult(True, summary)
+
+
 REGISTRY: dict[str, Stage] = {
     "asset_discovery": Stage("asset_discovery", "discover every Aster symbol", _discovery),
     "rate_limit_testing": Stage(
@@ -157,7 +177,7 @@ REGISTRY: dict[str, Stage] = {
     "model_training_aster_native": Stage(
         "model_training_aster_native", "train the Aster-native model", _training("aster_native")
     ),
-    "backtesting": Stage("backtesting", "backtest with full costs", None),
+    "backtesting": Stage("backtesting", "backtest with full costs", _backtest),
 }
 
 
