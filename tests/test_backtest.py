@@ -189,3 +189,25 @@ def test_the_command_writes_the_results_and_grades_the_criteria(trained, tmp_pat
     )
     equity = pd.read_csv(folder / "equity.csv")
     assert equity["equity"].iloc[-1] == pytest.approx(m["final_equity"])
+    for name in ("buy_and_hold_btc", "equal_weight_universe", "rule_confluence"):
+        b = m["baselines"][name]
+        assert isinstance(b["model_beats_it"], bool), b
+        assert b["final_equity"] > 0
+    assert "baseline buy_and_hold_btc" in " ".join(result.output.split())
+
+
+def test_buy_and_hold_btc_by_hand(trained) -> None:
+    from asterai.backtest.baselines import buy_and_hold_btc
+
+    settings = load_settings(trained)
+    inputs = load_inputs(settings, "confluence")
+    curve = buy_and_hold_btc(inputs, settings)
+    j = inputs.symbols.index("BTCUSDT")
+    st = settings.strategy
+    first = int(np.flatnonzero(np.isfinite(inputs.open_[:, j]))[0])
+    entry = inputs.open_[first, j] * (1 + st.slippage)
+    last = inputs.close[np.flatnonzero(np.isfinite(inputs.close[:, j]))[-1], j]
+    by_hand = st.capital * (1 - st.taker_fee) / entry * (last - entry) + st.capital * (
+        1 - st.taker_fee
+    )
+    assert curve["equity"].iloc[-1] == pytest.approx(by_hand, rel=1e-12)

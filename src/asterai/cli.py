@@ -639,6 +639,16 @@ def backtest(settings: Settings, model: str) -> None:
         + ", ".join(f"{k} {v}" for k, v in m["rejected_orders"].items()),
         highlight=False,
     )
+    for name, b in m["baselines"].items():
+        if isinstance(b, dict):
+            verdict = "beats" if b.get("model_beats_it") else "does NOT beat"
+            noise = " (by more than the noise)" if b.get("by_more_than_the_noise") else ""
+            console.print(
+                f"baseline {name}: {b['total_return']:+.1%}, Sharpe "
+                f"{'n/a' if b['sharpe_ratio'] is None else format(b['sharpe_ratio'], '.2f')}; "
+                f"the model {verdict} it{noise}",
+                highlight=False,
+            )
     for note in m["notes"][:5]:
         console.print(f"note: {note}", highlight=False)
     console.print(f"results: {out['folder']}")

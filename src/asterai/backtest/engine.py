@@ -117,7 +117,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
     def grid() -> np.ndarray:
         return np.full((T, N), np.nan)
 
-    o, h, lo, c, pl, ps, atr, fund = (grid() for _ in range(8))
+    o, h, lo, c, fund = (grid() for _ in range(5))
     tradeable = np.zeros((T, N), dtype=bool)
     universe = pq.read_table(paths.universe).to_pandas()
     features = pd.read_parquet(paths.features(base), columns=["symbol", "open_time", "atr_14"])
@@ -129,13 +129,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
         idx = (t[keep] - start) // step_ms
         for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close")):
             arr[idx, j] = frame[col].to_numpy(dtype=float)[keep]
-        for src, arr, col in (
-            (preds, pl, "p_long"), (preds, ps, "p_short"), (features, atr, "atr_14"),
-        ):  # fmt: skip
-            part = src[src["symbol"] == s]
-            pt = to_epoch_ms(part["open_time"])
-            ok = (pt >= start) & (pt <= end)
-            arr[(pt[ok] - start) // step_ms, j] = part[col].to_numpy(dtype=float)[ok]
+
         u = universe[universe["symbol"] == s]
         ut = to_epoch_ms(u["open_time"])
         ok = (ut >= start) & (ut <= end)
@@ -150,11 +144,35 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             fund[bar[ok], j] = f["funding_rate"].to_numpy(dtype=float)[ok]
         if not path.exists() or np.isnan(fund[:, j]).all():
             notes.append(f"{s}: no funding history; funding assumed zero")
+    pl = _on_grid(preds, "p_long", symbols, times, step_ms)
+    ps = _on_grid(preds, "p_short", symbols, times, step_ms)
+    atr = _on_grid(features, "atr_14", symbols, times, step_ms)
     tick, step, min_notional = _filters(paths, symbols, settings, notes)
     return Inputs(
         symbols, times, o, h, lo, c, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
         min_notional, notes, (start, end),
     )  # fmt: skip
+
+
+def grid_feature(settings: Settings, inputs: Inputs, column: str) -> np.ndarray:
+    """A column of ``data/features/{base}.parquet`` laid on the inputs' (T, N) grid."""
+    paths = DataPaths.at(settings.data_root)
+    frame = pd.read_parquet(
+        paths.features(settings.features.base_interval), columns=["symbol", "open_time", column]
+    )
+    step_ms = INTERVAL_MS[settings.features.base_interval]
+    return _on_grid(frame, column, inputs.symbols, inputs.times, step_ms)
+
+
+def _on_grid(
+    frame: pd.DataFrame, column: str, symbols: list[str], times: np.ndarray, step_ms: int
+) -> np.ndarray:
+    out = np.full((len(times), len(symbols)), np.nan)
+    code = pd.Categorical(frame["symbol"], categories=symbols).codes
+    t = to_epoch_ms(frame["open_time"])
+    ok = (code >= 0) & (t >= times[0]) & (t <= times[-1])
+    out[(t[ok] - times[0]) // step_ms, code[ok]] = frame[column].to_numpy(dtype=float)[ok]
+    return out
 
 
 def _filters(
@@ -275,6 +293,7 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
     )
     m["model"] = model
     m["notes"] = inputs.notes
+    m["baselines"] = compare_baselines(inputs, settings, m)
     m["settings"] = {
         "strategy": settings.strategy.model_dump(mode="json"),
         "threshold": settings.train.threshold,
@@ -292,3 +311,46 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
 
     atomic.replace_folder(folder, build)
     return {"folder": str(folder), "metrics": m}
+
+
+def compare_baselines(inputs: Inputs, settings: Settings, m: dict[str, Any]) -> dict[str, Any]:
+    """Each baseline's return, Sharpe and drawdown, and whether the model beats it by
+    more than the width of its own Sharpe interval (the noise a month carries)."""
+    from asterai.backtest import baselines, metrics
+
+    curves: dict[str, pd.DataFrame | None] = {
+        "buy_and_hold_btc": baselines.buy_and_hold_btc(inputs, settings),
+        "equal_weight_universe": baselines.equal_weight(inputs, settings),
+    }
+    rule, n_rule = baselines.rule_confluence(inputs, settings, params(settings))
+    curves["rule_confluence"] = rule
+    capital = settings.strategy.capital
+    ci = (m["confidence_95"] or {}).get("sharpe_ratio")
+    half_width = (ci[1] - ci[0]) / 2 if ci else None
+    out: dict[str, Any] = {}
+    for name, frame in curves.items():
+        if frame is None:
+            out[name] = "not available (the symbol is not in the predictions)"
+            continue
+        curve = frame["equity"].to_numpy(dtype=float)
+        r = metrics.returns_of(np.concatenate([[capital], curve]))
+        sr = metrics.sharpe(r)
+        entry = {
+            "final_equity": float(curve[-1]),
+            "total_return": float(curve[-1] / capital - 1),
+            "sharpe_ratio": sr,
+            "max_drawdown": metrics.drawdown(np.concatenate([[capital], curve]))[0],
+        }
+        if name == "rule_confluence":
+            entry["trades"] = n_rule
+        if sr is not None and m["sharpe_ratio"] is not None:
+            diff = m["sharpe_ratio"] - sr
+            entry["model_sharpe_minus_baseline"] = diff
+            entry["model_beats_it"] = bool(diff > 0)
+            entry["by_more_than_the_noise"] = bool(half_width is not None and diff > half_width)
+        out[name] = entry
+    out["note"] = (
+        "same window, universe, capital and costs; 'by more than the noise' means the "
+        "Sharpe difference exceeds half the width of the model's 95% Sharpe interval"
+    )
+    return out
