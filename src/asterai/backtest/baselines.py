@@ -95,7 +95,8 @@ def rule_confluence(
     p_long = np.where(known, long_.astype(float), np.nan)
     p_short = np.where(known, short.astype(float), np.nan)
     trades, _, curve, _ = kernel.simulate_nb(
-        inputs.open_, inputs.high, inputs.low, inputs.close, inputs.tradeable, p_long, p_short,
+        inputs.open_, inputs.high, inputs.low, inputs.close, inputs.volume, inputs.tradeable,
+        p_long, p_short,
         inputs.atr, inputs.funding, inputs.tick, inputs.step, inputs.min_notional,
         p._replace(threshold=0.5),
     )  # fmt: skip

@@ -43,6 +43,7 @@ class Inputs:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+    volume: np.ndarray
     tradeable: np.ndarray
     p_long: np.ndarray
     p_short: np.ndarray
@@ -117,7 +118,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
     def grid() -> np.ndarray:
         return np.full((T, N), np.nan)
 
-    o, h, lo, c, fund = (grid() for _ in range(5))
+    o, h, lo, c, vol, fund = (grid() for _ in range(6))
     tradeable = np.zeros((T, N), dtype=bool)
     universe = pq.read_table(paths.universe).to_pandas()
     features = pd.read_parquet(paths.features(base), columns=["symbol", "open_time", "atr_14"])
@@ -127,7 +128,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
         t = to_epoch_ms(frame["open_time"])
         keep = t >= start
         idx = (t[keep] - start) // step_ms
-        for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close")):
+        for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close"), (vol, "volume")):
             arr[idx, j] = frame[col].to_numpy(dtype=float)[keep]
 
         u = universe[universe["symbol"] == s]
@@ -149,7 +150,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
     atr = _on_grid(features, "atr_14", symbols, times, step_ms)
     tick, step, min_notional = _filters(paths, symbols, settings, notes)
     return Inputs(
-        symbols, times, o, h, lo, c, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
+        symbols, times, o, h, lo, c, vol, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
         min_notional, notes, (start, end),
     )  # fmt: skip
 
@@ -223,7 +224,8 @@ class Result:
 
 def simulate(inputs: Inputs, p: kernel.Params) -> Result:
     trades, rejects, curve, cash = kernel.simulate_nb(
-        inputs.open_, inputs.high, inputs.low, inputs.close, inputs.tradeable, inputs.p_long,
+        inputs.open_, inputs.high, inputs.low, inputs.close, inputs.volume, inputs.tradeable,
+        inputs.p_long,
         inputs.p_short, inputs.atr, inputs.funding, inputs.tick, inputs.step,
         inputs.min_notional, p,
     )  # fmt: skip

@@ -34,7 +34,8 @@ EXIT_REASONS = (
     REJECT_LEVERAGE,
     REJECT_NO_NEXT_BAR,
     REJECT_STOPPED,
-) = range(6)
+    REJECT_MARKET_CLOSED,
+) = range(7)
 REJECT_REASONS = (
     "below the minimum notional",
     "quantity below one lot step",
@@ -42,4 +43,5 @@ REJECT_REASONS = (
     "over the leverage limit",
     "no next bar to fill at",
     "trading stopped by the circuit breaker",
+    "market closed (no trade in the fill bar)",
 )

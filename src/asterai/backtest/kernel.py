@@ -22,13 +22,16 @@ At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
    bar opens beyond it.
 4. Funding at the bar's funding time, for positions still open: a long pays
    ``qty x close x rate``, a short receives it.
-5. Equity marked at the close; the drawdown circuit breaker closes everything at the
-   close and stops trading when equity falls ``max_drawdown`` below its peak.
+5. Equity marked at the close; when it falls ``max_drawdown`` below its peak the
+   drawdown circuit breaker stops trading and closes everything at the next open. A
+   symbol whose data ends (delisted) has its position closed at its last close.
 6. New signals at the close: ``p_long`` or ``p_short`` at least ``threshold`` on a
    tradeable bar with a known ATR, one position per symbol, the strongest first into the
-   free slots (``max_positions``). Size: ``risk x equity`` at risk between the entry and
-   the stop (``sl_atr`` ATRs), rounded down to the lot step. An open position whose
-   opposite side signals exits at the next open.
+   free slots (``max_positions``). Size: ``risk x equity`` divided by what a stop costs
+   per unit (``sl_atr`` ATRs, slippage and taker fees on both fills, a tick), rounded
+   down to the lot step. An open position whose opposite side signals exits at the next
+   open. An order meets no trade in a bar without volume (a closed market): entries are
+   rejected, exits wait.
 
 Fees: taker on market fills (entries, stops, time limits, signals), maker on targets.
 """
@@ -52,6 +55,7 @@ from asterai.backtest.enums import (
     EXIT_TIME,
     REJECT_LEVERAGE,
     REJECT_LOT_STEP,
+    REJECT_MARKET_CLOSED,
     REJECT_MAX_POSITIONS,
     REJECT_MIN_NOTIONAL,
     REJECT_NO_NEXT_BAR,
@@ -135,6 +139,7 @@ def simulate_nb(
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
+    volume: np.ndarray,
     tradeable: np.ndarray,
     p_long: np.ndarray,
     p_short: np.ndarray,
@@ -168,6 +173,13 @@ def simulate_nb(
     pend_prob = np.zeros(N)
     pend_order = np.full(N, -1, np.int64)  # strength rank
     pend_exit = np.zeros(N, np.bool_)
+    pend_exit_reason = np.zeros(N, np.int64)
+    last_bar = np.full(N, -1, np.int64)  # each symbol's last bar: where its data ends
+    for j in range(N):
+        for t in range(T - 1, -1, -1):
+            if not np.isnan(close[t, j]):
+                last_bar[j] = t
+                break
     last_close = np.full(N, np.nan)
     last_low = np.full(N, np.nan)
     last_high = np.full(N, np.nan)
@@ -197,6 +209,8 @@ def simulate_nb(
             reason = -1
             if np.isnan(open_[t, j]):
                 reason = REJECT_NO_NEXT_BAR
+            elif not volume[t, j] > 0.0:
+                reason = REJECT_MARKET_CLOSED
             else:
                 px = _fill_price(open_[t, j], s > 0, p.slippage, tick[j], low[t, j], high[t, j])
                 notional = pend_qty[j] * px
@@ -220,7 +234,8 @@ def simulate_nb(
                 side[j] = s
                 qty[j] = pend_qty[j]
                 entry_px[j] = px
-                stop[j] = px - s * p.sl_atr * pend_atr[j]
+                raw_stop = px - s * p.sl_atr * pend_atr[j]  # on the tick, away from the entry
+                stop[j] = _tick_down(raw_stop, tick[j]) if s > 0 else _tick_up(raw_stop, tick[j])
                 # the target is a limit order: on the tick, rounded away from the entry
                 raw = px + s * p.tp_atr * pend_atr[j]
                 target[j] = _tick_up(raw, tick[j]) if s > 0 else _tick_down(raw, tick[j])
@@ -257,8 +272,8 @@ def simulate_nb(
 
         # -- 3. exits against the bar's range ------------------------------------------
         for j in range(N):
-            if side[j] == 0.0 or np.isnan(open_[t, j]):
-                continue
+            if side[j] == 0.0 or np.isnan(open_[t, j]) or not volume[t, j] > 0.0:
+                continue  # no trade in the bar: no order can fill in it
             s = side[j]
             reason = -1
             px = 0.0
@@ -272,13 +287,9 @@ def simulate_nb(
                 px = _fill_price(stop[j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
             elif (s > 0 and high[t, j] >= target[j]) or (s < 0 and low[t, j] <= target[j]):
                 reason = EXIT_TARGET
-                # a resting limit order: no slippage, maker fee, at the target; a bar that
-                # opens beyond it fills it at the open (the only price the bar offers)
+                # a resting limit order: the maker, filled at its own price (never better,
+                # even when the bar opens beyond it), no slippage, the maker fee
                 px = target[j]
-                if entry_t[j] < t and (
-                    (s > 0 and open_[t, j] > target[j]) or (s < 0 and open_[t, j] < target[j])
-                ):
-                    px = open_[t, j]
                 fee_rate = p.maker_fee
             elif t - entry_t[j] + 1 >= p.horizon:
                 reason = EXIT_TIME
@@ -289,10 +300,23 @@ def simulate_nb(
                     stop, target, entry_t, signal_t, fees, paid,
                 )  # fmt: skip
 
+        # a symbol whose data ends here (delisted, or the end of its history) is closed at
+        # its last close: a position cannot outlive its market
+        for j in range(N):
+            if side[j] != 0.0 and t == last_bar[j] and t < T - 1:
+                px = _fill_price(
+                    close[t, j], side[j] < 0, p.slippage, tick[j], low[t, j], high[t, j]
+                )
+                cash, n_trades = _exit(
+                    j, t, px, p.taker_fee, EXIT_END, cash, n_trades, trades, side, qty,
+                    entry_px, stop, target, entry_t, signal_t, fees, paid,
+                )  # fmt: skip
+
         # -- 4. funding -------------------------------------------------------------------
         for j in range(N):
-            if side[j] != 0.0 and funding[t, j] != 0.0 and not np.isnan(close[t, j]):
-                amount = side[j] * qty[j] * close[t, j] * funding[t, j]
+            if side[j] != 0.0 and funding[t, j] != 0.0:
+                mark = close[t, j] if not np.isnan(close[t, j]) else last_close[j]
+                amount = side[j] * qty[j] * mark * funding[t, j]
                 cash -= amount
                 paid[j] += amount
 
@@ -340,7 +364,9 @@ def simulate_nb(
                 if (side[j] > 0 and ps >= p.threshold and ps > pl) or (
                     side[j] < 0 and pl >= p.threshold and pl > ps
                 ):
-                    pend_exit[j] = True
+                    if not pend_exit[j]:
+                        pend_exit[j] = True
+                        pend_exit_reason[j] = EXIT_SIGNAL
                 continue
             if max(pl, ps) < p.threshold or np.isnan(atr[t, j]) or atr[t, j] <= 0.0:
                 continue
@@ -359,7 +385,15 @@ def simulate_nb(
             elif n_busy >= p.max_positions:
                 reason = REJECT_MAX_POSITIONS
             else:
-                q = p.risk * equity / (p.sl_atr * atr[t, j])
+                # what a stop costs per unit: the distance, the slippage on both fills,
+                # both taker fees and a tick of rounding, so the loss at the stop stays
+                # within the risk budget
+                per_unit = (
+                    p.sl_atr * atr[t, j]
+                    + close[t, j] * (2.0 * p.taker_fee + 2.0 * p.slippage)
+                    + tick[j]
+                )
+                q = p.risk * equity / per_unit
                 if step[j] > 0.0:
                     q = math.floor(q / step[j] + 1e-9) * step[j]
                 if q <= 0.0:

@@ -76,18 +76,23 @@ def probabilistic_sharpe(r: np.ndarray, benchmark: float = 0.0) -> float | None:
     return _norm_cdf((sr - benchmark) * math.sqrt(n - 1) / math.sqrt(denom))
 
 
-def block_bootstrap(r: np.ndarray, seed: int = 0) -> dict[str, list[float] | None]:
+def block_bootstrap(
+    r: np.ndarray,
+    seed: int = 0,
+    bars_per_year: int = BARS_PER_YEAR,
+    block_bars: int = BLOCK_BARS,
+) -> dict[str, list[float] | None]:
     """95% intervals of the annualised Sharpe and of the maximum drawdown."""
     n = len(r)
-    if n < 2 * BLOCK_BARS:
+    if n < 2 * block_bars:
         return {"sharpe_ratio": None, "max_drawdown": None}
     rng = np.random.default_rng(seed)
-    blocks = -(-n // BLOCK_BARS)
+    blocks = -(-n // block_bars)
     sharpes, dds = [], []
     for _ in range(BOOTSTRAP_SAMPLES):
-        starts = rng.integers(0, n - BLOCK_BARS + 1, blocks)
-        sample = np.concatenate([r[s : s + BLOCK_BARS] for s in starts])[:n]
-        value = sharpe(sample)
+        starts = rng.integers(0, n - block_bars + 1, blocks)
+        sample = np.concatenate([r[s : s + block_bars] for s in starts])[:n]
+        value = sharpe(sample, bars_per_year)
         if value is not None:
             sharpes.append(value)
         dds.append(drawdown(np.concatenate([[1.0], np.cumprod(1.0 + sample)]))[0])
@@ -114,11 +119,16 @@ def compute(
     rejected: pd.DataFrame,
     capital: float,
     seed: int = 0,
+    bars_per_year: int = BARS_PER_YEAR,
+    block_bars: int = BLOCK_BARS,
 ) -> dict[str, Any]:
-    """Every figure of ``metrics.json`` (criteria graded separately in ``grade``)."""
+    """Every figure of ``metrics.json`` (criteria graded separately in ``grade``).
+
+    ``bars_per_year`` and ``block_bars`` (a day) follow the base interval.
+    """
     curve = equity["equity"].to_numpy(dtype=float)
     r = returns_of(np.concatenate([[capital], curve]))
-    years = len(r) / BARS_PER_YEAR
+    years = len(r) / bars_per_year
     final = float(curve[-1]) if len(curve) else capital
     total = final / capital - 1.0
     max_dd, dd_bars = drawdown(np.concatenate([[capital], curve]))
@@ -137,8 +147,8 @@ def compute(
         "final_equity": final,
         "total_return": total,
         "cagr": cagr,
-        "sharpe_ratio": sharpe(r),
-        "sortino_ratio": sortino(r),
+        "sharpe_ratio": sharpe(r, bars_per_year),
+        "sortino_ratio": sortino(r, bars_per_year),
         "max_drawdown": max_dd,
         "max_drawdown_bars": dd_bars,
         "calmar_ratio": cagr / max_dd if cagr is not None and max_dd > 0 else None,
@@ -157,10 +167,10 @@ def compute(
         "rejected_orders": {str(k): int(v) for k, v in rejected["reason"].value_counts().items()},
         "probabilistic_sharpe_ratio": probabilistic_sharpe(r),
         "confidence_95": {
-            **block_bootstrap(r, seed),
+            **block_bootstrap(r, seed, bars_per_year, block_bars),
             "win_rate": wilson(len(wins), len(trades)),
         },
-        "annualisation": f"{BARS_PER_YEAR} hourly bars a year (24/7 market)",
+        "annualisation": f"{bars_per_year} bars a year (24/7 market)",
     }
     out["criteria"] = grade(out)
     return out
