@@ -191,15 +191,19 @@ def simulate_nb(
     for t in range(T):
         # -- 1. fills at the open: exits on an opposite signal, then entries -----------
         for j in range(N):
-            if pend_exit[j] and side[j] != 0.0 and not np.isnan(open_[t, j]):
+            if not pend_exit[j]:
+                continue
+            if side[j] == 0.0:
+                pend_exit[j] = False
+            elif not np.isnan(open_[t, j]) and volume[t, j] > 0.0:  # else: its next bar
                 px = _fill_price(
                     open_[t, j], side[j] < 0, p.slippage, tick[j], low[t, j], high[t, j]
                 )
                 cash, n_trades = _exit(
-                    j, t, px, p.taker_fee, EXIT_SIGNAL, cash, n_trades, trades, side, qty,
-                    entry_px, stop, target, entry_t, signal_t, fees, paid,
+                    j, t, px, p.taker_fee, pend_exit_reason[j], cash, n_trades, trades, side,
+                    qty, entry_px, stop, target, entry_t, signal_t, fees, paid,
                 )  # fmt: skip
-            pend_exit[j] = False
+                pend_exit[j] = False
         ranked = np.argsort(np.where(pend_order >= 0, pend_order, 1 << 30))
         for k in range(N):
             j = ranked[k]
