@@ -76,6 +76,8 @@ class Params(NamedTuple):
     horizon: int
     max_leverage: float
     max_drawdown: float
+    allow_short: bool = True
+    fixed_quantity: float = 0.0  # > 0: every order this size (for cross-checks), not risk-sized
 
 
 #: Trade record columns (float64), in order.
@@ -375,6 +377,8 @@ def simulate_nb(
             if max(pl, ps) < p.threshold or np.isnan(atr[t, j]) or atr[t, j] <= 0.0:
                 continue
             wanted[j] = 1.0 if pl >= ps else -1.0
+            if wanted[j] < 0 and not p.allow_short:
+                continue
             strength[j] = max(pl, ps)
         order = np.argsort(-strength)
         rank = 0
@@ -397,7 +401,7 @@ def simulate_nb(
                     + close[t, j] * (2.0 * p.taker_fee + 2.0 * p.slippage)
                     + tick[j]
                 )
-                q = p.risk * equity / per_unit
+                q = p.risk * equity / per_unit if p.fixed_quantity <= 0.0 else p.fixed_quantity
                 if step[j] > 0.0:
                     q = math.floor(q / step[j] + 1e-9) * step[j]
                 if q <= 0.0:
