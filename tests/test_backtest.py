@@ -216,6 +216,10 @@ def test_the_command_writes_the_results_and_grades_the_criteria(trained, tmp_pat
         assert isinstance(b["model_beats_it"], bool), b
         assert b["final_equity"] > 0
     assert "baseline buy_and_hold_btc" in " ".join(result.output.split())
+    by_cat = m["by_category"]
+    assert sum(c["trades"] for c in by_cat.values()) == m["trades"]
+    assert set(by_cat) <= {"major", "alt", "stock_perpetual", "new_listing"}
+    assert sum(c["pnl"] for c in by_cat.values()) == pytest.approx(m["final_equity"] - 50.0)
 
 
 def test_buy_and_hold_btc_by_hand(trained) -> None:

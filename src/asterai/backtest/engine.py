@@ -296,6 +296,7 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
     m["model"] = model
     m["notes"] = inputs.notes
     m["baselines"] = compare_baselines(inputs, settings, m)
+    m["by_category"] = by_category(result.trades, settings)
     m["settings"] = {
         "strategy": settings.strategy.model_dump(mode="json"),
         "threshold": settings.train.threshold,
@@ -355,4 +356,45 @@ def compare_baselines(inputs: Inputs, settings: Settings, m: dict[str, Any]) -> 
         "same window, universe, capital and costs; 'by more than the noise' means the "
         "Sharpe difference exceeds half the width of the model's 95% Sharpe interval"
     )
+    return out
+
+
+def by_category(trades: pd.DataFrame, settings: Settings) -> dict[str, Any]:
+    """Trades, win rate and PnL per kind of market (majors, alts, stock perpetuals; a
+    trade opened while its market was younger than ``discovery.new_listing_days`` counts
+    as a new listing's)."""
+    from asterai.data.store import read_provenance
+    from asterai.models.data import static_categories
+
+    paths = DataPaths.at(settings.data_root)
+    kinds = static_categories(paths, sorted(trades["symbol"].unique()), settings.discovery.majors)
+    listing: dict[str, int | None] = {}
+    for symbol in kinds:
+        # the exchange's first kline per interval; a history cut short (the higher
+        # timeframes start later, see features.build.unknown_listings) has no known listing
+        firsts = {
+            iv: (read_provenance(paths.klines(symbol, iv)) or {}).get("listing_open_time")
+            for iv in settings.collect.intervals
+            if paths.klines(symbol, iv).exists()
+        }
+        base = firsts.get(settings.features.base_interval)
+        cut = base is None or any(t is not None and t > base for t in firsts.values())
+        listing[symbol] = None if cut else base
+    young_ms = settings.discovery.new_listing_days * 86_400_000
+    entry_ms = to_epoch_ms(trades["entry_time"])
+    cats = []
+    for symbol, t in zip(trades["symbol"], entry_ms, strict=True):
+        listed = listing.get(symbol)
+        cats.append(
+            "new_listing" if listed is not None and t - listed < young_ms else kinds[symbol]
+        )
+    out: dict[str, Any] = {}
+    frame = trades.assign(category=cats)
+    for cat, group in frame.groupby("category"):
+        out[str(cat)] = {
+            "trades": int(len(group)),
+            "win_rate": float((group["pnl"] > 0).mean()),
+            "pnl": float(group["pnl"].sum()),
+            "symbols": sorted(group["symbol"].unique()),
+        }
     return out
