@@ -61,3 +61,14 @@ def collect_everything(root: Path, recording):
         symbols = sorted({s for s, _ in recording.klines})
         assert asyncio.run(collect(settings, symbols=symbols)).ok
     return load_settings(root, exchange=FAST_EXCHANGE)
+
+
+def features_ready(root: Path, recording):
+    """``collect_everything`` plus the gate (READY, which writes the universe) and the features."""
+    from asterai.data.gate import validate
+    from asterai.features.build import run_features
+
+    settings = collect_everything(root, recording)
+    assert validate(settings, environment=False).ok
+    run_features(settings, plots=False)
+    return settings

@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import collect_everything
+from conftest import features_ready
 
 from asterai.backtest.engine import BacktestInputError, load_inputs, params, simulate
 from asterai.config import load_settings
-from asterai.data.gate import validate
-from asterai.features.build import run_features
 from asterai.models.train import walk_forward
 from asterai.paths import DataPaths
 
@@ -26,9 +24,7 @@ SMALL = {"folds": 3, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_est
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, recording) -> Path:
     root = tmp_path_factory.mktemp("backtest")
-    settings = collect_everything(root, recording)
-    assert validate(settings, environment=False).ok
-    run_features(settings, plots=False)
+    features_ready(root, recording)
     walk_forward("confluence", load_settings(root, train=SMALL))
     return root
 

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import collect_everything
+from conftest import features_ready
 
 from asterai.cli import main
 from asterai.config import load_settings
-from asterai.data.gate import GateRefused, validate
+from asterai.data.gate import GateRefused
 from asterai.data.store import PROVENANCE_KEY, read_provenance, to_epoch_ms
 from asterai.features.build import run_features
 from asterai.models import load
@@ -34,9 +34,7 @@ SMALL = {"folds": 3, "lstm": {"epochs": 2, "hidden_size": 16}, "xgboost": {"n_es
 def prepared(tmp_path_factory, recording) -> Path:
     """A data root with every recorded symbol collected, gated and turned into features."""
     root = tmp_path_factory.mktemp("models")
-    settings = collect_everything(root, recording)
-    assert validate(settings, environment=False).ok
-    run_features(settings, plots=False)
+    features_ready(root, recording)
     return root
 
 
@@ -283,7 +281,6 @@ def test_rolling_windows_keep_the_first_training_length(prepared, tmp_path) -> N
 
 def test_a_single_class_fold_is_a_clear_error(prepared, tmp_path) -> None:
     # an absurd target (60 ATR) that no trade reaches in a month: one class everywhere
-    from asterai.features.build import run_features
     from asterai.models.errors import TrainingError
 
     root = copy_root(prepared, tmp_path / "one-class")

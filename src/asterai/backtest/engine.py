@@ -119,7 +119,6 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
         return np.full((T, N), np.nan)
 
     o, h, lo, c, vol, fund = (grid() for _ in range(6))
-    tradeable = np.zeros((T, N), dtype=bool)
     universe = pq.read_table(paths.universe).to_pandas()
     features = pd.read_parquet(paths.features(base), columns=["symbol", "open_time", "atr_14"])
     notes: list[str] = []
@@ -131,10 +130,6 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
         for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close"), (vol, "volume")):
             arr[idx, j] = frame[col].to_numpy(dtype=float)[keep]
 
-        u = universe[universe["symbol"] == s]
-        ut = to_epoch_ms(u["open_time"])
-        ok = (ut >= start) & (ut <= end)
-        tradeable[(ut[ok] - start) // step_ms, j] = u["tradeable"].to_numpy(dtype=bool)[ok]
         path = paths.funding(s)
         if path.exists():
             f = read_series(path, "funding").frame
@@ -145,6 +140,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             fund[bar[ok], j] = f["funding_rate"].to_numpy(dtype=float)[ok]
         if not path.exists() or np.isnan(fund[:, j]).all():
             notes.append(f"{s}: no funding history; funding assumed zero")
+    tradeable = _on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
     pl = _on_grid(preds, "p_long", symbols, times, step_ms)
     ps = _on_grid(preds, "p_short", symbols, times, step_ms)
     atr = _on_grid(features, "atr_14", symbols, times, step_ms)
@@ -169,6 +165,7 @@ def _on_grid(
     frame: pd.DataFrame, column: str, symbols: list[str], times: np.ndarray, step_ms: int
 ) -> np.ndarray:
     out = np.full((len(times), len(symbols)), np.nan)
+    frame = frame[frame["symbol"].isin(symbols)]
     code = pd.Categorical(frame["symbol"], categories=symbols).codes
     t = to_epoch_ms(frame["open_time"])
     ok = (code >= 0) & (t >= times[0]) & (t <= times[-1])
