@@ -26,6 +26,7 @@ def trained(tmp_path_factory, recording) -> Path:
     root = tmp_path_factory.mktemp("backtest")
     features_ready(root, recording)
     walk_forward("confluence", load_settings(root, train=SMALL))
+    walk_forward("aster_native", load_settings(root, train=SMALL))
     return root
 
 
@@ -157,6 +158,7 @@ def test_bad_inputs_are_refused(trained, tmp_path) -> None:
     shutil.copytree(trained / "models", root / "models")
     settings = load_settings(root)
     path = DataPaths.at(root).predictions("confluence")
+    DataPaths.at(root).predictions("aster_native").unlink()
     with pytest.raises(BacktestInputError, match="aster_native.parquet does not exist"):
         load_inputs(settings, "aster_native")
     # a prediction moved into its fold's training window is in-sample: refused
@@ -176,6 +178,37 @@ def test_bad_inputs_are_refused(trained, tmp_path) -> None:
         load_inputs(settings, "confluence")
 
 
+def test_bad_inputs_leave_the_last_results_whole(written, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+    from asterai.config import ConfigError
+
+    src, _ = written
+    root = tmp_path / "bad"
+    for part in ("data", "models"):
+        shutil.copytree(src / part, root / part)
+    folder = DataPaths.at(root).backtest_results
+    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    # a threshold outside 0..1 is refused before anything runs
+    with pytest.raises(ConfigError, match="threshold"):
+        load_settings(root, train={"threshold": 1.5})
+    (root / "asterai.toml").write_text("[train]\nthreshold = 1.5\n")
+    run = CliRunner().invoke(main, ["backtest", "--data-root", str(root)])
+    assert run.exit_code == 2 and "threshold" in run.output, run.output
+    (root / "asterai.toml").unlink()
+    # a traded symbol's prices gone: the gate names the file, nothing is written
+    DataPaths.at(root).klines("BTCUSDT", "1h").unlink()
+    run = CliRunner().invoke(main, ["backtest", "--data-root", str(root)])
+    assert run.exit_code == 1 and "BTCUSDT_1h.parquet" in run.output, run.output
+    # no predictions: says which command makes them
+    DataPaths.at(root).predictions("confluence").unlink()
+    run = CliRunner().invoke(main, ["backtest", "--data-root", str(root)])
+    assert run.exit_code == 1 and "asterai train confluence" in run.output, run.output
+    after = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+
+
 def pa_table(frame: pd.DataFrame, metadata):
     import pyarrow as pa
 
@@ -183,19 +216,28 @@ def pa_table(frame: pd.DataFrame, metadata):
     return table.replace_schema_metadata(metadata)
 
 
-def test_the_command_writes_the_results_and_grades_the_criteria(trained, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def written(trained, tmp_path_factory):
+    """``asterai backtest`` run once on a copy of the trained folder."""
     from click.testing import CliRunner
 
     from asterai.cli import main
 
-    root = tmp_path / "cli"
+    root = tmp_path_factory.mktemp("cli")
     shutil.copytree(trained / "data", root / "data")
     shutil.copytree(trained / "models", root / "models")
     (root / "asterai.toml").write_text("[train]\nfolds = 3\n")
     result = CliRunner().invoke(main, ["backtest", "--data-root", str(root)])
+    return root, result
+
+
+def test_the_command_writes_the_results_and_grades_the_criteria(written) -> None:
+    root, result = written
     folder = DataPaths.at(root).backtest_results
     assert sorted(p.name for p in folder.iterdir()) == [
-        "equity.csv", "metrics.json", "rejected_orders.csv", "trades.csv",
+        "aster_native", "drawdown.png", "equity.csv", "equity.png", "exposure.png",
+        "metrics.json", "monthly_returns.png", "rejected_orders.csv", "report.html",
+        "trade_pnl.png", "trades.csv",
     ]  # fmt: skip
     m = json.loads((folder / "metrics.json").read_text())
     for key in ("sharpe_ratio", "win_rate", "max_drawdown", "significant"):
@@ -233,3 +275,72 @@ def test_buy_and_hold_btc_by_hand(trained) -> None:
         1 - st.taker_fee
     )
     assert curve["equity"].iloc[-1] == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_both_models_are_graded_side_by_side(written) -> None:
+    root, _ = written
+    folder = DataPaths.at(root).backtest_results
+    m = json.loads((folder / "metrics.json").read_text())
+    other = json.loads((folder / "aster_native" / "metrics.json").read_text())
+    assert other["model"] == "aster_native" and m["model"] == "confluence"
+    assert set(m["models"]) == {"confluence", "aster_native"}
+    for name, own in (("confluence", m), ("aster_native", other)):
+        headline = m["models"][name]
+        for key in ("final_equity", "sharpe_ratio", "trades", "criteria", "window"):
+            assert headline[key] == own[key], (name, key)
+    trades = pd.read_csv(folder / "aster_native" / "trades.csv")
+    equity = pd.read_csv(folder / "aster_native" / "equity.csv")
+    assert len(trades) == other["trades"]
+    assert 50.0 + trades["pnl"].sum() == pytest.approx(equity["equity"].iloc[-1])
+
+
+def test_monthly_returns_chain_to_the_total_return(written) -> None:
+    from asterai.backtest.report import monthly_returns
+
+    root, _ = written
+    folder = DataPaths.at(root).backtest_results
+    m = json.loads((folder / "metrics.json").read_text())
+    equity = pd.read_csv(folder / "equity.csv", parse_dates=["time"])
+    table = monthly_returns(equity, 50.0)
+    months = table.stack().dropna().to_numpy()
+    assert len(months) == equity["time"].dt.strftime("%Y-%m").nunique()
+    assert np.prod(1 + months) - 1 == pytest.approx(m["total_return"])
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (.ci/run installs it)"
+)
+def test_the_report_renders_whole_in_a_real_browser(written, tmp_path) -> None:
+    import subprocess
+
+    root, _ = written
+    folder = DataPaths.at(root).backtest_results
+    m = json.loads((folder / "metrics.json").read_text())
+    page = (folder / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", page],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    # the page's own check, run by the browser: every chart decoded
+    assert 'data-charts="5/5"' in dom
+    # the verdict comes first, and says what metrics.json says
+    failed = [k for k, c in m["criteria"].items() if k != "significant" and c["verdict"] == "FAIL"]
+    verdict = dom.index('class="verdict')
+    assert verdict < dom.index("<h2>")
+    assert dom[verdict:].split(">", 1)[1].startswith("FAIL" if failed else "PASS")
+    assert ("not significant" in dom) == (m["criteria"]["significant"]["verdict"] == "FAIL")
+    assert f"{m['final_equity']:,.3f}" in dom and f"{m['trades']} trades" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [CHROMIUM, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (2000, 1280)
+    assert pixels.std() > 20  # text and charts, not a blank page

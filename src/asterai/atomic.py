@@ -100,7 +100,10 @@ def replace_folder(target: str | Path, build: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     try:
         build(tmp)
-        for path in tmp.iterdir():
+        for path in sorted(tmp.rglob("*")):  # subfolders too, deepest last
+            if path.is_dir():
+                _fsync_dir(path)
+                continue
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)

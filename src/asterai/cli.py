@@ -606,8 +606,9 @@ def backtest(settings: Settings, model: str) -> None:
     touched; taker and maker fees, funding, lot step, tick and minimum notional on every
     order (rejected orders counted by reason); at most 5 positions; a liquidation check
     and a drawdown circuit breaker. Writes data/backtest_results/ (metrics.json with the
-    guide's criteria graded PASS or FAIL, trades.csv, rejected_orders.csv, equity.csv).
-    Exits 1 when a criterion fails.
+    guide's criteria graded PASS or FAIL, trades.csv, rejected_orders.csv, equity.csv,
+    five PNG charts and report.html); the other model, when trained, is backtested
+    beside it (its files in a subfolder named after it). Exits 1 when a criterion fails.
     """
     from asterai.backtest.engine import BacktestInputError, run_backtest
     from asterai.data.gate import GateRefused
@@ -649,9 +650,22 @@ def backtest(settings: Settings, model: str) -> None:
                 f"the model {verdict} it{noise}",
                 highlight=False,
             )
+    for name, other in m["models"].items():
+        if name == m["model"]:
+            continue
+        if isinstance(other, dict):
+            sr = other["sharpe_ratio"]
+            console.print(
+                f"beside it, {name}: {other['total_return']:+.1%}, Sharpe "
+                f"{'n/a' if sr is None else format(sr, '.2f')}, {other['trades']} trades "
+                f"({out['folder']}/{name}/)",
+                highlight=False,
+            )
+        else:
+            console.print(f"beside it, {name}: {other}", highlight=False)
     for note in m["notes"][:5]:
         console.print(f"note: {note}", highlight=False)
-    console.print(f"results: {out['folder']}")
+    console.print(f"results: {out['folder']}; read {out['folder']}/report.html", highlight=False)
     failed = [k for k, c in m["criteria"].items() if c["verdict"] != "PASS"]
     if failed:
         raise StepFailed(

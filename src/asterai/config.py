@@ -160,6 +160,13 @@ class StrategySettings(_Frozen):
     default_min_notional: float = Field(
         5.0, ge=0, description="USDT; used where discovery has no MIN_NOTIONAL filter"
     )
+    kelly_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="0 = off; else risk this share of the Kelly bet from the calibrated "
+        "probability at the labels' odds, never more than risk_per_trade",
+    )
 
 
 class EnsembleSettings(_Frozen):

@@ -54,6 +54,7 @@ class Inputs:
     min_notional: np.ndarray
     notes: list[str] = field(default_factory=list)
     window: tuple[int, int] = (0, 0)
+    run_id: str | None = None
 
 
 def _predictions(settings: Settings, model: str) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -104,7 +105,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
         raise BacktestInputError(
             f"train.threshold must lie in 0..1, got {settings.train.threshold}"
         )
-    preds, _ = _predictions(settings, model)
+    preds, meta = _predictions(settings, model)
     paths = DataPaths.at(settings.data_root)
     base = settings.features.base_interval
     step_ms = INTERVAL_MS[base]
@@ -122,6 +123,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
     universe = pq.read_table(paths.universe).to_pandas()
     features = pd.read_parquet(paths.features(base), columns=["symbol", "open_time", "atr_14"])
     notes: list[str] = []
+    no_funding: list[str] = []
     for j, s in enumerate(symbols):
         frame = bars[(s, base)]
         t = to_epoch_ms(frame["open_time"])
@@ -139,7 +141,12 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             ok = (bar >= 0) & (bar < T)
             fund[bar[ok], j] = f["funding_rate"].to_numpy(dtype=float)[ok]
         if not path.exists() or np.isnan(fund[:, j]).all():
-            notes.append(f"{s}: no funding history; funding assumed zero")
+            no_funding.append(s)
+    if no_funding:
+        notes.append(
+            f"no funding history in the window for {len(no_funding)} of {N} symbols "
+            f"({', '.join(no_funding)}): their funding is assumed zero"
+        )
     tradeable = _on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
     pl = _on_grid(preds, "p_long", symbols, times, step_ms)
     ps = _on_grid(preds, "p_short", symbols, times, step_ms)
@@ -147,7 +154,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
     tick, step, min_notional = _filters(paths, symbols, settings, notes)
     return Inputs(
         symbols, times, o, h, lo, c, vol, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
-        min_notional, notes, (start, end),
+        min_notional, notes, (start, end), meta.get("run_id"),
     )  # fmt: skip
 
 
@@ -206,7 +213,7 @@ def params(settings: Settings) -> kernel.Params:
     return kernel.Params(
         st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
         st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
-        st.max_leverage, st.max_drawdown,
+        st.max_leverage, st.max_drawdown, kelly_fraction=st.kelly_fraction,
     )  # fmt: skip
 
 
@@ -276,23 +283,34 @@ def simulate(inputs: Inputs, p: kernel.Params) -> Result:
     return Result(trade_frame, rejected, equity, float(cash), inputs)
 
 
-def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any]:
-    """Simulate, measure, grade, and write ``data/backtest_results/`` as one set."""
-    from asterai import atomic
+MODELS = ("confluence", "aster_native")
+
+
+@dataclass(slots=True)
+class ModelRun:
+    """One model's backtest: its result, its metrics and the baselines' curves."""
+
+    result: Result
+    metrics: dict[str, Any]
+    curves: dict[str, pd.DataFrame | None]
+
+
+def backtest_model(settings: Settings, model: str) -> ModelRun:
+    """Simulate one model's out-of-sample predictions, measure, grade, and compare with
+    the baselines on the same window, universe and costs. Writes nothing."""
     from asterai.backtest import metrics
 
     inputs = load_inputs(settings, model)
     result = simulate(inputs, params(settings))
     m = metrics.compute(
-        result.equity,
-        result.trades,
-        result.rejected,
-        settings.strategy.capital,
+        result.equity, result.trades, result.rejected, settings.strategy.capital,
         settings.train.seed,
-    )
+    )  # fmt: skip
     m["model"] = model
+    m["run_id"] = inputs.run_id
     m["notes"] = inputs.notes
-    m["baselines"] = compare_baselines(inputs, settings, m)
+    curves, n_rule = baseline_curves(inputs, settings)
+    m["baselines"] = compare_baselines(curves, n_rule, settings, m)
     m["by_category"] = by_category(result.trades, settings)
     m["settings"] = {
         "strategy": settings.strategy.model_dump(mode="json"),
@@ -301,22 +319,74 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
         "stop_atr": settings.features.sl_atr,
         "horizon_bars": settings.features.label_horizon,
     }
-    folder = DataPaths.at(settings.data_root).backtest_results
+    return ModelRun(result, m, curves)
+
+
+def _headline(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("window", "final_equity", "total_return", "sharpe_ratio", "max_drawdown",
+            "win_rate", "trades", "probabilistic_sharpe_ratio", "confidence_95", "criteria",
+            "run_id")  # fmt: skip
+    return {k: m[k] for k in keys}
+
+
+def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any]:
+    """Backtest ``model`` and, beside it, every other model that has predictions; write
+    ``data/backtest_results/`` as one set: the main model's ``metrics.json``,
+    ``trades.csv``, ``rejected_orders.csv``, ``equity.csv``, the charts and
+    ``report.html``; each other model's files in a subfolder named after it."""
+    from asterai import atomic
+    from asterai.backtest import report
+
+    if model not in MODELS:
+        raise BacktestInputError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
+    main = backtest_model(settings, model)
+    others: dict[str, ModelRun] = {}
+    models: dict[str, Any] = {model: _headline(main.metrics)}
+    paths = DataPaths.at(settings.data_root)
+    for other in MODELS:
+        if other == model:
+            continue
+        if not paths.predictions(other).exists():
+            models[other] = "not trained (no predictions)"
+            continue
+        try:
+            others[other] = backtest_model(settings, other)
+            models[other] = _headline(others[other].metrics)
+        except BacktestInputError as err:
+            models[other] = f"not backtested: {err}"
+    m = main.metrics
+    m["models"] = models
+    folder = paths.backtest_results
+    curves = {name: run.result.equity for name, run in others.items()} | main.curves
+
+    def write_set(tmp, run: ModelRun) -> None:
+        run.result.trades.to_csv(tmp / "trades.csv", index=False)
+        run.result.rejected.to_csv(tmp / "rejected_orders.csv", index=False)
+        run.result.equity.to_csv(tmp / "equity.csv", index=False)
+        (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2, default=str))
 
     def build(tmp):
-        result.trades.to_csv(tmp / "trades.csv", index=False)
-        result.rejected.to_csv(tmp / "rejected_orders.csv", index=False)
-        result.equity.to_csv(tmp / "equity.csv", index=False)
-        (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
+        write_set(tmp, main)
+        for name, run in others.items():
+            (tmp / name).mkdir()
+            write_set(tmp / name, run)
+        report.write_charts(
+            tmp, model, main.result.equity, main.result.trades, settings.strategy.capital,
+            settings.strategy.max_drawdown, curves,
+        )  # fmt: skip
+        page = report.render_html(m, tmp, main.result.trades)
+        (tmp / "report.html").write_text(page, encoding="utf-8")
 
     atomic.replace_folder(folder, build)
     return {"folder": str(folder), "metrics": m}
 
 
-def compare_baselines(inputs: Inputs, settings: Settings, m: dict[str, Any]) -> dict[str, Any]:
-    """Each baseline's return, Sharpe and drawdown, and whether the model beats it by
-    more than the width of its own Sharpe interval (the noise a month carries)."""
-    from asterai.backtest import baselines, metrics
+def baseline_curves(
+    inputs: Inputs, settings: Settings
+) -> tuple[dict[str, pd.DataFrame | None], int]:
+    """The baselines' equity curves on the model's window, universe and costs, and the
+    rule strategy's number of trades."""
+    from asterai.backtest import baselines
 
     curves: dict[str, pd.DataFrame | None] = {
         "buy_and_hold_btc": baselines.buy_and_hold_btc(inputs, settings),
@@ -324,6 +394,16 @@ def compare_baselines(inputs: Inputs, settings: Settings, m: dict[str, Any]) -> 
     }
     rule, n_rule = baselines.rule_confluence(inputs, settings, params(settings))
     curves["rule_confluence"] = rule
+    return curves, n_rule
+
+
+def compare_baselines(
+    curves: dict[str, pd.DataFrame | None], n_rule: int, settings: Settings, m: dict[str, Any]
+) -> dict[str, Any]:
+    """Each baseline's return, Sharpe and drawdown, and whether the model beats it by
+    more than the width of its own Sharpe interval (the noise a month carries)."""
+    from asterai.backtest import metrics
+
     capital = settings.strategy.capital
     ci = (m["confidence_95"] or {}).get("sharpe_ratio")
     half_width = (ci[1] - ci[0]) / 2 if ci else None

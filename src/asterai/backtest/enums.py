@@ -35,7 +35,8 @@ EXIT_REASONS = (
     REJECT_NO_NEXT_BAR,
     REJECT_STOPPED,
     REJECT_MARKET_CLOSED,
-) = range(7)
+    REJECT_NO_EDGE,
+) = range(8)
 REJECT_REASONS = (
     "below the minimum notional",
     "quantity below one lot step",
@@ -44,4 +45,5 @@ REJECT_REASONS = (
     "no next bar to fill at",
     "trading stopped by the circuit breaker",
     "market closed (no trade in the fill bar)",
+    "no edge at the labels' odds (Kelly sizing)",
 )

@@ -23,13 +23,15 @@ At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
 4. Funding at the bar's funding time, for positions still open: a long pays
    ``qty x close x rate``, a short receives it.
 5. Equity marked at the close; when it falls ``max_drawdown`` below its peak the
-   drawdown circuit breaker stops trading and closes everything at the next open. A
+   drawdown circuit breaker stops trading and closes everything at the next open
+   (decided at the close, filled after it, like every other order). A
    symbol whose data ends (delisted) has its position closed at its last close.
 6. New signals at the close: ``p_long`` or ``p_short`` at least ``threshold`` on a
    tradeable bar with a known ATR, one position per symbol, the strongest first into the
    free slots (``max_positions``). Size: ``risk x equity`` divided by what a stop costs
    per unit (``sl_atr`` ATRs, slippage and taker fees on both fills, a tick), rounded
-   down to the lot step. An open position whose opposite side signals exits at the next
+   down to the lot step. With ``kelly_fraction`` > 0 the risk is that share of the
+   Kelly bet at the labels' odds (capped by ``risk``); no edge, no order. An open position whose opposite side signals exits at the next
    open. An order meets no trade in a bar without volume (a closed market): entries are
    rejected, exits wait.
 
@@ -58,6 +60,7 @@ from asterai.backtest.enums import (
     REJECT_MARKET_CLOSED,
     REJECT_MAX_POSITIONS,
     REJECT_MIN_NOTIONAL,
+    REJECT_NO_EDGE,
     REJECT_NO_NEXT_BAR,
     REJECT_STOPPED,
 )
@@ -78,6 +81,7 @@ class Params(NamedTuple):
     max_drawdown: float
     allow_short: bool = True
     fixed_quantity: float = 0.0  # > 0: every order this size (for cross-checks), not risk-sized
+    kelly_fraction: float = 0.0  # > 0: risk this share of the Kelly bet, capped by ``risk``
 
 
 #: Trade record columns (float64), in order.
@@ -341,17 +345,12 @@ def simulate_nb(
                 n_open += 1
         peak = max(peak, equity)
         if not stopped and equity < peak * (1.0 - p.max_drawdown):
+            # decided at this close, so filled at the next open (rule 3), like any signal
             for j in range(N):
                 if side[j] != 0.0:
-                    px = _fill_price(
-                        last_close[j], side[j] < 0, p.slippage, tick[j], last_low[j], last_high[j]
-                    )
-                    cash, n_trades = _exit(
-                        j, t, px, p.taker_fee, EXIT_BREAKER, cash, n_trades, trades, side, qty,
-                        entry_px, stop, target, entry_t, signal_t, fees, paid,
-                    )  # fmt: skip
+                    pend_exit[j] = True
+                    pend_exit_reason[j] = EXIT_BREAKER
             stopped = True
-            equity, notional, n_open = cash, 0.0, 0
         curve[t, 0], curve[t, 1], curve[t, 2], curve[t, 3] = equity, cash, n_open, notional
 
         # -- 6. signals at the close, for the next open -------------------------------------
@@ -401,10 +400,19 @@ def simulate_nb(
                     + close[t, j] * (2.0 * p.taker_fee + 2.0 * p.slippage)
                     + tick[j]
                 )
-                q = p.risk * equity / per_unit if p.fixed_quantity <= 0.0 else p.fixed_quantity
-                if step[j] > 0.0:
+                risk = p.risk
+                if p.kelly_fraction > 0.0:
+                    # Kelly for a bet that wins tp_atr or loses sl_atr ATRs with the
+                    # model's calibrated probability: f = p - (1 - p) / b, b = tp / sl
+                    b = p.tp_atr / p.sl_atr
+                    kelly = strength[j] - (1.0 - strength[j]) / b
+                    risk = min(p.risk, p.kelly_fraction * kelly)
+                q = risk * equity / per_unit if p.fixed_quantity <= 0.0 else p.fixed_quantity
+                if risk <= 0.0:
+                    reason = REJECT_NO_EDGE
+                elif step[j] > 0.0:
                     q = math.floor(q / step[j] + 1e-9) * step[j]
-                if q <= 0.0:
+                if reason < 0 and q <= 0.0:
                     reason = REJECT_LOT_STEP
             if reason >= 0:
                 rj = rejects[n_rejects]

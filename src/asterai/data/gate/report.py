@@ -85,7 +85,9 @@ class GateReport:
                     f"{symbol} is required but you excluded it (--exclude / exclude_symbols)"
                 )
             else:
-                out.append(f"{symbol} is required but {self.why(symbol).split(': ', 1)[1]}")
+                refusals = self.symbols.get(symbol, {}).get("refusals") or []
+                first = f": {refusals[0]['message']}" if refusals else ""
+                out.append(f"{symbol} is required but {self.why(symbol).split(': ', 1)[1]}{first}")
         minimum = self.settings.quality.min_trainable_symbols
         if self.symbols and len(self.trainable) < minimum:
             out.append(

@@ -1,0 +1,199 @@
+"""Golden cases of the kernel on real bars, each worked out by hand from the bar's own
+prices: a gap through a stop, a bar that touches both barriers, funding on a short,
+the drawdown circuit breaker and Kelly sizing.
+
+The bars are the recording's; what the tests choose are the strategy's inputs (the
+signals, the ATR that places the stops, a funding rate, the parameters), so that each
+case lands on a real event of the market."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from asterai.backtest import kernel
+from asterai.backtest.enums import EXIT_REASONS, REJECT_REASONS
+
+FEE, MAKER, SLIP = 0.00075, 0.0005, 0.0005
+
+
+def bars(real_data, symbol: str) -> pd.DataFrame:
+    return pd.read_parquet(real_data / "klines" / f"{symbol}_1h.parquet").iloc[:-1]
+
+
+def params(**kw) -> kernel.Params:
+    base = dict(
+        capital=50.0, risk=0.01, max_positions=5, taker_fee=FEE, maker_fee=MAKER,
+        slippage=SLIP, threshold=0.5, tp_atr=3.0, sl_atr=2.0, horizon=24,
+        max_leverage=5.0, max_drawdown=0.5,
+    )  # fmt: skip
+    base.update(kw)
+    return kernel.Params(**base)
+
+
+def run(b: pd.DataFrame, p_long, p_short, atr, p: kernel.Params, funding=None):
+    """One symbol through the kernel; tick and lot step off so the arithmetic is exact."""
+    col = lambda k: b[k].to_numpy(dtype=float)[:, None]  # noqa: E731
+    T = len(b)
+    trades, rejects, curve, cash = kernel.simulate_nb(
+        col("open"), col("high"), col("low"), col("close"), col("volume"),
+        np.ones((T, 1), bool), p_long[:, None], p_short[:, None], atr[:, None],
+        np.zeros((T, 1)) if funding is None else funding[:, None],
+        np.zeros(1), np.zeros(1), np.zeros(1), p,
+    )  # fmt: skip
+    return (
+        pd.DataFrame(trades, columns=kernel.TRADE_FIELDS),
+        pd.DataFrame(rejects, columns=kernel.REJECT_FIELDS),
+        curve,
+        cash,
+    )
+
+
+def signal_at(T: int, t: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """One signal at bar ``t``'s close (so a fill at ``t+1``'s open); nothing elsewhere."""
+    pl, ps = np.zeros(T), np.zeros(T)
+    (pl if side > 0 else ps)[t] = 0.9
+    return pl, ps
+
+
+def test_a_gap_through_the_stop_fills_at_the_open_not_at_the_stop(real_data) -> None:
+    b = bars(real_data, "AAVEUSDT")
+    # AAVEUSDT opened the 2025-09-17 04:00 bar below the previous bar's low: a real gap
+    g = b.index.get_loc(pd.Timestamp("2025-09-17 04:00"))
+    o, lo = b["open"].to_numpy(), b["low"].to_numpy()
+    assert o[g] < lo[g - 1] and (b["volume"].iloc[g - 2 : g + 1] > 0).all()
+    h = b["high"].to_numpy()
+    # long entered at the previous bar's open plus slippage, never above the bar's high
+    entry = min(o[g - 1] * (1 + SLIP), h[g - 1])
+    stop = (lo[g - 1] + o[g]) / 2  # below everything the entry bar traded, above the gap
+    atr = np.full(len(b), (entry - stop) / 2.0)
+    pl, ps = signal_at(len(b), g - 2, +1)
+    trades, _, _, _ = run(b, pl, ps, atr, params())
+    t = trades.iloc[0]
+    assert (t["entry_t"], t["exit_t"]) == (g - 1, g)
+    assert EXIT_REASONS[int(t["exit_reason"])] == "gap through stop"
+    assert t["stop"] == pytest.approx(stop)
+    # filled at the gapped open less the slippage (never below the bar's low), not at
+    # the better stop price
+    assert t["exit_price"] == pytest.approx(max(o[g] * (1 - SLIP), lo[g]))
+    assert t["exit_price"] < t["stop"]
+    q = t["quantity"]
+    assert t["pnl"] == pytest.approx(
+        q * (t["exit_price"] - entry) - q * FEE * (entry + t["exit_price"])
+    )
+
+
+def test_a_bar_that_touches_both_barriers_is_a_stop(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    # the 2025-10-10 21:00 bar (the crash) traded from 101,500 to far above its open
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-10 21:00"))
+    o, h, lo = (b[k].to_numpy() for k in ("open", "high", "low"))
+    entry = o[t0] * (1 + SLIP)
+    # one ATR of 1: the stop just above the low, the target just below the high
+    p = params(sl_atr=(entry - lo[t0]) * 0.9, tp_atr=(h[t0] - entry) * 0.9, risk=0.001)
+    pl, ps = signal_at(len(b), t0 - 1, +1)
+    trades, _, _, _ = run(b, pl, ps, np.ones(len(b)), p)
+    t = trades.iloc[0]
+    assert t["entry_t"] == t["exit_t"] == t0
+    assert lo[t0] <= t["stop"] and t["target"] <= h[t0]  # both were touched
+    assert EXIT_REASONS[int(t["exit_reason"])] == "stop"  # and the worse one is assumed
+    assert t["exit_price"] == pytest.approx(t["stop"] * (1 - SLIP))
+
+
+def test_a_target_is_a_maker_fill_at_its_own_price(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-01 12:00"))
+    o, h, lo = (b[k].to_numpy() for k in ("open", "high", "low"))
+    entry = o[t0] * (1 + SLIP)
+    # the target inside the entry bar's range, the stop far below anything it traded
+    p = params(tp_atr=(h[t0] - entry) / 2, sl_atr=(entry - lo[t0]) * 5, risk=0.001)
+    pl, ps = signal_at(len(b), t0 - 1, +1)
+    trades, _, _, _ = run(b, pl, ps, np.ones(len(b)), p)
+    t = trades.iloc[0]
+    assert EXIT_REASONS[int(t["exit_reason"])] == "target"
+    assert t["exit_price"] == pytest.approx(entry + (h[t0] - entry) / 2)
+    q = t["quantity"]
+    assert t["fees"] == pytest.approx(q * entry * FEE + q * t["exit_price"] * MAKER)
+
+
+def test_a_short_receives_positive_funding_and_a_long_pays_it(real_data) -> None:
+    b = bars(real_data, "ETHUSDT")
+    T = len(b)
+    t0 = b.index.get_loc(pd.Timestamp("2025-09-20 00:00"))
+    rate = 0.0001  # a rate chosen for the test (the recording has no funding history)
+    funding = np.zeros(T)
+    funding[t0 + 2 : t0 + 10 : 8] = rate  # one funding time while the position is open
+    funding[t0 + 4] = -rate / 2  # and a negative one
+    c = b["close"].to_numpy()
+    far = params(tp_atr=1e6, sl_atr=1e6, horizon=8)  # only the time limit closes it
+    for side in (-1, +1):
+        pl, ps = signal_at(T, t0, side)
+        trades, _, curve, cash = run(b, pl, ps, np.ones(T), far, funding)
+        t = trades.iloc[0]
+        assert EXIT_REASONS[int(t["exit_reason"])] == "time limit"
+        q = t["quantity"]
+        paid = side * q * (c[t0 + 2] * rate - c[t0 + 4] * rate / 2)
+        assert t["funding"] == pytest.approx(paid)  # positive: paid; negative: received
+        assert (t["funding"] < 0) == (side < 0)
+        gross = side * q * (t["exit_price"] - t["entry_price"])
+        assert t["pnl"] == pytest.approx(gross - t["fees"] - paid)
+        assert cash == pytest.approx(50.0 + t["pnl"])
+        # the cash falls by what was paid at the funding bar itself
+        i = t0 + 2
+        assert curve[i, 1] - curve[i - 1, 1] == pytest.approx(-side * q * c[i] * rate)
+
+
+def test_the_circuit_breaker_closes_everything_at_the_next_open_and_stops(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    T = len(b)
+    # long 0.0019 BTC (about 230 USDT, under the 5x leverage limit) from 2025-10-10 12:00
+    # into the crash
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-10 12:00"))
+    pl = np.zeros(T)
+    pl[t0:] = 0.9  # it keeps asking to trade: after the breaker every ask is refused
+    p = params(max_drawdown=0.02, tp_atr=1e6, sl_atr=1e6, horizon=10**6, fixed_quantity=0.0019)
+    trades, rejects, curve, _ = run(b, pl, np.zeros(T), np.full(T, 100.0), p)
+    t = trades.iloc[0]
+    assert EXIT_REASONS[int(t["exit_reason"])] == "drawdown circuit breaker"
+    peak = np.maximum.accumulate(np.concatenate([[50.0], curve[:, 0]]))[1:]
+    breach = int(np.flatnonzero(curve[:, 0] < peak * (1 - 0.02))[0])
+    # decided at the breaching bar's close, filled at the next bar's open
+    assert t["exit_t"] == breach + 1
+    assert t["exit_price"] == pytest.approx(b["open"].to_numpy()[breach + 1] * (1 - SLIP))
+    assert len(trades) == 1  # and nothing after it
+    reasons = {REJECT_REASONS[int(r)] for r in rejects["reason"]}
+    assert reasons == {"trading stopped by the circuit breaker"}
+    assert (rejects["t"] > breach).all()
+    assert (curve[breach + 1 :, 2] == 0).all()
+
+
+def test_kelly_sizing_risks_a_share_of_the_kelly_bet_capped_by_the_risk_limit(real_data) -> None:
+    b = bars(real_data, "SOLUSDT")
+    T = len(b)
+    c = b["close"].to_numpy()
+    t0 = 100
+    atr = np.full(T, c[t0] * 0.01)
+    per_unit = 2.0 * atr[t0] + c[t0] * (2 * FEE + 2 * SLIP)
+
+    def quantity(prob: float, **kw):
+        pl = np.zeros(T)
+        pl[t0] = prob
+        trades, rejects, _, _ = run(b, pl, np.zeros(T), atr, params(**kw))
+        return (trades["quantity"].iloc[0] if len(trades) else None), rejects
+
+    # win 3 ATRs or lose 2 (b = 1.5): at p = 0.6 Kelly bets 0.6 - 0.4 / 1.5 = 0.333
+    kelly = 0.6 - 0.4 / 1.5
+    q, _ = quantity(0.6, kelly_fraction=0.02)  # 0.0067 of equity: under the 1% cap
+    assert q == pytest.approx(0.02 * kelly * 50.0 / per_unit)
+    q, _ = quantity(0.6, kelly_fraction=0.5)  # 0.167: the 1% risk limit binds
+    assert q == pytest.approx(0.01 * 50.0 / per_unit)
+    q, _ = quantity(0.6)  # off: plain 1% risk
+    assert q == pytest.approx(0.01 * 50.0 / per_unit)
+    # win 1 ATR or lose 2 (b = 0.5): break-even is p = 2/3, so a signal at p = 0.5
+    # clears the threshold but has no edge (Kelly 0.5 - 0.5 / 0.5 = -0.5): no order
+    q, rejects = quantity(0.5, kelly_fraction=0.5, tp_atr=1.0, sl_atr=2.0)
+    assert q is None
+    assert [REJECT_REASONS[int(r)] for r in rejects["reason"]] == [
+        "no edge at the labels' odds (Kelly sizing)"
+    ]
