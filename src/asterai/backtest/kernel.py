@@ -193,6 +193,10 @@ def simulate_nb(
     cash = p.capital
     peak = p.capital
     stopped = False
+    rank = 0  # orders pending for the next open
+    no_order = np.zeros(N, np.int64)
+    wanted = np.zeros(N)
+    strength = np.full(N, -1.0)
 
     for t in range(T):
         # -- 1. fills at the open: exits on an opposite signal, then entries -----------
@@ -210,8 +214,12 @@ def simulate_nb(
                     qty, entry_px, stop, target, entry_t, signal_t, fees, paid,
                 )  # fmt: skip
                 pend_exit[j] = False
-        ranked = np.argsort(np.where(pend_order >= 0, pend_order, 1 << 30))
-        for k in range(N):
+        # (the sorts only on bars that need them: most bars have no order and no signal)
+        if rank > 0:
+            ranked = np.argsort(np.where(pend_order >= 0, pend_order, 1 << 30))
+        else:
+            ranked = no_order
+        for k in range(N if rank > 0 else 0):
             j = ranked[k]
             if pend_order[j] < 0:
                 break
@@ -357,8 +365,9 @@ def simulate_nb(
         if t == T - 1:
             break
         n_busy = n_open
-        wanted = np.zeros(N)
-        strength = np.full(N, -1.0)
+        wanted[:] = 0.0
+        strength[:] = -1.0
+        n_candidates = 0
         for j in range(N):
             if not tradeable[t, j] or np.isnan(close[t, j]):
                 continue
@@ -379,9 +388,10 @@ def simulate_nb(
             if wanted[j] < 0 and not p.allow_short:
                 continue
             strength[j] = max(pl, ps)
-        order = np.argsort(-strength)
+            n_candidates += 1
+        order = np.argsort(-strength) if n_candidates > 0 else no_order
         rank = 0
-        for k in range(N):
+        for k in range(N if n_candidates > 0 else 0):
             j = order[k]
             if strength[j] < 0.0:
                 break

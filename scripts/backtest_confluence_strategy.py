@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""The seed guide's `python scripts/backtest_confluence_strategy.py`: the same as `asterai backtest`.
+
+Every option of `asterai backtest --help` works here too (--model, --data-root, ...).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from asterai.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["backtest", *sys.argv[1:]], prog_name="backtest_confluence_strategy.py")
