@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from asterai.cli import main  # noqa: E402
+from asterai.cli import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    main(["train", "aster-native", *sys.argv[1:]], prog_name="train_aster_native_model.py")
+    run_script("train", "train_aster_native_model.py", fixed=("aster-native",))

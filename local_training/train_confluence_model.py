@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from asterai.cli import main  # noqa: E402
+from asterai.cli import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    main(["train", "confluence", *sys.argv[1:]], prog_name="train_confluence_model.py")
+    run_script("train", "train_confluence_model.py", fixed=("confluence",))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from asterai.cli import main  # noqa: E402
+from asterai.cli import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    main(["backtest", *sys.argv[1:]], prog_name="backtest_confluence_strategy.py")
+    run_script("backtest", "backtest_confluence_strategy.py")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from asterai.cli import main  # noqa: E402
+from asterai.cli import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    main(["ratelimit", *sys.argv[1:]], prog_name="test_aster_rate_limits.py")
+    run_script("ratelimit", "test_aster_rate_limits.py")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from asterai.cli import main  # noqa: E402
+from asterai.cli import run_script  # noqa: E402
 
 if __name__ == "__main__":
-    main(["features", *sys.argv[1:]], prog_name="validate_confluence_features.py")
+    run_script("features", "validate_confluence_features.py")

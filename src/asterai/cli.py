@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import click
 from asterai import __version__
 from asterai.config import REAL_EXCHANGE_URL, ConfigError, Settings, load_settings
 from asterai.intervals import IntervalError, parse_intervals
+from asterai.paths import DataPaths
 
 log = logging.getLogger("asterai")
 
@@ -504,22 +506,7 @@ def train(
     from asterai.models.splits import SplitError
     from asterai.models.train import walk_forward
 
-    overrides: dict[str, Any] = {
-        k: v for k, v in (("device", device), ("folds", folds), ("scheme", scheme)) if v is not None
-    }
-    lstm = {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs)) if v is not None}
-    if overrides or lstm:
-        from asterai.config import TrainSettings
-
-        # only what was set (in asterai.toml or here) counts as set: an option must not
-        # turn the default fold count into an explicit one
-        raw = settings.train.model_dump(exclude_unset=True)
-        raw.update(overrides)
-        raw["lstm"] = {**settings.train.lstm.model_dump(exclude_unset=True), **lstm}
-        try:
-            settings = settings.model_copy(update={"train": TrainSettings.model_validate(raw)})
-        except ValueError as err:
-            raise click.UsageError(str(err)) from err
+    settings = _train_overrides(settings, device, folds, scheme, batch_size, epochs)
     console = _console()
     bars = _TrainBars(console)
     name = model.replace("-", "_")
@@ -760,12 +747,182 @@ def replay(
 # -- pipeline ---------------------------------------------------------------------
 
 
+class _PipelineDisplay:
+    """The run as it goes: the plan, each stage's start (why it runs, elapsed and the
+    estimate left from the last run's times), its end, then a summary table."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.started_at = time.perf_counter()
+        self.names: list[str] = []
+
+    def _clock(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "?"
+        m, s = divmod(int(seconds + 0.5), 60)
+        return f"{m}:{s:02d}"
+
+    def plan(self, run_id: str, names: list[str], estimates: dict[str, float | None]) -> None:
+        self.names = names
+        known = [v for v in estimates.values() if v]
+        total = (
+            f", about {self._clock(sum(known))} by the last runs"
+            if len(known) == len(names)
+            else ""
+        )
+        self.console.print(
+            f"[bold]pipeline run {run_id}[/]: {len(names)} stage(s){total}", highlight=False
+        )
+        self.console.print("  " + " -> ".join(names), highlight=False)
+
+    def started(self, name: str, index: int, reason: str, eta_s: float | None) -> None:
+        elapsed = time.perf_counter() - self.started_at
+        left = f", about {self._clock(eta_s)} left" if eta_s is not None else ""
+        self.console.print(
+            f"[bold cyan]> \\[{index + 1}/{len(self.names)}] {name}[/] ({reason}; elapsed "
+            f"{self._clock(elapsed)}{left})",
+            highlight=False,
+        )
+
+    def finished(self, record: dict[str, Any]) -> None:
+        from rich.markup import escape
+
+        name, status = record["name"], record["status"]
+        if status == "skipped":
+            self.console.print(
+                f"[dim]\\[{name}] skipped, current: {escape(record.get('summary', ''))}[/]",
+                highlight=False,
+            )
+            return
+        mark = "[green]ok[/]" if status == "ran" else "[red]FAILED[/]"
+        self.console.print(
+            f"\\[{name}] {mark} in {record.get('seconds', 0):.1f} s: "
+            f"{escape(record.get('summary', ''))}",
+            highlight=False,
+        )
+        for line in record.get("details") or []:
+            self.console.print(line, highlight=False, markup=False)
+
+    def summary(self, outcome: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"pipeline run {outcome.run_id}")
+        for col in ("stage", "status", "time", "key numbers"):
+            table.add_column(col)
+        colours = {"ran": "green", "skipped": "dim", "failed": "red"}
+        for s in outcome.stages:
+            table.add_row(
+                s["name"], f"[{colours.get(s['status'], 'white')}]{s['status']}[/]",
+                f"{s.get('seconds', 0):.1f} s", _key_numbers(s.get("numbers") or {}),
+            )  # fmt: skip
+        done = {s["name"] for s in outcome.stages}
+        for name in self.names:
+            if name not in done:
+                table.add_row(name, "not run", "", "")
+        self.console.print(table)
+        self.console.print(f"manifest: {outcome.manifest}", highlight=False)
+
+
+def _key_numbers(n: dict[str, Any]) -> str:
+    def f(x: Any, spec: str = ".3f") -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    parts = []
+    if "symbols" in n and "trainable" in n:
+        parts.append(f"{n['symbols']} symbols, {n['trainable']} trainable")
+    elif "trainable" in n:
+        parts.append(
+            f"{n['trainable']} trainable, {n['excluded']} excluded, {n['contaminated']} contaminated"
+        )
+    if "series" in n:
+        parts.append(f"{n['series_ok']}/{n['series']} series, {n['new_bars']} new bars")
+    if "features" in n:
+        parts.append(f"{n['features']} features, {n['symbols']} symbols, {n['rows']} rows")
+    if "auc_long" in n:
+        parts.append(
+            f"AUC long {f(n['auc_long'])} (logistic {f(n['logistic_auc_long'])}), short "
+            f"{f(n['auc_short'])} (logistic {f(n['logistic_auc_short'])})"
+        )
+    if "criteria" in n:
+        ci = n.get("sharpe_interval_95")
+        interval = f" [{ci[0]:.2f} .. {ci[1]:.2f}]" if ci else ""
+        verdicts = ", ".join(f"{k} {v}" for k, v in n["criteria"].items())
+        parts.append(
+            f"{n['trades']} trades, {f(n['total_return'], '+.1%')}, Sharpe "
+            f"{f(n['sharpe_ratio'], '.2f')}{interval}; {verdicts}"
+        )
+    return "; ".join(parts)
+
+
+def _train_overrides(
+    settings: Settings,
+    device: str | None = None,
+    folds: int | None = None,
+    scheme: str | None = None,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+) -> Settings:
+    """Settings with the training options given on the command line applied."""
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("device", device), ("folds", folds), ("scheme", scheme)) if v is not None
+    }
+    lstm = {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs)) if v is not None}
+    if not (overrides or lstm):
+        return settings
+    from asterai.config import TrainSettings
+
+    # only what was set (in asterai.toml or here) counts as set: an option must not
+    # turn the default fold count into an explicit one
+    raw = settings.train.model_dump(exclude_unset=True)
+    raw.update(overrides)
+    raw["lstm"] = {**settings.train.lstm.model_dump(exclude_unset=True), **lstm}
+    try:
+        return settings.model_copy(update={"train": TrainSettings.model_validate(raw)})
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        (
+            click.option(
+                "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                help="Where to train (default auto: CUDA when both XGBoost and PyTorch can use it).",
+            ),
+            click.option(
+                "--folds", type=click.IntRange(1, 50), default=None,
+                help="Walk-forward folds (default 4).",
+            ),
+            click.option(
+                "--batch-size", type=click.IntRange(1), default=None,
+                help="LSTM batch; lower it on GPU out-of-memory.",
+            ),
+            click.option(
+                "--epochs", type=click.IntRange(1), default=None, help="Most LSTM epochs per fold."
+            ),
+        )
+    ):  # fmt: skip
+        func = option(func)
+    return func
+
+
 @main.command()
-@click.option("--start-from", default=None, help="First stage to run.")
-@click.option("--stop-at", default=None, help="Last stage to run.")
+@click.option("--start-from", default=None, metavar="STAGE", help="First stage to run.")
+@click.option("--stop-at", default=None, metavar="STAGE", help="Last stage to run.")
 @click.option(
-    "--validate-only", is_flag=True, help="Check everything without collecting or training."
+    "--validate-only",
+    is_flag=True,
+    help="Discovery, the rate-limit probe and the gate over what is stored: no collection, "
+    "no training.",
 )
+@click.option("--force", is_flag=True, help="Run the selected stages even when they are current.")
+@click.option(
+    "--require-pass",
+    is_flag=True,
+    help="Exit 1 when the backtest's criteria fail (by default the run succeeds when every "
+    "stage ran, and the verdict is reported).",
+)
+@_training_options
 @_collect_overrides
 @common_options
 def pipeline(
@@ -774,30 +931,130 @@ def pipeline(
     start_from: str | None,
     stop_at: str | None,
     validate_only: bool,
+    force: bool,
+    require_pass: bool,
+    device: str | None,
+    folds: int | None,
+    batch_size: int | None,
+    epochs: int | None,
 ) -> None:
-    """Run the whole flow: discovery, rate-limit probe, collection, and the later stages.
+    """Run the whole flow in one command, resuming where it stands.
 
-    Stages, in order: asset_discovery, rate_limit_testing, data_collection, data_validation,
-    feature_engineering, model_training_confluence, model_training_aster_native, backtesting.
+    \b
+    Stages, in order:
+      asset_discovery, rate_limit_testing, data_collection, data_validation,
+      feature_engineering, model_training_confluence, model_training_aster_native,
+      backtesting
+
+    A stage is skipped when its outputs exist and its inputs and settings are unchanged
+    since it last ran (hashes in data/pipeline_runs/state.json); --force runs it anyway.
+    A failing stage (contaminated data, NOT READY, training aborted) stops the run with
+    exit 1 and the reason; run again after the fix and it resumes there. Every run
+    writes data/pipeline_runs/{run_id}/manifest.json (settings, versions, device, each
+    stage's inputs and outputs with hashes, times and key numbers); `asterai runs`
+    lists them. The options of the steps (--symbols, --days, --exclude, --device,
+    --folds, ...) pass through to them.
     """
-    from asterai.pipeline.runner import PipelineUsageError, run_pipeline
+    from asterai.pipeline.runner import ExchangeUnreachable, PipelineUsageError, run_pipeline
 
+    settings = _train_overrides(settings, device=device, folds=folds, batch_size=batch_size,
+                                epochs=epochs)  # fmt: skip
+    console = _console()
+    display = _PipelineDisplay(console)
     try:
         outcome = run_pipeline(
             settings,
             start_from=start_from,
             stop_at=stop_at,
             validate_only=validate_only,
+            force=force,
             symbols=symbols,
             progress=_progress_wanted(),
+            display=display,
+            train_bars=(lambda: _TrainBars(console)) if _progress_wanted() else None,
+            argv=sys.argv[1:],
         )
     except PipelineUsageError as err:
         _fail(str(err), EXIT_USAGE)
-    for line in outcome.lines:
-        click.echo(line)
+    except ExchangeUnreachable as err:
+        raise StepFailed(str(err)) from err
+    display.summary(outcome)
     if not outcome.ok:
         raise StepFailed(outcome.failure or "a pipeline stage failed")
+    backtest = next((s for s in outcome.stages if s["name"] == "backtesting"), None)
+    if backtest is not None:
+        numbers = backtest.get("numbers") or {}
+        if numbers.get("criteria_passed") is False:
+            failed = [k for k, v in (numbers.get("criteria") or {}).items() if v != "PASS"]
+            message = (
+                f"the strategy FAILS the guide's criteria ({', '.join(failed)}): "
+                f"read {DataPaths.at(settings.data_root).backtest_results}/report.html"
+            )
+            if require_pass:
+                raise StepFailed(message)
+            console.print(f"[bold red]verdict:[/] {message}", highlight=False)
+        elif numbers.get("criteria_passed"):
+            console.print("[bold green]verdict:[/] every criterion passes", highlight=False)
+
+
+@main.command()
+@common_options
+def runs(settings: Settings) -> None:
+    """List past pipeline runs (data/pipeline_runs/) with their headline numbers."""
+    from rich.table import Table
+
+    from asterai.pipeline.runner import headline, list_runs
+
+    found = list_runs(DataPaths.at(settings.data_root))
+    if not found:
+        click.echo(
+            f"no pipeline runs under {DataPaths.at(settings.data_root).data_dir}/pipeline_runs"
+        )
+        return
+
+    def f(x: Any, spec: str = ".3f") -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    table = Table(title="pipeline runs (AUC: mean per fold, long / short)")
+    for col in ("run", "started (UTC)", "status", "ran / skipped", "trainable / excluded",
+                "AUC confluence", "AUC aster-native", "Sharpe [95%]", "return",
+                "criteria"):  # fmt: skip
+        table.add_column(col, no_wrap=col in ("run", "started (UTC)"))
+    short = {"sharpe_ratio": "Sharpe", "win_rate": "win rate", "max_drawdown": "drawdown",
+             "significant": "significance"}  # fmt: skip
+    for m in found:
+        h = headline(m)
+        stages = m.get("stages") or []
+        ran = sum(s.get("status") == "ran" for s in stages)
+        skipped = sum(s.get("status") == "skipped" for s in stages)
+        ci = h["sharpe_interval_95"]
+        crit = h["criteria"] or {}
+        table.add_row(
+            m.get("run_id", "?"), (m.get("started_at") or "")[:16].replace("T", " "),
+            str(m.get("status")),
+            f"{ran} / {skipped}", f"{h['trainable'] if h['trainable'] is not None else 'n/a'} / "
+            f"{h['excluded'] if h['excluded'] is not None else 'n/a'}",
+            f"{f(h['confluence_auc'][0])} / {f(h['confluence_auc'][1])}",
+            f"{f(h['aster_native_auc'][0])} / {f(h['aster_native_auc'][1])}",
+            f"{f(h['sharpe'], '.2f')}" + (f" [{ci[0]:.2f} .. {ci[1]:.2f}]" if ci else ""),
+            f(h["total_return"], "+.1%"),
+            "n/a" if not crit else ("PASS" if all(v == "PASS" for v in crit.values())
+                                    else "FAIL: " + ", ".join(short.get(k, k) for k, v in crit.items() if v != "PASS")),
+        )  # fmt: skip
+    _console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def run_script(command: str, prog_name: str, fixed: tuple[str, ...] = ()) -> None:
+    """The seed guide's script names (``scripts/*.py``, ``local_training/*.py``): one
+    subcommand under the script's own name, with every option of the command."""
+    cmd = main.commands[command]
+    cmd.main(
+        [*fixed, *sys.argv[1:]],
+        prog_name=prog_name,
+        help_option_names=["-h", "--help"],
+        max_content_width=100,
+    )

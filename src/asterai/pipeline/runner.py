@@ -1,193 +1,52 @@
-"""Pipeline stages, in the order of DESIGN.md, and the runner for ``asterai pipeline``.
+"""The runner of ``asterai pipeline``: stages in order, resumed by content, one manifest.
 
-Each stage is a library call that reads and writes the artifacts of DESIGN.md, so
-any stage can be rerun alone (``--start-from`` / ``--stop-at``). Stages that this
-version does not build yet are listed as such and never pretend to have run.
+A stage is **current**, and skipped, when its outputs exist unchanged and the hashes
+of its inputs and of its settings equal those recorded the last time it ran
+(``data/pipeline_runs/state.json``); otherwise it runs, and the reason is shown. A
+stage that talks to the exchange counts the exchange's clock among its inputs (the last
+closed bar of the finest interval), so a rerun within the same bar skips it and a later
+one collects what is new. ``--force`` runs the selected stages whatever the records say.
+
+A stage whose inputs are missing stops the run before it does anything, naming what is
+missing and which stage makes it. A stage that fails stops the run (exit 1); its record
+is dropped, so the next run resumes there without redoing the stages before it.
+
+Every run writes ``data/pipeline_runs/{run_id}/manifest.json``: the settings (no
+secrets), the library versions and the device, and per stage its status, reason, time,
+inputs and outputs with their hashes, settings hash and key numbers. It is rewritten
+after every stage, so an interrupted run leaves a manifest of what it did.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
+import json
+import os
+import platform
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
 
+from asterai import atomic
 from asterai.config import Settings
+from asterai.data.access import OFFLINE_HINT
+from asterai.intervals import INTERVAL_MS
+from asterai.paths import DataPaths
+from asterai.pipeline.stages import REGISTRY, STAGES, VALIDATE_ONLY, Stage, StageResult
 
-STAGES: tuple[str, ...] = (
-    "asset_discovery",
-    "rate_limit_testing",
-    "data_collection",
-    "data_validation",
-    "feature_engineering",
-    "model_training_confluence",
-    "model_training_aster_native",
-    "backtesting",
-)
+CONNECT_TIMEOUT_S = 5.0
 
 
 class PipelineUsageError(ValueError):
     """An unknown stage name or an empty stage range."""
 
 
-@dataclass(frozen=True, slots=True)
-class StageResult:
-    ok: bool
-    summary: str
-    details: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Stage:
-    name: str
-    description: str
-    run: Callable[[Settings, dict[str, Any]], StageResult] | None
-
-
-def _discovery(settings: Settings, opts: dict[str, Any]) -> StageResult:
-    from asterai.data.discovery import run_discovery
-
-    result = run_discovery(settings, progress=opts.get("progress", False))
-    counts = result.get("counts", {})
-    return StageResult(
-        True, f"{counts.get('total', 0)} symbols, {counts.get('trainable', 0)} trainable"
-    )
-
-
-def _rate_limits(settings: Settings, opts: dict[str, Any]) -> StageResult:
-    from asterai.data.ratelimit_probe import run_ratelimit_probe
-
-    result = run_ratelimit_probe(settings, progress=opts.get("progress", False))
-    problems = result.get("problems") or []
-    return StageResult(
-        bool(result.get("ok", True)), "; ".join(problems) or "limits read, probe clean"
-    )
-
-
-def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
-    from asterai.data.collector import collect
-
-    report = asyncio.run(
-        collect(settings, symbols=opts.get("symbols"), progress=opts.get("progress", False))
-    )
-    totals = report.to_json()["totals"]
-    summary = (
-        f"{totals['ok']}/{totals['series']} series, {totals['bars_collected']} new bars, "
-        f"{totals['requests']} requests, {totals['rate_limited_429']} rate-limited"
-    )
-    if report.aborted:
-        return StageResult(False, f"aborted: {report.aborted}")
-    if report.failures:
-        names = ", ".join(f"{r.symbol} {r.interval}" for r in report.failures)
-        return StageResult(False, f"{summary}; failed: {names}")
-    return StageResult(True, summary)
-
-
-def _validation(settings: Settings, opts: dict[str, Any]) -> StageResult:
-    from asterai.data.gate import validate
-
-    report = validate(settings, required=opts.get("symbols") or ())
-    summary = (
-        f"{len(report.trainable)} trainable, {len(report.excluded)} excluded, "
-        f"{len(report.contaminated)} contaminated"
-    )
-    details = [
-        f"  {info['outcome']}: {symbol} ({', '.join(info['failed_rules'])}): "
-        f"{info['refusals'][0]['message'] if info['refusals'] else ''}"
-        for symbol, info in report.symbols.items()
-        if info["outcome"] != "trainable"
-    ]
-    if details:
-        details.insert(0, "  symbols left out (see `asterai validate` for every finding):")
-    if not report.ok:
-        return StageResult(
-            False, f"{summary}; not ready: {'; '.join(report.reasons())}", tuple(details)
-        )
-    return StageResult(True, summary, tuple(details))
-
-
-def _features(settings: Settings, opts: dict[str, Any]) -> StageResult:
-    from asterai.data.gate import GateRefused
-    from asterai.features.build import run_features
-
-    try:
-        summary = run_features(settings)
-    except GateRefused as err:
-        return StageResult(False, str(err))
-    return StageResult(
-        True,
-        f"{summary['features']} features for {len(summary['symbols'])} symbols, {summary['rows']} rows, "
-        f"{len(summary['charts'])} charts",
-    )
-
-
-def _training(name: str) -> Callable[[Settings, dict[str, Any]], StageResult]:
-    def run(settings: Settings, opts: dict[str, Any]) -> StageResult:
-        from asterai.data.gate import GateRefused
-        from asterai.models.data import TrainingDataError
-        from asterai.models.splits import SplitError
-        from asterai.models.train import TrainingError, walk_forward
-
-        try:
-            result = walk_forward(name, settings)
-        except (GateRefused, TrainingDataError, TrainingError, SplitError) as err:
-            return StageResult(False, str(err))
-        return StageResult(
-            True,
-            f"{len(result.folds)} folds, wrote {result.folder.name}/ and "
-            f"{result.predictions_path.name}",
-            tuple(f"  {line}" for line in [*result.verdict, *result.warnings]),
-        )
-
-    return run
-
-
-def _backtest(settings: Settings, opts: dict[str, Any]) -> StageResult:
-    from asterai.backtest.engine import BacktestInputError, run_backtest
-    from asterai.data.gate import GateRefused
-
-    try:
-        out = run_backtest(settings)
-    except (BacktestInputError, GateRefused) as err:
-        return StageResult(False, str(err))
-    m = out["metrics"]
-    summary = (
-        f"{m['trades']} trades, final equity {m['final_equity']:.2f} USDT "
-        f"({m['total_return']:+.1%}); "
-        + ", ".join(f"{k} {c['verdict']}" for k, c in m["criteria"].items())
-    )
-    failed = [k for k, c in m["criteria"].items() if c["verdict"] != "PASS"]
-    if failed:
-        return StageResult(False, f"{summary}; criteria not met: {', '.join(failed)}")
-    return StageResult(True, summary)
-
-
-REGISTRY: dict[str, Stage] = {
-    "asset_discovery": Stage("asset_discovery", "discover every Aster symbol", _discovery),
-    "rate_limit_testing": Stage(
-        "rate_limit_testing", "read and probe the rate limits", _rate_limits
-    ),
-    "data_collection": Stage("data_collection", "collect klines and funding", _collection),
-    "data_validation": Stage("data_validation", "gate the data: real, complete, sane", _validation),
-    "feature_engineering": Stage("feature_engineering", "build confluence features", _features),
-    "model_training_confluence": Stage(
-        "model_training_confluence", "train XGBoost + LSTM", _training("confluence")
-    ),
-    "model_training_aster_native": Stage(
-        "model_training_aster_native", "train the Aster-native model", _training("aster_native")
-    ),
-    "backtesting": Stage("backtesting", "backtest with full costs", _backtest),
-}
-
-
-@dataclass(slots=True)
-class PipelineOutcome:
-    ok: bool = True
-    failure: str | None = None
-    lines: list[str] = field(default_factory=list)
-    ran: list[str] = field(default_factory=list)
-    not_built: list[str] = field(default_factory=list)
+class ExchangeUnreachable(RuntimeError):
+    """The exchange did not answer the connectivity check."""
 
 
 def select_stages(start_from: str | None, stop_at: str | None) -> list[str]:
@@ -203,38 +62,370 @@ def select_stages(start_from: str | None, stop_at: str | None) -> list[str]:
     return list(STAGES[first : last + 1])
 
 
+# -- hashing ---------------------------------------------------------------------------
+
+
+class Hasher:
+    """sha256 of files, each read once per run (keyed by size and modification time)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[tuple[str, int, int], str] = {}
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def file(self, path: Path) -> str:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._cache:
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self._cache[key] = digest.hexdigest()
+        return self._cache[key]
+
+    def files(self, paths: list[Path]) -> dict[str, str]:
+        return {self.rel(p): self.file(p) for p in paths if p.is_file()}
+
+
+def _config(stage: Stage, settings: Settings, opts: dict[str, Any]) -> dict[str, Any]:
+    public = settings.public_dict()
+    out = {key: public.get(key) for key in stage.config}
+    if stage.name in ("data_collection", "data_validation") and opts.get("symbols"):
+        out["symbols"] = sorted(opts["symbols"])
+    return out
+
+
+def _absent(files: list[Path]) -> bool:
+    return not files or not all(p.exists() for p in files)
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- the exchange ------------------------------------------------------------------------
+
+
+def exchange_clock(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) -> int:
+    """The exchange's time (ms), after a ping: fails within ``timeout`` seconds, saying
+    how to work offline, when the exchange cannot be reached."""
+    import httpx
+
+    url = settings.base_url
+    try:
+        with httpx.Client(base_url=url, timeout=timeout) as client:
+            client.get("/fapi/v1/ping").raise_for_status()
+            response = client.get("/fapi/v1/time")
+            response.raise_for_status()
+            return int(response.json()["serverTime"])
+    except (httpx.HTTPError, ValueError, KeyError) as err:
+        raise ExchangeUnreachable(
+            f"cannot reach the exchange at {url} ({type(err).__name__}: {err}). Check the "
+            f"network and --base-url; {OFFLINE_HINT}"
+        ) from err
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+def _state_path(paths: DataPaths) -> Path:
+    return paths.data_dir / "pipeline_runs" / "state.json"
+
+
+def load_state(paths: DataPaths) -> dict[str, Any]:
+    path = _state_path(paths)
+    if not path.exists():
+        return {"stages": {}}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {"stages": {}}  # a damaged record only costs a rerun
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("asterai", "numpy", "pandas", "pyarrow", "numba", "xgboost", "torch",
+                 "TA-Lib", "scikit-learn", "pydantic"):  # fmt: skip
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _device(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"train.device": settings.train.device}
+    try:
+        import torch
+
+        out["cuda_available"] = bool(torch.cuda.is_available())
+        if out["cuda_available"]:
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        out["cuda_available"] = False
+    return out
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+class Display(Protocol):
+    def plan(self, run_id: str, names: list[str], estimates: dict[str, float | None]) -> None: ...
+    def started(self, name: str, index: int, reason: str, eta_s: float | None) -> None: ...
+    def finished(self, record: dict[str, Any]) -> None: ...
+
+
+class _Quiet:
+    def plan(self, run_id, names, estimates):  # noqa: D102
+        pass
+
+    def started(self, name, index, reason, eta_s):  # noqa: D102
+        pass
+
+    def finished(self, record):  # noqa: D102
+        pass
+
+
+@dataclass(slots=True)
+class PipelineOutcome:
+    ok: bool = True
+    failure: str | None = None
+    run_id: str = ""
+    manifest: Path | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def status(self, name: str) -> str | None:
+        return next((s["status"] for s in self.stages if s["name"] == name), None)
+
+
+def _why_run(
+    stage: Stage,
+    record: dict[str, Any] | None,
+    inputs: dict[str, str],
+    config_sha: str,
+    outputs_now: dict[str, str],
+    force: bool,
+) -> str | None:
+    """Why the stage must run, or None when it is current."""
+    if force:
+        return "forced (--force)"
+    if record is None:
+        return "never ran here" if not outputs_now else "no record of its last run"
+    if record.get("config_sha256") != config_sha:
+        return "its settings changed"
+    before = record.get("inputs", {})
+    for path in sorted(set(before) | set(inputs)):
+        if before.get(path) != inputs.get(path):
+            what = "new" if path not in before else "gone" if path not in inputs else "changed"
+            return f"input {what}: {path}"
+    recorded = record.get("outputs", {})
+    for path, digest in sorted(recorded.items()):
+        if outputs_now.get(path) != digest:
+            return f"output {'missing' if path not in outputs_now else 'changed'}: {path}"
+    if not recorded:
+        return "it wrote nothing last time"
+    return None
+
+
 def run_pipeline(
     settings: Settings,
     *,
     start_from: str | None = None,
     stop_at: str | None = None,
     validate_only: bool = False,
+    force: bool = False,
     symbols: list[str] | None = None,
     progress: bool = False,
+    display: Display | None = None,
+    train_bars: Callable[[], Any] | None = None,
+    argv: list[str] | None = None,
 ) -> PipelineOutcome:
-    """Run the selected stages in order; stop at the first that fails."""
-    names = ["data_validation"] if validate_only else select_stages(start_from, stop_at)
-    opts = {"symbols": symbols, "progress": progress}
-    outcome = PipelineOutcome()
-    for name in names:
+    """Run the selected stages in order, skipping the current ones; stop at the first
+    that fails. Raises ``PipelineUsageError`` for a bad stage range and
+    ``ExchangeUnreachable`` (before anything runs) when a network stage is selected and
+    the exchange does not answer."""
+    if validate_only and (start_from or stop_at):
+        raise PipelineUsageError("--validate-only runs its own stages; drop --start-from/--stop-at")
+    names = list(VALIDATE_ONLY) if validate_only else select_stages(start_from, stop_at)
+    display = display or _Quiet()
+    paths = DataPaths.at(settings.data_root)
+    opts: dict[str, Any] = {"symbols": symbols, "progress": progress, "train_bars": train_bars}
+    hasher = Hasher(paths.root)
+
+    clock: dict[str, Any] | None = None
+    if any(REGISTRY[n].network for n in names):
+        now = exchange_clock(settings)  # raises ExchangeUnreachable, before anything runs
+        finest = min(INTERVAL_MS[iv] for iv in settings.collect.intervals)
+        clock = {
+            "base_url": settings.base_url,
+            "last_closed_bar_ms": (now // finest) * finest - finest,
+        }
+
+    state = load_state(paths)
+    run_id = new_run_id()
+    outcome = PipelineOutcome(run_id=run_id)
+    folder = paths.data_dir / "pipeline_runs" / run_id
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "started_at": datetime.now(UTC).isoformat(),
+        "finished_at": None,
+        "status": "running",
+        "command": argv,
+        "selected": names,
+        "validate_only": validate_only,
+        "force": force,
+        "data_root": str(paths.root),
+        "settings": settings.public_dict(),
+        "versions": _versions(),
+        "device": _device(settings),
+        "environment_variables": environment_note(),
+        "stages": outcome.stages,
+    }
+    estimates = {n: (state["stages"].get(n) or {}).get("seconds") for n in names}
+    display.plan(run_id, names, estimates)
+
+    def save() -> None:
+        atomic.write_json(folder / "manifest.json", manifest)
+
+    save()
+    started_run = time.perf_counter()
+    for index, name in enumerate(names):
         stage = REGISTRY[name]
-        if stage.run is None:
-            outcome.not_built.append(name)
-            outcome.lines.append(f"[{name}] not built in this version yet: nothing ran")
+        config = _config(stage, settings, opts)
+        config_sha = _sha(config)
+        record = state["stages"].get(name)
+        entry: dict[str, Any] = {"name": name, "config_sha256": config_sha}
+        missing = [need for need in stage.needs if _absent(need.paths(paths, settings))]
+        if missing:
+            need = missing[0]
+            entry.update(status="failed", reason="inputs missing", seconds=0.0)
+            outcome.ok = False
+            outcome.failure = (
+                f"stage {name} cannot start: it needs {need.what}, which stage "
+                f"{need.made_by} makes (run `asterai pipeline --start-from {need.made_by}`)"
+            )
+            entry["summary"] = outcome.failure
+            outcome.stages.append(entry)
+            display.finished(entry)
+            break
+        inputs = hasher.files(stage.reads(paths, settings))
+        if stage.network and clock is not None:
+            inputs["exchange"] = _sha(clock)
+        outputs_now = hasher.files(stage.writes(paths, settings))
+        reason = _why_run(stage, record, inputs, config_sha, outputs_now, force)
+        remaining = [estimates.get(n) for n in names[index:]]
+        eta = sum(r for r in remaining if r) if all(remaining) else None
+        if reason is None:
+            entry.update(
+                status="skipped", reason="current: inputs, settings and outputs unchanged",
+                seconds=0.0, summary=record.get("summary", ""), numbers=record.get("numbers", {}),
+                inputs=inputs, outputs=outputs_now, last_run_id=record.get("run_id"),
+            )  # fmt: skip
+            outcome.stages.append(entry)
+            display.finished(entry)
             continue
-        started = time.perf_counter()
-        result = stage.run(settings, opts)
-        outcome.ran.append(name)
-        outcome.lines.append(
-            f"[{name}] {'ok' if result.ok else 'FAILED'} in {time.perf_counter() - started:.1f} s: {result.summary}"
-        )
-        outcome.lines.extend(result.details)
+        display.started(name, index, reason, eta)
+        began = time.perf_counter()
+        try:
+            result: StageResult = stage.run(settings, opts)
+        except BaseException as err:
+            entry.update(
+                status="failed", reason=reason, seconds=time.perf_counter() - began,
+                summary=f"{type(err).__name__}: {err}",
+            )  # fmt: skip
+            outcome.stages.append(entry)
+            state["stages"].pop(name, None)
+            atomic.write_json(_state_path(paths), state)
+            manifest.update(status="failed", finished_at=datetime.now(UTC).isoformat())
+            save()
+            raise
+        seconds = time.perf_counter() - began
+        outputs = hasher.files(stage.writes(paths, settings))
+        entry.update(
+            status="ran" if result.ok else "failed", reason=reason, seconds=seconds,
+            summary=result.summary, details=list(result.details), numbers=result.numbers,
+            inputs=inputs, outputs=outputs,
+        )  # fmt: skip
+        outcome.stages.append(entry)
+        if result.ok:
+            state["stages"][name] = {
+                "run_id": run_id, "finished_at": datetime.now(UTC).isoformat(),
+                "seconds": seconds, "config_sha256": config_sha, "inputs": inputs,
+                "outputs": outputs, "summary": result.summary, "numbers": result.numbers,
+            }  # fmt: skip
+        else:
+            state["stages"].pop(name, None)
+        atomic.write_json(_state_path(paths), state)
+        save()
+        display.finished(entry)
         if not result.ok:
             outcome.ok = False
             outcome.failure = f"stage {name} failed: {result.summary}"
             break
-    if outcome.not_built and outcome.ok:
-        outcome.lines.append(
-            "stages not built yet (skipped, not run): " + ", ".join(outcome.not_built)
-        )
+    manifest.update(
+        status="ok" if outcome.ok else "failed",
+        failure=outcome.failure,
+        finished_at=datetime.now(UTC).isoformat(),
+        seconds=time.perf_counter() - started_run,
+    )
+    save()
+    outcome.manifest = folder / "manifest.json"
     return outcome
+
+
+# -- past runs ------------------------------------------------------------------------------
+
+
+def list_runs(paths: DataPaths) -> list[dict[str, Any]]:
+    """Every manifest under ``data/pipeline_runs/``, oldest first (unreadable ones named)."""
+    folder = paths.data_dir / "pipeline_runs"
+    out = []
+    for path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
+        try:
+            out.append(json.loads(path.read_text()))
+        except ValueError as err:
+            out.append({"run_id": path.parent.name, "status": f"unreadable manifest: {err}"})
+    return sorted(out, key=lambda m: m.get("started_at") or "")
+
+
+def headline(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A run's key numbers, from its stages' records (a skipped stage carries the numbers
+    of the run that made its outputs)."""
+    numbers = {s["name"]: s.get("numbers") or {} for s in manifest.get("stages", [])}
+    gate = numbers.get("data_validation", {})
+    conf = numbers.get("model_training_confluence", {})
+    native = numbers.get("model_training_aster_native", {})
+    bt = numbers.get("backtesting", {})
+    return {
+        "trainable": gate.get("trainable"),
+        "excluded": gate.get("excluded"),
+        "contaminated": gate.get("contaminated"),
+        "confluence_auc": (conf.get("auc_long"), conf.get("auc_short")),
+        "aster_native_auc": (native.get("auc_long"), native.get("auc_short")),
+        "sharpe": bt.get("sharpe_ratio"),
+        "sharpe_interval_95": bt.get("sharpe_interval_95"),
+        "total_return": bt.get("total_return"),
+        "criteria": bt.get("criteria"),
+    }
+
+
+def environment_note() -> str:
+    """What a manifest cannot record: set ASTERAI_* variables (names only)."""
+    names = sorted(
+        k for k in os.environ
+        if k.startswith("ASTERAI_") and "KEY" not in k and "SECRET" not in k
+    )  # fmt: skip
+    return ", ".join(names)
