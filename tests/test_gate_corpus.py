@@ -1028,7 +1028,7 @@ def test_pipeline_goes_on_without_excluded_symbols_and_stops_on_a_forged_file(
     assert result.exit_code == 1, result.output
     assert "[data_validation] FAILED" in result.output
     assert "contaminated: BTCUSDT_1h.parquet (provenance)" in result.stderr
-    assert "feature_engineering" not in result.output
+    assert "[feature_engineering]" not in result.output  # named in the plan, never run
     assert not DataPaths.at(bad).features("1h").exists()
 
 

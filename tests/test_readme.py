@@ -110,10 +110,12 @@ def test_every_readme_command_runs(tmp_path, replay) -> None:
                 wait_for(f"http://127.0.0.1:{port}")
                 ran.append(command)
                 continue
+            began = time.perf_counter()
             done = subprocess.run(
                 ["bash", "-c", line], cwd=project, env=env, capture_output=True, text=True,
                 timeout=300, check=False,
             )  # fmt: skip
+            print(f"{time.perf_counter() - began:6.1f} s  {command}")  # shown with -s
             allowed = {0, 1} if GRADED.search(line) else {0}
             assert done.returncode in allowed, (command, done.stdout[-3000:], done.stderr[-3000:])
             if done.returncode == 1:

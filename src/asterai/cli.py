@@ -749,12 +749,58 @@ def replay(
 
 class _PipelineDisplay:
     """The run as it goes: the plan, each stage's start (why it runs, elapsed and the
-    estimate left from the last run's times), its end, then a summary table."""
+    estimate left from the last run's times), its end, then a summary table.
 
-    def __init__(self, console: Any) -> None:
+    On a terminal a live panel stays below the log: every stage with its status and
+    time, the running stage's own progress bars nested under it, the time elapsed and
+    the time left by the last run's figures. Elsewhere (a pipe, a file, a test) the log
+    lines alone."""
+
+    MARKS = {"pending": "[dim]·[/]", "running": "[cyan]>[/]", "ran": "[green]ok[/]",
+             "skipped": "[dim]current[/]", "failed": "[red]FAILED[/]"}  # fmt: skip
+
+    def __init__(self, console: Any, live: bool | None = None) -> None:
         self.console = console
         self.started_at = time.perf_counter()
         self.names: list[str] = []
+        self.status: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        self.estimates: dict[str, float | None] = {}
+        self.running: tuple[str, float] | None = None
+        self.use_live = console.is_terminal if live is None else live
+        self.live: Any = None
+
+    def _panel(self) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, show_header=False, padding=(0, 1))
+        for name in self.names:
+            state = self.status.get(name, "pending")
+            took = self.seconds.get(name)
+            if state == "running" and self.running:
+                took = time.perf_counter() - self.running[1]
+            table.add_row(self.MARKS[state], name, "" if took is None else f"{took:.1f} s")
+        elapsed = time.perf_counter() - self.started_at
+        left: list[float | None] = []
+        for n in self.names:
+            state, estimate = self.status.get(n, "pending"), self.estimates.get(n)
+            if state == "pending":
+                left.append(estimate)
+            elif state == "running" and self.running:
+                spent = time.perf_counter() - self.running[1]
+                left.append(None if estimate is None else max(estimate - spent, 0.0))
+        eta = (
+            f", about {self._clock(sum(x for x in left if x))} left"
+            if left and all(x is not None for x in left)
+            else ""
+        )
+        table.caption = f"elapsed {self._clock(elapsed)}{eta}"
+        return table
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
     def _clock(self, seconds: float | None) -> str:
         if seconds is None:
@@ -764,6 +810,7 @@ class _PipelineDisplay:
 
     def plan(self, run_id: str, names: list[str], estimates: dict[str, float | None]) -> None:
         self.names = names
+        self.estimates = estimates
         known = [v for v in estimates.values() if v]
         total = (
             f", about {self._clock(sum(known))} by the last runs"
@@ -774,8 +821,18 @@ class _PipelineDisplay:
             f"[bold]pipeline run {run_id}[/]: {len(names)} stage(s){total}", highlight=False
         )
         self.console.print("  " + " -> ".join(names), highlight=False)
+        if self.use_live:
+            from rich.live import Live
+
+            self.live = Live(
+                get_renderable=self._panel, console=self.console, refresh_per_second=4,
+                transient=True,
+            )  # fmt: skip
+            self.live.start()
 
     def started(self, name: str, index: int, reason: str, eta_s: float | None) -> None:
+        self.status[name] = "running"
+        self.running = (name, time.perf_counter())
         elapsed = time.perf_counter() - self.started_at
         left = f", about {self._clock(eta_s)} left" if eta_s is not None else ""
         self.console.print(
@@ -788,6 +845,8 @@ class _PipelineDisplay:
         from rich.markup import escape
 
         name, status = record["name"], record["status"]
+        self.status[name] = status
+        self.seconds[name] = record.get("seconds", 0.0)
         if status == "skipped":
             self.console.print(
                 f"[dim]\\[{name}] skipped, current: {escape(record.get('summary', ''))}[/]",
@@ -806,6 +865,7 @@ class _PipelineDisplay:
     def summary(self, outcome: Any) -> None:
         from rich.table import Table
 
+        self.close()
         table = Table(title=f"pipeline run {outcome.run_id}")
         for col in ("stage", "status", "time", "key numbers"):
             table.add_column(col)
@@ -978,6 +1038,8 @@ def pipeline(
         _fail(str(err), EXIT_USAGE)
     except ExchangeUnreachable as err:
         raise StepFailed(str(err)) from err
+    finally:
+        display.close()
     display.summary(outcome)
     if not outcome.ok:
         raise StepFailed(outcome.failure or "a pipeline stage failed")
