@@ -24,11 +24,13 @@ from conftest import PROJECT_ROOT, REAL_DATA
 
 README = PROJECT_ROOT / "README.md"
 SMALL = {
-    "ASTERAI_TRAIN__FOLDS": "3",
+    "ASTERAI_TRAIN__FOLDS": "2",
     "ASTERAI_TRAIN__LSTM__EPOCHS": "1",
     "ASTERAI_TRAIN__LSTM__HIDDEN_SIZE": "8",
-    "ASTERAI_TRAIN__XGBOOST__N_ESTIMATORS": "40",
-    "ASTERAI_ASTER_NATIVE__XGBOOST__N_ESTIMATORS": "40",
+    "ASTERAI_TRAIN__LSTM__SEQUENCE_LENGTH": "8",
+    "ASTERAI_TRAIN__LSTM__WINDOW_STRIDE": "4",
+    "ASTERAI_TRAIN__XGBOOST__N_ESTIMATORS": "20",
+    "ASTERAI_ASTER_NATIVE__XGBOOST__N_ESTIMATORS": "20",
 }
 #: commands whose exit status is the backtest's verdict: 1 when the criteria fail
 GRADED = re.compile(r"(asterai backtest|backtest_confluence_strategy\.py)")
