@@ -36,20 +36,30 @@ SMALL = {
 GRADED = re.compile(r"(asterai backtest|backtest_confluence_strategy\.py)")
 
 
-def readme_commands() -> list[str]:
-    """The commands of the README's ``bash`` blocks, continuation lines joined."""
-    out: list[str] = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
-        pending = ""
-        for line in block.splitlines():
-            line = pending + line.strip()
+def readme_sections() -> list[tuple[str, list[str]]]:
+    """(section title, its commands) for every ``##`` section with ``bash`` blocks, in
+    order; continuation lines joined."""
+    out: list[tuple[str, list[str]]] = []
+    for part in re.split(r"^## ", README.read_text(), flags=re.M)[1:]:
+        title = part.splitlines()[0].strip()
+        commands: list[str] = []
+        for block in re.findall(r"```bash\n(.*?)```", part, flags=re.S):
             pending = ""
-            if line.endswith("\\"):
-                pending = line[:-1] + " "
-                continue
-            if line and not line.startswith("#"):
-                out.append(line)
+            for line in block.splitlines():
+                line = pending + line.strip()
+                pending = ""
+                if line.endswith("\\"):
+                    pending = line[:-1] + " "
+                    continue
+                if line and not line.startswith("#"):
+                    commands.append(line)
+        if commands:
+            out.append((title, commands))
     return out
+
+
+def readme_commands() -> list[str]:
+    return [c for _, cs in readme_sections() for c in cs]
 
 
 def free_port() -> int:
@@ -72,68 +82,94 @@ def test_install_and_test_commands_are_the_ones_ci_runs() -> None:
             assert command.removeprefix("python -m ") in ci, command
 
 
-def test_every_readme_command_runs(tmp_path, replay) -> None:
+class Sandbox:
+    """A new user's empty project folder, the environment the commands see, and the
+    README's replay server once its line has run."""
+
+    def __init__(self, root: Path, base_url: str) -> None:
+        self.root = root
+        self.project = root / "project"
+        self.project.mkdir()
+        for folder in ("scripts", "local_training"):
+            (self.project / folder).symlink_to(PROJECT_ROOT / folder)
+        (root / "home").mkdir()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ASTERAI_")},
+            **SMALL,
+            "HOME": str(root / "home"),
+            "ASTERAI_BASE_URL": base_url,
+            "COLUMNS": "160",
+        }
+        self.port = str(free_port())
+        self.server: subprocess.Popen | None = None
+        self.ran: list[str] = []
+
+    def run(self, command: str) -> None:
+        if command.startswith(("pip install", "python -m pytest")):
+            return  # CI runs these (test_install_and_test_commands_are_the_ones_ci_runs)
+        if command.startswith("python bench/"):
+            done = subprocess.run(
+                [sys.executable, command.split()[1], "--help"], cwd=PROJECT_ROOT, env=self.env,
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, (command, done.stderr[-2000:])
+            self.ran.append(command)
+            return
+        line = command.replace("../shared/aster-real", str(REAL_DATA)).replace("8765", self.port)
+        if line.startswith("asterai replay") and line.endswith("&"):
+            self.server = subprocess.Popen(
+                ["bash", "-c", f"exec {line[:-1]}"], cwd=self.project, env=self.env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_for(f"http://127.0.0.1:{self.port}")
+            self.ran.append(command)
+            return
+        began = time.perf_counter()
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=self.project, env=self.env, capture_output=True,
+            text=True, timeout=300, check=False,
+        )  # fmt: skip
+        print(f"{time.perf_counter() - began:6.1f} s  {command}")  # shown with -s
+        allowed = {0, 1} if GRADED.search(line) else {0}
+        assert done.returncode in allowed, (command, done.stdout[-3000:], done.stderr[-3000:])
+        if done.returncode == 1:
+            assert "criteria not met" in done.stderr, (command, done.stderr[-2000:])
+        self.ran.append(command)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, recording):
+    from asterai.exchange.replay import ReplayServer
+
     if not (REAL_DATA / "klines").is_dir():
         pytest.skip("no recording")
-    project = tmp_path / "project"
-    project.mkdir()
-    for folder in ("scripts", "local_training"):
-        (project / folder).symlink_to(PROJECT_ROOT / folder)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ASTERAI_")},
-        **SMALL,
-        "HOME": str(tmp_path / "home"),
-        "ASTERAI_BASE_URL": replay.base_url,
-        "COLUMNS": "160",
-    }
-    (tmp_path / "home").mkdir()
-    port = str(free_port())
-    server = None
-    ran = []
-    try:
-        for command in readme_commands():
-            if command.startswith(("pip install", "python -m pytest")):
-                continue  # CI runs these (the test above)
-            if command.startswith("python bench/"):
-                script = command.split()[1]
-                done = subprocess.run(
-                    [sys.executable, script, "--help"], cwd=PROJECT_ROOT, env=env,
-                    capture_output=True, text=True, timeout=120, check=False,
-                )  # fmt: skip
-                assert done.returncode == 0, (command, done.stderr[-2000:])
-                ran.append(command)
-                continue
-            line = command.replace("../shared/aster-real", str(REAL_DATA)).replace("8765", port)
-            if line.startswith("asterai replay") and line.endswith("&"):
-                server = subprocess.Popen(
-                    ["bash", "-c", f"exec {line[:-1]}"], cwd=project, env=env,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                wait_for(f"http://127.0.0.1:{port}")
-                ran.append(command)
-                continue
-            began = time.perf_counter()
-            done = subprocess.run(
-                ["bash", "-c", line], cwd=project, env=env, capture_output=True, text=True,
-                timeout=300, check=False,
-            )  # fmt: skip
-            print(f"{time.perf_counter() - began:6.1f} s  {command}")  # shown with -s
-            allowed = {0, 1} if GRADED.search(line) else {0}
-            assert done.returncode in allowed, (command, done.stdout[-3000:], done.stderr[-3000:])
-            if done.returncode == 1:
-                assert "criteria not met" in done.stderr, (command, done.stderr[-2000:])
-            ran.append(command)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-    assert "asterai replay --data ../shared/aster-real --port 8765 &" in ran
-    # what the commands made is where the README says
-    assert (project / "data" / "backtest_results" / "report.html").exists()
-    assert (
-        tmp_path / "home" / "aster-offline" / "data" / "backtest_results" / "metrics.json"
-    ).exists()
-    assert list((project / "data" / "pipeline_runs").glob("*/manifest.json"))
+    with ReplayServer(recording) as live:
+        box = Sandbox(tmp_path_factory.mktemp("readme"), live.base_url)
+        try:
+            yield box
+        finally:
+            box.close()
+
+
+#: each section's commands run after the ones before it, as a reader would type them
+@pytest.mark.e2e
+@pytest.mark.parametrize("title", [title for title, _ in readme_sections()])
+def test_every_readme_command_runs(sandbox, title) -> None:
+    (commands,) = [cs for t, cs in readme_sections() if t == title]
+    for command in commands:
+        sandbox.run(command)
+    project, home = sandbox.project, sandbox.root / "home"
+    if title.startswith("Two commands"):
+        assert (project / "data" / "backtest_results" / "report.html").exists()
+        assert list((project / "data" / "pipeline_runs").glob("*/manifest.json"))
+    if title.startswith("Offline"):
+        assert "asterai replay --data ../shared/aster-real --port 8765 &" in sandbox.ran
+        assert (home / "aster-offline" / "data" / "backtest_results" / "metrics.json").exists()
 
 
 def wait_for(url: str, seconds: float = 60) -> None:
