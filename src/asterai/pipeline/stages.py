@@ -130,6 +130,10 @@ def _backtest_out(p: DataPaths, s: Settings) -> list[Path]:
     return _tree(p.backtest_results)
 
 
+#: the settings the gate decides with: every stage that reads data through the gate
+#: (``verified_series`` runs it again with the current settings) depends on them
+GATED = ("collect", "discovery", "quality", "universe", "exclude_symbols")
+
 NEED_DISCOVERY = Need(
     "data/aster_assets_discovery.json", lambda p, s: [p.discovery], "asset_discovery"
 )
@@ -350,7 +354,7 @@ REGISTRY: dict[str, Stage] = {
             _validation,
             reads=_gate_in,
             writes=_gate_out,
-            config=("collect", "discovery", "quality", "universe", "exclude_symbols"),
+            config=GATED,
             needs=(NEED_COLLECTED,),
         ),
         Stage(
@@ -359,7 +363,7 @@ REGISTRY: dict[str, Stage] = {
             _features,
             reads=_features_in,
             writes=_features_out,
-            config=("collect", "discovery", "features", "exclude_symbols"),
+            config=(*GATED, "features"),
             needs=(NEED_GATE,),
         ),
         Stage(
@@ -368,7 +372,7 @@ REGISTRY: dict[str, Stage] = {
             _training("confluence"),
             reads=_training_in,
             writes=_training_out("confluence"),
-            config=("features", "train", "ensemble", "exclude_symbols"),
+            config=(*GATED, "features", "train", "ensemble"),
             needs=(NEED_GATE, NEED_FEATURES),
         ),
         Stage(
@@ -377,7 +381,7 @@ REGISTRY: dict[str, Stage] = {
             _training("aster_native"),
             reads=_training_in,
             writes=_training_out("aster_native"),
-            config=("features", "train", "aster_native", "discovery", "exclude_symbols"),
+            config=(*GATED, "features", "train", "aster_native"),
             needs=(NEED_GATE, NEED_FEATURES),
         ),
         Stage(
@@ -386,7 +390,7 @@ REGISTRY: dict[str, Stage] = {
             _backtest,
             reads=_backtest_in,
             writes=_backtest_out,
-            config=("features", "train", "strategy", "discovery", "exclude_symbols"),
+            config=(*GATED, "features", "train", "strategy"),
             needs=(NEED_GATE, NEED_FEATURES, NEED_PREDICTIONS),
         ),
     )  # fmt: skip
