@@ -223,12 +223,12 @@ def test_a_failed_stage_stops_the_run_and_the_next_run_resumes_there(
     text = " ".join(resumed.output.split())
     for name in STAGES[:5]:
         assert f"[{name}] skipped, current" in text, name
-    # the failed run dropped confluence's record: it runs again, and the backtest that
-    # reads its predictions; the Aster-native model, whose inputs and settings are back
-    # to what they were, stays current
+    # the failed run dropped confluence's record: it runs again, and what reads its
+    # predictions (the Aster-native report compares with them; the backtest)
     assert "model_training_confluence (no record of its last run" in text
-    assert "[model_training_confluence] ok" in text and "[backtesting] ok" in text
-    assert "[model_training_aster_native] skipped, current" in text
+    assert "model_training_aster_native (input changed: data/predictions/confluence.parquet" in text
+    for name in STAGES[5:]:
+        assert f"[{name}] ok" in text, name
 
 
 def test_missing_inputs_and_an_unreachable_exchange_stop_before_anything_runs(tmp_path) -> None:
@@ -298,3 +298,78 @@ def test_hashes_decide_what_is_current() -> None:
     assert _why_run(stage, record, {"a": "1"}, "c", {"o": "8"}, False) == "output changed: o"
     assert _why_run(stage, None, {}, "c", {}, False) == "never ran here"
     assert _why_run(stage, None, {}, "c", {"o": "9"}, False) == "no record of its last run"
+
+
+def test_damaged_records_cost_a_rerun_not_a_crash(tmp_path) -> None:
+    from asterai.pipeline.runner import list_runs, load_state
+
+    paths = DataPaths.at(tmp_path)
+    state = tmp_path / "data" / "pipeline_runs" / "state.json"
+    state.parent.mkdir(parents=True)
+    for text in ("{}", "null", "[]", "not json", '{"stages": {"backtesting": 3}}'):
+        state.write_text(text)
+        assert load_state(paths) == {"stages": {}}, text
+    state.unlink()
+    state.mkdir()  # not even a file
+    assert load_state(paths) == {"stages": {}}
+    for i, text in enumerate(("[]", "{", '{"run_id": "r", "started_at": "2026-01-01"}')):
+        (state.parent / f"run{i}").mkdir()
+        (state.parent / f"run{i}" / "manifest.json").write_text(text)
+    runs = list_runs(paths)
+    assert len(runs) == 3 and any(r.get("run_id") == "r" for r in runs)
+    result = invoke("runs", "--data-root", str(tmp_path))
+    assert result.exit_code == 0 and "unreadable manifest" in " ".join(result.output.split())
+
+
+def test_each_stage_depends_on_what_shapes_it(tmp_path) -> None:
+    from asterai.config import load_settings
+    from asterai.pipeline.runner import _config, _sha
+    from asterai.pipeline.stages import REGISTRY
+
+    base = load_settings(tmp_path)
+    changed = {
+        "data_validation": load_settings(tmp_path, features={"base_interval": "4h"}),
+        "rate_limit_testing": load_settings(tmp_path, collect={"days": 30}),
+        "backtesting": load_settings(tmp_path, quality={"min_trainable_symbols": 5}),
+        "model_training_aster_native": load_settings(
+            tmp_path, aster_native={"min_history_bars": 96}
+        ),
+    }
+    for name, other in changed.items():
+        stage = REGISTRY[name]
+        assert _sha(_config(stage, base, {})) != _sha(_config(stage, other, {})), name
+    # what a stage reads is what it is judged by: the Aster-native report reads the
+    # confluence predictions, the probe reads discovery
+    paths = DataPaths.at(tmp_path)
+    paths.predictions("confluence").parent.mkdir(parents=True)
+    paths.predictions("confluence").write_bytes(b"x")
+    paths.discovery.write_text("{}")
+    assert paths.predictions("confluence") in REGISTRY["model_training_aster_native"].reads(
+        paths, base
+    )
+    assert paths.discovery in REGISTRY["rate_limit_testing"].reads(paths, base)
+
+
+def test_an_incomplete_stage_is_not_recorded_as_current(tmp_path, monkeypatch, server) -> None:
+    from asterai.config import load_settings
+    from asterai.pipeline import runner, stages
+
+    calls = []
+
+    def discovery(settings, opts):
+        calls.append(1)
+        return stages.StageResult(True, "2 symbols; 1 problem(s)", complete=False)
+
+    real = stages.REGISTRY["asset_discovery"]
+    patched = dict(runner.REGISTRY)
+    patched["asset_discovery"] = stages.Stage(
+        real.name, real.description, discovery, real.reads, real.writes, real.config,
+        real.needs, real.network,
+    )  # fmt: skip
+    monkeypatch.setattr(runner, "REGISTRY", patched)
+    settings = load_settings(tmp_path, base_url=server.base_url)
+    for _ in range(2):
+        outcome = runner.run_pipeline(settings, stop_at="asset_discovery")
+        assert outcome.ok and outcome.status("asset_discovery") == "ran"
+    assert len(calls) == 2  # tried again, not served as current
+    assert "asset_discovery" not in runner.load_state(DataPaths.at(tmp_path))["stages"]

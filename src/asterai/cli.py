@@ -757,7 +757,8 @@ class _PipelineDisplay:
     lines alone."""
 
     MARKS = {"pending": "[dim]·[/]", "running": "[cyan]>[/]", "ran": "[green]ok[/]",
-             "skipped": "[dim]current[/]", "failed": "[red]FAILED[/]"}  # fmt: skip
+             "skipped": "[dim]current[/]", "failed": "[red]FAILED[/]",
+             "interrupted": "[red]interrupted[/]"}  # fmt: skip
 
     def __init__(self, console: Any, live: bool | None = None) -> None:
         self.console = console

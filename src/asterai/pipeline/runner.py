@@ -70,7 +70,7 @@ class Hasher:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._cache: dict[tuple[str, int, int], str] = {}
+        self._cache: dict[tuple[str, int, int, int, int], str] = {}
 
     def rel(self, path: Path) -> str:
         try:
@@ -80,7 +80,7 @@ class Hasher:
 
     def file(self, path: Path) -> str:
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         if key not in self._cache:
             digest = hashlib.sha256()
             with path.open("rb") as fh:
@@ -140,12 +140,14 @@ def _state_path(paths: DataPaths) -> Path:
 
 def load_state(paths: DataPaths) -> dict[str, Any]:
     path = _state_path(paths)
-    if not path.exists():
-        return {"stages": {}}
     try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return {"stages": {}}  # a damaged record only costs a rerun
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"stages": {}}  # absent or damaged: it only costs a rerun
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    if not isinstance(stages, dict):
+        return {"stages": {}}
+    return {"stages": {k: v for k, v in stages.items() if isinstance(v, dict)}}
 
 
 def _versions() -> dict[str, str]:
@@ -338,18 +340,26 @@ def run_pipeline(
             display.finished(entry)
             continue
         display.started(name, index, reason, eta)
+        # no record while it runs: a run killed in the middle (even by SIGKILL) leaves
+        # the stage to run again, whatever it had written
+        if state["stages"].pop(name, None) is not None:
+            atomic.write_json(_state_path(paths), state)
         began = time.perf_counter()
         try:
             result: StageResult = stage.run(settings, opts)
         except BaseException as err:
+            interrupted = isinstance(err, KeyboardInterrupt)
             entry.update(
-                status="failed", reason=reason, seconds=time.perf_counter() - began,
-                summary=f"{type(err).__name__}: {err}",
+                status="interrupted" if interrupted else "failed", reason=reason,
+                seconds=time.perf_counter() - began, summary=f"{type(err).__name__}: {err}",
             )  # fmt: skip
             outcome.stages.append(entry)
-            state["stages"].pop(name, None)
-            atomic.write_json(_state_path(paths), state)
-            manifest.update(status="failed", finished_at=datetime.now(UTC).isoformat())
+            manifest.update(
+                status="interrupted" if interrupted else "failed",
+                failure=f"stage {name} {'interrupted' if interrupted else 'failed'}: "
+                f"{type(err).__name__}: {err}",
+                finished_at=datetime.now(UTC).isoformat(),
+            )
             save()
             raise
         seconds = time.perf_counter() - began
@@ -360,15 +370,13 @@ def run_pipeline(
             inputs=inputs, outputs=outputs,
         )  # fmt: skip
         outcome.stages.append(entry)
-        if result.ok:
+        if result.ok and result.complete:
             state["stages"][name] = {
                 "run_id": run_id, "finished_at": datetime.now(UTC).isoformat(),
                 "seconds": seconds, "config_sha256": config_sha, "inputs": inputs,
                 "outputs": outputs, "summary": result.summary, "numbers": result.numbers,
             }  # fmt: skip
-        else:
-            state["stages"].pop(name, None)
-        atomic.write_json(_state_path(paths), state)
+            atomic.write_json(_state_path(paths), state)
         save()
         display.finished(entry)
         if not result.ok:
@@ -395,10 +403,13 @@ def list_runs(paths: DataPaths) -> list[dict[str, Any]]:
     out = []
     for path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
         try:
-            out.append(json.loads(path.read_text()))
-        except ValueError as err:
-            out.append({"run_id": path.parent.name, "status": f"unreadable manifest: {err}"})
-    return sorted(out, key=lambda m: m.get("started_at") or "")
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            doc = f"unreadable manifest: {err}"
+        if not isinstance(doc, dict):
+            doc = {"run_id": path.parent.name, "status": str(doc)[:200]}
+        out.append(doc)
+    return sorted(out, key=lambda m: str(m.get("started_at") or ""))
 
 
 def headline(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class StageResult:
     summary: str
     details: tuple[str, ...] = ()
     numbers: dict[str, Any] = field(default_factory=dict)
+    #: False: the stage finished but incompletely (some requests failed), so it is not
+    #: recorded as current and the next run tries it again
+    complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +167,16 @@ def _discovery(settings: Settings, opts: dict[str, Any]) -> StageResult:
 
     result = run_discovery(settings, progress=opts.get("progress", False))
     counts = result.get("counts", {})
+    problems = [str(p) for p in result.get("problems") or []]
+    summary = f"{counts.get('total', 0)} symbols, {counts.get('trainable', 0)} trainable"
+    if problems:
+        summary += f"; {len(problems)} problem(s), tried again next run: {problems[0]}"
     return StageResult(
         True,
-        f"{counts.get('total', 0)} symbols, {counts.get('trainable', 0)} trainable",
+        summary,
+        tuple(f"  {p}" for p in problems),
         numbers={"symbols": counts.get("total", 0), "trainable": counts.get("trainable", 0)},
+        complete=not problems,
     )
 
 
@@ -333,9 +342,10 @@ REGISTRY: dict[str, Stage] = {
             "rate_limit_testing",
             "read and probe the rate limits",
             _rate_limits,
-            reads=lambda p, s: [],
+            # it estimates the collection: discovery's symbols, the collect settings
+            reads=lambda p, s: _existing(p.discovery),
             writes=lambda p, s: _existing(p.rate_limit_test),
-            config=("base_url", "exchange"),
+            config=("base_url", "exchange", "collect"),
             network=True,
         ),
         Stage(
@@ -354,7 +364,8 @@ REGISTRY: dict[str, Stage] = {
             _validation,
             reads=_gate_in,
             writes=_gate_out,
-            config=GATED,
+            # features: the base interval decides the history rule and the universe's grid
+            config=(*GATED, "features"),
             needs=(NEED_COLLECTED,),
         ),
         Stage(
@@ -379,7 +390,8 @@ REGISTRY: dict[str, Stage] = {
             "model_training_aster_native",
             "train the Aster-native model",
             _training("aster_native"),
-            reads=_training_in,
+            # its report sets the confluence model's predictions beside its own
+            reads=lambda p, s: [*_training_in(p, s), *_existing(p.predictions("confluence"))],
             writes=_training_out("aster_native"),
             config=(*GATED, "features", "train", "aster_native"),
             needs=(NEED_GATE, NEED_FEATURES),
