@@ -197,3 +197,40 @@ def test_kelly_sizing_risks_a_share_of_the_kelly_bet_capped_by_the_risk_limit(re
     assert [REJECT_REASONS[int(r)] for r in rejects["reason"]] == [
         "no edge at the labels' odds (Kelly sizing)"
     ]
+
+
+def test_the_end_of_the_data_closes_what_is_open_and_keeps_a_breakers_reason(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    T = len(b)
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-10 12:00"))
+    p = params(max_drawdown=0.02, tp_atr=1e6, sl_atr=1e6, horizon=10**6, fixed_quantity=0.0019)
+    pl = np.zeros(T)
+    pl[t0] = 0.9
+    _, _, curve, _ = run(b, pl, np.zeros(T), np.full(T, 100.0), p)
+    peak = np.maximum.accumulate(np.concatenate([[50.0], curve[:, 0]]))[1:]
+    breach = int(np.flatnonzero(curve[:, 0] < peak * (1 - 0.02))[0])
+    # the data ends at the bar where the breaker is decided: no next open to fill at, so
+    # the position closes at the last close, and the trade says it was the breaker
+    cut = b.iloc[: breach + 1]
+    trades, _, curve, cash = run(cut, pl[: breach + 1], np.zeros(breach + 1),
+                                 np.full(breach + 1, 100.0), p)  # fmt: skip
+    assert len(trades) == 1
+    assert EXIT_REASONS[int(trades["exit_reason"].iloc[0])] == "drawdown circuit breaker"
+    # the last bar's equity is after that fill's slippage and fee: capital + the PnL
+    assert curve[-1, 0] == pytest.approx(50.0 + trades["pnl"].sum(), abs=1e-12)
+    assert curve[-1, 0] == pytest.approx(cash) and curve[-1, 2] == 0
+    # and a position simply open when the data ends: closed there, its costs counted
+    trades, _, curve, cash = run(b.iloc[: t0 + 5], pl[: t0 + 5], np.zeros(t0 + 5),
+                                 np.full(t0 + 5, 100.0), params(tp_atr=1e6, sl_atr=1e6,
+                                 horizon=10**6, fixed_quantity=0.0019))  # fmt: skip
+    assert EXIT_REASONS[int(trades["exit_reason"].iloc[0])] == "end of data"
+    assert curve[-1, 0] == pytest.approx(50.0 + trades["pnl"].sum(), abs=1e-12)
+    assert trades["fees"].iloc[0] > 0.0019 * trades["entry_price"].iloc[0] * FEE
+
+
+def test_annualisation_follows_the_base_interval(tmp_path) -> None:
+    from asterai.backtest.engine import annualisation
+    from asterai.config import load_settings
+
+    assert annualisation(load_settings(tmp_path)) == (8760, 24)
+    assert annualisation(load_settings(tmp_path, features={"base_interval": "4h"})) == (2190, 6)

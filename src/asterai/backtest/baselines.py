@@ -98,6 +98,6 @@ def rule_confluence(
         inputs.open_, inputs.high, inputs.low, inputs.close, inputs.volume, inputs.tradeable,
         p_long, p_short,
         inputs.atr, inputs.funding, inputs.tick, inputs.step, inputs.min_notional,
-        p._replace(threshold=0.5),
+        p._replace(threshold=0.5, kelly_fraction=0.0),  # 0/1 'probabilities': no Kelly
     )  # fmt: skip
     return _frame(inputs, curve[:, 0]), int(len(trades))

@@ -302,9 +302,10 @@ def backtest_model(settings: Settings, model: str) -> ModelRun:
 
     inputs = load_inputs(settings, model)
     result = simulate(inputs, params(settings))
+    per_year, per_day = annualisation(settings)
     m = metrics.compute(
         result.equity, result.trades, result.rejected, settings.strategy.capital,
-        settings.train.seed,
+        settings.train.seed, bars_per_year=per_year, block_bars=per_day,
     )  # fmt: skip
     m["model"] = model
     m["run_id"] = inputs.run_id
@@ -320,6 +321,12 @@ def backtest_model(settings: Settings, model: str) -> ModelRun:
         "horizon_bars": settings.features.label_horizon,
     }
     return ModelRun(result, m, curves)
+
+
+def annualisation(settings: Settings) -> tuple[int, int]:
+    """Bars a year (a 24/7 market) and bars a day, of the base interval."""
+    step = INTERVAL_MS[settings.features.base_interval]
+    return 365 * 86_400_000 // step, max(1, 86_400_000 // step)
 
 
 def _headline(m: dict[str, Any]) -> dict[str, Any]:
@@ -352,8 +359,9 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
         try:
             others[other] = backtest_model(settings, other)
             models[other] = _headline(others[other].metrics)
-        except BacktestInputError as err:
-            models[other] = f"not backtested: {err}"
+        except Exception as err:  # the other model never sinks the main one's results
+            log.warning("%s not backtested beside %s: %s", other, model, err)
+            models[other] = f"not backtested: {type(err).__name__}: {err}"
     m = main.metrics
     m["models"] = models
     folder = paths.backtest_results
@@ -414,7 +422,7 @@ def compare_baselines(
             continue
         curve = frame["equity"].to_numpy(dtype=float)
         r = metrics.returns_of(np.concatenate([[capital], curve]))
-        sr = metrics.sharpe(r)
+        sr = metrics.sharpe(r, annualisation(settings)[0])
         entry = {
             "final_equity": float(curve[-1]),
             "total_return": float(curve[-1] / capital - 1),

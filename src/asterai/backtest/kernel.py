@@ -22,7 +22,8 @@ At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
    bar opens beyond it.
 4. Funding at the bar's funding time, for positions still open: a long pays
    ``qty x close x rate``, a short receives it.
-5. Equity marked at the close; when it falls ``max_drawdown`` below its peak the
+5. Equity marked at the close (on the last bar: after the end-of-data closes, their
+   costs included); when it falls ``max_drawdown`` below its peak the
    drawdown circuit breaker stops trading and closes everything at the next open
    (decided at the close, filled after it, like every other order). A
    symbol whose data ends (delisted) has its position closed at its last close.
@@ -438,13 +439,21 @@ def simulate_nb(
             n_busy += 1
 
     # -- the end of the data: what is still open closes at its last close --------------
+    # (a pending exit keeps its reason: a breaker decided at the last close is still the
+    # breaker's), and the last bar's equity is what is left after those fills' costs, so
+    # the final equity is the capital plus the trades' PnL
+    closed_any = False
     for j in range(N):
         if side[j] != 0.0:
             px = _fill_price(
                 last_close[j], side[j] < 0, p.slippage, tick[j], last_low[j], last_high[j]
             )
+            why = pend_exit_reason[j] if pend_exit[j] else EXIT_END
             cash, n_trades = _exit(
-                j, T - 1, px, p.taker_fee, EXIT_END, cash, n_trades, trades, side, qty,
+                j, T - 1, px, p.taker_fee, why, cash, n_trades, trades, side, qty,
                 entry_px, stop, target, entry_t, signal_t, fees, paid,
             )  # fmt: skip
+            closed_any = True
+    if closed_any and T > 0:
+        curve[T - 1, 0], curve[T - 1, 1], curve[T - 1, 2], curve[T - 1, 3] = cash, cash, 0, 0.0
     return trades[:n_trades], rejects[:n_rejects], curve, cash

@@ -21,14 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from asterai.backtest.metrics import CRITERIA
+
 DPI = 100
 CHARTS = {
-    "equity.png": "Equity against the baselines (same window, universe, capital and costs)",
+    "equity.png": "Equity against the baselines (same window, universe, capital and costs) "
+    "and the other model (on its own predictions and window)",
     "drawdown.png": "Drawdown from the running peak",
     "monthly_returns.png": "Monthly returns",
     "trade_pnl.png": "Distribution of trade PnL",
     "exposure.png": "Open positions and exposure (open notional / equity)",
 }
+MODEL_NAMES = ("confluence", "aster_native")
 COLOURS = {
     "confluence": "#1f5fa8",
     "aster_native": "#b5478b",
@@ -86,7 +90,9 @@ def write_charts(
         if frame is not None:
             ax.plot(
                 pd.DatetimeIndex(frame["time"]), frame["equity"], lw=1.2,
-                color=COLOURS.get(name), label=name.replace("_", " "),
+                color=COLOURS.get(name),
+                label=f"{name} (model, its own predictions)" if name in MODEL_NAMES
+                else name.replace("_", " "),
             )  # fmt: skip
     ax.axhline(capital, color="black", lw=0.6, ls=":")
     ax.set_ylabel("equity, USDT")
@@ -99,7 +105,8 @@ def write_charts(
     peak = np.maximum.accumulate(np.concatenate([[capital], value]))[1:]
     dd = value / peak - 1.0
     ax.fill_between(time, dd * 100, 0, color="#c0392b", alpha=0.5, lw=0)
-    ax.axhline(-30, color="black", lw=0.8, ls="--", label="criterion: 30%")
+    bound = CRITERIA["max_drawdown"] * 100
+    ax.axhline(-bound, color="black", lw=0.8, ls="--", label=f"criterion: {bound:g}%")
     ax.axhline(-max_drawdown_stop * 100, color="#c0392b", lw=0.8, ls=":", label="circuit breaker")
     ax.set_ylabel("drawdown, %")
     ax.set_ylim(min(dd.min() * 100, -max_drawdown_stop * 100) * 1.1, 1)
@@ -180,6 +187,19 @@ def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _risk(strategy: dict[str, Any]) -> str:
+    risk = f"{strategy['risk_per_trade'] * 100:g}% risk"
+    kelly = strategy.get("kelly_fraction") or 0
+    return f"{kelly:g} x Kelly, at most {risk}," if kelly else risk
+
+
+def _rule(key: str, rule: str) -> str:
+    """The criterion's rule in the unit its value is shown in."""
+    if key in ("win_rate", "max_drawdown") and key in CRITERIA:
+        return f"{rule.split()[0]} {CRITERIA[key]:.0%}"
+    return rule
+
+
 def _verdict(v: str) -> str:
     return f'<span class="{v.lower()}">{v}</span>'
 
@@ -252,14 +272,15 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
     for key, c in crit.items():
         kind = "share" if key in ("win_rate", "max_drawdown") else "num"
         rows.append([
-            html.escape(key.replace("_", " ")), html.escape(c["rule"]), _fmt(c["value"], kind),
+            html.escape(key.replace("_", " ")), html.escape(_rule(key, c["rule"])),
+            _fmt(c["value"], kind),
             _interval(c.get("interval_95"), kind), _verdict(c["verdict"]),
         ])  # fmt: skip
     parts = [
         f"<h1>AsterAI backtest: {html.escape(model)}</h1>",
         f'<p class="sub">out of sample {html.escape(m["window"]["first_bar"])} .. '
         f"{html.escape(m['window']['last_bar'])}; {m['initial_capital']:g} USDT, "
-        f"{m['settings']['strategy']['risk_per_trade']:.0%} risk per trade, at most "
+        f"{_risk(m['settings']['strategy'])} per trade, at most "
         f"{m['settings']['strategy']['max_positions']} positions, full fees, slippage and "
         f"funding; run {html.escape(str(m.get('run_id')))}</p>",
         f'<div class="verdict {overall.lower()}">{html.escape(headline)}</div>',
@@ -373,7 +394,7 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
     columns = ["symbol", "side", "signal_time", "entry_time", "exit_time", "entry_price",
                "exit_price", "quantity", "fees", "funding", "pnl", "exit_reason"]  # fmt: skip
     rows = [
-        [html.escape(str(v)) if not isinstance(v, float) else f"{v:.6g}" for v in r]
+        [html.escape(str(v)) if not isinstance(v, float) else f"{v:.10g}" for v in r]
         for r in shown[columns].itertuples(index=False)
     ]
     parts += [
