@@ -189,7 +189,7 @@ def test_bad_inputs_leave_the_last_results_whole(written, tmp_path) -> None:
     for part in ("data", "models"):
         shutil.copytree(src / part, root / part)
     folder = DataPaths.at(root).backtest_results
-    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     # a threshold outside 0..1 is refused before anything runs
     with pytest.raises(ConfigError, match="threshold"):
         load_settings(root, train={"threshold": 1.5})
@@ -205,7 +205,7 @@ def test_bad_inputs_leave_the_last_results_whole(written, tmp_path) -> None:
     DataPaths.at(root).predictions("confluence").unlink()
     run = CliRunner().invoke(main, ["backtest", "--data-root", str(root)])
     assert run.exit_code == 1 and "asterai train confluence" in run.output, run.output
-    after = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert after == before
 
 

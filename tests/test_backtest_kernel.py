@@ -182,16 +182,19 @@ def test_kelly_sizing_risks_a_share_of_the_kelly_bet_capped_by_the_risk_limit(re
         trades, rejects, _, _ = run(b, pl, np.zeros(T), atr, params(**kw))
         return (trades["quantity"].iloc[0] if len(trades) else None), rejects
 
-    # win 3 ATRs or lose 2 (b = 1.5): at p = 0.6 Kelly bets 0.6 - 0.4 / 1.5 = 0.333
-    kelly = 0.6 - 0.4 / 1.5
+    # win 3 ATRs less a taker entry, a maker exit and slippage, or lose per_unit (2 ATRs
+    # and every cost): the odds after costs, b = win / per_unit
+    win = 3.0 * atr[t0] - c[t0] * (FEE + MAKER + SLIP)
+    kelly = 0.6 - 0.4 * per_unit / win
+    assert 0.2 < kelly < 1 / 3  # costs take some edge off the 0.333 of the raw odds
     q, _ = quantity(0.6, kelly_fraction=0.02)  # 0.0067 of equity: under the 1% cap
     assert q == pytest.approx(0.02 * kelly * 50.0 / per_unit)
     q, _ = quantity(0.6, kelly_fraction=0.5)  # 0.167: the 1% risk limit binds
     assert q == pytest.approx(0.01 * 50.0 / per_unit)
     q, _ = quantity(0.6)  # off: plain 1% risk
     assert q == pytest.approx(0.01 * 50.0 / per_unit)
-    # win 1 ATR or lose 2 (b = 0.5): break-even is p = 2/3, so a signal at p = 0.5
-    # clears the threshold but has no edge (Kelly 0.5 - 0.5 / 0.5 = -0.5): no order
+    # win 1 ATR or lose 2 (b under 0.5 after costs): break-even is above p = 2/3, so a
+    # signal at p = 0.5 clears the threshold but has no edge: no order
     q, rejects = quantity(0.5, kelly_fraction=0.5, tp_atr=1.0, sl_atr=2.0)
     assert q is None
     assert [REJECT_REASONS[int(r)] for r in rejects["reason"]] == [
@@ -234,3 +237,16 @@ def test_annualisation_follows_the_base_interval(tmp_path) -> None:
 
     assert annualisation(load_settings(tmp_path)) == (8760, 24)
     assert annualisation(load_settings(tmp_path, features={"base_interval": "4h"})) == (2190, 6)
+
+
+def test_kelly_counts_costs_a_coin_flip_at_even_odds_has_no_edge(real_data) -> None:
+    b = bars(real_data, "SOLUSDT")
+    T = len(b)
+    atr = np.full(T, b["close"].to_numpy()[100] * 0.01)
+    pl = np.zeros(T)
+    pl[100] = 0.52  # wins 2 ATRs or loses 2: an edge before costs, none after them
+    trades, rejects, _, _ = run(b, pl, np.zeros(T), atr, params(tp_atr=2.0, kelly_fraction=0.5))
+    assert trades.empty
+    assert [REJECT_REASONS[int(r)] for r in rejects["reason"]] == [
+        "no edge at the labels' odds (Kelly sizing)"
+    ]

@@ -139,7 +139,10 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             # a funding event belongs to the bar whose (open, close] holds it
             bar = (ft - 1 - start) // step_ms
             ok = (bar >= 0) & (bar < T)
-            fund[bar[ok], j] = f["funding_rate"].to_numpy(dtype=float)[ok]
+            # every event of the bar counts (a 4h or 1d bar holds several)
+            column = np.zeros(T)
+            np.add.at(column, bar[ok], f["funding_rate"].to_numpy(dtype=float)[ok])
+            fund[:, j] = np.where(np.bincount(bar[ok], minlength=T) > 0, column, np.nan)
         if not path.exists() or np.isnan(fund[:, j]).all():
             no_funding.append(s)
     if no_funding:

@@ -326,8 +326,11 @@ def simulate_nb(
                 px = _fill_price(
                     close[t, j], side[j] < 0, p.slippage, tick[j], low[t, j], high[t, j]
                 )
+                # (an exit already decided keeps its reason: the market ends under it)
+                why = pend_exit_reason[j] if pend_exit[j] else EXIT_END
+                pend_exit[j] = False
                 cash, n_trades = _exit(
-                    j, t, px, p.taker_fee, EXIT_END, cash, n_trades, trades, side, qty,
+                    j, t, px, p.taker_fee, why, cash, n_trades, trades, side, qty,
                     entry_px, stop, target, entry_t, signal_t, fees, paid,
                 )  # fmt: skip
 
@@ -413,10 +416,16 @@ def simulate_nb(
                 )
                 risk = p.risk
                 if p.kelly_fraction > 0.0:
-                    # Kelly for a bet that wins tp_atr or loses sl_atr ATRs with the
-                    # model's calibrated probability: f = p - (1 - p) / b, b = tp / sl
-                    b = p.tp_atr / p.sl_atr
-                    kelly = strength[j] - (1.0 - strength[j]) / b
+                    # Kelly for a bet that wins at the target or loses at the stop with
+                    # the model's calibrated probability, f = p - (1 - p) / b, the odds b
+                    # after costs: the win pays a taker entry, a maker exit and slippage,
+                    # the loss is ``per_unit`` (costs included); no win after costs, no bet
+                    win = (
+                        p.tp_atr * atr[t, j]
+                        - close[t, j] * (p.taker_fee + p.maker_fee + p.slippage)
+                        - tick[j]
+                    )
+                    kelly = strength[j] - (1.0 - strength[j]) * per_unit / win if win > 0 else -1.0
                     risk = min(p.risk, p.kelly_fraction * kelly)
                 q = risk * equity / per_unit if p.fixed_quantity <= 0.0 else p.fixed_quantity
                 if risk <= 0.0:
