@@ -4,7 +4,7 @@ The page puts the verdict first (the guide's criteria, PASS or FAIL, each with i
 interval, and whether the result is significant), then the models side by side and the
 baselines, then the charts, then the tables (exit reasons, rejected orders, categories,
 assumptions, trades). The charts are embedded as data URIs so the page travels as one
-file. Every figure shown comes from ``metrics.json`` or the CSVs written beside it.
+file. Every number shown comes from ``metrics.json`` or the CSVs written beside it (the baselines' curves in ``equity.png`` are drawn from the same run, not written out).
 
 Hand-written HTML rather than quantstats' tearsheet: that one computes its own metrics
 (which would then disagree with ours in the details) and cannot show rejected orders,
