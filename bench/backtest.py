@@ -21,7 +21,6 @@ long only, no stops, our trades and equity equal vectorbt's (to 1e-9).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _recording import DEFAULT_DATA
+from _recording import bench_parser, recording_missing
 
 BENCH = Path(__file__).resolve().parent
 FEE = 0.00075
@@ -182,18 +181,10 @@ def measure(name: str, bars, bt_symbols: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
-    )
-    parser.add_argument("--symbols", type=int, default=200)
-    parser.add_argument("--months", type=int, default=6)
+    parser = bench_parser(__doc__)
     parser.add_argument("--bt-symbols", type=int, default=3)
     args = parser.parse_args()
-    if not (args.data / "klines").is_dir():
-        print(f"no recording at {args.data}; set ASTERAI_REAL_DATA or --data", file=sys.stderr)
+    if recording_missing(args):
         return 2
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-backtest-"))
     real = measure("recorded panel", panel(args.data, work, None, 1), args.bt_symbols)

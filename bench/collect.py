@@ -24,10 +24,8 @@ The server window is shortened but keeps the real exchange's *rate*: the default
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _recording import DEFAULT_DATA
+from _recording import bench_parser, recording_missing
 
 from asterai.config import load_settings
 from asterai.data.collector import collect
@@ -155,12 +153,7 @@ def guide_way(base_url: str, symbols: list[str], intervals: list[str], pace_s: f
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
-    )
+    parser = bench_parser(__doc__, panel=False)
     parser.add_argument("--window-seconds", type=int, default=1)
     parser.add_argument(
         "--weight-limit", type=int, default=40, help="per window (default 40/s = 2400/min)"
@@ -172,8 +165,7 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    if not (args.data / "klines").is_dir():
-        print(f"no recording at {args.data}; set ASTERAI_REAL_DATA or --data", file=sys.stderr)
+    if recording_missing(args):
         return 2
 
     recording = load_recording(args.data)

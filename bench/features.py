@@ -25,7 +25,6 @@ build under 10 seconds on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _recording import DEFAULT_DATA, collect_recording, tile
+from _recording import bench_parser, collect_recording, recording_missing, tile
 from features_reference import build_reference  # bench/ is the script's own folder
 
 from asterai.config import FeatureSettings
@@ -200,14 +199,7 @@ def profile(inputs: list[SymbolInput], fs: FeatureSettings, top: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
-    )
-    parser.add_argument("--symbols", type=int, default=200)
-    parser.add_argument("--months", type=int, default=6)
+    parser = bench_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="timed asterai runs (best kept)")
     parser.add_argument(
         "--profile",
@@ -218,8 +210,7 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if not (args.data / "klines").is_dir():
-        print(f"no recording at {args.data}; set ASTERAI_REAL_DATA or --data", file=sys.stderr)
+    if recording_missing(args):
         return 2
     if args.symbols < 1 or args.months < 1 or args.repeat < 1:
         print("--symbols, --months and --repeat must be at least 1", file=sys.stderr)

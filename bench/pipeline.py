@@ -23,16 +23,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
-from _recording import DEFAULT_DATA
+from _recording import bench_parser, recording_missing, tile
 
 from asterai.config import load_settings
 from asterai.data.collector import plan_pages
@@ -91,26 +89,6 @@ class Timer:
         )
 
 
-def tile_raw(frame: pd.DataFrame, step_ms: int, start_ms: int) -> pd.DataFrame:
-    """A recorded frame (naive UTC ``timestamp`` index) repeated back to back, earlier in
-    time, from ``start_ms`` on."""
-    t = frame.index.as_unit("ms").asi8
-    span = int(t[-1] - t[0]) + step_ms
-    parts = []
-    k = 0
-    while True:
-        shifted = t - k * span
-        keep = shifted >= start_ms
-        if keep.any():
-            part = frame[keep].copy()
-            part.index = pd.to_datetime(shifted[keep], unit="ms").rename("timestamp")
-            parts.append(part)
-        if shifted[0] < start_ms:
-            break
-        k += 1
-    return pd.concat(parts[::-1]).sort_index()
-
-
 def write_panel(data: Path, folder: Path, symbols: int, months: int) -> None:
     sources = sorted(
         p.name.removesuffix("_1h.parquet")
@@ -130,25 +108,19 @@ def write_panel(data: Path, folder: Path, symbols: int, months: int) -> None:
             frame = frames[(src, iv)]
             end = int(frame.index.as_unit("ms").asi8[-1]) + INTERVAL_MS[iv]
             start = end - months * 30 * DAY_MS
-            tile_raw(frame, INTERVAL_MS[iv], start).to_parquet(
+            # the recording's layout: the open time is the index, named ``timestamp``
+            tiled = tile(frame.rename_axis("open_time").reset_index(), iv, start)
+            tiled.set_index("open_time").rename_axis("timestamp").to_parquet(
                 folder / "klines" / f"{name}_{iv}.parquet"
             )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
-    )
-    parser.add_argument("--symbols", type=int, default=200)
-    parser.add_argument("--months", type=int, default=6)
+    parser = bench_parser(__doc__)
     parser.add_argument("--skip-panel", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
-    if not (args.data / "klines").is_dir():
-        print(f"no recording at {args.data}; set ASTERAI_REAL_DATA or --data", file=sys.stderr)
+    if recording_missing(args):
         return 2
     out: dict = {}
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-pipeline-"))

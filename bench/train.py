@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _recording import DEFAULT_DATA
+from _recording import bench_parser, recording_missing
 
 BENCH = Path(__file__).resolve().parent
 
@@ -166,14 +166,7 @@ def report(title: str, results: list[dict]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
-    )
-    parser.add_argument("--symbols", type=int, default=200)
-    parser.add_argument("--months", type=int, default=6)
+    parser = bench_parser(__doc__)
     parser.add_argument("--skip-recorded", action="store_true")
     parser.add_argument("--skip-anchors", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -184,8 +177,7 @@ def main() -> int:
     if args.child:
         child(args.child, args.root, not args.no_gate)
         return 0
-    if not (args.data / "klines").is_dir():
-        print(f"no recording at {args.data}; set ASTERAI_REAL_DATA or --data", file=sys.stderr)
+    if recording_missing(args):
         return 2
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-train-"))
     out: dict = {"cpu_count": os.cpu_count()}

@@ -14,16 +14,14 @@ still runs on every file, which is what is timed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _recording import DEFAULT_DATA, collect_recording, tile
+from _recording import bench_parser, collect_recording, recording_missing, tile
 
 from asterai.config import load_settings
 from asterai.data.gate import validate
@@ -83,18 +81,10 @@ def write_discovery(paths: DataPaths) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("ASTERAI_REAL_DATA", DEFAULT_DATA))
-    )
-    parser.add_argument("--symbols", type=int, default=200)
-    parser.add_argument("--months", type=int, default=6)
+    parser = bench_parser(__doc__)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if not (args.data / "klines").is_dir():
-        print(f"no recording at {args.data}; set ASTERAI_REAL_DATA or --data", file=sys.stderr)
+    if recording_missing(args):
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-gate-"))

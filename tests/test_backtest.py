@@ -302,9 +302,14 @@ def test_monthly_returns_chain_to_the_total_return(written) -> None:
     m = json.loads((folder / "metrics.json").read_text())
     equity = pd.read_csv(folder / "equity.csv", parse_dates=["time"])
     table = monthly_returns(equity, 50.0)
-    months = table.stack().dropna().to_numpy()
-    assert len(months) == equity["time"].dt.strftime("%Y-%m").nunique()
-    assert np.prod(1 + months) - 1 == pytest.approx(m["total_return"])
+    months = table.stack().dropna()
+    # independently: pandas' month-end resampling of the equity, against the capital
+    ends = equity.set_index("time")["equity"].resample("ME").last().dropna()
+    expected = ends / np.concatenate([[50.0], ends.to_numpy()[:-1]]) - 1
+    assert len(months) == len(expected)
+    np.testing.assert_allclose(months.to_numpy(), expected.to_numpy(), rtol=1e-12)
+    assert [(y, mth) for y, mth in months.index] == [(t.year, t.month) for t in expected.index]
+    assert np.prod(1 + months.to_numpy()) - 1 == pytest.approx(m["total_return"])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
