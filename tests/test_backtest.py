@@ -55,25 +55,41 @@ def test_the_final_equity_is_the_sum_of_the_trades(result) -> None:
     assert (trades["fees"] >= fee_floor - 1e-12).all()
 
 
-def test_every_fill_lies_inside_its_bar_and_after_its_signal(result, trained) -> None:
-    res, _ = result
+def test_every_fill_is_its_rules_price_after_its_signal(result, trained) -> None:
+    from asterai.barriers import market_fill
+    from asterai.data.filters import read_filters
+
+    res, settings = result
+    slip = settings.strategy.slippage
+    paths = DataPaths.at(trained)
+    ticks = {s: f.get("tick_size") or 0.0 for s, f in read_filters(paths.discovery).items()}
     bars = {}
     for symbol in res.trades["symbol"].unique():
-        frame = pd.read_parquet(DataPaths.at(trained).klines(symbol, "1h"))
+        frame = pd.read_parquet(paths.klines(symbol, "1h"))
         bars[symbol] = frame.set_index("open_time")
+    checked = set()
     for row in res.trades.itertuples():
         entry = bars[row.symbol].loc[row.entry_time]
         exit_ = bars[row.symbol].loc[row.exit_time]
-        assert entry["low"] - 1e-9 <= row.entry_price <= entry["high"] + 1e-9, row
+        tick, long_ = ticks[row.symbol], row.side == "long"
+        # a market entry at the open, the full slippage and the tick against the trader
+        assert row.entry_price == market_fill(entry["open"], long_, slip, tick), row
+        market_price = {
+            "stop": row.stop, "gap through stop": exit_["open"], "time limit": exit_["close"],
+            "opposite signal": exit_["open"],
+        }.get(row.exit_reason)  # fmt: skip
         if row.exit_reason == "target":
-            # a resting limit fills at its own price; when the bar opened beyond it, the
-            # first trade of the bar would have hit it there, a price the recorded tape
-            # (without our order) never shows: at the limit, never better
+            # a resting limit fills at its own price, and only when the bar traded at
+            # least one tick through it
             assert row.exit_price == row.target, row
-        else:
-            assert exit_["low"] - 1e-9 <= row.exit_price <= exit_["high"] + 1e-9, row
+            beyond = exit_["high"] - row.target if long_ else row.target - exit_["low"]
+            assert beyond >= tick - 1e-12, row
+        elif market_price is not None:
+            assert row.exit_price == market_fill(market_price, not long_, slip, tick), row
+        checked.add(row.exit_reason)
         assert row.entry_time == row.signal_time + HOUR  # a signal at t's close fills at t+1's open
         assert row.exit_time >= row.entry_time
+    assert {"stop", "target"} <= checked
 
 
 def test_stops_fill_at_the_stop_or_worse(result) -> None:

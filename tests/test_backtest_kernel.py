@@ -1,12 +1,16 @@
 """Golden cases of the kernel on real bars, each worked out by hand from the bar's own
-prices: a gap through a stop, a bar that touches both barriers, funding on a short,
-the drawdown circuit breaker and Kelly sizing.
+prices: a gap through a stop, a bar that touches both barriers, a stop only just
+touched, a target only touched or traded through, liquidation at the maintenance
+margin, funding on a short, the drawdown circuit breaker, Kelly sizing, and exits that
+wait through a closed market or meet the end of one.
 
 The bars are the recording's; what the tests choose are the strategy's inputs (the
 signals, the ATR that places the stops, a funding rate, the parameters), so that each
 case lands on a real event of the market."""
 
 from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import numpy as np
 import pandas as pd
@@ -32,15 +36,16 @@ def params(**kw) -> kernel.Params:
     return kernel.Params(**base)
 
 
-def run(b: pd.DataFrame, p_long, p_short, atr, p: kernel.Params, funding=None):
-    """One symbol through the kernel; tick and lot step off so the arithmetic is exact."""
+def run(b: pd.DataFrame, p_long, p_short, atr, p: kernel.Params, funding=None, tick=0.0):
+    """One symbol through the kernel; the lot step off (and the tick unless given) so the
+    arithmetic is exact."""
     col = lambda k: b[k].to_numpy(dtype=float)[:, None]  # noqa: E731
     T = len(b)
     trades, rejects, curve, cash = kernel.simulate_nb(
         col("open"), col("high"), col("low"), col("close"), col("volume"),
         np.ones((T, 1), bool), p_long[:, None], p_short[:, None], atr[:, None],
         np.zeros((T, 1)) if funding is None else funding[:, None],
-        np.zeros(1), np.zeros(1), np.zeros(1), p,
+        np.full(1, tick), np.zeros(1), np.zeros(1), p,
     )  # fmt: skip
     return (
         pd.DataFrame(trades, columns=kernel.TRADE_FIELDS),
@@ -63,9 +68,8 @@ def test_a_gap_through_the_stop_fills_at_the_open_not_at_the_stop(real_data) -> 
     g = b.index.get_loc(pd.Timestamp("2025-09-17 04:00"))
     o, lo = b["open"].to_numpy(), b["low"].to_numpy()
     assert o[g] < lo[g - 1] and (b["volume"].iloc[g - 2 : g + 1] > 0).all()
-    h = b["high"].to_numpy()
-    # long entered at the previous bar's open plus slippage, never above the bar's high
-    entry = min(o[g - 1] * (1 + SLIP), h[g - 1])
+    # long entered at the previous bar's open plus the full slippage
+    entry = o[g - 1] * (1 + SLIP)
     stop = (lo[g - 1] + o[g]) / 2  # below everything the entry bar traded, above the gap
     atr = np.full(len(b), (entry - stop) / 2.0)
     pl, ps = signal_at(len(b), g - 2, +1)
@@ -74,9 +78,8 @@ def test_a_gap_through_the_stop_fills_at_the_open_not_at_the_stop(real_data) -> 
     assert (t["entry_t"], t["exit_t"]) == (g - 1, g)
     assert EXIT_REASONS[int(t["exit_reason"])] == "gap through stop"
     assert t["stop"] == pytest.approx(stop)
-    # filled at the gapped open less the slippage (never below the bar's low), not at
-    # the better stop price
-    assert t["exit_price"] == pytest.approx(max(o[g] * (1 - SLIP), lo[g]))
+    # filled at the gapped open less the full slippage, not at the better stop price
+    assert t["exit_price"] == pytest.approx(o[g] * (1 - SLIP))
     assert t["exit_price"] < t["stop"]
     q = t["quantity"]
     assert t["pnl"] == pytest.approx(
@@ -250,3 +253,147 @@ def test_kelly_counts_costs_a_coin_flip_at_even_odds_has_no_edge(real_data) -> N
     assert [REJECT_REASONS[int(r)] for r in rejects["reason"]] == [
         "no edge at the labels' odds (Kelly sizing)"
     ]
+
+
+def on_tick(price: float, tick: str, rounding) -> float:
+    """``price`` onto the tick in decimal arithmetic (independent of the kernel's own)."""
+    return float(Decimal(repr(float(price))).quantize(Decimal(tick), rounding=rounding))
+
+
+BTC_TICK = 0.1  # BTCUSDT's price tick (its recorded prices sit on it)
+
+
+def test_a_stop_the_low_only_just_touches_pays_the_full_slippage(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-01 12:00"))
+    o, lo = b["open"].to_numpy(), b["low"].to_numpy()
+    entry = on_tick(o[t0] * (1 + SLIP), "0.1", ROUND_CEILING)  # a buy: up, against us
+    # the stop exactly at the entry bar's low: the low touches it and goes no further
+    atr = np.full(len(b), (entry - lo[t0]) / 2.0 - 1e-9)
+    pl, ps = signal_at(len(b), t0 - 1, +1)
+    trades, _, _, _ = run(b, pl, ps, atr, params(tp_atr=1e6, risk=0.001), tick=BTC_TICK)
+    t = trades.iloc[0]
+    assert t["entry_price"] == entry
+    assert t["stop"] == lo[t0]
+    assert (t["exit_t"], EXIT_REASONS[int(t["exit_reason"])]) == (t0, "stop")
+    # our own sell would have printed below the low: stop x (1 - slippage), then the
+    # tick against us; never clipped back to the bar's low
+    assert t["exit_price"] == on_tick(lo[t0] * (1 - SLIP), "0.1", ROUND_FLOOR)
+    assert t["exit_price"] < lo[t0]
+
+
+def test_a_target_fills_only_when_the_bar_trades_a_tick_through_it(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-01 12:00"))
+    o, h = b["open"].to_numpy(), b["high"].to_numpy()
+    entry = on_tick(o[t0] * (1 + SLIP), "0.1", ROUND_CEILING)
+    pl, ps = signal_at(len(b), t0 - 1, +1)
+
+    def trade_with_target_at(price: float) -> pd.Series:
+        p = params(tp_atr=price - entry - 1e-9, sl_atr=1e6, risk=0.001)  # one ATR of 1
+        trades, _, _, _ = run(b, pl, ps, np.ones(len(b)), p, tick=BTC_TICK)
+        return trades.iloc[0]
+
+    # the target at the bar's high: a bare touch, our resting sell may not have traded
+    touched = trade_with_target_at(h[t0])
+    assert touched["target"] == h[t0]
+    assert not (touched["exit_t"] == t0 and EXIT_REASONS[int(touched["exit_reason"])] == "target")
+    # a tick below the high: the bar traded through it, a maker fill at its own price
+    through = trade_with_target_at(round(h[t0] - BTC_TICK, 1))
+    assert (through["exit_t"], EXIT_REASONS[int(through["exit_reason"])]) == (t0, "target")
+    assert through["exit_price"] == round(h[t0] - BTC_TICK, 1)
+    q = through["quantity"]
+    assert through["fees"] == pytest.approx(q * entry * FEE + q * through["exit_price"] * MAKER)
+
+
+def test_the_labels_fill_a_target_by_the_same_rule(real_data) -> None:
+    from asterai.features.labels import triple_barrier_nb
+
+    b = bars(real_data, "BTCUSDT")
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-01 12:00"))
+    o, h, lo = (b[k].to_numpy() for k in ("open", "high", "low"))
+    times = (b.index.astype("int64") // 1_000_000).to_numpy()
+    atr = np.ones(len(b))
+
+    def label(target: float) -> float:
+        tp = target - o[t0] - 1e-9  # from the label's entry, the unslipped open
+        out, _ = triple_barrier_nb(o, h, lo, atr, times, 3_600_000, 1, tp, 1e6, 1, BTC_TICK)
+        return out[t0 - 1]
+
+    assert label(h[t0]) == 0.0  # touched only: not reached
+    assert label(round(h[t0] - BTC_TICK, 1)) == 1.0  # a tick through: reached
+
+
+def test_liquidation_at_the_maintenance_margin_before_equity_reaches_zero(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    T = len(b)
+    # long about 8.7x into the 2025-10-10 21:00 bar, whose low (101,500) costs it nearly
+    # all of its equity, but not quite all of it
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-10 21:00"))
+    o, lo = b["open"].to_numpy(), b["low"].to_numpy()
+    q = 0.0038
+    pl, ps = signal_at(T, t0 - 1, +1)
+    far = dict(tp_atr=1e6, sl_atr=1e6, horizon=10**6, fixed_quantity=q, max_leverage=100.0)
+    liq = dict(maintenance_margin=0.01, liquidation_fee=0.01)
+    entry = o[t0] * (1 + SLIP)
+    worst = 50.0 - q * entry * FEE + q * (lo[t0] - entry)
+    assert 0.0 < worst <= 0.01 * q * lo[t0]  # above zero, below the maintenance margin
+    trades, _, curve, _ = run(b, pl, ps, np.ones(T), params(**far, **liq))
+    t = trades.iloc[0]
+    assert (t["exit_t"], EXIT_REASONS[int(t["exit_reason"])]) == (t0, "liquidation")
+    assert t["exit_price"] == pytest.approx(lo[t0] * (1 - SLIP))  # the low, less slippage
+    # the taker fee on both fills and the liquidation fee on the closing notional
+    assert t["fees"] == pytest.approx(q * entry * FEE + q * t["exit_price"] * (FEE + 0.01))
+    assert len(trades) == 1 and (curve[t0:, 2] == 0).all()  # and trading stops
+    # liquidated only at zero equity (no maintenance margin), it would have survived
+    survived, _, _, _ = run(b, pl, ps, np.ones(T), params(**far))
+    assert EXIT_REASONS[int(survived["exit_reason"].iloc[0])] != "liquidation"
+
+
+def aapl_closed_market(real_data) -> tuple[pd.DataFrame, int]:
+    """AAPLUSDT around 2025-09-16 14:00: trades at t, none at t+1 and t+2 (the stock
+    market's night), then trading again."""
+    b = bars(real_data, "AAPLUSDT")
+    t = b.index.get_loc(pd.Timestamp("2025-09-16 14:00"))
+    v = b["volume"].to_numpy()
+    assert v[t - 1] > 0 and v[t] > 0 and v[t + 1] == 0 and v[t + 2] == 0
+    return b, t
+
+
+def test_an_exit_waits_through_a_market_without_trades(real_data) -> None:
+    b, t = aapl_closed_market(real_data)
+    T = len(b)
+    pl, ps = signal_at(T, t - 2, +1)  # long from t-1's open
+    ps[t] = 0.9  # the opposite signal at t's close: exit at the next open that trades
+    far = params(tp_atr=1e6, sl_atr=1e6, horizon=10**6, fixed_quantity=0.05)
+    trades, _, _, _ = run(b, pl, ps, np.ones(T), far)
+    fill = t + 1 + int(np.flatnonzero(b["volume"].to_numpy()[t + 1 :] > 0)[0])
+    assert fill > t + 2
+    tr = trades.iloc[0]
+    assert EXIT_REASONS[int(tr["exit_reason"])] == "opposite signal"
+    assert tr["exit_t"] == fill
+    assert tr["exit_price"] == pytest.approx(b["open"].to_numpy()[fill] * (1 - SLIP))
+
+
+def test_a_market_that_ends_under_a_pending_exit_closes_there_with_its_reason(real_data):
+    b, t = aapl_closed_market(real_data)
+    btc = bars(real_data, "BTCUSDT")
+    grid = btc.index
+    # AAPLUSDT's data ends at t+2 (no trade since t); BTCUSDT's goes on
+    a = b.iloc[: t + 3].reindex(grid)
+    T = len(grid)
+    k = grid.get_loc(b.index[t])
+    stack = lambda c: np.column_stack([a[c].to_numpy(float), btc[c].to_numpy(float)])  # noqa: E731
+    pl, ps = np.zeros((T, 2)), np.zeros((T, 2))
+    pl[k - 2, 0] = 0.9
+    ps[k, 0] = 0.9
+    far = params(tp_atr=1e6, sl_atr=1e6, horizon=10**6, fixed_quantity=0.05)
+    trades, _, _, _ = kernel.simulate_nb(
+        stack("open"), stack("high"), stack("low"), stack("close"), stack("volume"),
+        np.ones((T, 2), bool), pl, ps, np.ones((T, 2)), np.zeros((T, 2)), np.zeros(2),
+        np.zeros(2), np.zeros(2), far,
+    )  # fmt: skip
+    tr = pd.DataFrame(trades, columns=kernel.TRADE_FIELDS).iloc[0]
+    assert tr["exit_t"] == k + 2  # its last bar
+    assert EXIT_REASONS[int(tr["exit_reason"])] == "opposite signal"  # kept, not "end of data"
+    assert tr["exit_price"] == pytest.approx(a["close"].to_numpy()[k + 2] * (1 - SLIP))

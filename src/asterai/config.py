@@ -160,6 +160,21 @@ class StrategySettings(_Frozen):
     default_min_notional: float = Field(
         5.0, ge=0, description="USDT; used where discovery has no MIN_NOTIONAL filter"
     )
+    maintenance_margin: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="liquidation when equity falls to this share of the open notional; "
+        "Aster publishes its per-symbol brackets at GET /fapi/v1/leverageBracket (signed; "
+        "its documentation shows 0.65% for ETHUSDT's first bracket): 1% is above that",
+    )
+    liquidation_fee: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="fee rate on a liquidation's notional, on top of the taker fee, where "
+        "discovery has none (exchangeInfo's liquidationFee, 1% in Aster's documentation)",
+    )
     kelly_fraction: float = Field(
         0.0,
         ge=0,

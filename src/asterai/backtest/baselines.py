@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from asterai.backtest import kernel
-from asterai.backtest.engine import Inputs, grid_feature
+from asterai.backtest.inputs import Inputs, grid_feature
 from asterai.config import Settings
 
 RULE = {

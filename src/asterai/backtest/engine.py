@@ -1,222 +1,45 @@
 """The frame-facing side of the backtest: checked inputs in, the kernel, tables out.
 
-``load_inputs`` refuses anything but out-of-sample predictions that belong to the
-trained models (same run id), reads the bars only through the quality gate, the
-point-in-time universe, the ATR the labels used, funding and the exchange filters, and
-lays them on one time grid. ``simulate`` runs ``kernel.simulate_nb`` and returns the
-trades, the rejected orders and the equity curve as frames.
+``inputs.load_inputs`` lays the checked inputs on one grid; ``simulate`` runs
+``kernel.simulate_nb`` and returns the trades, the rejected orders and the equity curve
+as frames; ``backtest_model`` measures and compares; ``run_backtest`` writes the set.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from asterai.backtest import kernel
 from asterai.backtest.enums import EXIT_REASONS, REJECT_REASONS
+from asterai.backtest.inputs import BacktestInputError, Inputs, load_inputs
 from asterai.config import Settings
-from asterai.data.store import read_series, to_epoch_ms
+from asterai.data.store import to_epoch_ms
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
+__all__ = ["BacktestInputError", "Inputs", "load_inputs", "params", "simulate", "run_backtest"]
+
 log = logging.getLogger(__name__)
 
-PREDICTIONS_META_KEY = b"asterai.predictions"
-CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_config.json"}
 
-
-class BacktestInputError(ValueError):
-    """The backtest cannot run on these inputs; the message says what to fix."""
-
-
-@dataclass(slots=True)
-class Inputs:
-    symbols: list[str]
-    times: np.ndarray  # (T,) epoch ms, the grid
-    open_: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    tradeable: np.ndarray
-    p_long: np.ndarray
-    p_short: np.ndarray
-    atr: np.ndarray
-    funding: np.ndarray
-    tick: np.ndarray
-    step: np.ndarray
-    min_notional: np.ndarray
-    notes: list[str] = field(default_factory=list)
-    window: tuple[int, int] = (0, 0)
-    run_id: str | None = None
-
-
-def _predictions(settings: Settings, model: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    paths = DataPaths.at(settings.data_root)
-    path = paths.predictions(model)
-    if not path.exists():
-        raise BacktestInputError(
-            f"{path} does not exist: train first (`asterai train {model.replace('_', '-')}`)"
-        )
-    meta = json.loads((pq.read_schema(path).metadata or {}).get(PREDICTIONS_META_KEY, b"{}"))
-    if meta.get("out_of_sample_only") is not True:
-        raise BacktestInputError(f"{path} is not marked out-of-sample: the backtest refuses it")
-    config_path = paths.models(model) / CONFIG_FILES[model]
-    if config_path.exists():
-        run_id = json.loads(config_path.read_text()).get("run_id")
-        if run_id != meta.get("run_id"):
-            raise BacktestInputError(
-                f"{path} (run {meta.get('run_id')}) does not belong to the models in "
-                f"{config_path.parent} (run {run_id}): train again"
-            )
-    frame = pd.read_parquet(path, columns=["symbol", "open_time", "fold", "p_long", "p_short"])
-    folds = meta.get("folds") or []
-    times = to_epoch_ms(frame["open_time"])
-    inside = np.zeros(len(frame), dtype=bool)
-    for f in folds:
-        inside |= (
-            (frame["fold"].to_numpy() == f["fold"])
-            & (times >= f["test_start_ms"])
-            & (times <= f["test_end_ms"])
-        )
-    if not inside.all():
-        raise BacktestInputError(
-            f"{path}: {int((~inside).sum())} rows lie outside their fold's test window "
-            "(in-sample rows): the backtest refuses them"
-        )
-    bad = ~frame[["p_long", "p_short"]].apply(lambda c: c.between(0, 1)).all(axis=1)
-    if bad.any():
-        raise BacktestInputError(
-            f"{path}: probabilities outside 0..1 at row {int(np.flatnonzero(bad)[0])}"
-        )
-    return frame, meta
-
-
-def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
-    from asterai.data.gate import verified_series
-
-    if not 0 < settings.train.threshold < 1:
-        raise BacktestInputError(
-            f"train.threshold must lie in 0..1, got {settings.train.threshold}"
-        )
-    preds, meta = _predictions(settings, model)
-    paths = DataPaths.at(settings.data_root)
-    base = settings.features.base_interval
-    step_ms = INTERVAL_MS[base]
-    symbols = sorted(preds["symbol"].unique())
-    bars = verified_series(settings, intervals=[base], symbols=symbols)
-    start = int(to_epoch_ms(preds["open_time"]).min())
-    end = max(int(to_epoch_ms(f["open_time"])[-1]) for f in bars.values())
-    times = np.arange(start, end + step_ms, step_ms, dtype=np.int64)
-    T, N = len(times), len(symbols)
-
-    def grid() -> np.ndarray:
-        return np.full((T, N), np.nan)
-
-    o, h, lo, c, vol, fund = (grid() for _ in range(6))
-    universe = pq.read_table(paths.universe).to_pandas()
-    features = pd.read_parquet(paths.features(base), columns=["symbol", "open_time", "atr_14"])
-    notes: list[str] = []
-    no_funding: list[str] = []
-    for j, s in enumerate(symbols):
-        frame = bars[(s, base)]
-        t = to_epoch_ms(frame["open_time"])
-        keep = t >= start
-        idx = (t[keep] - start) // step_ms
-        for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close"), (vol, "volume")):
-            arr[idx, j] = frame[col].to_numpy(dtype=float)[keep]
-
-        path = paths.funding(s)
-        if path.exists():
-            f = read_series(path, "funding").frame
-            ft = to_epoch_ms(f["funding_time"])
-            # a funding event belongs to the bar whose (open, close] holds it
-            bar = (ft - 1 - start) // step_ms
-            ok = (bar >= 0) & (bar < T)
-            # every event of the bar counts (a 4h or 1d bar holds several)
-            column = np.zeros(T)
-            np.add.at(column, bar[ok], f["funding_rate"].to_numpy(dtype=float)[ok])
-            fund[:, j] = np.where(np.bincount(bar[ok], minlength=T) > 0, column, np.nan)
-        if not path.exists() or np.isnan(fund[:, j]).all():
-            no_funding.append(s)
-    if no_funding:
-        notes.append(
-            f"no funding history in the window for {len(no_funding)} of {N} symbols "
-            f"({', '.join(no_funding)}): their funding is assumed zero"
-        )
-    tradeable = _on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
-    pl = _on_grid(preds, "p_long", symbols, times, step_ms)
-    ps = _on_grid(preds, "p_short", symbols, times, step_ms)
-    atr = _on_grid(features, "atr_14", symbols, times, step_ms)
-    tick, step, min_notional = _filters(paths, symbols, settings, notes)
-    return Inputs(
-        symbols, times, o, h, lo, c, vol, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
-        min_notional, notes, (start, end), meta.get("run_id"),
-    )  # fmt: skip
-
-
-def grid_feature(settings: Settings, inputs: Inputs, column: str) -> np.ndarray:
-    """A column of ``data/features/{base}.parquet`` laid on the inputs' (T, N) grid."""
-    paths = DataPaths.at(settings.data_root)
-    frame = pd.read_parquet(
-        paths.features(settings.features.base_interval), columns=["symbol", "open_time", column]
-    )
-    step_ms = INTERVAL_MS[settings.features.base_interval]
-    return _on_grid(frame, column, inputs.symbols, inputs.times, step_ms)
-
-
-def _on_grid(
-    frame: pd.DataFrame, column: str, symbols: list[str], times: np.ndarray, step_ms: int
-) -> np.ndarray:
-    out = np.full((len(times), len(symbols)), np.nan)
-    frame = frame[frame["symbol"].isin(symbols)]
-    code = pd.Categorical(frame["symbol"], categories=symbols).codes
-    t = to_epoch_ms(frame["open_time"])
-    ok = (code >= 0) & (t >= times[0]) & (t <= times[-1])
-    out[(t[ok] - times[0]) // step_ms, code[ok]] = frame[column].to_numpy(dtype=float)[ok]
-    return out
-
-
-def _filters(
-    paths: DataPaths, symbols: list[str], settings: Settings, notes: list[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    entries: dict[str, dict[str, Any]] = {}
-    if paths.discovery.exists():
-        doc = json.loads(paths.discovery.read_text())
-        entries = {e.get("symbol"): e for e in doc.get("symbols", []) if isinstance(e, dict)}
-    tick, step, notional = (np.zeros(len(symbols)) for _ in range(3))
-    missing_notional = []
-    for j, s in enumerate(symbols):
-        filters = entries.get(s, {}).get("filters") or {}
-        tick[j] = filters.get("tick_size") or 0.0
-        step[j] = filters.get("step_size") or 0.0
-        if filters.get("min_notional"):
-            notional[j] = filters["min_notional"]
-        else:
-            notional[j] = settings.strategy.default_min_notional
-            missing_notional.append(s)
-        if not tick[j] or not step[j]:
-            notes.append(f"{s}: no tick or lot step from discovery; orders are not rounded to it")
-    if missing_notional:
-        notes.append(
-            f"no MIN_NOTIONAL filter for {len(missing_notional)} symbol(s); the default "
-            f"{settings.strategy.default_min_notional:g} USDT applies (strategy.default_min_notional)"
-        )
-    return tick, step, notional
-
-
-def params(settings: Settings) -> kernel.Params:
+def params(settings: Settings, inputs: Inputs | None = None) -> kernel.Params:
+    """The kernel's parameters; the liquidation fee is the highest that discovery states
+    for any of the ``inputs``' symbols, else ``strategy.liquidation_fee``."""
     st, fs = settings.strategy, settings.features
+    liquidation_fee = st.liquidation_fee
+    if inputs is not None and inputs.liquidation_fees:
+        liquidation_fee = max(inputs.liquidation_fees)
     return kernel.Params(
         st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
         st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
         st.max_leverage, st.max_drawdown, kelly_fraction=st.kelly_fraction,
+        maintenance_margin=st.maintenance_margin, liquidation_fee=liquidation_fee,
     )  # fmt: skip
 
 
@@ -304,7 +127,7 @@ def backtest_model(settings: Settings, model: str) -> ModelRun:
     from asterai.backtest import metrics
 
     inputs = load_inputs(settings, model)
-    result = simulate(inputs, params(settings))
+    result = simulate(inputs, params(settings, inputs))
     per_year, per_day = annualisation(settings)
     m = metrics.compute(
         result.equity, result.trades, result.rejected, settings.strategy.capital,
@@ -403,7 +226,7 @@ def baseline_curves(
         "buy_and_hold_btc": baselines.buy_and_hold_btc(inputs, settings),
         "equal_weight_universe": baselines.equal_weight(inputs, settings),
     }
-    rule, n_rule = baselines.rule_confluence(inputs, settings, params(settings))
+    rule, n_rule = baselines.rule_confluence(inputs, settings, params(settings, inputs))
     curves["rule_confluence"] = rule
     return curves, n_rule
 

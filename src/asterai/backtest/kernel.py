@@ -2,24 +2,30 @@
 
 Pure numpy arrays in and out, ``@njit`` (vectorbt's ``portfolio/nb.py`` habit); the
 frame-facing wrapper is ``engine.py``. Arrays are ``(T, N)``: T bars on one time grid,
-N symbols; NaN marks a bar a symbol does not have.
+N symbols; NaN marks a bar a symbol does not have. Where stops and targets sit and when
+a bar reaches them is ``asterai.barriers``, the labels' own definition.
 
 At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
 
-1. Orders decided at ``t-1``'s close fill at ``t``'s open, plus adverse slippage,
-   rounded to the tick against the trader: first exits on an opposite signal, then
-   entries, strongest signal first. An entry the exchange would reject (notional below
-   the minimum, over the leverage limit, no bar to fill at) is rejected and recorded.
-2. Liquidation: if the equity marked at every open position's worst price of the bar
-   (the low for a long, the high for a short) is not positive, everything is closed at
-   those prices and trading stops.
+1. Orders decided at ``t-1``'s close fill at ``t``'s open: first exits on an opposite
+   signal or the circuit breaker, then entries, strongest signal first. Every market
+   fill pays the full slippage against the trader, then the tick against him, never
+   clipped to the bar's range (our own order would have printed there). An entry the
+   exchange would reject (notional below the minimum, over the leverage limit, no bar
+   to fill at) is rejected and recorded.
+2. Liquidation at the maintenance margin (one cross-margin account): when the equity
+   marked at every open position's worst price of the bar (the low for a long, the
+   high for a short) falls to ``maintenance_margin`` x the notional at those prices,
+   everything is closed at those extremes less the slippage, paying the taker fee and
+   the ``liquidation_fee``, and trading stops.
 3. Exits of open positions against the bar's high and low: a position opened before
    ``t`` whose stop the open gapped through exits at the open; otherwise a stop touched
-   exits at the stop (the worse outcome when the target is touched in the same bar, as
-   the labels assume), else a target touched exits at the target (a maker fill), else a
-   position held ``horizon`` bars exits at the close (the labels' time limit). A target
-   is a resting limit order on the tick: filled at the target, or at the open when the
-   bar opens beyond it.
+   exits at the stop (the worse outcome when the target is reached in the same bar, as
+   the labels assume), else a target the bar traded at least a tick through exits at
+   the target's own price (a resting limit: a maker fill, never better than its price
+   even when the bar opens beyond it; a bare touch is not a fill), else a position held
+   ``horizon`` bars exits at the close (the labels' time limit). Stops, gaps and time
+   limits are market fills.
 4. Funding at the bar's funding time, for positions still open: a long pays
    ``qty x close x rate``, a short receives it.
 5. Equity marked at the close (on the last bar: after the end-of-data closes, their
@@ -32,11 +38,12 @@ At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
    free slots (``max_positions``). Size: ``risk x equity`` divided by what a stop costs
    per unit (``sl_atr`` ATRs, slippage and taker fees on both fills, a tick), rounded
    down to the lot step. With ``kelly_fraction`` > 0 the risk is that share of the
-   Kelly bet at the labels' odds (capped by ``risk``); no edge, no order. An open position whose opposite side signals exits at the next
-   open. An order meets no trade in a bar without volume (a closed market): entries are
-   rejected, exits wait.
+   Kelly bet at the labels' odds (capped by ``risk``); no edge, no order. An open
+   position whose opposite side signals exits at the next open. An order meets no trade
+   in a bar without volume (a closed market): entries are rejected, exits wait.
 
-Fees: taker on market fills (entries, stops, time limits, signals), maker on targets.
+Fees: taker on market fills (entries, stops, time limits, signals), maker on targets,
+taker plus the liquidation fee on a liquidation.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from asterai.backtest.enums import (
     REJECT_NO_NEXT_BAR,
     REJECT_STOPPED,
 )
+from asterai.barriers import market_fill, place, stop_touched, target_filled
 
 
 class Params(NamedTuple):
@@ -83,6 +91,10 @@ class Params(NamedTuple):
     allow_short: bool = True
     fixed_quantity: float = 0.0  # > 0: every order this size (for cross-checks), not risk-sized
     kelly_fraction: float = 0.0  # > 0: risk this share of the Kelly bet, capped by ``risk``
+    # liquidation when the worst-case equity falls to this share of the open notional
+    # (0: only when it reaches zero); its fill pays this fee rate on top of the taker fee
+    maintenance_margin: float = 0.0
+    liquidation_fee: float = 0.0
 
 
 #: Trade record columns (float64), in order.
@@ -97,30 +109,11 @@ EQUITY_FIELDS = ("equity", "cash", "open_positions", "notional")
 
 
 @njit(cache=True)
-def _tick_up(price: float, tick: float) -> float:
-    if tick <= 0.0:
-        return price
-    return math.ceil(price / tick - 1e-9) * tick
-
-
-@njit(cache=True)
-def _tick_down(price: float, tick: float) -> float:
-    if tick <= 0.0:
-        return price
-    return math.floor(price / tick + 1e-9) * tick
-
-
-@njit(cache=True)
-def _fill_price(
-    price: float, buying: bool, slippage: float, tick: float, low: float, high: float
-) -> float:
-    """A market fill: ``slippage`` against the trader, then the tick against him too,
-    never outside the range the bar traded in (``low..high``, when known)."""
-    if buying:
-        px = _tick_up(price * (1.0 + slippage), tick)
-        return px if np.isnan(high) else min(px, max(high, price))
-    px = _tick_down(price * (1.0 - slippage), tick)
-    return px if np.isnan(low) else max(px, min(low, price))
+def _worst(side: float, low: float, high: float, last_close: float) -> float:
+    """A position's worst price of the bar (its last close when the bar is missing)."""
+    if np.isnan(low):
+        return last_close
+    return low if side > 0 else high
 
 
 @njit(cache=True)
@@ -188,8 +181,6 @@ def simulate_nb(
                 last_bar[j] = t
                 break
     last_close = np.full(N, np.nan)
-    last_low = np.full(N, np.nan)
-    last_high = np.full(N, np.nan)
 
     cash = p.capital
     peak = p.capital
@@ -207,9 +198,7 @@ def simulate_nb(
             if side[j] == 0.0:
                 pend_exit[j] = False
             elif not np.isnan(open_[t, j]) and volume[t, j] > 0.0:  # else: its next bar
-                px = _fill_price(
-                    open_[t, j], side[j] < 0, p.slippage, tick[j], low[t, j], high[t, j]
-                )
+                px = market_fill(open_[t, j], side[j] < 0, p.slippage, tick[j])
                 cash, n_trades = _exit(
                     j, t, px, p.taker_fee, pend_exit_reason[j], cash, n_trades, trades, side,
                     qty, entry_px, stop, target, entry_t, signal_t, fees, paid,
@@ -231,7 +220,7 @@ def simulate_nb(
             elif not volume[t, j] > 0.0:
                 reason = REJECT_MARKET_CLOSED
             else:
-                px = _fill_price(open_[t, j], s > 0, p.slippage, tick[j], low[t, j], high[t, j])
+                px = market_fill(open_[t, j], s > 0, p.slippage, tick[j])
                 notional = pend_qty[j] * px
                 if notional < min_notional[j]:
                     reason = REJECT_MIN_NOTIONAL
@@ -253,11 +242,8 @@ def simulate_nb(
                 side[j] = s
                 qty[j] = pend_qty[j]
                 entry_px[j] = px
-                raw_stop = px - s * p.sl_atr * pend_atr[j]  # on the tick, away from the entry
-                stop[j] = _tick_down(raw_stop, tick[j]) if s > 0 else _tick_up(raw_stop, tick[j])
-                # the target is a limit order: on the tick, rounded away from the entry
-                raw = px + s * p.tp_atr * pend_atr[j]
-                target[j] = _tick_up(raw, tick[j]) if s > 0 else _tick_down(raw, tick[j])
+                # on the tick, each rounded away from the entry (the labels' placement)
+                stop[j], target[j] = place(px, s, pend_atr[j], p.tp_atr, p.sl_atr, tick[j])
                 entry_t[j] = t
                 signal_t[j] = t - 1
                 fees[j] = qty[j] * px * p.taker_fee
@@ -265,27 +251,25 @@ def simulate_nb(
                 cash -= fees[j]
             pend_order[j] = -1
 
-        # -- 2. liquidation at the bar's worst prices ----------------------------------
+        # -- 2. liquidation at the maintenance margin, at the bar's worst prices ---------
         worst = cash
+        worst_notional = 0.0
         any_open = False
         for j in range(N):
             if side[j] != 0.0:
                 any_open = True
-                if np.isnan(low[t, j]):
-                    worst += side[j] * qty[j] * (last_close[j] - entry_px[j])
-                else:
-                    px = low[t, j] if side[j] > 0 else high[t, j]
-                    worst += side[j] * qty[j] * (px - entry_px[j])
-        if any_open and worst <= 0.0:
+                px = _worst(side[j], low[t, j], high[t, j], last_close[j])
+                worst += side[j] * qty[j] * (px - entry_px[j])
+                worst_notional += qty[j] * px
+        if any_open and worst <= p.maintenance_margin * worst_notional:
             for j in range(N):
                 if side[j] != 0.0:
-                    if np.isnan(low[t, j]):
-                        px = last_close[j]
-                    else:
-                        px = low[t, j] if side[j] > 0 else high[t, j]
+                    px = _worst(side[j], low[t, j], high[t, j], last_close[j])
+                    px = market_fill(px, side[j] < 0, p.slippage, tick[j])
                     cash, n_trades = _exit(
-                        j, t, px, p.taker_fee, EXIT_LIQUIDATION, cash, n_trades, trades, side,
-                        qty, entry_px, stop, target, entry_t, signal_t, fees, paid,
+                        j, t, px, p.taker_fee + p.liquidation_fee, EXIT_LIQUIDATION, cash,
+                        n_trades, trades, side, qty, entry_px, stop, target, entry_t,
+                        signal_t, fees, paid,
                     )  # fmt: skip
             stopped = True
 
@@ -300,19 +284,20 @@ def simulate_nb(
             gapped = (s > 0 and open_[t, j] <= stop[j]) or (s < 0 and open_[t, j] >= stop[j])
             if entry_t[j] < t and gapped:
                 reason = EXIT_GAP
-                px = _fill_price(open_[t, j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
-            elif (s > 0 and low[t, j] <= stop[j]) or (s < 0 and high[t, j] >= stop[j]):
-                reason = EXIT_STOP  # also when the target is touched too: the worse one
-                px = _fill_price(stop[j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
-            elif (s > 0 and high[t, j] >= target[j]) or (s < 0 and low[t, j] <= target[j]):
+                px = market_fill(open_[t, j], s < 0, p.slippage, tick[j])
+            elif stop_touched(s, low[t, j], high[t, j], stop[j]):
+                reason = EXIT_STOP  # also when the target is reached too: the worse one
+                px = market_fill(stop[j], s < 0, p.slippage, tick[j])
+            elif target_filled(s, low[t, j], high[t, j], target[j], tick[j]):
                 reason = EXIT_TARGET
-                # a resting limit order: the maker, filled at its own price (never better,
-                # even when the bar opens beyond it), no slippage, the maker fee
+                # a resting limit order the bar traded through: the maker, filled at its
+                # own price (never better, even when the bar opens beyond it), no
+                # slippage, the maker fee
                 px = target[j]
                 fee_rate = p.maker_fee
             elif t - entry_t[j] + 1 >= p.horizon:
                 reason = EXIT_TIME
-                px = _fill_price(close[t, j], s < 0, p.slippage, tick[j], low[t, j], high[t, j])
+                px = market_fill(close[t, j], s < 0, p.slippage, tick[j])
             if reason >= 0:
                 cash, n_trades = _exit(
                     j, t, px, fee_rate, reason, cash, n_trades, trades, side, qty, entry_px,
@@ -323,9 +308,7 @@ def simulate_nb(
         # its last close: a position cannot outlive its market
         for j in range(N):
             if side[j] != 0.0 and t == last_bar[j] and t < T - 1:
-                px = _fill_price(
-                    close[t, j], side[j] < 0, p.slippage, tick[j], low[t, j], high[t, j]
-                )
+                px = market_fill(close[t, j], side[j] < 0, p.slippage, tick[j])
                 # (an exit already decided keeps its reason: the market ends under it)
                 why = pend_exit_reason[j] if pend_exit[j] else EXIT_END
                 pend_exit[j] = False
@@ -346,7 +329,6 @@ def simulate_nb(
         for j in range(N):
             if not np.isnan(close[t, j]):
                 last_close[j] = close[t, j]
-                last_low[j], last_high[j] = low[t, j], high[t, j]
         equity = cash
         notional = 0.0
         n_open = 0
@@ -454,9 +436,7 @@ def simulate_nb(
     closed_any = False
     for j in range(N):
         if side[j] != 0.0:
-            px = _fill_price(
-                last_close[j], side[j] < 0, p.slippage, tick[j], last_low[j], last_high[j]
-            )
+            px = market_fill(last_close[j], side[j] < 0, p.slippage, tick[j])
             why = pend_exit_reason[j] if pend_exit[j] else EXIT_END
             cash, n_trades = _exit(
                 j, T - 1, px, p.taker_fee, why, cash, n_trades, trades, side, qty,

@@ -183,6 +183,8 @@ def _int_or_none(value: Any) -> int | None:
 
 def _filters(entry: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {"tick_size": None, "step_size": None, "min_notional": None}
+    # the exchange's liquidation fee rate, where its exchangeInfo states one per symbol
+    out["liquidation_fee"] = _float_or_none(entry.get("liquidationFee"))
     for f in entry.get("filters") or []:
         kind = f.get("filterType")
         if kind == "PRICE_FILTER":

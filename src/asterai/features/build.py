@@ -112,8 +112,9 @@ def _symbol_block(
 
     for direction, name in ((1, "label_tb"), (-1, "label_tb_short")):
         label, bars = triple_barrier_nb(
-            o, h, lo, out["atr_14"], times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr, direction
-        )
+            o, h, lo, out["atr_14"], times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr,
+            direction, inp.tick,
+        )  # fmt: skip
         out[name] = label
         out[f"{name}_bars"] = bars
     out["label_fwd_ret"] = forward_return(o, c, times, step, fs.label_horizon)
@@ -176,6 +177,7 @@ def load_inputs(
     settings: Settings, symbols: list[str] | None = None
 ) -> tuple[list[SymbolInput], dict[str, str]]:
     """Verified bars (through the quality gate) for the trainable or named symbols."""
+    from asterai.data.filters import read_filters
     from asterai.data.gate import GateRefused, verified_series
 
     fs = settings.features
@@ -189,6 +191,7 @@ def load_inputs(
         )
     series = verified_series(settings, intervals=intervals, symbols=symbols)
     paths = DataPaths.at(settings.data_root)
+    filters = read_filters(paths.discovery)
     names = sorted({s for s, _ in series})
     inputs: list[SymbolInput] = []
     hashes: dict[str, str] = {}
@@ -204,7 +207,12 @@ def load_inputs(
         funding = None
         if paths.funding(s).exists():
             funding = read_series(paths.funding(s), "funding").frame
-        inputs.append(SymbolInput(s, bars, funding, int(listing) if listing is not None else first))
+        tick = (filters.get(s) or {}).get("tick_size") or 0.0
+        inputs.append(
+            SymbolInput(
+                s, bars, funding, int(listing) if listing is not None else first, float(tick)
+            )
+        )
     listings = {
         s: {
             iv: (read_provenance(paths.klines(s, iv)) or {}).get("listing_open_time")

@@ -4,9 +4,12 @@ are the only columns that do; their names start with ``label_``).
 A signal at bar ``t``'s close is filled at bar ``t+1``'s open (DESIGN.md rule 3). From
 that entry a long trade's take-profit barrier sits ``tp_atr`` ATRs above and its stop
 ``sl_atr`` ATRs below (ATR known at ``t``); a short trade's are mirrored (target below,
-stop above). Bars ``t+1 .. t+horizon`` are scanned for the first touch of either by
-their high or low. When one bar touches both, the stop is assumed (the worse outcome).
-Label: +1 target first, -1 stop first, 0 neither by the vertical barrier.
+stop above), both on the symbol's tick. Bars ``t+1 .. t+horizon`` are scanned for the
+first bar that reaches either, by the rules the backtest fills by (``asterai.barriers``,
+one definition for both): the stop when the low (high) touches it, the target only when
+the bar trades at least a tick through it. When one bar reaches both, the stop is
+assumed (the worse outcome). Label: +1 target first, -1 stop first, 0 neither by the
+vertical barrier.
 
 Rows whose horizon reaches past the data, or whose next ``horizon`` bars are not
 consecutive (a gap), are left unlabelled (NaN), never filled.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from asterai.barriers import place, stop_touched, target_filled
 
 
 @njit(cache=True)
@@ -30,10 +35,12 @@ def triple_barrier_nb(
     tp_atr: float,
     sl_atr: float,
     direction: int = 1,
+    tick: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label (+1 take profit, -1 stop, 0 vertical; NaN unlabelled) and bars to the outcome.
 
-    ``direction`` +1 labels a long trade, -1 a short one.
+    ``direction`` +1 labels a long trade, -1 a short one; ``tick`` is the symbol's price
+    tick (0: unknown, the barriers are not rounded and a target needs a print beyond it).
     """
     n = len(open_)
     label = np.full(n, np.nan)
@@ -44,27 +51,16 @@ def triple_barrier_nb(
         a = atr[t]
         if not np.isfinite(a) or a <= 0.0:
             continue
-        entry = open_[t + 1]
-        if direction > 0:
-            target = entry + tp_atr * a
-            stop = entry - sl_atr * a
-        else:
-            target = entry - tp_atr * a
-            stop = entry + sl_atr * a
+        stop, target = place(open_[t + 1], direction, a, tp_atr, sl_atr, tick)
         outcome = 0.0
         took = horizon
         for k in range(t + 1, t + horizon + 1):
-            if direction > 0:
-                stopped = low[k] <= stop
-                reached = high[k] >= target
-            else:
-                stopped = high[k] >= stop
-                reached = low[k] <= target
-            if stopped:  # checked first: a bar touching both counts as the stop
+            # the stop checked first: a bar reaching both counts as the stop
+            if stop_touched(direction, low[k], high[k], stop):
                 outcome = -1.0
                 took = k - t
                 break
-            if reached:
+            if target_filled(direction, low[k], high[k], target, tick):
                 outcome = 1.0
                 took = k - t
                 break

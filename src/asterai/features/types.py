@@ -21,6 +21,7 @@ class SymbolInput:
     bars: dict[str, pd.DataFrame]
     funding: pd.DataFrame | None
     listing_ms: int | None  # None: listed before the available history began (unknown)
+    tick: float = 0.0  # the price tick from discovery (0: unknown); the labels' barriers
 
 
 @dataclass(slots=True)
