@@ -251,9 +251,9 @@ def test_the_command_writes_the_results_and_grades_the_criteria(written) -> None
     root, result = written
     folder = DataPaths.at(root).backtest_results
     assert sorted(p.name for p in folder.iterdir()) == [
-        "aster_native", "drawdown.png", "equity.csv", "equity.png", "exposure.png",
-        "metrics.json", "monthly_returns.png", "rejected_orders.csv", "report.html",
-        "trade_pnl.png", "trades.csv",
+        "aster_native", "baselines_equity.csv", "drawdown.png", "equity.csv", "equity.png",
+        "exposure.png", "metrics.json", "monthly_returns.png", "rejected_orders.csv",
+        "report.html", "trade_pnl.png", "trades.csv",
     ]  # fmt: skip
     m = json.loads((folder / "metrics.json").read_text())
     for key in ("sharpe_ratio", "win_rate", "max_drawdown", "significant"):
@@ -265,10 +265,18 @@ def test_the_command_writes_the_results_and_grades_the_criteria(written) -> None
     )
     equity = pd.read_csv(folder / "equity.csv")
     assert equity["equity"].iloc[-1] == pytest.approx(m["final_equity"])
+    baselines = pd.read_csv(folder / "baselines_equity.csv")
+    assert (baselines["time"] == equity["time"]).all()  # the model's own bars
     for name in ("buy_and_hold_btc", "equal_weight_universe", "rule_confluence"):
         b = m["baselines"][name]
         assert isinstance(b["model_beats_it"], bool), b
         assert b["final_equity"] > 0
+        assert baselines[name].iloc[-1] == pytest.approx(b["final_equity"], rel=1e-12)
+        # the paired bootstrap: an interval around the observed difference, a probability
+        low, high = b["difference_interval_95"]
+        assert low <= b["model_sharpe_minus_baseline"] <= high
+        assert 0.0 <= b["probability_model_better"] <= 1.0
+        assert b["by_more_than_the_noise"] == (low > 0)
     assert "baseline buy_and_hold_btc" in " ".join(result.output.split())
     by_cat = m["by_category"]
     assert sum(c["trades"] for c in by_cat.values()) == m["trades"]
@@ -365,3 +373,191 @@ def test_the_report_renders_whole_in_a_real_browser(written, tmp_path) -> None:
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (2000, 1280)
     assert pixels.std() > 20  # text and charts, not a blank page
+
+
+def test_cost_sensitivity_reruns_the_strategy_at_scaled_costs(written) -> None:
+    from asterai.backtest.engine import cost_sensitivity
+
+    root, _ = written
+    m = json.loads((DataPaths.at(root).backtest_results / "metrics.json").read_text())
+    cost = m["cost_sensitivity"]
+    rows = {c["multiplier"]: c for c in cost["table"]}
+    assert set(rows) == {0.0, 1.0, 2.0}
+    # the 1x row is the run itself
+    assert rows[1.0]["total_return"] == pytest.approx(m["total_return"], rel=1e-12)
+    assert rows[1.0]["trades"] == m["trades"]
+    assert rows[0.0]["total_return"] > rows[2.0]["total_return"]  # costs cost
+    st = load_settings(root).strategy
+    assert cost["round_trip_cost_at_1x"] == pytest.approx(2 * (st.taker_fee + st.slippage))
+    # the break-even is where the return crosses zero, by a whole new run on each side
+    settings = load_settings(root, train=SMALL)
+    inputs = load_inputs(settings, "confluence")
+    p = params(settings, inputs)
+
+    def ret(k: float) -> float:
+        q = p._replace(taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k)
+        e = simulate(inputs, q).equity["equity"]
+        return e.iloc[-1] / 50.0 - 1.0
+
+    be = cost["break_even_multiplier"]
+    if rows[0.0]["total_return"] <= 0:
+        assert be == 0.0 and cost["break_even"].startswith("none")
+    elif be is not None:
+        assert ret(be - 1e-4) > 0 >= ret(be + 1e-4)
+        assert cost["break_even_round_trip_cost"] == pytest.approx(be * 2 * (st.taker_fee + st.slippage))
+    assert cost_sensitivity(inputs, p, settings) == cost  # deterministic
+
+
+def read_tables(page: str) -> dict[str, list[list[str]]]:
+    """Every ``<table id=...>`` of the page as rows of cell texts (header row first)."""
+    from html.parser import HTMLParser
+
+    tables: dict[str, list[list[str]]] = {}
+
+    class Reader(HTMLParser):
+        table: str | None = None
+        cell: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.table = dict(attrs).get("id")
+                tables[self.table] = []
+            elif tag == "tr" and self.table:
+                tables[self.table].append([])
+            elif tag in ("td", "th") and self.table:
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                tables[self.table][-1].append("".join(self.cell).strip())
+                self.cell = None
+            elif tag == "table":
+                self.table = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    Reader().feed(page)
+    return tables
+
+
+def number(text: str) -> float | None:
+    """A shown figure back to a number: '+1.23%' -> 0.0123, '12.5%' -> 0.125,
+    '1,234.500' -> 1234.5, '7.5 bp' -> 0.00075, 'n/a' -> None."""
+    text = text.strip()
+    if text.startswith("n/a"):
+        return None
+    if text.endswith("bp"):
+        return float(text[:-2]) / 1e4
+    if text.endswith("%"):
+        return float(text[:-1].replace(",", "")) / 100
+    return float(text.replace(",", ""))
+
+
+def close_to(shown: str, value, tol: float) -> bool:
+    got = number(shown)
+    return (got is None and value is None) or (
+        got is not None and value is not None and abs(got - value) <= tol
+    )
+
+
+def test_every_number_in_the_report_tables_is_the_metrics_json_number(written) -> None:
+    root, _ = written
+    folder = DataPaths.at(root).backtest_results
+    m = json.loads((folder / "metrics.json").read_text())
+    t = read_tables((folder / "report.html").read_text(encoding="utf-8"))
+    assert {"criteria", "models", "baselines", "significance", "costs", "figures", "exits",
+            "rejected", "categories", "trades"} <= set(t)  # fmt: skip
+    PCT, SHARE, NUM = 0.00005 + 1e-12, 0.0005 + 1e-12, 0.0005 + 1e-12
+
+    # the verdict table: measured value and interval of every criterion
+    for row in t["criteria"][1:]:
+        key = row[0].replace(" ", "_")
+        c = m["criteria"][key]
+        assert close_to(row[2], c["value"], SHARE if key in ("win_rate", "max_drawdown") else NUM), row
+        assert row[4] == c["verdict"]
+        if c.get("interval_95"):
+            low, high = row[3].split(" .. ")
+            tol = SHARE if key in ("win_rate", "max_drawdown") else 0.005
+            assert close_to(low, c["interval_95"][0], tol) and close_to(high, c["interval_95"][1], tol)
+
+    # both models side by side
+    for row in t["models"][1:]:
+        h = m if row[0] == m["model"] else m["models"][row[0]]
+        assert int(row[2]) == h["trades"]
+        assert close_to(row[3], h["total_return"], PCT)
+        assert close_to(row[4].split(" [")[0], h["sharpe_ratio"], NUM)
+        assert close_to(row[5], h["max_drawdown"], SHARE) and close_to(row[6], h["win_rate"], SHARE)
+        assert close_to(row[7], h["probabilistic_sharpe_ratio"], NUM)
+
+    # the baselines and the paired comparison
+    for row in t["baselines"][1:]:
+        b = m["baselines"][row[0].replace(" ", "_")]
+        assert close_to(row[1], b["total_return"], PCT) and close_to(row[2], b["sharpe_ratio"], NUM)
+        assert close_to(row[3], b["max_drawdown"], SHARE)
+        assert close_to(row[4].split(" [")[0], b["model_sharpe_minus_baseline"], NUM)
+        low, high = row[4].split(" [")[1].rstrip("]").split(" .. ")
+        assert close_to(low, b["difference_interval_95"][0], 0.005)
+        assert close_to(high, b["difference_interval_95"][1], 0.005)
+        assert close_to(row[5], b["probability_model_better"], SHARE)
+        assert row[6] == ("yes" if b["model_beats_it"] else "no")
+        assert row[7] == ("yes" if b["by_more_than_the_noise"] else "no")
+
+    # significance: both samplings and the minimum track record
+    sig = {r[0]: r[1] for r in t["significance"][1:]}
+    assert close_to(sig["Sharpe ratio, daily returns [95%]"].split(" [")[0], m["sharpe_ratio"], NUM)
+    assert close_to(sig["Sharpe ratio, per-bar returns (naive)"], m["sharpe_ratio_per_bar"], NUM)
+    assert close_to(sig["probabilistic Sharpe ratio, daily returns"],
+                    m["probabilistic_sharpe_ratio"], NUM)  # fmt: skip
+    assert close_to(sig["probabilistic Sharpe ratio, per-bar returns (naive)"],
+                    m["probabilistic_sharpe_ratio_per_bar"], NUM)  # fmt: skip
+    trl = m["min_track_record"]
+    assert close_to(sig["days observed"], trl["days_observed"], 0)
+    assert close_to(sig["days needed for a 95% PSR at this Sharpe"], trl["days_needed"], NUM)
+    assert close_to(sig["more days needed"], trl["more_days"], NUM)
+
+    # costs at 0x, 1x and 2x
+    for row, c in zip(t["costs"][1:], m["cost_sensitivity"]["table"], strict=True):
+        assert row[0] == f"{c['multiplier']:g}x"
+        assert close_to(row[1], c["round_trip_cost"], 0.05e-4)
+        assert close_to(row[2], c["total_return"], PCT) and close_to(row[3], c["sharpe_ratio"], NUM)
+        assert int(row[4]) == c["trades"]
+
+    # the figures table
+    fig = {r[0]: r[1] for r in t["figures"][1:]}
+    for label, key, tol in (
+        ("final equity, USDT", "final_equity", NUM), ("total return", "total_return", PCT),
+        ("Sharpe ratio (daily returns)", "sharpe_ratio", NUM),
+        ("Sortino ratio (daily returns)", "sortino_ratio", NUM),
+        ("max drawdown", "max_drawdown", SHARE), ("longest drawdown, bars", "max_drawdown_bars", 0),
+        ("win rate", "win_rate", SHARE), ("profit factor", "profit_factor", NUM),
+        ("average win, USDT", "average_win", NUM), ("average loss, USDT", "average_loss", NUM),
+        ("time in market (bars with a position)", "time_in_market", SHARE),
+        ("turnover (traded notional / capital)", "turnover", NUM),
+        ("fees paid, USDT", "fees_paid", NUM), ("funding paid, USDT", "funding_paid", NUM),
+    ):  # fmt: skip
+        assert close_to(fig[label], m[key], tol), (label, fig[label], m[key])
+    for label, key in (("CAGR", "cagr"), ("Calmar ratio", "calmar_ratio")):
+        if m[key] is None:  # a month of bars: never annualised
+            assert fig[label] == "n/a (window too short)"
+        else:
+            assert close_to(fig[label], m[key], PCT if key == "cagr" else NUM)
+
+    # orders, rejections and categories
+    assert {r[0]: int(r[1]) for r in t["exits"][1:]} == m["exit_reasons"]
+    shown = {r[0]: int(r[1]) for r in t["rejected"][1:] if r[0] != "none"}
+    assert shown == m["rejected_orders"]
+    for row in t["categories"][1:]:
+        c = m["by_category"][row[0]]
+        assert int(row[1]) == c["trades"] and close_to(row[2], c["win_rate"], SHARE)
+        assert close_to(row[3], c["pnl"], NUM)
+    # and the trades table is trades.csv's first rows
+    trades = pd.read_csv(folder / "trades.csv")
+    assert len(t["trades"]) - 1 == min(200, len(trades))
+    header = t["trades"][0]
+    for row, (_, want) in zip(t["trades"][1:], trades.head(200).iterrows(), strict=False):
+        got = dict(zip(header, row, strict=True))
+        assert got["symbol"] == want["symbol"] and got["exit_reason"] == want["exit_reason"]
+        for col in ("entry_price", "exit_price", "quantity", "fees", "pnl"):
+            assert float(got[col]) == pytest.approx(want[col], rel=1e-9)

@@ -127,17 +127,21 @@ def backtest_model(settings: Settings, model: str) -> ModelRun:
     from asterai.backtest import metrics
 
     inputs = load_inputs(settings, model)
-    result = simulate(inputs, params(settings, inputs))
+    p = params(settings, inputs)
+    result = simulate(inputs, p)
     per_year, per_day = annualisation(settings)
     m = metrics.compute(
         result.equity, result.trades, result.rejected, settings.strategy.capital,
         settings.train.seed, bars_per_year=per_year, block_bars=per_day,
+        max_drawdown=settings.strategy.max_drawdown,
     )  # fmt: skip
     m["model"] = model
     m["run_id"] = inputs.run_id
     m["notes"] = inputs.notes
+    m["assumptions"] = assumptions(settings, p)
+    m["cost_sensitivity"] = cost_sensitivity(inputs, p, settings)
     curves, n_rule = baseline_curves(inputs, settings)
-    m["baselines"] = compare_baselines(curves, n_rule, settings, m)
+    m["baselines"] = compare_baselines(curves, n_rule, settings, m, result.equity)
     m["by_category"] = by_category(result.trades, settings)
     m["settings"] = {
         "strategy": settings.strategy.model_dump(mode="json"),
@@ -197,6 +201,7 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
         run.result.trades.to_csv(tmp / "trades.csv", index=False)
         run.result.rejected.to_csv(tmp / "rejected_orders.csv", index=False)
         run.result.equity.to_csv(tmp / "equity.csv", index=False)
+        baselines_frame(run).to_csv(tmp / "baselines_equity.csv", index=False)
         (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2, default=str))
 
     def build(tmp):
@@ -213,6 +218,52 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
 
     atomic.replace_folder(folder, build)
     return {"folder": str(folder), "metrics": m}
+
+
+def assumptions(settings: Settings, p: kernel.Params) -> list[str]:
+    """What the simulation assumes, in words, with the values it ran with."""
+    from asterai.backtest.metrics import MIN_ANNUALISED_DAYS, SAMPLING
+
+    st = settings.strategy
+    return [
+        "A signal at a bar's close fills at the next bar's open; no fill in a bar without "
+        "trades (entries are rejected, exits wait for the next bar that trades).",
+        f"Every market fill (entries, stops, gaps, time limits, signal exits, the circuit "
+        f"breaker, liquidation, the end of the data) pays the full slippage of "
+        f"{p.slippage:.3%} against the trader, then the tick against him, never clipped to "
+        "the bar's range: our own order would have printed there.",
+        "A stop fills when the bar's low (high) touches it; a bar that opens through it "
+        "fills at the open. When a bar reaches both the stop and the target, the stop is "
+        "assumed.",
+        "A target is a resting limit order: it fills at its own price, as a maker, only "
+        "when the bar trades at least one tick through it (a bare touch may have left our "
+        "order in the queue). The labels the models learned use the same rule.",
+        f"Fees: taker {p.taker_fee:.3%} on market fills, maker {p.maker_fee:.3%} on "
+        "targets; funding paid or received at each funding time on open positions.",
+        f"Liquidation (one cross-margin account): when the equity at every position's worst "
+        f"price of the bar falls to {p.maintenance_margin:.2%} of the open notional (the "
+        "maintenance margin), everything closes at those extremes less the slippage, "
+        f"paying the taker fee and a liquidation fee of {p.liquidation_fee:.2%}; trading "
+        "stops.",
+        f"Sizing: {st.risk_per_trade:.1%} of equity at risk to the stop (costs included), "
+        f"at most {st.max_positions} positions and {st.max_leverage:g}x open notional; "
+        "orders below the minimum notional or one lot step are rejected.",
+        f"Circuit breaker: a close {st.max_drawdown:.0%} below the peak closes everything "
+        "at the next open and stops trading.",
+        "Which symbols may be traded at a bar is decided from data available then "
+        "(data/universe.parquet).",
+        f"Risk-adjusted figures and significance from {SAMPLING}.",
+        f"CAGR and the Calmar ratio only over a window of {MIN_ANNUALISED_DAYS} days or more.",
+    ]
+
+
+def baselines_frame(run: ModelRun) -> pd.DataFrame:
+    """The baselines' equity at every bar of the model's run, one column each (empty
+    where a baseline is not available), for ``baselines_equity.csv``."""
+    frame = pd.DataFrame({"time": run.result.equity["time"]})
+    for name, curve in run.curves.items():
+        frame[name] = np.nan if curve is None else curve["equity"].to_numpy(dtype=float)
+    return frame
 
 
 def baseline_curves(
@@ -232,24 +283,29 @@ def baseline_curves(
 
 
 def compare_baselines(
-    curves: dict[str, pd.DataFrame | None], n_rule: int, settings: Settings, m: dict[str, Any]
+    curves: dict[str, pd.DataFrame | None],
+    n_rule: int,
+    settings: Settings,
+    m: dict[str, Any],
+    equity: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Each baseline's return, Sharpe and drawdown, and whether the model beats it by
-    more than the width of its own Sharpe interval (the noise a month carries)."""
+    """Each baseline's return, Sharpe and drawdown, and the paired comparison: the
+    model's Sharpe minus the baseline's over the same days, with its bootstrap interval
+    and the probability that the model is the better (the same resampled blocks of days
+    for both)."""
     from asterai.backtest import metrics
 
     capital = settings.strategy.capital
-    ci = (m["confidence_95"] or {}).get("sharpe_ratio")
-    half_width = (ci[1] - ci[0]) / 2 if ci else None
+    model_daily = metrics.daily_returns(equity, capital)
     out: dict[str, Any] = {}
     for name, frame in curves.items():
         if frame is None:
             out[name] = "not available (the symbol is not in the predictions)"
             continue
         curve = frame["equity"].to_numpy(dtype=float)
-        r = metrics.returns_of(np.concatenate([[capital], curve]))
-        sr = metrics.sharpe(r, annualisation(settings)[0])
-        entry = {
+        daily = metrics.daily_returns(frame, capital)
+        sr = metrics.sharpe(daily, metrics.DAYS_PER_YEAR)
+        entry: dict[str, Any] = {
             "final_equity": float(curve[-1]),
             "total_return": float(curve[-1] / capital - 1),
             "sharpe_ratio": sr,
@@ -257,15 +313,82 @@ def compare_baselines(
         }
         if name == "rule_confluence":
             entry["trades"] = n_rule
-        if sr is not None and m["sharpe_ratio"] is not None:
-            diff = m["sharpe_ratio"] - sr
-            entry["model_sharpe_minus_baseline"] = diff
-            entry["model_beats_it"] = bool(diff > 0)
-            entry["by_more_than_the_noise"] = bool(half_width is not None and diff > half_width)
+        paired = metrics.paired_sharpe_difference(model_daily, daily, settings.train.seed)
+        if paired is not None:
+            entry["model_sharpe_minus_baseline"] = paired["sharpe_difference"]
+            entry["difference_interval_95"] = paired["interval_95"]
+            entry["probability_model_better"] = paired["probability_model_better"]
+            entry["model_beats_it"] = bool(paired["sharpe_difference"] > 0)
+            entry["by_more_than_the_noise"] = bool(paired["interval_95"][0] > 0)
         out[name] = entry
     out["note"] = (
-        "same window, universe, capital and costs; 'by more than the noise' means the "
-        "Sharpe difference exceeds half the width of the model's 95% Sharpe interval"
+        "same window, universe, capital and costs; the Sharpe difference is bootstrapped "
+        "over the same resampled blocks of days for the model and the baseline; 'by more "
+        "than the noise' means its 95% interval lies above zero"
+    )
+    return out
+
+
+#: cost multipliers shown in the sensitivity table, and the search range of break-even
+COST_MULTIPLIERS = (0.0, 1.0, 2.0)
+BREAK_EVEN_MAX = 10.0
+
+
+def cost_sensitivity(inputs: Inputs, p: kernel.Params, settings: Settings) -> dict[str, Any]:
+    """The strategy's return and Sharpe with every fee and the slippage scaled by 0, 1 and
+    2, and the break-even cost: the multiplier (and the round trip it means, a taker
+    entry and exit with slippage on both) at which the return crosses zero. Each point
+    is a whole new run through the kernel (sizing counts costs, so the trades differ)."""
+    from asterai.backtest import metrics
+
+    capital = settings.strategy.capital
+
+    def at(k: float) -> tuple[float, float | None, int]:
+        q = p._replace(taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k)
+        res = simulate(inputs, q)
+        daily = metrics.daily_returns(res.equity, capital)
+        return (
+            float(res.equity["equity"].iloc[-1] / capital - 1.0),
+            metrics.sharpe(daily, metrics.DAYS_PER_YEAR),
+            int(len(res.trades)),
+        )
+
+    round_trip = 2.0 * (p.taker_fee + p.slippage)
+    table = []
+    for k in COST_MULTIPLIERS:
+        ret, sr, n = at(k)
+        table.append(
+            {"multiplier": k, "round_trip_cost": k * round_trip, "total_return": ret,
+             "sharpe_ratio": sr, "trades": n}
+        )  # fmt: skip
+    out: dict[str, Any] = {"table": table, "round_trip_cost_at_1x": round_trip}
+    if table[0]["total_return"] <= 0:
+        out["break_even_multiplier"] = 0.0
+        out["break_even_round_trip_cost"] = 0.0
+        out["break_even"] = "none: the strategy loses money even without any cost"
+        return out
+    # the first crossing on a grid of quarter steps, then bisection inside it
+    lo, hi = 0.0, None
+    k = 0.25
+    while k <= BREAK_EVEN_MAX + 1e-12:
+        if at(k)[0] <= 0:
+            hi = k
+            break
+        lo = k
+        k += 0.25
+    if hi is None:
+        out["break_even_multiplier"] = None
+        out["break_even_round_trip_cost"] = None
+        out["break_even"] = f"above {BREAK_EVEN_MAX:g}x the configured costs"
+        return out
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if at(mid)[0] > 0 else (lo, mid)
+    be = (lo + hi) / 2
+    out["break_even_multiplier"] = be
+    out["break_even_round_trip_cost"] = be * round_trip
+    out["break_even"] = (
+        f"{be:.2f}x the configured costs: a round trip of {be * round_trip:.3%} of notional"
     )
     return out
 

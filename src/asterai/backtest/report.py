@@ -4,7 +4,10 @@ The page puts the verdict first (the guide's criteria, PASS or FAIL, each with i
 interval, and whether the result is significant), then the models side by side and the
 baselines, then the charts, then the tables (exit reasons, rejected orders, categories,
 assumptions, trades). The charts are embedded as data URIs so the page travels as one
-file. Every number shown comes from ``metrics.json`` or the CSVs written beside it (the baselines' curves in ``equity.png`` are drawn from the same run, not written out).
+file. Every number shown comes from ``metrics.json`` or the CSVs written beside it
+(the baselines' curves are in ``baselines_equity.csv``). Every table carries an ``id``,
+so a program can read the page back (``tests/test_backtest.py`` does, and checks each
+number against ``metrics.json``).
 
 Hand-written HTML rather than quantstats' tearsheet: that one computes its own metrics
 (which would then disagree with ours in the details) and cannot show rejected orders,
@@ -30,7 +33,8 @@ CHARTS = {
     "drawdown.png": "Drawdown from the running peak",
     "monthly_returns.png": "Monthly returns",
     "trade_pnl.png": "Distribution of trade PnL",
-    "exposure.png": "Open positions and exposure (open notional / equity)",
+    "exposure.png": "Open positions and exposure (open notional / equity, equity.csv's "
+    "exposure column)",
 }
 MODEL_NAMES = ("confluence", "aster_native")
 COLOURS = {
@@ -168,6 +172,8 @@ def _fmt(value: Any, kind: str = "num") -> str:
         return f"{value:+.2%}"
     if kind == "share":
         return f"{value:.1%}"
+    if kind == "bp":
+        return f"{value * 1e4:.1f} bp"
     if isinstance(value, float):
         return f"{value:,.3f}"
     return html.escape(str(value))
@@ -181,10 +187,13 @@ def _interval(ci: list[float] | None, kind: str = "num") -> str:
     return f"{ci[0]:.2f} .. {ci[1]:.2f}"
 
 
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+def _table(header: list[str], rows: list[list[str]], cls: str = "", id: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<table id="{id}" class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _risk(strategy: dict[str, Any]) -> str:
@@ -285,7 +294,8 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
         f"{m['settings']['strategy']['max_positions']} positions, full fees, slippage and "
         f"funding; run {html.escape(str(m.get('run_id')))}</p>",
         f'<div class="verdict {overall.lower()}">{html.escape(headline)}</div>',
-        _table(["criterion", "rule", "measured", "95% interval", "verdict"], rows, "left2"),
+        _table(["criterion", "rule", "measured", "95% interval", "verdict"], rows, "left2",
+               "criteria"),  # fmt: skip
         '<p class="note">The guide\'s return figures are hypotheses this backtest grades, '
         "not promises. A month or two of out-of-sample bars is a small sample: read the "
         "intervals, not the point values.</p>",
@@ -301,7 +311,7 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
             rows.append(_summary_row(name, other))
         else:
             rows.append([html.escape(name), html.escape(str(other))] + [""] * 7)
-    parts += ["<h2>Models side by side</h2>", _table(header, rows, "left2")]
+    parts += ["<h2>Models side by side</h2>", _table(header, rows, "left2", "models")]
     if len(rows) > 1:
         parts.append(
             '<p class="note">Each model is traded on its own out-of-sample predictions; '
@@ -312,62 +322,105 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
         if name == "note":
             continue
         if not isinstance(b, dict):
-            rows.append([html.escape(name), html.escape(str(b)), "", "", "", ""])
+            rows.append([html.escape(name), html.escape(str(b))] + [""] * 6)
             continue
         beats = b.get("model_beats_it")
         rows.append([
             html.escape(name.replace("_", " ")), _fmt(b["total_return"], "pct"),
             _fmt(b["sharpe_ratio"]), _fmt(b["max_drawdown"], "share"),
+            f"{_fmt(b.get('model_sharpe_minus_baseline'))} "
+            f"[{_interval(b.get('difference_interval_95'))}]",
+            _fmt(b.get("probability_model_better"), "share"),
             "n/a" if beats is None else ("yes" if beats else "no"),
             "n/a" if beats is None else ("yes" if b.get("by_more_than_the_noise") else "no"),
         ])  # fmt: skip
     parts += [
         "<h2>Baselines</h2>",
         _table(
-            [
-                "baseline",
-                "return",
-                "Sharpe",
-                "max drawdown",
-                "model beats it",
-                "by more than the noise",
-            ],
-            rows,
+            ["baseline", "return", "Sharpe", "max drawdown", "model minus baseline, Sharpe [95%]",
+             "P(model better)", "model beats it", "by more than the noise"],
+            rows, "", "baselines",
         ),  # fmt: skip
         f'<p class="note">{html.escape(m["baselines"].get("note", ""))}</p>',
+    ]
+    trl = m.get("min_track_record") or {}
+    ci = (m.get("confidence_95") or {}).get("sharpe_ratio")
+    rows = [
+        ["Sharpe ratio, daily returns [95%]", f"{_fmt(m['sharpe_ratio'])} [{_interval(ci)}]"],
+        ["Sharpe ratio, per-bar returns (naive)", _fmt(m.get("sharpe_ratio_per_bar"))],
+        ["probabilistic Sharpe ratio, daily returns", _fmt(m["probabilistic_sharpe_ratio"])],
+        ["probabilistic Sharpe ratio, per-bar returns (naive)",
+         _fmt(m.get("probabilistic_sharpe_ratio_per_bar"))],
+        ["days observed", _fmt(trl.get("days_observed"))],
+        ["days needed for a 95% PSR at this Sharpe", _fmt(trl.get("days_needed"))],
+        ["more days needed", _fmt(trl.get("more_days"))],
+    ]  # fmt: skip
+    more = trl.get("more_days")
+    come_back = (
+        html.escape(trl.get("note") or "")
+        if more is None
+        else ("already long enough at this Sharpe" if more == 0 else
+              f"come back in {more:.0f} days: that much more out-of-sample data at the "
+              "measured Sharpe would make it significant at 95%")
+    )  # fmt: skip
+    parts += [
+        "<h2>Significance</h2>",
+        _table(["figure", "value"], rows, "", "significance"),
+        f'<p class="note">{html.escape(m.get("sampling", ""))}. Minimum track record '
+        f"length (Bailey and L&oacute;pez de Prado): {come_back}.</p>",
+    ]
+    cost = m.get("cost_sensitivity") or {}
+    rows = [
+        [f"{c['multiplier']:g}x", _fmt(c["round_trip_cost"], "bp"), _fmt(c["total_return"], "pct"),
+         _fmt(c["sharpe_ratio"]), str(c["trades"])]
+        for c in cost.get("table", [])
+    ]  # fmt: skip
+    parts += [
+        "<h2>Costs</h2>",
+        _table(["fees and slippage", "round trip", "return", "Sharpe", "trades"], rows, "",
+               "costs"),  # fmt: skip
+        f'<p class="note">Break-even: {html.escape(str(cost.get("break_even", "n/a")))}. '
+        "Each row is a whole new run with every fee and the slippage scaled; the round trip "
+        "is a taker entry and exit with slippage on both. At 50 USDT and hourly stops, "
+        "costs decide most results.</p>",
         "<h2>Charts</h2>",
     ]
     for name, caption in CHARTS.items():
         data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
         parts.append(f"<h3>{html.escape(caption)}</h3>")
         parts.append(f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">')
+    short = "n/a (window too short)"
     figures = [
         ("final equity, USDT", _fmt(m["final_equity"])),
         ("total return", _fmt(m["total_return"], "pct")),
-        ("CAGR", _fmt(m["cagr"], "pct")),
-        ("Sharpe ratio", _fmt(m["sharpe_ratio"])),
-        ("Sortino ratio", _fmt(m["sortino_ratio"])),
+        ("CAGR", _fmt(m["cagr"], "pct") if m["cagr"] is not None else short),
+        ("Sharpe ratio (daily returns)", _fmt(m["sharpe_ratio"])),
+        ("Sortino ratio (daily returns)", _fmt(m["sortino_ratio"])),
         ("max drawdown", _fmt(m["max_drawdown"], "share")),
         ("longest drawdown, bars", _fmt(m["max_drawdown_bars"])),
-        ("Calmar ratio", _fmt(m["calmar_ratio"])),
+        ("Calmar ratio", _fmt(m["calmar_ratio"]) if m["calmar_ratio"] is not None else short),
         ("win rate", _fmt(m["win_rate"], "share")),
         ("profit factor", _fmt(m["profit_factor"])),
         ("average win, USDT", _fmt(m["average_win"])),
         ("average loss, USDT", _fmt(m["average_loss"])),
-        ("exposure (bars with a position)", _fmt(m["exposure"], "share")),
+        ("time in market (bars with a position)", _fmt(m["time_in_market"], "share")),
         ("turnover (traded notional / capital)", _fmt(m["turnover"])),
         ("fees paid, USDT", _fmt(m["fees_paid"])),
         ("funding paid, USDT", _fmt(m["funding_paid"])),
         ("annualisation", _fmt(m["annualisation"])),
     ]
-    parts += ["<h2>Figures</h2>", _table(["figure", "value"], [[a, b] for a, b in figures])]
+    parts += [
+        "<h2>Figures</h2>",
+        _table(["figure", "value"], [[a, b] for a, b in figures], "", "figures"),
+    ]
     rej = m["rejected_orders"]
     parts += [
         "<h2>Orders</h2>",
-        _table(["exit reason", "trades"], [[html.escape(k), str(v)] for k, v in m["exit_reasons"].items()]),
+        _table(["exit reason", "trades"], [[html.escape(k), str(v)] for k, v in m["exit_reasons"].items()],
+               "", "exits"),
         _table(
             ["rejected order reason", "signals"],
-            [[html.escape(k), str(v)] for k, v in rej.items()] or [["none", "0"]],
+            [[html.escape(k), str(v)] for k, v in rej.items()] or [["none", "0"]], "", "rejected",
         ),
         f'<p class="note">{sum(rej.values())} signals could not become orders; '
         "rejected_orders.csv lists each one.</p>",
@@ -387,9 +440,15 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
                 ]
                 for k, v in cats.items()
             ],
+            "",
+            "categories",
         ),  # fmt: skip
         "<h2>Assumptions and notes</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in m.get("notes") or []) + "</ul>",
+        "<ul>"
+        + "".join(
+            f"<li>{html.escape(n)}</li>" for n in [*m.get("assumptions", []), *m.get("notes", [])]
+        )
+        + "</ul>",
     ]
     shown = trades.head(200)
     columns = ["symbol", "side", "signal_time", "entry_time", "exit_time", "entry_price",
@@ -400,7 +459,7 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
     ]
     parts += [
         f"<h2>Trades ({len(trades)}{', the first 200' if len(trades) > 200 else ''})</h2>",
-        _table(columns, rows, "trades"),
+        _table(columns, rows, "trades", "trades"),
         '<p class="note">Every trade, every rejected order and the equity per bar are in '
         "trades.csv, rejected_orders.csv and equity.csv beside this page.</p>",
     ]
