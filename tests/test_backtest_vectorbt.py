@@ -1,5 +1,6 @@
 """Our accounting against vectorbt's on a configuration both express: one real asset,
-a fixed size, the same fee, long only, entries and exits on signals, no stops."""
+a fixed size, the same fee, long only, entries and exits on signals, no stops, with and
+without slippage (both charge it in full on every fill, never clipped to the bar)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ FEE = 0.00075
 SIZE = 0.0002  # BTC, about 23 USDT
 
 
-def test_same_trades_and_equity_as_vectorbt(real_data) -> None:
+@pytest.mark.parametrize("slippage", [0.0, 0.0005])
+def test_same_trades_and_equity_as_vectorbt(real_data, slippage: float) -> None:
     bars = pd.read_parquet(real_data / "klines" / "BTCUSDT_1h.parquet").iloc[:-1]  # closed bars
     o, h, lo, c, v = (
         bars[k].to_numpy()[:, None] for k in ("open", "high", "low", "close", "volume")
@@ -27,7 +29,7 @@ def test_same_trades_and_equity_as_vectorbt(real_data) -> None:
     p_long = np.where(np.isfinite(mean), up, np.nan)[:, None]
     p_short = np.where(np.isfinite(mean), 1.0 - up, np.nan)[:, None]
     params = kernel.Params(
-        50.0, 0.01, 1, FEE, FEE, 0.0, 0.5, 1e9, 1e9, 10**9, 1e9, 1.0,
+        50.0, 0.01, 1, FEE, FEE, slippage, 0.5, 1e9, 1e9, 10**9, 1e9, 1.0,
         allow_short=False, fixed_quantity=SIZE,
     )  # fmt: skip
     trades, _, curve, cash = kernel.simulate_nb(
@@ -40,7 +42,8 @@ def test_same_trades_and_equity_as_vectorbt(real_data) -> None:
     exits = pd.Series(p_short[:, 0] >= 0.5).shift(1, fill_value=False)
     pf = vbt.Portfolio.from_signals(
         close=pd.Series(c[:, 0]), entries=entries, exits=exits, price=pd.Series(o[:, 0]),
-        size=SIZE, size_type="amount", fees=FEE, init_cash=50.0, direction="longonly",
+        size=SIZE, size_type="amount", fees=FEE, slippage=slippage, init_cash=50.0,
+        direction="longonly",
         accumulate=False,
     )  # fmt: skip
     ours = pd.DataFrame(trades, columns=kernel.TRADE_FIELDS)
