@@ -320,6 +320,8 @@ def _backtest(settings: Settings, opts: dict[str, Any]) -> StageResult:
         "total_return": m["total_return"],
         "sharpe_ratio": m["sharpe_ratio"],
         "sharpe_interval_95": ci,
+        "probabilistic_sharpe_ratio": m["probabilistic_sharpe_ratio"],
+        "break_even_cost": (m.get("cost_sensitivity") or {}).get("break_even"),
         "criteria": verdicts,
         "criteria_passed": not failed,
     }
