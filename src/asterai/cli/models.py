@@ -51,27 +51,38 @@ class TrainBars:
         self.bars.console.print(f"  {message}", highlight=False)
 
 
-@click.command()
-@click.argument("model", type=click.Choice(["confluence", "aster-native"]))
-@click.option(
+# the training options, declared once: `asterai train` takes them all, the pipeline
+# passes all but --scheme through (training_options below)
+_DEVICE = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
     default=None,
     help="Where to train (default auto: CUDA when both XGBoost and PyTorch can use it).",
 )
-@click.option(
+_FOLDS = click.option(
     "--folds", type=click.IntRange(1, 50), default=None, help="Walk-forward folds (default 4)."
 )
-@click.option(
+_SCHEME = click.option(
     "--scheme", type=click.Choice(["expanding", "rolling"]), default=None, help="Training windows."
 )
-@click.option(
+_BATCH_SIZE = click.option(
     "--batch-size",
     type=click.IntRange(1),
     default=None,
     help="LSTM batch; lower it on GPU out-of-memory.",
 )
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Most LSTM epochs per fold.")
+_EPOCHS = click.option(
+    "--epochs", type=click.IntRange(1), default=None, help="Most LSTM epochs per fold."
+)
+
+
+@click.command()
+@click.argument("model", type=click.Choice(["confluence", "aster-native"]))
+@_DEVICE
+@_FOLDS
+@_SCHEME
+@_BATCH_SIZE
+@_EPOCHS
 @common_options
 def train(
     settings: Settings,
@@ -199,27 +210,8 @@ def train_overrides(
 
 
 def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        (
-            click.option(
-                "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-                help="Where to train (default auto: CUDA when both XGBoost and PyTorch can use it).",
-            ),
-            click.option(
-                "--folds", type=click.IntRange(1, 50), default=None,
-                help="Walk-forward folds (default 4).",
-            ),
-            click.option(
-                "--batch-size", type=click.IntRange(1), default=None,
-                help="LSTM batch; lower it on GPU out-of-memory.",
-            ),
-            click.option(
-                "--epochs", type=click.IntRange(1), default=None, help="Most LSTM epochs per fold."
-            ),
-        )
-    ):  # fmt: skip
-        func = option(func)
-    return func
+    """--device, --folds, --batch-size and --epochs, as `asterai train` has them."""
+    return _DEVICE(_FOLDS(_BATCH_SIZE(_EPOCHS(func))))
 
 
 COMMANDS = (train,)
