@@ -1,0 +1,124 @@
+"""What every step of the command line shares, in one place: the common options
+(--data-root, --base-url, --exclude, -v), loading the settings (asterai.toml in the
+data root), the console and progress choices, and turning errors into the exit status.
+
+Exit status: 0 on success, 1 when the step ran but failed (bad data, an
+unreachable exchange, a failed series), 2 for wrong usage. The last lines on
+stderr say why.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from asterai.config import REAL_EXCHANGE_URL, ConfigError, Settings, load_settings
+from asterai.intervals import IntervalError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class StepFailed(Exception):
+    """The step ran and failed; exit 1 with this message."""
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"asterai: error: {message}", err=True)
+    sys.exit(code)
+
+
+def configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    if verbose < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--data-root, --base-url and -v, understood by every step."""
+
+    @click.option(
+        "--data-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Project folder holding data/ and models/ (default: ASTERAI_DATA_ROOT or the current folder).",
+    )
+    @click.option(
+        "--base-url",
+        default=None,
+        help=f"Exchange REST base URL (default: ASTERAI_BASE_URL, asterai.toml, or {REAL_EXCHANGE_URL}). "
+        "Point it at `asterai replay` to work offline on a recording.",
+    )
+    @click.option(
+        "--exclude",
+        default=None,
+        metavar="A,B",
+        help="Leave these symbols out of this step and the ones after it (added to "
+        "exclude_symbols in asterai.toml). The gate reports them as excluded by you.",
+    )
+    @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        data_root: Path | None,
+        base_url: str | None,
+        exclude: str | None,
+        verbose: int,
+        **kwargs: Any,
+    ) -> Any:
+        configure_logging(verbose)
+        overrides = kwargs.pop("_overrides", {})
+        try:
+            if exclude is not None:
+                from asterai.config import parse_symbols
+
+                try:
+                    named = parse_symbols(exclude)
+                except ValueError as err:
+                    fail(f"--exclude: {err}", EXIT_USAGE)
+                overrides["exclude_symbols"] = load_settings(data_root).exclude_symbols + named
+            settings = load_settings(data_root, base_url=base_url, **overrides)
+        except (ConfigError, IntervalError) as err:
+            fail(str(err), EXIT_USAGE)
+        return _run_step(func, settings, *args, **kwargs)
+
+    return wrapper
+
+
+def _run_step(func: Callable[..., Any], settings: Settings, *args: Any, **kwargs: Any) -> Any:
+    from asterai.data.collector import CollectionUsageError
+    from asterai.data.gate import GateUsageError
+    from asterai.data.store import StoreError
+    from asterai.exchange.errors import ExchangeError
+
+    try:
+        return func(settings, *args, **kwargs)
+    except (CollectionUsageError, IntervalError, ConfigError, GateUsageError) as err:
+        fail(str(err), EXIT_USAGE)
+    except (ExchangeError, StoreError, StepFailed) as err:
+        fail(str(err), EXIT_FAILED)
+    except KeyboardInterrupt:
+        fail("interrupted; files already written are complete, run the step again to resume", 130)
+
+
+def rich_console():
+    """A rich console; wide enough for the tables when output goes to a file or a pipe."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def progress_wanted() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,217 @@
+"""``asterai train``, plus the training options and progress bars the pipeline
+shares with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from asterai.cli.common import StepFailed, common_options, progress_wanted, rich_console
+from asterai.config import Settings
+
+
+class TrainBars:
+    """Progress bars for `asterai train`: one over the folds, one over the epochs."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=console, transient=True,
+        )  # fmt: skip
+        self.folds = self.epochs = None
+
+    def start(self, name: str, folds: int, epochs: int | None, summary: str) -> None:
+        self.bars.console.print(summary)
+        self.folds = self.bars.add_task("folds", total=folds)
+        if epochs:
+            self.epochs = self.bars.add_task("LSTM epochs", total=epochs)
+
+    def fold(self, label: str) -> None:
+        if self.folds is not None:
+            done = self.bars.tasks[self.folds].completed
+            started = getattr(self, "_started", False)
+            self.bars.update(self.folds, completed=done + (1 if started else 0), description=label)
+            self._started = True
+        if self.epochs is not None:
+            self.bars.reset(self.epochs)
+
+    def epoch(self, label: str, epoch: int, epochs: int, valid_loss: float) -> None:
+        if self.epochs is not None:
+            self.bars.update(
+                self.epochs,
+                completed=epoch + 1,
+                description=f"LSTM epochs (valid loss {valid_loss:.4f})",
+            )
+
+    def note(self, message: str) -> None:
+        self.bars.console.print(f"  {message}", highlight=False)
+
+
+# the training options, declared once: `asterai train` takes them all, the pipeline
+# passes all but --scheme through (training_options below)
+_DEVICE = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Where to train (default auto: CUDA when both XGBoost and PyTorch can use it).",
+)
+_FOLDS = click.option(
+    "--folds", type=click.IntRange(1, 50), default=None, help="Walk-forward folds (default 4)."
+)
+_SCHEME = click.option(
+    "--scheme", type=click.Choice(["expanding", "rolling"]), default=None, help="Training windows."
+)
+_BATCH_SIZE = click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="LSTM batch; lower it on GPU out-of-memory.",
+)
+_EPOCHS = click.option(
+    "--epochs", type=click.IntRange(1), default=None, help="Most LSTM epochs per fold."
+)
+
+
+@click.command()
+@click.argument("model", type=click.Choice(["confluence", "aster-native"]))
+@_DEVICE
+@_FOLDS
+@_SCHEME
+@_BATCH_SIZE
+@_EPOCHS
+@common_options
+def train(
+    settings: Settings,
+    model: str,
+    device: str | None,
+    folds: int | None,
+    scheme: str | None,
+    batch_size: int | None,
+    epochs: int | None,
+) -> None:
+    """Train and evaluate a model out of sample, then fit it on all data.
+
+    \b
+    confluence    XGBoost + LSTM ensemble (0.6 / 0.4) on symbols with enough history
+    aster-native  one conservative XGBoost over every trainable symbol, new listings
+                  included, with listing age, category and funding
+
+    Reads data/features/1h.parquet and data/universe.parquet after running the quality
+    gate (a contaminated file or a NOT READY verdict stops it). Walk-forward folds over
+    time, purged by the label horizon plus an embargo; every member calibrated on
+    validation rows only; two baselines (class prior, logistic regression) on the same
+    rows. Writes models/confluence/ or models/aster_native/ (replaced as a set: a
+    failure leaves the previous models in place) and data/predictions/{model}.parquet
+    (out-of-sample test rows only). Settings: [train] and [aster_native] in asterai.toml.
+    """
+    from asterai.data.gate import GateRefused
+    from asterai.models.data import TrainingDataError
+    from asterai.models.errors import TrainingError
+    from asterai.models.splits import SplitError
+    from asterai.models.train import walk_forward
+
+    settings = train_overrides(settings, device, folds, scheme, batch_size, epochs)
+    console = rich_console()
+    bars = TrainBars(console)
+    name = model.replace("-", "_")
+    try:
+        with bars.bars if progress_wanted() else _nullcontext():
+            result = walk_forward(name, settings, progress=bars)
+    except (GateRefused, TrainingDataError, TrainingError) as err:
+        raise StepFailed(str(err)) from err
+    except SplitError as err:
+        raise click.UsageError(str(err)) from err
+    _print_training(console, result)
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _print_training(console: Any, result: Any) -> None:
+    from rich.table import Table
+
+    def f(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    table = Table(title=f"{result.name}: out-of-sample walk-forward")
+    for col in (
+        "fold",
+        "test window",
+        "rows",
+        "AUC long",
+        "logistic",
+        "AUC short",
+        "logistic",
+        "IC long",
+        "IC short",
+        "time",
+    ):
+        table.add_column(col)
+    for r in result.folds:
+        m, lg = r.metrics["model"], r.metrics["logistic"]
+        table.add_row(
+            str(r.fold.fold + 1),
+            f"{r.fold.to_json()['test_start'][:10]} .. {r.fold.to_json()['test_end'][:10]}",
+            f"{r.rows['scored']:,}",
+            f(m["long"]["auc"]), f(lg["long"]["auc"]), f(m["short"]["auc"]), f(lg["short"]["auc"]),
+            f(m["long"]["ic"]), f(m["short"]["ic"]), f"{r.seconds:.1f} s",
+        )  # fmt: skip
+    console.print(table)
+    for line in result.verdict:
+        console.print(line, highlight=False)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    leak = result.config["leakage_checks"]
+    console.print(
+        f"leakage checks: purge {leak['min_gap_bars']} bars (needs {leak['required_gap_bars']}), "
+        f"predictions only in test windows: {leak['predictions_only_in_test_windows']}, "
+        f"shuffled-label control AUC {f(leak['shuffled_label_control_auc'].get('long'))} / "
+        f"{f(leak['shuffled_label_control_auc'].get('short'))}",
+        highlight=False,
+    )
+    console.print(
+        f"models: {result.folder}; predictions: {result.predictions_path}; {result.seconds:.1f} s"
+    )
+
+
+def train_overrides(
+    settings: Settings,
+    device: str | None = None,
+    folds: int | None = None,
+    scheme: str | None = None,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+) -> Settings:
+    """Settings with the training options given on the command line applied."""
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("device", device), ("folds", folds), ("scheme", scheme)) if v is not None
+    }
+    lstm = {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs)) if v is not None}
+    if not (overrides or lstm):
+        return settings
+    from asterai.config import TrainSettings
+
+    # only what was set (in asterai.toml or here) counts as set: an option must not
+    # turn the default fold count into an explicit one
+    raw = settings.train.model_dump(exclude_unset=True)
+    raw.update(overrides)
+    raw["lstm"] = {**settings.train.lstm.model_dump(exclude_unset=True), **lstm}
+    try:
+        return settings.model_copy(update={"train": TrainSettings.model_validate(raw)})
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def training_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--device, --folds, --batch-size and --epochs, as `asterai train` has them."""
+    return _DEVICE(_FOLDS(_BATCH_SIZE(_EPOCHS(func))))
+
+
+COMMANDS = (train,)

@@ -1,0 +1,93 @@
+"""``asterai replay``: the offline exchange on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from asterai.cli.common import EXIT_FAILED, EXIT_USAGE, configure_logging, fail
+
+
+@click.command()
+@click.option(
+    "--data",
+    "folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Recorded folder: ../shared/aster-real, or a data root / data/historical/real_aster_only.",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback)."
+)
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--window-seconds",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Length of the weight window in whole seconds; shorten it for fast tests.",
+)
+@click.option(
+    "--weight-limit",
+    default=None,
+    type=click.IntRange(min=1),
+    help="REQUEST_WEIGHT limit per window (default 2400).",
+)
+@click.option(
+    "--faults",
+    default=None,
+    help="Fault injection, e.g. '5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05'.",
+)
+@click.option("--seed", default=None, type=int, help="Seed for fault injection.")
+@click.option(
+    "--now", "now_ms", default=None, type=int, help="Freeze the server clock at this epoch-ms time."
+)
+@click.option("-v", "--verbose", count=True, help="Log every request (-v).")
+def replay(
+    folder: Path,
+    host: str,
+    port: int,
+    window_seconds: float,
+    weight_limit: int | None,
+    faults: str | None,
+    seed: int | None,
+    now_ms: int | None,
+    verbose: int,
+) -> None:
+    """Serve a recorded folder as an Aster-compatible exchange on loopback.
+
+    Same paths, parameters, JSON shapes, weights, used-weight header, 429 and 418 rules as
+    the real API, with the clock frozen at the moment of the recording. Point any step at
+    it with --base-url http://HOST:PORT.
+    """
+    configure_logging(verbose)
+    from asterai.exchange.replay import FaultSpec, serve
+    from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT
+
+    try:
+        spec = FaultSpec.parse(faults) if faults else None
+    except ValueError as err:
+        fail(f"--faults: {err}", EXIT_USAGE)
+    try:
+        serve(
+            folder,
+            host=host,
+            port=port,
+            window_seconds=window_seconds,
+            weight_limit=weight_limit or DEFAULT_WEIGHT_LIMIT,
+            faults=spec,
+            seed=seed,
+            now_ms=now_ms,
+        )
+    except (OSError, ValueError) as err:
+        fail(str(err), EXIT_FAILED)
+
+
+COMMANDS = (replay,)
