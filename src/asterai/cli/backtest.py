@@ -63,12 +63,35 @@ def backtest(settings: Settings, model: str) -> None:
         if isinstance(b, dict):
             verdict = "beats" if b.get("model_beats_it") else "does NOT beat"
             noise = " (by more than the noise)" if b.get("by_more_than_the_noise") else ""
+            better = b.get("probability_model_better")
+            odds = "" if better is None else f", P(model better) {better:.0%}"
             console.print(
                 f"baseline {name}: {b['total_return']:+.1%}, Sharpe "
                 f"{'n/a' if b['sharpe_ratio'] is None else format(b['sharpe_ratio'], '.2f')}; "
-                f"the model {verdict} it{noise}",
+                f"the model {verdict} it{noise}{odds}",
                 highlight=False,
             )
+    naive, daily = m.get("probabilistic_sharpe_ratio_per_bar"), m["probabilistic_sharpe_ratio"]
+    trl = m.get("min_track_record") or {}
+    more = trl.get("more_days")
+    console.print(
+        "significance: PSR "
+        + ("n/a" if daily is None else f"{daily:.3f}")
+        + " from daily returns (hourly, naive: "
+        + ("n/a" if naive is None else f"{naive:.3f}")
+        + "); "
+        + (trl.get("note") or "" if more is None else f"{more:.0f} more days at this Sharpe "
+           "would make it significant at 95%"),
+        highlight=False,
+    )  # fmt: skip
+    cost = m.get("cost_sensitivity") or {}
+    if cost.get("table"):
+        console.print(
+            "costs: return "
+            + ", ".join(f"{c['total_return']:+.1%} at {c['multiplier']:g}x" for c in cost["table"])
+            + f"; break-even {cost.get('break_even')}",
+            highlight=False,
+        )
     for name, other in m["models"].items():
         if name == m["model"]:
             continue
