@@ -25,7 +25,7 @@ from asterai.models.calibration import fit_platt
 from asterai.models.data import load_panel
 from asterai.models.device import choose_device
 from asterai.models.splits import FinalWindow, Fold, SplitError, layout
-from asterai.models.train import walk_forward
+from asterai.models.train import NEAR_CONSTANT_EPOCH, NEAR_CONSTANT_TREES, walk_forward
 from asterai.paths import DataPaths
 
 HOUR = 3_600_000
@@ -272,6 +272,8 @@ def test_the_command_line_trains_and_prints_the_summary(trained, tmp_path) -> No
     assert "out-of-sample walk-forward" in text
     assert "beats the logistic regression in" in text
     assert "leakage checks: purge 31 bars (needs 31)" in text
+    # one LSTM epoch: its best epoch is 0 everywhere, and the summary says what that means
+    assert "warning: the model learned almost nothing on validation" in text
     config = json.loads((DataPaths.at(copy).confluence_models / "ensemble_config.json").read_text())
     assert len(config["walk_forward"]["folds"]) == 2
     assert config["members"]["lstm"]["settings"]["epochs"] == 1
@@ -422,6 +424,47 @@ def test_a_final_calibration_tail_with_one_class_is_a_clear_error(fold_zero, tra
                        r"only one class for long trades"):  # fmt: skip
         walk_forward("confluence", settings_for(copy), panel=replace(panel, y=y))
     assert folder_hashes(DataPaths.at(copy).confluence_models) == before
+
+
+def test_a_model_that_learned_almost_nothing_says_so(trained) -> None:
+    _, _, confluence, native = trained
+    for result in (confluence, native):
+        config = result.config
+        check = config["learning_check"]
+        trees = [f["xgboost_trees"] for f in config["metrics"]["per_fold"]]
+        epochs = [f["lstm_best_epoch"] for f in config["metrics"]["per_fold"]]
+        final = config["final_model"]
+        assert check["xgboost_trees"] == {"folds": trees, "final": final["xgboost_trees"]}
+        assert check["lstm_best_epoch"] == {"folds": epochs, "final": final["lstm_best_epoch"]}
+        stopped = [t <= NEAR_CONSTANT_TREES for t in [*trees, final["xgboost_trees"]]] + [
+            e is not None and e <= NEAR_CONSTANT_EPOCH
+            for e in [*epochs, final["lstm_best_epoch"]]
+        ]
+        # on the one-month recording both members stop at once in some fold
+        assert any(stopped) and check["near_constant"]
+        warning = [w for w in result.warnings if "learned almost nothing on validation" in w]
+        assert len(warning) == 1 and warning[0] in config["warnings"]
+        text = warning[0]
+        assert f"kept {', '.join(map(str, trees))} trees in folds 1-{len(trees)}" in text
+        assert f"and {final['xgboost_trees']} in the final model" in text
+        if result is confluence:
+            assert f"best epoch was {', '.join(map(str, epochs))} in folds" in text
+    # and a model that did learn is not flagged
+    from types import SimpleNamespace
+
+    fold = SimpleNamespace(
+        fold=SimpleNamespace(fold=0),
+        members={"xgboost_trees": 40, "lstm_best_epoch": 3, "xgboost_calibration_platt": [
+            [1.0, 0.0], [1.0, 0.0]], "lstm_calibration_platt": [[1.0, 0.0], [1.0, 0.0]]},
+    )  # fmt: skip
+    final = {"xgboost_trees": 50, "lstm_best_epoch": 2, "rows": {"calibration": 10},
+             "calibration_platt": {"xgboost": [[1.0, 0.0], [0.5, 0.0]]}}  # fmt: skip
+    preds = {"xgboost_raw": np.full((10, 2), 0.4), "model": np.full((10, 2), 0.4)}
+    check, warnings = train._learning_check([fold], final, preds, 10)
+    assert warnings == [] and not check["near_constant"]
+    final["calibration_platt"]["xgboost"][1][0] = -0.5
+    check, warnings = train._learning_check([fold], final, preds, 10)
+    assert check["calibration_reverses_ranking"] == ["the final model xgboost short"]
 
 
 def test_rolling_windows_keep_the_first_training_length(prepared, tmp_path) -> None:

@@ -24,8 +24,11 @@ whose test window is the future (``Layout.final``): fitted on every usable row u
 gap before the most recent validation tail, stopped early and calibrated on that tail's
 two parts. Its own windows, rows, tree count, epoch, calibration and validation figures
 (on its calibration rows) are recorded in the config's ``final_model``; loading the saved
-model and predicting those rows gives the same figures. The models' folder is replaced
-as a set, so a failure leaves the previous models in place.
+model and predicting those rows gives the same figures. When early stopping kept almost
+nothing (``NEAR_CONSTANT_TREES``, ``NEAR_CONSTANT_EPOCH``) in a fold or the final model,
+the result's warnings and the config say so (``learning_check``), as they do when a
+calibration reverses a member's ranking. The models' folder is replaced as a set, so a
+failure leaves the previous models in place.
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ MODELS = ("confluence", "aster_native")
 SUSPICIOUS_AUC = 0.60
 FINGERPRINT_ROWS = 64
 PREDICTIONS_META_KEY = b"asterai.predictions"
+#: XGBoost kept this many trees or fewer after early stopping: at the learning rates used
+#: (0.05) each tree moves the log-odds by a few hundredths, so a handful of trees leaves
+#: the output close to the class prior; the model learned almost nothing on validation.
+NEAR_CONSTANT_TREES = 3
+#: The LSTM's validation loss was lowest at this epoch or earlier (0 = after its first
+#: pass): further training never helped on validation, so what it learned is at most a
+#: first pass away from its random start.
+NEAR_CONSTANT_EPOCH = 0
 
 
 class Progress:
@@ -332,6 +343,111 @@ def _member_record(members: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _listing(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _spread(values: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """5th and 95th percentile per direction (None without a finite value)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for j, direction in enumerate(DIRECTIONS):
+        v = values[:, j][np.isfinite(values[:, j])]
+        lo, hi = np.percentile(v, [5, 95]) if len(v) else (None, None)
+        out[direction] = {
+            "p5": None if lo is None else float(lo),
+            "p95": None if hi is None else float(hi),
+        }
+    return out
+
+
+def _span(s: dict[str, dict[str, float | None]], direction: str) -> str:
+    lo, hi = s[direction]["p5"], s[direction]["p95"]
+    return "n/a" if lo is None else f"{lo:.3f}-{hi:.3f}"
+
+
+def _learning_check(
+    folds: list[FoldResult],
+    final: dict[str, Any],
+    final_preds: dict[str, np.ndarray],
+    calib_bars: int,
+) -> tuple[dict[str, Any], list[str]]:
+    """Did early stopping keep almost nothing? Did a calibration turn a ranking around?
+
+    A near-constant model is easy to mistake for a cautious one: the warning names the
+    tree count (and the LSTM's best epoch) of every fold and of the final model, and the
+    spread of the final model's raw and calibrated outputs on its calibration rows. A
+    Platt slope below zero means the calibration rows ranked the other way round from
+    the member's raw output, and the calibration reverses it.
+    """
+    trees = [int(f.members["xgboost_trees"]) for f in folds]
+    epochs = [f.members["lstm_best_epoch"] for f in folds]
+    with_lstm = final["lstm_best_epoch"] is not None
+    few_trees = [t <= NEAR_CONSTANT_TREES for t in trees]
+    final_few_trees = final["xgboost_trees"] <= NEAR_CONSTANT_TREES
+    early = [e is not None and e <= NEAR_CONSTANT_EPOCH for e in epochs]
+    final_early = with_lstm and final["lstm_best_epoch"] <= NEAR_CONSTANT_EPOCH
+    raw, calibrated = _spread(final_preds["xgboost_raw"]), _spread(final_preds["model"])
+    reversed_: list[str] = []
+    final_platt = {f"{k}_calibration_platt": v for k, v in final["calibration_platt"].items()}
+    owners = [(f"fold {f.fold.fold + 1}", f.members) for f in folds]
+    owners.append(("the final model", final_platt))
+    for owner, record in owners:
+        for member in ("xgboost", "lstm"):
+            params = record.get(f"{member}_calibration_platt")
+            for (a, _), direction in zip(params or [], DIRECTIONS, strict=False):
+                if a < 0:
+                    reversed_.append(f"{owner} {member} {direction}")
+    check: dict[str, Any] = {
+        "near_constant_trees": NEAR_CONSTANT_TREES,
+        "near_constant_epoch": NEAR_CONSTANT_EPOCH,
+        "xgboost_trees": {"folds": trees, "final": final["xgboost_trees"]},
+        "lstm_best_epoch": {"folds": epochs, "final": final["lstm_best_epoch"]},
+        "xgboost_near_constant": {"folds": few_trees, "final": final_few_trees},
+        "lstm_near_constant": {"folds": early, "final": final_early} if with_lstm else None,
+        "final_calibration_rows_p5_p95": {"xgboost_raw": raw, "model": calibrated},
+        "calibration_reverses_ranking": reversed_,
+    }
+    span = "fold 1" if len(folds) == 1 else f"folds 1-{len(folds)}"
+
+    def which(flags: list[bool], final_flag: bool) -> str:
+        hit = [f"fold {f.fold.fold + 1}" for f, flag in zip(folds, flags, strict=True) if flag]
+        return _listing(hit + (["the final model"] if final_flag else []))
+
+    parts = []
+    if any(few_trees) or final_few_trees:
+        parts.append(
+            f"XGBoost early stopping kept {_listing(trees)} trees in {span} and "
+            f"{final['xgboost_trees']} in the final model ({NEAR_CONSTANT_TREES} or fewer in "
+            f"{which(few_trees, final_few_trees)})"
+        )
+    if any(early) or final_early:
+        parts.append(
+            f"the LSTM's best epoch was {_listing(epochs)} in {span} and "
+            f"{final['lstm_best_epoch']} in the final model (its validation loss was lowest "
+            f"after the first epoch in {which(early, final_early)})"
+        )
+    warnings = []
+    check["near_constant"] = bool(parts)
+    if parts:
+        rows = final["rows"]["calibration"]
+        warnings.append(
+            "the model learned almost nothing on validation: "
+            + "; ".join(parts)
+            + f". On the final model's calibration rows ({rows} rows, {calib_bars} bars) its "
+            f"raw XGBoost output spans {_span(raw, 'long')} long and {_span(raw, 'short')} "
+            f"short (5th-95th percentile), its calibrated p_long {_span(calibrated, 'long')} "
+            f"and p_short {_span(calibrated, 'short')}: treat it as a near-constant model, "
+            "not a signal"
+        )
+    if reversed_:
+        warnings.append(
+            "the Platt calibration reverses the member's raw ranking (slope below 0) for "
+            + _listing(reversed_)
+            + ": on those calibration rows the raw output ranked outcomes the wrong way round"
+        )
+    return check, warnings
+
+
 def _predict_members(
     members: dict[str, Any], panel: Panel, runs: np.ndarray, rows: np.ndarray, settings: Settings
 ) -> dict[str, np.ndarray]:
@@ -548,7 +664,13 @@ def walk_forward(
         "ensemble's does (it averages calibrated members). '*_raw': each member's output "
         "before calibration; 'prior': the fitting rows' class rate",
     }
-    warnings = list(lay.warnings)
+    learning, learning_warnings = _learning_check(
+        results, final, calib_preds, len(np.unique(panel.times[calib]))
+    )
+    for w in learning_warnings:
+        log.warning(w)
+        say.note(f"warning: {w}")
+    warnings = [*lay.warnings, *learning_warnings]
 
     paths = DataPaths.at(settings.data_root)
     folder = spec.folder(paths)
@@ -556,6 +678,7 @@ def walk_forward(
         spec, settings, panel, lay, final, results, overall, verdict, leakage, members, device,
         tail, tail_preds,
     )  # fmt: skip
+    config["learning_check"] = learning
     config["warnings"] = warnings
     if by_category is not None:
         config["metrics"]["by_category"] = by_category
