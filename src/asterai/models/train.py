@@ -667,9 +667,8 @@ def walk_forward(
     learning, learning_warnings = _learning_check(
         results, final, calib_preds, len(np.unique(panel.times[calib]))
     )
-    for w in learning_warnings:
+    for w in learning_warnings:  # the summary prints them once, with the layout's
         log.warning(w)
-        say.note(f"warning: {w}")
     warnings = [*lay.warnings, *learning_warnings]
 
     paths = DataPaths.at(settings.data_root)
