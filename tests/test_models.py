@@ -20,9 +20,12 @@ from asterai.config import load_settings
 from asterai.data.gate import GateRefused
 from asterai.data.store import PROVENANCE_KEY, read_provenance, to_epoch_ms
 from asterai.features.build import run_features
-from asterai.models import load
-from asterai.models.splits import Fold, SplitError
-from asterai.models.train import walk_forward
+from asterai.models import load, metrics, train
+from asterai.models.calibration import fit_platt
+from asterai.models.data import load_panel
+from asterai.models.device import choose_device
+from asterai.models.splits import FinalWindow, Fold, SplitError, layout
+from asterai.models.train import NEAR_CONSTANT_EPOCH, NEAR_CONSTANT_TREES, walk_forward
 from asterai.paths import DataPaths
 
 HOUR = 3_600_000
@@ -64,6 +67,32 @@ def sha(path: Path) -> str:
 
 def folder_hashes(folder: Path) -> dict[str, str]:
     return {p.name: sha(p) for p in sorted(folder.iterdir())}
+
+
+def eligible_rows(root: Path, symbols: list[str]) -> pd.DataFrame:
+    """Rows a model may fit, validate or score on, recomputed from the files: its symbols,
+    tradeable in the universe, both labels defined."""
+    features = pd.read_parquet(DataPaths.at(root).features("1h"))
+    universe = pd.read_parquet(DataPaths.at(root).universe)
+    merged = features.merge(universe, on=["symbol", "open_time"], how="left")
+    keep = (
+        merged["symbol"].isin(symbols)
+        & merged["tradeable"].fillna(False).astype(bool)
+        & merged["label_tb"].notna()
+        & merged["label_tb_short"].notna()
+    )
+    out = merged[keep].copy()
+    out["t"] = to_epoch_ms(out["open_time"])
+    # the outcome the models predict: 1 when the target was reached first (label +1)
+    out["y_long"] = (out["label_tb"] == 1).astype(float)
+    out["y_short"] = (out["label_tb_short"] == 1).astype(float)
+    return out
+
+
+def windows(config: dict) -> list:
+    """Every training window of a model: its folds', then the final model's."""
+    folds = [Fold.from_json(f) for f in config["walk_forward"]["folds"]]
+    return [*folds, FinalWindow.from_json(config["final_model"]["windows"])]
 
 
 def test_the_artifacts_are_the_designed_files_and_formats(trained) -> None:
@@ -243,6 +272,8 @@ def test_the_command_line_trains_and_prints_the_summary(trained, tmp_path) -> No
     assert "out-of-sample walk-forward" in text
     assert "beats the logistic regression in" in text
     assert "leakage checks: purge 31 bars (needs 31)" in text
+    # one LSTM epoch: its best epoch is 0 everywhere, and the summary says what that means
+    assert "warning: the model learned almost nothing on validation" in text
     config = json.loads((DataPaths.at(copy).confluence_models / "ensemble_config.json").read_text())
     assert len(config["walk_forward"]["folds"]) == 2
     assert config["members"]["lstm"]["settings"]["epochs"] == 1
@@ -252,21 +283,188 @@ def test_the_command_line_trains_and_prints_the_summary(trained, tmp_path) -> No
     assert bad.exit_code == 2 and "train.folds = 30" in bad.output
 
 
-def test_the_final_model_learns_from_every_row_with_what_evaluation_chose(trained) -> None:
-    root, settings, confluence, _ = trained
-    final = confluence.config["final_model"]
-    usable = pd.read_parquet(DataPaths.at(root).universe)
-    features = pd.read_parquet(
-        DataPaths.at(root).features("1h"), columns=["symbol", "open_time", "label_tb"]
-    )
-    merged = features.merge(usable, on=["symbol", "open_time"])
-    eligible = merged["tradeable"] & merged["label_tb"].notna()
-    symbols = set(confluence.config["symbols"])
-    assert final["rows"] == int((eligible & merged["symbol"].isin(symbols)).sum())
-    best = [f["xgboost_best_iteration"] for f in confluence.config["metrics"]["per_fold"]]
-    assert final["xgboost_trees"] == int(np.median(best)) + 1
-    epochs = [f["lstm_best_epoch"] for f in confluence.config["metrics"]["per_fold"]]
-    assert final["lstm_epochs"] == int(np.median(epochs)) + 1
+def test_fit_stopping_and_calibration_rows_are_disjoint_ordered_and_purged(trained) -> None:
+    root, settings, confluence, native = trained
+    horizon = settings.features.label_horizon
+    gap = (horizon + 1 + settings.train.embargo_bars) * HOUR
+    for result in (confluence, native):
+        config = result.config
+        rows = eligible_rows(root, config["symbols"])
+        t = rows["t"].to_numpy()
+        records = [*config["metrics"]["per_fold"], config["final_model"]]
+        for w, record in zip(windows(config), records, strict=True):
+            # fit < gap < early stopping < calibration, one bar apart, no bar shared
+            assert w.train_start <= w.train_end < w.valid_start <= w.stop_end
+            assert w.stop_end + HOUR == w.calib_start <= w.valid_end
+            assert w.valid_start - w.train_end >= gap
+            assert w.train_end + horizon * HOUR < w.valid_start  # no fit label reads validation
+            if isinstance(w, Fold):
+                assert w.test_start - w.valid_end >= gap
+            # the calibration part is the last calibration_share of the validation window
+            n_valid = (w.valid_end - w.valid_start) // HOUR + 1
+            n_calib = (w.valid_end - w.calib_start) // HOUR + 1
+            assert abs(n_calib - settings.train.calibration_share * n_valid) <= 1
+            # the recorded row counts are the eligible rows inside each part
+            counted = {
+                "fit": int(((t >= w.train_start) & (t <= w.train_end)).sum()),
+                "early_stopping": int(((t >= w.valid_start) & (t <= w.stop_end)).sum()),
+                "calibration": int(((t >= w.calib_start) & (t <= w.valid_end)).sum()),
+            }
+            assert {k: record["rows"][k] for k in counted} == counted
+        # the final model's validation tail is the most recent labelled history
+        final = FinalWindow.from_json(config["final_model"]["windows"])
+        assert final.valid_end == t.max() and final.train_start == t.min()  # expanding
+        assert config["walk_forward"]["calibration_share"] == 0.5
+        assert config["leakage_checks"]["validation_parts_disjoint"]
+        assert config["leakage_checks"]["purge_ok"]
+
+
+@pytest.fixture(scope="module")
+def fold_zero(trained):
+    """The confluence model's panel, fold 0's rows and its members fitted on them."""
+    root, settings, _, _ = trained
+    spec = train._spec("confluence", settings)
+    panel = load_panel(settings, min_history_bars=spec.min_history_bars)
+    usable = panel.tradeable & panel.labelled
+    lay = layout(panel.times[usable], panel.step_ms, panel.horizon, settings.train)
+    rows = train._window_rows(panel, lay.folds[0], "fold 1")
+    device = choose_device("cpu")
+
+    def fit(p):
+        return train._fit_members(spec, settings, p, p.runs(), rows, device, train.Progress(), "t")
+
+    return panel, rows, fit, fit(panel)
+
+
+def test_calibration_is_fitted_on_the_calibration_rows_alone(fold_zero) -> None:
+    from dataclasses import replace
+
+    panel, rows, fit, members = fold_zero
+    runs = panel.runs()
+    raw = {
+        "xgboost": lambda m, r: m["xgboost"].predict(panel.X[r]),
+        "lstm": lambda m, r: m["lstm"].predict(panel.X, runs, r),
+    }
+    for name, predict in raw.items():
+        params = members[f"{name}_calibration"]
+        on_calib = fit_platt(predict(members, rows.calib), panel.y[rows.calib])
+        np.testing.assert_allclose(params, on_calib, rtol=0, atol=1e-9)
+        on_stop = fit_platt(predict(members, rows.stop), panel.y[rows.stop])
+        assert not np.allclose(params, on_stop, atol=1e-3)  # the check can tell them apart
+    # other labels on the calibration rows: the same trees and epoch, another calibration
+    y = panel.y.copy()
+    y[rows.calib] = 1.0 - y[rows.calib]
+    other = fit(replace(panel, y=y))
+    assert other["xgboost"].best_iteration == members["xgboost"].best_iteration
+    assert other["lstm"].best_epoch == members["lstm"].best_epoch
+    for name, predict in raw.items():
+        np.testing.assert_array_equal(predict(other, rows.calib), predict(members, rows.calib))
+        assert not np.allclose(other[f"{name}_calibration"], members[f"{name}_calibration"])
+        for lstm in (other.get("lstm"), members.get("lstm")):
+            lstm.release()
+
+
+def test_the_final_model_records_its_own_validation_figures(trained) -> None:
+    root, settings, _, _ = trained
+    features = pd.read_parquet(DataPaths.at(root).features("1h"))
+    for name in ("confluence", "aster_native"):
+        predictor = load(settings, name)
+        config = predictor.config
+        final = config["final_model"]
+        w = FinalWindow.from_json(final["windows"])
+        frame = features[features["symbol"].isin(config["symbols"])]
+        out = predictor.predict(frame, raw=True)
+        rows = eligible_rows(root, config["symbols"])
+        calib = rows[(rows["t"] >= w.calib_start) & (rows["t"] <= w.valid_end)]
+        stop = rows[(rows["t"] >= w.valid_start) & (rows["t"] <= w.stop_end)]
+        assert len(calib) == final["rows"]["calibration"] > 0
+        y = calib[["y_long", "y_short"]].to_numpy()
+        members = ["xgboost", "lstm"] if name == "confluence" else ["xgboost"]
+        for member in members:
+            # its calibration is the Platt fit of the saved member on these rows alone
+            cols = [f"{member}_raw_long", f"{member}_raw_short"]
+            refit = fit_platt(out.loc[calib.index, cols].to_numpy(), y)
+            stored = config["members"][member]["calibration_platt"]
+            assert stored == final["calibration_platt"][member]
+            np.testing.assert_allclose(refit, stored, rtol=1e-4, atol=1e-4)
+            y_stop = stop[["y_long", "y_short"]].to_numpy()
+            elsewhere = fit_platt(out.loc[stop.index, cols].to_numpy(), y_stop)
+            assert not np.allclose(elsewhere, stored, atol=1e-3)
+        for model, prefix in [("model", "p"), *((m, m) for m in members)]:
+            for j, direction in enumerate(("long", "short")):
+                p = out.loc[calib.index, f"{prefix}_{direction}"].to_numpy()
+                got = metrics.classification(p, y[:, j], settings.train.threshold)
+                want = final["validation"][model][direction]
+                assert got["rows"] == want["rows"]
+                assert got["positive_rate"] == pytest.approx(want["positive_rate"], abs=1e-6)
+                assert got["auc"] == pytest.approx(want["auc"], abs=1e-4)
+                assert got["log_loss"] == pytest.approx(want["log_loss"], abs=1e-5)
+        # the trees and the epoch it ships with are the ones early stopping chose
+        assert config["members"]["xgboost"]["best_iteration"] + 1 == final["xgboost_trees"]
+        assert predictor.xgboost.booster.num_boosted_rounds() == final["xgboost_trees"]
+        if name == "confluence":
+            assert config["members"]["lstm"]["best_epoch"] == final["lstm_best_epoch"]
+
+
+def test_a_final_calibration_tail_with_one_class_is_a_clear_error(fold_zero, trained, tmp_path):
+    from dataclasses import replace
+
+    from asterai.models.errors import TrainingError
+
+    root, settings, _, _ = trained
+    panel = fold_zero[0]
+    copy = copy_root(root, tmp_path / "one-class-tail")
+    before = folder_hashes(DataPaths.at(copy).confluence_models)
+    usable = panel.tradeable & panel.labelled
+    final = layout(panel.times[usable], panel.step_ms, panel.horizon, settings.train).final
+    y = panel.y.copy()
+    tail = (panel.times >= final.calib_start) & usable
+    y[tail, 0] = 0.0  # no long trade reaches its target in the last days
+    with pytest.raises(TrainingError, match=r"the final model: the calibration .* rows hold "
+                       r"only one class for long trades"):  # fmt: skip
+        walk_forward("confluence", settings_for(copy), panel=replace(panel, y=y))
+    assert folder_hashes(DataPaths.at(copy).confluence_models) == before
+
+
+def test_a_model_that_learned_almost_nothing_says_so(trained) -> None:
+    _, _, confluence, native = trained
+    for result in (confluence, native):
+        config = result.config
+        check = config["learning_check"]
+        trees = [f["xgboost_trees"] for f in config["metrics"]["per_fold"]]
+        epochs = [f["lstm_best_epoch"] for f in config["metrics"]["per_fold"]]
+        final = config["final_model"]
+        assert check["xgboost_trees"] == {"folds": trees, "final": final["xgboost_trees"]}
+        assert check["lstm_best_epoch"] == {"folds": epochs, "final": final["lstm_best_epoch"]}
+        stopped = [t <= NEAR_CONSTANT_TREES for t in [*trees, final["xgboost_trees"]]] + [
+            e is not None and e <= NEAR_CONSTANT_EPOCH
+            for e in [*epochs, final["lstm_best_epoch"]]
+        ]
+        # on the one-month recording both members stop at once in some fold
+        assert any(stopped) and check["near_constant"]
+        warning = [w for w in result.warnings if "learned almost nothing on validation" in w]
+        assert len(warning) == 1 and warning[0] in config["warnings"]
+        text = warning[0]
+        assert f"kept {', '.join(map(str, trees))} trees in folds 1-{len(trees)}" in text
+        assert f"and {final['xgboost_trees']} in the final model" in text
+        if result is confluence:
+            assert f"best epoch was {', '.join(map(str, epochs))} in folds" in text
+    # and a model that did learn is not flagged
+    from types import SimpleNamespace
+
+    fold = SimpleNamespace(
+        fold=SimpleNamespace(fold=0),
+        members={"xgboost_trees": 40, "lstm_best_epoch": 3, "xgboost_calibration_platt": [
+            [1.0, 0.0], [1.0, 0.0]], "lstm_calibration_platt": [[1.0, 0.0], [1.0, 0.0]]},
+    )  # fmt: skip
+    final = {"xgboost_trees": 50, "lstm_best_epoch": 2, "rows": {"calibration": 10},
+             "calibration_platt": {"xgboost": [[1.0, 0.0], [0.5, 0.0]]}}  # fmt: skip
+    preds = {"xgboost_raw": np.full((10, 2), 0.4), "model": np.full((10, 2), 0.4)}
+    check, warnings = train._learning_check([fold], final, preds, 10)
+    assert warnings == [] and not check["near_constant"]
+    final["calibration_platt"]["xgboost"][1][0] = -0.5
+    check, warnings = train._learning_check([fold], final, preds, 10)
+    assert check["calibration_reverses_ranking"] == ["the final model xgboost short"]
 
 
 def test_rolling_windows_keep_the_first_training_length(prepared, tmp_path) -> None:

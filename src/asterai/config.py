@@ -239,7 +239,14 @@ class TrainSettings(_Frozen):
         0.2,
         gt=0,
         lt=1,
-        description="last part of each training window: early stopping, calibration",
+        description="last part of each training window: early stopping, then calibration",
+    )
+    calibration_share: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="last part of each validation window that fits the Platt calibration "
+        "(the part before it stops early; the two never share a row)",
     )
     embargo_bars: int = Field(6, ge=0, description="gap added to the purge (label horizon)")
     threshold: float = Field(0.5, gt=0, lt=1, description="probability that signals a trade")

@@ -1,7 +1,8 @@
 """Platt calibration: a logistic fit of the outcome on the model's logit, per direction.
 
-Fitted on a fold's validation rows only (never the rows the model was fitted on, never
-test rows), stored as two numbers per direction in the model's JSON config.
+Fitted on the calibration part of a fold's (or the final model's) validation window
+only: never the rows the model was fitted on, never the rows that stopped it early,
+never test rows. Stored as two numbers per direction in the model's JSON config.
 Hand-written because it is two parameters and must round-trip through JSON; the fit is
 scikit-learn's ``LogisticRegression``.
 """

@@ -12,7 +12,8 @@ rows only, like the standardisation), and a column missing on at least
 no value at all in the fitting rows is dropped for the fold, and the drop is recorded.
 
 A plain, seeded training loop: Adam, binary cross-entropy on both directions, early
-stopping on the validation windows, the best epoch's weights kept.
+stopping on the windows of the validation window's early-stopping part, the best
+epoch's weights kept.
 """
 
 from __future__ import annotations
@@ -142,13 +143,12 @@ class LSTMMember:
         runs: np.ndarray,
         y: np.ndarray,
         fit_rows: np.ndarray,
-        valid_rows: np.ndarray | None,
+        valid_rows: np.ndarray,
         progress: Any = None,
-        epochs: int | None = None,
     ) -> LSTMMember:
-        """``X``: the whole panel; ``fit_rows`` / ``valid_rows``: labelled rows to use.
+        """``X``: the whole panel; ``fit_rows``: labelled rows to fit on; ``valid_rows``:
+        labelled rows whose loss stops training early (the best epoch's weights are kept).
 
-        With ``valid_rows`` None (the final model) it runs exactly ``epochs`` epochs.
         The transformed panel is kept (``self.Z``) for this fold's predictions; call
         ``release()`` when the fold is done.
         """
@@ -159,9 +159,8 @@ class LSTMMember:
         self.prep = Prep.fit(X[fit_rows], features, s.missing_indicator_share)
         self.Z = Z = self.prep.transform(X)
         fit_rows = fit_rows[self.has_window(runs, fit_rows)][:: s.window_stride]
-        if valid_rows is not None:
-            valid_rows = valid_rows[self.has_window(runs, valid_rows)]
-        if len(fit_rows) == 0 or (valid_rows is not None and len(valid_rows) == 0):
+        valid_rows = valid_rows[self.has_window(runs, valid_rows)]
+        if len(fit_rows) == 0 or len(valid_rows) == 0:
             raise TrainingError(
                 f"no {s.sequence_length}-bar window to fit or validate the LSTM on: lower "
                 "train.lstm.sequence_length or collect more history"
@@ -171,7 +170,7 @@ class LSTMMember:
         loss_fn = nn.BCEWithLogitsLoss()
         y_t = torch.from_numpy(np.nan_to_num(y).astype(np.float32))
         best, best_state, stale = np.inf, None, 0
-        for epoch in range(epochs or s.epochs):
+        for epoch in range(s.epochs):
             self.net.train()
             order = fit_rows[rng.permutation(len(fit_rows))]
             total = 0.0
@@ -182,12 +181,6 @@ class LSTMMember:
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(rows)
-            if valid_rows is None:
-                self.history.append({"epoch": epoch, "fit_loss": total / len(order)})
-                self.best_epoch = epoch
-                if progress is not None:
-                    progress(epoch, float("nan"))
-                continue
             valid_loss = self._loss(Z, valid_rows, y_t, loss_fn)
             self.history.append(
                 {"epoch": epoch, "fit_loss": total / len(order), "valid_loss": valid_loss}

@@ -74,12 +74,14 @@ class Predictor:
             X = np.hstack([X, onehot])
         return X
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, frame: pd.DataFrame, *, raw: bool = False) -> pd.DataFrame:
         """Probabilities for every row of ``frame`` (a features table: ``symbol``,
         ``open_time`` and the feature columns), in its index order.
 
         The LSTM reads each row's previous bars from the same frame, so pass the history
-        along (rows without a full window get XGBoost alone, as in training).
+        along (rows without a full window get XGBoost alone, as in training). ``raw``:
+        also each member's output before calibration (``{member}_raw_long``, ...), the
+        values its Platt calibration was fitted on.
         """
         if frame.empty:
             raise ValueError("no rows to predict")
@@ -87,8 +89,10 @@ class Predictor:
         ordered = frame.iloc[order]
         X = self._matrix(ordered)
         cfg = self.config["members"]
-        px = apply_platt(self.xgboost.predict(X), cfg["xgboost"]["calibration_platt"])
+        raw_x = self.xgboost.predict(X)
+        px = apply_platt(raw_x, cfg["xgboost"]["calibration_platt"])
         out = {"xgboost": px}
+        raws = {"xgboost_raw": raw_x}
         p = px
         if self.lstm is not None:
             times = to_epoch_ms(ordered["open_time"])
@@ -99,8 +103,10 @@ class Predictor:
             starts = np.flatnonzero(new)
             idx = np.arange(len(times))
             runs = idx - starts[np.searchsorted(starts, idx, side="right") - 1] + 1
-            pl = apply_platt(self.lstm.predict(X, runs, idx), cfg["lstm"]["calibration_platt"])
+            raw_l = self.lstm.predict(X, runs, idx)
+            pl = apply_platt(raw_l, cfg["lstm"]["calibration_platt"])
             out["lstm"] = pl
+            raws["lstm_raw"] = raw_l
             w = self.config["ensemble"]
             total = w["xgboost_weight"] + w["lstm_weight"]
             p = np.where(
@@ -110,7 +116,7 @@ class Predictor:
             )
         result = pd.DataFrame(index=ordered.index)
         result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
-        for member, values in out.items():
+        for member, values in (out | raws if raw else out).items():
             result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
         return result.loc[frame.index]
 

@@ -4,10 +4,17 @@ Every boundary is an open time of the base interval, so all symbols share them. 
 fold ``i`` of ``k`` the test windows tile the end of the span; the training window ends
 ``purge + embargo`` bars before its test window starts, where ``purge`` is the label
 horizon plus one (a row's label reads bars ``t+1 .. t+horizon``, so a training row
-``t`` with ``t + horizon >= test start`` would see test bars). The validation part (early
-stopping, calibration) is the last ``valid_share`` of the training window, separated from
-the rows fitted on by the same gap. Expanding windows start at the first bar; rolling
-ones keep the first fold's training length.
+``t`` with ``t + horizon >= test start`` would see test bars). The validation part is
+the last ``valid_share`` of the training window, separated from the rows fitted on by
+the same gap, and split in two by time: first the early-stopping part (XGBoost's tree
+count, the LSTM's epoch), then the calibration part (the last ``calibration_share`` of
+the validation window, where the Platt calibration is fitted and the validation figures
+are measured). The two parts are adjacent and never share a bar. Expanding windows
+start at the first bar; rolling ones keep the first fold's training length.
+
+The final model's window (``Layout.final``) is laid out by the same rule as a fold whose
+test window is the future: its training window ends at the last labelled bar, so its
+validation tail is the most recent history and its fitting rows end a gap before it.
 
 ``layout`` adapts to the history available: unless the test length is set, the test
 windows cover ``test_share`` of the span; when the first training window would be
@@ -30,48 +37,70 @@ log = logging.getLogger(__name__)
 
 MIN_TEST_BARS = 24
 MIN_VALID_BARS = 24
+#: Each part of a validation window (early stopping, calibration) spans at least this.
+MIN_PART_BARS = MIN_VALID_BARS // 2
 #: Fewer days of history than this: the report warns that the sample is small.
 SMALL_SAMPLE_DAYS = 60
+
+_WINDOW_KEYS = ("train_start", "train_end", "valid_start", "stop_end", "calib_start", "valid_end")
 
 
 class SplitError(ValueError):
     """Too little history for the requested folds; the message names the setting."""
 
 
+def _to_json(window: Any) -> dict[str, Any]:
+    values = {k: v for k, v in asdict(window).items() if k != "fold"}
+    head = {"fold": window.fold} if hasattr(window, "fold") else {}
+    return head | {k: iso_ms(v) for k, v in values.items()} | {
+        f"{k}_ms": v for k, v in values.items()
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Fold:
-    """Boundaries in epoch ms, each inclusive: fit on [train_start, train_end], stop early
-    and calibrate on [valid_start, valid_end], evaluate on [test_start, test_end]."""
+    """Boundaries in epoch ms, each inclusive: fit on [train_start, train_end]; validate
+    on [valid_start, valid_end], which is the early-stopping part [valid_start, stop_end]
+    followed by the calibration part [calib_start, valid_end]; evaluate on [test_start,
+    test_end]."""
 
     fold: int
     train_start: int
     train_end: int
     valid_start: int
+    stop_end: int
+    calib_start: int
     valid_end: int
     test_start: int
     test_end: int
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (iso_ms(v) if k != "fold" else v) for k, v in asdict(self).items()} | {
-            f"{k}_ms": v for k, v in asdict(self).items() if k != "fold"
-        }
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fold:
-        return cls(
-            data["fold"],
-            *(
-                int(data[f"{k}_ms"])
-                for k in (
-                    "train_start",
-                    "train_end",
-                    "valid_start",
-                    "valid_end",
-                    "test_start",
-                    "test_end",
-                )
-            ),
-        )
+        keys = (*_WINDOW_KEYS, "test_start", "test_end")
+        return cls(data["fold"], *(int(data[f"{k}_ms"]) for k in keys))
+
+
+@dataclass(frozen=True, slots=True)
+class FinalWindow:
+    """The final model's windows, laid out like a fold's (same fields, inclusive epoch
+    ms) with the future as its test window: no test rows."""
+
+    train_start: int
+    train_end: int
+    valid_start: int
+    stop_end: int
+    calib_start: int
+    valid_end: int
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FinalWindow:
+        return cls(*(int(data[f"{k}_ms"]) for k in _WINDOW_KEYS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +109,28 @@ class Layout:
     step_ms: int
     gap_bars: int  # purge (horizon + 1) + embargo
     test_bars: int
+    final: FinalWindow
     warnings: tuple[str, ...] = ()
 
 
 def _train_parts(
     train_first: int, train_last: int, gap: int, ts: TrainSettings
-) -> tuple[int, int, int] | None:
-    """(fit_last, valid_first, valid_last) row indices of a training window, or None."""
+) -> tuple[int, int, int, int, int] | None:
+    """(fit_last, valid_first, stop_last, calib_first, valid_last) row indices of a
+    training window, or None when it is too short."""
     n_train = train_last - train_first + 1
     if n_train < ts.min_train_bars:
         return None
     n_valid = max(MIN_VALID_BARS, int(round(n_train * ts.valid_share)))
+    n_calib = min(
+        max(MIN_PART_BARS, int(round(n_valid * ts.calibration_share))), n_valid - MIN_PART_BARS
+    )
     valid_first = train_last - n_valid + 1
+    calib_first = train_last - n_calib + 1
     fit_last = valid_first - gap
     if fit_last - train_first + 1 < MIN_VALID_BARS:
         return None
-    return fit_last, valid_first, train_last
+    return fit_last, valid_first, calib_first - 1, calib_first, train_last
 
 
 def _fold(
@@ -110,16 +145,29 @@ def _fold(
     parts = _train_parts(train_first, test_first - gap, gap, ts)
     if parts is None:
         return None
-    fit_last, valid_first, valid_last = parts
     return Fold(
         i,
         int(grid[train_first]),
-        int(grid[fit_last]),
-        int(grid[valid_first]),
-        int(grid[valid_last]),
+        *(int(grid[j]) for j in parts),
         int(grid[test_first]),
         int(grid[test_last]),
     )
+
+
+def _final(
+    grid: np.ndarray, folds: list[Fold], gap: int, ts: TrainSettings
+) -> FinalWindow | None:
+    """A fold whose test window starts a gap after the last labelled bar."""
+    last = len(grid) - 1
+    if ts.scheme == "rolling":
+        span = folds[0].valid_end - folds[0].train_start
+        train_first = int(np.searchsorted(grid, grid[last] - span))
+    else:
+        train_first = 0
+    parts = _train_parts(train_first, last, gap, ts)
+    if parts is None:
+        return None
+    return FinalWindow(int(grid[train_first]), *(int(grid[j]) for j in parts))
 
 
 def layout(times: np.ndarray, step_ms: int, horizon: int, ts: TrainSettings) -> Layout:
@@ -147,7 +195,8 @@ def layout(times: np.ndarray, step_ms: int, horizon: int, ts: TrainSettings) -> 
             if fold is None:
                 break
             folds.append(fold)
-        if len(folds) == k:
+        final = _final(grid, folds, gap, ts) if len(folds) == k else None
+        if final is not None:
             if k < ts.folds:
                 if explicit_folds:
                     raise SplitError(
@@ -168,7 +217,7 @@ def layout(times: np.ndarray, step_ms: int, horizon: int, ts: TrainSettings) -> 
                 )
             for w in warnings:
                 log.warning(w)
-            return Layout(tuple(folds), step_ms, gap, test_bars, tuple(warnings))
+            return Layout(tuple(folds), step_ms, gap, test_bars, final, tuple(warnings))
     raise SplitError(
         f"{n} bars are too few for even one fold: a test window of at least "
         f"{ts.test_bars or MIN_TEST_BARS} bars, a gap of {gap} bars (label horizon + 1 + "

@@ -1,4 +1,4 @@
-"""Training: walk-forward evaluation out of sample, then the final model on all data.
+"""Training: walk-forward evaluation out of sample, then the final model trained like a fold.
 
 Both models answer one question per row: if a trade were opened on this signal (at the
 next bar's open, target and stop in ATR of the signal bar, the label horizon as a time
@@ -10,12 +10,25 @@ output per direction (``p_long``, ``p_short``), calibrated on validation rows on
 ``train_aster_native``: one conservative XGBoost over every trainable symbol, short
 histories included, with platform features (listing age, category, funding).
 
-For every fold the members are fitted on the fold's fitting rows, stopped early and
-calibrated on its validation rows, and predict its test rows, with two baselines (the
-class prior and a logistic regression) on the same rows. Only test rows are written to
-``data/predictions/{model}.parquet``. The final model is then fitted on all data with
-the same settings. The models' folder is replaced as a set, so a failure leaves the
-previous models in place.
+Every training window (``splits.Fold``) has three parts in time order, with no shared
+bar: the fitting rows; then, after a purge gap (label horizon + 1 + embargo), the
+validation window, split into an early-stopping part (XGBoost's tree count, the LSTM's
+best epoch) and a calibration part (its last ``train.calibration_share``, where each
+member's Platt calibration is fitted). For every fold the members are fitted, stopped
+and calibrated that way and predict its test rows, with two baselines (the class prior
+and a logistic regression) on the same rows. Only test rows are written to
+``data/predictions/{model}.parquet``.
+
+The final model (the one saved, served and paper traded) is trained exactly like a fold
+whose test window is the future (``Layout.final``): fitted on every usable row up to a
+gap before the most recent validation tail, stopped early and calibrated on that tail's
+two parts. Its own windows, rows, tree count, epoch, calibration and validation figures
+(on its calibration rows) are recorded in the config's ``final_model``; loading the saved
+model and predicting those rows gives the same figures. When early stopping kept almost
+nothing (``NEAR_CONSTANT_TREES``, ``NEAR_CONSTANT_EPOCH``) in a fold or the final model,
+the result's warnings and the config say so (``learning_check``), as they do when a
+calibration reverses a member's ranking. The models' folder is replaced as a set, so a
+failure leaves the previous models in place.
 """
 
 from __future__ import annotations
@@ -52,7 +65,7 @@ from asterai.models.data import (
 from asterai.models.device import choose_device
 from asterai.models.errors import TrainingError
 from asterai.models.lstm import LSTMMember
-from asterai.models.splits import Fold, Layout, layout
+from asterai.models.splits import FinalWindow, Fold, Layout, layout
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
 
@@ -62,6 +75,14 @@ MODELS = ("confluence", "aster_native")
 SUSPICIOUS_AUC = 0.60
 FINGERPRINT_ROWS = 64
 PREDICTIONS_META_KEY = b"asterai.predictions"
+#: XGBoost kept this many trees or fewer after early stopping: at the learning rates used
+#: (0.05) each tree moves the log-odds by a few hundredths, so a handful of trees leaves
+#: the output close to the class prior; the model learned almost nothing on validation.
+NEAR_CONSTANT_TREES = 3
+#: The LSTM's validation loss was lowest at this epoch or earlier (0 = after its first
+#: pass): further training never helped on validation, so what it learned is at most a
+#: first pass away from its random start.
+NEAR_CONSTANT_EPOCH = 0
 
 
 class Progress:
@@ -109,15 +130,59 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _labels_ok(y: np.ndarray, what: str, fold: int) -> None:
+def _labels_ok(y: np.ndarray, what: str, where: str, fix: str) -> None:
     for j, direction in enumerate(DIRECTIONS):
         values = np.unique(y[:, j])
         if len(values) < 2:
             raise TrainingError(
-                f"fold {fold}: the {what} rows hold only one class for {direction} trades "
-                f"({len(y)} rows): lengthen the windows (train.test_bars, train.valid_share) or "
-                "collect more history"
+                f"{where}: the {what} rows hold only one class for {direction} trades "
+                f"({len(y)} rows): {fix} or collect more history"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Panel rows of one training window: fitted on, stopping early, calibrating."""
+
+    fit: np.ndarray
+    stop: np.ndarray
+    calib: np.ndarray
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "fit": len(self.fit),
+            "early_stopping": len(self.stop),
+            "calibration": len(self.calib),
+            "valid": len(self.stop) + len(self.calib),
+        }
+
+
+def _window_rows(panel: Panel, w: Fold | FinalWindow, where: str) -> _Rows:
+    """The tradeable, labelled rows of each part of a training window, each with both
+    classes in both directions, or a TrainingError naming the part and its window."""
+    fix = (
+        "lengthen the validation tail (train.valid_share, train.calibration_share)"
+        if isinstance(w, FinalWindow)
+        else "lengthen the windows (train.test_bars, train.valid_share, "
+        "train.calibration_share)"
+    )
+    rows = _Rows(
+        np.flatnonzero(panel.usable(w.train_start, w.train_end)),
+        np.flatnonzero(panel.usable(w.valid_start, w.stop_end)),
+        np.flatnonzero(panel.usable(w.calib_start, w.valid_end)),
+    )
+    for what, r, first, last in (
+        ("fitting", rows.fit, w.train_start, w.train_end),
+        ("early-stopping", rows.stop, w.valid_start, w.stop_end),
+        ("calibration", rows.calib, w.calib_start, w.valid_end),
+    ):
+        if len(r) == 0:
+            raise TrainingError(
+                f"{where}: no {what} row ({iso_ms(first)} .. {iso_ms(last)}) is tradeable and "
+                f"labelled: {fix} or collect more history"
+            )
+        _labels_ok(panel.y[r], f"{what} ({iso_ms(first)} .. {iso_ms(last)})", where, fix)
+    return rows
 
 
 def _ensemble(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.ndarray:
@@ -234,20 +299,21 @@ def _fit_members(
     settings: Settings,
     panel: Panel,
     runs: np.ndarray,
-    fit: np.ndarray,
-    valid: np.ndarray,
+    rows: _Rows,
     device: dict[str, Any],
     say: Progress,
     label: str,
 ) -> dict[str, Any]:
-    """Fit XGBoost (and the LSTM) on ``fit`` rows, calibrate on ``valid`` rows."""
+    """Fit XGBoost (and the LSTM) on the fitting rows, stop early on the early-stopping
+    rows, fit each member's Platt calibration on the calibration rows alone."""
     ts = settings.train
+    fit, stop, calib = rows.fit, rows.stop, rows.calib
     xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
-        panel.X[fit], panel.y[fit], panel.X[valid], panel.y[valid]
+        panel.X[fit], panel.y[fit], panel.X[stop], panel.y[stop]
     )
     members: dict[str, Any] = {
         "xgboost": xgb_member,
-        "xgboost_calibration": fit_platt(xgb_member.predict(panel.X[valid]), panel.y[valid]),
+        "xgboost_calibration": fit_platt(xgb_member.predict(panel.X[calib]), panel.y[calib]),
     }
     say.note(
         f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s"
@@ -255,13 +321,131 @@ def _fit_members(
     if spec.with_lstm:
         lstm = LSTMMember(ts.lstm, device["torch"], ts.seed)
         lstm.fit(
-            panel.X, panel.features, runs, panel.y, fit, valid,
+            panel.X, panel.features, runs, panel.y, fit, stop,
             progress=lambda e, loss: say.epoch(label, e, ts.lstm.epochs, loss),
         )  # fmt: skip
-        raw = lstm.predict(panel.X, runs, valid)
+        raw = lstm.predict(panel.X, runs, calib)
         members["lstm"] = lstm
-        members["lstm_calibration"] = fit_platt(raw, panel.y[valid])
+        members["lstm_calibration"] = fit_platt(raw, panel.y[calib])
     return members
+
+
+def _member_record(members: dict[str, Any]) -> dict[str, Any]:
+    """What a fold (or the final model) chose: trees, epoch, calibration, dropped columns."""
+    lstm = members.get("lstm")
+    return {
+        "xgboost_best_iteration": members["xgboost"].best_iteration,
+        "xgboost_trees": members["xgboost"].best_iteration + 1,
+        "xgboost_calibration_platt": members["xgboost_calibration"],
+        "lstm_best_epoch": lstm.best_epoch if lstm is not None else None,
+        "lstm_calibration_platt": members.get("lstm_calibration"),
+        "lstm_dropped_columns": lstm.prep.dropped if lstm is not None else [],
+    }
+
+
+def _listing(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _spread(values: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """5th and 95th percentile per direction (None without a finite value)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for j, direction in enumerate(DIRECTIONS):
+        v = values[:, j][np.isfinite(values[:, j])]
+        lo, hi = np.percentile(v, [5, 95]) if len(v) else (None, None)
+        out[direction] = {
+            "p5": None if lo is None else float(lo),
+            "p95": None if hi is None else float(hi),
+        }
+    return out
+
+
+def _span(s: dict[str, dict[str, float | None]], direction: str) -> str:
+    lo, hi = s[direction]["p5"], s[direction]["p95"]
+    return "n/a" if lo is None else f"{lo:.3f}-{hi:.3f}"
+
+
+def _learning_check(
+    folds: list[FoldResult],
+    final: dict[str, Any],
+    final_preds: dict[str, np.ndarray],
+    calib_bars: int,
+) -> tuple[dict[str, Any], list[str]]:
+    """Did early stopping keep almost nothing? Did a calibration turn a ranking around?
+
+    A near-constant model is easy to mistake for a cautious one: the warning names the
+    tree count (and the LSTM's best epoch) of every fold and of the final model, and the
+    spread of the final model's raw and calibrated outputs on its calibration rows. A
+    Platt slope below zero means the calibration rows ranked the other way round from
+    the member's raw output, and the calibration reverses it.
+    """
+    trees = [int(f.members["xgboost_trees"]) for f in folds]
+    epochs = [f.members["lstm_best_epoch"] for f in folds]
+    with_lstm = final["lstm_best_epoch"] is not None
+    few_trees = [t <= NEAR_CONSTANT_TREES for t in trees]
+    final_few_trees = final["xgboost_trees"] <= NEAR_CONSTANT_TREES
+    early = [e is not None and e <= NEAR_CONSTANT_EPOCH for e in epochs]
+    final_early = with_lstm and final["lstm_best_epoch"] <= NEAR_CONSTANT_EPOCH
+    raw, calibrated = _spread(final_preds["xgboost_raw"]), _spread(final_preds["model"])
+    reversed_: list[str] = []
+    final_platt = {f"{k}_calibration_platt": v for k, v in final["calibration_platt"].items()}
+    owners = [(f"fold {f.fold.fold + 1}", f.members) for f in folds]
+    owners.append(("the final model", final_platt))
+    for owner, record in owners:
+        for member in ("xgboost", "lstm"):
+            params = record.get(f"{member}_calibration_platt")
+            for (a, _), direction in zip(params or [], DIRECTIONS, strict=False):
+                if a < 0:
+                    reversed_.append(f"{owner} {member} {direction}")
+    check: dict[str, Any] = {
+        "near_constant_trees": NEAR_CONSTANT_TREES,
+        "near_constant_epoch": NEAR_CONSTANT_EPOCH,
+        "xgboost_trees": {"folds": trees, "final": final["xgboost_trees"]},
+        "lstm_best_epoch": {"folds": epochs, "final": final["lstm_best_epoch"]},
+        "xgboost_near_constant": {"folds": few_trees, "final": final_few_trees},
+        "lstm_near_constant": {"folds": early, "final": final_early} if with_lstm else None,
+        "final_calibration_rows_p5_p95": {"xgboost_raw": raw, "model": calibrated},
+        "calibration_reverses_ranking": reversed_,
+    }
+    span = "fold 1" if len(folds) == 1 else f"folds 1-{len(folds)}"
+
+    def which(flags: list[bool], final_flag: bool) -> str:
+        hit = [f"fold {f.fold.fold + 1}" for f, flag in zip(folds, flags, strict=True) if flag]
+        return _listing(hit + (["the final model"] if final_flag else []))
+
+    parts = []
+    if any(few_trees) or final_few_trees:
+        parts.append(
+            f"XGBoost early stopping kept {_listing(trees)} trees in {span} and "
+            f"{final['xgboost_trees']} in the final model ({NEAR_CONSTANT_TREES} or fewer in "
+            f"{which(few_trees, final_few_trees)})"
+        )
+    if any(early) or final_early:
+        parts.append(
+            f"the LSTM's best epoch was {_listing(epochs)} in {span} and "
+            f"{final['lstm_best_epoch']} in the final model (its validation loss was lowest "
+            f"after the first epoch in {which(early, final_early)})"
+        )
+    warnings = []
+    check["near_constant"] = bool(parts)
+    if parts:
+        rows = final["rows"]["calibration"]
+        warnings.append(
+            "the model learned almost nothing on validation: "
+            + "; ".join(parts)
+            + f". On the final model's calibration rows ({rows} rows, {calib_bars} bars) its "
+            f"raw XGBoost output spans {_span(raw, 'long')} long and {_span(raw, 'short')} "
+            f"short (5th-95th percentile), its calibrated p_long {_span(calibrated, 'long')} "
+            f"and p_short {_span(calibrated, 'short')}: treat it as a near-constant model, "
+            "not a signal"
+        )
+    if reversed_:
+        warnings.append(
+            "the Platt calibration reverses the member's raw ranking (slope below 0) for "
+            + _listing(reversed_)
+            + ": on those calibration rows the raw output ranked outcomes the wrong way round"
+        )
+    return check, warnings
 
 
 def _predict_members(
@@ -325,30 +509,28 @@ def walk_forward(
     oos: dict[str, list[np.ndarray]] = {
         k: []
         for k in (
-            "model", "xgboost", "lstm", "prior", "logistic", "xgboost_raw", "lstm_raw", "y",
+            "model", "xgboost", "lstm", "prior", "logistic", "y",
             "fwd", "times", "rows",
         )
     }  # fmt: skip
     control_auc: dict[str, float | None] = {}
     for fold in lay.folds:
         t0 = time.perf_counter()
-        fit = np.flatnonzero(panel.usable(fold.train_start, fold.train_end))
-        valid = np.flatnonzero(panel.usable(fold.valid_start, fold.valid_end))
+        label = f"fold {fold.fold + 1}/{len(lay.folds)}"
+        rows = _window_rows(panel, fold, label)
+        fit = rows.fit
         in_test = (
             (panel.times >= fold.test_start) & (panel.times <= fold.test_end) & panel.tradeable
         )
         test = np.flatnonzero(in_test)
         scored = test[panel.labelled[test]]
-        if len(fit) == 0 or len(valid) == 0 or len(scored) == 0:
+        if len(scored) == 0:
             raise TrainingError(
-                f"fold {fold.fold}: {len(fit)} fitting, {len(valid)} validation and {len(scored)} "
-                "test rows are tradeable and labelled; lower train.folds or collect more history"
+                f"{label}: no test row is tradeable and labelled; lower train.folds or collect "
+                "more history"
             )
-        _labels_ok(panel.y[fit], "fitting", fold.fold)
-        _labels_ok(panel.y[valid], "validation", fold.fold)
-        label = f"fold {fold.fold + 1}/{len(lay.folds)}"
         say.fold(label)
-        members = _fit_members(spec, settings, panel, runs, fit, valid, device, say, label)
+        members = _fit_members(spec, settings, panel, runs, rows, device, say, label)
         preds = _predict_members(members, panel, runs, test, settings)
         preds["prior"] = baselines.prior(panel.y[fit], len(test))
         preds["logistic"] = baselines.logistic(panel.X[fit], panel.y[fit], panel.X[test], ts.seed)
@@ -367,7 +549,7 @@ def walk_forward(
             rng = np.random.default_rng(ts.seed)
             shuffled = panel.y[fit][rng.permutation(len(fit))]
             control = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
-                panel.X[fit], shuffled, panel.X[valid], panel.y[valid]
+                panel.X[fit], shuffled, panel.X[rows.stop], panel.y[rows.stop]
             )
             pc = control.predict(panel.X[scored])
             control_auc = {
@@ -384,7 +566,7 @@ def walk_forward(
                     preds[f"{member}_raw"][:, 1],
                 )
         pieces.append(frame)
-        for k in ("model", "xgboost", "lstm", "prior", "logistic", "xgboost_raw", "lstm_raw"):
+        for k in ("model", "xgboost", "lstm", "prior", "logistic"):
             if k in preds:
                 oos[k].append(preds[k][lab])
         oos["rows"].append(scored)
@@ -394,16 +576,10 @@ def walk_forward(
         results.append(
             FoldResult(
                 fold,
-                {"fit": len(fit), "valid": len(valid), "test": len(test), "scored": len(scored)},
+                rows.counts() | {"test": len(test), "scored": len(scored)},
                 fold_metrics,
                 time.perf_counter() - t0,
-                {
-                    "xgboost_best_iteration": members["xgboost"].best_iteration,
-                    "lstm_best_epoch": members["lstm"].best_epoch if "lstm" in members else None,
-                    "lstm_dropped_columns": members["lstm"].prep.dropped
-                    if "lstm" in members
-                    else [],
-                },
+                _member_record(members),
             )
         )
         m = fold_metrics["model"]
@@ -442,44 +618,58 @@ def walk_forward(
     )
     leakage = _leakage_checks(panel, lay, predictions, control_auc)
 
-    # The final model: every tradeable labelled row, with what evaluation chose (the
-    # median best number of trees and of epochs over the folds), calibrated on the pooled
-    # out-of-sample outputs of the fold models (no row of its own to calibrate on).
+    # The final model: trained like a fold whose test window is the future. Fitted on
+    # every usable row up to a gap before the validation tail (the most recent bars),
+    # stopped early on the tail's first part, calibrated on its last part, and measured
+    # there: the figures recorded are this model's own.
     say.fold("final model")
-    every = np.flatnonzero(usable_any)
-    _labels_ok(panel.y[every], "final", -1)
-    rounds = int(np.median([r.members["xgboost_best_iteration"] for r in results])) + 1
-    xgb_final = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
-        panel.X[every], panel.y[every], None, None, rounds=rounds
-    )
-    members = {
-        "xgboost": xgb_final,
-        "xgboost_calibration": fit_platt(np.concatenate(oos["xgboost_raw"]), y_all),
+    fw = lay.final
+    final_rows = _window_rows(panel, fw, "the final model")
+    members = _fit_members(spec, settings, panel, runs, final_rows, device, say, "final model")
+    calib = final_rows.calib
+    calib_preds = _predict_members(members, panel, runs, calib, settings)
+    calib_preds["prior"] = baselines.prior(panel.y[final_rows.fit], len(calib))
+    validation = {
+        k: metrics.evaluate(
+            v, panel.y[calib], panel.fwd[calib], panel.times[calib], ts.threshold
+        )
+        for k, v in calib_preds.items()
     }
-    say.note(f"final model: XGBoost {rounds} trees in {xgb_final.seconds:.1f} s")
-    epochs = None
-    if spec.with_lstm:
-        epochs = int(np.median([r.members["lstm_best_epoch"] for r in results])) + 1
-        lstm_final = LSTMMember(ts.lstm, device["torch"], ts.seed).fit(
-            panel.X, panel.features, runs, panel.y, every, None, epochs=epochs,
-            progress=lambda e, loss: say.epoch("final model", e, epochs, loss),
-        )  # fmt: skip
-        members["lstm"] = lstm_final
-        members["lstm_calibration"] = fit_platt(np.concatenate(oos["lstm_raw"]), y_all)
     tail = _fingerprint_rows(panel, runs, ts.lstm.sequence_length)
     tail_preds = _predict_members(members, panel, runs, tail, settings)["model"]
     if "lstm" in members:
         members["lstm"].release()
+    record = _member_record(members)
     final = {
-        "trained_on": "every tradeable, labelled row of the data, after evaluation",
-        "rows": int(len(every)),
-        "first": iso_ms(int(panel.times[every].min())),
-        "last": iso_ms(int(panel.times[every].max())),
-        "xgboost_trees": rounds,
-        "lstm_epochs": epochs,
-        "chosen_by": "the median best iteration (and epoch) of the walk-forward folds",
-        "calibration": "Platt on the pooled out-of-sample raw outputs of the fold models",
+        "trained_on": "like a fold whose test window is the future: fitted on every "
+        "tradeable, labelled row up to a purge gap before the validation tail (the most "
+        "recent bars), stopped early on the tail's first part, calibrated on its last part",
+        "windows": fw.to_json(),
+        "gap_bars": lay.gap_bars,
+        "calibration_share": ts.calibration_share,
+        "rows": final_rows.counts(),
+        "xgboost_trees": members["xgboost"].best_iteration + 1,
+        "xgboost_best_iteration": members["xgboost"].best_iteration,
+        "lstm_best_epoch": record["lstm_best_epoch"],
+        "lstm_epochs": None if "lstm" not in members else record["lstm_best_epoch"] + 1,
+        "lstm_epochs_run": len(members["lstm"].history) if "lstm" in members else None,
+        "calibration_platt": {
+            k: members[f"{k}_calibration"] for k in ("xgboost", "lstm") if k in members
+        },
+        "validation": validation,
+        "validation_rows": "the calibration rows [calib_start, valid_end]: never fitted on, "
+        "never used to stop early. The Platt parameters are fitted on them, so log loss and "
+        "Brier are in-sample for those two numbers per direction; a member's AUC does not "
+        "depend on its calibration (a monotone map while the slope is positive), the "
+        "ensemble's does (it averages calibrated members). '*_raw': each member's output "
+        "before calibration; 'prior': the fitting rows' class rate",
     }
+    learning, learning_warnings = _learning_check(
+        results, final, calib_preds, len(np.unique(panel.times[calib]))
+    )
+    for w in learning_warnings:  # the summary prints them once, with the layout's
+        log.warning(w)
+    warnings = [*lay.warnings, *learning_warnings]
 
     paths = DataPaths.at(settings.data_root)
     folder = spec.folder(paths)
@@ -487,9 +677,13 @@ def walk_forward(
         spec, settings, panel, lay, final, results, overall, verdict, leakage, members, device,
         tail, tail_preds,
     )  # fmt: skip
+    config["learning_check"] = learning
+    config["warnings"] = warnings
     if by_category is not None:
         config["metrics"]["by_category"] = by_category
-    importance = _importance(members["xgboost"], panel, every[-20_000:])
+    importance = _importance(
+        members["xgboost"], panel, np.concatenate([final_rows.stop, final_rows.calib])
+    )
     curves = {"model (out of sample)": (np.concatenate(oos["model"]), y_all)}
     if oos["xgboost"] and spec.with_lstm:
         curves["xgboost"] = (np.concatenate(oos["xgboost"]), y_all)
@@ -527,7 +721,7 @@ def walk_forward(
         results,
         overall,
         verdict,
-        list(lay.warnings),
+        warnings,
         config,
         seconds,
     )
@@ -541,10 +735,17 @@ def _leakage_checks(
     for fold in lay.folds:
         gaps.append(int((fold.test_start - fold.valid_end) // panel.step_ms))
         gaps.append(int((fold.valid_start - fold.train_end) // panel.step_ms))
+    gaps.append(int((lay.final.valid_start - lay.final.train_end) // panel.step_ms))
+    windows = [*lay.folds, lay.final]
     return {
         "min_gap_bars": min(gaps),
         "required_gap_bars": lay.gap_bars,
         "purge_ok": min(gaps) >= lay.gap_bars,
+        "purge_includes": "every fold's fit -> validation and validation -> test gaps, and "
+        "the final model's fit -> validation gap",
+        "validation_parts_disjoint": all(
+            w.valid_start <= w.stop_end < w.calib_start <= w.valid_end for w in windows
+        ),
         "label_columns_in_features": [f for f in panel.features if f.startswith("label_")],
         "predictions_only_in_test_windows": bool(
             all(
@@ -724,6 +925,11 @@ def _config(
             "folds": [f.fold.to_json() for f in results],
             "gap_bars": lay.gap_bars,
             "embargo_bars": settings.train.embargo_bars,
+            "valid_share": settings.train.valid_share,
+            "calibration_share": settings.train.calibration_share,
+            "validation_parts": "each validation window [valid_start, valid_end] is split "
+            "by time: early stopping on [valid_start, stop_end], then Platt calibration on "
+            "[calib_start, valid_end] (its last calibration_share), adjacent, no shared bar",
             "test_bars": lay.test_bars,
             "warnings": list(lay.warnings),
         },

@@ -1,8 +1,10 @@
 """The XGBoost member: one booster with one output per direction (long, short).
 
-``hist`` trees, early stopping on the fold's validation rows, missing values taken
-natively. Saved in XGBoost's own JSON format (no pickle); the best iteration travels in
-the booster's attributes and in the model config.
+``hist`` trees, early stopping on the early-stopping part of the validation window,
+missing values taken natively. After early stopping the booster keeps only its best
+iteration's trees, so the saved file is exactly the model that was validated. Saved in
+XGBoost's own JSON format (no pickle); the best iteration travels in the booster's
+attributes and in the model config.
 """
 
 from __future__ import annotations
@@ -47,32 +49,22 @@ class XGBMember:
         }
 
     def fit(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        X_valid: np.ndarray | None,
-        y_valid: np.ndarray | None,
-        rounds: int | None = None,
+        self, X: np.ndarray, y: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray
     ) -> XGBMember:
-        """Early stopping on the validation rows; without them, exactly ``rounds`` trees."""
+        """Early stopping on the validation rows; the trees after the best are dropped."""
         started = time.perf_counter()
         train = xgb.DMatrix(X, label=y, missing=np.nan)
-        if X_valid is None:
-            self.booster = xgb.train(
-                self.params(), train, int(rounds or self.settings.n_estimators)
-            )
-            self.best_iteration = int(self.booster.num_boosted_rounds()) - 1
-        else:
-            valid = xgb.DMatrix(X_valid, label=y_valid, missing=np.nan)
-            self.booster = xgb.train(
-                self.params(),
-                train,
-                self.settings.n_estimators,
-                evals=[(valid, "valid")],
-                early_stopping_rounds=self.settings.early_stopping_rounds,
-                verbose_eval=False,
-            )
-            self.best_iteration = int(self.booster.best_iteration)
+        valid = xgb.DMatrix(X_valid, label=y_valid, missing=np.nan)
+        booster = xgb.train(
+            self.params(),
+            train,
+            self.settings.n_estimators,
+            evals=[(valid, "valid")],
+            early_stopping_rounds=self.settings.early_stopping_rounds,
+            verbose_eval=False,
+        )
+        self.best_iteration = int(booster.best_iteration)
+        self.booster = booster[: self.best_iteration + 1]
         self.booster.set_attr(best_iteration=str(self.best_iteration))
         self.seconds = time.perf_counter() - started
         return self
