@@ -306,6 +306,26 @@ def test_a_target_fills_only_when_the_bar_trades_a_tick_through_it(real_data) ->
     assert through["fees"] == pytest.approx(q * entry * FEE + q * through["exit_price"] * MAKER)
 
 
+def test_a_shorts_target_fills_only_when_the_bar_trades_a_tick_below_it(real_data) -> None:
+    b = bars(real_data, "BTCUSDT")
+    t0 = b.index.get_loc(pd.Timestamp("2025-10-01 12:00"))
+    o, lo = b["open"].to_numpy(), b["low"].to_numpy()
+    entry = on_tick(o[t0] * (1 - SLIP), "0.1", ROUND_FLOOR)  # a sell: down, against us
+    pl, ps = signal_at(len(b), t0 - 1, -1)
+
+    def trade_with_target_at(price: float) -> pd.Series:
+        p = params(tp_atr=entry - price - 1e-9, sl_atr=1e6, risk=0.001)
+        trades, _, _, _ = run(b, pl, ps, np.ones(len(b)), p, tick=BTC_TICK)
+        return trades.iloc[0]
+
+    touched = trade_with_target_at(lo[t0])  # the bar's low: a bare touch
+    assert touched["target"] == lo[t0]
+    assert not (touched["exit_t"] == t0 and EXIT_REASONS[int(touched["exit_reason"])] == "target")
+    through = trade_with_target_at(round(lo[t0] + BTC_TICK, 1))  # a tick above the low
+    assert (through["exit_t"], EXIT_REASONS[int(through["exit_reason"])]) == (t0, "target")
+    assert through["exit_price"] == round(lo[t0] + BTC_TICK, 1)
+
+
 def test_the_labels_fill_a_target_by_the_same_rule(real_data) -> None:
     from asterai.features.labels import triple_barrier_nb
 
@@ -322,6 +342,14 @@ def test_the_labels_fill_a_target_by_the_same_rule(real_data) -> None:
 
     assert label(h[t0]) == 0.0  # touched only: not reached
     assert label(round(h[t0] - BTC_TICK, 1)) == 1.0  # a tick through: reached
+
+    def label_short(target: float) -> float:
+        tp = o[t0] - target - 1e-9
+        out, _ = triple_barrier_nb(o, h, lo, atr, times, 3_600_000, 1, tp, 1e6, -1, BTC_TICK)
+        return out[t0 - 1]
+
+    assert label_short(lo[t0]) == 0.0
+    assert label_short(round(lo[t0] + BTC_TICK, 1)) == 1.0
 
 
 def test_liquidation_at_the_maintenance_margin_before_equity_reaches_zero(real_data) -> None:

@@ -462,9 +462,31 @@ def test_a_model_that_learned_almost_nothing_says_so(trained) -> None:
     preds = {"xgboost_raw": np.full((10, 2), 0.4), "model": np.full((10, 2), 0.4)}
     check, warnings = train._learning_check([fold], final, preds, 10)
     assert warnings == [] and not check["near_constant"]
-    final["calibration_platt"]["xgboost"][1][0] = -0.5
+    final["calibration_platt"]["xgboost"][1][0] = 0.0  # flattened by fit_platt
     check, warnings = train._learning_check([fold], final, preds, 10)
-    assert check["calibration_reverses_ranking"] == ["the final model xgboost short"]
+    assert check["calibration_flattened"] == ["the final model xgboost short"]
+    assert "never reverses a ranking" in warnings[0]
+
+
+def test_a_calibration_never_reverses_a_ranking(prepared) -> None:
+    from asterai.models.calibration import apply_platt, fit_platt, flattened
+
+    # a real score and its mirror image on the recording's real outcomes: whichever ranks
+    # them the wrong way round
+    frame = pd.read_parquet(DataPaths.at(prepared).features("1h"), columns=["rsi_14", "label_tb"])
+    frame = frame.dropna()
+    y = (frame["label_tb"].to_numpy() > 0).astype(float)[:, None]
+    score = (frame["rsi_14"].to_numpy() / 100.0)[:, None]
+    forward = fit_platt(score, y)
+    backward = fit_platt(1.0 - score, y)
+    # one of the two ranks the outcomes the wrong way round: it is flattened to the base
+    # rate, never turned around; the other keeps a positive slope
+    assert sorted(flattened(forward) + flattened(backward)) == [False, True]
+    flat = forward if flattened(forward)[0] else backward
+    p = apply_platt(score, flat)
+    assert np.allclose(p, y.mean())
+    kept = backward if flat is forward else forward
+    assert kept[0][0] > 0
 
 
 def test_rolling_windows_keep_the_first_training_length(prepared, tmp_path) -> None:

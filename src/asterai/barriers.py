@@ -1,6 +1,9 @@
 """Where a trade's stop and target sit, and when the market reaches them: one definition
 for the labels (``features/labels.py``) and the backtest's kernel (``backtest/kernel.py``),
-so a label and a trade on the same signal mean the same thing.
+so a label and a trade on the same signal follow the same rules. (The one difference:
+the label places its barriers from the bar's open, the kernel from its own fill, the open
+plus slippage and a tick against the trader; a trade's barriers therefore sit slightly
+further against it than its label's, the cautious side.)
 
 - **Placement.** From the entry, the stop ``sl_atr`` ATRs away against the trade and the
   target ``tp_atr`` ATRs away with it, both on the symbol's tick, each rounded away from

@@ -164,9 +164,11 @@ class StrategySettings(_Frozen):
         0.01,
         ge=0,
         lt=1,
-        description="liquidation when equity falls to this share of the open notional; "
-        "Aster publishes its per-symbol brackets at GET /fapi/v1/leverageBracket (signed; "
-        "its documentation shows 0.65% for ETHUSDT's first bracket): 1% is above that",
+        description="liquidation when equity falls to this share of the open notional, one "
+        "rate for every symbol; Aster publishes its per-symbol brackets at GET "
+        "/fapi/v1/leverageBracket (signed; its documentation shows 0.65% for ETHUSDT's "
+        "first bracket): 1% is above that, but thin markets' brackets can be higher, so "
+        "raise it when you trade them",
     )
     liquidation_fee: float = Field(
         0.01,

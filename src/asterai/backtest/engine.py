@@ -29,12 +29,15 @@ log = logging.getLogger(__name__)
 
 
 def params(settings: Settings, inputs: Inputs | None = None) -> kernel.Params:
-    """The kernel's parameters; the liquidation fee is the highest that discovery states
-    for any of the ``inputs``' symbols, else ``strategy.liquidation_fee``."""
+    """The kernel's parameters. The liquidation fee is one rate for the account: the
+    highest that discovery states for the ``inputs``' symbols, and never below
+    ``strategy.liquidation_fee`` while any symbol has no stated rate."""
     st, fs = settings.strategy, settings.features
     liquidation_fee = st.liquidation_fee
     if inputs is not None and inputs.liquidation_fees:
-        liquidation_fee = max(inputs.liquidation_fees)
+        stated = max(inputs.liquidation_fees)
+        every = len(inputs.liquidation_fees) == len(inputs.symbols)
+        liquidation_fee = stated if every else max(stated, st.liquidation_fee)
     return kernel.Params(
         st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
         st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
@@ -237,14 +240,16 @@ def assumptions(settings: Settings, p: kernel.Params) -> list[str]:
         "assumed.",
         "A target is a resting limit order: it fills at its own price, as a maker, only "
         "when the bar trades at least one tick through it (a bare touch may have left our "
-        "order in the queue). The labels the models learned use the same rule.",
+        "order in the queue). The labels the models learned use the same rules, with "
+        "their barriers placed from the open rather than from the slipped fill.",
         f"Fees: taker {p.taker_fee:.3%} on market fills, maker {p.maker_fee:.3%} on "
         "targets; funding paid or received at each funding time on open positions.",
         f"Liquidation (one cross-margin account): when the equity at every position's worst "
-        f"price of the bar falls to {p.maintenance_margin:.2%} of the open notional (the "
-        "maintenance margin), everything closes at those extremes less the slippage, "
-        f"paying the taker fee and a liquidation fee of {p.liquidation_fee:.2%}; trading "
-        "stops.",
+        f"price of the bar falls to {p.maintenance_margin:.2%} of the open notional (one "
+        "maintenance margin rate for every symbol; Aster's real brackets, per symbol and "
+        "notional, are at the signed GET /fapi/v1/leverageBracket), everything closes at "
+        f"those extremes less the slippage, even in a bar without trades, paying the taker "
+        f"fee and a liquidation fee of {p.liquidation_fee:.2%}; trading stops.",
         f"Sizing: {st.risk_per_trade:.1%} of equity at risk to the stop (costs included), "
         f"at most {st.max_positions} positions and {st.max_leverage:g}x open notional; "
         "orders below the minimum notional or one lot step are rejected.",
@@ -336,7 +341,7 @@ BREAK_EVEN_MAX = 10.0
 
 def cost_sensitivity(inputs: Inputs, p: kernel.Params, settings: Settings) -> dict[str, Any]:
     """The strategy's return and Sharpe with every fee and the slippage scaled by 0, 1 and
-    2, and the break-even cost: the multiplier (and the round trip it means, a taker
+    2 (the liquidation fee too), and the break-even cost: the multiplier (and the round trip it means, a taker
     entry and exit with slippage on both) at which the return crosses zero. Each point
     is a whole new run through the kernel (sizing counts costs, so the trades differ)."""
     from asterai.backtest import metrics
@@ -344,7 +349,10 @@ def cost_sensitivity(inputs: Inputs, p: kernel.Params, settings: Settings) -> di
     capital = settings.strategy.capital
 
     def at(k: float) -> tuple[float, float | None, int]:
-        q = p._replace(taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k)
+        q = p._replace(
+            taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k,
+            liquidation_fee=p.liquidation_fee * k,
+        )  # fmt: skip
         res = simulate(inputs, q)
         daily = metrics.daily_returns(res.equity, capital)
         return (

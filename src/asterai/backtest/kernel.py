@@ -40,7 +40,10 @@ At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
    down to the lot step. With ``kelly_fraction`` > 0 the risk is that share of the
    Kelly bet at the labels' odds (capped by ``risk``); no edge, no order. An open
    position whose opposite side signals exits at the next open. An order meets no trade
-   in a bar without volume (a closed market): entries are rejected, exits wait.
+   in a bar without volume (a closed market): entries are rejected, exits wait. Two
+   closes do not wait for a trade: a liquidation (the exchange's engine takes the
+   position at the bar's extreme) and a market whose data ends (closed at its last close,
+   with the slippage, whether that bar traded or not).
 
 Fees: taker on market fills (entries, stops, time limits, signals), maker on targets,
 taker plus the liquidation fee on a liquidation.
@@ -72,7 +75,10 @@ from asterai.backtest.enums import (
     REJECT_NO_NEXT_BAR,
     REJECT_STOPPED,
 )
+from asterai import barriers as _barriers
+from asterai.backtest import enums as _enums
 from asterai.barriers import market_fill, place, stop_touched, target_filled
+from asterai.jitcache import invalidate_on_change
 
 
 class Params(NamedTuple):
@@ -446,3 +452,8 @@ def simulate_nb(
     if closed_any and T > 0:
         curve[T - 1, 0], curve[T - 1, 1], curve[T - 1, 2], curve[T - 1, 3] = cash, cash, 0, 0.0
     return trades[:n_trades], rejects[:n_rejects], curve, cash
+
+
+# the kernel compiles in ``barriers``' rules and ``enums``' codes: a change to either
+# must reach the cached machine code too
+invalidate_on_change(simulate_nb, _barriers, _enums)

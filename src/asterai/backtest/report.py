@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -359,9 +360,9 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
     come_back = (
         html.escape(trl.get("note") or "")
         if more is None
-        else ("already long enough at this Sharpe" if more == 0 else
-              f"come back in {more:.0f} days: that much more out-of-sample data at the "
-              "measured Sharpe would make it significant at 95%")
+        else ("already long enough at this Sharpe" if more <= 0 else
+              f"come back in {math.ceil(more)} days: that much more out-of-sample data at "
+              "the measured Sharpe would make it significant at 95%")
     )  # fmt: skip
     parts += [
         "<h2>Significance</h2>",
@@ -381,8 +382,8 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
                "costs"),  # fmt: skip
         f'<p class="note">Break-even: {html.escape(str(cost.get("break_even", "n/a")))}. '
         "Each row is a whole new run with every fee and the slippage scaled; the round trip "
-        "is a taker entry and exit with slippage on both. At 50 USDT and hourly stops, "
-        "costs decide most results.</p>",
+        "is a taker entry and exit with slippage on both; the liquidation fee scales too. "
+        "With a small account and stops a few ATRs away, costs decide most results.</p>",
         "<h2>Charts</h2>",
     ]
     for name, caption in CHARTS.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from asterai.cli.common import StepFailed, common_options, rich_console
@@ -77,11 +79,12 @@ def backtest(settings: Settings, model: str) -> None:
     console.print(
         "significance: PSR "
         + ("n/a" if daily is None else f"{daily:.3f}")
-        + " from daily returns (hourly, naive: "
+        + " from daily returns (per bar, naive: "
         + ("n/a" if naive is None else f"{naive:.3f}")
         + "); "
-        + (trl.get("note") or "" if more is None else f"{more:.0f} more days at this Sharpe "
-           "would make it significant at 95%"),
+        + (trl.get("note") or "" if more is None else
+           "long enough at this Sharpe" if more <= 0 else
+           f"{math.ceil(more)} more days at this Sharpe would make it significant at 95%"),
         highlight=False,
     )  # fmt: skip
     cost = m.get("cost_sensitivity") or {}

@@ -93,7 +93,8 @@ def train(
     batch_size: int | None,
     epochs: int | None,
 ) -> None:
-    """Train and evaluate a model out of sample, then fit it on all data.
+    """Train and evaluate a model out of sample, then train the shipped model like one
+    more fold whose test window is the future.
 
     \b
     confluence    XGBoost + LSTM ensemble (0.6 / 0.4) on symbols with enough history
@@ -174,6 +175,16 @@ def _print_training(console: Any, result: Any) -> None:
         f"predictions only in test windows: {leak['predictions_only_in_test_windows']}, "
         f"shuffled-label control AUC {f(leak['shuffled_label_control_auc'].get('long'))} / "
         f"{f(leak['shuffled_label_control_auc'].get('short'))}",
+        highlight=False,
+    )
+    final = result.config["final_model"]
+    v = final["validation"]["model"]
+    epoch = "" if final["lstm_best_epoch"] is None else f", LSTM best epoch {final['lstm_best_epoch']}"
+    console.print(
+        f"final model (shipped): {final['xgboost_trees']} trees{epoch}; on its own "
+        f"calibration tail ({final['rows']['calibration']:,} rows from "
+        f"{final['windows']['calib_start'][:16]}): AUC long {f(v['long']['auc'])}, short "
+        f"{f(v['short']['auc'])}",
         highlight=False,
     )
     console.print(

@@ -7,8 +7,9 @@ that entry a long trade's take-profit barrier sits ``tp_atr`` ATRs above and its
 stop above), both on the symbol's tick. Bars ``t+1 .. t+horizon`` are scanned for the
 first bar that reaches either, by the rules the backtest fills by (``asterai.barriers``,
 one definition for both): the stop when the low (high) touches it, the target only when
-the bar trades at least a tick through it. When one bar reaches both, the stop is
-assumed (the worse outcome). Label: +1 target first, -1 stop first, 0 neither by the
+the bar trades at least a tick through it (the backtest places the same barriers from
+its slipped fill instead of the open: a trade's sit slightly further against it). When
+one bar reaches both, the stop is assumed (the worse outcome). Label: +1 target first, -1 stop first, 0 neither by the
 vertical barrier.
 
 Rows whose horizon reaches past the data, or whose next ``horizon`` bars are not
@@ -20,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from asterai import barriers as _barriers
 from asterai.barriers import place, stop_touched, target_filled
+from asterai.jitcache import invalidate_on_change
 
 
 @njit(cache=True)
@@ -67,6 +70,10 @@ def triple_barrier_nb(
         label[t] = outcome
         bars[t] = took
     return label, bars
+
+
+# the labels compile in ``barriers``' rules: a change there must reach the cached code
+invalidate_on_change(triple_barrier_nb, _barriers)
 
 
 def forward_return(

@@ -3,6 +3,12 @@
 Fitted on the calibration part of a fold's (or the final model's) validation window
 only: never the rows the model was fitted on, never the rows that stopped it early,
 never test rows. Stored as two numbers per direction in the model's JSON config.
+
+A calibration maps a score to a probability and never reverses its ranking (an
+isotonic fit could not either): when the calibration rows rank the outcomes the other
+way round from the member's raw output (a fitted slope below zero), the member has no
+ranking those rows confirm, and it is flattened to their base rate (slope 0) rather
+than turned around on a few dozen bars. Training says so in its warnings.
 Hand-written because it is two parameters and must round-trip through JSON; the fit is
 scikit-learn's ``LogisticRegression``.
 """
@@ -31,8 +37,18 @@ def fit_platt(raw: np.ndarray, y: np.ndarray) -> list[list[float]]:
             continue
         model = LogisticRegression(C=1e6, max_iter=1000)
         model.fit(logit(raw[ok, j]).reshape(-1, 1), target)
-        out.append([float(model.coef_[0, 0]), float(model.intercept_[0])])
+        slope = float(model.coef_[0, 0])
+        if slope < 0:  # never reverse a ranking: no confirmed ranking, the base rate
+            rate = float(np.clip(target.mean(), EPS, 1 - EPS))
+            out.append([0.0, float(np.log(rate / (1 - rate)))])
+            continue
+        out.append([slope, float(model.intercept_[0])])
     return out
+
+
+def flattened(params: list[list[float]]) -> list[bool]:
+    """Which directions ``fit_platt`` flattened to the base rate (slope exactly 0)."""
+    return [a == 0.0 for a, _ in params]
 
 
 def apply_platt(raw: np.ndarray, params: list[list[float]]) -> np.ndarray:

@@ -52,7 +52,7 @@ from asterai import __version__, atomic
 from asterai.config import Settings, XGBoostSettings
 from asterai.intervals import iso_ms
 from asterai.models import baselines, metrics
-from asterai.models.calibration import apply_platt, fit_platt
+from asterai.models.calibration import apply_platt, fit_platt, flattened
 from asterai.models.charts import calibration_chart, importance_chart
 from asterai.models.data import (
     DIRECTIONS,
@@ -371,13 +371,14 @@ def _learning_check(
     final_preds: dict[str, np.ndarray],
     calib_bars: int,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Did early stopping keep almost nothing? Did a calibration turn a ranking around?
+    """Did early stopping keep almost nothing? Did a calibration find no ranking?
 
     A near-constant model is easy to mistake for a cautious one: the warning names the
     tree count (and the LSTM's best epoch) of every fold and of the final model, and the
     spread of the final model's raw and calibrated outputs on its calibration rows. A
-    Platt slope below zero means the calibration rows ranked the other way round from
-    the member's raw output, and the calibration reverses it.
+    flattened calibration (slope 0, ``calibration.fit_platt``) means the calibration rows
+    ranked the outcomes the other way round from the member's raw output: that member
+    predicts their base rate, a constant.
     """
     trees = [int(f.members["xgboost_trees"]) for f in folds]
     epochs = [f.members["lstm_best_epoch"] for f in folds]
@@ -387,16 +388,16 @@ def _learning_check(
     early = [e is not None and e <= NEAR_CONSTANT_EPOCH for e in epochs]
     final_early = with_lstm and final["lstm_best_epoch"] <= NEAR_CONSTANT_EPOCH
     raw, calibrated = _spread(final_preds["xgboost_raw"]), _spread(final_preds["model"])
-    reversed_: list[str] = []
+    flat: list[str] = []
     final_platt = {f"{k}_calibration_platt": v for k, v in final["calibration_platt"].items()}
     owners = [(f"fold {f.fold.fold + 1}", f.members) for f in folds]
     owners.append(("the final model", final_platt))
     for owner, record in owners:
         for member in ("xgboost", "lstm"):
             params = record.get(f"{member}_calibration_platt")
-            for (a, _), direction in zip(params or [], DIRECTIONS, strict=False):
-                if a < 0:
-                    reversed_.append(f"{owner} {member} {direction}")
+            for is_flat, direction in zip(flattened(params or []), DIRECTIONS, strict=False):
+                if is_flat:
+                    flat.append(f"{owner} {member} {direction}")
     check: dict[str, Any] = {
         "near_constant_trees": NEAR_CONSTANT_TREES,
         "near_constant_epoch": NEAR_CONSTANT_EPOCH,
@@ -405,7 +406,7 @@ def _learning_check(
         "xgboost_near_constant": {"folds": few_trees, "final": final_few_trees},
         "lstm_near_constant": {"folds": early, "final": final_early} if with_lstm else None,
         "final_calibration_rows_p5_p95": {"xgboost_raw": raw, "model": calibrated},
-        "calibration_reverses_ranking": reversed_,
+        "calibration_flattened": flat,
     }
     span = "fold 1" if len(folds) == 1 else f"folds 1-{len(folds)}"
 
@@ -439,11 +440,11 @@ def _learning_check(
             f"and p_short {_span(calibrated, 'short')}: treat it as a near-constant model, "
             "not a signal"
         )
-    if reversed_:
+    if flat:
         warnings.append(
-            "the Platt calibration reverses the member's raw ranking (slope below 0) for "
-            + _listing(reversed_)
-            + ": on those calibration rows the raw output ranked outcomes the wrong way round"
+            "the calibration rows ranked the outcomes the other way round from the raw "
+            "output for " + _listing(flat) + ": a calibration never reverses a ranking, so "
+            "those members predict the calibration rows' base rate (a constant)"
         )
     return check, warnings
 
@@ -660,8 +661,8 @@ def walk_forward(
         "validation_rows": "the calibration rows [calib_start, valid_end]: never fitted on, "
         "never used to stop early. The Platt parameters are fitted on them, so log loss and "
         "Brier are in-sample for those two numbers per direction; a member's AUC does not "
-        "depend on its calibration (a monotone map while the slope is positive), the "
-        "ensemble's does (it averages calibrated members). '*_raw': each member's output "
+        "depend on its calibration (a monotone map; never reversed, a member without a "
+        "confirmed ranking is flattened to a constant), the ensemble's does (it averages calibrated members). '*_raw': each member's output "
         "before calibration; 'prior': the fitting rows' class rate",
     }
     learning, learning_warnings = _learning_check(
