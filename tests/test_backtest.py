@@ -506,7 +506,12 @@ def test_every_number_in_the_report_tables_is_the_metrics_json_number(written) -
 
     # significance: both samplings and the minimum track record
     sig = {r[0]: r[1] for r in t["significance"][1:]}
-    assert close_to(sig["Sharpe ratio, daily returns [95%]"].split(" [")[0], m["sharpe_ratio"], NUM)
+    shown, interval = sig["Sharpe ratio, daily returns [95%]"].split(" [")
+    assert close_to(shown, m["sharpe_ratio"], NUM)
+    if m["confidence_95"]["sharpe_ratio"]:
+        low, high = interval.rstrip("]").split(" .. ")
+        assert close_to(low, m["confidence_95"]["sharpe_ratio"][0], 0.005)
+        assert close_to(high, m["confidence_95"]["sharpe_ratio"][1], 0.005)
     assert close_to(sig["Sharpe ratio, per-bar returns (naive)"], m["sharpe_ratio_per_bar"], NUM)
     assert close_to(sig["probabilistic Sharpe ratio, daily returns"],
                     m["probabilistic_sharpe_ratio"], NUM)  # fmt: skip
