@@ -395,7 +395,9 @@ def test_cost_sensitivity_reruns_the_strategy_at_scaled_costs(written) -> None:
     p = params(settings, inputs)
 
     def ret(k: float) -> float:
-        q = p._replace(taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k)
+        q = p._replace(
+            taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k
+        )
         e = simulate(inputs, q).equity["equity"]
         return e.iloc[-1] / 50.0 - 1.0
 
@@ -404,7 +406,9 @@ def test_cost_sensitivity_reruns_the_strategy_at_scaled_costs(written) -> None:
         assert be == 0.0 and cost["break_even"].startswith("none")
     elif be is not None:
         assert ret(be - 1e-4) > 0 >= ret(be + 1e-4)
-        assert cost["break_even_round_trip_cost"] == pytest.approx(be * 2 * (st.taker_fee + st.slippage))
+        assert cost["break_even_round_trip_cost"] == pytest.approx(
+            be * 2 * (st.taker_fee + st.slippage)
+        )
     assert cost_sensitivity(inputs, p, settings) == cost  # deterministic
 
 
@@ -475,12 +479,16 @@ def test_every_number_in_the_report_tables_is_the_metrics_json_number(written) -
     for row in t["criteria"][1:]:
         key = row[0].replace(" ", "_")
         c = m["criteria"][key]
-        assert close_to(row[2], c["value"], SHARE if key in ("win_rate", "max_drawdown") else NUM), row
+        assert close_to(
+            row[2], c["value"], SHARE if key in ("win_rate", "max_drawdown") else NUM
+        ), row
         assert row[4] == c["verdict"]
         if c.get("interval_95"):
             low, high = row[3].split(" .. ")
             tol = SHARE if key in ("win_rate", "max_drawdown") else 0.005
-            assert close_to(low, c["interval_95"][0], tol) and close_to(high, c["interval_95"][1], tol)
+            assert close_to(low, c["interval_95"][0], tol) and close_to(
+                high, c["interval_95"][1], tol
+            )
 
     # both models side by side
     for row in t["models"][1:]:

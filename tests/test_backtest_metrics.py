@@ -135,7 +135,12 @@ def test_the_paired_difference_resamples_the_same_days_for_both(real_data) -> No
     assert worse["probability_model_better"] == 0.0 and worse["interval_95"][1] < 0
     # against an unrelated curve the interval is wide and straddles the observed value
     eth = metrics.returns_of(
-        hourly_frame(real_data, "ETHUSDT").set_index("time")["close"].resample("D").last().dropna().to_numpy()
+        hourly_frame(real_data, "ETHUSDT")
+        .set_index("time")["close"]
+        .resample("D")
+        .last()
+        .dropna()
+        .to_numpy()
     )
     d = metrics.paired_sharpe_difference(eth, btc, seed=3)
     assert d["interval_95"][0] < d["sharpe_difference"] < d["interval_95"][1]
@@ -150,7 +155,9 @@ def test_the_drawdown_interval_applies_the_circuit_breaker(real_data) -> None:
     # a sample stops a bar after the breach: its drawdown is the breach plus one bar's move
     assert braked[1] <= 0.10 + 2 * np.abs(r).max()
     flat = metrics.with_breaker(r, 0.10)
-    breach = np.flatnonzero(np.cumprod(1 + r) < np.maximum.accumulate(np.maximum(np.cumprod(1 + r), 1)) * 0.9)[0]
+    breach = np.flatnonzero(
+        np.cumprod(1 + r) < np.maximum.accumulate(np.maximum(np.cumprod(1 + r), 1)) * 0.9
+    )[0]
     assert (flat[breach + 2 :] == 0).all() and (flat[: breach + 2] == r[: breach + 2]).all()
 
 

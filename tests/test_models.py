@@ -437,8 +437,7 @@ def test_a_model_that_learned_almost_nothing_says_so(trained) -> None:
         assert check["xgboost_trees"] == {"folds": trees, "final": final["xgboost_trees"]}
         assert check["lstm_best_epoch"] == {"folds": epochs, "final": final["lstm_best_epoch"]}
         stopped = [t <= NEAR_CONSTANT_TREES for t in [*trees, final["xgboost_trees"]]] + [
-            e is not None and e <= NEAR_CONSTANT_EPOCH
-            for e in [*epochs, final["lstm_best_epoch"]]
+            e is not None and e <= NEAR_CONSTANT_EPOCH for e in [*epochs, final["lstm_best_epoch"]]
         ]
         # on the one-month recording both members stop at once in some fold
         assert any(stopped) and check["near_constant"]

@@ -57,6 +57,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from asterai import barriers as _barriers
+from asterai.backtest import enums as _enums
 from asterai.backtest.enums import (
     EXIT_BREAKER,
     EXIT_END,
@@ -75,8 +77,6 @@ from asterai.backtest.enums import (
     REJECT_NO_NEXT_BAR,
     REJECT_STOPPED,
 )
-from asterai import barriers as _barriers
-from asterai.backtest import enums as _enums
 from asterai.barriers import market_fill, place, stop_touched, target_filled
 from asterai.jitcache import invalidate_on_change
 

@@ -295,8 +295,9 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
         f"{m['settings']['strategy']['max_positions']} positions, full fees, slippage and "
         f"funding; run {html.escape(str(m.get('run_id')))}</p>",
         f'<div class="verdict {overall.lower()}">{html.escape(headline)}</div>',
-        _table(["criterion", "rule", "measured", "95% interval", "verdict"], rows, "left2",
-               "criteria"),  # fmt: skip
+        _table(
+            ["criterion", "rule", "measured", "95% interval", "verdict"], rows, "left2", "criteria"
+        ),  # fmt: skip
         '<p class="note">The guide\'s return figures are hypotheses this backtest grades, '
         "not promises. A month or two of out-of-sample bars is a small sample: read the "
         "intervals, not the point values.</p>",
@@ -338,9 +339,19 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
     parts += [
         "<h2>Baselines</h2>",
         _table(
-            ["baseline", "return", "Sharpe", "max drawdown", "model minus baseline, Sharpe [95%]",
-             "P(model better)", "model beats it", "by more than the noise"],
-            rows, "", "baselines",
+            [
+                "baseline",
+                "return",
+                "Sharpe",
+                "max drawdown",
+                "model minus baseline, Sharpe [95%]",
+                "P(model better)",
+                "model beats it",
+                "by more than the noise",
+            ],
+            rows,
+            "",
+            "baselines",
         ),  # fmt: skip
         f'<p class="note">{html.escape(m["baselines"].get("note", ""))}</p>',
     ]
@@ -378,8 +389,9 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
     ]  # fmt: skip
     parts += [
         "<h2>Costs</h2>",
-        _table(["fees and slippage", "round trip", "return", "Sharpe", "trades"], rows, "",
-               "costs"),  # fmt: skip
+        _table(
+            ["fees and slippage", "round trip", "return", "Sharpe", "trades"], rows, "", "costs"
+        ),  # fmt: skip
         f'<p class="note">Break-even: {html.escape(str(cost.get("break_even", "n/a")))}. '
         "Each row is a whole new run with every fee and the slippage scaled; the round trip "
         "is a taker entry and exit with slippage on both; the liquidation fee scales too. "

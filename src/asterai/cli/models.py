@@ -179,7 +179,9 @@ def _print_training(console: Any, result: Any) -> None:
     )
     final = result.config["final_model"]
     v = final["validation"]["model"]
-    epoch = "" if final["lstm_best_epoch"] is None else f", LSTM best epoch {final['lstm_best_epoch']}"
+    epoch = (
+        "" if final["lstm_best_epoch"] is None else f", LSTM best epoch {final['lstm_best_epoch']}"
+    )
     console.print(
         f"final model (shipped): {final['xgboost_trees']} trees{epoch}; on its own "
         f"calibration tail ({final['rows']['calibration']:,} rows from "

@@ -52,9 +52,9 @@ class SplitError(ValueError):
 def _to_json(window: Any) -> dict[str, Any]:
     values = {k: v for k, v in asdict(window).items() if k != "fold"}
     head = {"fold": window.fold} if hasattr(window, "fold") else {}
-    return head | {k: iso_ms(v) for k, v in values.items()} | {
-        f"{k}_ms": v for k, v in values.items()
-    }
+    return (
+        head | {k: iso_ms(v) for k, v in values.items()} | {f"{k}_ms": v for k, v in values.items()}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +154,7 @@ def _fold(
     )
 
 
-def _final(
-    grid: np.ndarray, folds: list[Fold], gap: int, ts: TrainSettings
-) -> FinalWindow | None:
+def _final(grid: np.ndarray, folds: list[Fold], gap: int, ts: TrainSettings) -> FinalWindow | None:
     """A fold whose test window starts a gap after the last labelled bar."""
     last = len(grid) - 1
     if ts.scheme == "rolling":

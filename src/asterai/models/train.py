@@ -163,8 +163,7 @@ def _window_rows(panel: Panel, w: Fold | FinalWindow, where: str) -> _Rows:
     fix = (
         "lengthen the validation tail (train.valid_share, train.calibration_share)"
         if isinstance(w, FinalWindow)
-        else "lengthen the windows (train.test_bars, train.valid_share, "
-        "train.calibration_share)"
+        else "lengthen the windows (train.test_bars, train.valid_share, train.calibration_share)"
     )
     rows = _Rows(
         np.flatnonzero(panel.usable(w.train_start, w.train_end)),
@@ -631,9 +630,7 @@ def walk_forward(
     calib_preds = _predict_members(members, panel, runs, calib, settings)
     calib_preds["prior"] = baselines.prior(panel.y[final_rows.fit], len(calib))
     validation = {
-        k: metrics.evaluate(
-            v, panel.y[calib], panel.fwd[calib], panel.times[calib], ts.threshold
-        )
+        k: metrics.evaluate(v, panel.y[calib], panel.fwd[calib], panel.times[calib], ts.threshold)
         for k, v in calib_preds.items()
     }
     tail = _fingerprint_rows(panel, runs, ts.lstm.sequence_length)
