@@ -223,3 +223,52 @@ def test_a_non_finite_retry_after_is_ignored() -> None:
 
     now, _ = run(go, transport, fast)
     assert now == 1 and len(seen) == 2
+
+
+def test_a_requests_retries_are_bounded_in_time_too() -> None:
+    # many retries allowed, a tenth of a second of backoff: the time budget ends it
+    budget = ExchangeSettings(
+        backoff_base_s=0.01, backoff_max_s=0.02, max_retries=100, retry_budget_s=0.1
+    )
+    transport, seen = scripted(httpx.Response(503, text="maintenance"))
+    with pytest.raises(RetriesExhausted) as caught:
+        run(lambda c: c.request("klines", {"symbol": "BTCUSDT", "interval": "1h"}), transport,
+            budget)  # fmt: skip
+    err = caught.value
+    assert err.waited_s <= 0.1 and 5 < err.attempts < 100 and len(seen) == err.attempts
+    # the message names the endpoint, the attempts, the time and the last error
+    text = str(err)
+    assert "GET /fapi/v1/klines" in text and f"after {err.attempts} attempts" in text
+    assert "s of backoff" in text and "HTTP 503" in text
+
+
+def test_a_short_outage_is_waited_out() -> None:
+    transport, seen = scripted(*[httpx.Response(502, text="")] * 8, ok({"serverTime": 7}))
+    settings = ExchangeSettings(backoff_base_s=0.001, backoff_max_s=0.002, retry_budget_s=5.0)
+    now, client = run(lambda c: c.server_time(), transport, settings)
+    assert now == 7 and len(seen) == 9 and client.stats.retries == 8
+
+
+def test_refused_before_any_answer_is_unreachable_within_a_few_tries() -> None:
+    settings = ExchangeSettings(
+        backoff_base_s=0.001, backoff_max_s=0.002, max_retries=30, connect_retries=2
+    )
+    transport, seen = scripted(httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(Unreachable, match="cannot reach http://exchange.test"):
+        run(lambda c: c.ping(), transport, settings)
+    assert len(seen) == 3  # the first try and connect_retries=2
+
+
+def test_refused_after_the_exchange_answered_is_an_outage_and_waited_out() -> None:
+    settings = ExchangeSettings(
+        backoff_base_s=0.001, backoff_max_s=0.002, max_retries=30, connect_retries=2
+    )
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    transport, seen = scripted(ok({}), *[refused] * 6, ok({"serverTime": 9}))
+
+    async def go(client: AsterClient):
+        await client.ping()  # the exchange answered once: a refusal now is an outage
+        return await client.server_time()
+
+    now, _ = run(go, transport, settings)
+    assert now == 9 and len(seen) == 8

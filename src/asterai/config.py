@@ -58,7 +58,24 @@ class ExchangeSettings(_Frozen):
     """How the REST client talks to the exchange."""
 
     timeout_s: float = Field(15.0, gt=0, description="per-request timeout")
-    max_retries: int = Field(5, ge=0, le=20, description="retries of a temporary failure")
+    max_retries: int = Field(
+        30, ge=0, le=100, description="most retries of one request's temporary failures"
+    )
+    retry_budget_s: float = Field(
+        120.0,
+        gt=0,
+        description="most seconds of backoff one request waits through (5xx, dropped or "
+        "truncated responses, 429s) before it is declared failed: a short outage is waited "
+        "out, a long one stops with the endpoint, the attempts and the last error",
+    )
+    connect_retries: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="retries of a refused or unresolvable connection before the exchange "
+        "has answered at all (then: unreachable); once it has answered, a refused "
+        "connection is an outage, waited out within retry_budget_s",
+    )
     backoff_base_s: float = Field(0.5, gt=0, description="first retry delay; doubles, jittered")
     backoff_max_s: float = Field(30.0, gt=0, description="longest retry delay")
     concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")

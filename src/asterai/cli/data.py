@@ -96,6 +96,16 @@ def ratelimit(settings: Settings, samples: int) -> None:
             f"over {estimate.get('days')} days = {estimate.get('requests')} requests, weight "
             f"{estimate.get('weight')}, about {estimate.get('seconds_at_declared_limit')} s at the limit"
         )
+    for note in result.get("notes") or []:
+        click.echo(f"note: {note}")
+    met = result.get("met_limit")
+    if met:
+        client = rec.get("client") or {}
+        click.echo(
+            f"met the limit at {met['at']} ({met['requests_per_minute']} requests a minute); "
+            f"waited {met['waited_s']:g} s; the collection will use weight share "
+            f"{client.get('weight_safety')} and {client.get('concurrency')} request(s) at once"
+        )
     click.echo(f"wrote {DataPaths.at(settings.data_root).rate_limit_test}")
     if not result.get("ok", True):
         raise StepFailed(

@@ -746,6 +746,25 @@ async def _collect_locked(
     client: AsterClient | None,
 ) -> CollectionReport:
     own_client = client is None
+    if own_client:
+        # a probe that met the limit recommends a gentler client: adopt it
+        from asterai.data.ratelimit_probe import client_settings
+
+        probe_doc = None
+        if paths.rate_limit_test.exists():
+            try:
+                probe_doc = json.loads(paths.rate_limit_test.read_text())
+            except ValueError:
+                probe_doc = None
+        gentler = client_settings(settings, probe_doc)
+        if gentler.exchange != settings.exchange:
+            log.warning(
+                "the rate-limit probe met the limit: collecting with weight share %s and "
+                "%d request(s) at once",
+                gentler.exchange.weight_safety,
+                gentler.exchange.concurrency,
+            )
+        settings = gentler
     client = client or AsterClient(settings.base_url, settings.exchange)
     try:
         info = await client.load_exchange_info()

@@ -11,8 +11,12 @@ atomically, to ``data/aster_rate_limit_test.json``:
     ``samples`` light requests (``/fapi/v1/time`` and ``/fapi/v1/ping`` alternately,
     weight 1 each), sent one after the other. The probe's whole weight, exchangeInfo
     included, stays within ``PROBE_MAX_SHARE`` (5%) of the declared limit: ``samples`` is
-    capped to fit and ``samples_capped`` says so. A 429 is never waited out: it ends
-    the probe at once (``stopped_by``); temporary failures (5xx, dropped connections)
+    capped to fit and ``samples_capped`` says so. A 429 is information, not a failure:
+    it ends the probing at once (``stopped_by``; the probe must never provoke a ban),
+    the probe waits what ``Retry-After`` says, records where it met the limit and at
+    what rate (``met_limit``), and recommends a client below it
+    (``recommendations.client``: half the configured weight share, one request in
+    flight), which the collector adopts. Temporary failures (5xx, dropped connections)
     are retried by the client as usual. The probe also stops before
     a request if the server's own count shows the IP within ``PROBE_STOP_SHARE`` of the
     limit (someone else is using it), so the probe itself never provokes a 429.
@@ -31,7 +35,9 @@ atomically, to ``data/aster_rate_limit_test.json``:
     (``settings.collect``) at the declared limit, with the formula spelled out.
 
 Top level: ``generated_at`` (local clock), ``base_url``, ``server_time`` (from the last
-``/time`` sample), ``asterai_version``, ``ok`` and ``problems``.
+``/time`` sample), ``asterai_version``, ``ok``, ``problems`` (what fails the stage: a
+418 ban, or no declared REQUEST_WEIGHT limit) and ``notes`` (everything else worth
+knowing: a 429 met, samples that failed, a header that did not add up).
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ PROBE_MAX_SHARE = 0.05
 PROBE_STOP_SHARE = 0.90
 #: Recommended concurrency is clamped to this range.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 8
-#: Single attempts at exchangeInfo when it answers a temporary error (5xx, dropped).
+#: After a 429 the collection uses this share of the configured weight share.
+PROBE_BACKOFF_SHARE = 0.5
 #: Funding events per day assumed for the estimate (8-hour funding, the common case).
 FUNDING_EVENTS_PER_DAY = 3
 
@@ -92,6 +99,61 @@ async def _send_once(
     The probe must stop at once on a 429; temporary failures are still retried.
     """
     return await client.request(endpoint, params, retry_rate_limited=False)
+
+
+async def _met_limit(
+    client: AsterClient,
+    where: str,
+    err: RateLimited,
+    used: int | None,
+    sent: int,
+    started: float,
+) -> dict[str, Any]:
+    """Where the probe met a 429 and at what rate; waits what ``Retry-After`` says."""
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    record = {
+        "at": where,
+        "retry_after_s": err.retry_after,
+        "used_weight_reported": used,
+        "limit": client.rate_limit.limit,
+        "samples_sent": sent,
+        "requests_per_minute": round(sent / elapsed * 60.0, 1),
+        "waited_s": err.retry_after,
+    }
+    await asyncio.sleep(err.retry_after)
+    return record
+
+
+def _client_recommendation(settings: Settings, met_limit: dict[str, Any] | None) -> dict[str, Any]:
+    """The client settings the collection should use: the configured ones, or, after a
+    429, half the configured weight share and one request in flight."""
+    ex = settings.exchange
+    if met_limit is None:
+        return {
+            "weight_safety": ex.weight_safety,
+            "concurrency": ex.concurrency,
+            "why": "no 429 met: the configured client",
+        }
+    return {
+        "weight_safety": round(ex.weight_safety * PROBE_BACKOFF_SHARE, 6),
+        "concurrency": 1,
+        "why": f"the probe met the limit ({met_limit['at']}): the collection stays below it, "
+        f"at {PROBE_BACKOFF_SHARE:.0%} of the configured weight share, one request at a time",
+    }
+
+
+def client_settings(settings: Settings, doc: dict[str, Any] | None) -> Settings:
+    """``settings`` with the probe's client recommendation applied when the probe (of the
+    same exchange) met the limit; never less cautious than the configuration."""
+    rec = ((doc or {}).get("recommendations") or {}).get("client") or {}
+    if not doc or doc.get("met_limit") is None or doc.get("base_url") != settings.base_url:
+        return settings
+    ex = settings.exchange
+    update = {
+        "weight_safety": min(ex.weight_safety, float(rec.get("weight_safety", ex.weight_safety))),
+        "concurrency": min(ex.concurrency, int(rec.get("concurrency", ex.concurrency))),
+    }
+    return settings.model_copy(update={"exchange": ex.model_copy(update=update)})
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -241,15 +303,30 @@ async def probe(
     info_resp: Response | None = None
     stopped_by: str | None = None
     rate_limited = 0
+    notes: list[str] = []
+    met_limit: dict[str, Any] | None = None
+    wall_start = time.perf_counter()
     try:
         info_resp = await _send_once(client, "exchangeInfo")
     except RateLimited as err:
         rate_limited += 1
-        stopped_by = f"HTTP 429 on exchangeInfo: {err}; the probe stopped at once"
+        stopped_by = f"HTTP 429 on exchangeInfo: {err}; the probe stopped probing at once"
+        met_limit = await _met_limit(client, "exchangeInfo", err, None, 0, wall_start)
+        # the declared limit is still needed: asked again once the wait is over, by the
+        # client's ordinary retrying request
+        try:
+            info_resp = await client.request("exchangeInfo")
+        except IPBanned as banned:
+            problems.append(f"HTTP 418 on exchangeInfo: {banned}")
+        except ExchangeError as again:
+            problems.append(f"exchangeInfo failed after the 429's wait: {again}")
     except IPBanned as err:
         stopped_by = f"HTTP 418 on exchangeInfo: {err}"
-    if stopped_by is not None:
         problems.append(stopped_by)
+    except ExchangeError as err:
+        problems.append(f"exchangeInfo failed: {err}")
+    if met_limit is not None:
+        notes.append(stopped_by or "")
     info = info_resp.data if info_resp is not None and isinstance(info_resp.data, dict) else {}
     rate_limits = info.get("rateLimits")
     try:
@@ -282,7 +359,7 @@ async def probe(
     n = min(samples, allowed) if stopped_by is None else 0
     capped = n < samples
     if n == 0 and samples > 0 and stopped_by is None:
-        problems.append(
+        notes.append(
             f"the declared limit ({rate.limit}) leaves no room for samples within "
             f"{PROBE_MAX_SHARE:.0%}; nothing was measured"
         )
@@ -300,7 +377,6 @@ async def probe(
     mismatches: list[dict[str, Any]] = []
     failures: list[str] = []
     sent = 0
-    wall_start = time.perf_counter()
     for i in range(n):
         endpoint = "time" if i % 2 == 0 else "ping"
         if prev_used is not None and prev_used + sample_weight > PROBE_STOP_SHARE * rate.limit:
@@ -308,7 +384,7 @@ async def probe(
                 f"the server reports {prev_used} of {rate.limit} already used on this IP; "
                 f"stopped before crossing {PROBE_STOP_SHARE:.0%} of the limit"
             )
-            problems.append(stopped_by)
+            notes.append(stopped_by)
             break
         sent += 1
         try:
@@ -316,9 +392,11 @@ async def probe(
         except RateLimited as err:
             rate_limited += 1
             stopped_by = (
-                f"HTTP 429 on sample {i + 1} ({endpoint}): {err}; the probe stopped at once"
+                f"HTTP 429 on sample {i + 1} ({endpoint}): {err}; the probe stopped probing at once"
             )
-            problems.append(stopped_by)
+            notes.append(stopped_by)
+            met_limit = await _met_limit(client, f"sample {i + 1} ({endpoint})", err,
+                                         prev_used, sent, wall_start)  # fmt: skip
             break
         except IPBanned as err:
             stopped_by = f"HTTP 418 on sample {i + 1} ({endpoint}): {err}"
@@ -362,18 +440,18 @@ async def probe(
     wall_s = time.perf_counter() - wall_start
 
     if failures:
-        problems.append(f"{len(failures)} sample(s) failed: " + "; ".join(failures[:5]))
+        notes.append(f"{len(failures)} sample(s) failed: " + "; ".join(failures[:5]))
     if headers_missing:
-        problems.append(
+        notes.append(
             f"the used-weight header ({rate.header}) was missing on {headers_missing} response(s)"
         )
     if steps_unconfirmed:
-        problems.append(
+        notes.append(
             f"{steps_unconfirmed} step(s) of the used-weight header did not match the request "
             "weights (another client on this IP, or the server counts differently)"
         )
     if n > 0 and server_time is None and stopped_by is None:
-        problems.append("no /fapi/v1/time sample succeeded; server_time is unknown")
+        notes.append("no /fapi/v1/time sample succeeded; server_time is unknown")
 
     p50 = _percentile(latencies_ms, 50)
     latency = {
@@ -389,8 +467,9 @@ async def probe(
     page = kline_page_tiers()
     n_symbols, source, est_problem = _symbols_for_estimate(settings, info)
     if est_problem:
-        problems.append(est_problem)
+        notes.append(est_problem)
     recommendations = {
+        "client": _client_recommendation(settings, met_limit),
         "kline_page": page,
         "concurrency": recommended_concurrency(
             rate, settings.exchange.weight_safety, page["weight"], p50
@@ -406,6 +485,8 @@ async def probe(
         "asterai_version": __version__,
         "ok": not problems,
         "problems": problems,
+        "notes": notes,
+        "met_limit": met_limit,
         "declared": {"rate_limits": rate_limits, "request_weight": declared_rw},
         "probe": {
             "endpoints": ["time", "ping"],

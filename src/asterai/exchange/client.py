@@ -4,6 +4,14 @@ Every request goes through one path (``request``): the weight limiter, the
 error mapping (one place, ``_classify``) and the bounded, jittered retry of
 temporary failures. 429 pauses all requests for ``Retry-After``; 418 stops the
 client for good, because an IP ban must never be made worse.
+
+A request's retries are bounded in time as well as in number: capped exponential
+backoff with jitter until ``retry_budget_s`` seconds of waiting (or ``max_retries``
+retries) are spent, so a short outage is waited out and a long one fails with the
+endpoint, the attempts and the last error. A connection that is refused or cannot be
+resolved before the exchange has answered at all is retried only ``connect_retries``
+times: that is an unreachable exchange (a wrong URL, no network), said within seconds;
+after the exchange has answered, the same failure is an outage and gets the budget.
 """
 
 from __future__ import annotations
@@ -148,6 +156,8 @@ class AsterClient:
         attempt = 0
         limited = 0
         connect_failures = 0
+        waited = 0.0  # seconds of backoff (and 429 pauses) this request has spent
+        budget = self.settings.retry_budget_s
         while True:
             try:
                 return await self._send(path, params, weight)
@@ -156,28 +166,35 @@ class AsterClient:
                 if not retry_rate_limited:
                     raise
                 limited += 1
-                if limited > MAX_RATE_LIMITED_RETRIES:
+                waited += err.retry_after
+                if limited > MAX_RATE_LIMITED_RETRIES or waited > budget:
                     self.stats.failures += 1
-                    raise RetriesExhausted(what, limited, err) from err
+                    raise RetriesExhausted(what, attempt + limited, err, waited) from err
                 if (tally := _TALLY.get()) is not None:
                     tally.rate_limited += 1
                 log.warning("%s: 429, pausing all requests for %.2f s", what, err.retry_after)
             except TemporaryError as err:
-                connect_failures += isinstance(err.__cause__, httpx.ConnectError)
+                connecting = isinstance(err.__cause__, httpx.ConnectError)
+                connect_failures += connecting
                 attempt += 1
-                if attempt > self.settings.max_retries:
+                never_answered = self.stats.responses == 0
+                if (
+                    connecting
+                    and never_answered
+                    and connect_failures > self.settings.connect_retries
+                ):
                     self.stats.failures += 1
-                    if connect_failures == attempt:
-                        raise Unreachable(
-                            f"cannot reach {self.base_url} ({err}). Check the base URL "
-                            "(--base-url or ASTERAI_BASE_URL) and the network; AsterAI never "
-                            "falls back to other data."
-                        ) from err
-                    raise RetriesExhausted(what, attempt, err) from err
+                    raise self._unreachable(err, attempt) from err
                 delay = min(
                     self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)
                 )
                 delay *= 0.5 + self._rng.random() / 2
+                if attempt > self.settings.max_retries or waited + delay > budget:
+                    self.stats.failures += 1
+                    if connect_failures == attempt and never_answered:
+                        raise self._unreachable(err, attempt) from err
+                    raise RetriesExhausted(what, attempt, err, waited) from err
+                waited += delay
                 self.stats.retries += 1
                 if (tally := _TALLY.get()) is not None:
                     tally.retries += 1
@@ -190,6 +207,13 @@ class AsterClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    def _unreachable(self, err: Exception, attempts: int) -> Unreachable:
+        return Unreachable(
+            f"cannot reach {self.base_url} ({err}; {attempts} attempts). Check the base URL "
+            "(--base-url or ASTERAI_BASE_URL) and the network; AsterAI never falls back to "
+            "other data."
+        )
 
     async def _send(self, path: str, params: dict[str, Any], weight: int) -> Response:
         async with self._slots:

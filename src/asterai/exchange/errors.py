@@ -15,11 +15,15 @@ class TemporaryError(ExchangeError):
 class RetriesExhausted(ExchangeError):
     """A temporary failure that persisted through every allowed retry."""
 
-    def __init__(self, what: str, attempts: int, last: BaseException) -> None:
-        super().__init__(f"{what} failed after {attempts} attempts: {last}")
+    def __init__(
+        self, what: str, attempts: int, last: BaseException, waited_s: float | None = None
+    ) -> None:
+        over = "" if waited_s is None else f" over {waited_s:.1f} s of backoff"
+        super().__init__(f"{what} failed after {attempts} attempts{over}; the last error: {last}")
         self.what = what
         self.attempts = attempts
         self.last = last
+        self.waited_s = waited_s
 
 
 class Unreachable(ExchangeError):

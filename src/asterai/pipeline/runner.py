@@ -19,6 +19,7 @@ after every stage, so an interrupted run leaves a manifest of what it did.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -113,21 +114,40 @@ def _sha(obj: Any) -> str:
 
 
 def exchange_clock(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) -> int:
-    """The exchange's time (ms), after a ping: fails within ``timeout`` seconds, saying
-    how to work offline, when the exchange cannot be reached."""
-    import httpx
+    """The exchange's time (ms), after a ping, through the same retrying client and
+    limiter as every step: a 5xx, a dropped or truncated response and a 429 are retried
+    with backoff (``Retry-After`` honoured). Raises ``ExchangeUnreachable`` saying how to
+    work offline when the exchange cannot be reached at all (refused, unresolvable, TLS:
+    within seconds), and saying it is the exchange's fault when it answers but keeps
+    failing past the retry budget. When nothing fails it costs two requests."""
+    from asterai.exchange.client import AsterClient
+    from asterai.exchange.errors import ExchangeError, IPBanned, Unreachable
 
     url = settings.base_url
+    quick = settings.exchange.model_copy(
+        update={"timeout_s": min(settings.exchange.timeout_s, timeout)}
+    )
+
+    async def clock() -> int:
+        async with AsterClient(url, quick) as client:
+            await client.ping()
+            return await client.server_time()
+
     try:
-        with httpx.Client(base_url=url, timeout=timeout) as client:
-            client.get("/fapi/v1/ping").raise_for_status()
-            response = client.get("/fapi/v1/time")
-            response.raise_for_status()
-            return int(response.json()["serverTime"])
-    except (httpx.HTTPError, ValueError, KeyError) as err:
+        return asyncio.run(clock())
+    except Unreachable as err:
+        cause = err.__cause__ or err  # the last transport error, e.g. connection refused
         raise ExchangeUnreachable(
-            f"cannot reach the exchange at {url} ({type(err).__name__}: {err}). Check the "
-            f"network and --base-url; {OFFLINE_HINT}"
+            f"cannot reach the exchange at {url} ({cause}). Check the network and --base-url; "
+            f"{OFFLINE_HINT}"
+        ) from err
+    except IPBanned as err:
+        raise ExchangeUnreachable(f"{url}: {err}") from err
+    except ExchangeError as err:
+        raise ExchangeUnreachable(
+            f"the exchange at {url} answers but keeps failing ({err}): a bad spell on its "
+            "side, not your network; run the same command again in a few minutes (it "
+            "resumes where it stopped)"
         ) from err
 
 

@@ -185,9 +185,20 @@ def _rate_limits(settings: Settings, opts: dict[str, Any]) -> StageResult:
 
     result = run_ratelimit_probe(settings, progress=opts.get("progress", False))
     problems = result.get("problems") or []
-    return StageResult(
-        bool(result.get("ok", True)), "; ".join(problems) or "limits read, probe clean"
-    )
+    notes = result.get("notes") or []
+    met = result.get("met_limit")
+    if problems:
+        summary = "; ".join(problems)
+    elif met:
+        client = (result.get("recommendations") or {}).get("client") or {}
+        summary = (
+            f"met the limit at {met['at']} and waited {met['waited_s']:g} s: the collection "
+            f"uses weight share {client.get('weight_safety')}, {client.get('concurrency')} "
+            "request(s) at once"
+        )
+    else:
+        summary = "limits read, probe clean" if not notes else f"limits read; {notes[0]}"
+    return StageResult(bool(result.get("ok", True)), summary, tuple(f"  {n}" for n in notes))
 
 
 def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
@@ -354,7 +365,8 @@ REGISTRY: dict[str, Stage] = {
             "data_collection",
             "collect klines and funding",
             _collection,
-            reads=lambda p, s: _existing(p.discovery),
+            # the probe's client recommendation (after a 429) shapes the collection
+            reads=lambda p, s: _existing(p.discovery, p.rate_limit_test),
             writes=_collection_out,
             config=("base_url", "collect", "exclude_symbols"),
             needs=(NEED_DISCOVERY,),

@@ -1,0 +1,171 @@
+"""The one command survives what its steps survive: the whole pipeline against the
+replay server with the README's fault mix (5xx, 429 bursts, slow, truncated and dropped
+responses) exits 0 with the same series and the same final metrics as a clean run; an
+outage in the middle of the collection is waited out; one longer than the retry budget
+stops with a clear message and exit 1, and the next run resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from asterai.cli import main
+from asterai.exchange.replay import ReplayServer
+from asterai.paths import DataPaths
+
+FAULTS = "5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05"  # the README's mix
+SMALL = """\
+[train]
+folds = 3
+[train.lstm]
+epochs = 1
+hidden_size = 8
+[train.xgboost]
+n_estimators = 40
+[aster_native.xgboost]
+n_estimators = 40
+"""
+FAST = {"backoff_base_s": 0.02, "backoff_max_s": 0.2}
+
+
+def project(root: Path, **exchange: float) -> Path:
+    """A project folder with small training settings and a fast-backing-off client."""
+    root.mkdir(parents=True, exist_ok=True)
+    table = "".join(f"{k} = {v}\n" for k, v in (FAST | exchange).items())
+    (root / "asterai.toml").write_text(SMALL + "[exchange]\n" + table)
+    return root
+
+
+def pipeline(root: Path, url: str, *args: str):
+    return CliRunner().invoke(
+        main, ["pipeline", "--data-root", str(root), "--base-url", url, *args],
+        catch_exceptions=False,
+    )  # fmt: skip
+
+
+def series(root: Path) -> dict[str, pd.DataFrame]:
+    folder = DataPaths.at(root).historical
+    return {p.name: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+
+def assert_same_series(clean: Path, root: Path) -> None:
+    want, got = series(clean), series(root)
+    assert sorted(got) == sorted(want) and len(want) > 50
+    for name, frame in want.items():
+        pd.testing.assert_frame_equal(got[name], frame, check_exact=True, obj=name)
+
+
+def without_run_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_run_ids(v) for k, v in value.items() if k != "run_id"}
+    if isinstance(value, list):
+        return [without_run_ids(v) for v in value]
+    return value
+
+
+def metrics(root: Path) -> dict[str, Any]:
+    path = DataPaths.at(root).backtest_results / "metrics.json"
+    return without_run_ids(json.loads(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, recording) -> Path:
+    root = project(tmp_path_factory.mktemp("clean"))
+    with ReplayServer(recording) as server:
+        assert pipeline(root, server.base_url).exit_code == 0
+    return root
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("seed", [1, 3])
+def test_the_pipeline_survives_the_readmes_fault_mix(clean, recording, tmp_path, seed) -> None:
+    root = project(tmp_path / f"faults-{seed}")
+    with ReplayServer(recording, faults=FAULTS, seed=seed) as server:
+        result = pipeline(root, server.base_url)
+        served = server.stats.snapshot()
+    assert result.exit_code == 0, result.output[-3000:]
+    assert sum(served["faults"].values()) >= 5, served  # faults were really served
+    assert_same_series(clean, root)
+    assert metrics(root) == metrics(clean)
+
+
+def slow_server(recording) -> ReplayServer:
+    # every answer a little late, so that the collection is still running when the
+    # server goes down
+    return ReplayServer(recording, faults="slow=1:0.05").start()
+
+
+def collect_in_background(root: Path, url: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "asterai.cli", "pipeline", "--data-root", str(root),
+         "--base-url", url, "--start-from", "data_collection", "--stop-at", "data_collection"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def klines_served(server: ReplayServer) -> int:
+    return server.stats.snapshot()["paths"].get("/fapi/v1/klines", 0)
+
+
+def wait_for_klines(server: ReplayServer, count: int, timeout: float = 60.0) -> None:
+    """Until the collection has had ``count`` more klines pages (discovery asked for some
+    before it)."""
+    target = klines_served(server) + count
+    deadline = time.monotonic() + timeout
+    while klines_served(server) < target:
+        assert time.monotonic() < deadline, "the collection never started"
+        time.sleep(0.01)
+
+
+@pytest.mark.e2e
+def test_an_outage_in_the_middle_of_the_collection_is_waited_out(clean, recording, tmp_path):
+    root = project(tmp_path / "outage", retry_budget_s=60, backoff_max_s=0.5)
+    server = slow_server(recording)
+    try:
+        assert pipeline(root, server.base_url, "--stop-at", "rate_limit_testing").exit_code == 0
+        proc = collect_in_background(root, server.base_url)
+        wait_for_klines(server, 20)
+        server.stop()  # the exchange goes down for three seconds
+        time.sleep(3.0)
+        server.start()
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, out[-3000:]
+    assert_same_series(clean, root)
+
+
+@pytest.mark.e2e
+def test_an_outage_past_the_retry_budget_stops_clearly_and_the_rerun_resumes(
+    clean, recording, tmp_path
+) -> None:
+    root = project(tmp_path / "long-outage", retry_budget_s=0.5)
+    server = slow_server(recording)
+    try:
+        assert pipeline(root, server.base_url, "--stop-at", "rate_limit_testing").exit_code == 0
+        proc = collect_in_background(root, server.base_url)
+        wait_for_klines(server, 20)
+        server.stop()  # down for longer than half a second of backoff
+        out, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 1, out[-3000:]
+        said = " ".join(out.split())
+        # the message names the endpoint, the attempts and the last error
+        assert "GET /fapi/v1/" in said and "attempts" in said, said[-2000:]
+        # nothing half-written: what is stored is whole, the rest is collected next time
+        stored = series(root)
+        assert 0 < len(stored) < len(series(clean))
+        server.start()
+        again = pipeline(root, server.base_url, "--start-from", "data_collection",
+                         "--stop-at", "data_collection")  # fmt: skip
+    finally:
+        server.stop()
+    assert again.exit_code == 0, again.output[-3000:]
+    assert_same_series(clean, root)
