@@ -16,9 +16,15 @@
    this size are timed by ``bench/features.py``, ``bench/train.py`` and
    ``bench/backtest.py``, which bypass the gate; their figures are in the README.
 
+3. With ``--faults SPEC``: the pipeline on the recording again, once per seed
+   (``--seeds``), against a replay server that injects those faults; per seed the
+   faults served, the client's retries and 429s, the time lost against the clean run,
+   and whether every collected series and the final metrics equal the clean run's.
+
     python bench/pipeline.py                      # recording + 200 x 6 months
     python bench/pipeline.py --symbols 20 --months 1
     python bench/pipeline.py --skip-panel
+    python bench/pipeline.py --skip-panel --faults "5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05" --seeds 5
 """
 
 from __future__ import annotations
@@ -115,10 +121,69 @@ def write_panel(data: Path, folder: Path, symbols: int, months: int) -> None:
             )
 
 
+def _series(root: Path) -> dict[str, pd.DataFrame]:
+    folder = root / "data" / "historical" / "real_aster_only"
+    return {p.name: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+
+def _metrics(root: Path) -> dict:
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "run_id"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads((root / "data/backtest_results/metrics.json").read_text()))
+
+
+def fault_runs(args, clean_root: Path, clean_s: float) -> dict:
+    """The pipeline on the recording once per seed against a faulty replay server."""
+    clean_series, clean_metrics = _series(clean_root), _metrics(clean_root)
+    print(f"\nthe same pipeline against a replay server with faults {args.faults!r}:")
+    rows = []
+    for seed in range(1, args.seeds + 1):
+        root = clean_root.parent / f"faults-{seed}"
+        with ReplayServer(load_recording(args.data), faults=args.faults, seed=seed) as server:
+            settings = load_settings(root, base_url=server.base_url)
+            started = time.perf_counter()
+            outcome = run_pipeline(settings)
+            seconds = time.perf_counter() - started
+            served = server.stats.snapshot()
+        report = root / "data/historical/real_aster_only/collection_report.json"
+        client = json.loads(report.read_text()).get("totals", {}) if report.exists() else {}
+        same_series = (
+            outcome.ok
+            and _series(root).keys() == clean_series.keys()
+            and all(frame.equals(clean_series[name]) for name, frame in _series(root).items())
+        )
+        same_metrics = outcome.ok and _metrics(root) == clean_metrics
+        row = {
+            "seed": seed, "ok": outcome.ok, "failure": outcome.failure, "seconds": seconds,
+            "lost_s": seconds - clean_s, "faults_served": sum(served["faults"].values()),
+            "faults": served["faults"], "collector_retries": client.get("retries"),
+            "collector_429": client.get("rate_limited_429"), "same_series": same_series,
+            "same_metrics": same_metrics,
+        }  # fmt: skip
+        rows.append(row)
+        print(
+            f"  seed {seed}: {'ok' if outcome.ok else 'FAILED: ' + str(outcome.failure)}, "
+            f"{seconds:.1f} s ({row['lost_s']:+.1f} s against the clean run), "
+            f"{row['faults_served']} faults served {served['faults']}, collector retries "
+            f"{row['collector_retries']}, 429s {row['collector_429']}; same series: "
+            f"{'YES' if same_series else 'NO'}, same metrics: {'YES' if same_metrics else 'NO'}"
+        )
+    matched = sum(r["same_series"] and r["same_metrics"] for r in rows)
+    print(f"  {matched} of {len(rows)} runs ended with the clean run's series and metrics")
+    return {"spec": args.faults, "runs": rows, "matched": matched}
+
+
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--skip-panel", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    parser.add_argument("--faults", default=None, help="replay fault spec for the fault runs")
+    parser.add_argument("--seeds", type=int, default=5, help="fault runs, seeds 1..N")
     args = parser.parse_args()
     if recording_missing(args):
         return 2
@@ -143,6 +208,8 @@ def main() -> int:
         "rerun_s": rerun,
         "rerun_skipped": skipped,
     }
+    if args.faults:
+        out["faults"] = fault_runs(args, work / "recording", first)
 
     weight, minutes = download_floor(args.symbols, args.months)
     out["floor"] = {"weight": weight, "minutes": minutes}

@@ -169,3 +169,23 @@ def test_an_outage_past_the_retry_budget_stops_clearly_and_the_rerun_resumes(
         server.stop()
     assert again.exit_code == 0, again.output[-3000:]
     assert_same_series(clean, root)
+
+
+def test_the_pre_check_retries_a_bad_spell_and_fails_fast_when_nothing_answers(recording):
+    from asterai.config import load_settings
+    from asterai.pipeline.runner import ExchangeUnreachable, exchange_clock
+
+    # most answers fail (5xx, dropped): the check waits them out like any step
+    with ReplayServer(recording, faults="5xx=0.5,drop=0.3", seed=5) as server:
+        settings = load_settings(Path("."), base_url=server.base_url, exchange=FAST)
+        assert exchange_clock(settings) == server.now_ms
+        served = server.stats.snapshot()
+    assert sum(served["faults"].values()) >= 1, served
+    # nothing listening: unreachable, with the cause, within seconds
+    offline = load_settings(Path("."), base_url="http://127.0.0.1:9", exchange=FAST)
+    started = time.monotonic()
+    with pytest.raises(
+        ExchangeUnreachable, match="cannot reach the exchange at http://127.0.0.1:9"
+    ):
+        exchange_clock(offline)
+    assert time.monotonic() - started < 5.0

@@ -172,3 +172,27 @@ def test_probe_stops_at_the_first_429(recording, tmp_path):
     assert met["samples_sent"] == doc["probe"]["samples_sent"]
     client = doc["recommendations"]["client"]
     assert client["weight_safety"] == 0.5 and client["concurrency"] == 1
+
+
+def test_the_collection_adopts_the_probes_gentler_client_after_a_429(recording, tmp_path):
+    from asterai.data.ratelimit_probe import client_settings
+
+    with ReplayServer(
+        recording, window_seconds=60, weight_limit=LIMIT, faults="429=0.2", seed=3
+    ) as srv:
+        settings = load_settings(tmp_path, base_url=srv.base_url, exchange={"concurrency": 6})
+        doc = run_ratelimit_probe(settings, samples=20)
+    gentler = client_settings(settings, doc)
+    assert gentler.exchange.weight_safety == 0.5 and gentler.exchange.concurrency == 1
+    # never less cautious than the configuration, and only for the exchange probed
+    careful = settings.model_copy(
+        update={"exchange": settings.exchange.model_copy(update={"weight_safety": 0.2})}
+    )
+    assert client_settings(careful, doc).exchange.weight_safety == 0.2
+    other = load_settings(tmp_path, base_url="http://127.0.0.1:9")
+    assert client_settings(other, doc) == other
+    # a clean probe changes nothing
+    with ReplayServer(recording, window_seconds=60, weight_limit=LIMIT) as srv:
+        settings = load_settings(tmp_path, base_url=srv.base_url)
+        clean = run_ratelimit_probe(settings, samples=5)
+    assert clean["met_limit"] is None and client_settings(settings, clean) == settings
