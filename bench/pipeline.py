@@ -44,7 +44,7 @@ from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import ReplayServer
 from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT, OPTIMAL_KLINE_PAGE, klines_weight
 from asterai.intervals import DAY_MS, INTERVAL_MS
-from asterai.pipeline.runner import run_pipeline
+from asterai.pipeline.runner import ExchangeUnreachable, PipelineOutcome, run_pipeline
 
 #: the recording's clock (its order books' ``E``), kept for the tiled panel
 RECORDING_NOW_MS = 1_760_502_565_855
@@ -147,7 +147,10 @@ def fault_runs(args, clean_root: Path, clean_s: float) -> dict:
         with ReplayServer(load_recording(args.data), faults=args.faults, seed=seed) as server:
             settings = load_settings(root, base_url=server.base_url)
             started = time.perf_counter()
-            outcome = run_pipeline(settings)
+            try:
+                outcome = run_pipeline(settings)
+            except ExchangeUnreachable as err:  # the pre-check gave up: a failed seed
+                outcome = PipelineOutcome(run_id="", ok=False, failure=str(err))
             seconds = time.perf_counter() - started
             served = server.stats.snapshot()
         report = root / "data/historical/real_aster_only/collection_report.json"

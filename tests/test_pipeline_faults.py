@@ -140,6 +140,8 @@ def test_an_outage_in_the_middle_of_the_collection_is_waited_out(clean, recordin
     finally:
         server.stop()
     assert proc.returncode == 0, out[-3000:]
+    report = json.loads(DataPaths.at(root).collection_report.read_text())
+    assert report["totals"]["retries"] > 0  # the outage was met, and waited out
     assert_same_series(clean, root)
 
 
@@ -156,12 +158,16 @@ def test_an_outage_past_the_retry_budget_stops_clearly_and_the_rerun_resumes(
         server.stop()  # down for longer than half a second of backoff
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 1, out[-3000:]
-        said = " ".join(out.split())
-        # the message names the endpoint, the attempts and the last error
-        assert "GET /fapi/v1/" in said and "attempts" in said, said[-2000:]
+        # the last lines say why: the endpoint, the attempts and the last error, and that
+        # a rerun resumes
+        last = " ".join(out.strip().splitlines()[-3:])
+        assert "the exchange stopped answering: GET /fapi/v1/" in last, last
+        assert "attempts" in last and "run the same command again" in last, last
         # nothing half-written: what is stored is whole, the rest is collected next time
-        stored = series(root)
-        assert 0 < len(stored) < len(series(clean))
+        stored, want = series(root), series(clean)
+        assert len(stored) < len(want)
+        for name, frame in stored.items():
+            pd.testing.assert_frame_equal(frame, want[name], check_exact=True, obj=name)
         server.start()
         again = pipeline(root, server.base_url, "--start-from", "data_collection",
                          "--stop-at", "data_collection")  # fmt: skip
@@ -169,6 +175,29 @@ def test_an_outage_past_the_retry_budget_stops_clearly_and_the_rerun_resumes(
         server.stop()
     assert again.exit_code == 0, again.output[-3000:]
     assert_same_series(clean, root)
+
+
+def test_an_address_that_is_not_the_aster_api_is_named_as_such(tmp_path) -> None:
+    import http.server
+    import threading
+
+    from asterai.config import load_settings
+    from asterai.pipeline.runner import ExchangeUnreachable, exchange_clock
+
+    # a real web server on loopback that answers 404 pages: a wrong --base-url
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(tmp_path), **k
+    )
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        settings = load_settings(tmp_path, base_url=url, exchange=FAST)
+        with pytest.raises(ExchangeUnreachable, match="not as the Aster futures API"):
+            exchange_clock(settings)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_the_pre_check_retries_a_bad_spell_and_fails_fast_when_nothing_answers(recording):

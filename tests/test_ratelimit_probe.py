@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from conftest import REAL_DATA as REAL
@@ -171,7 +172,10 @@ def test_probe_stops_at_the_first_429(recording, tmp_path):
     assert met["retry_after_s"] == 1 and met["waited_s"] == 1
     assert met["samples_sent"] == doc["probe"]["samples_sent"]
     client = doc["recommendations"]["client"]
-    assert client["weight_safety"] == 0.5 and client["concurrency"] == 1
+    # below the rate it was met at (the server's own count), never under a quarter
+    used = met["used_weight_reported"] / met["limit"]
+    assert client["weight_safety"] == pytest.approx(min(0.5, max(0.25, used)))
+    assert client["concurrency"] == 1
 
 
 def test_the_collection_adopts_the_probes_gentler_client_after_a_429(recording, tmp_path):
@@ -183,12 +187,16 @@ def test_the_collection_adopts_the_probes_gentler_client_after_a_429(recording, 
         settings = load_settings(tmp_path, base_url=srv.base_url, exchange={"concurrency": 6})
         doc = run_ratelimit_probe(settings, samples=20)
     gentler = client_settings(settings, doc)
-    assert gentler.exchange.weight_safety == 0.5 and gentler.exchange.concurrency == 1
+    assert gentler.exchange.weight_safety == doc["recommendations"]["client"]["weight_safety"]
+    assert gentler.exchange.weight_safety <= 0.5 and gentler.exchange.concurrency == 1
     # never less cautious than the configuration, and only for the exchange probed
     careful = settings.model_copy(
         update={"exchange": settings.exchange.model_copy(update={"weight_safety": 0.2})}
     )
     assert client_settings(careful, doc).exchange.weight_safety == 0.2
+    # and an old probe says nothing about today
+    stale = doc | {"generated_at": "2020-01-01T00:00:00Z"}
+    assert client_settings(settings, stale) == settings
     other = load_settings(tmp_path, base_url="http://127.0.0.1:9")
     assert client_settings(other, doc) == other
     # a clean probe changes nothing
@@ -196,3 +204,19 @@ def test_the_collection_adopts_the_probes_gentler_client_after_a_429(recording, 
         settings = load_settings(tmp_path, base_url=srv.base_url)
         clean = run_ratelimit_probe(settings, samples=5)
     assert clean["met_limit"] is None and client_settings(settings, clean) == settings
+
+
+def test_an_exchange_that_stops_answering_fails_the_probe_quickly(recording, tmp_path):
+    # every answer a 5xx: exchangeInfo never comes, so the limit is unknown
+    with ReplayServer(recording, faults="5xx=1", seed=1) as srv:
+        settings = load_settings(
+            tmp_path, base_url=srv.base_url,
+            exchange={"backoff_base_s": 0.01, "backoff_max_s": 0.02},
+        )  # fmt: skip
+        started = time.monotonic()
+        doc = run_ratelimit_probe(settings, samples=20)
+        stats = srv.stats.snapshot()
+    assert doc["ok"] is False
+    assert any("exchangeInfo failed" in p for p in doc["problems"]), doc["problems"]
+    # the probe's own client: a few retries, never the collection's long budget
+    assert stats["requests"] <= 6 and time.monotonic() - started < 10

@@ -64,17 +64,18 @@ class ExchangeSettings(_Frozen):
     retry_budget_s: float = Field(
         120.0,
         gt=0,
-        description="most seconds of backoff one request waits through (5xx, dropped or "
-        "truncated responses, 429s) before it is declared failed: a short outage is waited "
-        "out, a long one stops with the endpoint, the attempts and the last error",
+        description="most seconds from a request's first failure (5xx, dropped or truncated "
+        "responses, timeouts, 429s) until it is declared failed, its failed attempts and "
+        "waits included: a short outage is waited out, a long one stops the run with the "
+        "endpoint, the attempts and the last error",
     )
     connect_retries: int = Field(
         3,
         ge=0,
         le=100,
-        description="retries of a refused or unresolvable connection before the exchange "
-        "has answered at all (then: unreachable); once it has answered, a refused "
-        "connection is an outage, waited out within retry_budget_s",
+        description="retries of a transport failure (refused, unresolvable, timed out) "
+        "before the exchange has sent any answer (then: unreachable); once it has answered, "
+        "the same failure is an outage, waited out within retry_budget_s",
     )
     backoff_base_s: float = Field(0.5, gt=0, description="first retry delay; doubles, jittered")
     backoff_max_s: float = Field(30.0, gt=0, description="longest retry delay")

@@ -47,7 +47,7 @@ from asterai.exchange.client import (
     parse_klines,
     use_tally,
 )
-from asterai.exchange.errors import ExchangeError, IPBanned, Unreachable
+from asterai.exchange.errors import ExchangeError, IPBanned, RetriesExhausted, Unreachable
 from asterai.exchange.weights import FUNDING_MAX_LIMIT
 from asterai.intervals import DAY_MS, ceil_time, interval_ms, iso_ms, last_closed_open_time
 from asterai.paths import DataPaths
@@ -310,6 +310,13 @@ class Collector:
                     for t in tasks:
                         t.cancel()
                     break
+                except RetriesExhausted as err:
+                    # one request waited its whole budget: an outage, not one bad series;
+                    # the others would each wait theirs too
+                    report.aborted = f"the exchange stopped answering: {err}"
+                    for t in tasks:
+                        t.cancel()
+                    break
         finally:
             await asyncio.gather(*tasks, return_exceptions=True)
         for res in report.series:
@@ -333,7 +340,8 @@ class Collector:
     async def _job(self, res: SeriesResult, work: Any) -> None:
         """Run one series' collection with its own tally; a failure stays with that series.
 
-        A ban or an unreachable exchange is re-raised: it ends the whole run.
+        A ban, an unreachable exchange, or a request that spent its whole retry budget (an
+        outage) is re-raised: it ends the whole run.
         """
         tally = Tally()
         use_tally(tally)
@@ -342,6 +350,10 @@ class Collector:
         except (IPBanned, Unreachable):
             res.status = "failed"
             res.errors.append("aborted: the exchange cannot be used (see the report's 'aborted')")
+            raise
+        except RetriesExhausted as err:
+            res.status = "failed"
+            res.errors.append(str(err))
             raise
         except (ExchangeError, StoreError) as err:
             res.status = "failed"

@@ -47,6 +47,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,13 @@ from asterai.atomic import write_json
 from asterai.config import Settings
 from asterai.data.discovery import is_perpetual, utc_now_iso
 from asterai.exchange.client import AsterClient, Response
-from asterai.exchange.errors import ExchangeError, IPBanned, RateLimited
+from asterai.exchange.errors import (
+    ExchangeError,
+    IPBanned,
+    RateLimited,
+    RetriesExhausted,
+    Unreachable,
+)
 from asterai.exchange.limiter import RateLimit
 from asterai.exchange.weights import (
     FUNDING_MAX_LIMIT,
@@ -80,8 +87,14 @@ PROBE_MAX_SHARE = 0.05
 PROBE_STOP_SHARE = 0.90
 #: Recommended concurrency is clamped to this range.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 8
-#: After a 429 the collection uses this share of the configured weight share.
+#: After a 429 the collection uses this share of the configured weight share...
 PROBE_BACKOFF_SHARE = 0.5
+#: ... or the share the server reported as used when it pushed back, never below this.
+MIN_SHARE_AFTER_429 = 0.25
+#: The probe's own client: a few retries within a short budget.
+PROBE_MAX_RETRIES, PROBE_RETRY_BUDGET_S = 5, 15.0
+#: A probe older than this no longer shapes the collection.
+RECOMMENDATION_MAX_AGE_S = 24 * 3600
 #: Funding events per day assumed for the estimate (8-hour funding, the common case).
 FUNDING_EVENTS_PER_DAY = 3
 
@@ -110,18 +123,27 @@ async def _met_limit(
     started: float,
 ) -> dict[str, Any]:
     """Where the probe met a 429 and at what rate; waits what ``Retry-After`` says."""
+    record = _near_limit(client, where, used, sent, started)
+    wait = min(err.retry_after, client.settings.retry_budget_s)
+    record |= {"retry_after_s": err.retry_after, "waited_s": wait}
+    await asyncio.sleep(wait)
+    return record
+
+
+def _near_limit(
+    client: AsterClient, where: Any, used: int | None, sent: int, started: float
+) -> dict[str, Any]:
+    """The record of where the probe met (or came near) the limit, and its rate."""
     elapsed = max(time.perf_counter() - started, 1e-9)
-    record = {
-        "at": where,
-        "retry_after_s": err.retry_after,
+    return {
+        "at": where if isinstance(where, str) else f"before sample {where}",
+        "retry_after_s": None,
         "used_weight_reported": used,
         "limit": client.rate_limit.limit,
         "samples_sent": sent,
         "requests_per_minute": round(sent / elapsed * 60.0, 1),
-        "waited_s": err.retry_after,
+        "waited_s": 0.0,
     }
-    await asyncio.sleep(err.retry_after)
-    return record
 
 
 def _client_recommendation(settings: Settings, met_limit: dict[str, Any] | None) -> dict[str, Any]:
@@ -134,11 +156,16 @@ def _client_recommendation(settings: Settings, met_limit: dict[str, Any] | None)
             "concurrency": ex.concurrency,
             "why": "no 429 met: the configured client",
         }
+    share = ex.weight_safety * PROBE_BACKOFF_SHARE
+    used, limit = met_limit.get("used_weight_reported"), met_limit.get("limit")
+    if used is not None and limit:
+        # below the rate the exchange pushed back at, never under a quarter of its limit
+        share = min(share, max(MIN_SHARE_AFTER_429, used / limit))
     return {
-        "weight_safety": round(ex.weight_safety * PROBE_BACKOFF_SHARE, 6),
+        "weight_safety": round(share, 6),
         "concurrency": 1,
         "why": f"the probe met the limit ({met_limit['at']}): the collection stays below it, "
-        f"at {PROBE_BACKOFF_SHARE:.0%} of the configured weight share, one request at a time",
+        f"at a weight share of {share:.0%}, one request at a time",
     }
 
 
@@ -148,6 +175,12 @@ def client_settings(settings: Settings, doc: dict[str, Any] | None) -> Settings:
     rec = ((doc or {}).get("recommendations") or {}).get("client") or {}
     if not doc or doc.get("met_limit") is None or doc.get("base_url") != settings.base_url:
         return settings
+    try:
+        made = datetime.fromisoformat(str(doc.get("generated_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return settings
+    if (datetime.now(UTC) - made).total_seconds() > RECOMMENDATION_MAX_AGE_S:
+        return settings  # an old 429 says nothing about today
     ex = settings.exchange
     update = {
         "weight_safety": min(ex.weight_safety, float(rec.get("weight_safety", ex.weight_safety))),
@@ -324,7 +357,8 @@ async def probe(
         stopped_by = f"HTTP 418 on exchangeInfo: {err}"
         problems.append(stopped_by)
     except ExchangeError as err:
-        problems.append(f"exchangeInfo failed: {err}")
+        stopped_by = f"exchangeInfo failed: {err}"  # no limit known, nothing to measure
+        problems.append(stopped_by)
     if met_limit is not None:
         notes.append(stopped_by or "")
     info = info_resp.data if info_resp is not None and isinstance(info_resp.data, dict) else {}
@@ -385,6 +419,12 @@ async def probe(
                 f"stopped before crossing {PROBE_STOP_SHARE:.0%} of the limit"
             )
             notes.append(stopped_by)
+            # someone else spends this IP's budget: as good as meeting the limit
+            met_limit = _near_limit(client, i + 1, prev_used, sent, wall_start)
+            break
+        if client.stats.weight - started_weight + sample_weight > max_total:
+            # retries count too: the probe never spends more than its share
+            notes.append(f"stopped at the probe's cap of {max_total} weight (retries included)")
             break
         sent += 1
         try:
@@ -400,6 +440,11 @@ async def probe(
             break
         except IPBanned as err:
             stopped_by = f"HTTP 418 on sample {i + 1} ({endpoint}): {err}"
+            problems.append(stopped_by)
+            break
+        except (RetriesExhausted, Unreachable) as err:
+            # not a bad sample: the exchange stopped answering; measuring is over
+            stopped_by = f"the exchange stopped answering during the probe (sample {i + 1}): {err}"
             problems.append(stopped_by)
             break
         except ExchangeError as err:
@@ -468,14 +513,17 @@ async def probe(
     n_symbols, source, est_problem = _symbols_for_estimate(settings, info)
     if est_problem:
         notes.append(est_problem)
+    client_rec = _client_recommendation(settings, met_limit)
     recommendations = {
-        "client": _client_recommendation(settings, met_limit),
+        "client": client_rec,
         "kline_page": page,
         "concurrency": recommended_concurrency(
             rate, settings.exchange.weight_safety, page["weight"], p50
         ),
         "collection_estimate": collection_estimate(settings, rate, n_symbols, source, p50),
     }
+    if met_limit is not None:  # one recommendation, not two
+        recommendations["concurrency"]["value"] = client_rec["concurrency"]
 
     return {
         "generated_at": utc_now_iso(),
@@ -529,8 +577,16 @@ def run_ratelimit_probe(
 ) -> dict[str, Any]:
     """Probe ``settings.base_url`` and write ``data/aster_rate_limit_test.json``."""
 
+    # a probe measures; it does not wait out outages: a few retries, a short budget
+    tight = settings.exchange.model_copy(
+        update={
+            "max_retries": min(settings.exchange.max_retries, PROBE_MAX_RETRIES),
+            "retry_budget_s": min(settings.exchange.retry_budget_s, PROBE_RETRY_BUDGET_S),
+        }
+    )
+
     async def main() -> dict[str, Any]:
-        async with AsterClient(settings.base_url, settings.exchange) as client:
+        async with AsterClient(settings.base_url, tight) as client:
             if not progress:
                 return await probe(client, settings, samples=samples)
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

@@ -6,12 +6,13 @@ temporary failures. 429 pauses all requests for ``Retry-After``; 418 stops the
 client for good, because an IP ban must never be made worse.
 
 A request's retries are bounded in time as well as in number: capped exponential
-backoff with jitter until ``retry_budget_s`` seconds of waiting (or ``max_retries``
-retries) are spent, so a short outage is waited out and a long one fails with the
-endpoint, the attempts and the last error. A connection that is refused or cannot be
-resolved before the exchange has answered at all is retried only ``connect_retries``
+backoff with jitter until ``retry_budget_s`` seconds have passed since its first
+failure (the failed attempts and the waits included), or ``max_retries`` retries, so a
+short outage is waited out and a long one fails with the endpoint, the attempts and the
+last error. A transport failure (refused, unresolvable, timed out, TLS) before the
+exchange has sent any HTTP answer in this process is retried only ``connect_retries``
 times: that is an unreachable exchange (a wrong URL, no network), said within seconds;
-after the exchange has answered, the same failure is an outage and gets the budget.
+once it has answered, the same failure is an outage and gets the budget.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/fapi/v1/"
 MAX_RATE_LIMITED_RETRIES = 10
+#: Base URLs that have sent an HTTP answer (any status) in this process: a transport
+#: failure there is an outage to wait out, not an unreachable exchange. Every stage
+#: makes its own client; the pipeline's pre-check answers for all of them.
+_ANSWERED: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +160,13 @@ class AsterClient:
         what = f"GET {path}" + (f" {params}" if params else "")
         attempt = 0
         limited = 0
-        connect_failures = 0
-        waited = 0.0  # seconds of backoff (and 429 pauses) this request has spent
+        transport_failures = 0
         budget = self.settings.retry_budget_s
+        first_failure: float | None = None  # the budget runs from the first failure
+
+        def spent() -> float:
+            return 0.0 if first_failure is None else time.monotonic() - first_failure
+
         while True:
             try:
                 return await self._send(path, params, weight)
@@ -165,23 +174,24 @@ class AsterClient:
                 self.limiter.pause(err.retry_after)
                 if not retry_rate_limited:
                     raise
+                first_failure = first_failure or time.monotonic()
                 limited += 1
-                waited += err.retry_after
-                if limited > MAX_RATE_LIMITED_RETRIES or waited > budget:
+                if limited > MAX_RATE_LIMITED_RETRIES or spent() + err.retry_after > budget:
                     self.stats.failures += 1
-                    raise RetriesExhausted(what, attempt + limited, err, waited) from err
+                    raise RetriesExhausted(what, attempt + limited, err, spent()) from err
                 if (tally := _TALLY.get()) is not None:
                     tally.rate_limited += 1
                 log.warning("%s: 429, pausing all requests for %.2f s", what, err.retry_after)
             except TemporaryError as err:
-                connecting = isinstance(err.__cause__, httpx.ConnectError)
-                connect_failures += connecting
+                first_failure = first_failure or time.monotonic()
+                transport = isinstance(err.__cause__, httpx.TransportError)
+                transport_failures += transport
                 attempt += 1
-                never_answered = self.stats.responses == 0
+                never_answered = self.base_url not in _ANSWERED
                 if (
-                    connecting
+                    transport
                     and never_answered
-                    and connect_failures > self.settings.connect_retries
+                    and transport_failures > self.settings.connect_retries
                 ):
                     self.stats.failures += 1
                     raise self._unreachable(err, attempt) from err
@@ -189,12 +199,11 @@ class AsterClient:
                     self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)
                 )
                 delay *= 0.5 + self._rng.random() / 2
-                if attempt > self.settings.max_retries or waited + delay > budget:
+                if attempt > self.settings.max_retries or spent() + delay > budget:
                     self.stats.failures += 1
-                    if connect_failures == attempt and never_answered:
+                    if never_answered and transport_failures == attempt:
                         raise self._unreachable(err, attempt) from err
-                    raise RetriesExhausted(what, attempt, err, waited) from err
-                waited += delay
+                    raise RetriesExhausted(what, attempt, err, spent()) from err
                 self.stats.retries += 1
                 if (tally := _TALLY.get()) is not None:
                     tally.retries += 1
@@ -237,6 +246,7 @@ class AsterClient:
                 raise TemporaryError(f"{type(err).__name__}: {err or 'connection failed'}") from err
             latency = time.perf_counter() - started
             self.limiter.note_latency(latency)
+        _ANSWERED.add(self.base_url)  # an HTTP answer, whatever its status
         return self._classify(path, reply, body, weight, latency)
 
     def _classify(

@@ -18,7 +18,7 @@ class RetriesExhausted(ExchangeError):
     def __init__(
         self, what: str, attempts: int, last: BaseException, waited_s: float | None = None
     ) -> None:
-        over = "" if waited_s is None else f" over {waited_s:.1f} s of backoff"
+        over = "" if waited_s is None else f" over {waited_s:.1f} s"
         super().__init__(f"{what} failed after {attempts} attempts{over}; the last error: {last}")
         self.what = what
         self.attempts = attempts

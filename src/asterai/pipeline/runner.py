@@ -121,7 +121,15 @@ def exchange_clock(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) -> in
     within seconds), and saying it is the exchange's fault when it answers but keeps
     failing past the retry budget. When nothing fails it costs two requests."""
     from asterai.exchange.client import AsterClient
-    from asterai.exchange.errors import ExchangeError, IPBanned, Unreachable
+    from asterai.exchange.errors import (
+        APIError,
+        ExchangeError,
+        IPBanned,
+        RateLimited,
+        RetriesExhausted,
+        TemporaryError,
+        Unreachable,
+    )
 
     url = settings.base_url
     quick = settings.exchange.model_copy(
@@ -143,12 +151,25 @@ def exchange_clock(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) -> in
         ) from err
     except IPBanned as err:
         raise ExchangeUnreachable(f"{url}: {err}") from err
-    except ExchangeError as err:
+    except APIError as err:  # a 4xx on /ping: something answers, but not Aster's API
         raise ExchangeUnreachable(
-            f"the exchange at {url} answers but keeps failing ({err}): a bad spell on its "
-            "side, not your network; run the same command again in a few minutes (it "
-            "resumes where it stopped)"
+            f"{url} answers, but not as the Aster futures API ({err}): check --base-url; "
+            f"{OFFLINE_HINT}"
         ) from err
+    except RetriesExhausted as err:
+        last = err.last
+        if isinstance(last, TemporaryError) and "unparseable body" in str(last):
+            why = "answers, but not with the Aster API's JSON: check --base-url"
+        elif isinstance(last, RateLimited) or "HTTP 5" in str(last):
+            why = "answers but keeps failing: a bad spell on its side, not your network"
+        else:
+            why = "stopped answering (timeouts or dropped connections)"
+        raise ExchangeUnreachable(
+            f"the exchange at {url} {why} ({err}); run the same command again in a few "
+            f"minutes (it resumes where it stopped); {OFFLINE_HINT}"
+        ) from err
+    except ExchangeError as err:
+        raise ExchangeUnreachable(f"the exchange at {url}: {err}; {OFFLINE_HINT}") from err
 
 
 # -- records -------------------------------------------------------------------------------

@@ -218,11 +218,22 @@ def _collection(settings: Settings, opts: dict[str, Any]) -> StageResult:
         "new_bars": totals["bars_collected"],
         "requests": totals["requests"],
     }
+    again = "; what was collected is kept: run the same command again to resume"
     if report.aborted:
-        return StageResult(False, f"aborted: {report.aborted}", numbers=numbers)
+        return StageResult(
+            False, f"{totals['ok']}/{totals['series']} series, aborted: {report.aborted}{again}",
+            numbers=numbers,
+        )  # fmt: skip
     if report.failures:
-        names = ", ".join(f"{r.symbol} {r.interval}" for r in report.failures)
-        return StageResult(False, f"{summary}; failed: {names}", numbers=numbers)
+        names = [f"{r.symbol} {r.interval}" for r in report.failures]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        first = report.failures[0].errors[-1] if report.failures[0].errors else "unknown"
+        return StageResult(
+            False,
+            f"{summary}; {len(names)} failed ({', '.join(names[:5])}{more}); the first "
+            f"error: {first}{again}",
+            numbers=numbers,
+        )
     return StageResult(True, summary, numbers=numbers)
 
 
@@ -365,8 +376,9 @@ REGISTRY: dict[str, Stage] = {
             "data_collection",
             "collect klines and funding",
             _collection,
-            # the probe's client recommendation (after a 429) shapes the collection
-            reads=lambda p, s: _existing(p.discovery, p.rate_limit_test),
+            # (the probe's client recommendation after a 429 shapes how politely it
+            # collects, never what: not an input of its results)
+            reads=lambda p, s: _existing(p.discovery),
             writes=_collection_out,
             config=("base_url", "collect", "exclude_symbols"),
             needs=(NEED_DISCOVERY,),
