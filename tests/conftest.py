@@ -15,6 +15,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("ASTERAI_REAL_DATA", PROJECT_ROOT.parent / "shared" / "aster-real"))
 SKIP_REASON = f"real Aster recording not found at {REAL_DATA}; set ASTERAI_REAL_DATA to a copy of shared/aster-real"
 
+# Training small enough for an end-to-end run in seconds (asterai.toml text).
+SMALL_TRAINING = """\
+[train]
+folds = 3
+[train.lstm]
+epochs = 1
+hidden_size = 8
+[train.xgboost]
+n_estimators = 40
+[aster_native.xgboost]
+n_estimators = 40
+"""
+
 # Backoff short enough for tests, still exponential and jittered.
 FAST_EXCHANGE = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
 

@@ -20,22 +20,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import PROJECT_ROOT
+from conftest import SMALL_TRAINING as SMALL
 
 from asterai.cli import main
 from asterai.paths import DataPaths
 from asterai.pipeline.stages import STAGES
-
-SMALL = """\
-[train]
-folds = 3
-[train.lstm]
-epochs = 1
-hidden_size = 8
-[train.xgboost]
-n_estimators = 40
-[aster_native.xgboost]
-n_estimators = 40
-"""
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,13 @@ from typing import Any
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import SMALL_TRAINING as SMALL
 
 from asterai.cli import main
 from asterai.exchange.replay import ReplayServer
 from asterai.paths import DataPaths
 
 FAULTS = "5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05"  # the README's mix
-SMALL = """\
-[train]
-folds = 3
-[train.lstm]
-epochs = 1
-hidden_size = 8
-[train.xgboost]
-n_estimators = 40
-[aster_native.xgboost]
-n_estimators = 40
-"""
 FAST = {"backoff_base_s": 0.02, "backoff_max_s": 0.2}
 
 
