@@ -55,13 +55,16 @@ class Result:
     inputs: Inputs
 
 
-def simulate(inputs: Inputs, p: kernel.Params) -> Result:
-    trades, rejects, curve, cash = kernel.simulate_nb(
+def _run_kernel(inputs: Inputs, p: kernel.Params):
+    return kernel.simulate_nb(
         inputs.open_, inputs.high, inputs.low, inputs.close, inputs.volume, inputs.tradeable,
-        inputs.p_long,
-        inputs.p_short, inputs.atr, inputs.funding, inputs.tick, inputs.step,
+        inputs.p_long, inputs.p_short, inputs.atr, inputs.funding, inputs.tick, inputs.step,
         inputs.min_notional, p,
     )  # fmt: skip
+
+
+def simulate(inputs: Inputs, p: kernel.Params) -> Result:
+    trades, rejects, curve, cash = _run_kernel(inputs, p)
     names = np.array(inputs.symbols, dtype=object)
 
     def when(idx: np.ndarray) -> pd.DatetimeIndex:
@@ -144,7 +147,7 @@ def backtest_model(settings: Settings, model: str) -> ModelRun:
     m["assumptions"] = assumptions(settings, p)
     m["cost_sensitivity"] = cost_sensitivity(inputs, p, settings)
     curves, n_rule = baseline_curves(inputs, settings)
-    m["baselines"] = compare_baselines(curves, n_rule, settings, m, result.equity)
+    m["baselines"] = compare_baselines(curves, n_rule, settings, result.equity)
     m["by_category"] = by_category(result.trades, settings)
     m["settings"] = {
         "strategy": settings.strategy.model_dump(mode="json"),
@@ -291,7 +294,6 @@ def compare_baselines(
     curves: dict[str, pd.DataFrame | None],
     n_rule: int,
     settings: Settings,
-    m: dict[str, Any],
     equity: pd.DataFrame,
 ) -> dict[str, Any]:
     """Each baseline's return, Sharpe and drawdown, and the paired comparison: the
@@ -341,33 +343,33 @@ BREAK_EVEN_MAX = 10.0
 
 def cost_sensitivity(inputs: Inputs, p: kernel.Params, settings: Settings) -> dict[str, Any]:
     """The strategy's return and Sharpe with every fee and the slippage scaled by 0, 1 and
-    2 (the liquidation fee too), and the break-even cost: the multiplier (and the round trip it means, a taker
-    entry and exit with slippage on both) at which the return crosses zero. Each point
-    is a whole new run through the kernel (sizing counts costs, so the trades differ)."""
+    2 (the liquidation fee too), and the break-even cost: the multiplier (and the round
+    trip it means, a taker entry and exit with slippage on both) at which the return
+    crosses zero. Each point is a whole new run through the kernel (sizing counts costs,
+    so the trades differ); the break-even search reads only each run's final cash."""
     from asterai.backtest import metrics
 
     capital = settings.strategy.capital
 
-    def at(k: float) -> tuple[float, float | None, int]:
-        q = p._replace(
+    def scaled(k: float) -> kernel.Params:
+        return p._replace(
             taker_fee=p.taker_fee * k, maker_fee=p.maker_fee * k, slippage=p.slippage * k,
             liquidation_fee=p.liquidation_fee * k,
         )  # fmt: skip
-        res = simulate(inputs, q)
-        daily = metrics.daily_returns(res.equity, capital)
-        return (
-            float(res.equity["equity"].iloc[-1] / capital - 1.0),
-            metrics.sharpe(daily, metrics.DAYS_PER_YEAR),
-            int(len(res.trades)),
-        )
+
+    def final_return(k: float) -> float:
+        return float(_run_kernel(inputs, scaled(k))[3] / capital - 1.0)
 
     round_trip = 2.0 * (p.taker_fee + p.slippage)
     table = []
     for k in COST_MULTIPLIERS:
-        ret, sr, n = at(k)
+        res = simulate(inputs, scaled(k))
         table.append(
-            {"multiplier": k, "round_trip_cost": k * round_trip, "total_return": ret,
-             "sharpe_ratio": sr, "trades": n}
+            {"multiplier": k, "round_trip_cost": k * round_trip,
+             "total_return": float(res.final_cash / capital - 1.0),
+             "sharpe_ratio": metrics.sharpe(metrics.daily_returns(res.equity, capital),
+                                            metrics.DAYS_PER_YEAR),
+             "trades": int(len(res.trades))}
         )  # fmt: skip
     out: dict[str, Any] = {"table": table, "round_trip_cost_at_1x": round_trip}
     if table[0]["total_return"] <= 0:
@@ -379,7 +381,7 @@ def cost_sensitivity(inputs: Inputs, p: kernel.Params, settings: Settings) -> di
     lo, hi = 0.0, None
     k = 0.25
     while k <= BREAK_EVEN_MAX + 1e-12:
-        if at(k)[0] <= 0:
+        if final_return(k) <= 0:
             hi = k
             break
         lo = k
@@ -391,7 +393,7 @@ def cost_sensitivity(inputs: Inputs, p: kernel.Params, settings: Settings) -> di
         return out
     for _ in range(12):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if at(mid)[0] > 0 else (lo, mid)
+        lo, hi = (mid, hi) if final_return(mid) > 0 else (lo, mid)
     be = (lo + hi) / 2
     out["break_even_multiplier"] = be
     out["break_even_round_trip_cost"] = be * round_trip

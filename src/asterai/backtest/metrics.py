@@ -35,6 +35,7 @@ is a path).
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,6 @@ CRITERIA = {"sharpe_ratio": 1.5, "win_rate": 0.55, "max_drawdown": 0.30}
 MIN_ANNUALISED_DAYS = 90
 #: the confidence the probabilistic Sharpe ratio and the track record length ask for
 CONFIDENCE = 0.95
-_Z95 = 1.6448536269514722  # the one-sided 95% normal quantile
 SAMPLING = (
     "daily returns (the equity at each UTC day's last bar, 365 a year): hourly returns "
     "of positions held up to a day are autocorrelated and would overstate confidence; "
@@ -238,12 +238,7 @@ def min_track_record(r: np.ndarray, confidence: float = CONFIDENCE) -> dict[str,
     z = (r - r.mean()) / r.std(ddof=0)
     skew, kurt = float(np.mean(z**3)), float(np.mean(z**4))
     factor = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
-    if confidence != CONFIDENCE:
-        from statistics import NormalDist
-
-        zq = NormalDist().inv_cdf(confidence)
-    else:
-        zq = _Z95
+    zq = NormalDist().inv_cdf(confidence)  # one-sided
     needed = 1.0 + max(factor, 0.0) * (zq / sr) ** 2
     return out | {
         "days_needed": float(needed),

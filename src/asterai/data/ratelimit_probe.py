@@ -344,6 +344,7 @@ async def probe(
     except RateLimited as err:
         rate_limited += 1
         stopped_by = f"HTTP 429 on exchangeInfo: {err}; the probe stopped probing at once"
+        notes.append(stopped_by)
         met_limit = await _met_limit(client, "exchangeInfo", err, None, 0, wall_start)
         # the declared limit is still needed: asked again once the wait is over, by the
         # client's ordinary retrying request
@@ -359,8 +360,6 @@ async def probe(
     except ExchangeError as err:
         stopped_by = f"exchangeInfo failed: {err}"  # no limit known, nothing to measure
         problems.append(stopped_by)
-    if met_limit is not None:
-        notes.append(stopped_by or "")
     info = info_resp.data if info_resp is not None and isinstance(info_resp.data, dict) else {}
     rate_limits = info.get("rateLimits")
     try:
