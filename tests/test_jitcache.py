@@ -50,9 +50,22 @@ def test_a_change_in_a_called_module_reaches_the_cached_kernel(tmp_path: Path) -
 
 
 def test_the_kernel_and_the_labels_are_guarded() -> None:
-    from asterai.backtest import kernel
+    import hashlib
+
+    from asterai import barriers
+    from asterai.backtest import enums, kernel
     from asterai.features import labels
 
-    for dispatcher in (kernel.simulate_nb, labels.triple_barrier_nb):
-        folder = Path(dispatcher._cache.cache_path)
-        assert any(p.suffix == ".deps" for p in folder.iterdir()), dispatcher
+    for dispatcher, modules in (
+        (kernel.simulate_nb, (barriers, enums)),
+        (labels.triple_barrier_nb, (barriers,)),
+    ):
+        stamp = Path(dispatcher._cache.cache_path) / (
+            f"{Path(dispatcher.py_func.__code__.co_filename).stem}."
+            f"{dispatcher.py_func.__qualname__}.deps"
+        )
+        digest = hashlib.sha256()
+        for module in modules:
+            digest.update(Path(module.__file__).read_bytes())
+        # stamped with the source of exactly the modules its compiled code depends on
+        assert stamp.read_text() == digest.hexdigest(), dispatcher

@@ -187,6 +187,12 @@ def test_the_collection_adopts_the_probes_gentler_client_after_a_429(recording, 
         settings = load_settings(tmp_path, base_url=srv.base_url, exchange={"concurrency": 6})
         doc = run_ratelimit_probe(settings, samples=20)
     gentler = client_settings(settings, doc)
+    # the collector reads it from the probe's file: the same recommendation
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps(doc))
+    assert client_settings(settings, path) == gentler
+    path.write_text("{damaged")
+    assert client_settings(settings, path) == settings
     assert gentler.exchange.weight_safety == doc["recommendations"]["client"]["weight_safety"]
     assert gentler.exchange.weight_safety <= 0.5 and gentler.exchange.concurrency == 1
     # never less cautious than the configuration, and only for the exchange probed

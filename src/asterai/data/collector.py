@@ -305,15 +305,13 @@ class Collector:
             for fut in asyncio.as_completed(tasks):
                 try:
                     await fut
-                except (IPBanned, Unreachable) as err:
-                    report.aborted = str(err)
-                    for t in tasks:
-                        t.cancel()
-                    break
-                except RetriesExhausted as err:
-                    # one request waited its whole budget: an outage, not one bad series;
-                    # the others would each wait theirs too
-                    report.aborted = f"the exchange stopped answering: {err}"
+                except (IPBanned, Unreachable, RetriesExhausted) as err:
+                    # a request that waited its whole budget is an outage, not one bad
+                    # series: the others would each wait theirs too
+                    outage = isinstance(err, RetriesExhausted)
+                    report.aborted = (
+                        f"the exchange stopped answering: {err}" if outage else str(err)
+                    )
                     for t in tasks:
                         t.cancel()
                     break
@@ -762,13 +760,7 @@ async def _collect_locked(
         # a probe that met the limit recommends a gentler client: adopt it
         from asterai.data.ratelimit_probe import client_settings
 
-        probe_doc = None
-        if paths.rate_limit_test.exists():
-            try:
-                probe_doc = json.loads(paths.rate_limit_test.read_text())
-            except ValueError:
-                probe_doc = None
-        gentler = client_settings(settings, probe_doc)
+        gentler = client_settings(settings, paths.rate_limit_test)
         if gentler.exchange != settings.exchange:
             log.warning(
                 "the rate-limit probe met the limit: collecting with weight share %s and "

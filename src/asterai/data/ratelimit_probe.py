@@ -48,6 +48,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,9 +170,16 @@ def _client_recommendation(settings: Settings, met_limit: dict[str, Any] | None)
     }
 
 
-def client_settings(settings: Settings, doc: dict[str, Any] | None) -> Settings:
-    """``settings`` with the probe's client recommendation applied when the probe (of the
-    same exchange) met the limit; never less cautious than the configuration."""
+def client_settings(settings: Settings, probe: dict[str, Any] | Path | None) -> Settings:
+    """``settings`` with the probe's client recommendation (its document, or the file
+    ``data/aster_rate_limit_test.json``) applied when the probe of the same exchange met
+    the limit less than a day ago; never less cautious than the configuration."""
+    doc = probe
+    if isinstance(probe, Path):
+        try:
+            doc = json.loads(probe.read_text())
+        except (OSError, ValueError):  # absent or damaged: nothing to adopt
+            return settings
     rec = ((doc or {}).get("recommendations") or {}).get("client") or {}
     if not doc or doc.get("met_limit") is None or doc.get("base_url") != settings.base_url:
         return settings
