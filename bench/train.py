@@ -133,6 +133,7 @@ def anchors(root: Path) -> dict:
     from asterai.config import load_settings
     from asterai.models.data import load_panel
     from asterai.models.lstm import LSTMMember
+    from asterai.models.scoring import for_rows
     from asterai.models.xgb import XGBMember
 
     settings = load_settings(root)
@@ -140,14 +141,19 @@ def anchors(root: Path) -> dict:
     rows = np.flatnonzero(panel.tradeable & panel.labelled)
     xs = settings.train.xgboost.model_copy(update={"early_stopping_rounds": 10_000})
     started = time.perf_counter()
+    metric = settings.train.stopping_metric
+
+    def scorer(r):
+        return for_rows(metric, panel.y, panel.fwd, panel.times, r)
+
     XGBMember(xs, "cpu", 0).fit(
-        panel.X[rows], panel.y[rows], panel.X[rows[:1000]], panel.y[rows[:1000]]
+        panel.X[rows], panel.y[rows], panel.times[rows], panel.X[rows[:1000]], scorer(rows[:1000])
     )
     xgb_s = time.perf_counter() - started
     one_epoch = settings.train.lstm.model_copy(update={"epochs": 1})
     started = time.perf_counter()
     LSTMMember(one_epoch, "cpu", 0).fit(
-        panel.X, panel.features, panel.runs(), panel.y, rows, rows[:2000]
+        panel.X, panel.features, panel.runs(), panel.y, rows, rows[:2000], scorer
     )
     lstm_s = time.perf_counter() - started
     return {"xgboost_400_rounds_s": xgb_s, "lstm_one_epoch_s": lstm_s, "rows": int(len(rows))}

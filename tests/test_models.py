@@ -25,7 +25,7 @@ from asterai.models.calibration import fit_platt
 from asterai.models.data import load_panel
 from asterai.models.device import choose_device
 from asterai.models.splits import FinalWindow, Fold, SplitError, layout
-from asterai.models.train import NEAR_CONSTANT_EPOCH, NEAR_CONSTANT_TREES, walk_forward
+from asterai.models.train import walk_forward
 from asterai.paths import DataPaths
 
 HOUR = 3_600_000
@@ -122,8 +122,13 @@ def test_the_artifacts_are_the_designed_files_and_formats(trained) -> None:
     for key in ("features", "label", "walk_forward", "final_model", "data_sha256", "metrics",
                 "versions", "leakage_checks", "verdict"):  # fmt: skip
         assert key in config, key
-    assert config["ensemble"]["xgboost_weight"] == 0.6 and config["ensemble"]["lstm_weight"] == 0.4
-    assert config["label"]["both_touched"] == "counted as the stop"
+    ensemble = config["ensemble"]
+    assert ensemble["xgboost_weight"] == 0.6 and ensemble["configured_lstm_weight"] == 0.4
+    # the guide's weights where the LSTM beat XGBoost on validation, XGBoost alone if not
+    assert ensemble["lstm_weight"] == (0.4 if ensemble["lstm_in_ensemble"] else 0.0)
+    assert config["label"]["target"] == settings.train.target
+    if settings.train.target == "triple_barrier":
+        assert config["label"]["both_touched"] == "counted as the stop"
     assert config["versions"]["device"]["xgboost"] == "cpu"  # no GPU here, and it says so
     assert not any(f.startswith("label_") for f in config["features"])
     assert "listing_age_h" not in config["features"]  # a clock for old symbols: left out
@@ -427,42 +432,54 @@ def test_a_final_calibration_tail_with_one_class_is_a_clear_error(fold_zero, tra
 
 
 def test_a_model_that_learned_almost_nothing_says_so(trained) -> None:
-    _, _, confluence, native = trained
+    _, settings, confluence, native = trained
+    floor_trees, floor_epochs = settings.train.min_median_trees, settings.train.min_median_epochs
     for result in (confluence, native):
         config = result.config
         check = config["learning_check"]
         trees = [f["xgboost_trees"] for f in config["metrics"]["per_fold"]]
-        epochs = [f["lstm_best_epoch"] for f in config["metrics"]["per_fold"]]
+        epochs = [f["lstm_epochs"] for f in config["metrics"]["per_fold"]]
         final = config["final_model"]
-        assert check["xgboost_trees"] == {"folds": trees, "final": final["xgboost_trees"]}
-        assert check["lstm_best_epoch"] == {"folds": epochs, "final": final["lstm_best_epoch"]}
-        stopped = [t <= NEAR_CONSTANT_TREES for t in [*trees, final["xgboost_trees"]]] + [
-            e is not None and e <= NEAR_CONSTANT_EPOCH for e in [*epochs, final["lstm_best_epoch"]]
-        ]
-        # on the one-month recording both members stop at once in some fold
-        assert any(stopped) and check["near_constant"]
-        warning = [w for w in result.warnings if "learned almost nothing on validation" in w]
-        assert len(warning) == 1 and warning[0] in config["warnings"]
-        text = warning[0]
-        assert f"kept {', '.join(map(str, trees))} trees in folds 1-{len(trees)}" in text
-        assert f"and {final['xgboost_trees']} in the final model" in text
+        assert check["xgboost_trees"] == {
+            "folds": trees, "median": float(np.median(trees)), "final": final["xgboost_trees"]
+        }  # fmt: skip
+        assert check["lstm_epochs"]["folds"] == epochs
+        assert check["lstm_epochs"]["final"] == final["lstm_epochs"]
+        below = np.median(trees) < floor_trees or final["xgboost_trees"] < floor_trees
         if result is confluence:
-            assert f"best epoch was {', '.join(map(str, epochs))} in folds" in text
-    # and a model that did learn is not flagged
+            assert all(e == f["lstm_best_epoch"] + 1 for e, f in zip(
+                epochs, config["metrics"]["per_fold"], strict=True))  # fmt: skip
+            below |= np.median(epochs) < floor_epochs or final["lstm_epochs"] < floor_epochs
+        assert check["near_constant"] == below
+        warning = [w for w in result.warnings if "learned almost nothing on validation" in w]
+        assert len(warning) == int(below) and set(warning) <= set(config["warnings"])
+        if warning and (np.median(trees) < floor_trees or final["xgboost_trees"] < floor_trees):
+            assert f"kept {', '.join(map(str, trees))} trees in folds 1-{len(trees)}" in warning[0]
+            assert f"and {final['xgboost_trees']} in the final model" in warning[0]
+    # the floors by hand: a model whose median is above them is not flagged, one below is
     from types import SimpleNamespace
 
-    fold = SimpleNamespace(
-        fold=SimpleNamespace(fold=0),
-        members={"xgboost_trees": 40, "lstm_best_epoch": 3, "xgboost_calibration_platt": [
+    def fold(i: int, trees: int, epochs: int) -> SimpleNamespace:
+        return SimpleNamespace(fold=SimpleNamespace(fold=i), members={
+            "xgboost_trees": trees, "lstm_epochs": epochs, "xgboost_calibration_platt": [
             [1.0, 0.0], [1.0, 0.0]], "lstm_calibration_platt": [[1.0, 0.0], [1.0, 0.0]]},
-    )  # fmt: skip
-    final = {"xgboost_trees": 50, "lstm_best_epoch": 2, "rows": {"calibration": 10},
+        )  # fmt: skip
+
+    final = {"xgboost_trees": 50, "lstm_best_epoch": 2, "lstm_epochs": 3,
+             "rows": {"calibration": 10},
              "calibration_platt": {"xgboost": [[1.0, 0.0], [0.5, 0.0]]}}  # fmt: skip
     preds = {"xgboost_raw": np.full((10, 2), 0.4), "model": np.full((10, 2), 0.4)}
-    check, warnings = train._learning_check([fold], final, preds, 10)
+    learned = [fold(0, 2, 1), fold(1, 40, 3), fold(2, 45, 4)]  # one bad fold, median fine
+    check, warnings = train._learning_check(learned, final, preds, 10, 10, 2)
     assert warnings == [] and not check["near_constant"]
+    stuck = [fold(0, 2, 1), fold(1, 3, 1), fold(2, 45, 4)]  # median 3 trees, 1 epoch
+    check, warnings = train._learning_check(stuck, final, preds, 10, 10, 2)
+    assert check["near_constant"] and check["xgboost_below_floor"] == {
+        "median": True, "final": False}  # fmt: skip
+    assert "kept 2, 3, 45 trees in folds 1-3 (median 3)" in warnings[0]
+    assert "the LSTM kept 1, 1, 4 epochs in folds 1-3 (median 1)" in warnings[0]
     final["calibration_platt"]["xgboost"][1][0] = 0.0  # flattened by fit_platt
-    check, warnings = train._learning_check([fold], final, preds, 10)
+    check, warnings = train._learning_check(learned, final, preds, 10, 10, 2)
     assert check["calibration_flattened"] == ["the final model xgboost short"]
     assert "never reverses a ranking" in warnings[0]
 
@@ -516,3 +533,223 @@ def test_a_feature_missing_in_a_training_window_is_dropped_and_recorded(trained)
     for fold in confluence.config["metrics"]["per_fold"]:
         assert {"funding_rate", "funding_rate_change"} <= set(fold["lstm_dropped_columns"])
     assert "funding_rate" in confluence.config["members"]["lstm"]["input"]["dropped"]
+
+
+# -- models that learn something: the stopping score, the targets, the members --------
+
+
+def test_early_stopping_on_auc_ignores_a_shift_of_the_validation_base_rate(fold_zero) -> None:
+    """The market moves and a validation week holds twice the long targets of training's:
+    the stopping round on AUC does not move (log loss's scores do).
+
+    The shift: every long-positive row of the early-stopping part appears k times in a
+    copy of it (k as small as makes long targets more than 55% of its rows), while the
+    ordering of positives against negatives (all AUC reads) is unchanged. One output (the
+    long direction), so that the copy changes nothing else.
+    """
+    from asterai.models.scoring import Scorer
+    from asterai.models.xgb import XGBMember
+
+    panel, rows, _, _ = fold_zero
+    fit, stop = rows.fit, rows.stop
+    y_long = panel.y[:, :1]
+    positive = stop[y_long[stop, 0] == 1]
+    rate = y_long[stop].mean()
+    k = int(np.ceil((0.55 / 0.45) * (1 - rate) / rate))  # k p / (k p + 1 - p) > 0.55
+    shifted = np.concatenate([stop, *([positive] * (k - 1))])
+    assert rate < 0.45 < 0.55 < y_long[shifted].mean()  # the base rate flipped
+    xs = load_settings(Path(".")).train.xgboost.model_copy(
+        update={"n_estimators": 150, "early_stopping_rounds": 150}  # the whole curve
+    )
+
+    def stopped(metric: str, valid: np.ndarray) -> XGBMember:
+        scorer = Scorer(metric, y_long[valid], panel.fwd[valid], panel.times[valid])
+        return XGBMember(xs, "cpu", 0).fit(
+            panel.X[fit], y_long[fit], panel.times[fit], panel.X[valid], scorer
+        )
+
+    plain, copy = stopped("auc", stop), stopped("auc", shifted)
+    np.testing.assert_allclose(copy.curve, plain.curve, rtol=0, atol=1e-12)
+    assert copy.best_iteration == plain.best_iteration
+    assert len(set(np.round(plain.curve, 6))) > 10  # the curve really moves round by round
+    # the same shift moves every log-loss score: the test can tell a base-rate-blind metric
+    loss_plain, loss_copy = stopped("logloss", stop), stopped("logloss", shifted)
+    assert np.abs(np.subtract(loss_copy.curve, loss_plain.curve)).min() > 1e-3
+
+
+def test_the_stopping_scores_are_the_metrics_reported(fold_zero) -> None:
+    """The per-bar IC that stops training is the IC the report shows, bar by bar by hand."""
+    from scipy.stats import spearmanr
+
+    from asterai.models.scoring import Scorer
+
+    panel, rows, _, members = fold_zero
+    stop = rows.stop
+    p = members["xgboost"].predict(panel.X[stop])
+    ic = Scorer("ic", panel.y[stop], panel.fwd[stop], panel.times[stop])(p)
+    by_hand = []
+    for sign, j in ((1.0, 0), (-1.0, 1)):
+        per_bar = []
+        for t in np.unique(panel.times[stop]):
+            at = panel.times[stop] == t
+            o, s = sign * panel.fwd[stop][at], p[at, j]
+            ok = np.isfinite(o)
+            if ok.sum() >= 3:
+                r = spearmanr(s[ok], o[ok]).statistic
+                per_bar.append(0.0 if not np.isfinite(r) else r)
+        by_hand.append(np.mean(per_bar))
+    assert ic == pytest.approx(np.mean(by_hand), abs=1e-12)
+    reported = metrics.evaluate(
+        p, panel.y[stop], panel.fwd[stop], panel.times[stop], 0.5, panel.horizon
+    )
+    auc = Scorer("auc", panel.y[stop], panel.fwd[stop], panel.times[stop])(p)
+    assert auc == pytest.approx((reported["long"]["auc"] + reported["short"]["auc"]) / 2)
+    assert members["xgboost"].best_score == pytest.approx(
+        Scorer(metrics_default(), panel.y[stop], panel.fwd[stop], panel.times[stop])(p), abs=1e-12
+    )
+
+
+def metrics_default() -> str:
+    return load_settings(Path(".")).train.stopping_metric
+
+
+def test_the_ic_t_statistic_allows_for_overlapping_outcomes(fold_zero) -> None:
+    """Each bar's outcome reads the next 24 bars, so neighbouring bars' ICs move together:
+    the Newey-West t-statistic is smaller than the naive one, and equal to it without lags."""
+    panel, rows, _, members = fold_zero
+    calib = rows.calib
+    p = members["xgboost"].predict(panel.X[calib])[:, 0]
+    with_lags = metrics.information_coefficient(
+        p, panel.fwd[calib], panel.times[calib], panel.horizon
+    )
+    no_lags = metrics.information_coefficient(p, panel.fwd[calib], panel.times[calib], 0)
+    assert with_lags["ic"] == no_lags["ic"] and with_lags["bars"] > 20
+    # without lags the Newey-West variance is the plain (ddof 0) one
+    n = no_lags["bars"]
+    assert no_lags["ic_t"] == pytest.approx(no_lags["ic_t_naive"] * np.sqrt(n / (n - 1)))
+    assert abs(with_lags["ic_t"]) < abs(with_lags["ic_t_naive"])
+
+
+def test_the_cross_sectional_label_reads_only_its_own_bar(prepared) -> None:
+    from asterai.features.labels import MIN_CROSS_SECTION, cross_sectional_labels
+    from asterai.models.data import round_trip_cost
+
+    settings = settings_for(prepared, target="cross_sectional")
+    panel = load_panel(settings, min_history_bars=1)
+    assert panel.target == "cross_sectional"
+    cost = round_trip_cost(settings)
+    assert cost == pytest.approx(2 * (settings.strategy.taker_fee + settings.strategy.slippage))
+    eligible = panel.tradeable & np.isfinite(panel.fwd)
+    # by hand, bar by bar: the median of the bar's tradeable rows, the cost either side
+    checked = 0
+    for t in np.unique(panel.times)[::7]:
+        at = np.flatnonzero(panel.times == t)
+        cross = at[eligible[at]]
+        if len(cross) < MIN_CROSS_SECTION:
+            assert np.isnan(panel.y[at]).all()  # too thin a cross-section: no label
+            continue
+        m = np.median(panel.fwd[cross])
+        np.testing.assert_array_equal(panel.y[cross, 0], (panel.fwd[cross] - m > cost))
+        np.testing.assert_array_equal(panel.y[cross, 1], (m - panel.fwd[cross] > cost))
+        assert np.isnan(panel.y[np.setdiff1d(at, cross)]).all()  # not tradeable: no label
+        checked += 1
+    assert checked > 50
+    # every other bar's returns scrambled: this bar's labels do not move
+    rng = np.random.default_rng(0)
+    for t in rng.choice(np.unique(panel.times), 20, replace=False):
+        at = panel.times == t
+        scrambled = panel.fwd.copy()
+        scrambled[~at] = rng.permutation(scrambled[~at])
+        np.testing.assert_array_equal(
+            cross_sectional_labels(scrambled, panel.times, panel.tradeable, cost)[at], panel.y[at]
+        )
+    # the labels are the panel's (the same function, the same inputs)
+    np.testing.assert_array_equal(
+        cross_sectional_labels(panel.fwd, panel.times, panel.tradeable, cost), panel.y
+    )
+    # a market-wide move leaves it as it was: the label is relative to the bar's median
+    shifted = panel.fwd + np.where(panel.times % (2 * HOUR) == 0, 0.05, -0.03)
+    np.testing.assert_array_equal(
+        cross_sectional_labels(shifted, panel.times, panel.tradeable, cost), panel.y
+    )
+
+
+def test_the_ranking_member_groups_rows_by_bar(fold_zero) -> None:
+    from asterai.models.scoring import Scorer
+    from asterai.models.xgb import XGBMember, ranking_matrix
+
+    panel, rows, _, _ = fold_zero
+    fit, stop = rows.fit, rows.stop
+    matrix = ranking_matrix(panel.X[fit], panel.y[fit], panel.times[fit])
+    # one query group per bar, in time order, each as large as the bar's cross-section
+    ptr = matrix.get_uint_info("group_ptr")
+    bars, counts = np.unique(panel.times[fit], return_counts=True)
+    np.testing.assert_array_equal(np.diff(ptr), counts)
+    order = np.argsort(panel.times[fit], kind="stable")
+    relevance = matrix.get_label()
+    np.testing.assert_array_equal(relevance, 1 + panel.y[fit][order, 0] - panel.y[fit][order, 1])
+    assert set(np.unique(relevance)) == {0.0, 1.0, 2.0}  # short winner, neither, long winner
+    xs = load_settings(Path(".")).train.xgboost.model_copy(
+        update={"objective": "rank_pairwise", "n_estimators": 40}
+    )
+    scorer = Scorer("ic", panel.y[stop], panel.fwd[stop], panel.times[stop])
+    ranker = XGBMember(xs, "cpu", 0).fit(
+        panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], scorer
+    )
+    raw = ranker.predict(panel.X[stop])
+    np.testing.assert_allclose(raw[:, 0] + raw[:, 1], 1.0)  # one score: up for longs, down
+    # it kept the round where the per-bar IC on the early-stopping rows was best
+    assert ranker.best_score == pytest.approx(max(ranker.curve), abs=1e-6)
+    assert ranker.curve.index(max(ranker.curve)) == ranker.best_iteration
+    assert scorer(raw) == ranker.best_score
+
+
+def test_the_lstm_joins_only_the_folds_where_it_beat_xgboost(trained) -> None:
+    from asterai.models.calibration import apply_platt
+    from asterai.models.registry import blend
+
+    root, settings, confluence, _ = trained
+    frame = pd.read_parquet(DataPaths.at(root).predictions("confluence"))
+    for record in confluence.config["metrics"]["per_fold"]:
+        gate = record["lstm_gate"]
+        assert record["lstm_in_ensemble"] == (
+            gate["lstm"] is not None and gate["lstm"] > gate["xgboost"]
+        )
+        rows = frame[frame["fold"] == record["fold"]]
+        raw_x = rows[["xgboost_raw_long", "xgboost_raw_short"]].to_numpy()
+        raw_l = rows[["lstm_raw_long", "lstm_raw_short"]].to_numpy()
+        px = apply_platt(raw_x, record["xgboost_calibration_platt"])
+        pl = apply_platt(raw_l, record["lstm_calibration_platt"])
+        weight = 0.4 if record["lstm_in_ensemble"] else 0.0
+        want = blend(px, pl, 0.6, weight)
+        np.testing.assert_allclose(rows[["p_long", "p_short"]].to_numpy(), want, atol=1e-6)
+        if not record["lstm_in_ensemble"]:  # XGBoost alone, exactly
+            np.testing.assert_allclose(rows[["p_long", "p_short"]].to_numpy(), px, atol=1e-6)
+    ensemble = confluence.config["ensemble"]
+    assert ensemble["lstm_in_ensemble"] == ensemble["lstm_gate"]["joined"]
+    summary = confluence.config["training_summary"]
+    assert summary["lstm_in_ensemble_folds"] == sum(
+        r["lstm_in_ensemble"] for r in confluence.config["metrics"]["per_fold"]
+    )
+
+
+def test_the_training_summary_says_whether_the_model_learned(trained) -> None:
+    _, settings, confluence, native = trained
+    for result in (confluence, native):
+        summary = result.config["training_summary"]
+        per_fold = result.config["metrics"]["per_fold"]
+        assert summary["stopping_metric"] == settings.train.stopping_metric
+        assert summary["target"] == settings.train.target
+        assert [f["xgboost_trees"] for f in summary["folds"]] == [
+            r["xgboost_trees"] for r in per_fold
+        ]
+        assert summary["median_trees"] == np.median([r["xgboost_trees"] for r in per_fold])
+        for f, r in zip(summary["folds"], per_fold, strict=True):
+            for k in ("model", "logistic", "prior"):
+                for d in ("long", "short"):
+                    assert f[k][d]["auc"] == r["metrics"][k][d]["auc"]
+                    assert f[k][d]["ic"] == r["metrics"][k][d]["ic"]
+                    assert f[k][d]["ic_t"] == r["metrics"][k][d]["ic_t"]
+        pooled = summary["pooled"]["model"]["long"]
+        assert pooled["ic_t"] == result.overall["model"]["long"]["ic_t"]
+        assert "mean_fold_ic" in pooled and "mean_fold_auc" in pooled

@@ -220,6 +220,11 @@ class XGBoostSettings(_Frozen):
     min_child_weight: float = Field(5.0, ge=0)
     reg_lambda: float = Field(1.0, ge=0)
     early_stopping_rounds: int = Field(30, ge=1, description="rounds without validation gain")
+    objective: Literal["binary", "rank_pairwise"] = Field(
+        "binary",
+        description="binary: one logistic output per direction; rank_pairwise: one "
+        "ranking score per bar (rank:pairwise grouped by bar), high = long, low = short",
+    )
 
 
 class LSTMSettings(_Frozen):
@@ -269,6 +274,29 @@ class TrainSettings(_Frozen):
         "(the part before it stops early; the two never share a row)",
     )
     embargo_bars: int = Field(6, ge=0, description="gap added to the purge (label horizon)")
+    target: Literal["triple_barrier", "cross_sectional"] = Field(
+        "triple_barrier",
+        description="triple_barrier: would the trade reach its target before its stop; "
+        "cross_sectional: would the symbol's forward return beat the bar's median by the "
+        "round-trip cost",
+    )
+    stopping_metric: Literal["auc", "ic", "logloss"] = Field(
+        "auc",
+        description="what early stopping (XGBoost's rounds, the LSTM's epoch) maximises on "
+        "the early-stopping rows: auc (mean of both directions), ic (mean per-bar rank "
+        "correlation with the forward return) or logloss (minimised)",
+    )
+    lstm_gate: bool = Field(
+        True,
+        description="the LSTM joins a fold's ensemble only where it beat the XGBoost member "
+        "on that fold's calibration rows (by the stopping metric; AUC for logloss)",
+    )
+    min_median_trees: int = Field(
+        10, ge=1, description="warn when the median tree count over the folds is below this"
+    )
+    min_median_epochs: int = Field(
+        2, ge=1, description="warn when the median LSTM epochs kept over the folds is below this"
+    )
     threshold: float = Field(0.5, gt=0, lt=1, description="probability that signals a trade")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -39,12 +39,12 @@ class TrainBars:
         if self.epochs is not None:
             self.bars.reset(self.epochs)
 
-    def epoch(self, label: str, epoch: int, epochs: int, valid_loss: float) -> None:
+    def epoch(self, label: str, epoch: int, epochs: int, metric: str, score: float) -> None:
         if self.epochs is not None:
             self.bars.update(
                 self.epochs,
                 completed=epoch + 1,
-                description=f"LSTM epochs (valid loss {valid_loss:.4f})",
+                description=f"LSTM epochs (valid {metric} {score:.4f})",
             )
 
     def note(self, message: str) -> None:
@@ -141,29 +141,50 @@ def _print_training(console: Any, result: Any) -> None:
     def f(x: Any) -> str:
         return "n/a" if x is None else f"{x:.3f}"
 
-    table = Table(title=f"{result.name}: out-of-sample walk-forward")
+    summary = result.config["training_summary"]
+    table = Table(
+        title=f"{result.name}: out-of-sample walk-forward (target {summary['target']}, "
+        f"stopped on {summary['stopping_metric']})"
+    )
     for col in (
-        "fold",
-        "test window",
-        "rows",
-        "AUC long",
-        "logistic",
-        "AUC short",
-        "logistic",
-        "IC long",
-        "IC short",
-        "time",
-    ):
+        "fold", "test window", "rows", "trees", "LSTM epochs", "AUC long", "logistic",
+        "AUC short", "logistic", "IC long (t)", "IC short (t)", "logistic IC", "time",
+    ):  # fmt: skip
         table.add_column(col)
+
+    def ic(m: dict[str, Any]) -> str:
+        t = "n/a" if m["ic_t"] is None else f"{m['ic_t']:.1f}"
+        return f"{f(m['ic'])} ({t})"
+
     for r in result.folds:
         m, lg = r.metrics["model"], r.metrics["logistic"]
+        epochs = r.members["lstm_epochs"]
+        lstm = (
+            "-"
+            if epochs is None
+            else f"{epochs} ({'in' if r.members['lstm_in_ensemble'] else 'out'})"
+        )
         table.add_row(
             str(r.fold.fold + 1),
             f"{r.fold.to_json()['test_start'][:10]} .. {r.fold.to_json()['test_end'][:10]}",
-            f"{r.rows['scored']:,}",
+            f"{r.rows['scored']:,}", str(r.members["xgboost_trees"]), lstm,
             f(m["long"]["auc"]), f(lg["long"]["auc"]), f(m["short"]["auc"]), f(lg["short"]["auc"]),
-            f(m["long"]["ic"]), f(m["short"]["ic"]), f"{r.seconds:.1f} s",
+            ic(m["long"]), ic(m["short"]), f"{f(lg['long']['ic'])} / {f(lg['short']['ic'])}",
+            f"{r.seconds:.1f} s",
         )  # fmt: skip
+    pooled = summary["pooled"]["model"]
+    table.add_row(
+        "all", "pooled", f"{sum(r.rows['scored'] for r in result.folds):,}",
+        f"median {summary['median_trees']:g}",
+        "-" if summary["median_lstm_epochs"] is None
+        else f"median {summary['median_lstm_epochs']:g}, in {summary['lstm_in_ensemble_folds']}",
+        f(pooled["long"]["auc"]), f(summary["pooled"]["logistic"]["long"]["auc"]),
+        f(pooled["short"]["auc"]), f(summary["pooled"]["logistic"]["short"]["auc"]),
+        ic(pooled["long"]), ic(pooled["short"]),
+        f"{f(summary['pooled']['logistic']['long']['ic'])} / "
+        f"{f(summary['pooled']['logistic']['short']['ic'])}",
+        "",
+    )  # fmt: skip
     console.print(table)
     for line in result.verdict:
         console.print(line, highlight=False)
@@ -180,7 +201,10 @@ def _print_training(console: Any, result: Any) -> None:
     final = result.config["final_model"]
     v = final["validation"]["model"]
     epoch = (
-        "" if final["lstm_best_epoch"] is None else f", LSTM best epoch {final['lstm_best_epoch']}"
+        ""
+        if final["lstm_best_epoch"] is None
+        else f", LSTM {final['lstm_epochs']} epochs "
+        + ("(in the ensemble)" if final["lstm_in_ensemble"] else "(left out: XGBoost alone)")
     )
     console.print(
         f"final model (shipped): {final['xgboost_trees']} trees{epoch}; on its own "

@@ -19,6 +19,7 @@ consecutive (a gap), are left unlabelled (NaN), never filled.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from numba import njit
 
 from asterai import barriers as _barriers
@@ -88,4 +89,38 @@ def forward_return(
         ok = (times[horizon:] - times[:-horizon]) == horizon * step
         entry = open_[1 : len(close) - horizon + 1]
         out[:-horizon] = np.where(ok, np.log(close[horizon:] / entry), np.nan)
+    return out
+
+
+#: A bar whose cross-section has fewer eligible symbols than this gets no
+#: cross-sectional label (a median of two is no market).
+MIN_CROSS_SECTION = 3
+
+
+def cross_sectional_labels(
+    fwd: np.ndarray, times: np.ndarray, eligible: np.ndarray, cost: float
+) -> np.ndarray:
+    """Did the symbol beat its bar's cross-section by the round-trip cost? (rows, 2).
+
+    ``fwd``: each row's forward log return from the next bar's open over the label
+    horizon (``forward_return``); ``times``: its bar; ``eligible``: the rows that form
+    the cross-section (tradeable at that bar). At each bar with at least
+    ``MIN_CROSS_SECTION`` eligible rows with a forward return, ``m`` is their median:
+    the long label is 1 where ``fwd - m > cost`` (a long trade beat the market's middle
+    after paying to get in and out), the short label 1 where ``m - fwd > cost``, else 0.
+    NaN for rows outside the cross-section or at bars too thin for one. The label at a
+    bar reads that bar's rows only: no row of another bar enters it.
+    """
+    fwd = np.asarray(fwd, dtype=float)
+    ok = np.asarray(eligible, dtype=bool) & np.isfinite(fwd)
+    out = np.full((len(fwd), 2), np.nan, dtype=np.float32)
+    if not ok.any():
+        return out
+    idx = np.flatnonzero(ok)
+    _, group, counts = np.unique(times[idx], return_inverse=True, return_counts=True)
+    median = pd.Series(fwd[idx]).groupby(group).transform("median").to_numpy()
+    enough = counts[group] >= MIN_CROSS_SECTION
+    rows, excess = idx[enough], (fwd[idx] - median)[enough]
+    out[rows, 0] = excess > cost
+    out[rows, 1] = -excess > cost
     return out

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
 from asterai.features.build import FEATURES_META_KEY
+from asterai.features.labels import cross_sectional_labels
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
@@ -59,7 +60,7 @@ class Panel:
     times: np.ndarray  # int64 open time, epoch ms
     X: np.ndarray  # float32 (rows, features), NaN = missing
     features: list[str]
-    y: np.ndarray  # float32 (rows, 2): 1 target first, 0 not, NaN unlabelled; long, short
+    y: np.ndarray  # float32 (rows, 2): 1 positive, 0 not, NaN unlabelled; long, short
     fwd: np.ndarray  # float64 forward log return (the rank-correlation outcome)
     tradeable: np.ndarray  # bool, from the point-in-time universe
     step_ms: int
@@ -68,6 +69,7 @@ class Panel:
     category: dict[str, str | None] = field(default_factory=dict)
     new_listing_h: float = 720.0
     listing_age_h: np.ndarray | None = None  # uncapped, for per-bar categories
+    target: str = "triple_barrier"
 
     @property
     def labelled(self) -> np.ndarray:
@@ -94,6 +96,13 @@ class Panel:
                 "open_time": pd.to_datetime(self.times[rows], unit="ms", utc=True).as_unit("ms"),
             }
         )
+
+
+def round_trip_cost(settings: Settings) -> float:
+    """What a market trade in and out costs, as a share of notional: the taker fee and
+    the slippage, twice (``strategy``: the backtest charges the same)."""
+    st = settings.strategy
+    return 2.0 * (st.taker_fee + st.slippage)
 
 
 def _sha256(path) -> str:
@@ -125,11 +134,15 @@ def load_panel(
     with_categories: bool = False,
     listing_age_cap_h: float | None = None,
     check_gate: bool = True,
+    target: str | None = None,
 ) -> Panel:
     """The panel training reads, after the gate has said READY.
 
     ``listing_age_cap_h``: None leaves listing age out; a number keeps it, capped there
     (beyond the cap a listing is simply "old", whatever the collection window).
+    ``target``: ``train.target`` unless given: the triple-barrier labels of the feature
+    table, or the cross-sectional labels (``features.labels.cross_sectional_labels``)
+    over the rows tradeable at each bar, net of ``round_trip_cost(settings)``.
     """
     paths = DataPaths.at(settings.data_root)
     if check_gate:
@@ -191,12 +204,19 @@ def load_panel(
     if listing_age_cap_h is not None and LISTING_AGE in features:
         j = features.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))
-    y = np.column_stack(
-        [
-            np.where(np.isfinite(frame[c]), (frame[c] == 1).astype(np.float32), np.nan)
-            for c in (LABEL_LONG, LABEL_SHORT)
-        ]
-    ).astype(np.float32)
+    target = target or settings.train.target
+    fwd = frame["label_fwd_ret"].to_numpy(dtype=float)
+    if target == "cross_sectional":
+        y = cross_sectional_labels(fwd, times, tradeable, round_trip_cost(settings))
+    elif target == "triple_barrier":
+        y = np.column_stack(
+            [
+                np.where(np.isfinite(frame[c]), (frame[c] == 1).astype(np.float32), np.nan)
+                for c in (LABEL_LONG, LABEL_SHORT)
+            ]
+        ).astype(np.float32)
+    else:
+        raise TrainingDataError(f"unknown train.target {target!r}")
     category: dict[str, str | None] = {s: None for s in symbols}
     new_listing_h = settings.discovery.new_listing_days * 24
     if with_categories:
@@ -220,7 +240,7 @@ def load_panel(
         np.ascontiguousarray(X),
         features,
         y,
-        frame["label_fwd_ret"].to_numpy(dtype=float),
+        fwd,
         tradeable,
         INTERVAL_MS[settings.features.base_interval],
         settings.features.label_horizon,
@@ -228,6 +248,7 @@ def load_panel(
         category,
         new_listing_h,
         frame[LISTING_AGE].to_numpy(dtype=float) if LISTING_AGE in frame else None,
+        target,
     )
 
 

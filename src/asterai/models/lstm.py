@@ -12,14 +12,17 @@ rows only, like the standardisation), and a column missing on at least
 no value at all in the fitting rows is dropped for the fold, and the drop is recorded.
 
 A plain, seeded training loop: Adam, binary cross-entropy on both directions, early
-stopping on the windows of the validation window's early-stopping part, the best
-epoch's weights kept.
+stopping on the windows of the validation window's early-stopping part by the same
+score as XGBoost (``scoring.Scorer``: AUC, per-bar IC or log loss), the best epoch's
+weights kept. The history records each epoch's fitting loss, validation loss and
+validation score.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ from torch import nn
 
 from asterai.config import LSTMSettings
 from asterai.models.errors import TrainingError
+from asterai.models.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +121,7 @@ class LSTMMember:
         self.prep: Prep | None = None
         self.net: Network | None = None
         self.best_epoch: int | None = None
+        self.best_score: float | None = None
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
         self.Z: np.ndarray | None = None
@@ -144,10 +149,12 @@ class LSTMMember:
         y: np.ndarray,
         fit_rows: np.ndarray,
         valid_rows: np.ndarray,
+        scorer_for: Callable[[np.ndarray], Scorer],
         progress: Any = None,
     ) -> LSTMMember:
         """``X``: the whole panel; ``fit_rows``: labelled rows to fit on; ``valid_rows``:
-        labelled rows whose loss stops training early (the best epoch's weights are kept).
+        labelled rows whose score stops training early (the best epoch's weights are
+        kept); ``scorer_for(rows)``: the score of those of them that have a window.
 
         The transformed panel is kept (``self.Z``) for this fold's predictions; call
         ``release()`` when the fold is done.
@@ -169,7 +176,8 @@ class LSTMMember:
         optimiser = torch.optim.Adam(self.net.parameters(), lr=s.learning_rate)
         loss_fn = nn.BCEWithLogitsLoss()
         y_t = torch.from_numpy(np.nan_to_num(y).astype(np.float32))
-        best, best_state, stale = np.inf, None, 0
+        scorer = scorer_for(valid_rows)
+        best, best_state, stale = -np.inf, None, 0
         for epoch in range(s.epochs):
             self.net.train()
             order = fit_rows[rng.permutation(len(fit_rows))]
@@ -181,14 +189,22 @@ class LSTMMember:
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(rows)
-            valid_loss = self._loss(Z, valid_rows, y_t, loss_fn)
+            p_valid = self.predict(X, runs, valid_rows, Z)
+            valid_loss = _bce(p_valid, y[valid_rows])
+            score = scorer(p_valid)
             self.history.append(
-                {"epoch": epoch, "fit_loss": total / len(order), "valid_loss": valid_loss}
+                {
+                    "epoch": epoch,
+                    "fit_loss": total / len(order),
+                    "valid_loss": valid_loss,
+                    f"valid_{scorer.name}": score,
+                }
             )
             if progress is not None:
-                progress(epoch, valid_loss)
-            if valid_loss < best - 1e-6:
-                best, stale, self.best_epoch = valid_loss, 0, epoch
+                progress(epoch, scorer.name, score)
+            if score > best + 1e-9:
+                best, stale, self.best_epoch = score, 0, epoch
+                self.best_score = score
                 best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             else:
                 stale += 1
@@ -198,17 +214,6 @@ class LSTMMember:
             self.net.load_state_dict(best_state)
         self.seconds = time.perf_counter() - started
         return self
-
-    @torch.no_grad()
-    def _loss(self, Z: np.ndarray, rows: np.ndarray, y_t: torch.Tensor, loss_fn: Any) -> float:
-        self.net.eval()
-        total = 0.0
-        for start in range(0, len(rows), self.settings.batch_size * 4):
-            part = rows[start : start + self.settings.batch_size * 4]
-            total += float(
-                loss_fn(self.net(self._batch(Z, part)), y_t[part].to(self.device))
-            ) * len(part)
-        return total / len(rows)
 
     @torch.no_grad()
     def predict(
@@ -249,3 +254,9 @@ class LSTMMember:
         member.net.load_state_dict(state)
         member.net.eval()
         return member
+
+
+def _bce(p: np.ndarray, y: np.ndarray) -> float:
+    """The mean binary cross-entropy of probabilities ``p`` against 0/1 ``y`` (both (rows, 2))."""
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))

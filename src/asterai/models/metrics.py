@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-MIN_IC_SYMBOLS = 3
+from asterai.models.scoring import MIN_IC_SYMBOLS, PerBarIC
+
+__all__ = ["MIN_IC_SYMBOLS", "classification", "evaluate", "information_coefficient"]
 
 
 def classification(p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -42,50 +43,64 @@ def classification(p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, 
     return out
 
 
+def newey_west_t(x: np.ndarray, lags: int) -> float | None:
+    """The t-statistic of the mean of ``x`` (in time order) with a Newey-West standard
+    error: Bartlett weights ``1 - l / (lags + 1)`` on the autocovariances up to ``lags``.
+
+    Consecutive bars' outcomes overlap (each reads the next ``horizon`` bars), so their
+    correlations are not independent draws: the plain t-statistic would count one market
+    move ``horizon`` times. Hand-written (a dozen lines) rather than pulling in statsmodels.
+    """
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if n < 2:
+        return None
+    d = x - x.mean()
+    var = float(d @ d) / n
+    for lag in range(1, min(lags, n - 1) + 1):
+        var += 2.0 * (1.0 - lag / (lags + 1.0)) * float(d[lag:] @ d[:-lag]) / n
+    if var <= 0:
+        return None
+    return float(x.mean() / np.sqrt(var / n))
+
+
 def information_coefficient(
-    p: np.ndarray, outcome: np.ndarray, times: np.ndarray
+    p: np.ndarray, outcome: np.ndarray, times: np.ndarray, lags: int = 0
 ) -> dict[str, Any]:
-    """Mean per-bar Spearman correlation across symbols, with its t-statistic."""
-    frame = pd.DataFrame({"t": times, "p": p, "o": outcome}).dropna()
-    counts = frame.groupby("t")["p"].transform("size")
-    frame = frame[counts >= MIN_IC_SYMBOLS]
-    if frame.empty:
-        return {"ic": None, "ic_t": None, "bars": 0}
-    g = frame.groupby("t")
-    ranks = g[["p", "o"]].rank()
-    # the Pearson correlation of the ranks per bar, from per-bar sums (vectorised: a
-    # groupby-apply costs a Python call per bar)
-    r = pd.DataFrame(
-        {"t": frame["t"], "p": ranks["p"], "o": ranks["o"], "pp": ranks["p"] ** 2,
-         "oo": ranks["o"] ** 2, "po": ranks["p"] * ranks["o"]}
-    )  # fmt: skip
-    sums = r.groupby("t").sum()
-    n = g.size().reindex(sums.index).to_numpy(dtype=float)
-    cov = sums["po"].to_numpy() - sums["p"].to_numpy() * sums["o"].to_numpy() / n
-    var_p = sums["pp"].to_numpy() - sums["p"].to_numpy() ** 2 / n
-    var_o = sums["oo"].to_numpy() - sums["o"].to_numpy() ** 2 / n
-    varied = (g["p"].nunique() > 1).to_numpy() & (g["o"].nunique() > 1).to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.where(varied, cov / np.sqrt(var_p * var_o), np.nan)
-    per_bar = pd.Series(corr, index=sums.index).dropna()
-    if per_bar.empty:
-        return {"ic": None, "ic_t": None, "bars": 0}
-    sd = per_bar.std(ddof=1)
+    """Mean per-bar Spearman correlation across symbols (``scoring.PerBarIC``: the same
+    computation that can stop training early), with two t-statistics across bars:
+    ``ic_t`` with a Newey-West standard error over ``lags`` bars (the label horizon: the
+    outcomes of bars closer than that overlap), ``ic_t_naive`` as if bars were independent.
+    """
+    ok = np.isfinite(p) & np.isfinite(outcome)
+    per_bar = PerBarIC(np.where(ok, outcome, np.nan), times).per_bar(p)
+    per_bar = per_bar[np.isfinite(per_bar)]
+    if len(per_bar) == 0:
+        return {"ic": None, "ic_t": None, "ic_t_naive": None, "ic_t_lags": lags, "bars": 0}
+    sd = per_bar.std(ddof=1) if len(per_bar) > 1 else 0.0
     return {
         "ic": float(per_bar.mean()),
-        "ic_t": float(per_bar.mean() / sd * np.sqrt(len(per_bar))) if sd > 0 else None,
+        "ic_t": newey_west_t(per_bar, lags),
+        "ic_t_naive": float(per_bar.mean() / sd * np.sqrt(len(per_bar))) if sd > 0 else None,
+        "ic_t_lags": lags,
         "bars": int(len(per_bar)),
     }
 
 
 def evaluate(
-    p: np.ndarray, y: np.ndarray, fwd: np.ndarray, times: np.ndarray, threshold: float
+    p: np.ndarray,
+    y: np.ndarray,
+    fwd: np.ndarray,
+    times: np.ndarray,
+    threshold: float,
+    lags: int = 0,
 ) -> dict[str, Any]:
-    """Both directions: ``p`` and ``y`` are (rows, 2), long then short."""
+    """Both directions: ``p`` and ``y`` are (rows, 2), long then short; ``lags``: the
+    label horizon in bars, for the IC's Newey-West t-statistic."""
     out = {}
     for j, direction in enumerate(("long", "short")):
         sign = 1.0 if j == 0 else -1.0
         out[direction] = classification(p[:, j], y[:, j], threshold) | information_coefficient(
-            p[:, j], sign * fwd, times
+            p[:, j], sign * fwd, times, lags
         )
     return out

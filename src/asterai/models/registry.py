@@ -29,6 +29,15 @@ from asterai.paths import DataPaths
 CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_config.json"}
 
 
+def blend(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.ndarray:
+    """The ensemble: calibrated members averaged ``wx`` / ``wl``; XGBoost alone where the
+    LSTM has no output (no full window), or everywhere when its weight is 0 (the LSTM did
+    not beat XGBoost on validation, ``train.lstm_gate``)."""
+    if pl is None or wl == 0:
+        return px
+    return np.where(np.isfinite(pl), (wx * px + wl * np.nan_to_num(pl)) / (wx + wl), px)
+
+
 class ModelNotFound(FileNotFoundError):
     """No trained model at the expected path; the message says how to train one."""
 
@@ -108,12 +117,7 @@ class Predictor:
             out["lstm"] = pl
             raws["lstm_raw"] = raw_l
             w = self.config["ensemble"]
-            total = w["xgboost_weight"] + w["lstm_weight"]
-            p = np.where(
-                np.isfinite(pl),
-                (w["xgboost_weight"] * px + w["lstm_weight"] * np.nan_to_num(pl)) / total,
-                px,
-            )
+            p = blend(px, pl, w["xgboost_weight"], w["lstm_weight"])
         result = pd.DataFrame(index=ordered.index)
         result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
         for member, values in (out | raws if raw else out).items():

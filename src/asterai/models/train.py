@@ -25,7 +25,8 @@ gap before the most recent validation tail, stopped early and calibrated on that
 two parts. Its own windows, rows, tree count, epoch, calibration and validation figures
 (on its calibration rows) are recorded in the config's ``final_model``; loading the saved
 model and predicting those rows gives the same figures. When early stopping kept almost
-nothing (``NEAR_CONSTANT_TREES``, ``NEAR_CONSTANT_EPOCH``) in a fold or the final model,
+nothing (median trees or LSTM epochs below ``train.min_median_trees`` /
+``min_median_epochs``, or the final model below them),
 the result's warnings and the config say so (``learning_check``), as they do when a
 calibration reverses a member's ranking. The models' folder is replaced as a set, so a
 failure leaves the previous models in place.
@@ -50,8 +51,9 @@ import pyarrow.parquet as pq
 
 from asterai import __version__, atomic
 from asterai.config import Settings, XGBoostSettings
+from asterai.features.labels import MIN_CROSS_SECTION
 from asterai.intervals import iso_ms
-from asterai.models import baselines, metrics
+from asterai.models import baselines, metrics, scoring
 from asterai.models.calibration import apply_platt, fit_platt, flattened
 from asterai.models.charts import calibration_chart, importance_chart
 from asterai.models.data import (
@@ -60,11 +62,13 @@ from asterai.models.data import (
     LABEL_SHORT,
     Panel,
     load_panel,
+    round_trip_cost,
     row_categories,
 )
 from asterai.models.device import choose_device
 from asterai.models.errors import TrainingError
 from asterai.models.lstm import LSTMMember
+from asterai.models.registry import blend
 from asterai.models.splits import FinalWindow, Fold, Layout, layout
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
@@ -72,17 +76,16 @@ from asterai.paths import DataPaths
 log = logging.getLogger(__name__)
 
 MODELS = ("confluence", "aster_native")
+#: What ``p_long`` / ``p_short`` answer, per ``train.target``.
+QUESTIONS = {
+    "triple_barrier": "if a trade were opened on this signal, would it reach its target "
+    "before its stop?",
+    "cross_sectional": "would this symbol's return over the label horizon, from the next "
+    "open, beat the median of the symbols tradeable at this bar by the round-trip cost?",
+}
 SUSPICIOUS_AUC = 0.60
 FINGERPRINT_ROWS = 64
 PREDICTIONS_META_KEY = b"asterai.predictions"
-#: XGBoost kept this many trees or fewer after early stopping: at the learning rates used
-#: (0.05) each tree moves the log-odds by a few hundredths, so a handful of trees leaves
-#: the output close to the class prior; the model learned almost nothing on validation.
-NEAR_CONSTANT_TREES = 3
-#: The LSTM's validation loss was lowest at this epoch or earlier (0 = after its first
-#: pass): further training never helped on validation, so what it learned is at most a
-#: first pass away from its random start.
-NEAR_CONSTANT_EPOCH = 0
 
 
 class Progress:
@@ -94,8 +97,8 @@ class Progress:
     def fold(self, label: str) -> None:
         log.info("%s", label)
 
-    def epoch(self, label: str, epoch: int, epochs: int, valid_loss: float) -> None:
-        log.info("%s: LSTM epoch %d/%d, valid loss %.4f", label, epoch + 1, epochs, valid_loss)
+    def epoch(self, label: str, epoch: int, epochs: int, metric: str, score: float) -> None:
+        log.info("%s: LSTM epoch %d/%d, valid %s %.4f", label, epoch + 1, epochs, metric, score)
 
     def note(self, message: str) -> None:
         log.info(message)
@@ -184,13 +187,6 @@ def _window_rows(panel: Panel, w: Fold | FinalWindow, where: str) -> _Rows:
     return rows
 
 
-def _ensemble(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.ndarray:
-    if pl is None or wl == 0:
-        return px
-    total = wx + wl
-    return np.where(np.isfinite(pl), (wx * px + wl * np.nan_to_num(pl)) / total, px)
-
-
 def _versions(device: dict[str, Any]) -> dict[str, Any]:
     import sklearn
     import torch
@@ -234,7 +230,8 @@ def _verdict(overall: dict[str, dict[str, Any]], folds: list[FoldResult], main: 
         lines.append(
             f"{direction}: out-of-sample AUC {m['mean_fold_auc']:.3f} per fold (pooled "
             f"{m['auc']:.3f}) vs logistic {lg.get('mean_fold_auc') or nan:.3f}; log loss "
-            f"{m['log_loss']:.4f} vs class prior {pr['log_loss']:.4f}; IC {m.get('ic') or nan:.3f}. "
+            f"{m['log_loss']:.4f} vs class prior {pr['log_loss']:.4f}; per-bar IC "
+            f"{_f(m.get('ic'))} (t {_f(m.get('ic_t'))}, Newey-West) vs logistic {_f(lg.get('ic'))}. "
             f"It {'beats' if beats_prior else 'does NOT beat'} the class prior and beats the "
             f"logistic regression in {won} of {len(folds)} folds"
         )
@@ -304,41 +301,100 @@ def _fit_members(
     label: str,
 ) -> dict[str, Any]:
     """Fit XGBoost (and the LSTM) on the fitting rows, stop early on the early-stopping
-    rows, fit each member's Platt calibration on the calibration rows alone."""
+    rows by ``train.stopping_metric``, fit each member's Platt calibration on the
+    calibration rows alone, and decide there whether the LSTM joins the ensemble."""
     ts = settings.train
     fit, stop, calib = rows.fit, rows.stop, rows.calib
+    if spec.xgb.objective == "rank_pairwise" and ts.stopping_metric == "logloss":
+        raise TrainingError(
+            "train.stopping_metric = 'logloss' needs probabilities, and the rank_pairwise "
+            "XGBoost member gives a ranking score: stop on 'auc' or 'ic'"
+        )
+
+    def scorer_for(r: np.ndarray) -> scoring.Scorer:
+        return scoring.for_rows(ts.stopping_metric, panel.y, panel.fwd, panel.times, r)
+
     xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
-        panel.X[fit], panel.y[fit], panel.X[stop], panel.y[stop]
+        panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], scorer_for(stop)
     )
+    raw_x = xgb_member.predict(panel.X[calib])
     members: dict[str, Any] = {
         "xgboost": xgb_member,
-        "xgboost_calibration": fit_platt(xgb_member.predict(panel.X[calib]), panel.y[calib]),
+        "xgboost_calibration": fit_platt(raw_x, panel.y[calib]),
     }
     say.note(
-        f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s"
+        f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s "
+        f"(validation {scorer_for(stop).name} {xgb_member.best_score:.4f})"
     )
     if spec.with_lstm:
         lstm = LSTMMember(ts.lstm, device["torch"], ts.seed)
         lstm.fit(
-            panel.X, panel.features, runs, panel.y, fit, stop,
-            progress=lambda e, loss: say.epoch(label, e, ts.lstm.epochs, loss),
+            panel.X, panel.features, runs, panel.y, fit, stop, scorer_for,
+            progress=lambda e, name, score: say.epoch(label, e, ts.lstm.epochs, name, score),
         )  # fmt: skip
-        raw = lstm.predict(panel.X, runs, calib)
+        raw_l = lstm.predict(panel.X, runs, calib)
         members["lstm"] = lstm
-        members["lstm_calibration"] = fit_platt(raw, panel.y[calib])
+        members["lstm_calibration"] = fit_platt(raw_l, panel.y[calib])
+        members["lstm_gate"] = _lstm_gate(ts, panel, calib, raw_x, raw_l)
+        gate = members["lstm_gate"]
+        say.note(
+            f"{label}: LSTM best epoch {lstm.best_epoch}; on the calibration rows "
+            f"{gate['metric']} LSTM {_f(gate['lstm'])} vs XGBoost {_f(gate['xgboost'])}: "
+            + ("it joins the ensemble" if gate["joined"] else "XGBoost alone")
+        )
     return members
 
 
+def _lstm_gate(
+    ts: Any, panel: Panel, calib: np.ndarray, raw_x: np.ndarray, raw_l: np.ndarray
+) -> dict[str, Any]:
+    """Does the LSTM beat the XGBoost member on the calibration rows where it has a window?
+
+    Both members' raw outputs are scored by the stopping metric (AUC when that is log
+    loss: a calibration-free comparison) on the same rows, which neither fitted on nor
+    stopped on. Without ``train.lstm_gate`` the LSTM always joins (and the scores are
+    still recorded).
+    """
+    metric = ts.stopping_metric if ts.stopping_metric != "logloss" else "auc"
+    both = np.isfinite(raw_l).all(axis=1)
+    record: dict[str, Any] = {
+        "metric": metric,
+        "rows": int(both.sum()),
+        "xgboost": None,
+        "lstm": None,
+        "rule": "the LSTM joins where it scores above XGBoost on the calibration rows "
+        "that have an LSTM window"
+        if ts.lstm_gate
+        else "train.lstm_gate off: always joins",
+    }
+    if both.any():
+        scorer = scoring.for_rows(metric, panel.y, panel.fwd, panel.times, calib[both])
+        record["xgboost"] = scorer(raw_x[both])
+        record["lstm"] = scorer(raw_l[both])
+    record["joined"] = (not ts.lstm_gate) or (
+        record["lstm"] is not None and record["lstm"] > record["xgboost"]
+    )
+    return record
+
+
 def _member_record(members: dict[str, Any]) -> dict[str, Any]:
-    """What a fold (or the final model) chose: trees, epoch, calibration, dropped columns."""
+    """What a fold (or the final model) chose: trees, epoch, calibration, dropped columns,
+    whether the LSTM joined the ensemble."""
     lstm = members.get("lstm")
     return {
         "xgboost_best_iteration": members["xgboost"].best_iteration,
         "xgboost_trees": members["xgboost"].best_iteration + 1,
+        "xgboost_best_score": members["xgboost"].best_score,
         "xgboost_calibration_platt": members["xgboost_calibration"],
         "lstm_best_epoch": lstm.best_epoch if lstm is not None else None,
+        "lstm_epochs": lstm.best_epoch + 1 if lstm is not None else None,
+        "lstm_best_score": lstm.best_score if lstm is not None else None,
         "lstm_calibration_platt": members.get("lstm_calibration"),
         "lstm_dropped_columns": lstm.prep.dropped if lstm is not None else [],
+        "lstm_gate": members.get("lstm_gate"),
+        "lstm_in_ensemble": (
+            bool(members["lstm_gate"]["joined"]) if "lstm_gate" in members else None
+        ),
     }
 
 
@@ -369,23 +425,29 @@ def _learning_check(
     final: dict[str, Any],
     final_preds: dict[str, np.ndarray],
     calib_bars: int,
+    min_trees: int,
+    min_epochs: int,
 ) -> tuple[dict[str, Any], list[str]]:
     """Did early stopping keep almost nothing? Did a calibration find no ranking?
 
-    A near-constant model is easy to mistake for a cautious one: the warning names the
-    tree count (and the LSTM's best epoch) of every fold and of the final model, and the
-    spread of the final model's raw and calibrated outputs on its calibration rows. A
-    flattened calibration (slope 0, ``calibration.fit_platt``) means the calibration rows
-    ranked the outcomes the other way round from the member's raw output: that member
-    predicts their base rate, a constant.
+    A near-constant model is easy to mistake for a cautious one. The warning fires when
+    the median XGBoost tree count over the folds is below ``train.min_median_trees``, or
+    the median LSTM epochs kept (best epoch + 1) below ``train.min_median_epochs``, or the
+    final model is below either floor; it names every fold's count and the final model's,
+    and the spread of the final model's raw and calibrated outputs on its calibration
+    rows. A flattened calibration (slope 0, ``calibration.fit_platt``) means the
+    calibration rows ranked the outcomes the other way round from the member's raw
+    output: that member predicts their base rate, a constant.
     """
     trees = [int(f.members["xgboost_trees"]) for f in folds]
-    epochs = [f.members["lstm_best_epoch"] for f in folds]
+    epochs = [f.members["lstm_epochs"] for f in folds]
     with_lstm = final["lstm_best_epoch"] is not None
-    few_trees = [t <= NEAR_CONSTANT_TREES for t in trees]
-    final_few_trees = final["xgboost_trees"] <= NEAR_CONSTANT_TREES
-    early = [e is not None and e <= NEAR_CONSTANT_EPOCH for e in epochs]
-    final_early = with_lstm and final["lstm_best_epoch"] <= NEAR_CONSTANT_EPOCH
+    median_trees = float(np.median(trees))
+    median_epochs = float(np.median(epochs)) if with_lstm else None
+    few_trees = median_trees < min_trees
+    final_few_trees = final["xgboost_trees"] < min_trees
+    early = with_lstm and median_epochs < min_epochs
+    final_early = with_lstm and final["lstm_epochs"] < min_epochs
     raw, calibrated = _spread(final_preds["xgboost_raw"]), _spread(final_preds["model"])
     flat: list[str] = []
     final_platt = {f"{k}_calibration_platt": v for k, v in final["calibration_platt"].items()}
@@ -398,33 +460,30 @@ def _learning_check(
                 if is_flat:
                     flat.append(f"{owner} {member} {direction}")
     check: dict[str, Any] = {
-        "near_constant_trees": NEAR_CONSTANT_TREES,
-        "near_constant_epoch": NEAR_CONSTANT_EPOCH,
-        "xgboost_trees": {"folds": trees, "final": final["xgboost_trees"]},
-        "lstm_best_epoch": {"folds": epochs, "final": final["lstm_best_epoch"]},
-        "xgboost_near_constant": {"folds": few_trees, "final": final_few_trees},
-        "lstm_near_constant": {"folds": early, "final": final_early} if with_lstm else None,
+        "min_median_trees": min_trees,
+        "min_median_epochs": min_epochs,
+        "xgboost_trees": {"folds": trees, "median": median_trees, "final": final["xgboost_trees"]},
+        "lstm_epochs": {"folds": epochs, "median": median_epochs, "final": final["lstm_epochs"]},
+        "xgboost_below_floor": {"median": few_trees, "final": final_few_trees},
+        "lstm_below_floor": {"median": early, "final": final_early} if with_lstm else None,
         "final_calibration_rows_p5_p95": {"xgboost_raw": raw, "model": calibrated},
         "calibration_flattened": flat,
     }
     span = "fold 1" if len(folds) == 1 else f"folds 1-{len(folds)}"
-
-    def which(flags: list[bool], final_flag: bool) -> str:
-        hit = [f"fold {f.fold.fold + 1}" for f, flag in zip(folds, flags, strict=True) if flag]
-        return _listing(hit + (["the final model"] if final_flag else []))
-
     parts = []
-    if any(few_trees) or final_few_trees:
+    if few_trees or final_few_trees:
         parts.append(
-            f"XGBoost early stopping kept {_listing(trees)} trees in {span} and "
-            f"{final['xgboost_trees']} in the final model ({NEAR_CONSTANT_TREES} or fewer in "
-            f"{which(few_trees, final_few_trees)})"
+            f"XGBoost early stopping kept {_listing(trees)} trees in {span} (median "
+            f"{median_trees:g}) and {final['xgboost_trees']} in the final model, below the "
+            f"floor of {min_trees} (train.min_median_trees) in "
+            + _listing(["the folds' median"] * few_trees + ["the final model"] * final_few_trees)
         )
-    if any(early) or final_early:
+    if early or final_early:
         parts.append(
-            f"the LSTM's best epoch was {_listing(epochs)} in {span} and "
-            f"{final['lstm_best_epoch']} in the final model (its validation loss was lowest "
-            f"after the first epoch in {which(early, final_early)})"
+            f"the LSTM kept {_listing(epochs)} epochs in {span} (median {median_epochs:g}) and "
+            f"{final['lstm_epochs']} in the final model, below the floor of {min_epochs} "
+            "(train.min_median_epochs) in "
+            + _listing(["the folds' median"] * early + ["the final model"] * final_early)
         )
     warnings = []
     check["near_constant"] = bool(parts)
@@ -459,8 +518,9 @@ def _predict_members(
         raw_l = members["lstm"].predict(panel.X, runs, rows)
         pl = apply_platt(raw_l, members["lstm_calibration"])
         out["lstm"], out["lstm_raw"] = pl, raw_l
-    out["model"] = _ensemble(
-        px, pl, settings.ensemble.xgboost_weight, settings.ensemble.lstm_weight
+    joined = "lstm_gate" in members and members["lstm_gate"]["joined"]
+    out["model"] = blend(
+        px, pl, settings.ensemble.xgboost_weight, settings.ensemble.lstm_weight if joined else 0.0
     )
     return out
 
@@ -539,7 +599,12 @@ def walk_forward(
         lab = panel.labelled[test]
         fold_metrics = {
             k: metrics.evaluate(
-                v[lab], panel.y[scored], panel.fwd[scored], panel.times[scored], ts.threshold
+                v[lab],
+                panel.y[scored],
+                panel.fwd[scored],
+                panel.times[scored],
+                ts.threshold,
+                panel.horizon,
             )
             for k, v in preds.items()
             if not k.endswith("_raw")
@@ -549,7 +614,11 @@ def walk_forward(
             rng = np.random.default_rng(ts.seed)
             shuffled = panel.y[fit][rng.permutation(len(fit))]
             control = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
-                panel.X[fit], shuffled, panel.X[rows.stop], panel.y[rows.stop]
+                panel.X[fit],
+                shuffled,
+                panel.times[fit],
+                panel.X[rows.stop],
+                scoring.for_rows(ts.stopping_metric, panel.y, panel.fwd, panel.times, rows.stop),
             )
             pc = control.predict(panel.X[scored])
             control_auc = {
@@ -597,6 +666,7 @@ def walk_forward(
             np.concatenate(oos["fwd"]),
             np.concatenate(oos["times"]),
             ts.threshold,
+            panel.horizon,
         )
         for k, v in oos.items()
         if k not in ("y", "fwd", "times", "rows") and not k.endswith("_raw") and v
@@ -609,6 +679,9 @@ def walk_forward(
                 if k in r.metrics and r.metrics[k][direction]["auc"] is not None
             ]
             overall[k][direction]["mean_fold_auc"] = float(np.mean(aucs)) if aucs else None
+            # a fold whose output is constant across symbols has no ranking: IC 0
+            ics = [r.metrics[k][direction]["ic"] or 0.0 for r in results if k in r.metrics]
+            overall[k][direction]["mean_fold_ic"] = float(np.mean(ics)) if ics else None
     verdict = _verdict(overall, results, "model")
     predictions = pd.concat(pieces, ignore_index=True)
     by_category = (
@@ -630,7 +703,9 @@ def walk_forward(
     calib_preds = _predict_members(members, panel, runs, calib, settings)
     calib_preds["prior"] = baselines.prior(panel.y[final_rows.fit], len(calib))
     validation = {
-        k: metrics.evaluate(v, panel.y[calib], panel.fwd[calib], panel.times[calib], ts.threshold)
+        k: metrics.evaluate(
+            v, panel.y[calib], panel.fwd[calib], panel.times[calib], ts.threshold, panel.horizon
+        )
         for k, v in calib_preds.items()
     }
     tail = _fingerprint_rows(panel, runs, ts.lstm.sequence_length)
@@ -649,7 +724,12 @@ def walk_forward(
         "xgboost_trees": members["xgboost"].best_iteration + 1,
         "xgboost_best_iteration": members["xgboost"].best_iteration,
         "lstm_best_epoch": record["lstm_best_epoch"],
-        "lstm_epochs": None if "lstm" not in members else record["lstm_best_epoch"] + 1,
+        "lstm_epochs": record["lstm_epochs"],
+        "lstm_in_ensemble": record["lstm_in_ensemble"],
+        "lstm_gate": record["lstm_gate"],
+        "stopping_metric": ts.stopping_metric,
+        "xgboost_best_score": record["xgboost_best_score"],
+        "lstm_best_score": record["lstm_best_score"],
         "lstm_epochs_run": len(members["lstm"].history) if "lstm" in members else None,
         "calibration_platt": {
             k: members[f"{k}_calibration"] for k in ("xgboost", "lstm") if k in members
@@ -663,7 +743,12 @@ def walk_forward(
         "before calibration; 'prior': the fitting rows' class rate",
     }
     learning, learning_warnings = _learning_check(
-        results, final, calib_preds, len(np.unique(panel.times[calib]))
+        results,
+        final,
+        calib_preds,
+        len(np.unique(panel.times[calib])),
+        ts.min_median_trees,
+        ts.min_median_epochs,
     )
     for w in learning_warnings:  # the summary prints them once, with the layout's
         log.warning(w)
@@ -676,6 +761,7 @@ def walk_forward(
         tail, tail_preds,
     )  # fmt: skip
     config["learning_check"] = learning
+    config["training_summary"] = training_summary(results, overall, settings, spec)
     config["warnings"] = warnings
     if by_category is not None:
         config["metrics"]["by_category"] = by_category
@@ -723,6 +809,60 @@ def walk_forward(
         config,
         seconds,
     )
+
+
+def training_summary(
+    results: list[FoldResult], overall: dict[str, Any], settings: Settings, spec: _Spec
+) -> dict[str, Any]:
+    """Did the model learn? Per fold: trees, LSTM epochs kept and whether the LSTM joined,
+    AUC and per-bar IC (with its Newey-West t) of the model beside the logistic baseline,
+    log loss beside the class prior; then the same pooled over every test row."""
+
+    def figures(m: dict[str, Any]) -> dict[str, Any]:
+        return {
+            d: {k: m[d].get(k) for k in ("auc", "ic", "ic_t", "log_loss", "rows")}
+            for d in DIRECTIONS
+        }
+
+    folds = []
+    for r in results:
+        entry: dict[str, Any] = {
+            "fold": r.fold.fold,
+            "test_start": r.fold.to_json()["test_start"],
+            "test_end": r.fold.to_json()["test_end"],
+            "xgboost_trees": r.members["xgboost_trees"],
+            "lstm_epochs": r.members["lstm_epochs"],
+            "lstm_in_ensemble": r.members["lstm_in_ensemble"],
+        }
+        for k in ("model", "xgboost", "lstm", "logistic", "prior"):
+            if k in r.metrics:
+                entry[k] = figures(r.metrics[k])
+        folds.append(entry)
+    trees = [f["xgboost_trees"] for f in folds]
+    epochs = [f["lstm_epochs"] for f in folds if f["lstm_epochs"] is not None]
+    return {
+        "target": settings.train.target,
+        "stopping_metric": settings.train.stopping_metric,
+        "xgboost_objective": spec.xgb.objective,
+        "median_trees": float(np.median(trees)),
+        "median_lstm_epochs": float(np.median(epochs)) if epochs else None,
+        "lstm_in_ensemble_folds": sum(bool(f["lstm_in_ensemble"]) for f in folds),
+        "folds": folds,
+        "pooled": {
+            k: figures(overall[k])
+            | {
+                d: figures(overall[k])[d]
+                | {
+                    "mean_fold_auc": overall[k][d].get("mean_fold_auc"),
+                    "mean_fold_ic": overall[k][d].get("mean_fold_ic"),
+                }
+                for d in DIRECTIONS
+            }
+            for k in ("model", "xgboost", "lstm", "logistic", "prior")
+            if k in overall
+        },
+        "ic_t": "Newey-West, lags = the label horizon (consecutive bars' outcomes overlap)",
+    }
 
 
 def _leakage_checks(
@@ -826,16 +966,17 @@ def _by_category(
                 panel.fwd[rows[sel]],
                 panel.times[rows[sel]],
                 threshold,
+                panel.horizon,
             ),
         }
         if other is not None:
             r = rows[sel_both]
             entry["same_rows"] = int(sel_both.sum())
             entry["aster_native_on_same_rows"] = metrics.evaluate(
-                own[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold
+                own[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold, panel.horizon
             )
             entry["confluence_on_same_rows"] = metrics.evaluate(
-                other[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold
+                other[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold, panel.horizon
             )
         else:
             entry["confluence_on_same_rows"] = stale or (
@@ -882,19 +1023,9 @@ def _config(
         "run_id": uuid.uuid4().hex,
         "asterai_version": __version__,
         "created_at": iso_ms(int(time.time() * 1000)),
-        "question": "if a trade were opened on this signal, would it reach its target before its stop?",
+        "question": QUESTIONS[panel.target],
         "outputs": ["p_long", "p_short"],
-        "label": {
-            "long": LABEL_LONG,
-            "short": LABEL_SHORT,
-            "positive": "+1: the target was reached first",
-            "entry": "the next bar's open",
-            "take_profit_atr": fs.tp_atr,
-            "stop_atr": fs.sl_atr,
-            "horizon_bars": fs.label_horizon,
-            "both_touched": "counted as the stop",
-            "base_interval": fs.base_interval,
-        },
+        "label": _label_record(settings, panel),
         "features": panel.features,
         "categories": panel.category if spec.categories else None,
         "new_listing_hours": panel.new_listing_h if spec.categories else None,
@@ -911,7 +1042,14 @@ def _config(
         "ensemble": (
             {
                 "xgboost_weight": settings.ensemble.xgboost_weight,
-                "lstm_weight": settings.ensemble.lstm_weight,
+                # the weight the shipped ensemble applies: 0 when the final model's LSTM
+                # did not beat its XGBoost on the calibration rows (train.lstm_gate)
+                "lstm_weight": settings.ensemble.lstm_weight
+                if members["lstm_gate"]["joined"]
+                else 0.0,
+                "configured_lstm_weight": settings.ensemble.lstm_weight,
+                "lstm_in_ensemble": bool(members["lstm_gate"]["joined"]),
+                "lstm_gate": members["lstm_gate"],
                 "rows_without_lstm_window": "XGBoost alone",
             }
             if spec.with_lstm
@@ -978,6 +1116,36 @@ def _config(
             "calibration_platt": members["lstm_calibration"],
         }
     return config
+
+
+def _label_record(settings: Settings, panel: Panel) -> dict[str, Any]:
+    """What the outputs are the probability of (``train.target``)."""
+    fs = settings.features
+    common = {
+        "target": panel.target,
+        "entry": "the next bar's open",
+        "horizon_bars": fs.label_horizon,
+        "base_interval": fs.base_interval,
+        "stopping_metric": settings.train.stopping_metric,
+    }
+    if panel.target == "cross_sectional":
+        return common | {
+            "long": "label_fwd_ret - median over the bar's tradeable symbols > round-trip cost",
+            "short": "median over the bar's tradeable symbols - label_fwd_ret > round-trip cost",
+            "round_trip_cost": round_trip_cost(settings),
+            "min_symbols": MIN_CROSS_SECTION,
+            "positive": "1: the symbol beat the bar's median by more than the round-trip cost",
+            "trades": "the backtest still trades each signal at the next open with ATR "
+            "stops and targets and the horizon as a time limit",
+        }
+    return common | {
+        "long": LABEL_LONG,
+        "short": LABEL_SHORT,
+        "positive": "+1: the target was reached first",
+        "take_profit_atr": fs.tp_atr,
+        "stop_atr": fs.sl_atr,
+        "both_touched": "counted as the stop",
+    }
 
 
 def _write_predictions(path: Path, name: str, frame: pd.DataFrame, config: dict[str, Any]) -> None:

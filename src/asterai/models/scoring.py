@@ -1,0 +1,123 @@
+"""The validation score that stops training early and chooses the ensemble's members.
+
+One score, higher is better, for every member: XGBoost's rounds (a custom metric), the
+LSTM's epoch and the LSTM gate (does the LSTM beat XGBoost on the calibration rows?).
+
+- ``auc``: the mean over both directions of the ROC AUC. A rank statistic: it does not
+  move when the validation window's base rate differs from the fitting rows' (a
+  market-wide move shifts the share of long targets for every symbol at once), which
+  is what log loss stops on: the first trees fit the fitting rows' base rate, the
+  validation loss rises, and training stops after a tree or two.
+- ``ic``: the mean over both directions of the per-bar information coefficient (the
+  Spearman correlation across symbols at a bar between the score and the forward
+  return, +fwd for longs, -fwd for shorts), averaged over the bars with at least
+  ``MIN_IC_SYMBOLS`` symbols; a bar where the score does not vary counts as 0 (a
+  constant has no ranking). It reads only each bar's own cross-section.
+- ``logloss``: minus the mean log loss (kept for comparison; it needs probabilities).
+
+Hand-written around scikit-learn's ``roc_auc_score`` and ``log_loss`` because XGBoost's
+built-in AUC does not take its multi-output boosters and the per-bar IC is ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss, roc_auc_score
+
+METRICS = ("auc", "ic", "logloss")
+#: Bars with fewer symbols than this give no per-bar correlation.
+MIN_IC_SYMBOLS = 3
+_VARIED = 1e-9  # sum of squared rank deviations at a bar below this: no variation
+
+
+class PerBarIC:
+    """The per-bar Spearman correlation between scores and one fixed outcome.
+
+    Built once per set of rows (the outcome's ranks, the bars); ``per_bar(score)`` then
+    costs one grouped rank of the score. Rows with a non-finite outcome, and bars with
+    fewer than ``MIN_IC_SYMBOLS`` of them, are left out.
+    """
+
+    def __init__(self, outcome: np.ndarray, times: np.ndarray) -> None:
+        ok = np.isfinite(outcome)
+        _, group, counts = np.unique(times[ok], return_inverse=True, return_counts=True)
+        enough = counts[group] >= MIN_IC_SYMBOLS
+        self.keep = np.flatnonzero(ok)[enough]
+        _, self.group = np.unique(group[enough], return_inverse=True)
+        self.bars = int(self.group.max()) + 1 if len(self.group) else 0
+        self.n = np.bincount(self.group, minlength=self.bars).astype(float)
+        o = pd.Series(outcome[self.keep]).groupby(self.group).rank().to_numpy()
+        self._o = o
+        self._so = np.bincount(self.group, o, self.bars)
+        self._var_o = np.bincount(self.group, o * o, self.bars) - self._so**2 / np.maximum(
+            self.n, 1
+        )
+
+    def per_bar(self, score: np.ndarray) -> np.ndarray:
+        """One correlation per bar; NaN where the score or the outcome does not vary."""
+        if self.bars == 0:
+            return np.empty(0)
+        s = pd.Series(np.asarray(score, dtype=float)[self.keep]).groupby(self.group).rank()
+        r = s.to_numpy()
+        sp = np.bincount(self.group, r, self.bars)
+        var_p = np.bincount(self.group, r * r, self.bars) - sp**2 / self.n
+        cov = np.bincount(self.group, r * self._o, self.bars) - sp * self._so / self.n
+        varied = (var_p > _VARIED) & (self._var_o > _VARIED)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(varied, cov / np.sqrt(var_p * self._var_o), np.nan)
+
+
+@dataclass(slots=True)
+class Scorer:
+    """Scores (rows, 2) predictions (long, short) of fixed validation rows; higher is better."""
+
+    metric: str
+    y: np.ndarray  # (rows, k) 0/1: long, short (k = 2), or long alone
+    fwd: np.ndarray  # (rows,) forward log return
+    times: np.ndarray  # (rows,) bar open time
+    _ic: tuple[PerBarIC, PerBarIC] | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown stopping metric {self.metric!r}; one of {METRICS}")
+        if self.metric == "ic":
+            self._ic = (PerBarIC(self.fwd, self.times), PerBarIC(-self.fwd, self.times))
+
+    @property
+    def rows(self) -> int:
+        return len(self.y)
+
+    def __call__(self, p: np.ndarray) -> float:
+        """The score of ``p`` (rows, k): the mean over its k columns (long, then short;
+        a single column is the long direction)."""
+        p = np.asarray(p, dtype=float).reshape(len(self.y), -1)
+        k = p.shape[1]
+        if self.metric == "auc":
+            return float(np.mean([_auc(self.y[:, j], p[:, j]) for j in range(k)]))
+        if self.metric == "ic":
+            parts = [np.nan_to_num(self._ic[j].per_bar(p[:, j])) for j in range(k)]
+            return float(np.mean([x.mean() if len(x) else 0.0 for x in parts]))
+        return -float(
+            np.mean(
+                [
+                    log_loss(self.y[:, j], np.clip(p[:, j], 1e-7, 1 - 1e-7), labels=[0, 1])
+                    for j in range(k)
+                ]
+            )
+        )
+
+    @property
+    def name(self) -> str:
+        return "neg_logloss" if self.metric == "logloss" else self.metric
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else 0.5
+
+
+def for_rows(metric: str, y: np.ndarray, fwd: np.ndarray, times: np.ndarray, rows) -> Scorer:
+    """The scorer of ``rows`` of a panel's arrays."""
+    return Scorer(metric, y[rows], fwd[rows], times[rows])
