@@ -11,6 +11,8 @@ catalog (``asterai/features/catalog.py``) in plain pandas without thinking about
 * cross-asset confluence: the per-asset columns pivoted to a wide (time x symbol)
   DataFrame on the union of the timestamps, then pandas row/rolling operations; the
   average pairwise correlation with ``DataFrame.corr()`` on every 24-bar window;
+* cross-sectional ranks: ``groupby("open_time").rank(method="average")`` on the long
+  frame;
 * labels: a plain Python loop per symbol.
 
 Only the catalog's parameters (windows, thresholds) are imported from ``asterai``; no
@@ -328,6 +330,13 @@ def build_reference(inputs, fs: FeatureSettings) -> pd.DataFrame:
     cross, market = cross_asset(long)
     long = pd.concat([long, cross], axis=1)
     long = long.join(market, on="open_time")
+    by_bar = long.groupby("open_time")
+    ranks = {}
+    for name in cat.ranked_features(fs.higher_intervals):
+        n = by_bar[name].transform("count")
+        rank = (by_bar[name].rank(method="average") - 1) / (n - 1)
+        ranks[f"xs_rank_{name}"] = rank.where(n >= cf.MIN_RANK_ASSETS)
+    long = pd.concat([long, pd.DataFrame(ranks, index=long.index)], axis=1)
     columns = [
         c for c in cat.feature_names(fs.higher_intervals) + cat.label_names() if c in long.columns
     ]

@@ -19,7 +19,8 @@ from asterai.features.build import (
     load_inputs,
     run_features,
 )
-from asterai.features.catalog import catalog, feature_names
+from asterai.features.catalog import catalog, feature_names, ranked_features
+from asterai.features.confluence import MIN_RANK_ASSETS
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
@@ -106,6 +107,8 @@ def test_no_feature_changes_when_the_future_is_cut_off(inputs, collected, full, 
         "share_pos_ret_4",
         "4h_rsi_14",
         "regime_trending",
+        "xs_rank_ret_1",
+        "xs_rank_4h_rsi_14",
     ):
         assert np.isfinite(part[name].to_numpy(dtype=float)).any(), name
 
@@ -244,6 +247,76 @@ def test_the_crash_shows_in_the_confluence(full) -> None:
     assert crash["market_ret_1"] < -0.05
     assert crash["share_pos_ret_1"] <= 0.1  # 1 of 15 (AAPLUSDT, a stock perpetual) rose
     assert crash["market_avg_corr_24"] > 0.5
+
+
+def rank_by_hand(value: float, cross_section: list[float]) -> float:
+    """(average rank - 1) / (n - 1) of ``value`` among the bar's values, by counting."""
+    less = sum(v < value for v in cross_section)
+    tied = sum(v == value for v in cross_section)  # itself included
+    return (less + (tied - 1) / 2) / (len(cross_section) - 1)
+
+
+def test_cross_sectional_ranks_are_each_bars_percentile_ranks(collected, full) -> None:
+    """``xs_rank_{name}`` is the symbol's rank among the symbols with a value of ``name``
+    at that bar, in [0, 1]; counted by hand on real bars (ties included), and equal to
+    pandas' average rank on every row of every ranked column."""
+    higher = collected.features.higher_intervals
+    ranked = ranked_features(higher)
+    specs = {spec.name: spec for spec in catalog(higher)}
+    for name in ranked:  # asset-level sources only, each documented as a cross rank
+        assert specs[name].group == "asset" or specs[name].group.startswith("timeframe_"), name
+        assert specs[f"xs_rank_{name}"].group == "cross_rank"
+    assert {"ret_1", "ret_72", "rsi_14", "funding_rate", "4h_ret_1", "1d_rv_24"} <= set(ranked)
+    assert not {"atr_14", "listing_age_h", "rel_strength_24", "rsi_oversold"} & set(ranked)
+
+    crash = full[full["open_time"] == pd.Timestamp("2025-10-10 21:00", tz="UTC")]
+    by_symbol = crash.set_index("symbol")
+    assert by_symbol.loc["ETHUSDT", "xs_rank_ret_1"] == 1.0  # the only riser in the crash
+    assert by_symbol.loc["APEUSDT", "xs_rank_ret_1"] == 0.0  # the deepest fall (-43%)
+    # bars where symbols tie (at their 24-bar high, or a flat hour) share the average rank
+    at_high = full.dropna(subset=["dist_high_24"])
+    tied = at_high[at_high.duplicated(["open_time", "dist_high_24"], keep=False)]
+    moved = full.dropna(subset=["ret_1"])
+    flat = moved[moved.duplicated(["open_time", "ret_1"], keep=False)]
+    bars = [crash["open_time"].iloc[0], tied["open_time"].iloc[-1], flat["open_time"].iloc[-1]]
+    for bar in bars:
+        rows = full[full["open_time"] == bar]
+        for name in ("ret_1", "dist_high_24", "rsi_14", "4h_ret_1", "1d_rsi_14"):
+            values = rows[name].dropna().tolist()
+            assert len(values) >= MIN_RANK_ASSETS, (bar, name)
+            for value, got in zip(rows[name], rows[f"xs_rank_{name}"], strict=True):
+                if np.isnan(value):
+                    assert np.isnan(got), (bar, name)
+                else:
+                    assert got == rank_by_hand(value, values), (bar, name, value)
+    assert tied.loc[tied["open_time"] == bars[1], "xs_rank_dist_high_24"].nunique() == 1
+
+    by_bar = full.groupby("open_time")
+    for name in ranked:
+        got = full[f"xs_rank_{name}"].to_numpy(dtype=float)
+        n = by_bar[name].transform("count")
+        want = (by_bar[name].rank(method="average") - 1) / (n - 1)
+        want = want.where(n >= MIN_RANK_ASSETS).to_numpy(dtype=float)
+        assert np.array_equal(got, want, equal_nan=True), name
+        assert (np.isnan(got) == full[name].isna().to_numpy()).all(), name  # >= 3 every bar
+        finite = got[np.isfinite(got)]
+        assert ((finite >= 0) & (finite <= 1)).all(), name
+    assert np.isfinite(full["xs_rank_1d_ret_1"].to_numpy(dtype=float)).any()
+
+
+def test_a_cross_section_of_fewer_than_three_has_no_rank(inputs, collected) -> None:
+    """Two symbols at a bar: the rank would only say which is larger, so it is NaN; a
+    third makes it 0, 0.5 or 1."""
+    two = [i for i in inputs if i.symbol in ("BTCUSDT", "ETHUSDT")]
+    sol = next(i for i in inputs if i.symbol == "SOLUSDT")
+    pair = build_features(two, collected.features).frame
+    trio = build_features([*two, sol], collected.features).frame
+    assert np.isfinite(pair["ret_1"].to_numpy(dtype=float)).sum() > 1000
+    assert pair["xs_rank_ret_1"].isna().all() and pair["xs_rank_4h_ret_1"].isna().all()
+    three = trio.groupby("open_time")["ret_1"].transform("count") == 3
+    ranks = trio.loc[three, "xs_rank_ret_1"]
+    assert ranks.notna().all() and set(ranks) <= {0.0, 0.5, 1.0}
+    assert trio.loc[three].groupby("open_time")["xs_rank_ret_1"].sum().eq(1.5).all()
 
 
 def test_run_features_writes_the_long_parquet_with_its_metadata(collected) -> None:

@@ -4,9 +4,11 @@
 pure function of those inputs: per-asset indicators on each symbol's own bars, a
 panel on the union of their timestamps for the cross-asset confluence and the
 regime, higher-timeframe indicators joined to a base row only once the higher bar
-has closed (its ``close_time`` at or before the base bar's), then the labels. The
-output is long: one row per (symbol, open_time) where the symbol has a bar, the
-catalog's feature columns, then the ``label_`` columns.
+has closed (its ``close_time`` at or before the base bar's), the cross-sectional ranks
+of the asset-level features (``xs_rank_*``, from each bar's values across the symbols,
+higher timeframes included), then the labels. The output is long: one row per
+(symbol, open_time) where the symbol has a bar, the catalog's feature columns, then
+the ``label_`` columns.
 
 The symbols are the gate's trainable ones (excluded symbols are left out with their
 reasons in the gate's report; a contaminated file anywhere stops the stage). Every
@@ -37,7 +39,7 @@ from asterai import __version__, atomic
 from asterai.config import FeatureSettings, Settings
 from asterai.data.store import read_provenance, read_series, to_epoch_ms
 from asterai.features import catalog as cat
-from asterai.features.confluence import EVENT_FLAGS, confluence
+from asterai.features.confluence import EVENT_FLAGS, confluence, cross_sectional_rank
 from asterai.features.indicators import asset_features, consecutive_run, core_indicators, mask_gaps
 from asterai.features.labels import forward_return, triple_barrier_nb
 from asterai.features.regime import regime
@@ -129,14 +131,17 @@ def build_features(inputs: list[SymbolInput], fs: FeatureSettings) -> FeatureRes
     grid = np.unique(np.concatenate([t for t, _ in blocks])) if blocks else np.empty(0, np.int64)
     positions = [np.searchsorted(grid, t) for t, _ in blocks]
 
-    panel: dict[str, np.ndarray] = {}
-    for name in (*PANEL_COLUMNS, "quote_volume"):
-        wide = np.full((len(grid), len(blocks)), np.nan)
+    def wide(name: str) -> np.ndarray:
+        """``name`` on the panel (time x symbols), NaN where a symbol has no bar."""
+        out = np.full((len(grid), len(blocks)), np.nan)
         for j, ((_, values), pos) in enumerate(zip(blocks, positions, strict=True)):
-            wide[pos, j] = values[name]
-        panel[name] = wide
+            out[pos, j] = values[name]
+        return out
+
+    panel = {name: wide(name) for name in (*PANEL_COLUMNS, "quote_volume")}
     market, cross = confluence(panel, symbols)
     market.update(regime(panel["adx_14"], market["market_rv_24"]))
+    ranked = {f"xs_rank_{name}": name for name in cat.ranked_features(fs.higher_intervals)}
 
     features = cat.feature_names(fs.higher_intervals)
     labels = cat.label_names()
@@ -150,20 +155,29 @@ def build_features(inputs: list[SymbolInput], fs: FeatureSettings) -> FeatureRes
     )
     order = np.argsort(pos_all * max(len(symbols), 1) + col_all, kind="stable")
     pos_sorted, col_sorted = pos_all[order], col_all[order]
-    columns: dict[str, Any] = {
-        "symbol": pd.Categorical.from_codes(col_sorted, categories=symbols).astype(object)
+    names = [*features, *labels]
+    # every column is float64: filled into one (columns x rows) array that the frame
+    # takes as its float block, instead of pandas copying 100+ columns into one
+    data = np.empty((len(names), len(order)))
+    for i, name in enumerate(names):
+        if name in cross:
+            data[i] = cross[name][pos_sorted, col_sorted]
+        elif name in market:
+            data[i] = market[name][pos_sorted]
+        elif name in ranked:  # one panel at a time: only one extra (time x symbols) array
+            data[i] = cross_sectional_rank(wide(ranked[name]))[pos_sorted, col_sorted]
+        else:
+            data[i] = np.concatenate([values[name] for _, values in blocks])[order]
+    frame = pd.DataFrame(data.T, columns=names, copy=False)
+    opened = pd.to_datetime(grid[pos_sorted], unit="ms", utc=True).as_unit("ms")
+    frame.insert(0, "open_time", opened)
+    frame.insert(
+        0,
+        "symbol",
+        pd.Categorical.from_codes(col_sorted, categories=symbols).astype(object)
         if symbols
         else np.empty(0, dtype=object),
-        "open_time": pd.to_datetime(grid[pos_sorted], unit="ms", utc=True).as_unit("ms"),
-    }
-    for name in [*features, *labels]:
-        if name in cross:
-            columns[name] = cross[name][pos_sorted, col_sorted]
-        elif name in market:
-            columns[name] = market[name][pos_sorted]
-        else:
-            columns[name] = np.concatenate([values[name] for _, values in blocks])[order]
-    frame = pd.DataFrame(columns)
+    )
     produced = [c for c in frame.columns if c not in ("symbol", "open_time")]
     if produced != features + labels:
         raise AssertionError("feature columns drifted from the catalog")  # a programming error

@@ -141,6 +141,43 @@ HIGHER_TF: tuple[tuple[str, str], ...] = (
     ("volume_z_24", "z-score of log(1 + volume) over 24 bars"),
 )
 
+#: The asset-level features whose raw value moves with the whole market (returns,
+#: momentum, volatility, volume, order flow, range position, funding): each gets an
+#: ``xs_rank_`` column, its percentile rank across the assets at the bar, for a
+#: cross-sectional model (will this symbol beat the others?). Left out: the 0/1 event
+#: flags, the features that are already relative (``corr_*``, ``agree_majority_*``,
+#: ``rel_strength_*``) or market-wide (the same value for every asset), ``atr_14``
+#: (price units: it ranks the coins' prices) and ``listing_age_h`` (a clock, not a state).
+XS_RANKED: tuple[str, ...] = (
+    *(f"ret_{h}" for h in ind.RETURN_HORIZONS),
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_pctb_20",
+    "bb_width_20",
+    "atr_pct_14",
+    "adx_14",
+    "rv_24",
+    "rv_72",
+    "volume_z_24",
+    "volume_z_72",
+    "taker_buy_share",
+    "taker_buy_share_24",
+    *(f"dist_{side}_{w}" for w in ind.RANGE_WINDOWS for side in ("high", "low")),
+    "funding_rate",
+    "funding_rate_change",
+)
+#: ... and every higher-timeframe indicator, as ``{iv}_{name}`` for each configured interval.
+XS_RANKED_HIGHER: tuple[str, ...] = tuple(name for name, _ in HIGHER_TF)
+
+
+def ranked_features(higher_intervals: tuple[str, ...]) -> tuple[str, ...]:
+    """The features that get an ``xs_rank_`` column in a run with these higher timeframes."""
+    higher = tuple(f"{iv}_{name}" for iv in higher_intervals for name in XS_RANKED_HIGHER)
+    return XS_RANKED + higher
+
+
 LABELS: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "label_tb",
@@ -171,7 +208,17 @@ def catalog(higher_intervals: tuple[str, ...]) -> tuple[FeatureSpec, ...]:
         for iv in higher_intervals
         for name, what in HIGHER_TF
     )
-    return BASE + higher
+    ranked = tuple(
+        FeatureSpec(
+            f"xs_rank_{name}",
+            "cross_rank",
+            f"percentile rank of {name} among the assets with a value at this bar: "
+            "(average rank - 1) / (n - 1), ties averaged, 0 lowest, 1 highest; NaN with "
+            f"fewer than {cf.MIN_RANK_ASSETS} assets",
+        )
+        for name in ranked_features(higher_intervals)
+    )
+    return BASE + higher + ranked
 
 
 def feature_names(higher_intervals: tuple[str, ...]) -> list[str]:

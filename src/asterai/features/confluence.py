@@ -1,6 +1,6 @@
 """Cross-asset confluence on a panel (time x assets), computed at each timestamp
 from the assets that have a bar there. Pure numpy; every value at row ``t`` uses
-rows ``<= t`` only.
+rows ``<= t`` only (the cross-sectional ranks use row ``t`` alone).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ ALIGN_HORIZONS = (1, 4, 24)
 STRENGTH_HORIZONS = (24, 72)
 DOMINANCE_WINDOW = 24
 MIN_ASSETS = 2
+#: Fewest assets with a value at a bar for a cross-sectional rank (``xs_rank_*``): with
+#: two, a rank only says which is larger, and 0 or 1 would read as an extreme.
+MIN_RANK_ASSETS = 3
 #: Per-asset events whose share across assets is a market feature.
 EVENT_FLAGS = (
     "rsi_oversold",
@@ -112,6 +115,46 @@ def average_pairwise_correlation(returns: np.ndarray, window: int = PAIRWISE_WIN
     return _avg_pairwise_corr_nb(
         np.ascontiguousarray(returns, dtype=np.float64), window, MIN_ASSETS
     )
+
+
+@njit(cache=True)
+def _xs_rank_nb(
+    keyed: np.ndarray, order: np.ndarray, count: np.ndarray, min_assets: int
+) -> np.ndarray:
+    """Scaled average ranks from each row's argsort (its ``count[t]`` values first)."""
+    t_len, n = keyed.shape
+    out = np.full((t_len, n), np.nan)
+    for t in range(t_len):
+        m = count[t]
+        if m < min_assets:
+            continue
+        i = 0
+        while i < m:
+            v = keyed[t, order[t, i]]
+            k = i  # the run of ties i..k shares the average of the 0-based ranks i..k
+            while k + 1 < m and keyed[t, order[t, k + 1]] == v:
+                k += 1
+            r = (i + k) / 2 / (m - 1)
+            for q in range(i, k + 1):
+                out[t, order[t, q]] = r
+            i = k + 1
+    return out
+
+
+def cross_sectional_rank(x: np.ndarray, min_assets: int = MIN_RANK_ASSETS) -> np.ndarray:
+    """Each asset's percentile rank among the assets with a finite value in the same row.
+
+    ``(average rank - 1) / (n - 1)`` over the row's n finite values: 0 for the lowest, 1
+    for the highest, tied values sharing their average rank; NaN where the asset's own
+    value is not finite or fewer than ``min_assets`` assets have one. A row's ranks read
+    that row only, and exactly: a half-integer divided by n - 1, whatever the column
+    order, so an asset absent at ``t`` (a later listing) cannot change them.
+    """
+    finite = np.isfinite(x)
+    # missing values sort last as +inf (numpy's vectorised argsort is fast without NaN)
+    keyed = np.where(finite, x, np.inf).astype(np.float64, copy=False)
+    order = np.argsort(keyed, axis=1)
+    return _xs_rank_nb(keyed, order, finite.sum(axis=1).astype(np.int64), min_assets)
 
 
 def confluence(
