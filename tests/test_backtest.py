@@ -18,7 +18,15 @@ from asterai.models.train import walk_forward
 from asterai.paths import DataPaths
 
 HOUR = pd.Timedelta(hours=1)
-SMALL = {"folds": 3, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_estimators": 40}}
+#: The engine's tests need a model that signals often (slots fill, orders wait, filters
+#: bite): the triple-barrier logistic member does on the recording, the default ranker
+#: (about 30 trades) would leave most of the engine's paths untried.
+SMALL = {
+    "folds": 3,
+    "lstm": {"epochs": 1, "hidden_size": 8},
+    "xgboost": {"n_estimators": 40, "objective": "binary"},
+    "target": "triple_barrier",
+}
 
 
 @pytest.fixture(scope="module")

@@ -78,3 +78,19 @@ def test_api_keys_come_from_the_environment_and_never_reach_reports(tmp_path, mo
 def test_credentials_in_the_base_url_are_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="must not carry credentials"):
         load_settings(tmp_path, base_url="http://user:secretpw@127.0.0.1:8765")
+
+
+def test_a_partial_model_section_keeps_the_models_own_defaults(tmp_path) -> None:
+    # [train.xgboost] max_depth = 6 must not turn the ranker into the generic member, nor
+    # [aster_native.xgboost] max_depth = 4 undo the Aster-native model's regularisation
+    (tmp_path / "asterai.toml").write_text(
+        "[train.xgboost]\nmax_depth = 6\n[aster_native.xgboost]\nmax_depth = 4\n"
+    )
+    s = load_settings(tmp_path)
+    assert s.train.xgboost.max_depth == 6 and s.train.xgboost.objective == "rank_pairwise"
+    native = s.aster_native.xgboost
+    assert native.max_depth == 4
+    assert (native.min_child_weight, native.reg_lambda, native.n_estimators) == (20.0, 10.0, 300)
+    assert native.objective == "binary"
+    defaults = load_settings(tmp_path / "nowhere").train
+    assert (defaults.target, defaults.stopping_metric) == ("cross_sectional", "auc")

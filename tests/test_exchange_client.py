@@ -245,7 +245,9 @@ def test_a_requests_retries_are_bounded_in_time_too() -> None:
         run(lambda c: c.request("klines", {"symbol": "BTCUSDT", "interval": "1h"}), transport,
             budget)  # fmt: skip
     err = caught.value
-    assert err.waited_s <= 0.1 and 5 < err.attempts < 100 and len(seen) == err.attempts
+    # no backoff is started that would end past the budget; the time measured also holds
+    # the last attempt itself and the scheduler's lateness (a loaded machine: a few ms)
+    assert err.waited_s <= 0.1 + 0.05 and 5 < err.attempts < 100 and len(seen) == err.attempts
     # the message names the endpoint, the attempts, the time and the last error
     text = str(err)
     assert "GET /fapi/v1/klines" in text and f"after {err.attempts} attempts" in text

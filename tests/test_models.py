@@ -69,23 +69,31 @@ def folder_hashes(folder: Path) -> dict[str, str]:
     return {p.name: sha(p) for p in sorted(folder.iterdir())}
 
 
-def eligible_rows(root: Path, symbols: list[str]) -> pd.DataFrame:
+def eligible_rows(root: Path, symbols: list[str], target: str) -> pd.DataFrame:
     """Rows a model may fit, validate or score on, recomputed from the files: its symbols,
-    tradeable in the universe, both labels defined."""
+    tradeable in the universe, both labels defined; ``y_long``/``y_short`` the outcome
+    the models predict, by hand from the feature table."""
     features = pd.read_parquet(DataPaths.at(root).features("1h"))
     universe = pd.read_parquet(DataPaths.at(root).universe)
     merged = features.merge(universe, on=["symbol", "open_time"], how="left")
-    keep = (
-        merged["symbol"].isin(symbols)
-        & merged["tradeable"].fillna(False).astype(bool)
-        & merged["label_tb"].notna()
-        & merged["label_tb_short"].notna()
-    )
+    tradeable = merged["tradeable"].fillna(False).astype(bool)
+    if target == "triple_barrier":  # 1 when the target was reached first (label +1)
+        defined = merged["label_tb"].notna() & merged["label_tb_short"].notna()
+        merged["y_long"] = (merged["label_tb"] == 1).astype(float)
+        merged["y_short"] = (merged["label_tb_short"] == 1).astype(float)
+    else:  # beat the median of the bar's tradeable symbols by the round-trip cost
+        settings = load_settings(root)
+        cost = 2 * (settings.strategy.taker_fee + settings.strategy.slippage)
+        cross = merged[tradeable & merged["label_fwd_ret"].notna()]
+        bar = cross.groupby("open_time")["label_fwd_ret"]
+        median = bar.median().where(bar.size() >= 3)
+        m = merged["open_time"].map(median)
+        defined = tradeable & merged["label_fwd_ret"].notna() & m.notna()
+        merged["y_long"] = (merged["label_fwd_ret"] - m > cost).astype(float)
+        merged["y_short"] = (m - merged["label_fwd_ret"] > cost).astype(float)
+    keep = merged["symbol"].isin(symbols) & tradeable & defined
     out = merged[keep].copy()
     out["t"] = to_epoch_ms(out["open_time"])
-    # the outcome the models predict: 1 when the target was reached first (label +1)
-    out["y_long"] = (out["label_tb"] == 1).astype(float)
-    out["y_short"] = (out["label_tb_short"] == 1).astype(float)
     return out
 
 
@@ -294,7 +302,7 @@ def test_fit_stopping_and_calibration_rows_are_disjoint_ordered_and_purged(train
     gap = (horizon + 1 + settings.train.embargo_bars) * HOUR
     for result in (confluence, native):
         config = result.config
-        rows = eligible_rows(root, config["symbols"])
+        rows = eligible_rows(root, config["symbols"], config["label"]["target"])
         t = rows["t"].to_numpy()
         records = [*config["metrics"]["per_fold"], config["final_model"]]
         for w, record in zip(windows(config), records, strict=True):
@@ -379,7 +387,7 @@ def test_the_final_model_records_its_own_validation_figures(trained) -> None:
         w = FinalWindow.from_json(final["windows"])
         frame = features[features["symbol"].isin(config["symbols"])]
         out = predictor.predict(frame, raw=True)
-        rows = eligible_rows(root, config["symbols"])
+        rows = eligible_rows(root, config["symbols"], config["label"]["target"])
         calib = rows[(rows["t"] >= w.calib_start) & (rows["t"] <= w.valid_end)]
         stop = rows[(rows["t"] >= w.valid_start) & (rows["t"] <= w.stop_end)]
         assert len(calib) == final["rows"]["calibration"] > 0
@@ -520,7 +528,9 @@ def test_a_single_class_fold_is_a_clear_error(prepared, tmp_path) -> None:
     from asterai.models.errors import TrainingError
 
     root = copy_root(prepared, tmp_path / "one-class")
-    settings = load_settings(root, features={"tp_atr": 60.0}, train=SMALL)
+    settings = load_settings(
+        root, features={"tp_atr": 60.0}, train={**SMALL, "target": "triple_barrier"}
+    )
     run_features(settings, plots=False)
     with pytest.raises(TrainingError, match=r"only one class .* trades"):
         walk_forward("aster_native", settings)
@@ -559,8 +569,8 @@ def test_early_stopping_on_auc_ignores_a_shift_of_the_validation_base_rate(fold_
     shifted = np.concatenate([stop, *([positive] * (k - 1))])
     assert rate < 0.45 < 0.55 < y_long[shifted].mean()  # the base rate flipped
     xs = load_settings(Path(".")).train.xgboost.model_copy(
-        update={"n_estimators": 150, "early_stopping_rounds": 150}  # the whole curve
-    )
+        update={"n_estimators": 150, "early_stopping_rounds": 150, "objective": "binary"}
+    )  # the whole curve, of the logistic member (a ranking score has no log loss)
 
     def stopped(metric: str, valid: np.ndarray) -> XGBMember:
         scorer = Scorer(metric, y_long[valid], panel.fwd[valid], panel.times[valid])
@@ -613,21 +623,39 @@ def metrics_default() -> str:
     return load_settings(Path(".")).train.stopping_metric
 
 
-def test_the_ic_t_statistic_allows_for_overlapping_outcomes(fold_zero) -> None:
-    """Each bar's outcome reads the next 24 bars, so neighbouring bars' ICs move together:
-    the Newey-West t-statistic is smaller than the naive one, and equal to it without lags."""
-    panel, rows, _, members = fold_zero
-    calib = rows.calib
-    p = members["xgboost"].predict(panel.X[calib])[:, 0]
-    with_lags = metrics.information_coefficient(
-        p, panel.fwd[calib], panel.times[calib], panel.horizon
-    )
-    no_lags = metrics.information_coefficient(p, panel.fwd[calib], panel.times[calib], 0)
-    assert with_lags["ic"] == no_lags["ic"] and with_lags["bars"] > 20
-    # without lags the Newey-West variance is the plain (ddof 0) one
-    n = no_lags["bars"]
-    assert no_lags["ic_t"] == pytest.approx(no_lags["ic_t_naive"] * np.sqrt(n / (n - 1)))
-    assert abs(with_lags["ic_t"]) < abs(with_lags["ic_t_naive"])
+def test_the_ic_t_statistic_allows_for_overlapping_outcomes(prepared) -> None:
+    """Each bar's outcome reads the next 24 bars, so neighbouring bars' ICs move together.
+
+    A real per-bar IC series (a real feature's ranks against the real forward returns):
+    its overlap-adjusted t over one bar is the plain one (ddof 0); and a series in which
+    every bar's IC is repeated 24 times, as if 24 bars had seen the same move, gets about
+    the t of the series itself over a 24-bar horizon, while the naive t grows by sqrt(24).
+    """
+    from asterai.models.scoring import PerBarIC
+
+    settings = settings_for(prepared)
+    panel = load_panel(settings, min_history_bars=1)
+    ok = panel.tradeable & np.isfinite(panel.fwd)
+    j = panel.features.index("xs_rank_ret_24")
+    per_bar = PerBarIC(np.where(ok, panel.fwd, np.nan), panel.times).per_bar(panel.X[:, j])
+    x = per_bar[np.isfinite(per_bar)][::24]  # about one independent draw per horizon
+    assert len(x) > 20
+    n = len(x)
+    naive = x.mean() / x.std(ddof=1) * np.sqrt(n)
+    assert metrics.overlap_t(x, 1) == pytest.approx(naive * np.sqrt(n / (n - 1)))
+    repeated = np.repeat(x, 24)
+    inflated = repeated.mean() / repeated.std(ddof=1) * np.sqrt(len(repeated))
+    assert inflated == pytest.approx(naive * np.sqrt(24), rel=0.05)
+    adjusted = metrics.overlap_t(repeated, 24)
+    # (not exactly: the block edges carry the series' own lag-1 autocorrelation)
+    assert adjusted == pytest.approx(naive, rel=0.25) and abs(adjusted) < abs(inflated) / 3
+    # and the report carries both, from the same per-bar series
+    out = metrics.information_coefficient(panel.X[:, j], np.where(ok, panel.fwd, np.nan),
+                                          panel.times, panel.horizon)  # fmt: skip
+    kept = per_bar[np.isfinite(per_bar)]
+    assert out["ic"] == pytest.approx(kept.mean()) and out["bars"] == len(kept)
+    assert out["ic_t"] == pytest.approx(metrics.overlap_t(kept, panel.horizon))
+    assert out["ic_t_naive"] == pytest.approx(kept.mean() / kept.std(ddof=1) * np.sqrt(len(kept)))
 
 
 def test_the_cross_sectional_label_reads_only_its_own_bar(prepared) -> None:

@@ -227,6 +227,27 @@ class XGBoostSettings(_Frozen):
     )
 
 
+class ConfluenceXGBoostSettings(XGBoostSettings):
+    """The confluence model's member: it ranks each bar's symbols (bench/train_choices.py).
+
+    Its own class, so that ``[train.xgboost]`` in asterai.toml changes only the keys it
+    names (a plain default instance would be rebuilt from XGBoostSettings' defaults)."""
+
+    objective: Literal["binary", "rank_pairwise"] = "rank_pairwise"
+
+
+class AsterNativeXGBoostSettings(XGBoostSettings):
+    """The Aster-native model's member: conservative (shallow, strongly regularised)."""
+
+    n_estimators: int = Field(300, ge=1, le=20_000, description="most boosting rounds")
+    max_depth: int = Field(3, ge=1, le=16)
+    subsample: float = Field(0.7, gt=0, le=1)
+    colsample_bytree: float = Field(0.7, gt=0, le=1)
+    min_child_weight: float = Field(20.0, ge=0)
+    reg_lambda: float = Field(10.0, ge=0)
+    early_stopping_rounds: int = Field(15, ge=1, description="rounds without validation gain")
+
+
 class LSTMSettings(_Frozen):
     """The LSTM over the last ``sequence_length`` bars of one symbol's features."""
 
@@ -275,7 +296,7 @@ class TrainSettings(_Frozen):
     )
     embargo_bars: int = Field(6, ge=0, description="gap added to the purge (label horizon)")
     target: Literal["triple_barrier", "cross_sectional"] = Field(
-        "triple_barrier",
+        "cross_sectional",
         description="triple_barrier: would the trade reach its target before its stop; "
         "cross_sectional: would the symbol's forward return beat the bar's median by the "
         "round-trip cost",
@@ -303,7 +324,7 @@ class TrainSettings(_Frozen):
     min_history_bars: int = Field(
         168, ge=1, description="confluence: symbols with fewer base bars are left out"
     )
-    xgboost: XGBoostSettings = XGBoostSettings()
+    xgboost: ConfluenceXGBoostSettings = ConfluenceXGBoostSettings()
     lstm: LSTMSettings = LSTMSettings()
 
 
@@ -311,16 +332,7 @@ class AsterNativeSettings(_Frozen):
     """The model for new listings and thin markets: every trainable symbol, conservative."""
 
     min_history_bars: int = Field(48, ge=1, description="shortest history that is used")
-    xgboost: XGBoostSettings = XGBoostSettings(
-        n_estimators=300,
-        max_depth=3,
-        learning_rate=0.05,
-        subsample=0.7,
-        colsample_bytree=0.7,
-        min_child_weight=20.0,
-        reg_lambda=10.0,
-        early_stopping_rounds=15,
-    )
+    xgboost: AsterNativeXGBoostSettings = AsterNativeXGBoostSettings()
 
 
 class Settings(BaseSettings):

@@ -142,7 +142,8 @@ def load_panel(
     (beyond the cap a listing is simply "old", whatever the collection window).
     ``target``: ``train.target`` unless given: the triple-barrier labels of the feature
     table, or the cross-sectional labels (``features.labels.cross_sectional_labels``)
-    over the rows tradeable at each bar, net of ``round_trip_cost(settings)``.
+    over every trainable symbol tradeable at each bar (short histories included, so that
+    both models' labels agree), net of ``round_trip_cost(settings)``.
     """
     paths = DataPaths.at(settings.data_root)
     if check_gate:
@@ -180,6 +181,32 @@ def load_panel(
         if dropped:
             log.warning("left out, no longer trainable by the gate: %s", ", ".join(dropped))
             frame = frame[frame["symbol"].isin(trainable)]
+    uni = pd.Series(
+        universe["tradeable"].to_numpy(),
+        index=pd.MultiIndex.from_arrays([universe["symbol"], to_epoch_ms(universe["open_time"])]),
+    )
+
+    def tradeable_at(f: pd.DataFrame, t: np.ndarray) -> np.ndarray:
+        keys = pd.MultiIndex.from_arrays([f["symbol"], t])
+        return uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
+
+    target = target or settings.train.target
+    if target not in ("cross_sectional", "triple_barrier"):
+        raise TrainingDataError(f"unknown train.target {target!r}")
+    xs_labels = None
+    if target == "cross_sectional":
+        # the cross-section is every trainable symbol tradeable at the bar, before any
+        # model leaves out short histories: both models' labels mean the same thing
+        t_all = to_epoch_ms(frame["open_time"])
+        xs_labels = pd.DataFrame(
+            cross_sectional_labels(
+                frame["label_fwd_ret"].to_numpy(dtype=float),
+                t_all,
+                tradeable_at(frame, t_all),
+                round_trip_cost(settings),
+            ),
+            index=frame.index,
+        )
     counts = frame.groupby("symbol").size()
     short = sorted(counts[counts < min_history_bars].index)
     if short:
@@ -190,33 +217,27 @@ def load_panel(
             f"no symbol has {min_history_bars} bars of features: collect more history or lower "
             "the minimum history setting"
         )
-    frame = frame.sort_values(["symbol", "open_time"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["symbol", "open_time"], kind="stable")
+    source_rows = frame.index.to_numpy()
+    frame = frame.reset_index(drop=True)
     times = to_epoch_ms(frame["open_time"])
-    keys = pd.MultiIndex.from_arrays([frame["symbol"], times])
-    uni = pd.Series(
-        universe["tradeable"].to_numpy(),
-        index=pd.MultiIndex.from_arrays([universe["symbol"], to_epoch_ms(universe["open_time"])]),
-    )
-    tradeable = uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
+    tradeable = tradeable_at(frame, times)
     symbols = sorted(frame["symbol"].unique())
     code = pd.Categorical(frame["symbol"], categories=symbols).codes.astype(np.int32)
     X = frame[features].to_numpy(dtype=np.float32, copy=True)
     if listing_age_cap_h is not None and LISTING_AGE in features:
         j = features.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))
-    target = target or settings.train.target
     fwd = frame["label_fwd_ret"].to_numpy(dtype=float)
-    if target == "cross_sectional":
-        y = cross_sectional_labels(fwd, times, tradeable, round_trip_cost(settings))
-    elif target == "triple_barrier":
+    if xs_labels is not None:
+        y = xs_labels.loc[source_rows].to_numpy(dtype=np.float32)
+    else:
         y = np.column_stack(
             [
                 np.where(np.isfinite(frame[c]), (frame[c] == 1).astype(np.float32), np.nan)
                 for c in (LABEL_LONG, LABEL_SHORT)
             ]
         ).astype(np.float32)
-    else:
-        raise TrainingDataError(f"unknown train.target {target!r}")
     category: dict[str, str | None] = {s: None for s in symbols}
     new_listing_h = settings.discovery.new_listing_days * 24
     if with_categories:

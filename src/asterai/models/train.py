@@ -231,7 +231,7 @@ def _verdict(overall: dict[str, dict[str, Any]], folds: list[FoldResult], main: 
             f"{direction}: out-of-sample AUC {m['mean_fold_auc']:.3f} per fold (pooled "
             f"{m['auc']:.3f}) vs logistic {lg.get('mean_fold_auc') or nan:.3f}; log loss "
             f"{m['log_loss']:.4f} vs class prior {pr['log_loss']:.4f}; per-bar IC "
-            f"{_f(m.get('ic'))} (t {_f(m.get('ic_t'))}, Newey-West) vs logistic {_f(lg.get('ic'))}. "
+            f"{_f(m.get('ic'))} (t {_f(m.get('ic_t'))}, overlap-adjusted) vs logistic {_f(lg.get('ic'))}. "
             f"It {'beats' if beats_prior else 'does NOT beat'} the class prior and beats the "
             f"logistic regression in {won} of {len(folds)} folds"
         )
@@ -815,7 +815,7 @@ def training_summary(
     results: list[FoldResult], overall: dict[str, Any], settings: Settings, spec: _Spec
 ) -> dict[str, Any]:
     """Did the model learn? Per fold: trees, LSTM epochs kept and whether the LSTM joined,
-    AUC and per-bar IC (with its Newey-West t) of the model beside the logistic baseline,
+    AUC and per-bar IC (with its overlap-adjusted t) of the model beside the logistic baseline,
     log loss beside the class prior; then the same pooled over every test row."""
 
     def figures(m: dict[str, Any]) -> dict[str, Any]:
@@ -861,7 +861,7 @@ def training_summary(
             for k in ("model", "xgboost", "lstm", "logistic", "prior")
             if k in overall
         },
-        "ic_t": "Newey-West, lags = the label horizon (consecutive bars' outcomes overlap)",
+        "ic_t": "Hansen-Hodrick over the label horizon (consecutive bars' outcomes overlap; metrics.overlap_t); ic_t_naive as if bars were independent",
     }
 
 
