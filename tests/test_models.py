@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -282,12 +283,24 @@ def test_the_command_line_trains_and_prints_the_summary(trained, tmp_path) -> No
     )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # the console wraps long lines
+    cells = " ".join(re.sub("[\u2500-\u257f]", " ", result.output).split())  # no borders
     assert "out-of-sample walk-forward" in text
     assert "beats the logistic regression in" in text
     assert "leakage checks: purge 31 bars (needs 31)" in text
-    # one LSTM epoch: its best epoch is 0 everywhere, and the summary says what that means
+    # one LSTM epoch: below the floor of 2 epochs everywhere, and the summary says so
     assert "warning: the model learned almost nothing on validation" in text
+    assert "below the floor of 2 (train.min_median_epochs)" in text
     config = json.loads((DataPaths.at(copy).confluence_models / "ensemble_config.json").read_text())
+    # the table says what each fold kept and whether the LSTM joined; the pooled row the
+    # medians and the pooled per-bar IC with its t-statistic
+    summary = config["training_summary"]
+    assert "target cross_sectional, stopped on auc" in text
+    assert f"median {summary['median_trees']:g}" in text
+    for fold in summary["folds"]:
+        joined = "in" if fold["lstm_in_ensemble"] else "out"
+        assert f"{fold['xgboost_trees']} {fold['lstm_epochs']} ({joined})" in cells
+    pooled = summary["pooled"]["model"]["long"]
+    assert f"{pooled['ic']:.3f} ({pooled['ic_t']:.1f})" in cells
     assert len(config["walk_forward"]["folds"]) == 2
     assert config["members"]["lstm"]["settings"]["epochs"] == 1
     bad = CliRunner().invoke(

@@ -476,14 +476,16 @@ def _learning_check(
             f"XGBoost early stopping kept {_listing(trees)} trees in {span} (median "
             f"{median_trees:g}) and {final['xgboost_trees']} in the final model, below the "
             f"floor of {min_trees} (train.min_median_trees) in "
-            + _listing(["the folds' median"] * few_trees + ["the final model"] * final_few_trees)
+            + " and ".join(
+                ["the folds' median"] * few_trees + ["the final model"] * final_few_trees
+            )
         )
     if early or final_early:
         parts.append(
             f"the LSTM kept {_listing(epochs)} epochs in {span} (median {median_epochs:g}) and "
             f"{final['lstm_epochs']} in the final model, below the floor of {min_epochs} "
             "(train.min_median_epochs) in "
-            + _listing(["the folds' median"] * early + ["the final model"] * final_early)
+            + " and ".join(["the folds' median"] * early + ["the final model"] * final_early)
         )
     warnings = []
     check["near_constant"] = bool(parts)
