@@ -92,5 +92,10 @@ def test_a_partial_model_section_keeps_the_models_own_defaults(tmp_path) -> None
     assert native.max_depth == 4
     assert (native.min_child_weight, native.reg_lambda, native.n_estimators) == (20.0, 10.0, 300)
     assert native.objective == "binary"
+    # a plain XGBoostSettings in code: what it sets, over the model's own defaults
+    from asterai.config import AsterNativeSettings, TrainSettings, XGBoostSettings
+
+    assert TrainSettings(xgboost=XGBoostSettings(max_depth=2)).xgboost.objective == "rank_pairwise"
+    assert AsterNativeSettings(xgboost=XGBoostSettings(max_depth=2)).xgboost.reg_lambda == 10.0
     defaults = load_settings(tmp_path / "nowhere").train
     assert (defaults.target, defaults.stopping_metric) == ("cross_sectional", "auc")

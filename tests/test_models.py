@@ -730,6 +730,14 @@ def test_the_ranking_member_groups_rows_by_bar(fold_zero) -> None:
     relevance = matrix.get_label()
     np.testing.assert_array_equal(relevance, 1 + panel.y[fit][order, 0] - panel.y[fit][order, 1])
     assert set(np.unique(relevance)) == {0.0, 1.0, 2.0}  # short winner, neither, long winner
+    # months of history cross a multiple of 2**32 ms (every 49.7 days; XGBoost keeps query
+    # ids as 32-bit integers): the same rows with their clock moved to straddle one
+    t = panel.times[fit]
+    wrap = 2**32
+    moved = t + ((int(np.median(t)) // wrap + 1) * wrap - int(np.median(t)))
+    assert (moved.min() // wrap) != (moved.max() // wrap)
+    across = ranking_matrix(panel.X[fit], panel.y[fit], moved)
+    np.testing.assert_array_equal(across.get_uint_info("group_ptr"), ptr)
     xs = load_settings(Path(".")).train.xgboost.model_copy(
         update={"objective": "rank_pairwise", "n_estimators": 40}
     )

@@ -227,6 +227,14 @@ class XGBoostSettings(_Frozen):
     )
 
 
+def _as_own_member(cls: type[XGBoostSettings], value: Any) -> Any:
+    """A plain ``XGBoostSettings`` given for a model's member keeps only what it set; the
+    rest comes from that model's own defaults (``cls``)."""
+    if isinstance(value, XGBoostSettings) and not isinstance(value, cls):
+        return cls(**value.model_dump(exclude_unset=True))
+    return value
+
+
 class ConfluenceXGBoostSettings(XGBoostSettings):
     """The confluence model's member: it ranks each bar's symbols (bench/train_choices.py).
 
@@ -327,12 +335,22 @@ class TrainSettings(_Frozen):
     xgboost: ConfluenceXGBoostSettings = ConfluenceXGBoostSettings()
     lstm: LSTMSettings = LSTMSettings()
 
+    @field_validator("xgboost", mode="before")
+    @classmethod
+    def _member(cls, value: Any) -> Any:
+        return _as_own_member(ConfluenceXGBoostSettings, value)
+
 
 class AsterNativeSettings(_Frozen):
     """The model for new listings and thin markets: every trainable symbol, conservative."""
 
     min_history_bars: int = Field(48, ge=1, description="shortest history that is used")
     xgboost: AsterNativeXGBoostSettings = AsterNativeXGBoostSettings()
+
+    @field_validator("xgboost", mode="before")
+    @classmethod
+    def _member(cls, value: Any) -> Any:
+        return _as_own_member(AsterNativeXGBoostSettings, value)
 
 
 class Settings(BaseSettings):

@@ -147,15 +147,22 @@ def _print_training(console: Any, result: Any) -> None:
         f"stopped on {summary['stopping_metric']})"
     )
     for col in (
-        "fold", "test window", "rows", "trees", "LSTM epochs", "AUC long", "logistic",
-        "AUC short", "logistic", "IC long (t)", "IC short (t)", "logistic IC", "time",
+        "fold", "test window", "rows", "trees", "LSTM epochs", "AUC long (logistic)",
+        "AUC short (logistic)", "IC long (t)", "IC short (t)", "time",
     ):  # fmt: skip
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "LSTM epochs")
+    baselines = Table(title="the same rows: the logistic baseline's IC, the class prior's log loss")
+    for col in ("fold", "IC long / short", "logistic IC", "log loss long / short", "prior"):
+        baselines.add_column(col, no_wrap=True)
 
     def ic(m: dict[str, Any]) -> str:
         t = "n/a" if m["ic_t"] is None else f"{m['ic_t']:.1f}"
         return f"{f(m['ic'])} ({t})"
 
+    def pair(m: dict[str, Any], key: str) -> str:
+        return f"{f(m['long'][key])} / {f(m['short'][key])}"
+
+    lg_pooled, pr_pooled = summary["pooled"]["logistic"], summary["pooled"]["prior"]
     for r in result.folds:
         m, lg = r.metrics["model"], r.metrics["logistic"]
         epochs = r.members["lstm_epochs"]
@@ -166,11 +173,15 @@ def _print_training(console: Any, result: Any) -> None:
         )
         table.add_row(
             str(r.fold.fold + 1),
-            f"{r.fold.to_json()['test_start'][:10]} .. {r.fold.to_json()['test_end'][:10]}",
+            f"{r.fold.to_json()['test_start'][:10]}..{r.fold.to_json()['test_end'][5:10]}",
             f"{r.rows['scored']:,}", str(r.members["xgboost_trees"]), lstm,
-            f(m["long"]["auc"]), f(lg["long"]["auc"]), f(m["short"]["auc"]), f(lg["short"]["auc"]),
-            ic(m["long"]), ic(m["short"]), f"{f(lg['long']['ic'])} / {f(lg['short']['ic'])}",
-            f"{r.seconds:.1f} s",
+            f"{f(m['long']['auc'])} ({f(lg['long']['auc'])})",
+            f"{f(m['short']['auc'])} ({f(lg['short']['auc'])})",
+            ic(m["long"]), ic(m["short"]), f"{r.seconds:.1f} s",
+        )  # fmt: skip
+        baselines.add_row(
+            str(r.fold.fold + 1), pair(m, "ic"), pair(lg, "ic"), pair(m, "log_loss"),
+            pair(r.metrics["prior"], "log_loss"),
         )  # fmt: skip
     pooled = summary["pooled"]["model"]
     table.add_row(
@@ -178,14 +189,16 @@ def _print_training(console: Any, result: Any) -> None:
         f"median {summary['median_trees']:g}",
         "-" if summary["median_lstm_epochs"] is None
         else f"median {summary['median_lstm_epochs']:g}, in {summary['lstm_in_ensemble_folds']}",
-        f(pooled["long"]["auc"]), f(summary["pooled"]["logistic"]["long"]["auc"]),
-        f(pooled["short"]["auc"]), f(summary["pooled"]["logistic"]["short"]["auc"]),
-        ic(pooled["long"]), ic(pooled["short"]),
-        f"{f(summary['pooled']['logistic']['long']['ic'])} / "
-        f"{f(summary['pooled']['logistic']['short']['ic'])}",
-        "",
+        f"{f(pooled['long']['auc'])} ({f(lg_pooled['long']['auc'])})",
+        f"{f(pooled['short']['auc'])} ({f(lg_pooled['short']['auc'])})",
+        ic(pooled["long"]), ic(pooled["short"]), "",
+    )  # fmt: skip
+    baselines.add_row(
+        "all", pair(pooled, "ic"), pair(lg_pooled, "ic"), pair(pooled, "log_loss"),
+        pair(pr_pooled, "log_loss"),
     )  # fmt: skip
     console.print(table)
+    console.print(baselines)
     for line in result.verdict:
         console.print(line, highlight=False)
     for warning in result.warnings:

@@ -11,8 +11,9 @@ LSTM's epoch and the LSTM gate (does the LSTM beat XGBoost on the calibration ro
 - ``ic``: the mean over both directions of the per-bar information coefficient (the
   Spearman correlation across symbols at a bar between the score and the forward
   return, +fwd for longs, -fwd for shorts), averaged over the bars with at least
-  ``MIN_IC_SYMBOLS`` symbols; a bar where the score does not vary counts as 0 (a
-  constant has no ranking). It reads only each bar's own cross-section.
+  ``MIN_IC_SYMBOLS`` symbols (``PerBarIC``, the same figure the report shows); a bar
+  where the score does not vary counts as 0 (a constant has no ranking). It reads only
+  each bar's own cross-section.
 - ``logloss``: minus the mean log loss (kept for comparison; it needs probabilities).
 
 Hand-written around scikit-learn's ``roc_auc_score`` and ``log_loss`` because XGBoost's
@@ -57,7 +58,8 @@ class PerBarIC:
         )
 
     def per_bar(self, score: np.ndarray) -> np.ndarray:
-        """One correlation per bar; NaN where the score or the outcome does not vary."""
+        """One correlation per bar: 0 where the score does not vary across the bar's
+        symbols (a constant ranks nothing), NaN where the outcome does not."""
         if self.bars == 0:
             return np.empty(0)
         s = pd.Series(np.asarray(score, dtype=float)[self.keep]).groupby(self.group).rank()
@@ -67,7 +69,8 @@ class PerBarIC:
         cov = np.bincount(self.group, r * self._o, self.bars) - sp * self._so / self.n
         varied = (var_p > _VARIED) & (self._var_o > _VARIED)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(varied, cov / np.sqrt(var_p * self._var_o), np.nan)
+            corr = np.where(varied, cov / np.sqrt(var_p * self._var_o), 0.0)
+        return np.where(self._var_o > _VARIED, corr, np.nan)
 
 
 @dataclass(slots=True)
@@ -98,7 +101,8 @@ class Scorer:
         if self.metric == "auc":
             return float(np.mean([_auc(self.y[:, j], p[:, j]) for j in range(k)]))
         if self.metric == "ic":
-            parts = [np.nan_to_num(self._ic[j].per_bar(p[:, j])) for j in range(k)]
+            parts = [self._ic[j].per_bar(p[:, j]) for j in range(k)]
+            parts = [x[np.isfinite(x)] for x in parts]
             return float(np.mean([x.mean() if len(x) else 0.0 for x in parts]))
         return -float(
             np.mean(

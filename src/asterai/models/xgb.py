@@ -50,6 +50,8 @@ class XGBMember:
     def params(self) -> dict[str, Any]:
         s = self.settings
         objective = (
+            # rank:pairwise's defaults pair every row with every other row of its bar
+            # (pair method "topk" with no truncation): both tails of the ranking learn
             {"objective": "rank:pairwise"}
             if self.ranking
             else {"objective": "binary:logistic", "multi_strategy": "one_output_per_tree"}
@@ -173,7 +175,10 @@ def ranking_matrix(X: np.ndarray, y: np.ndarray, times: np.ndarray) -> xgb.DMatr
     label is 1, 0 where the short label is 1, else 1."""
     order = np.argsort(times, kind="stable")
     relevance = 1.0 + y[order, 0] - y[order, 1]
-    return xgb.DMatrix(X[order], label=relevance, qid=times[order], missing=np.nan)
+    # the group of a row is its bar's rank among the bars, not its open time: XGBoost
+    # keeps query ids as 32-bit integers, and epoch milliseconds wrap every 49.7 days
+    _, group = np.unique(times[order], return_inverse=True)
+    return xgb.DMatrix(X[order], label=relevance, qid=group.astype(np.uint32), missing=np.nan)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
