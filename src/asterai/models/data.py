@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asterai.config import Settings
@@ -113,8 +114,9 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-def features_table(settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The stored feature table and its metadata, or a clear error."""
+def features_table(settings: Settings) -> tuple[pa.Table, dict[str, Any]]:
+    """The stored feature table (Arrow: the wide columns stay where they were read, see
+    ``load_panel``) and its metadata, or a clear error."""
     path = DataPaths.at(settings.data_root).features(settings.features.base_interval)
     if not path.exists():
         raise TrainingDataError(f"{path} does not exist: run `asterai features` first")
@@ -124,7 +126,17 @@ def features_table(settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise TrainingDataError(
             f"{path} carries no feature list: build it again with `asterai features`"
         )
-    return table.to_pandas(), meta
+    return table, meta
+
+
+def _float32_matrix(table: pa.Table, columns: list[str], rows: np.ndarray) -> np.ndarray:
+    """``table``'s ``columns`` at ``rows``, as one float32 array, filled column by column
+    (no float64 frame of the whole table, no second full-size copy)."""
+    out = np.empty((len(rows), len(columns)), dtype=np.float32)
+    for j, name in enumerate(columns):
+        col = table.column(name).to_numpy()
+        out[:, j] = col[rows]
+    return out
 
 
 def load_panel(
@@ -159,7 +171,7 @@ def load_panel(
         trainable = set(report.trainable)
     else:
         trainable = None
-    frame, meta = features_table(settings)
+    table, meta = features_table(settings)
     if not paths.universe.exists():
         raise TrainingDataError(
             f"{paths.universe} does not exist: run `asterai validate` (it writes the universe)"
@@ -170,12 +182,22 @@ def load_panel(
         for f in meta["features"]
         if f not in PRICE_UNIT_FEATURES and (f != LISTING_AGE or listing_age_cap_h is not None)
     ]
-    missing = [c for c in (*features, LABEL_LONG, LABEL_SHORT, "label_fwd_ret") if c not in frame]
+    missing = [
+        c
+        for c in (*features, LABEL_LONG, LABEL_SHORT, "label_fwd_ret")
+        if c not in table.column_names
+    ]
     if missing:
         raise TrainingDataError(
             f"{paths.features(settings.features.base_interval)} lacks {missing}: build it again "
             "with `asterai features`"
         )
+    # the narrow columns as a frame (row filters and the sort happen here), the wide
+    # feature columns read once, at the rows kept, straight into float32
+    narrow = ["symbol", "open_time", LABEL_LONG, LABEL_SHORT, "label_fwd_ret"]
+    if LISTING_AGE in table.column_names:
+        narrow.append(LISTING_AGE)
+    frame = table.select(narrow).to_pandas().reset_index(drop=True)  # index = table row
     if trainable is not None:
         dropped = sorted(set(frame["symbol"].unique()) - trainable)
         if dropped:
@@ -224,7 +246,8 @@ def load_panel(
     tradeable = tradeable_at(frame, times)
     symbols = sorted(frame["symbol"].unique())
     code = pd.Categorical(frame["symbol"], categories=symbols).codes.astype(np.int32)
-    X = frame[features].to_numpy(dtype=np.float32, copy=True)
+    X = _float32_matrix(table, features, source_rows)
+    del table
     if listing_age_cap_h is not None and LISTING_AGE in features:
         j = features.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))
