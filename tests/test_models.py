@@ -810,3 +810,16 @@ def test_the_training_summary_says_whether_the_model_learned(trained) -> None:
         pooled = summary["pooled"]["model"]["long"]
         assert pooled["ic_t"] == result.overall["model"]["long"]["ic_t"]
         assert "mean_fold_ic" in pooled and "mean_fold_auc" in pooled
+
+
+def test_kelly_sizing_refuses_a_cross_sectional_probability(trained) -> None:
+    """Kelly reads p as the chance of reaching the target at the ATR odds; a probability
+    of beating the bar's median is another number, and the backtest says so."""
+    from asterai.backtest.inputs import BacktestInputError, load_inputs
+
+    root, settings, confluence, _ = trained
+    assert confluence.config["label"]["target"] == "cross_sectional"
+    kelly = load_settings(root, train=SMALL, strategy={"kelly_fraction": 0.5})
+    with pytest.raises(BacktestInputError, match=r"kelly_fraction = 0.5 .* train.target"):
+        load_inputs(kelly, "confluence")
+    assert len(load_inputs(settings, "confluence").times) > 0  # without Kelly it trades

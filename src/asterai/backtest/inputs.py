@@ -102,6 +102,15 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             f"train.threshold must lie in 0..1, got {settings.train.threshold}"
         )
     preds, meta = _predictions(settings, model)
+    target = meta.get("target", "triple_barrier")  # files from before the option
+    if settings.strategy.kelly_fraction > 0 and target != "triple_barrier":
+        raise BacktestInputError(
+            f"strategy.kelly_fraction = {settings.strategy.kelly_fraction} sizes a trade by "
+            f"the chance of reaching its target at the ATR odds, and the {model} model's "
+            f"probabilities answer another question (train.target = {target!r}: does the "
+            "symbol beat the bar's median?): set kelly_fraction = 0, or train with "
+            'train.target = "triple_barrier"'
+        )
     paths = DataPaths.at(settings.data_root)
     base = settings.features.base_interval
     step_ms = INTERVAL_MS[base]

@@ -1161,6 +1161,7 @@ def _write_predictions(path: Path, name: str, frame: pd.DataFrame, config: dict[
             "out_of_sample_only": True,
             "folds": config["walk_forward"]["folds"],
             "threshold": config["threshold"],
+            "target": config["label"]["target"],
             "data_sha256": config["data_sha256"],
             "columns": {
                 "p_long, p_short": "the calibrated model (the ensemble for confluence)",
