@@ -227,33 +227,30 @@ class XGBoostSettings(_Frozen):
     )
 
 
-def _as_own_member(cls: type[XGBoostSettings], value: Any) -> Any:
-    """A plain ``XGBoostSettings`` given for a model's member keeps only what it set; the
-    rest comes from that model's own defaults (``cls``)."""
-    if isinstance(value, XGBoostSettings) and not isinstance(value, cls):
-        return cls(**value.model_dump(exclude_unset=True))
+def _over(default: XGBoostSettings, value: Any) -> Any:
+    """What asterai.toml (a table) or code (an ``XGBoostSettings``) sets for a model's
+    member, over that model's own defaults: ``[aster_native.xgboost] max_depth = 4``
+    changes the depth alone, it does not rebuild the rest from ``XGBoostSettings``'."""
+    if isinstance(value, XGBoostSettings):
+        value = value.model_dump(exclude_unset=True)
+    if isinstance(value, dict):
+        return {**default.model_dump(), **value}
     return value
 
 
-class ConfluenceXGBoostSettings(XGBoostSettings):
-    """The confluence model's member: it ranks each bar's symbols (bench/train_choices.py).
-
-    Its own class, so that ``[train.xgboost]`` in asterai.toml changes only the keys it
-    names (a plain default instance would be rebuilt from XGBoostSettings' defaults)."""
-
-    objective: Literal["binary", "rank_pairwise"] = "rank_pairwise"
-
-
-class AsterNativeXGBoostSettings(XGBoostSettings):
-    """The Aster-native model's member: conservative (shallow, strongly regularised)."""
-
-    n_estimators: int = Field(300, ge=1, le=20_000, description="most boosting rounds")
-    max_depth: int = Field(3, ge=1, le=16)
-    subsample: float = Field(0.7, gt=0, le=1)
-    colsample_bytree: float = Field(0.7, gt=0, le=1)
-    min_child_weight: float = Field(20.0, ge=0)
-    reg_lambda: float = Field(10.0, ge=0)
-    early_stopping_rounds: int = Field(15, ge=1, description="rounds without validation gain")
+#: The confluence model's member ranks each bar's symbols (bench/train_choices.py).
+CONFLUENCE_XGBOOST = XGBoostSettings(objective="rank_pairwise")
+#: The Aster-native model's member: conservative (shallow, strongly regularised).
+ASTER_NATIVE_XGBOOST = XGBoostSettings(
+    n_estimators=300,
+    max_depth=3,
+    learning_rate=0.05,
+    subsample=0.7,
+    colsample_bytree=0.7,
+    min_child_weight=20.0,
+    reg_lambda=10.0,
+    early_stopping_rounds=15,
+)
 
 
 class LSTMSettings(_Frozen):
@@ -332,25 +329,25 @@ class TrainSettings(_Frozen):
     min_history_bars: int = Field(
         168, ge=1, description="confluence: symbols with fewer base bars are left out"
     )
-    xgboost: ConfluenceXGBoostSettings = ConfluenceXGBoostSettings()
+    xgboost: XGBoostSettings = CONFLUENCE_XGBOOST
     lstm: LSTMSettings = LSTMSettings()
 
     @field_validator("xgboost", mode="before")
     @classmethod
     def _member(cls, value: Any) -> Any:
-        return _as_own_member(ConfluenceXGBoostSettings, value)
+        return _over(CONFLUENCE_XGBOOST, value)
 
 
 class AsterNativeSettings(_Frozen):
     """The model for new listings and thin markets: every trainable symbol, conservative."""
 
     min_history_bars: int = Field(48, ge=1, description="shortest history that is used")
-    xgboost: AsterNativeXGBoostSettings = AsterNativeXGBoostSettings()
+    xgboost: XGBoostSettings = ASTER_NATIVE_XGBOOST
 
     @field_validator("xgboost", mode="before")
     @classmethod
     def _member(cls, value: Any) -> Any:
-        return _as_own_member(AsterNativeXGBoostSettings, value)
+        return _over(ASTER_NATIVE_XGBOOST, value)
 
 
 class Settings(BaseSettings):

@@ -208,27 +208,27 @@ def load_panel(
         index=pd.MultiIndex.from_arrays([universe["symbol"], to_epoch_ms(universe["open_time"])]),
     )
 
-    def tradeable_at(f: pd.DataFrame, t: np.ndarray) -> np.ndarray:
-        keys = pd.MultiIndex.from_arrays([f["symbol"], t])
-        return uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
-
+    # each row's bar and tradeable flag, looked up once and carried as columns through
+    # the filters and the sort below
+    frame["_t"] = to_epoch_ms(frame["open_time"])
+    keys = pd.MultiIndex.from_arrays([frame["symbol"], frame["_t"]])
+    frame["_tradeable"] = uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
     target = target or settings.train.target
-    if target not in ("cross_sectional", "triple_barrier"):
-        raise TrainingDataError(f"unknown train.target {target!r}")
-    xs_labels = None
     if target == "cross_sectional":
         # the cross-section is every trainable symbol tradeable at the bar, before any
         # model leaves out short histories: both models' labels mean the same thing
-        t_all = to_epoch_ms(frame["open_time"])
-        xs_labels = pd.DataFrame(
-            cross_sectional_labels(
-                frame["label_fwd_ret"].to_numpy(dtype=float),
-                t_all,
-                tradeable_at(frame, t_all),
-                round_trip_cost(settings),
-            ),
-            index=frame.index,
+        xs = cross_sectional_labels(
+            frame["label_fwd_ret"].to_numpy(dtype=float),
+            frame["_t"].to_numpy(),
+            frame["_tradeable"].to_numpy(),
+            round_trip_cost(settings),
         )
+        frame["_y_long"], frame["_y_short"] = xs[:, 0], xs[:, 1]
+    elif target == "triple_barrier":
+        for col, label in (("_y_long", LABEL_LONG), ("_y_short", LABEL_SHORT)):
+            frame[col] = np.where(np.isfinite(frame[label]), frame[label] == 1, np.nan)
+    else:
+        raise TrainingDataError(f"unknown train.target {target!r}")
     counts = frame.groupby("symbol").size()
     short = sorted(counts[counts < min_history_bars].index)
     if short:
@@ -242,8 +242,8 @@ def load_panel(
     frame = frame.sort_values(["symbol", "open_time"], kind="stable")
     source_rows = frame.index.to_numpy()
     frame = frame.reset_index(drop=True)
-    times = to_epoch_ms(frame["open_time"])
-    tradeable = tradeable_at(frame, times)
+    times = frame["_t"].to_numpy()
+    tradeable = frame["_tradeable"].to_numpy(dtype=bool)
     symbols = sorted(frame["symbol"].unique())
     code = pd.Categorical(frame["symbol"], categories=symbols).codes.astype(np.int32)
     X = _float32_matrix(table, features, source_rows)
@@ -252,15 +252,7 @@ def load_panel(
         j = features.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))
     fwd = frame["label_fwd_ret"].to_numpy(dtype=float)
-    if xs_labels is not None:
-        y = xs_labels.loc[source_rows].to_numpy(dtype=np.float32)
-    else:
-        y = np.column_stack(
-            [
-                np.where(np.isfinite(frame[c]), (frame[c] == 1).astype(np.float32), np.nan)
-                for c in (LABEL_LONG, LABEL_SHORT)
-            ]
-        ).astype(np.float32)
+    y = frame[["_y_long", "_y_short"]].to_numpy(dtype=np.float32)
     category: dict[str, str | None] = {s: None for s in symbols}
     new_listing_h = settings.discovery.new_listing_days * 24
     if with_categories:

@@ -314,8 +314,9 @@ def _fit_members(
     def scorer_for(r: np.ndarray) -> scoring.Scorer:
         return scoring.for_rows(ts.stopping_metric, panel.y, panel.fwd, panel.times, r)
 
+    stopping = scorer_for(stop)
     xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
-        panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], scorer_for(stop)
+        panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], stopping
     )
     raw_x = xgb_member.predict(panel.X[calib])
     members: dict[str, Any] = {
@@ -324,7 +325,7 @@ def _fit_members(
     }
     say.note(
         f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s "
-        f"(validation {scorer_for(stop).name} {xgb_member.best_score:.4f})"
+        f"(validation {stopping.name} {xgb_member.best_score:.4f})"
     )
     if spec.with_lstm:
         lstm = LSTMMember(ts.lstm, device["torch"], ts.seed)
@@ -851,14 +852,9 @@ def training_summary(
         "lstm_in_ensemble_folds": sum(bool(f["lstm_in_ensemble"]) for f in folds),
         "folds": folds,
         "pooled": {
-            k: figures(overall[k])
-            | {
-                d: figures(overall[k])[d]
-                | {
-                    "mean_fold_auc": overall[k][d].get("mean_fold_auc"),
-                    "mean_fold_ic": overall[k][d].get("mean_fold_ic"),
-                }
-                for d in DIRECTIONS
+            k: {
+                d: f | {m: overall[k][d].get(m) for m in ("mean_fold_auc", "mean_fold_ic")}
+                for d, f in figures(overall[k]).items()
             }
             for k in ("model", "xgboost", "lstm", "logistic", "prior")
             if k in overall
