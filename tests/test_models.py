@@ -758,6 +758,16 @@ def test_the_ranking_member_groups_rows_by_bar(fold_zero) -> None:
     # it kept the round where the per-bar IC on the early-stopping rows was best
     assert ranker.best_score == pytest.approx(max(ranker.curve), abs=1e-6)
     assert ranker.curve.index(max(ranker.curve)) == ranker.best_iteration
+    # train.xgboost.ranking_pairs = N samples N pairs per row instead of every pair of
+    # the bar: another gradient (another model), the same one score per row
+    sampled = XGBMember(xs.model_copy(update={"ranking_pairs": 4}), "cpu", 0)
+    assert sampled.params()["lambdarank_pair_method"] == "mean"
+    assert sampled.params()["lambdarank_num_pair_per_sample"] == 4
+    assert "lambdarank_pair_method" not in ranker.params()
+    sampled.fit(panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], scorer)
+    other = sampled.predict(panel.X[stop])
+    np.testing.assert_allclose(other[:, 0] + other[:, 1], 1.0)
+    assert not np.allclose(other, raw)
 
 
 def test_the_lstm_joins_only_the_folds_where_it_beat_xgboost(trained) -> None:

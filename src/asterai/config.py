@@ -225,6 +225,14 @@ class XGBoostSettings(_Frozen):
         description="binary: one logistic output per direction; rank_pairwise: one "
         "ranking score per bar (rank:pairwise grouped by bar), high = long, low = short",
     )
+    ranking_pairs: int = Field(
+        0,
+        ge=0,
+        le=1_000,
+        description="rank_pairwise only: 0 pairs every row with every other row of its "
+        "bar; N > 0 samples N pairs per row (lambdarank_pair_method mean), cheaper on "
+        "wide cross-sections",
+    )
 
 
 def _over(default: XGBoostSettings, value: Any) -> Any:

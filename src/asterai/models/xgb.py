@@ -49,13 +49,19 @@ class XGBMember:
 
     def params(self) -> dict[str, Any]:
         s = self.settings
-        objective = (
+        if not self.ranking:
+            objective = {"objective": "binary:logistic", "multi_strategy": "one_output_per_tree"}
+        elif s.ranking_pairs == 0:
             # rank:pairwise's defaults pair every row with every other row of its bar
             # (pair method "topk" with no truncation): both tails of the ranking learn
-            {"objective": "rank:pairwise"}
-            if self.ranking
-            else {"objective": "binary:logistic", "multi_strategy": "one_output_per_tree"}
-        )
+            objective = {"objective": "rank:pairwise"}
+        else:
+            # N pairs drawn per row, against rows of other relevance in its bar
+            objective = {
+                "objective": "rank:pairwise",
+                "lambdarank_pair_method": "mean",
+                "lambdarank_num_pair_per_sample": s.ranking_pairs,
+            }
         return {
             **objective,
             "tree_method": "hist",
