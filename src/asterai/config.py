@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -358,6 +366,138 @@ class AsterNativeSettings(_Frozen):
         return _over(ASTER_NATIVE_XGBOOST, value)
 
 
+class Range(_Frozen):
+    """One searched parameter's range: ``low`` to ``high`` inclusive, sampled on a log
+    scale when ``log`` (both ends then above 0), on multiples of ``step`` from ``low``
+    when given (integers: step 1 unless set)."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(
+                f"an empty or inverted range: low = {self.low:g} must be below high = {self.high:g}"
+            )
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range must start above 0, got low = {self.low:g}")
+        if self.log and self.step is not None:
+            raise ValueError("a range is either on a log scale or stepped, not both")
+        return self
+
+
+def _r(low: float, high: float, log: bool = False, step: float | None = None) -> Range:
+    return Range(low=low, high=high, log=log, step=step)
+
+
+class SearchSpace(_Frozen):
+    """What the search may change, each parameter's default range (narrow any in
+    ``[optimize.space]``; ``optimize.search`` lists the ones searched). The settings each
+    parameter sets are in ``asterai.optimize.space.PARAMETERS``."""
+
+    max_depth: Range = _r(2, 8, step=1)
+    learning_rate: Range = _r(0.01, 0.3, log=True)
+    n_estimators: Range = _r(100, 800, step=50)
+    subsample: Range = _r(0.5, 1.0)
+    colsample_bytree: Range = _r(0.4, 1.0)
+    min_child_weight: Range = _r(1.0, 50.0, log=True)
+    reg_lambda: Range = _r(0.1, 50.0, log=True)
+    lstm_hidden_size: Range = _r(16, 128, log=True)
+    lstm_sequence_length: Range = _r(12, 48, step=12)
+    lstm_weight: Range = _r(0.0, 0.8)
+    threshold: Range = _r(0.5, 0.8)
+    tp_atr: Range = _r(1.0, 4.0)
+    sl_atr: Range = _r(1.0, 4.0)
+    label_horizon: Range = _r(8, 48, step=4)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchSpace:
+        if not (0 < self.threshold.low and self.threshold.high < 1):
+            raise ValueError(
+                f"threshold: a probability threshold lies strictly inside 0..1, got "
+                f"{self.threshold.low:g}..{self.threshold.high:g}"
+            )
+        for name in ("subsample", "colsample_bytree"):
+            r = getattr(self, name)
+            if not (0 < r.low and r.high <= 1):
+                raise ValueError(f"{name}: a share lies in (0, 1], got {r.low:g}..{r.high:g}")
+        if not (0 <= self.lstm_weight.low and self.lstm_weight.high <= 1):
+            raise ValueError("lstm_weight: an ensemble weight lies in 0..1")
+        for name in ("max_depth", "n_estimators", "lstm_hidden_size", "lstm_sequence_length",
+                     "label_horizon", "min_child_weight", "reg_lambda", "learning_rate",
+                     "tp_atr", "sl_atr"):  # fmt: skip
+            r = getattr(self, name)
+            if r.low <= 0 and name not in ("min_child_weight", "reg_lambda"):
+                raise ValueError(f"{name}: the range must start above 0, got low = {r.low:g}")
+            if r.low < 0:
+                raise ValueError(f"{name}: the range must not go below 0, got low = {r.low:g}")
+        return self
+
+
+OBJECTIVES = ("sharpe", "sortino", "profit_factor", "logloss")
+
+
+class OptimizeSettings(_Frozen):
+    """The strategy search (``asterai optimize``): Optuna over the walk-forward of the
+    history before a final window that no trial sees."""
+
+    model: Literal["confluence", "aster_native"] = "confluence"
+    study: str = Field(
+        "confluence", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="study name"
+    )
+    trials: int = Field(20, ge=1, le=100_000, description="trials this run adds")
+    timeout_s: float | None = Field(None, gt=0, description="stop starting trials after this")
+    workers: int = Field(1, ge=1, le=64, description="processes on one study")
+    storage: str | None = Field(
+        None,
+        description="None: Optuna's journal file in data/optimization/{study}/; or a "
+        "postgresql:// URL shared by workers on several machines",
+    )
+    objective: Literal["sharpe", "sortino", "profit_factor", "logloss"] = Field(
+        "sharpe",
+        description="out-of-sample walk-forward after every cost: the daily Sharpe (or "
+        "Sortino) of the concatenated equity, the profit factor, or minus the log loss",
+    )
+    min_trades: int = Field(
+        10, ge=0, description="a trial with fewer out-of-sample trades fails (not a win)"
+    )
+    final_share: float = Field(
+        0.2, gt=0, lt=0.5, description="the newest share of the history no trial sees"
+    )
+    seed: int = 42
+    startup_trials: int = Field(
+        5, ge=0, description="trials before the TPE sampler and the median pruner act"
+    )
+    pbo_blocks: int = Field(8, ge=2, le=16, description="CSCV blocks (even)")
+    search: tuple[str, ...] | None = Field(
+        None, description="the parameters searched (default: all that apply to the model)"
+    )
+    space: SearchSpace = SearchSpace()
+
+    @field_validator("search")
+    @classmethod
+    def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        known = tuple(SearchSpace.model_fields)
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(known)}")
+        if not value:
+            raise ValueError("an empty list: name at least one parameter to search")
+        return tuple(value)
+
+    @field_validator("pbo_blocks")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"CSCV needs an even number of blocks, got {value}")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything configurable, with the documented defaults."""
 
@@ -382,6 +522,10 @@ class Settings(BaseSettings):
     universe: UniverseSettings = UniverseSettings()
     train: TrainSettings = TrainSettings()
     aster_native: AsterNativeSettings = AsterNativeSettings()
+    optimize: OptimizeSettings = OptimizeSettings()
+    params_from: str | None = Field(
+        None, description="the best_params.json these settings came from (--params)"
+    )
     exclude_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="symbols left out of every step, by the user's choice"
     )

@@ -75,6 +75,15 @@ class DataPaths:
     def backtest_results(self) -> Path:
         return self.data_dir / "backtest_results"
 
+    @property
+    def optimization(self) -> Path:
+        return self.data_dir / "optimization"
+
+    def study(self, name: str) -> Path:
+        """``data/optimization/{study}/``: best_params.json, trials.csv, report.html and
+        the default storage, Optuna's journal file ``journal.log``."""
+        return self.optimization / name
+
     # -- models -------------------------------------------------------------
     @property
     def confluence_models(self) -> Path:

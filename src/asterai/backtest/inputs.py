@@ -51,6 +51,7 @@ class Inputs:
     window: tuple[int, int] = (0, 0)
     run_id: str | None = None
     liquidation_fees: list[float] = field(default_factory=list)  # stated by discovery
+    stated_fee: dict[str, float] | None = None  # a market grid's, by symbol
 
 
 def _predictions(settings: Settings, model: str) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -95,14 +96,24 @@ def _predictions(settings: Settings, model: str) -> tuple[pd.DataFrame, dict[str
 
 
 def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
-    from asterai.data.gate import verified_series
+    """The backtest's inputs for ``model``'s stored out-of-sample predictions: the
+    market from the first prediction to the last bar, the predictions laid on it."""
+    preds, meta = _predictions(settings, model)
+    target = meta.get("target", "triple_barrier")  # files from before the option
+    check_sizing(settings, target, model)
+    symbols = sorted(preds["symbol"].unique())
+    start = int(to_epoch_ms(preds["open_time"]).min())
+    market = market_inputs(settings, symbols, start)
+    market.run_id = meta.get("run_id")
+    return with_predictions(market, preds)
 
+
+def check_sizing(settings: Settings, target: str, model: str) -> None:
+    """The threshold lies in 0..1, and Kelly sizing reads triple-barrier odds only."""
     if not 0 < settings.train.threshold < 1:
         raise BacktestInputError(
             f"train.threshold must lie in 0..1, got {settings.train.threshold}"
         )
-    preds, meta = _predictions(settings, model)
-    target = meta.get("target", "triple_barrier")  # files from before the option
     if settings.strategy.kelly_fraction > 0 and target != "triple_barrier":
         raise BacktestInputError(
             f"strategy.kelly_fraction = {settings.strategy.kelly_fraction} sizes a trade by "
@@ -111,13 +122,23 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             "symbol beat the bar's median?): set kelly_fraction = 0, or train with "
             'train.target = "triple_barrier"'
         )
+
+
+def market_inputs(
+    settings: Settings, symbols: list[str], start: int, end: int | None = None
+) -> Inputs:
+    """``symbols``' market on one grid of base bars from ``start`` to ``end`` (default:
+    the last verified bar), read through the gate, without predictions (NaN): bars,
+    the universe's tradeable mask, the labels' ATR, funding and the exchange filters.
+    Built once, it serves any number of predictions (``with_predictions``)."""
+    from asterai.data.gate import verified_series
+
     paths = DataPaths.at(settings.data_root)
     base = settings.features.base_interval
     step_ms = INTERVAL_MS[base]
-    symbols = sorted(preds["symbol"].unique())
     bars = verified_series(settings, intervals=[base], symbols=symbols)
-    start = int(to_epoch_ms(preds["open_time"]).min())
-    end = max(int(to_epoch_ms(f["open_time"])[-1]) for f in bars.values())
+    if end is None:
+        end = max(int(to_epoch_ms(f["open_time"])[-1]) for f in bars.values())
     times = np.arange(start, end + step_ms, step_ms, dtype=np.int64)
     T, N = len(times), len(symbols)
 
@@ -132,7 +153,7 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
     for j, s in enumerate(symbols):
         frame = bars[(s, base)]
         t = to_epoch_ms(frame["open_time"])
-        keep = t >= start
+        keep = (t >= start) & (t <= end)
         idx = (t[keep] - start) // step_ms
         for arr, col in ((o, "open"), (h, "high"), (lo, "low"), (c, "close"), (vol, "volume")):
             arr[idx, j] = frame[col].to_numpy(dtype=float)[keep]
@@ -156,13 +177,74 @@ def load_inputs(settings: Settings, model: str = "confluence") -> Inputs:
             f"({', '.join(no_funding)}): their funding is assumed zero"
         )
     tradeable = _on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
-    pl = _on_grid(preds, "p_long", symbols, times, step_ms)
-    ps = _on_grid(preds, "p_short", symbols, times, step_ms)
     atr = _on_grid(features, "atr_14", symbols, times, step_ms)
     tick, step, min_notional, liquidation_fees = _filters(paths, symbols, settings, notes)
+    market = Inputs(
+        symbols, times, o, h, lo, c, vol, tradeable, grid(), grid(), atr, np.nan_to_num(fund),
+        tick, step, min_notional, notes, (start, end), None, liquidation_fees,
+    )  # fmt: skip
+    market.stated_fee = _stated_fees(paths, symbols)
+    return market
+
+
+def _stated_fees(paths: DataPaths, symbols: list[str]) -> dict[str, float]:
+    from asterai.data.filters import read_filters
+
+    entries = read_filters(paths.discovery)
+    return {
+        s: float(entries[s]["liquidation_fee"])
+        for s in symbols
+        if (entries.get(s) or {}).get("liquidation_fee") is not None
+    }
+
+
+def with_predictions(
+    market: Inputs, preds: pd.DataFrame, start: int | None = None, end: int | None = None
+) -> Inputs:
+    """``market`` cut to [``start`` (default: the first prediction), ``end`` (default:
+    the market's last bar)] with ``preds``' ``p_long``/``p_short`` laid on it (NaN where
+    there is no prediction: no signal). ``market`` itself is left as it was."""
+    step_ms = int(market.times[1] - market.times[0]) if len(market.times) > 1 else 1
+    if start is None:
+        start = int(to_epoch_ms(preds["open_time"]).min())
+    end = int(market.times[-1]) if end is None else end
+    if not market.times[0] <= start <= end <= market.times[-1]:
+        raise BacktestInputError(
+            f"predictions from {start} to {end} lie outside the market's grid "
+            f"({market.times[0]} .. {market.times[-1]})"
+        )
+    lo, hi = int((start - market.times[0]) // step_ms), int((end - market.times[0]) // step_ms)
+    rows = slice(lo, hi + 1)
+    times = market.times[rows]
+    outside = ~preds["symbol"].isin(market.symbols)
+    if outside.any():
+        raise BacktestInputError(
+            f"predictions for symbols the market does not hold: "
+            f"{sorted(preds.loc[outside, 'symbol'].unique())[:5]}"
+        )
+    # the predictions' symbols, as the backtest stage would lay them out
+    symbols = sorted(preds["symbol"].unique())
+    cols = np.searchsorted(np.asarray(market.symbols, dtype=object), symbols)
+    everything = len(symbols) == len(market.symbols)
+
+    def cut(a: np.ndarray) -> np.ndarray:
+        return a[rows] if everything else a[rows][:, cols]
+
+    def per_symbol(a: np.ndarray) -> np.ndarray:
+        return a if everything else a[cols]
+
+    fees = (
+        market.liquidation_fees
+        if everything or market.stated_fee is None
+        else [market.stated_fee[s] for s in symbols if s in market.stated_fee]
+    )
     return Inputs(
-        symbols, times, o, h, lo, c, vol, tradeable, pl, ps, atr, np.nan_to_num(fund), tick, step,
-        min_notional, notes, (start, end), meta.get("run_id"), liquidation_fees,
+        symbols, times, cut(market.open_), cut(market.high), cut(market.low),
+        cut(market.close), cut(market.volume), cut(market.tradeable),
+        _on_grid(preds, "p_long", symbols, times, step_ms),
+        _on_grid(preds, "p_short", symbols, times, step_ms),
+        cut(market.atr), cut(market.funding), per_symbol(market.tick), per_symbol(market.step),
+        per_symbol(market.min_notional), list(market.notes), (start, end), market.run_id, fees,
     )  # fmt: skip
 
 

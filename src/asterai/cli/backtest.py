@@ -6,7 +6,7 @@ import math
 
 import click
 
-from asterai.cli.common import StepFailed, common_options, rich_console
+from asterai.cli.common import StepFailed, common_options, params_option, rich_console
 from asterai.config import Settings
 
 
@@ -18,6 +18,7 @@ from asterai.config import Settings
     show_default=True,
     help="Whose out-of-sample predictions to trade.",
 )
+@params_option
 @common_options
 def backtest(settings: Settings, model: str) -> None:
     """Trade the out-of-sample predictions with 50 USDT, 1% risk and full costs.

@@ -80,6 +80,9 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         configure_logging(verbose)
         overrides = kwargs.pop("_overrides", {})
+        params = kwargs.pop("params", None)
+        if params is not None:
+            overrides = with_params(overrides, params)
         try:
             if exclude is not None:
                 from asterai.config import parse_symbols
@@ -95,6 +98,42 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return _run_step(func, settings, *args, **kwargs)
 
     return wrapper
+
+
+def with_params(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``overrides`` plus the settings of a search's ``best_params.json`` (``--params``)."""
+    from asterai.optimize.run import read_params
+    from asterai.optimize.workspace import OptimizeError
+
+    try:
+        doc = read_params(path)
+    except OptimizeError as err:
+        fail(f"--params: {err}", EXIT_USAGE)
+
+    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    merged = merge(overrides, doc["settings"])
+    merged["params_from"] = (
+        f"{Path(path).resolve()} (study {doc['study']}, trial {doc['best_trial']})"
+    )
+    return merged
+
+
+def params_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--params FILE: a search's best_params.json over asterai.toml (put it outside
+    ``common_options``; that wrapper applies it)."""
+    return click.option(
+        "--params",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Settings from `asterai optimize`'s best_params.json (over asterai.toml; the "
+        "model config records the file). Changed barriers or horizon need the features "
+        "rebuilt with the same --params.",
+    )(func)
 
 
 def _run_step(func: Callable[..., Any], settings: Settings, *args: Any, **kwargs: Any) -> Any:

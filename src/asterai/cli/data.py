@@ -15,6 +15,7 @@ from asterai.cli.common import (
     StepFailed,
     common_options,
     fail,
+    params_option,
     progress_wanted,
     rich_console,
 )
@@ -278,6 +279,7 @@ def validate(settings: Settings, no_environment: bool, symbols: str | None) -> N
     "--symbols", default=None, help="Also chart these symbols (default: the majors in settings)."
 )
 @click.option("--no-plots", is_flag=True, help="Skip the charts.")
+@params_option
 @common_options
 def features(settings: Settings, symbols: str | None, no_plots: bool) -> None:
     """Build the confluence features and labels from verified data.

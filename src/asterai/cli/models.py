@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from asterai.cli.common import StepFailed, common_options, progress_wanted, rich_console
+from asterai.cli.common import (
+    StepFailed,
+    common_options,
+    params_option,
+    progress_wanted,
+    rich_console,
+)
 from asterai.config import Settings
 
 
@@ -83,6 +89,7 @@ _EPOCHS = click.option(
 @_SCHEME
 @_BATCH_SIZE
 @_EPOCHS
+@params_option
 @common_options
 def train(
     settings: Settings,

@@ -13,6 +13,7 @@ from asterai.cli.common import (
     StepFailed,
     common_options,
     fail,
+    params_option,
     progress_wanted,
     rich_console,
 )
@@ -208,6 +209,7 @@ def _key_numbers(n: dict[str, Any]) -> str:
 )
 @training_options
 @collect_options
+@params_option
 @common_options
 def pipeline(
     settings: Settings,

@@ -112,15 +112,28 @@ def _symbol_block(
             values[has] = core[name][idx[has]]
             out[col] = values
 
+    out.update(label_columns(base, out["atr_14"], inp.tick, fs))
+    return times, out
+
+
+def label_columns(
+    base: pd.DataFrame, atr: np.ndarray, tick: float, fs: FeatureSettings
+) -> dict[str, np.ndarray]:
+    """One symbol's label columns from its base bars ``base``, the ATR known at each
+    bar and its price tick, by ``fs``' barriers and horizon (the search recomputes them
+    with a trial's, ``asterai.optimize``; nothing else of the feature table changes)."""
+    step = INTERVAL_MS[fs.base_interval]
+    times = to_epoch_ms(base["open_time"])
+    o, h, lo, c = (base[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
+    out: dict[str, np.ndarray] = {}
     for direction, name in ((1, "label_tb"), (-1, "label_tb_short")):
         label, bars = triple_barrier_nb(
-            o, h, lo, out["atr_14"], times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr,
-            direction, inp.tick,
-        )  # fmt: skip
+            o, h, lo, atr, times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr, direction, tick
+        )
         out[name] = label
         out[f"{name}_bars"] = bars
     out["label_fwd_ret"] = forward_return(o, c, times, step, fs.label_horizon)
-    return times, out
+    return out
 
 
 def build_features(inputs: list[SymbolInput], fs: FeatureSettings) -> FeatureResult:

@@ -147,6 +147,8 @@ def load_panel(
     listing_age_cap_h: float | None = None,
     check_gate: bool = True,
     target: str | None = None,
+    table: tuple[pa.Table, dict[str, Any]] | None = None,
+    trainable: set[str] | None = None,
 ) -> Panel:
     """The panel training reads, after the gate has said READY.
 
@@ -156,6 +158,9 @@ def load_panel(
     table, or the cross-sectional labels (``features.labels.cross_sectional_labels``)
     over every trainable symbol tradeable at each bar (short histories included, so that
     both models' labels agree), net of ``round_trip_cost(settings)``.
+    ``table``: the feature table and its metadata already read (``features_table``), for
+    a caller that loads a panel many times (the search, with its trials' labels);
+    ``trainable``: with ``check_gate=False``, the gate's trainable symbols it already has.
     """
     paths = DataPaths.at(settings.data_root)
     if check_gate:
@@ -169,9 +174,18 @@ def load_panel(
                 + f" (see `asterai validate`, {paths.validation})"
             )
         trainable = set(report.trainable)
-    else:
-        trainable = None
-    table, meta = features_table(settings)
+    table, meta = table if table is not None else features_table(settings)
+    stale = {
+        k: (meta.get("settings", {}).get(k), getattr(settings.features, k))
+        for k in ("label_horizon", "tp_atr", "sl_atr")
+        if k in meta.get("settings", {}) and meta["settings"][k] != getattr(settings.features, k)
+    }
+    if stale:
+        raise TrainingDataError(
+            f"{paths.features(settings.features.base_interval)} was built with other labels ("
+            + ", ".join(f"features.{k} = {a} there, {b} here" for k, (a, b) in stale.items())
+            + "): run `asterai features` again with these settings (the same --params)"
+        )
     if not paths.universe.exists():
         raise TrainingDataError(
             f"{paths.universe} does not exist: run `asterai validate` (it writes the universe)"
@@ -247,7 +261,7 @@ def load_panel(
     symbols = sorted(frame["symbol"].unique())
     code = pd.Categorical(frame["symbol"], categories=symbols).codes.astype(np.int32)
     X = _float32_matrix(table, features, source_rows)
-    del table
+    del table  # this function's reference (a caller's own stays)
     if listing_age_cap_h is not None and LISTING_AGE in features:
         j = features.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))

@@ -116,14 +116,16 @@ class FoldResult:
 @dataclass(slots=True)
 class TrainResult:
     name: str
-    folder: Path
-    predictions_path: Path
+    folder: Path | None  # None: evaluated only (``walk_forward(..., write=False)``)
+    predictions_path: Path | None
     folds: list[FoldResult]
     overall: dict[str, dict[str, Any]]
     verdict: list[str]
     warnings: list[str]
     config: dict[str, Any]
     seconds: float
+    predictions: pd.DataFrame | None = None  # the out-of-sample rows, as written
+    layout: Layout | None = None
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -528,14 +530,28 @@ def _predict_members(
     return out
 
 
+#: ``walk_forward``'s ``on_fold``: called after each fold with its index and the
+#: out-of-sample predictions of every fold so far; it may raise to stop the run.
+FoldCallback = Callable[[int, pd.DataFrame], None]
+
+
 def walk_forward(
-    name: str, settings: Settings, *, progress: Progress | None = None, panel: Panel | None = None
+    name: str,
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+    panel: Panel | None = None,
+    write: bool = True,
+    on_fold: FoldCallback | None = None,
 ) -> TrainResult:
     """Evaluate out of sample, fit the final model, write the artifacts and predictions.
 
     ``panel``: normally None, and the panel is loaded after the quality gate has said
     READY. A benchmark on tiled copies of real series (which the gate rightly refuses as
-    duplicates) passes its own; the command line and the pipeline never do.
+    duplicates) passes its own; the command line and the pipeline never do; the search
+    (``asterai.optimize``) passes the panel it loaded once, cut before its final window.
+    ``write=False``: the walk-forward alone, for the search's trials: no final model,
+    nothing written; the out-of-sample rows come back in ``TrainResult.predictions``.
     """
     if name not in MODELS:
         raise TrainingError(f"unknown model {name!r}; one of {', '.join(MODELS)}")
@@ -612,8 +628,9 @@ def walk_forward(
             for k, v in preds.items()
             if not k.endswith("_raw")
         }
-        if fold.fold == 0:
-            # a control: the same trees on shuffled labels must score a coin toss
+        if fold.fold == 0 and write:
+            # a control: the same trees on shuffled labels must score a coin toss (the
+            # search's trials leave it to the training run of the parameters they pick)
             rng = np.random.default_rng(ts.seed)
             shuffled = panel.y[fit][rng.permutation(len(fit))]
             control = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
@@ -660,6 +677,8 @@ def walk_forward(
             f"{_f(fold_metrics['logistic']['long']['auc'])} / "
             f"{_f(fold_metrics['logistic']['short']['auc'])}) in {results[-1].seconds:.1f} s"
         )
+        if on_fold is not None:
+            on_fold(fold.fold, pd.concat(pieces, ignore_index=True))
 
     y_all = np.concatenate(oos["y"])
     overall = {
@@ -693,6 +712,14 @@ def walk_forward(
         else None
     )
     leakage = _leakage_checks(panel, lay, predictions, control_auc)
+    if not write:
+        seconds = time.perf_counter() - started
+        summary = training_summary(results, overall, settings, spec)
+        config = {"training_summary": summary, "leakage": leakage, "warnings": list(lay.warnings)}
+        return TrainResult(
+            name, None, None, results, overall, verdict, list(lay.warnings), config, seconds,
+            predictions, lay,
+        )  # fmt: skip
 
     # The final model: trained like a fold whose test window is the future. Fitted on
     # every usable row up to a gap before the validation tail (the most recent bars),
@@ -811,6 +838,8 @@ def walk_forward(
         warnings,
         config,
         seconds,
+        predictions,
+        lay,
     )
 
 
@@ -1022,6 +1051,9 @@ def _config(
         "asterai_version": __version__,
         "created_at": iso_ms(int(time.time() * 1000)),
         "question": QUESTIONS[panel.target],
+        # where the parameters came from: asterai.toml and the defaults, or a search's
+        # best_params.json (`asterai train --params`)
+        "params_from": settings.params_from,
         "outputs": ["p_long", "p_short"],
         "label": _label_record(settings, panel),
         "features": panel.features,

@@ -1,0 +1,434 @@
+"""The strategy search on the real recording: no trial sees the final window, a trial
+measures what training and the backtest would, the statistics are the papers', and the
+study survives several workers, a resume and a killed worker."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from conftest import features_ready
+from scipy.stats import norm
+
+from asterai.config import load_settings
+from asterai.optimize import stats
+from asterai.optimize.workspace import LABEL_COLUMNS, Workspace, relabelled
+from asterai.paths import DataPaths
+
+#: Small trials: two folds, a one-epoch LSTM, few trees, three parameters searched.
+TRAIN = {"folds": 2, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_estimators": 30}}
+OPTIMIZE = {
+    "search": ["max_depth", "learning_rate", "threshold"],
+    "min_trades": 0,
+    "startup_trials": 2,
+}
+
+
+def small(root: Path, **optimize) -> object:
+    return load_settings(root, train=TRAIN, optimize={**OPTIMIZE, **optimize})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, recording) -> Path:
+    root = tmp_path_factory.mktemp("optimize")
+    features_ready(root, recording)
+    return root
+
+
+@pytest.fixture
+def root(prepared, tmp_path) -> Path:
+    copy = tmp_path / "project"
+    shutil.copytree(prepared / "data", copy / "data")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def searched(prepared, tmp_path_factory):
+    """A finished study of 4 trials on the recording (one worker)."""
+    from asterai.optimize.run import run_optimize
+
+    root = tmp_path_factory.mktemp("searched")
+    shutil.copytree(prepared / "data", root / "data")
+    settings = small(root, trials=4)
+    return root, settings, run_optimize(settings)
+
+
+def _study(root: Path, name: str = "confluence") -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = DataPaths.at(root).study(name) / "journal.log"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+# -- the statistics --------------------------------------------------------------------
+
+
+def test_the_deflated_sharpe_ratio_is_the_papers() -> None:
+    # Bailey and López de Prado (2014), section 4's example: 100 trials whose annualised
+    # Sharpes vary by 1/2, a best of 2.5 annualised over 1,250 days, skew -3, kurtosis 10:
+    # DSR 0.9004 (their figure)
+    sr0 = stats.expected_max_sharpe(0.5 / 250, 100)
+    assert sr0 * math.sqrt(250) == pytest.approx(1.7894, abs=1e-3)
+    sr = 2.5 / math.sqrt(250)
+    z = (sr - sr0) * math.sqrt(1249) / math.sqrt(1 + 3 * sr + (10 - 1) / 4 * sr**2)
+    assert norm.cdf(z) == pytest.approx(0.9004, abs=1e-4)
+
+
+def test_the_deflated_sharpe_ratio_matches_a_hand_computation(recording) -> None:
+    # the best trial's returns: BTCUSDT's real daily returns in the recording
+    bars = recording.klines[("BTCUSDT", "1h")]
+    close = pd.Series(bars.close.astype(float),
+                      index=pd.to_datetime(bars.open_time, unit="ms", utc=True))  # fmt: skip
+    r = close.resample("1D").last().pct_change().dropna().to_numpy()
+    assert len(r) > 20
+    sharpes = [0.21, -0.05, 0.11, 0.02, -0.13, 0.08, float(r.mean() / r.std(ddof=1))]
+    out = stats.deflated_sharpe(r, sharpes)
+    # by hand, from the formulas
+    n, v = len(sharpes), float(np.var(sharpes, ddof=1))
+    g = 0.5772156649015329
+    sr0 = math.sqrt(v) * ((1 - g) * norm.ppf(1 - 1 / n) + g * norm.ppf(1 - 1 / (n * math.e)))
+    sr = r.mean() / r.std(ddof=1)
+    z = (r - r.mean()) / r.std(ddof=0)
+    skew, kurt = float(np.mean(z**3)), float(np.mean(z**4))
+    want = norm.cdf(
+        (sr - sr0) * math.sqrt(len(r) - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2)
+    )
+    assert out["expected_max_sharpe"] == pytest.approx(sr0, rel=1e-12)
+    assert out["deflated_sharpe_ratio"] == pytest.approx(want, rel=1e-9)
+    assert out["trials"] == n and out["sharpe_variance"] == pytest.approx(v)
+    # more trials of the same spread: a higher bar, a lower DSR
+    more = stats.deflated_sharpe(r, sharpes * 10)
+    assert more["expected_max_sharpe"] > out["expected_max_sharpe"]
+    assert more["deflated_sharpe_ratio"] < out["deflated_sharpe_ratio"]
+    assert "not distinguishable from luck" in stats.luck_sentence(more)
+
+
+def test_the_probability_of_overfitting_follows_cscv(recording) -> None:
+    bars = recording.klines[("ETHUSDT", "1h")]
+    r = np.diff(np.log(bars.close.astype(float)))[:400]
+    # a trial that is the other one plus a constant wins in every half: never overfit
+    dominated = np.column_stack([r, r - 1e-4])
+    assert stats.probability_of_overfitting(dominated, 4)["pbo"] == 0.0
+    # two trials, each the better one in the blocks where the other is worse: whichever
+    # wins in sample loses out of sample, in every split
+    half = len(r) // 2
+    a = np.concatenate([np.abs(r[:half]), -np.abs(r[half:])])
+    b = np.concatenate([-np.abs(r[:half]), np.abs(r[half:])])
+    out = stats.probability_of_overfitting(np.column_stack([a, b]), 2)
+    assert out["splits"] == 2 and out["pbo"] == 1.0
+    # C(8, 4) = 70 splits of the real hourly returns of three unrelated "trials"
+    three = np.column_stack([r, -r, np.roll(r, 7)])
+    out = stats.probability_of_overfitting(three, 8)
+    assert out["splits"] == 70 and 0.0 <= out["pbo"] <= 1.0
+    with pytest.raises(ValueError, match="even"):
+        stats.probability_of_overfitting(three, 3)
+
+
+# -- the final window and the trials ---------------------------------------------------
+
+
+def test_relabelling_reproduces_the_features_stage(root) -> None:
+    from asterai.features.build import run_features
+
+    settings = load_settings(root)
+    ws = Workspace(settings, "confluence", settings.features.label_horizon)
+    table, _ = ws.table
+    same, _ = relabelled(ws.table, ws.label_inputs(), settings.features)
+    for name in LABEL_COLUMNS:
+        np.testing.assert_array_equal(same.column(name).to_numpy(), table.column(name).to_numpy())
+    # another horizon and other barriers: the label columns of a feature table that
+    # the features stage itself built with them, bit for bit; every feature column as it was
+    other = load_settings(root, features={"label_horizon": 12, "tp_atr": 2.5, "sl_atr": 1.5})
+    changed, meta = relabelled(ws.table, ws.label_inputs(), other.features)
+    run_features(other, plots=False)
+    rebuilt = Workspace(other, "confluence", 12).table[0]
+    for name in LABEL_COLUMNS:
+        np.testing.assert_array_equal(
+            changed.column(name).to_numpy(), rebuilt.column(name).to_numpy()
+        )
+    assert not np.array_equal(
+        changed.column("label_fwd_ret").to_numpy(), table.column("label_fwd_ret").to_numpy(),
+        equal_nan=True,
+    )  # fmt: skip
+    assert meta["settings"]["label_horizon"] == 12
+    assert changed.column("rsi_14").equals(table.column("rsi_14"))
+
+
+def test_no_trial_sees_a_bar_of_the_final_window(searched) -> None:
+    root, settings, result = searched
+    split = result.summary["split"]
+    final_start, search_end = split["final_start_ms"], split["search_end_ms"]
+    # the gap covers the longest horizon the space allows, plus one, plus the embargo
+    assert (final_start - search_end) // 3_600_000 == split["gap_bars"]
+    assert split["gap_bars"] == split["max_horizon"] + 1 + settings.train.embargo_bars
+    trials = [t for t in _study(root).get_trials() if t.user_attrs.get("folds")]
+    assert len(trials) >= 3
+    for t in trials:
+        for fold in t.user_attrs["folds"]:
+            # every fit, validation and test row, and every bar its label reads
+            assert fold["train_start_ms"] < fold["test_start_ms"] <= fold["test_end_ms"]
+            assert fold["test_end_ms"] <= search_end
+            assert fold["label_reach_ms"] < final_start
+        assert t.user_attrs["figures"]["last_bar"] <= search_end  # the backtest stops there
+    # the final window's evaluations start at the final window, after the search's end
+    for key in ("best_params", "default_params"):
+        assert result.summary["final_window"][key]["first_bar"] == final_start
+
+
+def test_a_trials_backtest_is_the_backtest_stages(root) -> None:
+    from asterai.backtest.engine import backtest_model
+    from asterai.models.train import walk_forward
+    from asterai.optimize.trial import backtest_figures
+
+    settings = load_settings(root, train=TRAIN)
+    walk_forward("confluence", settings)
+    preds = pd.read_parquet(DataPaths.at(root).predictions("confluence"))
+    stage = backtest_model(settings, "confluence").metrics
+    ws = Workspace(settings, "confluence", settings.features.label_horizon)
+    figures, daily, _, _ = backtest_figures(settings, ws, preds, int(ws.market.times[-1]))
+    assert figures["trades"] == stage["trades"] > 0
+    assert figures["total_return"] == pytest.approx(stage["total_return"], abs=1e-12)
+    assert figures["sharpe"] == pytest.approx(stage["sharpe_ratio"], abs=1e-12)
+    # and the walk-forward a trial runs is training's own: the same predictions
+    again = walk_forward("confluence", settings, panel=ws.panel(settings), write=False)
+    pd.testing.assert_frame_equal(
+        again.predictions.reset_index(drop=True), preds.reset_index(drop=True),
+        check_dtype=False,
+    )  # fmt: skip
+
+
+# -- the study ---------------------------------------------------------------------------
+
+
+def test_the_study_writes_its_outputs_and_a_resume_continues_it(searched) -> None:
+    from asterai.optimize.run import run_optimize
+
+    root, settings, result = searched
+    folder = DataPaths.at(root).study("confluence")
+    doc = json.loads((folder / "best_params.json").read_text())
+    study = _study(root)
+    assert doc["best_trial"] == study.best_trial.number
+    assert doc["params"] == study.best_trial.params
+    assert doc["settings"]["train"]["xgboost"]["max_depth"] == doc["params"]["max_depth"]
+    trials = pd.read_csv(folder / "trials.csv")
+    assert list(trials["number"]) == list(range(4))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["deflated_sharpe"]["trials"] == int((trials["state"] == "COMPLETE").sum())
+    assert "distinguishable from luck" in summary["deflated_sharpe_sentence"]
+    # a rerun adds its trials to the same study, numbered on
+    more = run_optimize(small(root, trials=2))
+    numbers = [t.number for t in _study(root).get_trials()]
+    assert numbers == list(range(6))
+    assert more.summary["trials"]["total"] == 6
+    assert len(more.summary["final_window"]["evaluations"]) == 2  # each look is recorded
+
+
+def test_a_study_made_under_other_settings_is_refused(searched) -> None:
+    from asterai.optimize.run import run_optimize
+    from asterai.optimize.workspace import OptimizeUsageError
+
+    root, _, _ = searched
+    other = load_settings(
+        root, train=TRAIN, strategy={"risk_per_trade": 0.02}, optimize={**OPTIMIZE, "trials": 1}
+    )
+    before = len(_study(root).get_trials())
+    with pytest.raises(OptimizeUsageError, match="settings that shape a trial"):
+        run_optimize(other)
+    with pytest.raises(OptimizeUsageError, match="searched space"):
+        run_optimize(small(root, trials=1, search=["max_depth"]))
+    assert len(_study(root).get_trials()) == before
+
+
+def test_two_workers_complete_one_study_on_the_journal_file(root) -> None:
+    from asterai.optimize.run import run_optimize
+
+    result = run_optimize(small(root, trials=4, workers=2, study="pair"))
+    study = _study(root, "pair")
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) >= 4  # each trial recorded once
+    assert all(t.state.is_finished() for t in trials)
+    pids = {t.user_attrs["worker"]["pid"] for t in trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # two worker processes did them
+    # the best the run reports is the one a reader of the storage sees
+    assert result.summary["best_trial"] == study.best_trial.number
+
+
+WORKER = """
+import sys
+from asterai.config import load_settings
+from asterai.optimize.run import max_horizon
+from asterai.optimize.study import run_worker
+from asterai.optimize.workspace import Workspace
+settings = load_settings(sys.argv[1], train={train}, optimize={optimize})
+ws = Workspace(settings, "confluence", max_horizon(settings))
+run_worker(settings, ws, 50)
+"""
+
+
+def test_a_worker_killed_mid_trial_leaves_the_study_consistent(root) -> None:
+    from asterai.optimize.run import run_optimize
+
+    # the first run creates the study; a worker process then starts trials on it
+    run_optimize(small(root, trials=1, study="killed"))
+    code = WORKER.format(train=TRAIN, optimize={**OPTIMIZE, "study": "killed"})
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)])
+    try:
+        deadline = time.time() + 120
+        running = []
+        while time.time() < deadline and not running:
+            time.sleep(0.2)
+            running = [
+                t for t in _study(root, "killed").get_trials()
+                if t.state == optuna.trial.TrialState.RUNNING
+                and (t.user_attrs.get("worker") or {}).get("pid") == proc.pid
+            ]  # fmt: skip
+        assert running, "the worker never started a trial"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    victim = running[0].number
+    result = run_optimize(small(root, trials=1, study="killed"))
+    trials = {t.number: t for t in _study(root, "killed").get_trials()}
+    assert trials[victim].state == optuna.trial.TrialState.FAIL
+    assert trials[victim].user_attrs["failure"] == "its worker died"
+    assert all(t.state.is_finished() for t in trials.values())
+    complete = [n for n, t in trials.items() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert victim not in complete
+    assert result.summary["trials"]["complete"] == len(complete)
+    assert result.summary["trials"]["running"] == 0
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def _cli(root: Path, *args: str, toml: str | None = None) -> subprocess.CompletedProcess:
+    if toml is not None:
+        (root / "asterai.toml").write_text(toml)
+    return subprocess.run(
+        [sys.executable, "-m", "asterai.cli", *args, "--data-root", str(root)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("toml", "args", "message"),
+    [
+        ("[optimize]\nsearch = ['depth']\n", (), "unknown parameter(s) ['depth']"),
+        ("[optimize.space.max_depth]\nlow = 6\nhigh = 3\n", (), "empty or inverted range"),
+        ("[optimize.space.threshold]\nlow = 0.5\nhigh = 1.5\n", (), "strictly inside 0..1"),
+        ("", ("--storage", "postgresql://asterai:secret@127.0.0.1:9/none"), "cannot reach"),
+        ("", ("--storage", "sqlite:///study.db"), "SQLite is not offered"),
+    ],
+)
+def test_bad_settings_exit_2_and_write_nothing(root, toml, args, message) -> None:
+    out = _cli(root, "optimize", "--trials", "1", *args, toml=toml)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "secret" not in out.stderr + out.stdout  # a password never reaches a log
+    assert not DataPaths.at(root).optimization.exists()
+
+
+def test_train_takes_the_searchs_parameters(searched, tmp_path) -> None:
+    root, _, _ = searched
+    params = DataPaths.at(root).study("confluence") / "best_params.json"
+    doc = json.loads(params.read_text())
+    copy = tmp_path / "trained"
+    shutil.copytree(root / "data", copy / "data")
+    (copy / "asterai.toml").write_text(
+        "[train]\nfolds = 2\n[train.lstm]\nepochs = 1\nhidden_size = 8\n"
+    )
+    out = _cli(copy, "train", "confluence", "--params", str(params))
+    assert out.returncode == 0, out.stderr
+    config = json.loads(
+        (DataPaths.at(copy).models("confluence") / "ensemble_config.json").read_text()
+    )
+    assert str(params.resolve()) in config["params_from"]
+    assert config["threshold"] == pytest.approx(doc["params"]["threshold"])
+    member = config["members"]["xgboost"]["settings"]
+    assert member["max_depth"] == doc["params"]["max_depth"]
+    assert member["learning_rate"] == pytest.approx(doc["params"]["learning_rate"])
+    # parameters that move the labels need the features rebuilt with them first
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps({**doc, "settings": {"features": {"label_horizon": 12}}}))
+    out = _cli(copy, "train", "confluence", "--params", str(moved))
+    assert out.returncode == 1 and "built with other labels" in out.stderr
+    out = _cli(copy, "train", "confluence", "--params", str(tmp_path / "missing.json"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (.ci/run installs it)"
+)
+def test_the_report_renders_whole_in_a_real_browser(searched) -> None:
+    root, _, _ = searched
+    folder = DataPaths.at(root).study("confluence")
+    summary = json.loads((folder / "summary.json").read_text())
+    page = (folder / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", page],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert 'data-charts="2/2"' in dom  # the history and the importances, decoded
+    verdict = dom.index('class="verdict')
+    assert verdict < dom.index("<h2>")
+    assert summary["deflated_sharpe_sentence"] in dom
+    for table in ("comparison", "dsr", "best-params", "trials"):
+        assert f'id="{table}"' in dom
+
+
+# -- several machines: one study on PostgreSQL -------------------------------------------
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("ASTERAI_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip(
+            'no PostgreSQL for the shared-study test: run `eval "$(.ci/postgres start)"` '
+            "(Debian's postgresql package; .ci/run does it) or set ASTERAI_TEST_POSTGRES_URL"
+        )
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=5).close()
+    except Exception as err:
+        pytest.skip(f"ASTERAI_TEST_POSTGRES_URL does not answer ({type(err).__name__}: {err})")
+    return url
+
+
+def test_two_workers_complete_one_study_on_postgresql(root) -> None:
+    from asterai.optimize.run import run_optimize
+
+    url = _postgres_url()
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    result = run_optimize(small(root, trials=4, workers=2, study=name, storage=url))
+    # a reader of the storage (another machine would be one) sees the same study
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) >= 4
+    assert all(t.state.is_finished() for t in trials)
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+    assert result.summary["best_trial"] == study.best_trial.number
+    assert result.summary["storage"] == "postgresql"
+    # the journal file is not used, and the password-free URL is all a report could show
+    assert not (DataPaths.at(root).study(name) / "journal.log").exists()
+    # a rerun on another "machine" (a fresh process) continues the same study
+    run_optimize(small(root, trials=1, study=name, storage=url))
+    assert len(optuna.load_study(study_name=name, storage=url).get_trials()) == len(trials) + 1
