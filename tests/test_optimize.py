@@ -29,7 +29,8 @@ from asterai.paths import DataPaths
 #: Small trials: two folds, a one-epoch LSTM, few trees, three parameters searched.
 TRAIN = {"folds": 2, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_estimators": 30}}
 OPTIMIZE = {
-    "search": ["max_depth", "learning_rate", "threshold"],
+    "search": ["max_depth", "learning_rate", "threshold", "label_horizon"],
+    "space": {"label_horizon": {"low": 12, "high": 36, "step": 12}},
     "min_trades": 0,
     "startup_trials": 2,
 }
@@ -76,14 +77,18 @@ def _study(root: Path, name: str = "confluence") -> optuna.Study:
 
 
 def test_the_deflated_sharpe_ratio_is_the_papers() -> None:
+    from asterai.backtest.metrics import psr_from_moments
+
     # Bailey and López de Prado (2014), section 4's example: 100 trials whose annualised
     # Sharpes vary by 1/2, a best of 2.5 annualised over 1,250 days, skew -3, kurtosis 10:
-    # DSR 0.9004 (their figure)
+    # DSR 0.9004 (their figure), through the code the search and the backtest use
     sr0 = stats.expected_max_sharpe(0.5 / 250, 100)
     assert sr0 * math.sqrt(250) == pytest.approx(1.7894, abs=1e-3)
-    sr = 2.5 / math.sqrt(250)
-    z = (sr - sr0) * math.sqrt(1249) / math.sqrt(1 + 3 * sr + (10 - 1) / 4 * sr**2)
-    assert norm.cdf(z) == pytest.approx(0.9004, abs=1e-4)
+    dsr = psr_from_moments(2.5 / math.sqrt(250), sr0, 1250, -3.0, 10.0)
+    assert dsr == pytest.approx(0.9004, abs=1e-4)
+    # one trial: nothing to deflate by; no spread among trials: neither
+    assert stats.expected_max_sharpe(0.5 / 250, 1) == 0.0
+    assert stats.expected_max_sharpe(0.0, 100) == 0.0
 
 
 def test_the_deflated_sharpe_ratio_matches_a_hand_computation(recording) -> None:
@@ -166,12 +171,28 @@ def test_relabelling_reproduces_the_features_stage(root) -> None:
     assert changed.column("rsi_14").equals(table.column("rsi_14"))
 
 
+def test_a_trial_rebuilds_only_what_was_set(root) -> None:
+    from asterai.optimize.study import trial_settings_for
+
+    base = load_settings(root, optimize={"storage": "postgresql://u:s3cret@db/studies"})
+    trial = trial_settings_for(root, base.given_dict(), {"max_depth": 3}, "confluence")
+    assert trial.train.xgboost.max_depth == 3
+    # train.folds stays a default, so it may still shrink with a short history as
+    # `asterai train`'s does, instead of turning into an explicit request
+    assert "folds" not in trial.train.model_fields_set
+    # the storage's password: in what a worker rebuilds from, never in what is written
+    assert "s3cret" in json.dumps(base.given_dict())
+    assert "s3cret" not in json.dumps(base.public_dict())
+    assert base.public_dict()["optimize"]["storage"] == "postgresql://u:***@db/studies"
+
+
 def test_no_trial_sees_a_bar_of_the_final_window(searched) -> None:
     root, settings, result = searched
     split = result.summary["split"]
     final_start, search_end = split["final_start_ms"], split["search_end_ms"]
     # the gap covers the longest horizon the space allows, plus one, plus the embargo
     assert (final_start - search_end) // 3_600_000 == split["gap_bars"]
+    assert split["max_horizon"] == 36  # the longest horizon searched, not the default 24
     assert split["gap_bars"] == split["max_horizon"] + 1 + settings.train.embargo_bars
     trials = [t for t in _study(root).get_trials() if t.user_attrs.get("folds")]
     assert len(trials) >= 3
@@ -225,9 +246,17 @@ def test_the_study_writes_its_outputs_and_a_resume_continues_it(searched) -> Non
     trials = pd.read_csv(folder / "trials.csv")
     assert list(trials["number"]) == list(range(4))
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["deflated_sharpe"]["trials"] == int((trials["state"] == "COMPLETE").sum())
+    # the deflation counts every trial tried (pruned and failed ones with their returns
+    # so far), not only the ones that completed
+    complete = int((trials["state"] == "COMPLETE").sum())
+    assert summary["deflated_sharpe"]["complete_trials"] == complete
+    assert complete < summary["deflated_sharpe"]["trials"] <= len(trials)
     assert "distinguishable from luck" in summary["deflated_sharpe_sentence"]
-    # a rerun adds its trials to the same study, numbered on
+    # features rebuilt from the same bars (new files, new timestamps): the same data,
+    # and a rerun adds its trials to the same study, numbered on
+    from asterai.features.build import run_features
+
+    run_features(load_settings(root), plots=False)
     more = run_optimize(small(root, trials=2))
     numbers = [t.number for t in _study(root).get_trials()]
     assert numbers == list(range(6))
@@ -262,6 +291,8 @@ def test_two_workers_complete_one_study_on_the_journal_file(root) -> None:
     assert all(t.state.is_finished() for t in trials)
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids  # two worker processes did them
+    share = max(1, (os.cpu_count() or 1) // 2)  # XGBoost's threads: each its share
+    assert {t.user_attrs["worker"]["threads"] for t in trials} == {share}
     # the best the run reports is the one a reader of the storage sees
     assert result.summary["best_trial"] == study.best_trial.number
 
@@ -279,11 +310,15 @@ run_worker(settings, ws, 50)
 
 
 def test_a_worker_killed_mid_trial_leaves_the_study_consistent(root) -> None:
-    from asterai.optimize.run import run_optimize
+    from asterai.optimize.run import max_horizon, run_optimize
+    from asterai.optimize.study import open_study
 
-    # the first run creates the study; a worker process then starts trials on it
-    run_optimize(small(root, trials=1, study="killed"))
-    code = WORKER.format(train=TRAIN, optimize={**OPTIMIZE, "study": "killed"})
+    # the study made; a worker process then starts trials on it (thresholds that trade)
+    killed = {**OPTIMIZE, "study": "killed",
+              "space": {**OPTIMIZE["space"], "threshold": {"low": 0.5, "high": 0.55}}}  # fmt: skip
+    settings = load_settings(root, train=TRAIN, optimize={**killed, "trials": 1})
+    open_study(settings, Workspace(settings, "confluence", max_horizon(settings)))
+    code = WORKER.format(train=TRAIN, optimize=killed)
     proc = subprocess.Popen([sys.executable, "-c", code, str(root)])
     try:
         deadline = time.time() + 120
@@ -300,7 +335,7 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(root) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     victim = running[0].number
-    result = run_optimize(small(root, trials=1, study="killed"))
+    result = run_optimize(settings)
     trials = {t.number: t for t in _study(root, "killed").get_trials()}
     assert trials[victim].state == optuna.trial.TrialState.FAIL
     assert trials[victim].user_attrs["failure"] == "its worker died"
@@ -350,8 +385,14 @@ def test_train_takes_the_searchs_parameters(searched, tmp_path) -> None:
     (copy / "asterai.toml").write_text(
         "[train]\nfolds = 2\n[train.lstm]\nepochs = 1\nhidden_size = 8\n"
     )
+    # the best trial's horizon is not the feature table's: training refuses until the
+    # features are rebuilt with the same parameters
+    out = _cli(copy, "features", "--no-plots", "--params", str(params))
+    assert out.returncode == 0, out.stderr
     out = _cli(copy, "train", "confluence", "--params", str(params))
     assert out.returncode == 0, out.stderr
+    out = _cli(copy, "train", "aster-native", "--params", str(params))
+    assert out.returncode == 2 and "not the aster_native model's" in out.stderr
     config = json.loads(
         (DataPaths.at(copy).models("confluence") / "ensemble_config.json").read_text()
     )
@@ -362,7 +403,8 @@ def test_train_takes_the_searchs_parameters(searched, tmp_path) -> None:
     assert member["learning_rate"] == pytest.approx(doc["params"]["learning_rate"])
     # parameters that move the labels need the features rebuilt with them first
     moved = tmp_path / "moved.json"
-    moved.write_text(json.dumps({**doc, "settings": {"features": {"label_horizon": 12}}}))
+    other = 12 if doc["params"]["label_horizon"] != 12 else 24
+    moved.write_text(json.dumps({**doc, "settings": {"features": {"label_horizon": other}}}))
     out = _cli(copy, "train", "confluence", "--params", str(moved))
     assert out.returncode == 1 and "built with other labels" in out.stderr
     out = _cli(copy, "train", "confluence", "--params", str(tmp_path / "missing.json"))
@@ -432,3 +474,26 @@ def test_two_workers_complete_one_study_on_postgresql(root) -> None:
     # a rerun on another "machine" (a fresh process) continues the same study
     run_optimize(small(root, trials=1, study=name, storage=url))
     assert len(optuna.load_study(study_name=name, storage=url).get_trials()) == len(trials) + 1
+
+
+def test_the_pipeline_runs_the_search_only_when_asked(root) -> None:
+    from asterai.pipeline.runner import run_pipeline, select_stages
+    from asterai.pipeline.stages import STAGES
+
+    assert select_stages(None, None) == list(STAGES)  # off by default
+    assert select_stages(None, None, optimize=True) == [*STAGES, "optimization"]
+    assert select_stages("optimization", None) == ["optimization"]
+    assert select_stages("backtesting", "optimization") == ["backtesting", "optimization"]
+    settings = small(root, trials=2)
+    first = run_pipeline(settings, start_from="optimization")
+    assert first.ok, first.failure
+    (stage,) = first.stages
+    assert stage["name"] == "optimization" and stage["status"] == "ran"
+    assert stage["numbers"]["trials"]["total"] == 2
+    assert "distinguishable from luck" in stage["summary"]
+    # current: the next run skips it; a changed [optimize] setting runs it again
+    again = run_pipeline(settings, start_from="optimization")
+    assert again.stages[0]["status"] == "skipped"
+    more = run_pipeline(small(root, trials=3), start_from="optimization")
+    assert more.stages[0]["status"] == "ran"
+    assert more.stages[0]["numbers"]["trials"]["total"] == 5

@@ -342,6 +342,13 @@ class TrainSettings(_Frozen):
     threshold: float = Field(0.5, gt=0, lt=1, description="probability that signals a trade")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="CPU threads for XGBoost (0: every core); the search "
+        "gives each of its worker processes its share",
+    )
     min_history_bars: int = Field(
         168, ge=1, description="confluence: symbols with fewer base bars are left out"
     )
@@ -549,8 +556,33 @@ class Settings(BaseSettings):
         return value
 
     def public_dict(self) -> dict[str, Any]:
-        """Settings safe to write into reports: no credentials."""
-        return self.model_dump(mode="json", exclude={"api_key", "api_secret"})
+        """Settings safe to write into reports: no credentials (the API keys left out, a
+        storage URL's password masked)."""
+        out = self.model_dump(mode="json", exclude={"api_key", "api_secret"})
+        if out["optimize"].get("storage"):
+            out["optimize"]["storage"] = redact_url(out["optimize"]["storage"])
+        return out
+
+    def given_dict(self) -> dict[str, Any]:
+        """What was set (asterai.toml, ASTERAI_* variables, the command line), nothing
+        defaulted, secrets in full: for rebuilding these settings with changes
+        (``load_settings(root, **given)``), never for writing anywhere. A field left
+        unset stays unset in the rebuilt settings (``train.folds`` may then still
+        shrink with the history)."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"data_root"})
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password masked (``postgresql://user:***@host/db``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        netloc = f"{parts.username}:***@{host}{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 class ConfigError(ValueError):

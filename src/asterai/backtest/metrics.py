@@ -99,6 +99,12 @@ def probabilistic_sharpe(r: np.ndarray, benchmark: float = 0.0) -> float | None:
     z = (r - r.mean()) / r.std(ddof=0)
     skew = float(np.mean(z**3))
     kurt = float(np.mean(z**4))
+    return psr_from_moments(sr, benchmark, n, skew, kurt)
+
+
+def psr_from_moments(sr: float, benchmark: float, n: int, skew: float, kurt: float) -> float | None:
+    """P(true Sharpe > benchmark) from a per-period Sharpe ``sr`` over ``n`` returns with
+    this skew and (raw, normal = 3) kurtosis (Bailey and López de Prado)."""
     denom = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
     if denom <= 0:
         return None

@@ -82,7 +82,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         overrides = kwargs.pop("_overrides", {})
         params = kwargs.pop("params", None)
         if params is not None:
-            overrides = with_params(overrides, params)
+            overrides = with_params(overrides, params, kwargs.get("model"))
         try:
             if exclude is not None:
                 from asterai.config import parse_symbols
@@ -100,23 +100,24 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def with_params(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
-    """``overrides`` plus the settings of a search's ``best_params.json`` (``--params``)."""
+def with_params(overrides: dict[str, Any], path: Path, model: str | None = None) -> dict[str, Any]:
+    """``overrides`` plus the settings of a search's ``best_params.json`` (``--params``);
+    ``model``: the command's model, which must be the one the search tuned."""
     from asterai.optimize.run import read_params
+    from asterai.optimize.space import merge_settings
     from asterai.optimize.workspace import OptimizeError
 
     try:
         doc = read_params(path)
     except OptimizeError as err:
         fail(f"--params: {err}", EXIT_USAGE)
-
-    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    merged = merge(overrides, doc["settings"])
+    if model is not None and model.replace("-", "_") != doc.get("model"):
+        fail(
+            f"--params: {path} holds the {doc.get('model')} model's parameters (study "
+            f"{doc.get('study')}), not the {model.replace('-', '_')} model's",
+            EXIT_USAGE,
+        )
+    merged = merge_settings(overrides, doc["settings"])
     merged["params_from"] = (
         f"{Path(path).resolve()} (study {doc['study']}, trial {doc['best_trial']})"
     )

@@ -200,6 +200,12 @@ def _key_numbers(n: dict[str, Any]) -> str:
     help="Discovery, the rate-limit probe and the gate over what is stored: no collection, "
     "no training.",
 )
+@click.option(
+    "--optimize",
+    is_flag=True,
+    help="Also run the optional strategy search after the backtest (stage optimization: "
+    "`asterai optimize` with [optimize] from asterai.toml).",
+)
 @click.option("--force", is_flag=True, help="Run the selected stages even when they are current.")
 @click.option(
     "--require-pass",
@@ -217,6 +223,7 @@ def pipeline(
     start_from: str | None,
     stop_at: str | None,
     validate_only: bool,
+    optimize: bool,
     force: bool,
     require_pass: bool,
     device: str | None,
@@ -230,7 +237,7 @@ def pipeline(
     Stages, in order:
       asset_discovery, rate_limit_testing, data_collection, data_validation,
       feature_engineering, model_training_confluence, model_training_aster_native,
-      backtesting
+      backtesting, then optimization (only with --optimize, or when named)
 
     A stage is skipped when its outputs exist and its inputs and settings are unchanged
     since it last ran (hashes in data/pipeline_runs/state.json); --force runs it anyway.
@@ -253,6 +260,7 @@ def pipeline(
             start_from=start_from,
             stop_at=stop_at,
             validate_only=validate_only,
+            optimize=optimize,
             force=force,
             symbols=symbols,
             progress=progress_wanted(),

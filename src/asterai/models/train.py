@@ -317,7 +317,7 @@ def _fit_members(
         return scoring.for_rows(ts.stopping_metric, panel.y, panel.fwd, panel.times, r)
 
     stopping = scorer_for(stop)
-    xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
+    xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed, ts.threads).fit(
         panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], stopping
     )
     raw_x = xgb_member.predict(panel.X[calib])
@@ -633,7 +633,7 @@ def walk_forward(
             # search's trials leave it to the training run of the parameters they pick)
             rng = np.random.default_rng(ts.seed)
             shuffled = panel.y[fit][rng.permutation(len(fit))]
-            control = XGBMember(spec.xgb, device["xgboost"], ts.seed).fit(
+            control = XGBMember(spec.xgb, device["xgboost"], ts.seed, ts.threads).fit(
                 panel.X[fit],
                 shuffled,
                 panel.times[fit],

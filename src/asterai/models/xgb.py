@@ -33,8 +33,9 @@ from asterai.models.scoring import Scorer
 class XGBMember:
     name = "xgboost"
 
-    def __init__(self, settings: XGBoostSettings, device: str, seed: int) -> None:
+    def __init__(self, settings: XGBoostSettings, device: str, seed: int, threads: int = 0) -> None:
         self.settings = settings
+        self.threads = threads  # 0: XGBoost's default, every core
         self.device = device
         self.seed = seed
         self.booster: xgb.Booster | None = None
@@ -75,6 +76,7 @@ class XGBMember:
             "disable_default_eval_metric": 1,
             "seed": self.seed,
             "verbosity": 0,
+            **({"nthread": self.threads} if self.threads else {}),
         }
 
     def _two_columns(self, out: np.ndarray, rows: int) -> np.ndarray:

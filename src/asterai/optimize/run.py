@@ -13,6 +13,8 @@ import io
 import json
 import logging
 import multiprocessing as mp
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ from asterai.paths import DataPaths
 log = logging.getLogger(__name__)
 
 PARAMS_KIND = "asterai.best_params"
+#: The study's user attributes that record each look at the final window.
+LOOK_PREFIX = "final_window_look:"
 
 
 @dataclass(slots=True)
@@ -67,14 +71,18 @@ def _worker_main(root: str, overrides: dict[str, Any], target: int, worker: int,
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = load_settings(root, **overrides)
+    if settings.train.threads:
+        import torch
+
+        torch.set_num_threads(settings.train.threads)
     ws = Workspace(settings, settings.optimize.model, max_horizon(settings))
     run_worker(settings, ws, target, worker, timeout_s)
 
 
 def _overrides(settings: Settings) -> dict[str, Any]:
-    out = settings.public_dict()
-    out.pop("data_root", None)
-    return out
+    """What a worker process rebuilds its settings from (only what was set; never
+    written anywhere: it may hold the storage's password)."""
+    return settings.given_dict()
 
 
 def run_optimize(
@@ -82,7 +90,7 @@ def run_optimize(
 ) -> OptimizeResult:
     """Add ``optimize.trials`` trials to the study and write its outputs."""
     opt = settings.optimize
-    space.searched(opt, opt.model)  # a parameter the model lacks: the error, before any work
+    space.check(settings)  # a range the settings refuse: the error, before any work
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = storage_for(settings)  # an unreachable server: the error, before any work
     ws = Workspace(settings, opt.model, max_horizon(settings))
@@ -90,7 +98,6 @@ def run_optimize(
     fail_dead_trials(study)
     before = len(study.get_trials(deepcopy=False))
     target = before + opt.trials
-    interrupted = False
 
     def tick(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         if progress is not None:
@@ -104,20 +111,35 @@ def run_optimize(
         else:
             _run_processes(settings, target, study, before, progress)
     except KeyboardInterrupt:
-        interrupted = True
+        # a clean stop: the trials so far listed, no grading (that would train twice more
+        # and look at the final window); a rerun continues the study and grades it
+        study = open_study(settings, ws, storage=storage)
+        fail_dead_trials(study)
+        folder = DataPaths.at(settings.data_root).study(opt.study)
+        write_trials_csv(folder / "trials.csv", study.get_trials(deepcopy=False))
         log.warning("interrupted: the study keeps every finished trial; a rerun continues it")
+        raise
     study = open_study(settings, ws, storage=storage)
     fail_dead_trials(study)
-    return finish(settings, ws, study, interrupted=interrupted)
+    return finish(settings, ws, study)
+
+
+def worker_threads(settings: Settings) -> int:
+    """Each worker's share of the cores (``train.threads`` when set)."""
+    if settings.train.threads:
+        return settings.train.threads
+    return max(1, (os.cpu_count() or 1) // settings.optimize.workers)
 
 
 def _run_processes(settings, target, study, before, progress) -> None:
     ctx = mp.get_context("spawn")
     opt = settings.optimize
+    overrides = _overrides(settings)
+    overrides.setdefault("train", {})["threads"] = worker_threads(settings)
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(str(settings.data_root), _overrides(settings), target, i, opt.timeout_s),
+            args=(str(settings.data_root), overrides, target, i, opt.timeout_s),
             daemon=False,
         )
         for i in range(opt.workers)
@@ -126,7 +148,7 @@ def _run_processes(settings, target, study, before, progress) -> None:
         p.start()
     try:
         while any(p.is_alive() for p in procs):
-            time.sleep(1.0)
+            time.sleep(2.0)
             if progress is not None:
                 trials = study.get_trials(deepcopy=False)
                 done = [t for t in trials[before:] if t.state.is_finished()]
@@ -162,20 +184,34 @@ def finish(
             "optimize.min_trades, or collect more history"
         )
     best = study.best_trial
-    base = settings.public_dict()
-    base.pop("data_root", None)
-    best_settings = trial_settings_for(settings.data_root, base, best.params, ws.model)
+    best_settings = trial_settings_for(
+        settings.data_root, settings.given_dict(), best.params, ws.model
+    )
     final_best = evaluate(best_settings, ws, final=True)
     final_default = evaluate(settings, ws, final=True)
-    looks = list(study.user_attrs.get("final_window_evaluations", []))
-    looks.append({"at": iso_ms(int(time.time() * 1000)), "best_trial": best.number,
-                  "trials": len(done)})  # fmt: skip
-    study.set_user_attr("final_window_evaluations", looks)
+    # one attribute per look (several machines may look at once: none is lost)
+    look = {"at": iso_ms(int(time.time() * 1000)), "best_trial": best.number,
+            "trials": len(trials), "host": socket.gethostname(), "pid": os.getpid()}  # fmt: skip
+    study.set_user_attr(f"{LOOK_PREFIX}{time.time_ns()}-{os.getpid()}", look)
+    looks = sorted(
+        (v for k, v in study.user_attrs.items() if k.startswith(LOOK_PREFIX)),
+        key=lambda v: v["at"],
+    )
 
-    sharpes = [
-        stats.per_period_sharpe(np.asarray(t.user_attrs.get("daily_returns") or [])) for t in done
-    ]
-    dsr = stats.deflated_sharpe(np.asarray(best.user_attrs["daily_returns"]), sharpes)
+    # every trial tried counts in the deflation, not only those that finished: a pruned
+    # trial with its returns up to the fold it was stopped at, a failed one with its own
+    tried = [t for t in trials if t.user_attrs.get("daily_returns") is not None]
+    sharpes = [stats.per_period_sharpe(np.asarray(t.user_attrs["daily_returns"])) for t in tried]
+    dsr = stats.deflated_sharpe(
+        np.asarray(best.user_attrs["daily_returns"]), sharpes, trials=len(tried)
+    )
+    dsr["complete_trials"] = len(done)
+    dsr["selected_by"] = opt.objective
+    if opt.objective != "sharpe":
+        dsr["note"] = (
+            f"the best trial was chosen by {opt.objective}, not by its Sharpe: the "
+            "deflation assumes the best Sharpe of the trials was chosen, so read it as a rough guide"
+        )
     matrix, _ = trial_returns_matrix(done)
     pbo = (
         stats.probability_of_overfitting(matrix, opt.pbo_blocks)

@@ -85,6 +85,45 @@ def searched(opt: OptimizeSettings, model: str | None = None) -> list[str]:
     return [n for n in PARAMETERS if n in names and n not in unusable]
 
 
+def check(settings) -> None:
+    """Every searched parameter's range, checked before any work: the model has it, an
+    integer's ends and step are whole, and both ends are values its setting accepts (a
+    trial drawing one would otherwise fail the settings' own validation mid-search)."""
+    from asterai.config import ConfigError, load_settings
+
+    opt = settings.optimize
+    base = settings.given_dict()
+    for name, spec in describe(opt, opt.model).items():
+        r: Range = getattr(opt.space, name)
+        if spec["integer"] and any(
+            v is not None and float(v) != int(v) for v in (r.low, r.high, r.step)
+        ):
+            raise SpaceError(
+                f"optimize.space.{name}: an integer parameter needs whole ends and step, "
+                f"got {r.low:g}..{r.high:g}" + (f" step {r.step:g}" if r.step else "")
+            )
+        for end in (spec["low"], spec["high"]):
+            try:
+                load_settings(
+                    settings.data_root, **merge_settings(base, overrides({name: end}, opt.model))
+                )
+            except ConfigError as err:
+                reason = str(err).splitlines()[-1].strip()
+                raise SpaceError(
+                    f"optimize.space.{name}: {end} is outside what {spec['sets']} accepts "
+                    f"({reason})"
+                ) from None
+
+
+def merge_settings(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = (
+            merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
 def describe(opt: OptimizeSettings, model: str | None = None) -> dict[str, dict[str, Any]]:
     """The searched ranges, as the study records them (a resumed study must match)."""
     out = {}

@@ -62,13 +62,16 @@ def expected_max_sharpe(variance: float, trials: int) -> float:
     return float(math.sqrt(variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2))
 
 
-def deflated_sharpe(best_returns: np.ndarray, trial_sharpes: list[float]) -> dict[str, Any]:
+def deflated_sharpe(
+    best_returns: np.ndarray, trial_sharpes: list[float | None], trials: int | None = None
+) -> dict[str, Any]:
     """The DSR of the best trial (its per-period ``best_returns``), deflated by the
-    number of trials and the variance of their per-period Sharpes ``trial_sharpes``
-    (every trial that produced a Sharpe, the best included)."""
+    number of trials (``trials``: every trial tried; default, those with a Sharpe) and
+    the variance of their per-period Sharpes ``trial_sharpes`` (the best included; a
+    trial whose Sharpe is undefined, with no trade, adds to the count only)."""
     sharpes = np.asarray([s for s in trial_sharpes if s is not None and np.isfinite(s)])
-    n = len(sharpes)
-    variance = float(sharpes.var(ddof=1)) if n > 1 else 0.0
+    n = max(len(sharpes), trials or 0)
+    variance = float(sharpes.var(ddof=1)) if len(sharpes) > 1 else 0.0
     sr0 = expected_max_sharpe(variance, max(n, 1))
     best = per_period_sharpe(best_returns)
     dsr = probabilistic_sharpe(np.asarray(best_returns, dtype=float), sr0) if n else None
@@ -136,7 +139,11 @@ def luck_sentence(dsr: dict[str, Any], confidence: float = 0.95) -> str:
     """The report's plain sentence."""
     n, p = dsr["trials"], dsr["deflated_sharpe_ratio"]
     if p is None:
-        return f"after {n} trials, the deflated Sharpe ratio cannot be computed (too few returns)"
+        return (
+            f"after {n} trials, the best result is not distinguishable from luck (its "
+            "deflated Sharpe ratio cannot be computed: fewer than 3 returns, no variation, "
+            "or a skew and kurtosis that leave the Sharpe's variance undefined)"
+        )
     verdict = "is" if p >= confidence else "is not"
     return (
         f"after {n} trials, the best result {verdict} distinguishable from luck "

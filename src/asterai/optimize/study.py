@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from asterai import __version__
-from asterai.config import Settings
+from asterai.config import Settings, redact_url
 from asterai.optimize import space
 from asterai.optimize.trial import Evaluation, TooFewTrades, evaluate, fold_scorer
 from asterai.optimize.workspace import OptimizeError, OptimizeUsageError, Workspace
@@ -43,6 +43,8 @@ IDENTITY_KEY = "asterai"
 JOURNAL = "journal.log"
 #: A RUNNING trial with no worker recorded after this long is taken as dead.
 ORPHAN_S = 120
+#: How long a worker waits for a just-created study's identity to appear.
+IDENTITY_WAIT_S = 10.0
 
 
 def journal_path(settings: Settings) -> str:
@@ -61,10 +63,12 @@ def storage_for(settings: Settings) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     if not url.startswith(("postgresql://", "postgresql+psycopg://")):
         raise OptimizeUsageError(
-            f"optimize.storage = {_redact(url)!r}: give a postgresql:// URL for several "
+            f"optimize.storage = {redact_url(url)!r}: give a postgresql:// URL for several "
             "machines, or leave it unset for the journal file (SQLite is not offered: it "
             "is not safe under concurrent writers)"
         )
+    if url.startswith("postgresql://"):  # psycopg 3 (a dependency), not SQLAlchemy's default
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -76,28 +80,19 @@ def storage_for(settings: Settings) -> optuna.storages.BaseStorage:
             )
     except Exception as err:  # sqlalchemy's OperationalError, a missing driver, ...
         raise OptimizeUsageError(
-            f"optimize.storage: cannot reach {_redact(url)}: {type(err).__name__}: "
+            f"optimize.storage: cannot reach {redact_url(url)}: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}"
         ) from err
-
-
-def _redact(url: str) -> str:
-    """A URL without its password (it never goes into logs or reports)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def identity(settings: Settings, ws: Workspace) -> dict[str, Any]:
     """What makes two runs the same study."""
     opt = settings.optimize
     shaping = settings.public_dict()
-    for k in ("data_root", "base_url", "exchange", "collect", "optimize"):
+    for k in ("data_root", "base_url", "exchange", "collect", "optimize", "params_from"):
         shaping.pop(k, None)
+    for k in ("threads", "device"):  # where a trial runs, not what it computes
+        shaping["train"].pop(k, None)
     return {
         "model": ws.model,
         "objective": opt.objective,
@@ -105,7 +100,7 @@ def identity(settings: Settings, ws: Workspace) -> dict[str, Any]:
         "final_share": opt.final_share,
         "space": space.describe(opt, ws.model),
         "final_window": ws.split.to_json(),
-        "data_sha256": ws.data,
+        "data_sha256": ws.data_identity,
         "settings_sha256": hashlib.sha256(
             json.dumps(shaping, sort_keys=True, default=str).encode()
         ).hexdigest(),
@@ -118,7 +113,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         "min_trades": "optimize.min_trades", "final_share": "optimize.final_share",
         "space": "the searched space (optimize.search / optimize.space)",
         "final_window": "the final window (other data or another horizon range)",
-        "data_sha256": "the data (the feature table or the universe changed)",
+        "data_sha256": "the data (the verified bars, the features built on them, or the "
+        "universe changed)",
         "settings_sha256": "the settings that shape a trial (train, features, strategy, ...)",
     }  # fmt: skip
     return [names.get(k, k) for k in names if old.get(k) != new.get(k)]
@@ -146,13 +142,20 @@ def open_study(
             direction="maximize",
             sampler=_sampler(opt),
             pruner=_pruner(opt),
-            load_if_exists=True,
+            load_if_exists=True,  # another worker may have created it meanwhile
         )
         if IDENTITY_KEY not in study.user_attrs:
             study.set_user_attr(IDENTITY_KEY, mine)
             study.set_user_attr("asterai_version", __version__)
-        return study
+    # the identity is written right after the creation: a worker that looks in between
+    # waits for it; whoever created the study, a resume must match it
+    deadline = time.monotonic() + IDENTITY_WAIT_S
     theirs = study.user_attrs.get(IDENTITY_KEY)
+    while theirs is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        theirs = optuna.load_study(study_name=opt.study, storage=storage).user_attrs.get(
+            IDENTITY_KEY
+        )
     if theirs is None:
         raise OptimizeUsageError(f"study {opt.study!r} was not made by asterai optimize: refused")
     diff = _differences(theirs, mine)
@@ -166,9 +169,15 @@ def open_study(
     return study
 
 
-def _sampler(opt, worker: int = 0) -> optuna.samplers.BaseSampler:
-    # each worker its own seed: the same seed in every process would draw the same points
-    return optuna.samplers.TPESampler(seed=opt.seed + worker, n_startup_trials=opt.startup_trials)
+def _sampler(opt, worker: int = 0, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """Seeded TPE: each worker, and each run of a resumed study (``offset``: the trials
+    it holds), its own seed, or they would draw the same points again; with several
+    workers, running trials count as their likely score (constant liar)."""
+    return optuna.samplers.TPESampler(
+        seed=opt.seed + 1000 * worker + offset,
+        n_startup_trials=opt.startup_trials,
+        constant_liar=opt.workers > 1,
+    )
 
 
 def _pruner(opt) -> optuna.pruners.BasePruner:
@@ -220,21 +229,30 @@ def _record(trial: optuna.Trial, ev: Evaluation) -> None:
 def objective_for(settings: Settings, ws: Workspace) -> Callable[[optuna.Trial], float]:
     """The function a worker optimises: draw, evaluate on the search part, record."""
     root = settings.data_root
-    base = settings.public_dict()
-    for k in ("data_root",):
-        base.pop(k, None)
+    base = settings.given_dict()
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr(
+            "worker",
+            {"host": socket.gethostname(), "pid": os.getpid(), "threads": settings.train.threads},
+        )
         values = space.suggest(trial, settings.optimize, ws.model)
         trial_settings = trial_settings_for(root, base, values, ws.model)
 
-        def report(fold: int, value: float) -> None:
+        def report(fold: int, value: float, daily: np.ndarray) -> None:
             trial.report(value, fold)
             if trial.should_prune():
+                # a pruned trial is still a trial tried: its returns so far count in the
+                # deflated Sharpe ratio's number of trials and their spread
+                trial.set_user_attr("daily_returns", [float(x) for x in daily])
+                trial.set_user_attr("pruned_after_fold", fold)
                 raise optuna.TrialPruned(f"fold {fold + 1}: below the median of earlier trials")
 
-        ev = evaluate(trial_settings, ws, on_fold=fold_scorer(trial_settings, ws, report))
+        try:
+            ev = evaluate(trial_settings, ws, on_fold=fold_scorer(trial_settings, ws, report))
+        except TRIAL_ERRORS as err:
+            trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
+            raise TrialError(str(err)) from err
         _record(trial, ev)
         if ev.figures["trades"] < settings.optimize.min_trades:
             trial.set_user_attr(
@@ -251,18 +269,30 @@ def objective_for(settings: Settings, ws: Workspace) -> Callable[[optuna.Trial],
     return objective
 
 
+class TrialError(RuntimeError):
+    """A trial that could not be evaluated with its parameters (recorded as failed)."""
+
+
+def _trial_errors() -> tuple[type[Exception], ...]:
+    from asterai.backtest.inputs import BacktestInputError
+    from asterai.models.data import TrainingDataError
+    from asterai.models.errors import TrainingError
+    from asterai.models.splits import SplitError
+
+    return (TrainingError, TrainingDataError, SplitError, BacktestInputError)
+
+
+#: What a trial's parameters can provoke (too little history for a fold at a long
+#: horizon, no test row, ...): the trial fails, the search goes on.
+TRIAL_ERRORS = _trial_errors()
+
+
 def trial_settings_for(root, base: dict[str, Any], values: dict[str, Any], model: str) -> Settings:
-    """The base settings with a trial's parameters (validated like any settings)."""
+    """The base settings (``Settings.given_dict()``: only what was set) with a trial's
+    parameters, validated like any settings."""
     from asterai.config import load_settings
 
-    return load_settings(root, **_merge(base, space.overrides(values, model)))
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return load_settings(root, **space.merge_settings(base, space.overrides(values, model)))
 
 
 def run_worker(settings: Settings, ws: Workspace, target: int, worker: int = 0,
@@ -270,16 +300,16 @@ def run_worker(settings: Settings, ws: Workspace, target: int, worker: int = 0,
     """Run trials on the study until it holds ``target`` trials (of any state) or the
     timeout; a trial that fails is recorded as failed and the worker goes on."""
     study = open_study(settings, ws)
-    study.sampler = _sampler(settings.optimize, worker)
     fail_dead_trials(study)
     done = len(study.get_trials(deepcopy=False))
+    study.sampler = _sampler(settings.optimize, worker, done)
     if done >= target:
         return
     study.optimize(
         objective_for(settings, ws),
         n_trials=target - done,
         timeout=timeout_s,
-        catch=(TooFewTrades,),
+        catch=(TooFewTrades, TrialError),
         callbacks=[optuna.study.MaxTrialsCallback(target, states=None), *(callbacks or [])],
         gc_after_trial=True,
     )

@@ -26,7 +26,7 @@ from asterai.backtest.inputs import check_sizing, with_predictions
 from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
 from asterai.models.train import FoldCallback, walk_forward
-from asterai.optimize.workspace import Workspace
+from asterai.optimize.workspace import OptimizeError, Workspace
 
 
 class TooFewTrades(ValueError):
@@ -98,8 +98,10 @@ def evaluate(
     opt = settings.optimize
     if final:
         panel = ws.panel(settings)
-        usable = np.unique(panel.times[panel.tradeable & panel.labelled])
-        test_bars = int((usable >= ws.split.final_start).sum())
+        usable = panel.times[panel.tradeable & panel.labelled]
+        # bars of the time grid (as ``layout`` counts them, gaps included) from the final
+        # window's start to the last usable bar
+        test_bars = int((usable.max() - ws.split.final_start) // panel.step_ms) + 1
         # one fold whose test window is the final window: ``layout`` tiles the test
         # windows at the end of the usable bars, so its test window starts at final_start
         # (set explicitly: too little history for it is an error, not fewer folds)
@@ -107,14 +109,19 @@ def evaluate(
         one = settings.model_copy(update={"train": one_fold})
         result = walk_forward(ws.model, one, panel=panel, write=False)
         end = int(ws.market.times[-1])
-        assert result.layout is not None
-        assert result.layout.folds[0].test_start == ws.split.final_start
+        start = result.layout.folds[0].test_start if result.layout else None
+        if start != ws.split.final_start:
+            raise OptimizeError(
+                f"the final window's test fold starts at {start}, not at the final window "
+                f"({ws.split.final_start}): report this"
+            )
     else:
         panel = ws.search_panel(settings)
         result = walk_forward(ws.model, settings, panel=panel, write=False, on_fold=on_fold)
         end = ws.split.search_end
     preds = result.predictions
-    assert preds is not None and result.layout is not None
+    if preds is None or result.layout is None:
+        raise OptimizeError("the walk-forward returned no predictions")
     figures, daily, per_bar, first = backtest_figures(settings, ws, preds, end)
     logloss = _logloss(result.overall)
     figures["logloss"] = logloss
@@ -141,11 +148,11 @@ def fold_scorer(settings: Settings, ws: Workspace, report) -> FoldCallback:
     the end of the latest fold's test window; ``report(fold, value)`` may raise to stop."""
 
     def on_fold(fold: int, preds: pd.DataFrame) -> None:
-        last = int(to_epoch_ms(preds["open_time"]).max())
-        figures, *_ = backtest_figures(settings, ws, preds, min(last, ws.split.search_end))
-        value = _objective(figures, None, settings.optimize.objective)
         if settings.optimize.objective == "logloss":
-            return  # log loss per fold is not what the pruner should compare here
-        report(fold, -1e9 if value is None else value)
+            return  # the pruner compares backtest scores; log loss is not one
+        last = int(to_epoch_ms(preds["open_time"]).max())
+        figures, daily, _, _ = backtest_figures(settings, ws, preds, min(last, ws.split.search_end))
+        value = _objective(figures, None, settings.optimize.objective)
+        report(fold, -1e9 if value is None else value, daily)
 
     return on_fold

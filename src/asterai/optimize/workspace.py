@@ -11,6 +11,7 @@ of any trial reaches a bar of the final window, and the search's backtest ends b
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -120,6 +121,7 @@ class Workspace:
         base = self.panel(settings)
         self.split = self._split(base, max(max_horizon, settings.features.label_horizon))
         self.data = dict(base.inputs_sha256)
+        self.data_identity = data_identity(settings, self.table[1])
         start = int(base.times.min())
         self.market: Inputs = market_inputs(settings, list(base.symbols), start)
 
@@ -184,6 +186,33 @@ class Workspace:
 
             self._inputs, _ = load_inputs(self.settings)
         return self._inputs
+
+
+def data_identity(settings: Settings, meta: dict[str, Any]) -> dict[str, Any]:
+    """What the study's data is, independent of when its files were written: the hashes
+    of the verified bars and funding the features were built from, the feature list and
+    the code's version (the feature table's metadata), and the universe's content."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from asterai.paths import DataPaths
+
+    universe = pq.read_table(DataPaths.at(settings.data_root).universe)
+    universe = universe.replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, universe.schema) as writer:
+        writer.write_table(universe)
+
+    def sha(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+    return {
+        "inputs_sha256": sha(meta.get("inputs_sha256")),
+        "features": sha(meta.get("features")),
+        "asterai_version": meta.get("asterai_version"),
+        "universe_sha256": hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest(),
+    }
 
 
 def relabelled(

@@ -37,7 +37,14 @@ from asterai.config import Settings
 from asterai.data.access import OFFLINE_HINT
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
-from asterai.pipeline.stages import REGISTRY, STAGES, VALIDATE_ONLY, Stage, StageResult
+from asterai.pipeline.stages import (
+    ALL_STAGES,
+    REGISTRY,
+    STAGES,
+    VALIDATE_ONLY,
+    Stage,
+    StageResult,
+)
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -50,17 +57,23 @@ class ExchangeUnreachable(RuntimeError):
     """The exchange did not answer the connectivity check."""
 
 
-def select_stages(start_from: str | None, stop_at: str | None) -> list[str]:
+def select_stages(start_from: str | None, stop_at: str | None, optimize: bool = False) -> list[str]:
+    """The stages from ``start_from`` to ``stop_at``; the optional ones after the
+    backtest (the search) only when ``optimize`` or named."""
     for name in (start_from, stop_at):
-        if name is not None and name not in STAGES:
+        if name is not None and name not in ALL_STAGES:
             raise PipelineUsageError(
-                f"unknown stage {name!r}; stages, in order: {', '.join(STAGES)}"
+                f"unknown stage {name!r}; stages, in order: {', '.join(ALL_STAGES)}"
             )
-    first = STAGES.index(start_from) if start_from else 0
-    last = STAGES.index(stop_at) if stop_at else len(STAGES) - 1
+    first = ALL_STAGES.index(start_from) if start_from else 0
+    if stop_at:
+        last = ALL_STAGES.index(stop_at)
+    else:
+        optional = optimize or (start_from is not None and start_from not in STAGES)
+        last = len(ALL_STAGES) - 1 if optional else len(STAGES) - 1
     if first > last:
         raise PipelineUsageError(f"--start-from {start_from} comes after --stop-at {stop_at}")
-    return list(STAGES[first : last + 1])
+    return list(ALL_STAGES[first : last + 1])
 
 
 # -- hashing ---------------------------------------------------------------------------
@@ -289,6 +302,7 @@ def run_pipeline(
     start_from: str | None = None,
     stop_at: str | None = None,
     validate_only: bool = False,
+    optimize: bool = False,
     force: bool = False,
     symbols: list[str] | None = None,
     progress: bool = False,
@@ -302,7 +316,7 @@ def run_pipeline(
     the exchange does not answer."""
     if validate_only and (start_from or stop_at):
         raise PipelineUsageError("--validate-only runs its own stages; drop --start-from/--stop-at")
-    names = list(VALIDATE_ONLY) if validate_only else select_stages(start_from, stop_at)
+    names = list(VALIDATE_ONLY) if validate_only else select_stages(start_from, stop_at, optimize)
     display = display or _Quiet()
     paths = DataPaths.at(settings.data_root)
     opts: dict[str, Any] = {"symbols": symbols, "progress": progress, "train_bars": train_bars}

@@ -29,6 +29,11 @@ STAGES: tuple[str, ...] = (
     "backtesting",
 )
 
+#: Stages after these that run only when asked (``--optimize``, or named in
+#: ``--start-from`` / ``--stop-at``): the strategy search, off by default.
+OPTIONAL: tuple[str, ...] = ("optimization",)
+ALL_STAGES: tuple[str, ...] = (*STAGES, *OPTIONAL)
+
 #: The stages ``--validate-only`` runs: discovery, the probe and the gate over what is
 #: stored; no collection, no training.
 VALIDATE_ONLY: tuple[str, ...] = ("asset_discovery", "rate_limit_testing", "data_validation")
@@ -350,6 +355,50 @@ def _backtest(settings: Settings, opts: dict[str, Any]) -> StageResult:
     return StageResult(True, summary, numbers=numbers)
 
 
+def _optimization_out(p: DataPaths, s: Settings) -> list[Path]:
+    folder = p.study(s.optimize.study)
+    return _existing(*(folder / f for f in ("best_params.json", "trials.csv", "summary.json",
+                                             "report.html")))  # fmt: skip
+
+
+def _optimization(settings: Settings, opts: dict[str, Any]) -> StageResult:
+    from asterai.data.gate import GateRefused
+    from asterai.models.data import TrainingDataError
+    from asterai.models.errors import TrainingError
+    from asterai.models.splits import SplitError
+    from asterai.optimize.run import run_optimize
+    from asterai.optimize.space import SpaceError
+    from asterai.optimize.workspace import OptimizeError
+
+    try:
+        result = run_optimize(settings)
+    except (OptimizeError, SpaceError, GateRefused, TrainingDataError, TrainingError,
+            SplitError) as err:  # fmt: skip
+        return StageResult(False, str(err))
+    s = result.summary
+    best, fw = s["search_best"], s["final_window"]
+
+    def f(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    summary = (
+        f"{s['trials']['total']} trials ({s['trials']['complete']} complete); best #"
+        f"{s['best_trial']} scored {f(best['score'])} ({s['objective']}) on the search part, "
+        f"{f(fw['best_params']['score'])} on the final window (defaults "
+        f"{f(fw['default_params']['score'])}); {s['deflated_sharpe_sentence']}; report "
+        f"{result.folder}/report.html"
+    )
+    numbers = {
+        "trials": s["trials"],
+        "search_score": best["score"],
+        "final_window_score": fw["best_params"]["score"],
+        "final_window_default_score": fw["default_params"]["score"],
+        "deflated_sharpe_ratio": s["deflated_sharpe"]["deflated_sharpe_ratio"],
+        "pbo": s["pbo"].get("pbo"),
+    }
+    return StageResult(True, summary, numbers=numbers)
+
+
 REGISTRY: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -431,6 +480,23 @@ REGISTRY: dict[str, Stage] = {
             config=(*GATED, "features", "train", "strategy"),
             needs=(NEED_GATE, NEED_FEATURES, NEED_PREDICTIONS),
         ),
+        Stage(
+            "optimization",
+            "search the parameters; grade the best on the final window (optional)",
+            _optimization,
+            reads=_training_in,
+            writes=_optimization_out,
+            config=(
+                *GATED,
+                "features",
+                "train",
+                "ensemble",
+                "aster_native",
+                "strategy",
+                "optimize",
+            ),  # fmt: skip
+            needs=(NEED_GATE, NEED_FEATURES),
+        ),
     )  # fmt: skip
 }
-assert tuple(REGISTRY) == STAGES
+assert tuple(REGISTRY) == ALL_STAGES
