@@ -497,3 +497,38 @@ def test_the_pipeline_runs_the_search_only_when_asked(root) -> None:
     more = run_pipeline(small(root, trials=3), start_from="optimization")
     assert more.stages[0]["status"] == "ran"
     assert more.stages[0]["numbers"]["trials"]["total"] == 5
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_continues(root) -> None:
+    (root / "asterai.toml").write_text(
+        "[train]\nfolds = 2\n[train.lstm]\nepochs = 1\nhidden_size = 8\n"
+        "[train.xgboost]\nn_estimators = 30\n"
+        "[optimize]\nmin_trades = 0\nstartup_trials = 2\nsearch = ['max_depth', 'threshold']\n"
+        "[optimize.space.threshold]\nlow = 0.5\nhigh = 0.55\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asterai.cli", "optimize", "--trials", "50", "--data-root",
+         str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    finished = 0
+    while time.time() < deadline and finished < 2:
+        time.sleep(0.5)
+        try:
+            finished = sum(t.state.is_finished() for t in _study(root).get_trials())
+        except (KeyError, FileNotFoundError):  # no study yet
+            continue
+    assert finished >= 2, "no trial finished in time"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    trials = _study(root).get_trials()
+    assert all(t.state.is_finished() for t in trials)  # the interrupted one: FAIL, not RUNNING
+    listed = pd.read_csv(DataPaths.at(root).study("confluence") / "trials.csv")
+    assert list(listed["number"]) == [t.number for t in trials]
+    assert not (DataPaths.at(root).study("confluence") / "report.html").exists()  # no grading
+    out = _cli(root, "optimize", "--trials", "1")
+    assert out.returncode == 0, out.stderr
+    assert [t.number for t in _study(root).get_trials()] == list(range(len(trials) + 1))

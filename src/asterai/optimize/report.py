@@ -168,7 +168,7 @@ def render(study: optuna.Study, summary: dict[str, Any]) -> str:
     )
     dsr_table = _table(
         [
-            "trials",
+            "trials tried (complete)",
             "variance of their Sharpes (daily)",
             "expected best Sharpe under no skill",
             "best Sharpe (daily)",
@@ -177,7 +177,7 @@ def render(study: optuna.Study, summary: dict[str, Any]) -> str:
         ],  # fmt: skip
         [
             [
-                str(dsr["trials"]),
+                f"{dsr['trials']} ({dsr.get('complete_trials', 'n/a')})",
                 _fmt(dsr["sharpe_variance"]),
                 _fmt(dsr["expected_max_sharpe"]),
                 _fmt(dsr["best_sharpe"]),
@@ -187,6 +187,8 @@ def render(study: optuna.Study, summary: dict[str, Any]) -> str:
         ],  # fmt: skip
         id="dsr",
     )
+    if dsr.get("note"):
+        dsr_table += f"<p class='note'>{html.escape(dsr['note'])}</p>"
     imp = importances(study)
     charts = [f'<img alt="optimisation history" src="{history_chart(study, s["objective"])}">']
     if imp:
@@ -209,7 +211,9 @@ def render(study: optuna.Study, summary: dict[str, Any]) -> str:
         "<h2>Deflated Sharpe ratio</h2>"
         f"{dsr_table}<p class='note'>Bailey and López de Prado (2014): the best trial's "
         "Sharpe against the best one expected from that many trials of no skill, with the "
-        "returns' skew and kurtosis. 0.95 or more: distinguishable from luck.</p>"
+        "returns' skew and kurtosis. Every trial tried counts, pruned ones with their "
+        "returns up to the fold they were stopped at. 0.95 or more: distinguishable from "
+        "luck.</p>"
         "<h2>History and importances</h2>" + "".join(charts) +
         "<h2>Best parameters</h2>" + params +
         "<h2>Trials</h2>" + count_table +
