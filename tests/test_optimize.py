@@ -532,3 +532,24 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_continues(root) -> None:
     out = _cli(root, "optimize", "--trials", "1")
     assert out.returncode == 0, out.stderr
     assert [t.number for t in _study(root).get_trials()] == list(range(len(trials) + 1))
+
+
+def test_a_reused_process_id_does_not_keep_a_dead_trial_running(tmp_path) -> None:
+    import socket
+
+    from optuna.storages.journal import JournalFileBackend
+
+    from asterai.optimize.study import fail_dead_trials, process_started
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    alive = study.ask()
+    alive.set_user_attr("worker", {**me, "started": process_started(os.getpid())})
+    # the same pid, another process: the one that ran this trial started at another time
+    reused = study.ask()
+    reused.set_user_attr("worker", {**me, "started": process_started(os.getpid()) - 1})
+    assert fail_dead_trials(study) == [reused.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert states[reused.number] == optuna.trial.TrialState.FAIL

@@ -95,7 +95,7 @@ def run_optimize(
     storage = storage_for(settings)  # an unreachable server: the error, before any work
     ws = Workspace(settings, opt.model, max_horizon(settings))
     study = open_study(settings, ws, storage=storage)
-    fail_dead_trials(study)
+    fail_dead_trials(study, settings)
     before = len(study.get_trials(deepcopy=False))
     target = before + opt.trials
 
@@ -114,13 +114,13 @@ def run_optimize(
         # a clean stop: the trials so far listed, no grading (that would train twice more
         # and look at the final window); a rerun continues the study and grades it
         study = open_study(settings, ws, storage=storage)
-        fail_dead_trials(study)
+        fail_dead_trials(study, settings)
         folder = DataPaths.at(settings.data_root).study(opt.study)
         write_trials_csv(folder / "trials.csv", study.get_trials(deepcopy=False))
         log.warning("interrupted: the study keeps every finished trial; a rerun continues it")
         raise
     study = open_study(settings, ws, storage=storage)
-    fail_dead_trials(study)
+    fail_dead_trials(study, settings)
     return finish(settings, ws, study)
 
 

@@ -184,9 +184,14 @@ def _pruner(opt) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=opt.startup_trials, n_warmup_steps=1)
 
 
-def fail_dead_trials(study: optuna.Study) -> list[int]:
+def fail_dead_trials(study: optuna.Study, settings: Settings | None = None) -> list[int]:
     """RUNNING trials of processes of this host that no longer exist (or that never
-    recorded a worker, long ago) are marked FAIL; their numbers."""
+    recorded a worker, long ago) are marked FAIL; their numbers. A process id the
+    system has given to another process since counts as dead (its start time differs).
+    On PostgreSQL Optuna's heartbeat does this across machines, so only the journal
+    file's trials are checked (``settings``: None checks them all)."""
+    if settings is not None and settings.optimize.storage is not None:
+        return []
     host = socket.gethostname()
     now = time.time()
     failed = []
@@ -197,7 +202,10 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
             started = t.datetime_start.timestamp() if t.datetime_start else now
             dead = now - started > ORPHAN_S
         elif worker.get("host") == host:
-            dead = not _alive(int(worker["pid"]))
+            pid = int(worker["pid"])
+            dead = not _alive(pid) or (
+                worker.get("started") is not None and process_started(pid) != worker["started"]
+            )
         if dead:
             study._storage.set_trial_user_attr(t._trial_id, "failure", "its worker died")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -205,6 +213,17 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     if failed:
         log.warning("marked failed (their worker died): trials %s", failed)
     return failed
+
+
+def process_started(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux's /proc; None where
+    there is none): with the pid, it names one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])  # field 22, starttime; fields[0] is field 3, the state
 
 
 def _alive(pid: int) -> bool:
@@ -234,7 +253,12 @@ def objective_for(settings: Settings, ws: Workspace) -> Callable[[optuna.Trial],
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(
             "worker",
-            {"host": socket.gethostname(), "pid": os.getpid(), "threads": settings.train.threads},
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": process_started(os.getpid()),
+                "threads": settings.train.threads,
+            },
         )
         values = space.suggest(trial, settings.optimize, ws.model)
         trial_settings = trial_settings_for(root, base, values, ws.model)
@@ -300,7 +324,7 @@ def run_worker(settings: Settings, ws: Workspace, target: int, worker: int = 0,
     """Run trials on the study until it holds ``target`` trials (of any state) or the
     timeout; a trial that fails is recorded as failed and the worker goes on."""
     study = open_study(settings, ws)
-    fail_dead_trials(study)
+    fail_dead_trials(study, settings)
     done = len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(settings.optimize, worker, done)
     if done >= target:
