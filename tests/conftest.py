@@ -7,6 +7,8 @@ root); set ``ASTERAI_REAL_DATA`` to use a copy elsewhere.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,25 @@ def features_ready(root: Path, recording):
     assert validate(settings, environment=False).ok
     run_features(settings, plots=False)
     return settings
+
+
+#: Headless Chromium, for the HTML reports (.ci/run installs Debian's package).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (.ci/run installs it)"
+)
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars")
+
+
+def browser(*args: str, timeout: float = 60) -> str:
+    """Run headless Chromium with ``args``; its standard output."""
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, *args], capture_output=True, text=True, timeout=timeout,
+        check=True,
+    ).stdout  # fmt: skip
+
+
+def rendered_dom(page: str) -> str:
+    """The page's DOM after a real browser ran its scripts (the reports mark on <body>
+    how many of their charts decoded)."""
+    return browser("--virtual-time-budget=5000", "--dump-dom", page)

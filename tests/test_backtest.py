@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import features_ready
+from conftest import browser, features_ready, needs_chromium, rendered_dom
 
 from asterai.backtest.engine import BacktestInputError, load_inputs, params, simulate
 from asterai.config import load_settings
@@ -344,24 +344,13 @@ def test_monthly_returns_chain_to_the_total_return(written) -> None:
     assert np.prod(1 + months.to_numpy()) - 1 == pytest.approx(m["total_return"])
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (.ci/run installs it)"
-)
+@needs_chromium
 def test_the_report_renders_whole_in_a_real_browser(written, tmp_path) -> None:
-    import subprocess
-
     root, _ = written
     folder = DataPaths.at(root).backtest_results
     m = json.loads((folder / "metrics.json").read_text())
     page = (folder / "report.html").resolve().as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", page],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+    dom = rendered_dom(page)
     # the page's own check, run by the browser: every chart decoded
     assert 'data-charts="5/5"' in dom
     # the verdict comes first, and says what metrics.json says
@@ -372,10 +361,7 @@ def test_the_report_renders_whole_in_a_real_browser(written, tmp_path) -> None:
     assert ("not significant" in dom) == (m["criteria"]["significant"]["verdict"] == "FAIL")
     assert f"{m['final_equity']:,.3f}" in dom and f"{m['trades']} trades" in dom
     shot = tmp_path / "report.png"
-    subprocess.run(
-        [CHROMIUM, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page],
-        capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
+    browser("--window-size=1280,2000", f"--screenshot={shot}", page)
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)

@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import features_ready
+from conftest import features_ready, needs_chromium, rendered_dom
 from scipy.stats import norm
 
 from asterai.config import load_settings
@@ -411,22 +411,12 @@ def test_train_takes_the_searchs_parameters(searched, tmp_path) -> None:
     assert out.returncode == 2 and "does not exist" in out.stderr
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium: `apt-get install chromium` (.ci/run installs it)"
-)
+@needs_chromium
 def test_the_report_renders_whole_in_a_real_browser(searched) -> None:
     root, _, _ = searched
     folder = DataPaths.at(root).study("confluence")
     summary = json.loads((folder / "summary.json").read_text())
-    page = (folder / "report.html").resolve().as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", page],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+    dom = rendered_dom((folder / "report.html").resolve().as_uri())
     assert 'data-charts="2/2"' in dom  # the history and the importances, decoded
     verdict = dom.index('class="verdict')
     assert verdict < dom.index("<h2>")

@@ -3,6 +3,7 @@ shares with it."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -127,19 +128,13 @@ def train(
     bars = TrainBars(console)
     name = model.replace("-", "_")
     try:
-        with bars.bars if progress_wanted() else _nullcontext():
+        with bars.bars if progress_wanted() else contextlib.nullcontext():
             result = walk_forward(name, settings, progress=bars)
     except (GateRefused, TrainingDataError, TrainingError) as err:
         raise StepFailed(str(err)) from err
     except SplitError as err:
         raise click.UsageError(str(err)) from err
     _print_training(console, result)
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _print_training(console: Any, result: Any) -> None:

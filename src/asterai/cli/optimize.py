@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -122,7 +123,7 @@ def optimize(
     )
     progress, bars = _bars(console)
     try:
-        with bars if bars is not None else _null():
+        with bars if bars is not None else contextlib.nullcontext():
             result = run_optimize(settings, progress=progress)
     except (SpaceError, OptimizeUsageError) as err:
         raise click.UsageError(str(err)) from err
@@ -133,12 +134,6 @@ def optimize(
     except SplitError as err:
         raise click.UsageError(str(err)) from err
     _print(console, result)
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _bars(console: Any):

@@ -129,6 +129,21 @@ def features_table(settings: Settings) -> tuple[pa.Table, dict[str, Any]]:
     return table, meta
 
 
+#: The feature settings the label columns are computed from.
+LABEL_SETTINGS = ("label_horizon", "tp_atr", "sl_atr")
+
+
+def stale_labels(meta: dict[str, Any], fs) -> dict[str, tuple[Any, Any]]:
+    """The label settings a feature table (its metadata ``meta``) was built with that
+    differ from ``fs``: name -> (the table's, the settings')."""
+    built = meta.get("settings", {})
+    return {
+        k: (built[k], getattr(fs, k))
+        for k in LABEL_SETTINGS
+        if k in built and built[k] != getattr(fs, k)
+    }
+
+
 def _float32_matrix(table: pa.Table, columns: list[str], rows: np.ndarray) -> np.ndarray:
     """``table``'s ``columns`` at ``rows``, as one float32 array, filled column by column
     (no float64 frame of the whole table, no second full-size copy)."""
@@ -175,11 +190,7 @@ def load_panel(
             )
         trainable = set(report.trainable)
     table, meta = table if table is not None else features_table(settings)
-    stale = {
-        k: (meta.get("settings", {}).get(k), getattr(settings.features, k))
-        for k in ("label_horizon", "tp_atr", "sl_atr")
-        if k in meta.get("settings", {}) and meta["settings"][k] != getattr(settings.features, k)
-    }
+    stale = stale_labels(meta, settings.features)
     if stale:
         raise TrainingDataError(
             f"{paths.features(settings.features.base_interval)} was built with other labels ("

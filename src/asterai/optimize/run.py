@@ -107,7 +107,7 @@ def run_optimize(
 
     try:
         if opt.workers == 1:
-            run_worker(settings, ws, target, 0, opt.timeout_s, callbacks=[tick])
+            run_worker(settings, ws, target, 0, opt.timeout_s, callbacks=[tick], study=study)
         else:
             _run_processes(settings, target, study, before, progress)
     except KeyboardInterrupt:

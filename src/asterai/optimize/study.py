@@ -320,11 +320,14 @@ def trial_settings_for(root, base: dict[str, Any], values: dict[str, Any], model
 
 
 def run_worker(settings: Settings, ws: Workspace, target: int, worker: int = 0,
-               timeout_s: float | None = None, callbacks: list | None = None) -> None:  # fmt: skip
+               timeout_s: float | None = None, callbacks: list | None = None,
+               study: optuna.Study | None = None) -> None:  # fmt: skip
     """Run trials on the study until it holds ``target`` trials (of any state) or the
-    timeout; a trial that fails is recorded as failed and the worker goes on."""
-    study = open_study(settings, ws)
-    fail_dead_trials(study, settings)
+    timeout; a trial that fails is recorded as failed and the worker goes on. ``study``:
+    the caller's, already opened and swept of dead workers' trials."""
+    if study is None:  # a worker process of its own: open it (the caller did otherwise)
+        study = open_study(settings, ws)
+        fail_dead_trials(study, settings)
     done = len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(settings.optimize, worker, done)
     if done >= target:

@@ -23,7 +23,13 @@ import pyarrow as pa
 from asterai.backtest.inputs import Inputs, market_inputs
 from asterai.config import Settings
 from asterai.intervals import iso_ms
-from asterai.models.data import Panel, features_table, load_panel
+from asterai.models.data import (
+    LABEL_SETTINGS,
+    Panel,
+    features_table,
+    load_panel,
+    stale_labels,
+)
 from asterai.models.splits import MIN_TEST_BARS
 from asterai.models.train import MODELS
 
@@ -120,7 +126,6 @@ class Workspace:
         self._panels: OrderedDict[tuple, Panel] = OrderedDict()
         base = self.panel(settings)
         self.split = self._split(base, max(max_horizon, settings.features.label_horizon))
-        self.data = dict(base.inputs_sha256)
         self.data_identity = data_identity(settings, self.table[1])
         start = int(base.times.min())
         self.market: Inputs = market_inputs(settings, list(base.symbols), start)
@@ -169,11 +174,10 @@ class Workspace:
         return cut(self.panel(settings), self.split.search_end)
 
     def _table(self, settings: Settings) -> tuple[pa.Table, dict]:
-        fs, stored = settings.features, self.table[1]
-        if all(stored.get("settings", {}).get(k) == getattr(fs, k) for k in
-               ("label_horizon", "tp_atr", "sl_atr")):  # fmt: skip
+        fs = settings.features
+        if not stale_labels(self.table[1], fs):
             return self.table
-        key = (fs.label_horizon, fs.tp_atr, fs.sl_atr)
+        key = tuple(getattr(fs, k) for k in LABEL_SETTINGS)
         if key not in self._tables:
             self._tables[key] = relabelled(self.table, self.label_inputs(), fs)
             while len(self._tables) > CACHE:
@@ -230,8 +234,11 @@ def relabelled(
     atr = t.column("atr_14").to_numpy()
     columns = {name: np.full(t.num_rows, np.nan) for name in LABEL_COLUMNS}
     by_symbol = {inp.symbol: inp for inp in inputs}
-    for s in np.unique(symbols):
-        rows = np.flatnonzero(symbols == s)
+    # each symbol's rows, from one stable sort (not one scan of the table per symbol)
+    names, first = np.unique(symbols, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    cuts = np.cumsum(np.bincount(first, minlength=len(names)))[:-1]
+    for s, rows in zip(names, np.split(order, cuts), strict=True):
         inp = by_symbol.get(s)
         if inp is None:
             continue
@@ -251,6 +258,8 @@ def relabelled(
             kind = t.schema.field(name).type
             out = out.set_column(i, name, pa.array(values, type=kind))
     new_meta = dict(meta)
-    new_meta["settings"] = {**meta.get("settings", {}), "label_horizon": fs.label_horizon,
-                            "tp_atr": fs.tp_atr, "sl_atr": fs.sl_atr}  # fmt: skip
+    new_meta["settings"] = {
+        **meta.get("settings", {}),
+        **{k: getattr(fs, k) for k in LABEL_SETTINGS},
+    }
     return out, new_meta
