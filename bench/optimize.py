@@ -36,6 +36,35 @@ def _fresh(root: Path, work: Path, name: str) -> Path:
     return copy
 
 
+def _storage_figures(root: Path) -> dict:
+    """What the study costs on disk: the journal's size, and one trial's per-bar returns
+    packed (as stored) against the same numbers as a JSON list (as stored before)."""
+    import numpy as np
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from asterai.optimize.study import trial_returns
+    from asterai.paths import DataPaths
+
+    path = DataPaths.at(root).study("confluence") / "journal.log"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.load_study(study_name="confluence", storage=storage)
+    packed, plain, bars = [], [], []
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        series = trial_returns(t, "bar_returns")
+        packed.append(len(t.user_attrs["bar_returns"]))
+        plain.append(len(json.dumps(series.tolist())))
+        bars.append(len(series))
+    ratio = float(np.median(np.divide(packed, plain))) if packed else float("nan")
+    return {
+        "journal_bytes": path.stat().st_size,
+        "packed_bytes": float(np.median(packed)) if packed else float("nan"),
+        "list_bytes": float(np.median(plain)) if plain else float("nan"),
+        "bars": float(np.median(bars)) if bars else float("nan"),
+        "ratio": ratio,
+    }
+
+
 def main() -> int:
     parser = bench_parser(__doc__, panel=False)
     parser.add_argument("--trials", type=int, default=10)
@@ -99,6 +128,15 @@ def main() -> int:
             f"{t['total'] / seconds * 60:.1f} trials/min ({t['complete']} complete, "
             f"{t['pruned']} pruned, {t['fail']} failed; the final-window grading included)"
         )
+        if workers == 1:
+            out["storage"] = _storage_figures(copy)
+            st = out["storage"]
+            print(
+                f"storage: journal {st['journal_bytes'] / 1024:.0f} kB for {t['total']} trials; "
+                f"a trial's per-bar returns packed {st['packed_bytes']:.0f} B vs "
+                f"{st['list_bytes']:.0f} B as a JSON list = {st['ratio']:.2f}x "
+                f"(median over complete trials, {st['bars']:.0f} bars each)"
+            )
     speedup = out["workers_2"]["trials_per_minute"] / out["workers_1"]["trials_per_minute"]
     out["two_worker_speedup"] = speedup
     print(f"2 workers / 1 worker: {speedup:.2f}x trials per minute on {os.cpu_count()} cores")

@@ -280,6 +280,24 @@ def test_a_study_made_under_other_settings_is_refused(searched) -> None:
     assert len(_study(root).get_trials()) == before
 
 
+def test_a_trials_stored_returns_are_its_backtests_exactly_and_compact(searched) -> None:
+    from asterai.optimize.study import pack_returns, trial_returns, unpack_returns
+
+    root, _, _ = searched
+    done = [t for t in _study(root).get_trials() if t.state.name == "COMPLETE"]
+    assert done
+    for t in done:
+        bars = trial_returns(t, "bar_returns")
+        # the per-bar returns compound to the trial's reported total return
+        assert np.prod(1 + bars) - 1 == pytest.approx(t.user_attrs["figures"]["total_return"])
+        packed = t.user_attrs["bar_returns"]
+        assert len(packed) < len(json.dumps(bars.tolist()))  # smaller than the plain list
+        assert unpack_returns(bars.tolist()).tobytes() == bars.tobytes()  # older studies
+        assert unpack_returns(pack_returns(bars)).tobytes() == bars.tobytes()  # lossless
+    with pytest.raises(Exception, match="unknown format"):
+        unpack_returns("f4x:AAAA")
+
+
 def test_two_workers_complete_one_study_on_the_journal_file(root) -> None:
     from asterai.optimize.run import run_optimize
 

@@ -35,6 +35,7 @@ from asterai.optimize.study import (
     open_study,
     run_worker,
     storage_for,
+    trial_returns,
     trial_returns_matrix,
     trial_settings_for,
 )
@@ -201,10 +202,8 @@ def finish(
     # every trial tried counts in the deflation, not only those that finished: a pruned
     # trial with its returns up to the fold it was stopped at, a failed one with its own
     tried = [t for t in trials if t.user_attrs.get("daily_returns") is not None]
-    sharpes = [stats.per_period_sharpe(np.asarray(t.user_attrs["daily_returns"])) for t in tried]
-    dsr = stats.deflated_sharpe(
-        np.asarray(best.user_attrs["daily_returns"]), sharpes, trials=len(tried)
-    )
+    sharpes = [stats.per_period_sharpe(trial_returns(t, "daily_returns")) for t in tried]
+    dsr = stats.deflated_sharpe(trial_returns(best, "daily_returns"), sharpes, trials=len(tried))
     dsr["complete_trials"] = len(done)
     dsr["selected_by"] = opt.objective
     if opt.objective != "sharpe":
