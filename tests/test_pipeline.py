@@ -262,7 +262,8 @@ def test_every_script_of_the_guide_exists_and_explains_itself() -> None:
         "scripts/discover_aster_assets.py", "scripts/test_aster_rate_limits.py",
         "scripts/collect_real_aster_data.py", "scripts/validate_training_readiness.py",
         "scripts/validate_confluence_features.py", "scripts/backtest_confluence_strategy.py",
-        "scripts/run_complete_pipeline.py", "local_training/train_confluence_model.py",
+        "scripts/run_complete_pipeline.py", "scripts/optimize_confluence_model.py",
+        "scripts/export_models_to_onnx.py", "local_training/train_confluence_model.py",
         "local_training/train_aster_native_model.py",
     ]  # fmt: skip
     for script in scripts:

@@ -16,7 +16,6 @@ scikit-learn's ``LogisticRegression``.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 EPS = 1e-6
 
@@ -28,6 +27,8 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> list[list[float]]:
     """``[[a, b], ...]`` per column: calibrated = sigmoid(a * logit(raw) + b)."""
+    from sklearn.linear_model import LogisticRegression  # training only: serving applies
+
     out = []
     for j in range(raw.shape[1]):
         ok = np.isfinite(raw[:, j]) & np.isfinite(y[:, j])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,70 +31,10 @@ from torch import nn
 
 from asterai.config import LSTMSettings
 from asterai.models.errors import TrainingError
+from asterai.models.inputs import Prep
 from asterai.models.scoring import Scorer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Prep:
-    """The fold's fitted input transform (JSON-able)."""
-
-    columns: list[int]  # kept feature columns
-    fill: list[float]
-    mean: list[float]
-    std: list[float]
-    indicators: list[int]  # columns with a missing-indicator input
-    dropped: list[str]
-
-    @classmethod
-    def fit(cls, X: np.ndarray, features: list[str], indicator_share: float) -> Prep:
-        """Fitted on ``X``, the fitting rows only; column by column, so no full-size copy."""
-        columns, dropped, fill, mean, std, indicators = [], [], [], [], [], []
-        for j, name in enumerate(features):
-            col = X[:, j]
-            present = np.isfinite(col)
-            if not present.any():
-                dropped.append(name)
-                continue
-            median = float(np.median(col[present]))
-            filled = np.where(present, col, np.float32(median)).astype(np.float64)
-            sd = float(filled.std())
-            columns.append(j)
-            fill.append(median)
-            mean.append(float(filled.mean()))
-            std.append(sd if sd > 1e-12 else 1.0)
-            missing = 1.0 - float(present.mean())
-            if missing > 0 and missing >= indicator_share:
-                indicators.append(j)
-        return cls(columns, fill, mean, std, indicators, dropped)
-
-    @property
-    def width(self) -> int:
-        return len(self.columns) + len(self.indicators)
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """One float32 array (rows, width): filled, standardised, indicators appended."""
-        out = np.empty((len(X), self.width), dtype=np.float32)
-        fill = np.asarray(self.fill, dtype=np.float32)
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        for k, j in enumerate(self.columns):  # column by column: no second full-size copy
-            col = X[:, j]
-            out[:, k] = (np.where(np.isfinite(col), col, fill[k]) - mean[k]) / std[k]
-        for k, j in enumerate(self.indicators, start=len(self.columns)):
-            out[:, k] = ~np.isfinite(X[:, j])
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "columns": self.columns,
-            "fill": self.fill,
-            "mean": self.mean,
-            "std": self.std,
-            "indicators": self.indicators,
-            "dropped": self.dropped,
-        }
 
 
 class Network(nn.Module):

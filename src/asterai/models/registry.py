@@ -18,24 +18,13 @@ import pandas as pd
 
 from asterai import atomic
 from asterai.config import LSTMSettings, Settings, XGBoostSettings
-from asterai.data.store import to_epoch_ms
-from asterai.intervals import INTERVAL_MS
 from asterai.models.calibration import apply_platt
-from asterai.models.data import LISTING_AGE, category_columns
+from asterai.models.inputs import blend, model_matrix, row_order, window_runs
 from asterai.models.lstm import LSTMMember
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
 
 CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_config.json"}
-
-
-def blend(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.ndarray:
-    """The ensemble: calibrated members averaged ``wx`` / ``wl``; XGBoost alone where the
-    LSTM has no output (no full window), or everywhere when its weight is 0 (the LSTM did
-    not beat XGBoost on validation, ``train.lstm_gate``)."""
-    if pl is None or wl == 0:
-        return px
-    return np.where(np.isfinite(pl), (wx * px + wl * np.nan_to_num(pl)) / (wx + wl), px)
 
 
 class ModelNotFound(FileNotFoundError):
@@ -54,34 +43,7 @@ class Predictor:
         return list(self.config["features"])
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        categories = self.config.get("categories")
-        base = [f for f in self.features if not f.startswith("category_")]
-        missing = [f for f in base if f not in frame]
-        if missing:
-            raise ValueError(f"the frame lacks the model's features {missing[:5]}")
-        X = frame[base].to_numpy(dtype=np.float32, copy=True)
-        cap = self.config.get("listing_age_cap_h")
-        if cap is not None and LISTING_AGE in base:
-            j = base.index(LISTING_AGE)
-            X[:, j] = np.minimum(X[:, j], np.float32(cap))
-        if categories is not None:
-            static = dict(categories)
-            unseen = set(frame["symbol"].unique()) - set(static)
-            if unseen:  # a symbol the model never saw: classed the way training would
-                from asterai.data.discovery import strip_multiplier
-
-                majors = {m.upper() for m in self.config.get("majors") or ()}
-                for s in unseen:
-                    base = strip_multiplier(str(s).removesuffix("USDT")).upper()
-                    static[s] = "major" if base in majors else "alt"
-            onehot = category_columns(
-                frame["symbol"].to_numpy(),
-                static,
-                frame[LISTING_AGE].to_numpy(dtype=float),
-                self.config["new_listing_hours"],
-            )
-            X = np.hstack([X, onehot])
-        return X
+        return model_matrix(self.config, frame)
 
     def predict(self, frame: pd.DataFrame, *, raw: bool = False) -> pd.DataFrame:
         """Probabilities for every row of ``frame`` (a features table: ``symbol``,
@@ -94,8 +56,7 @@ class Predictor:
         """
         if frame.empty:
             raise ValueError("no rows to predict")
-        order = np.lexsort((to_epoch_ms(frame["open_time"]), frame["symbol"].to_numpy()))
-        ordered = frame.iloc[order]
+        ordered = frame.iloc[row_order(frame)]
         X = self._matrix(ordered)
         cfg = self.config["members"]
         raw_x = self.xgboost.predict(X)
@@ -104,15 +65,8 @@ class Predictor:
         raws = {"xgboost_raw": raw_x}
         p = px
         if self.lstm is not None:
-            times = to_epoch_ms(ordered["open_time"])
-            code = pd.factorize(ordered["symbol"])[0]
-            step = INTERVAL_MS[self.config["label"]["base_interval"]]
-            new = np.ones(len(times), dtype=bool)
-            new[1:] = (code[1:] != code[:-1]) | (np.diff(times) != step)
-            starts = np.flatnonzero(new)
-            idx = np.arange(len(times))
-            runs = idx - starts[np.searchsorted(starts, idx, side="right") - 1] + 1
-            raw_l = self.lstm.predict(X, runs, idx)
+            runs = window_runs(self.config, ordered)
+            raw_l = self.lstm.predict(X, runs, np.arange(len(runs)))
             pl = apply_platt(raw_l, cfg["lstm"]["calibration_platt"])
             out["lstm"] = pl
             raws["lstm_raw"] = raw_l

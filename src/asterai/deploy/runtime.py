@@ -1,0 +1,115 @@
+"""The exported model, run with onnxruntime alone: no XGBoost, no PyTorch.
+
+``OnnxModel(folder)`` reads ``models/{model}/onnx/manifest.json`` and its graphs and
+gives the same ``predict(frame)`` as the native predictor (``models.registry``): the
+inputs are built by the same code (``models.inputs``), the members' raw outputs come
+from the graphs, then the Platt calibration and the ensemble's blend in numpy, with the
+numbers the manifest carries. Each graph's file is checked against the manifest's
+sha256 before it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asterai.models.calibration import apply_platt
+from asterai.models.inputs import Prep, blend, model_matrix, row_order, window_runs
+
+MANIFEST = "manifest.json"
+#: rows per LSTM call: bounds the window batch's memory (rows x steps x width floats)
+LSTM_BATCH = 4096
+
+
+class ExportMissing(FileNotFoundError):
+    """No export (or a damaged one) where one was expected; the message says what to run."""
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """An exported model, ready to predict; ``threads``: onnxruntime's threads per call."""
+
+    def __init__(self, folder: str | Path, threads: int = 1) -> None:
+        folder = Path(folder)
+        path = folder / MANIFEST
+        if not path.exists():
+            raise ExportMissing(f"{path} does not exist: run `asterai export-onnx` first")
+        self.folder = folder
+        self.manifest: dict[str, Any] = json.loads(path.read_text())
+        self.inputs: dict[str, Any] = self.manifest["inputs"]
+        members = self.manifest["members"]
+        self.sessions: dict[str, Any] = {}
+        for name, member in members.items():
+            graph = folder / member["file"]
+            if not graph.exists() or sha256_file(graph) != member["sha256"]:
+                raise ExportMissing(
+                    f"{graph} is missing or is not the file its manifest names "
+                    "(sha256 differs): run `asterai export-onnx` again"
+                )
+            self.sessions[name] = _session(graph, threads)
+        self.prep = Prep(**members["lstm"]["prep"]) if "lstm" in members else None
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.inputs["features"])
+
+    def raw_xgboost(self, X: np.ndarray) -> np.ndarray:
+        out = self.sessions["xgboost"].run(["raw"], {"features": X})[0]
+        return out.astype(float)
+
+    def raw_lstm(self, X: np.ndarray, runs: np.ndarray) -> np.ndarray:
+        """(rows, 2) raw probabilities; NaN where a row has no full window."""
+        assert self.prep is not None
+        length = int(self.manifest["members"]["lstm"]["sequence_length"])
+        out = np.full((len(X), 2), np.nan)
+        rows = np.flatnonzero(runs >= length)
+        if len(rows) == 0:
+            return out
+        Z = self.prep.transform(X)
+        offsets = np.arange(-length + 1, 1)
+        session = self.sessions["lstm"]
+        for start in range(0, len(rows), LSTM_BATCH):
+            part = rows[start : start + LSTM_BATCH]
+            out[part] = session.run(["raw"], {"windows": Z[part[:, None] + offsets]})[0]
+        return out
+
+    def predict(self, frame: pd.DataFrame, *, raw: bool = False) -> pd.DataFrame:
+        """``p_long``, ``p_short`` and each member's calibrated output for every row of
+        ``frame`` (``symbol``, ``open_time``, the features; the LSTM reads each row's
+        previous bars from the same frame), in its index order."""
+        if frame.empty:
+            raise ValueError("no rows to predict")
+        ordered = frame.iloc[row_order(frame)]
+        X = model_matrix(self.inputs, ordered)
+        members = self.manifest["members"]
+        raw_x = self.raw_xgboost(X)
+        px = apply_platt(raw_x, members["xgboost"]["calibration_platt"])
+        out, raws, p = {"xgboost": px}, {"xgboost_raw": raw_x}, px
+        if "lstm" in members:
+            raw_l = self.raw_lstm(X, window_runs(self.inputs, ordered))
+            pl = apply_platt(raw_l, members["lstm"]["calibration_platt"])
+            out["lstm"], raws["lstm_raw"] = pl, raw_l
+            w = self.manifest["ensemble"]
+            p = blend(px, pl, w["xgboost_weight"], w["lstm_weight"])
+        result = pd.DataFrame(index=ordered.index)
+        result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
+        for member, values in (out | raws if raw else out).items():
+            result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
+        return result.loc[frame.index]
