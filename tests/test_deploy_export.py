@@ -202,3 +202,30 @@ def test_the_command_exports_and_says_how_close(exported, tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 1 and "run `asterai train confluence` first" in done.stderr
     assert not (empty / "models").exists() or not list((empty / "models").rglob("*.onnx"))
+
+
+def test_the_pipeline_exports_only_when_asked_and_resumes(exported, tmp_path) -> None:
+    from asterai.pipeline.runner import run_pipeline, select_stages
+    from asterai.pipeline.stages import STAGES
+
+    assert select_stages(None, None) == list(STAGES)  # off by default
+    assert select_stages(None, None, export=True) == [*STAGES, "onnx_export"]
+    assert select_stages(None, None, optimize=True, export=True)[-2:] == [
+        "optimization", "onnx_export"
+    ]  # fmt: skip
+    # named, it runs alone: the search between is not run unasked
+    assert select_stages("backtesting", "onnx_export") == ["backtesting", "onnx_export"]
+    root = tmp_path / "pipeline"
+    shutil.copytree(exported / "models", root / "models")
+    shutil.copytree(exported / "data", root / "data")
+    settings = load_settings(root)
+    first = run_pipeline(settings, start_from="onnx_export")
+    assert first.ok, first.failure
+    (stage,) = first.stages
+    assert stage["status"] == "ran"
+    assert stage["numbers"]["confluence_max_abs_diff"] <= 1e-5
+    assert stage["numbers"]["aster_native_max_abs_diff"] <= 1e-5
+    # current: skipped; retrained models make it run again
+    assert run_pipeline(settings, start_from="onnx_export").stages[0]["status"] == "skipped"
+    walk_forward("aster_native", load_settings(root, train={**SMALL, "folds": 3}))
+    assert run_pipeline(settings, start_from="onnx_export").stages[0]["status"] == "ran"

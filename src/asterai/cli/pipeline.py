@@ -188,6 +188,17 @@ def _key_numbers(n: dict[str, Any]) -> str:
             f"{n['trades']} trades, {f(n['total_return'], '+.1%')}, Sharpe "
             f"{f(n['sharpe_ratio'], '.2f')}{interval}; {verdicts}"
         )
+    if "trials" in n and "search_score" in n:
+        parts.append(
+            f"{n['trials']['total']} trials; best {f(n['search_score'], '.2f')} searched, "
+            f"{f(n['final_window_score'], '.2f')} on the final window; DSR "
+            f"{f(n['deflated_sharpe_ratio'], '.2f')}"
+        )
+    if "confluence_max_abs_diff" in n:
+        parts.append(
+            f"parity {n['confluence_max_abs_diff']:.1e} confluence, "
+            f"{n['aster_native_max_abs_diff']:.1e} aster_native"
+        )
     return "; ".join(parts)
 
 
@@ -205,6 +216,12 @@ def _key_numbers(n: dict[str, Any]) -> str:
     is_flag=True,
     help="Also run the optional strategy search after the backtest (stage optimization: "
     "`asterai optimize` with [optimize] from asterai.toml).",
+)
+@click.option(
+    "--export-onnx",
+    "export",
+    is_flag=True,
+    help="Also export the trained models to ONNX (stage onnx_export: `asterai export-onnx`).",
 )
 @click.option("--force", is_flag=True, help="Run the selected stages even when they are current.")
 @click.option(
@@ -224,6 +241,7 @@ def pipeline(
     stop_at: str | None,
     validate_only: bool,
     optimize: bool,
+    export: bool,
     force: bool,
     require_pass: bool,
     device: str | None,
@@ -237,7 +255,8 @@ def pipeline(
     Stages, in order:
       asset_discovery, rate_limit_testing, data_collection, data_validation,
       feature_engineering, model_training_confluence, model_training_aster_native,
-      backtesting, then optimization (only with --optimize, or when named)
+      backtesting, then optimization (only with --optimize, or when named) and
+      onnx_export (only with --export-onnx, or when named)
 
     A stage is skipped when its outputs exist and its inputs and settings are unchanged
     since it last ran (hashes in data/pipeline_runs/state.json); --force runs it anyway.
@@ -261,6 +280,7 @@ def pipeline(
             stop_at=stop_at,
             validate_only=validate_only,
             optimize=optimize,
+            export=export,
             force=force,
             symbols=symbols,
             progress=progress_wanted(),

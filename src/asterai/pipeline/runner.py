@@ -57,23 +57,27 @@ class ExchangeUnreachable(RuntimeError):
     """The exchange did not answer the connectivity check."""
 
 
-def select_stages(start_from: str | None, stop_at: str | None, optimize: bool = False) -> list[str]:
-    """The stages from ``start_from`` to ``stop_at``; the optional ones after the
-    backtest (the search) only when ``optimize`` or named."""
+def select_stages(
+    start_from: str | None, stop_at: str | None, optimize: bool = False, export: bool = False
+) -> list[str]:
+    """The stages from ``start_from`` to ``stop_at``. The optional ones after the
+    backtest run only when asked: the search with ``optimize``, the ONNX export with
+    ``export``, or either when named in ``start_from`` / ``stop_at``."""
     for name in (start_from, stop_at):
         if name is not None and name not in ALL_STAGES:
             raise PipelineUsageError(
                 f"unknown stage {name!r}; stages, in order: {', '.join(ALL_STAGES)}"
             )
     first = ALL_STAGES.index(start_from) if start_from else 0
-    if stop_at:
-        last = ALL_STAGES.index(stop_at)
-    else:
-        optional = optimize or (start_from is not None and start_from not in STAGES)
-        last = len(ALL_STAGES) - 1 if optional else len(STAGES) - 1
+    last = ALL_STAGES.index(stop_at) if stop_at else len(ALL_STAGES) - 1
     if first > last:
         raise PipelineUsageError(f"--start-from {start_from} comes after --stop-at {stop_at}")
-    return list(ALL_STAGES[first : last + 1])
+    asked = {"optimization": optimize, "onnx_export": export}
+    return [
+        name
+        for name in ALL_STAGES[first : last + 1]
+        if name in STAGES or asked[name] or name in (start_from, stop_at)
+    ]
 
 
 # -- hashing ---------------------------------------------------------------------------
@@ -303,6 +307,7 @@ def run_pipeline(
     stop_at: str | None = None,
     validate_only: bool = False,
     optimize: bool = False,
+    export: bool = False,
     force: bool = False,
     symbols: list[str] | None = None,
     progress: bool = False,
@@ -316,7 +321,11 @@ def run_pipeline(
     the exchange does not answer."""
     if validate_only and (start_from or stop_at):
         raise PipelineUsageError("--validate-only runs its own stages; drop --start-from/--stop-at")
-    names = list(VALIDATE_ONLY) if validate_only else select_stages(start_from, stop_at, optimize)
+    names = (
+        list(VALIDATE_ONLY)
+        if validate_only
+        else select_stages(start_from, stop_at, optimize, export)
+    )
     display = display or _Quiet()
     paths = DataPaths.at(settings.data_root)
     opts: dict[str, Any] = {"symbols": symbols, "progress": progress, "train_bars": train_bars}

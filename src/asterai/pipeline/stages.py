@@ -29,9 +29,9 @@ STAGES: tuple[str, ...] = (
     "backtesting",
 )
 
-#: Stages after these that run only when asked (``--optimize``, or named in
-#: ``--start-from`` / ``--stop-at``): the strategy search, off by default.
-OPTIONAL: tuple[str, ...] = ("optimization",)
+#: Stages after these that run only when asked (``--optimize``, ``--export-onnx``, or
+#: named in ``--start-from`` / ``--stop-at``): the strategy search and the ONNX export.
+OPTIONAL: tuple[str, ...] = ("optimization", "onnx_export")
 ALL_STAGES: tuple[str, ...] = (*STAGES, *OPTIONAL)
 
 #: The stages ``--validate-only`` runs: discovery, the probe and the gate over what is
@@ -399,6 +399,34 @@ def _optimization(settings: Settings, opts: dict[str, Any]) -> StageResult:
     return StageResult(True, summary, numbers=numbers)
 
 
+def _onnx_out(p: DataPaths, s: Settings) -> list[Path]:
+    return _existing(*(p.models(m) / "onnx" / f for m in ("confluence", "aster_native")
+                       for f in ("manifest.json", "xgboost.onnx", "lstm.onnx")))  # fmt: skip
+
+
+def _onnx_in(p: DataPaths, s: Settings) -> list[Path]:
+    # the trained models and the feature rows the parity check runs on
+    return [*_training_out("confluence")(p, s), *_training_out("aster_native")(p, s),
+            *_existing(p.features(s.features.base_interval))]  # fmt: skip
+
+
+def _onnx_export(settings: Settings, opts: dict[str, Any]) -> StageResult:
+    from asterai.deploy.export import ParityError, export_onnx
+    from asterai.deploy.onnx_xgb import ExportError
+    from asterai.models.registry import ModelNotFound
+
+    parts, numbers = [], {}
+    for name in ("confluence", "aster_native"):
+        try:
+            result = export_onnx(settings, name)
+        except (ModelNotFound, ParityError, ExportError) as err:
+            return StageResult(False, f"{name}: {err}")
+        parts.append(f"{name} {result.max_abs_diff:.1e}")
+        numbers[f"{name}_max_abs_diff"] = result.max_abs_diff
+    return StageResult(True, "exported; parity (max |ONNX - native|) " + ", ".join(parts),
+                       numbers=numbers)  # fmt: skip
+
+
 REGISTRY: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -496,6 +524,15 @@ REGISTRY: dict[str, Stage] = {
                 "optimize",
             ),  # fmt: skip
             needs=(NEED_GATE, NEED_FEATURES),
+        ),
+        Stage(
+            "onnx_export",
+            "export the models to ONNX, checked against the native ones (optional)",
+            _onnx_export,
+            reads=_onnx_in,
+            writes=_onnx_out,
+            config=("features", "train", "ensemble", "aster_native"),
+            needs=(NEED_FEATURES,),
         ),
     )  # fmt: skip
 }
