@@ -772,7 +772,7 @@ def test_the_ranking_member_groups_rows_by_bar(fold_zero) -> None:
 
 def test_the_lstm_joins_only_the_folds_where_it_beat_xgboost(trained) -> None:
     from asterai.models.calibration import apply_platt
-    from asterai.models.registry import blend
+    from asterai.models.inputs import blend
 
     root, settings, confluence, _ = trained
     frame = pd.read_parquet(DataPaths.at(root).predictions("confluence"))

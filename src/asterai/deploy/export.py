@@ -184,9 +184,11 @@ def threshold_rows(predictor: registry.Predictor, frame: pd.DataFrame, probes: i
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(splits), size=min(probes, len(splits)), replace=False)
     rows = []
-    for k, c in enumerate(chosen):
+    # real rows from anywhere in the table (the first rows are one symbol's warm-up)
+    picked = rng.choice(len(frame), size=len(chosen), replace=len(chosen) > len(frame))
+    for c, r in zip(chosen, picked, strict=True):
         j, t = splits[c]
-        base = frame.iloc[[k % len(frame)]].copy()
+        base = frame.iloc[[r]].copy()
         at = base.copy()
         at[features[j]] = np.float32(t)
         below = base.copy()

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from asterai.models.calibration import apply_platt
-from asterai.models.inputs import Prep, blend, model_matrix, row_order, window_runs
+from asterai.models.inputs import Prep, predict_frame
 
 MANIFEST = "manifest.json"
 #: rows per LSTM call: bounds the window batch's memory (rows x steps x width floats)
@@ -94,22 +93,7 @@ class OnnxModel:
         """``p_long``, ``p_short`` and each member's calibrated output for every row of
         ``frame`` (``symbol``, ``open_time``, the features; the LSTM reads each row's
         previous bars from the same frame), in its index order."""
-        if frame.empty:
-            raise ValueError("no rows to predict")
-        ordered = frame.iloc[row_order(frame)]
-        X = model_matrix(self.inputs, ordered)
-        members = self.manifest["members"]
-        raw_x = self.raw_xgboost(X)
-        px = apply_platt(raw_x, members["xgboost"]["calibration_platt"])
-        out, raws, p = {"xgboost": px}, {"xgboost_raw": raw_x}, px
-        if "lstm" in members:
-            raw_l = self.raw_lstm(X, window_runs(self.inputs, ordered))
-            pl = apply_platt(raw_l, members["lstm"]["calibration_platt"])
-            out["lstm"], raws["lstm_raw"] = pl, raw_l
-            w = self.manifest["ensemble"]
-            p = blend(px, pl, w["xgboost_weight"], w["lstm_weight"])
-        result = pd.DataFrame(index=ordered.index)
-        result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
-        for member, values in (out | raws if raw else out).items():
-            result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
-        return result.loc[frame.index]
+        return predict_frame(
+            frame, self.inputs, self.manifest["members"], self.manifest["ensemble"],
+            self.raw_xgboost, self.raw_lstm if self.prep is not None else None, raw=raw,
+        )  # fmt: skip

@@ -8,6 +8,7 @@ neither XGBoost nor PyTorch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from asterai.data.store import to_epoch_ms
 from asterai.intervals import INTERVAL_MS
+from asterai.models.calibration import apply_platt
 from asterai.models.data import LISTING_AGE, category_columns
 
 
@@ -26,6 +28,40 @@ def blend(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.nda
     if pl is None or wl == 0:
         return px
     return np.where(np.isfinite(pl), (wx * px + wl * np.nan_to_num(pl)) / (wx + wl), px)
+
+
+def predict_frame(
+    frame: pd.DataFrame,
+    inputs: dict[str, Any],
+    members: dict[str, Any],
+    ensemble: dict[str, Any],
+    xgboost_raw: Callable[[np.ndarray], np.ndarray],
+    lstm_raw: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    *,
+    raw: bool = False,
+) -> pd.DataFrame:
+    """The ensemble's probabilities for every row of ``frame``, in its index order: the
+    inputs built from ``inputs`` (the model config's feature rules), each member's raw
+    output from its callable (``xgboost_raw(X)``, ``lstm_raw(X, runs)``: native models
+    or ONNX graphs), calibrated with ``members``' Platt parameters and blended with
+    ``ensemble``'s weights. ``raw``: also each member's output before calibration."""
+    if frame.empty:
+        raise ValueError("no rows to predict")
+    ordered = frame.iloc[row_order(frame)]
+    X = model_matrix(inputs, ordered)
+    raw_x = xgboost_raw(X)
+    px = apply_platt(raw_x, members["xgboost"]["calibration_platt"])
+    out, raws, p = {"xgboost": px}, {"xgboost_raw": raw_x}, px
+    if lstm_raw is not None:
+        raw_l = lstm_raw(X, window_runs(inputs, ordered))
+        pl = apply_platt(raw_l, members["lstm"]["calibration_platt"])
+        out["lstm"], raws["lstm_raw"] = pl, raw_l
+        p = blend(px, pl, ensemble["xgboost_weight"], ensemble["lstm_weight"])
+    result = pd.DataFrame(index=ordered.index)
+    result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
+    for member, values in (out | raws if raw else out).items():
+        result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
+    return result.loc[frame.index]
 
 
 def row_order(frame: pd.DataFrame) -> np.ndarray:

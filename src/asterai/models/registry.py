@@ -18,8 +18,7 @@ import pandas as pd
 
 from asterai import atomic
 from asterai.config import LSTMSettings, Settings, XGBoostSettings
-from asterai.models.calibration import apply_platt
-from asterai.models.inputs import blend, model_matrix, row_order, window_runs
+from asterai.models.inputs import model_matrix, predict_frame
 from asterai.models.lstm import LSTMMember
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
@@ -54,29 +53,17 @@ class Predictor:
         also each member's output before calibration (``{member}_raw_long``, ...), the
         values its Platt calibration was fitted on.
         """
-        if frame.empty:
-            raise ValueError("no rows to predict")
-        ordered = frame.iloc[row_order(frame)]
-        X = self._matrix(ordered)
-        cfg = self.config["members"]
-        raw_x = self.xgboost.predict(X)
-        px = apply_platt(raw_x, cfg["xgboost"]["calibration_platt"])
-        out = {"xgboost": px}
-        raws = {"xgboost_raw": raw_x}
-        p = px
+        lstm = None
         if self.lstm is not None:
-            runs = window_runs(self.config, ordered)
-            raw_l = self.lstm.predict(X, runs, np.arange(len(runs)))
-            pl = apply_platt(raw_l, cfg["lstm"]["calibration_platt"])
-            out["lstm"] = pl
-            raws["lstm_raw"] = raw_l
-            w = self.config["ensemble"]
-            p = blend(px, pl, w["xgboost_weight"], w["lstm_weight"])
-        result = pd.DataFrame(index=ordered.index)
-        result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
-        for member, values in (out | raws if raw else out).items():
-            result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
-        return result.loc[frame.index]
+            member = self.lstm
+
+            def lstm(X: np.ndarray, runs: np.ndarray) -> np.ndarray:
+                return member.predict(X, runs, np.arange(len(runs)))
+
+        return predict_frame(
+            frame, self.config, self.config["members"], self.config.get("ensemble", {}),
+            self.xgboost.predict, lstm, raw=raw,
+        )  # fmt: skip
 
 
 def load(settings: Settings | str | Path, name: str) -> Predictor:

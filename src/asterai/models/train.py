@@ -67,8 +67,8 @@ from asterai.models.data import (
 )
 from asterai.models.device import choose_device
 from asterai.models.errors import TrainingError
+from asterai.models.inputs import blend
 from asterai.models.lstm import LSTMMember
-from asterai.models.registry import blend
 from asterai.models.splits import FinalWindow, Fold, Layout, layout
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
