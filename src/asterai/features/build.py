@@ -60,6 +60,24 @@ def _asof(event_times: np.ndarray, at: np.ndarray) -> np.ndarray:
     return np.searchsorted(event_times, at, side="right") - 1
 
 
+def funding_at(
+    times: np.ndarray, rates: np.ndarray, close_times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """At each bar close: the latest funding rate settled at or before it (NaN when
+    older than the longest funding interval) and its change from the rate before.
+    ``times`` (ms, increasing) and ``rates``: the settled funding."""
+    rate = np.full(len(close_times), np.nan)
+    change = np.full(len(close_times), np.nan)
+    if len(times):
+        idx = _asof(times, close_times)
+        has = idx >= 0
+        has[has] = close_times[has] - times[idx[has]] <= FUNDING_MAX_AGE_MS  # never a stale rate
+        rate[has] = rates[idx[has]]
+        prev = has & (idx >= 1)
+        change[prev] = rates[idx[prev]] - rates[idx[prev] - 1]
+    return rate, change
+
+
 def _symbol_block(
     inp: SymbolInput, fs: FeatureSettings
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -73,18 +91,13 @@ def _symbol_block(
     tb = base["taker_buy_base"].to_numpy(dtype=float)
     out = asset_features(o, h, lo, c, v, tb, times, inp.listing_ms, step / 3_600_000)
 
-    # funding: the latest rate settled at or before the bar's close
-    rate = np.full(len(times), np.nan)
-    change = np.full(len(times), np.nan)
+    rate, change = np.full(len(times), np.nan), np.full(len(times), np.nan)
     if inp.funding is not None and len(inp.funding):
-        ft = to_epoch_ms(inp.funding["funding_time"])
-        fr = inp.funding["funding_rate"].to_numpy(dtype=float)
-        idx = _asof(ft, close_times)
-        has = idx >= 0
-        has[has] = close_times[has] - ft[idx[has]] <= FUNDING_MAX_AGE_MS  # never a stale rate
-        rate[has] = fr[idx[has]]
-        prev = has & (idx >= 1)
-        change[prev] = fr[idx[prev]] - fr[idx[prev] - 1]
+        rate, change = funding_at(
+            to_epoch_ms(inp.funding["funding_time"]),
+            inp.funding["funding_rate"].to_numpy(dtype=float),
+            close_times,
+        )
     out["funding_rate"] = rate
     out["funding_rate_change"] = change
     out["quote_volume"] = base["quote_volume"].to_numpy(dtype=float)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from asterai.features.rolling import rolling_corr, rolling_std, rolling_sum
+from asterai.features.rolling import last_rows, rolling_corr, rolling_std, rolling_sum
 
 CORR_WINDOWS = (24, 168)
 PAIRWISE_WINDOW = 24
@@ -158,12 +158,13 @@ def cross_sectional_rank(x: np.ndarray, min_assets: int = MIN_RANK_ASSETS) -> np
 
 
 def confluence(
-    panel: dict[str, np.ndarray], symbols: list[str]
+    panel: dict[str, np.ndarray], symbols: list[str], tail: int | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Market-level ([T]) and per-asset ([T, N]) confluence features.
 
     ``panel`` holds [T, N] arrays named like the per-asset features (``ret_1``, ``ret_4``,
     ``ret_24``, ``ret_72``, the event flags, ``quote_volume``), NaN where an asset has no bar.
+    ``tail``: only the last rows are wanted (the rolling statistics skip the others).
     """
     market: dict[str, np.ndarray] = {}
     asset: dict[str, np.ndarray] = {}
@@ -175,11 +176,13 @@ def confluence(
         for w in CORR_WINDOWS:
             name = f"corr_{ref.lower()}_{w}"
             asset[name] = (
-                rolling_corr(ret1, ret1[:, col], w)
+                last_rows(rolling_corr, w, tail, ret1, ret1[:, col])
                 if col is not None
                 else np.full(ret1.shape, np.nan)
             )
-    market["market_avg_corr_24"] = average_pairwise_correlation(ret1)
+    market["market_avg_corr_24"] = last_rows(
+        average_pairwise_correlation, PAIRWISE_WINDOW, tail, ret1
+    )
 
     for flag in EVENT_FLAGS:
         market[f"share_{flag}"] = share_of(panel[flag])
@@ -209,17 +212,17 @@ def confluence(
 
     market_ret = _nanmean_rows(ret1)
     market["market_ret_1"] = market_ret
-    market["market_rv_24"] = rolling_std(market_ret, 24)
+    market["market_rv_24"] = last_rows(rolling_std, 24, tail, market_ret)
 
     qv = panel["quote_volume"]
-    total = rolling_sum(_nansum_rows(qv)[0], DOMINANCE_WINDOW)
+    total = last_rows(rolling_sum, DOMINANCE_WINDOW, tail, _nansum_rows(qv)[0])
     for ref in ("BTC", "ETH"):
         col = _column(symbols, f"{ref}USDT")
         if col is None:
             market[f"{ref.lower()}_dominance_24"] = np.full(t_len, np.nan)
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
-            dom = rolling_sum(qv[:, col], DOMINANCE_WINDOW) / total
+            dom = last_rows(rolling_sum, DOMINANCE_WINDOW, tail, qv[:, col]) / total
         market[f"{ref.lower()}_dominance_24"] = np.where(total > 0, dom, np.nan)
     return market, asset
 

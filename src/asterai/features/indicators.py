@@ -18,6 +18,7 @@ from asterai.features.rolling import (
     rolling_std,
     rolling_zscore,
 )
+from asterai.features.rolling import last_rows as _last
 
 RETURN_HORIZONS = (1, 4, 12, 24, 72)
 RSI_PERIOD = 14
@@ -85,29 +86,69 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den != 0, num / den, np.nan)
 
 
-def core_indicators(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The indicators computed on every timeframe (base, 4h, 1d)."""
-    logc = np.log(close)
-    ret1 = lag_diff(logc, 1)
+def ta_series(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict[str, np.ndarray]:
+    """TA-Lib's outputs for one series of consecutive bars (1-d arrays).
+
+    Kept apart from the arithmetic on them (``core_from``) because these are the only
+    recursive indicators (Wilder's smoothing, EMAs): the live features run them on each
+    symbol's held bars and the rest on a panel of the last bars (``features.latest``).
+    """
     macd, signal, hist = talib.MACD(close, MACD_FAST, MACD_SLOW, MACD_SIGNAL)
     upper, middle, lower = talib.BBANDS(close, BB_PERIOD, BB_DEV, BB_DEV, 0)
-    atr = talib.ATR(high, low, close, ATR_PERIOD)
+    return {
+        "macd": macd,
+        "macd_signal": signal,
+        "macd_hist": hist,
+        "bb_upper": upper,
+        "bb_middle": middle,
+        "bb_lower": lower,
+        "atr": talib.ATR(high, low, close, ATR_PERIOD),
+        "rsi": talib.RSI(close, RSI_PERIOD),
+        "adx": talib.ADX(high, low, close, ADX_PERIOD),
+    }
+
+
+#: ``ta_series``' outputs, in its order
+TA_OUTPUTS = ("macd", "macd_signal", "macd_hist", "bb_upper", "bb_middle", "bb_lower", "atr",
+              "rsi", "adx")  # fmt: skip
+
+
+def core_from(
+    ta: dict[str, np.ndarray],
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    tail: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The indicators computed on every timeframe (base, 4h, 1d), from ``ta_series``'
+    outputs and the bars: 1-d arrays of one series, or (time x assets) panels.
+    ``tail``: only the last rows are wanted (the rolling statistics skip the others)."""
+    logc = np.log(close)
+    ret1 = lag_diff(logc, 1)
+    upper, middle, lower = ta["bb_upper"], ta["bb_middle"], ta["bb_lower"]
+    atr = ta["atr"]
     return {
         "ret_1": ret1,
-        "rsi_14": talib.RSI(close, RSI_PERIOD),
-        "macd": _ratio(macd, close),
-        "macd_signal": _ratio(signal, close),
-        "macd_hist": _ratio(hist, close),
+        "rsi_14": ta["rsi"],
+        "macd": _ratio(ta["macd"], close),
+        "macd_signal": _ratio(ta["macd_signal"], close),
+        "macd_hist": _ratio(ta["macd_hist"], close),
         "bb_pctb_20": _ratio(close - lower, upper - lower),
         "bb_width_20": _ratio(upper - lower, middle),
         "atr_14": atr,
         "atr_pct_14": _ratio(atr, close),
-        "adx_14": talib.ADX(high, low, close, ADX_PERIOD),
-        "rv_24": rolling_std(ret1, 24),
-        "volume_z_24": rolling_zscore(np.log1p(volume), 24),
+        "adx_14": ta["adx"],
+        "rv_24": _last(rolling_std, 24, tail, ret1),
+        "volume_z_24": _last(rolling_zscore, 24, tail, np.log1p(volume)),
     }
+
+
+def core_indicators(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The indicators computed on every timeframe (base, 4h, 1d), for one series."""
+    return core_from(ta_series(high, low, close), high, low, close, volume)
 
 
 def asset_features(
@@ -123,6 +164,30 @@ def asset_features(
 ) -> dict[str, np.ndarray]:
     """Every per-asset feature of the base timeframe for one symbol."""
     core = core_indicators(high, low, close, volume)
+    out = asset_from(
+        core, close, high, low, volume, taker_buy, open_time,
+        np.nan if listing_ms is None else float(listing_ms), hours_per_bar,
+    )  # fmt: skip
+    mask_gaps(out, consecutive_run(open_time, round(hours_per_bar * 3_600_000)))
+    return out
+
+
+def asset_from(
+    core: dict[str, np.ndarray],
+    close: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    volume: np.ndarray,
+    taker_buy: np.ndarray,
+    open_time: np.ndarray,
+    listing_ms: float | np.ndarray,
+    hours_per_bar: float,
+    tail: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-asset features of the base timeframe from ``core_from``'s indicators and
+    the bars, before the gap mask: 1-d arrays of one series, or (time x assets) panels
+    (then ``open_time`` is the panel's times and ``listing_ms`` one value per asset,
+    NaN where the listing is unknown). ``tail``: as in ``core_from``."""
     logc = np.log(close)
     out: dict[str, np.ndarray] = {}
     for h in RETURN_HORIZONS:
@@ -141,22 +206,20 @@ def asset_features(
         "volume_z_24",
     ):
         out[name] = core[name]
-    out["rv_72"] = rolling_std(core["ret_1"], 72)
-    out["volume_z_72"] = rolling_zscore(np.log1p(volume), 72)
+    out["rv_72"] = _last(rolling_std, 72, tail, core["ret_1"])
+    out["volume_z_72"] = _last(rolling_zscore, 72, tail, np.log1p(volume))
     share = _ratio(taker_buy, volume)
     out["taker_buy_share"] = share
-    out["taker_buy_share_24"] = rolling_mean(share, 24)
+    out["taker_buy_share_24"] = _last(rolling_mean, 24, tail, share)
     for w in RANGE_WINDOWS:
-        out[f"dist_high_{w}"] = close / rolling_max(high, w) - 1.0
-        out[f"dist_low_{w}"] = close / rolling_min(low, w) - 1.0
-    out["listing_age_h"] = (
-        np.full(len(open_time), np.nan)
-        if listing_ms is None
-        else (open_time - listing_ms) / 3_600_000.0 + hours_per_bar
-    )
+        out[f"dist_high_{w}"] = close / _last(rolling_max, w, tail, high) - 1.0
+        out[f"dist_low_{w}"] = close / _last(rolling_min, w, tail, low) - 1.0
+    opened = open_time.astype(float) if close.ndim == 1 else open_time.astype(float)[:, None]
+    # exact: epoch milliseconds are integers far below 2**53
+    out["listing_age_h"] = (opened - listing_ms) / 3_600_000.0 + hours_per_bar
     # events that the cross-asset confluence counts (1.0 / 0.0, NaN while warming up)
     rsi, hist, pctb = core["rsi_14"], core["macd_hist"], core["bb_pctb_20"]
-    prev_hist = np.r_[np.nan, hist[:-1]]
+    prev_hist = np.concatenate([np.full((1, *hist.shape[1:]), np.nan), hist[:-1]])
     out["rsi_oversold"] = _flag(rsi < RSI_OVERSOLD, rsi)
     out["rsi_overbought"] = _flag(rsi > RSI_OVERBOUGHT, rsi)
     out["macd_cross_up"] = _flag((prev_hist <= 0) & (hist > 0), hist + prev_hist)
@@ -164,7 +227,6 @@ def asset_features(
     out["bb_break_up"] = _flag(pctb > 1.0, pctb)
     out["bb_break_down"] = _flag(pctb < 0.0, pctb)
     out["volume_spike"] = _flag(core["volume_z_24"] > VOLUME_SPIKE_Z, core["volume_z_24"])
-    mask_gaps(out, consecutive_run(open_time, round(hours_per_bar * 3_600_000)))
     return out
 
 

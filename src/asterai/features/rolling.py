@@ -9,6 +9,8 @@ input never changes an earlier output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -115,3 +117,21 @@ def lag_diff(x: np.ndarray, lag: int) -> np.ndarray:
 def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
     total, count = _sums(x, window)
     return np.where(count == window, total, np.nan)
+
+
+def last_rows(
+    fn: Callable[..., np.ndarray], window: int, tail: int | None, *arrays: np.ndarray, **kw
+) -> np.ndarray:
+    """``fn(*arrays, window)`` (a rolling function above) where only the last ``tail``
+    rows are wanted: computed from the last ``window + tail - 1`` rows alone, the rows
+    before NaN (``tail`` None: every row). The newest-bar features use it
+    (``features.latest``); the values equal the full computation's up to the rounding
+    of the running sums, which then start later."""
+    n = len(arrays[0])
+    span = window + (tail or 0) - 1
+    if tail is None or n <= span:
+        return fn(*arrays, window, **kw)
+    part = fn(*(a[-span:] for a in arrays), window, **kw)[-tail:]
+    out = np.full((n, *part.shape[1:]), np.nan)
+    out[-tail:] = part
+    return out

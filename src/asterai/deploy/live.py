@@ -1,0 +1,274 @@
+"""Live features: the newest closed bar's feature rows, from the last bars held in memory.
+
+``LiveFeatures`` holds, per timeframe, a panel of the last ``keep`` bar times of every
+symbol (and each symbol's settled funding rates), takes closed bars as they arrive, and
+computes the features of the newest base bar with ``features.latest.newest_features``,
+which runs the batch builder's own functions on those panels. The service and paper
+trading read the newest bar through it; ``tests/test_deploy_live.py`` walks the
+recording bar by bar and compares each row with the batch table's.
+
+Why ``KEEP_BARS`` is 750: the regime's volatility median reads 745 base bars
+(``latest.REGIME_BARS``), and the recursive indicators (Wilder's RSI, ATR and ADX, the
+MACD's EMAs) forget their start geometrically: measured on the recording, features
+computed from the last 400 1h bars differ from the batch row by at most 1e-10, from
+600 by 1e-13 (relative to max(1, |value|)). A higher timeframe keeps as many of its
+own bars; on a six-month collection that is all its 4h and 1d bars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from asterai.config import FeatureSettings
+from asterai.data.store import to_epoch_ms
+from asterai.features import catalog as cat
+from asterai.features.latest import BAR_FIELDS, REGIME_BARS, TAIL, Panel, newest_features
+from asterai.features.types import SymbolInput
+from asterai.intervals import INTERVAL_MS
+
+#: bars of each timeframe held (see the module's docstring for why this many)
+KEEP_BARS = 750
+#: the klines contract's columns for each held field
+COLUMNS = {
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "volume": "volume",
+    "taker_buy": "taker_buy_base",
+    "quote_volume": "quote_volume",
+}
+
+
+class LiveDataError(ValueError):
+    """Bars that cannot be held (out of order, an unknown symbol or timeframe)."""
+
+
+class _Ring:
+    """One timeframe's panel: the last ``keep`` bar times of every symbol, appended in
+    place (columns are moved back only every ``slack`` new bars)."""
+
+    def __init__(self, n_symbols: int, keep: int, slack: int = 256) -> None:
+        self.keep = keep
+        self.cap = keep + slack
+        self.times = np.zeros(self.cap, dtype=np.int64)
+        self.data = {f: np.full((n_symbols, self.cap), np.nan) for f in BAR_FIELDS}
+        self.lo = self.used = 0
+
+    def panel(self) -> Panel:
+        lo, hi = self.lo, self.used
+        return Panel(self.times[lo:hi], {f: d[:, lo:hi] for f, d in self.data.items()})
+
+    @property
+    def last_time(self) -> int | None:
+        return int(self.times[self.used - 1]) if self.used > self.lo else None
+
+    def _compact(self, room: int) -> None:
+        """Move the held columns to the front, keeping at most ``keep - room`` of them."""
+        start = max(self.lo, self.used - max(self.keep - room, 0))
+        n = self.used - start
+        self.times[:n] = self.times[start : self.used]
+        for d in self.data.values():
+            d[:, :n] = d[:, start : self.used]
+            d[:, n:] = np.nan
+        self.lo, self.used = 0, n
+
+    def _append_columns(self, times: np.ndarray) -> None:
+        times = times[-self.keep :]
+        k = len(times)
+        if self.used + k > self.cap:
+            self._compact(k)
+        self.times[self.used : self.used + k] = times
+        self.used += k
+        self.lo = max(self.lo, self.used - self.keep)
+
+    def _insert_column(self, t: int) -> int:
+        """A time inside the held span that no symbol had (a late bar): a new column."""
+        if self.used == self.cap:
+            self._compact(1)
+        pos = int(np.searchsorted(self.times[self.lo : self.used], t)) + self.lo
+        self.times[pos + 1 : self.used + 1] = self.times[pos : self.used].copy()
+        self.times[pos] = t
+        for d in self.data.values():
+            d[:, pos + 1 : self.used + 1] = d[:, pos : self.used].copy()
+            d[:, pos] = np.nan
+        self.used += 1
+        self.lo = max(self.lo, self.used - self.keep)
+        return pos
+
+    def add(self, j: int, times: np.ndarray, values: dict[str, np.ndarray]) -> int:
+        """Symbol ``j``'s bars (times increasing); returns how many were new to it."""
+        last = self.last_time
+        newer = times > last if last is not None else np.ones(len(times), dtype=bool)
+        added = 0
+        # bars at or before the newest held time: fill their column where it is empty
+        first = int(self.times[self.lo]) if self.used > self.lo else None
+        for i in np.flatnonzero(~newer):
+            t = int(times[i])
+            if first is None or t < first:
+                continue  # older than anything held: it would drop out at once
+            held = self.times[self.lo : self.used]
+            pos = int(np.searchsorted(held, t)) + self.lo
+            if pos >= self.used or self.times[pos] != t:
+                pos = self._insert_column(t)
+            if np.isnan(self.data["close"][j, pos]):
+                for f in BAR_FIELDS:
+                    self.data[f][j, pos] = values[f][i]
+                added += 1
+        new_times = times[newer]
+        if len(new_times):
+            self._append_columns(new_times)
+            k = min(len(new_times), self.used - self.lo)
+            for f in BAR_FIELDS:
+                self.data[f][j, self.used - k : self.used] = values[f][newer][-k:]
+            added += k
+        return added
+
+    def add_panel(self, frames: list[pd.DataFrame | None]) -> None:
+        """Every symbol's bars at once (the start): columns on the union of their times."""
+        stamps = [to_epoch_ms(f["open_time"]) for f in frames if f is not None and len(f)]
+        if not stamps:
+            return
+        grid = np.unique(np.concatenate(stamps))[-self.keep :]
+        self._append_columns(grid)
+        held = self.times[self.lo : self.used]
+        for j, frame in enumerate(frames):
+            if frame is None or not len(frame):
+                continue
+            t = to_epoch_ms(frame["open_time"])
+            keep = t >= held[0]
+            pos = np.searchsorted(held, t[keep]) + self.lo
+            for f, col in COLUMNS.items():
+                self.data[f][j, pos] = _column(frame, col)[keep]
+
+
+def _column(frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame:
+        return np.full(len(frame), np.nan)
+    return frame[col].to_numpy(dtype=float, na_value=np.nan)
+
+
+@dataclass(frozen=True, slots=True)
+class NewestRows:
+    """The newest bar's features: one row per symbol that has the bar."""
+
+    open_time: int  # ms
+    symbols: list[str]
+    features: list[str]
+    values: np.ndarray  # (symbols, features) float64
+
+    def frame(self) -> pd.DataFrame:
+        """As in ``data/features/{interval}.parquet``: symbol, open_time, the features."""
+        out = pd.DataFrame(self.values, columns=self.features)
+        out.insert(
+            0,
+            "open_time",
+            pd.to_datetime([self.open_time] * len(out), unit="ms", utc=True).as_unit("ms"),
+        )
+        out.insert(0, "symbol", self.symbols)
+        return out
+
+
+class LiveFeatures:
+    """The held bars of ``inputs``' symbols (sorted, like the batch table's columns)."""
+
+    def __init__(
+        self, fs: FeatureSettings, inputs: list[SymbolInput], keep: int = KEEP_BARS
+    ) -> None:
+        if keep < max(REGIME_BARS, TAIL):
+            raise ValueError(
+                f"keep must be at least {max(REGIME_BARS, TAIL)} bars: the regime's "
+                f"volatility median reads {REGIME_BARS} base bars"
+            )
+        self.fs = fs
+        self.keep = keep
+        self.intervals = (fs.base_interval, *fs.higher_intervals)
+        inputs = sorted(inputs, key=lambda i: i.symbol)
+        self.symbols = [i.symbol for i in inputs]
+        self.index = {s: j for j, s in enumerate(self.symbols)}
+        self.rings = {iv: _Ring(len(inputs), keep) for iv in self.intervals}
+        for iv, ring in self.rings.items():
+            ring.add_panel([i.bars.get(iv) for i in inputs])
+        self.funding: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(inputs)
+        for inp in inputs:
+            if inp.funding is not None and len(inp.funding):
+                self.add_funding(inp.symbol, inp.funding)
+        self.listing_ms = np.array(
+            [np.nan if i.listing_ms is None else float(i.listing_ms) for i in inputs]
+        )
+        self.features = cat.feature_names(fs.higher_intervals)
+        self._higher_ta: dict[str, dict[str, np.ndarray]] = {}
+
+    def _symbol(self, symbol: str) -> int:
+        j = self.index.get(symbol)
+        if j is None:
+            raise LiveDataError(f"{symbol}: not a symbol the live features hold")
+        return j
+
+    def add_bars(self, symbol: str, interval: str, bars: pd.DataFrame) -> int:
+        """Closed bars of one symbol and timeframe (a frame with the klines contract's
+        columns); bars already held are skipped. Returns how many were new."""
+        if not len(bars):
+            return 0
+        values = {f: _column(bars, col) for f, col in COLUMNS.items()}
+        return self.add_arrays(symbol, interval, to_epoch_ms(bars["open_time"]), values)
+
+    def add_arrays(
+        self, symbol: str, interval: str, open_ms: np.ndarray, values: dict[str, np.ndarray]
+    ) -> int:
+        """As ``add_bars``, from arrays: open times (ms) and each of ``BAR_FIELDS``
+        (NaN where the exchange gave none)."""
+        j = self._symbol(symbol)
+        if interval not in self.rings:
+            raise LiveDataError(f"{interval}: not one of {', '.join(self.intervals)}")
+        times = np.asarray(open_ms, dtype=np.int64)
+        if not len(times):
+            return 0
+        if np.any(np.diff(times) <= 0):
+            raise LiveDataError(f"{symbol} {interval}: the new bars are not in time order")
+        if np.any(times % INTERVAL_MS[interval]):
+            raise LiveDataError(f"{symbol} {interval}: an open time is not on the {interval} grid")
+        missing = [f for f in BAR_FIELDS if f not in values]
+        if missing:
+            raise LiveDataError(f"{symbol} {interval}: no {', '.join(missing)} given")
+        added = self.rings[interval].add(j, times, values)
+        if added:
+            self._higher_ta.pop(interval, None)
+        return added
+
+    def add_funding(self, symbol: str, rates: pd.DataFrame) -> int:
+        """Settled funding rates of one symbol (newer than the newest held)."""
+        j = self._symbol(symbol)
+        t = to_epoch_ms(rates["funding_time"])
+        r = rates["funding_rate"].to_numpy(dtype=float)
+        have = self.funding[j]
+        if have is not None and len(have[0]):
+            new = t > have[0][-1]
+            t, r = np.concatenate([have[0], t[new]]), np.concatenate([have[1], r[new]])
+            added = int(new.sum())
+        else:
+            added = len(t)
+        # two rates before the held span are enough (the rate in force and its change)
+        self.funding[j] = (t[-(self.keep + 2) :], r[-(self.keep + 2) :])
+        return added
+
+    def newest_time(self) -> int | None:
+        """The newest base bar's open time held (ms), or None."""
+        return self.rings[self.fs.base_interval].last_time
+
+    def newest(self) -> NewestRows:
+        """The features of the newest base bar, for each symbol that has it."""
+        base = self.rings[self.fs.base_interval]
+        if base.last_time is None:
+            raise LiveDataError("no bars held")
+        higher = {iv: self.rings[iv].panel() for iv in self.fs.higher_intervals}
+        present, values = newest_features(
+            base.panel(), higher, self.funding, self.listing_ms, self.symbols, self.fs,
+            self._higher_ta,
+        )  # fmt: skip
+        at = np.flatnonzero(present)
+        matrix = np.column_stack([values[n][at] for n in self.features])
+        return NewestRows(base.last_time, [self.symbols[j] for j in at], self.features, matrix)
