@@ -52,6 +52,29 @@ def recording(real_data: Path):
     return load_recording(real_data)
 
 
+#: training small enough for the export and service tests (settings overrides)
+SMALL_EXPORT_TRAINING = {
+    "folds": 2, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_estimators": 30}
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def exported_root(tmp_path_factory, recording) -> Path:
+    """A data root with the recording collected, gated and featured, both models trained
+    small and exported to ONNX: shared by the deploy tests, which copy it before changing
+    anything in it."""
+    from asterai.config import load_settings
+    from asterai.deploy.export import export_onnx
+    from asterai.models.train import walk_forward
+
+    root = tmp_path_factory.mktemp("exported")
+    features_ready(root, recording)
+    for name in ("confluence", "aster_native"):
+        walk_forward(name, load_settings(root, train=SMALL_EXPORT_TRAINING))
+        export_onnx(load_settings(root), name)
+    return root
+
+
 @pytest.fixture
 def replay(recording):
     """A replay server with the real exchange's rules (2400 weight per minute)."""

@@ -15,26 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import features_ready
+from conftest import SMALL_EXPORT_TRAINING as SMALL
 
 from asterai.config import load_settings
 from asterai.models.train import walk_forward
 from asterai.paths import DataPaths
 
-SMALL = {"folds": 2, "lstm": {"epochs": 1, "hidden_size": 8}, "xgboost": {"n_estimators": 30}}
 MODELS = ("confluence", "aster_native")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, recording) -> Path:
-    from asterai.deploy.export import export_onnx
-
-    root = tmp_path_factory.mktemp("export")
-    features_ready(root, recording)
-    for name in MODELS:
-        walk_forward(name, load_settings(root, train=SMALL))
-        export_onnx(load_settings(root), name)
-    return root
+def exported(exported_root) -> Path:
+    return exported_root  # conftest: the recording's root, both models trained and exported
 
 
 def _onnx(root: Path, name: str) -> Path:

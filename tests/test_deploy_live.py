@@ -16,7 +16,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import features_ready
 
 from asterai.config import load_settings
 from asterai.data.store import to_epoch_ms
@@ -44,12 +43,10 @@ def _tile_back(frame: pd.DataFrame, interval: str, copies: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def walked(tmp_path_factory, recording):
+def walked(exported_root):
     """(settings, inputs, batch table): the recording's trainable symbols, the full
     months tiled back once."""
-    root = tmp_path_factory.mktemp("live")
-    features_ready(root, recording)
-    settings = load_settings(root)
+    settings = load_settings(exported_root)
     inputs, _ = load_inputs(settings)
     longest = max(len(i.bars[settings.features.base_interval]) for i in inputs)
     tiled = []

@@ -115,6 +115,16 @@ EQUITY_FIELDS = ("equity", "cash", "open_positions", "notional")
 
 
 @njit(cache=True)
+def entry_side(p_long: float, p_short: float, threshold: float) -> int:
+    """The side a bar's probabilities call for (rule 6): +1 long, -1 short, 0 none. The
+    stronger side, when it reaches ``threshold``; long on a tie. The signal service
+    publishes the same decision (``deploy.signals``)."""
+    if np.isnan(p_long) or np.isnan(p_short) or max(p_long, p_short) < threshold:
+        return 0
+    return 1 if p_long >= p_short else -1
+
+
+@njit(cache=True)
 def _worst(side: float, low: float, high: float, last_close: float) -> float:
     """A position's worst price of the bar (its last close when the bar is missing)."""
     if np.isnan(low):
@@ -374,9 +384,10 @@ def simulate_nb(
                         pend_exit[j] = True
                         pend_exit_reason[j] = EXIT_SIGNAL
                 continue
-            if max(pl, ps) < p.threshold or np.isnan(atr[t, j]) or atr[t, j] <= 0.0:
+            w = entry_side(pl, ps, p.threshold)
+            if w == 0 or np.isnan(atr[t, j]) or atr[t, j] <= 0.0:
                 continue
-            wanted[j] = 1.0 if pl >= ps else -1.0
+            wanted[j] = float(w)
             if wanted[j] < 0 and not p.allow_short:
                 continue
             strength[j] = max(pl, ps)

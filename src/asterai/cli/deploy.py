@@ -58,4 +58,102 @@ def export_onnx(settings: Settings, models: str) -> None:
         )
 
 
-COMMANDS = (export_onnx,)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+TOKEN_ENV = "ASTERAI_SERVE_TOKEN"
+
+
+@click.command("serve")
+@click.option(
+    "--model",
+    type=click.Choice(["confluence", "aster-native"]),
+    default="confluence",
+    show_default=True,
+    help="Which exported model to serve (models/{model}/onnx).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--symbols",
+    default=None,
+    metavar="A,B",
+    help="Serve only these symbols (default: every symbol the model was trained on).",
+)
+@click.option(
+    "--insecure-local",
+    is_flag=True,
+    help=f"Run without a token ({TOKEN_ENV} unset), bound to 127.0.0.1 only.",
+)
+@click.option(
+    "--no-follow",
+    is_flag=True,
+    help="Do not follow the market: only POST /v1/predict answers (no exchange needed).",
+)
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="onnxruntime threads per prediction.")  # fmt: skip
+@common_options
+def serve(
+    settings: Settings,
+    model: str,
+    host: str,
+    port: int,
+    symbols: str | None,
+    insecure_local: bool,
+    no_follow: bool,
+    threads: int,
+) -> None:
+    """Serve the exported model's signals over HTTP (FastAPI under uvicorn, CPU only).
+
+    \b
+    It follows the market itself: at start it fetches each symbol's last bars from
+    the exchange (--base-url; the collector's client and rate limiter), then after
+    every bar's close polls the closed bars, computes the newest bar's features and
+    publishes the signals. Endpoints: GET /health (no token), GET /v1/models,
+    GET /v1/signals, POST /v1/predict, GET /v1/openapi.json.
+
+    \b
+    Every endpoint but /health needs `Authorization: Bearer $ASTERAI_SERVE_TOKEN`;
+    without the variable the service refuses to start, unless --insecure-local,
+    which binds it to 127.0.0.1.
+    """
+    import os
+
+    import uvicorn
+
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import ExportMissing, OnnxModel
+    from asterai.deploy.service import create_app
+
+    token = os.environ.get(TOKEN_ENV) or None
+    if token is None and not insecure_local:
+        raise click.UsageError(
+            f"{TOKEN_ENV} is not set: set it to the bearer token clients must send, "
+            "or pass --insecure-local to serve on 127.0.0.1 without one"
+        )
+    if insecure_local:
+        if host not in LOOPBACK:
+            raise click.UsageError(f"--insecure-local binds to 127.0.0.1 only, not {host}")
+        token = None
+    name = MODELS[model]
+    folder = settings.data_root / "models" / name / "onnx"
+    try:
+        onnx = OnnxModel(folder, threads=threads)
+    except ExportMissing as err:
+        raise StepFailed(str(err)) from err
+    wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    follower = None
+    if not no_follow:
+        try:
+            follower = Follower(settings, onnx, symbols=wanted)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
+    app = create_app(onnx, follower, token=token, name=name)
+    click.echo(
+        f"asterai serve: {name} ({folder}) on http://{host}:{port}, "
+        f"{'following ' + settings.base_url if follower else 'predict only'}"
+        f"{'' if token else ', NO TOKEN (loopback only)'}",
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+
+
+COMMANDS = (export_onnx, serve)

@@ -239,6 +239,7 @@ def export_onnx(settings: Settings, name: str, *, rows: pd.DataFrame | None = No
         rows = pd.read_parquet(table, columns=["symbol", "open_time", *_base(native)])
     rows = rows.iloc[row_order(rows)].reset_index(drop=True)
     manifest = build_manifest(native, config_sha)
+    manifest["service"] = service_facts(settings, native.config["label"]["base_interval"])
     graphs = {
         "xgboost": onnx_xgb.member_graph(native.xgboost, len(native.features)).SerializeToString()
     }
@@ -265,6 +266,26 @@ def export_onnx(settings: Settings, name: str, *, rows: pd.DataFrame | None = No
     atomic.replace_folder(target, build)
     log.info("exported %s to %s (parity %.2g)", name, target, manifest["parity"]["max_abs_diff"])
     return ExportResult(target, manifest)
+
+
+def service_facts(settings: Settings, base_interval: str) -> dict[str, Any]:
+    """What the signal service needs besides the graphs, so that an export folder alone
+    can serve: the timeframes the features read, the symbols of the feature table the
+    model was trained on, and the universe's rules for the tradeable flag."""
+    import pyarrow.parquet as pq
+
+    from asterai.features.build import FEATURES_META_KEY
+
+    table = DataPaths.at(settings.data_root).features(base_interval)
+    meta = json.loads((pq.read_schema(table).metadata or {})[FEATURES_META_KEY])
+    return {
+        "features": {
+            "base_interval": meta["settings"]["base_interval"],
+            "higher_intervals": list(meta["settings"]["higher_intervals"]),
+        },
+        "symbols": list(meta["symbols"]),
+        "universe": settings.universe.model_dump(mode="json"),
+    }
 
 
 def _base(native: registry.Predictor) -> list[str]:

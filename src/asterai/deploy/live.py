@@ -127,6 +127,24 @@ class _Ring:
             added += k
         return added
 
+    def add_time(self, t: int, rows: np.ndarray, values: dict[str, np.ndarray]) -> int:
+        """One bar time's bars of several symbols (``rows``); those held are skipped."""
+        last = self.last_time
+        if last is None or t > last:
+            self._append_columns(np.array([t], dtype=np.int64))
+            pos = self.used - 1
+        else:
+            if t < int(self.times[self.lo]):
+                return 0  # older than anything held
+            pos = int(np.searchsorted(self.times[self.lo : self.used], t)) + self.lo
+            if self.times[pos] != t:
+                pos = self._insert_column(t)
+        empty = np.isnan(self.data["close"][rows, pos])
+        take = rows[empty]
+        for f in BAR_FIELDS:
+            self.data[f][take, pos] = values[f][empty]
+        return int(empty.sum())
+
     def add_panel(self, frames: list[pd.DataFrame | None]) -> None:
         """Every symbol's bars at once (the start): columns on the union of their times."""
         stamps = [to_epoch_ms(f["open_time"]) for f in frames if f is not None and len(f)]
@@ -173,10 +191,18 @@ class NewestRows:
 
 
 class LiveFeatures:
-    """The held bars of ``inputs``' symbols (sorted, like the batch table's columns)."""
+    """The held bars of ``inputs``' symbols (sorted, like the batch table's columns).
+
+    ``history``: how many of the newest bars' feature rows to keep for models that
+    read a window of them (the LSTM), seeded from the batch builder on ``inputs``.
+    """
 
     def __init__(
-        self, fs: FeatureSettings, inputs: list[SymbolInput], keep: int = KEEP_BARS
+        self,
+        fs: FeatureSettings,
+        inputs: list[SymbolInput],
+        keep: int = KEEP_BARS,
+        history: int = 0,
     ) -> None:
         if keep < max(REGIME_BARS, TAIL):
             raise ValueError(
@@ -201,6 +227,21 @@ class LiveFeatures:
         )
         self.features = cat.feature_names(fs.higher_intervals)
         self._higher_ta: dict[str, dict[str, np.ndarray]] = {}
+        self.history = history
+        self._rows: dict[int, NewestRows] = {}
+        if history and inputs:
+            self._seed_history(inputs)
+
+    def _seed_history(self, inputs: list[SymbolInput]) -> None:
+        from asterai.features.build import build_features
+
+        frame = build_features(inputs, self.fs).frame
+        ms = to_epoch_ms(frame["open_time"])
+        symbols = frame["symbol"].to_numpy()
+        values = frame[self.features].to_numpy(dtype=float)
+        for t in np.unique(ms)[-self.history :]:
+            at = ms == t
+            self._rows[int(t)] = NewestRows(int(t), list(symbols[at]), self.features, values[at])
 
     def _symbol(self, symbol: str) -> int:
         j = self.index.get(symbol)
@@ -239,6 +280,30 @@ class LiveFeatures:
             self._higher_ta.pop(interval, None)
         return added
 
+    def add_closed(
+        self, interval: str, open_ms: int, symbols: list[str], values: dict[str, np.ndarray]
+    ) -> int:
+        """The bars of many symbols that share one open time (what a poll of every symbol
+        after a bar's close returns): ``values`` holds each of ``BAR_FIELDS`` with one
+        entry per symbol. Bars already held are skipped; returns how many were new."""
+        if interval not in self.rings:
+            raise LiveDataError(f"{interval}: not one of {', '.join(self.intervals)}")
+        if int(open_ms) % INTERVAL_MS[interval]:
+            raise LiveDataError(f"{open_ms}: not an open time on the {interval} grid")
+        rows = np.array([self._symbol(s) for s in symbols], dtype=np.int64)
+        if len(np.unique(rows)) != len(rows):
+            raise LiveDataError("a symbol appears twice in one bar")
+        missing = [f for f in BAR_FIELDS if f not in values]
+        if missing:
+            raise LiveDataError(f"{interval} {open_ms}: no {', '.join(missing)} given")
+        if not len(rows):
+            return 0
+        cols = {f: np.asarray(values[f], dtype=float) for f in BAR_FIELDS}
+        added = self.rings[interval].add_time(int(open_ms), rows, cols)
+        if added:
+            self._higher_ta.pop(interval, None)
+        return added
+
     def add_funding(self, symbol: str, rates: pd.DataFrame) -> int:
         """Settled funding rates of one symbol (newer than the newest held)."""
         j = self._symbol(symbol)
@@ -271,4 +336,22 @@ class LiveFeatures:
         )  # fmt: skip
         at = np.flatnonzero(present)
         matrix = np.column_stack([values[n][at] for n in self.features])
-        return NewestRows(base.last_time, [self.symbols[j] for j in at], self.features, matrix)
+        rows = NewestRows(base.last_time, [self.symbols[j] for j in at], self.features, matrix)
+        if self.history:
+            self._rows[rows.open_time] = rows
+            for t in sorted(self._rows)[: -self.history]:
+                del self._rows[t]
+        return rows
+
+    def recent(self) -> pd.DataFrame:
+        """The kept feature rows of the last ``history`` bars (``symbol``, ``open_time``,
+        the features), oldest first, the newest bar's rows last."""
+        if not self._rows:
+            raise LiveDataError("no feature rows kept: history=0, or no bar computed yet")
+        held = [self._rows[t] for t in sorted(self._rows)]
+        out = pd.DataFrame(np.vstack([r.values for r in held]), columns=self.features)
+        stamps = np.concatenate([np.full(len(r.symbols), r.open_time) for r in held])
+        out.insert(0, "open_time", pd.to_datetime(stamps, unit="ms", utc=True).as_unit("ms"))
+        codes = np.concatenate([[self.index[s] for s in r.symbols] for r in held])
+        out.insert(0, "symbol", pd.Categorical.from_codes(codes, categories=self.symbols))
+        return out

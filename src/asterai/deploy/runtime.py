@@ -73,27 +73,39 @@ class OnnxModel:
         out = self.sessions["xgboost"].run(["raw"], {"features": X})[0]
         return out.astype(float)
 
-    def raw_lstm(self, X: np.ndarray, runs: np.ndarray) -> np.ndarray:
-        """(rows, 2) raw probabilities; NaN where a row has no full window."""
+    @property
+    def sequence_length(self) -> int:
+        """Bars of history the LSTM reads per row (0 without an LSTM member)."""
+        lstm = self.manifest["members"].get("lstm")
+        return int(lstm["sequence_length"]) if lstm else 0
+
+    def raw_lstm(self, X: np.ndarray, runs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), 2) raw probabilities for ``rows`` of ``X``, each reading its
+        previous rows; NaN where a row has no full window."""
         assert self.prep is not None
-        length = int(self.manifest["members"]["lstm"]["sequence_length"])
-        out = np.full((len(X), 2), np.nan)
-        rows = np.flatnonzero(runs >= length)
-        if len(rows) == 0:
+        length = self.sequence_length
+        out = np.full((len(rows), 2), np.nan)
+        ok = np.flatnonzero(runs[rows] >= length)
+        if len(ok) == 0:
             return out
         Z = self.prep.transform(X)
         offsets = np.arange(-length + 1, 1)
         session = self.sessions["lstm"]
-        for start in range(0, len(rows), LSTM_BATCH):
-            part = rows[start : start + LSTM_BATCH]
-            out[part] = session.run(["raw"], {"windows": Z[part[:, None] + offsets]})[0]
+        for start in range(0, len(ok), LSTM_BATCH):
+            part = ok[start : start + LSTM_BATCH]
+            windows = Z[rows[part][:, None] + offsets]
+            out[part] = session.run(["raw"], {"windows": windows})[0]
         return out
 
-    def predict(self, frame: pd.DataFrame, *, raw: bool = False) -> pd.DataFrame:
+    def predict(
+        self, frame: pd.DataFrame, *, raw: bool = False, targets: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """``p_long``, ``p_short`` and each member's calibrated output for every row of
         ``frame`` (``symbol``, ``open_time``, the features; the LSTM reads each row's
-        previous bars from the same frame), in its index order."""
+        previous bars from the same frame), in its index order; ``targets``: a boolean
+        mask of the rows to predict, the others being history only."""
         return predict_frame(
             frame, self.inputs, self.manifest["members"], self.manifest["ensemble"],
             self.raw_xgboost, self.raw_lstm if self.prep is not None else None, raw=raw,
+            targets=targets,
         )  # fmt: skip

@@ -417,9 +417,12 @@ class _Replay:
         seed: int | None,
         ban_after: int,
         ban_seconds: float,
+        clock_speed: float | None = None,
     ) -> None:
         self.rec = recording
-        self.now = int(recording.now_ms)
+        self.now = int(recording.now_ms)  # the recording's time: what its data stands at
+        self.clock_speed = clock_speed
+        self._clock_t0 = time.time()
         self.window_seconds = window_seconds
         self.weight_limit = weight_limit
         self.faults = faults
@@ -551,8 +554,15 @@ class _Replay:
     def _ping(self, params: dict[str, str]) -> bytes:
         return b"{}"
 
+    def clock_ms(self) -> int:
+        """The served clock: the recording's time, or with a running clock that time
+        plus the wall time since the start times ``clock_speed``."""
+        if self.clock_speed is None:
+            return self.now
+        return self.now + int((time.time() - self._clock_t0) * 1000 * self.clock_speed)
+
     def _time(self, params: dict[str, str]) -> bytes:
-        return _JSON({"serverTime": self.now}).encode()
+        return _JSON({"serverTime": self.clock_ms()}).encode()
 
     def _exchange_info(self, params: dict[str, str]) -> bytes:
         return self.cached("exchangeInfo", self._build_exchange_info)
@@ -596,7 +606,7 @@ class _Replay:
             symbols.append(entry)
         body = {
             "timezone": "UTC",
-            "serverTime": self.now,
+            "serverTime": self.clock_ms(),
             "rateLimits": [
                 self.rate_limit,
                 {
@@ -632,6 +642,10 @@ class _Replay:
         if series is None or len(series) == 0:
             return b"[]"
         available = series.count_at_or_before(self.now)
+        if self.clock_speed is not None:
+            # a running clock passes the recording's end, where nothing was recorded:
+            # the bar that was still open then is never served, as open or closed
+            available = int(np.searchsorted(series.close_time, self.now, side="left"))
         lo, hi = _page(series.open_time, available, start, end, limit)
         if hi <= lo:
             return b"[]"
@@ -1034,7 +1048,11 @@ class ReplayServer:
     a whole number of seconds). ``faults``: see :class:`FaultSpec`; drawn from
     ``random.Random(seed)`` (seed 0 when ``None``) so runs are reproducible.
     ``ban_after``: further requests tolerated in a window after a 429 before a
-    418 ban of ``ban_seconds`` (default: two windows).
+    418 ban of ``ban_seconds`` (default: two windows). ``clock_speed``: a running
+    clock (``/fapi/v1/time`` advances from the recording's time at that many times
+    wall time) for following the market past the recording's end, where no new bar
+    comes: what the signal service sees when the exchange sends nothing new. The bar
+    still open at the recording's time is then never served.
     """
 
     def __init__(
@@ -1049,7 +1067,10 @@ class ReplayServer:
         seed: int | None = None,
         ban_after: int = 3,
         ban_seconds: float | None = None,
+        clock_speed: float | None = None,
     ) -> None:
+        if clock_speed is not None and not clock_speed > 0:
+            raise ValueError(f"clock_speed must be > 0, got {clock_speed!r}")
         if not (isinstance(window_seconds, (int, float)) and window_seconds > 0):
             raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
         if window_seconds != 60 and (window_seconds < 1 or window_seconds != int(window_seconds)):
@@ -1078,6 +1099,7 @@ class ReplayServer:
             seed,
             ban_after,
             float(ban_seconds) if ban_seconds is not None else 2 * self.window_seconds,
+            clock_speed,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1089,6 +1111,14 @@ class ReplayServer:
     @property
     def now_ms(self) -> int:
         return self._app.now
+
+    def set_faults(self, faults: FaultSpec | str | None) -> None:
+        """Switch the faults while serving (``"drop=1"``: every connection dropped, an
+        exchange that stops answering)."""
+        if isinstance(faults, str):
+            faults = FaultSpec.parse(faults)
+        self.faults = faults or FaultSpec()
+        self._app.faults = self.faults
 
     @property
     def weight_header(self) -> str:

@@ -44,25 +44,22 @@ class Predictor:
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return model_matrix(self.config, frame)
 
-    def predict(self, frame: pd.DataFrame, *, raw: bool = False) -> pd.DataFrame:
+    def predict(
+        self, frame: pd.DataFrame, *, raw: bool = False, targets: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """Probabilities for every row of ``frame`` (a features table: ``symbol``,
         ``open_time`` and the feature columns), in its index order.
 
         The LSTM reads each row's previous bars from the same frame, so pass the history
         along (rows without a full window get XGBoost alone, as in training). ``raw``:
         also each member's output before calibration (``{member}_raw_long``, ...), the
-        values its Platt calibration was fitted on.
+        values its Platt calibration was fitted on. ``targets``: a boolean mask of the
+        rows to predict, the others being history only (all rows when None).
         """
-        lstm = None
-        if self.lstm is not None:
-            member = self.lstm
-
-            def lstm(X: np.ndarray, runs: np.ndarray) -> np.ndarray:
-                return member.predict(X, runs, np.arange(len(runs)))
-
+        lstm = self.lstm.predict if self.lstm is not None else None
         return predict_frame(
             frame, self.config, self.config["members"], self.config.get("ensemble", {}),
-            self.xgboost.predict, lstm, raw=raw,
+            self.xgboost.predict, lstm, raw=raw, targets=targets,
         )  # fmt: skip
 
 

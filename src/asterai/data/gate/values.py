@@ -28,7 +28,7 @@ OPEN_OUTSIDE_MAX_SHARE = 0.01
 SUM_TOLERANCE = 1e-9
 
 
-def check_sanity(
+def impossible_bars(
     o: np.ndarray,
     h: np.ndarray,
     lo: np.ndarray,
@@ -36,18 +36,9 @@ def check_sanity(
     v: np.ndarray,
     qv: np.ndarray,
     taker_buy: np.ndarray | None,
-    times: np.ndarray,
-    name: str,
-) -> tuple[Finding, float]:
-    """Impossible values are contamination; implausible but possible ones exclude.
-
-    Impossible (no exchange sends them, so the file was altered): non-finite values,
-    prices <= 0, ``low <= close <= high`` broken, negative volumes, taker-buy volume
-    outside 0..volume, quote volume whose implied average price (quote / base volume)
-    leaves the bar's ``low..high`` by more than 0.1%. Implausible but seen on real
-    exchanges: opens outside ``low..high``; on more than ``OPEN_OUTSIDE_MAX_SHARE`` of
-    bars they exclude the series.
-    """
+) -> list[tuple[np.ndarray, str]]:
+    """Per rule, the bars no exchange sends (see ``check_sanity``): a mask and its words.
+    The signal service refuses such a bar as it arrives (``deploy.follow``)."""
     finite = (
         np.isfinite(o)
         & np.isfinite(h)
@@ -84,6 +75,32 @@ def check_sanity(
             "quote volume inconsistent with volume x price",
         )
     )
+    return impossible
+
+
+def check_sanity(
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    qv: np.ndarray,
+    taker_buy: np.ndarray | None,
+    times: np.ndarray,
+    name: str,
+) -> tuple[Finding, float]:
+    """Impossible values are contamination; implausible but possible ones exclude.
+
+    Impossible (no exchange sends them, so the file was altered): non-finite values,
+    prices <= 0, ``low <= close <= high`` broken, negative volumes, taker-buy volume
+    outside 0..volume, quote volume whose implied average price (quote / base volume)
+    leaves the bar's ``low..high`` by more than 0.1%. Implausible but seen on real
+    exchanges: opens outside ``low..high``; on more than ``OPEN_OUTSIDE_MAX_SHARE`` of
+    bars they exclude the series.
+    """
+    finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)
+    finite &= np.isfinite(v) & np.isfinite(qv)
+    impossible = impossible_bars(o, h, lo, c, v, qv, taker_buy)
     implausible: list[tuple[np.ndarray, str]] = []
     invalid = np.zeros(len(o), dtype=bool)
     for mask, _ in impossible + implausible:

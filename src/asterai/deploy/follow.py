@@ -1,0 +1,333 @@
+"""Following the market: the warm-up history, then every new closed bar, into signals.
+
+``Follower`` is what ``asterai serve`` runs beside its endpoints. At start it asks the
+exchange (the collector's client: the same limiter, retries and 429/418 rules) for each
+served symbol's listing, the last ``deploy.live.KEEP_BARS`` closed bars of every
+timeframe the features read, and its recent funding; after each base bar's close it
+polls the closed bars of every symbol, hands them to the live features and publishes
+the newest bar's signals. Only closed bars are ever taken (a bar whose close time is
+not before the exchange's clock is dropped, as the collector drops it), only as the
+exchange sent them: a bar that fails the sanity rules (positive, finite prices, the
+high above and the low below the open and close) is refused and logged, and that
+symbol has no signal for the bar. Nothing is filled in.
+
+"Now" is the exchange's clock (``/fapi/v1/time``), advanced between answers by the
+local monotonic clock. A bar is *due* once it has closed; when the next bar is more than
+``grace_s`` overdue (the exchange is down, rate limited, or sends nothing new), the
+snapshot is stale: ``/health`` says so and every signal carries ``stale: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asterai.config import FeatureSettings, Settings
+from asterai.data.collector import funding_frame, gather_or_cancel, klines_frame
+from asterai.data.gate.values import impossible_bars
+from asterai.data.universe import REASONS, TRADEABLE, VOLUME_WINDOW_MS, Rules, tradeable_kernel
+from asterai.deploy.live import KEEP_BARS, LiveFeatures
+from asterai.deploy.runtime import OnnxModel
+from asterai.deploy.signals import newest_signals
+from asterai.exchange.client import AsterClient, parse_funding, parse_klines
+from asterai.exchange.errors import ExchangeError
+from asterai.features.build import unknown_listings
+from asterai.features.types import SymbolInput
+from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+
+log = logging.getLogger(__name__)
+
+#: funding rates fetched per symbol at the start (the newest two are what the features read)
+FUNDING_ROWS = 10
+#: klines asked for per poll (the newest closed bars; a few in case one was missed)
+POLL_ROWS = 5
+
+
+class Clock:
+    """The exchange's clock: its last answer plus the local time elapsed since, times
+    ``rate`` (1 in the service; a test's accelerated replay runs faster)."""
+
+    def __init__(self, rate: float = 1.0) -> None:
+        self.rate = rate
+        self._server_ms: int | None = None
+        self._mono = 0.0
+
+    def sync(self, server_ms: int) -> None:
+        self._server_ms = int(server_ms)
+        self._mono = time.monotonic()
+
+    def now_ms(self) -> int | None:
+        if self._server_ms is None:
+            return None
+        return self._server_ms + int((time.monotonic() - self._mono) * 1000 * self.rate)
+
+
+def refused_rows(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Bars no exchange sends (the gate's impossible values, ``gate.values``), and the
+    rules they break."""
+    rules = impossible_bars(
+        cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
+        cols["quote_volume"], cols["taker_buy_base"],
+    )  # fmt: skip
+    bad = np.zeros(len(cols["open"]), dtype=bool)
+    broken = []
+    for mask, what in rules:
+        if mask.any():
+            bad |= mask
+            broken.append(what)
+    return bad, broken
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the endpoints read: replaced whole after each bar, never edited."""
+
+    bar_open_ms: int
+    signals: pd.DataFrame  # symbol, p_long, p_short, the members, tradeable, reason
+    computed_at_ms: int  # the exchange's clock when it was computed
+
+
+@dataclass(slots=True)
+class FollowState:
+    started: bool = False
+    snapshot: Snapshot | None = None
+    last_error: str | None = None
+    last_poll_ms: int | None = None
+    refused_bars: int = 0
+    polls: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Follower:
+    """Follows ``symbols`` (default: the export's) on ``settings``' exchange for ``model``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: OnnxModel,
+        *,
+        symbols: list[str] | None = None,
+        clock_rate: float = 1.0,
+        grace_s: float = 120.0,
+        poll_delay_s: float = 5.0,
+        retry_s: float = 15.0,
+    ) -> None:
+        facts = model.manifest.get("service")
+        if not facts:
+            raise ValueError(
+                f"{model.folder} was exported before the service facts were recorded: "
+                "run `asterai export-onnx` again"
+            )
+        self.settings = settings
+        self.model = model
+        self.fs = FeatureSettings(**facts["features"])
+        known = list(facts["symbols"])
+        if symbols is not None:
+            unknown = sorted(set(symbols) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"not symbols the model was trained on: {', '.join(unknown)} "
+                    f"(it knows {', '.join(known)})"
+                )
+        self.symbols = sorted(symbols if symbols is not None else known)
+        u = facts["universe"]
+        self.step = INTERVAL_MS[self.fs.base_interval]
+        self.rules = Rules(
+            self.step, int(round(u["min_listing_days"] * DAY_MS)), VOLUME_WINDOW_MS,
+            float(u["min_quote_volume_24h"]),
+        )  # fmt: skip
+        self.intervals = (self.fs.base_interval, *self.fs.higher_intervals)
+        self.clock = Clock(clock_rate)
+        self.grace_ms = int(grace_s * 1000)
+        self.poll_delay_s = poll_delay_s
+        self.retry_s = retry_s
+        self.state = FollowState()
+        self.live: LiveFeatures | None = None
+        self.listing: dict[str, int] = {}
+
+    # -- the exchange ---------------------------------------------------------------
+
+    async def _now(self, client: AsterClient) -> int:
+        now = await client.server_time()
+        self.clock.sync(now)
+        return now
+
+    async def _closed(
+        self, client: AsterClient, symbol: str, interval: str, now: int, **params: Any
+    ) -> dict[str, np.ndarray]:
+        cols = parse_klines((await client.klines(symbol, interval, **params)).data)
+        keep = cols["close_time"] < now  # the collector's rule: an open bar is never taken
+        refused, broken = refused_rows(cols)
+        bad = keep & refused
+        if bad.any():
+            self.state.refused_bars += int(bad.sum())
+            log.warning(
+                "%s %s: %d bar(s) refused (%s; first at %s)", symbol, interval, int(bad.sum()),
+                ", ".join(broken), iso_ms(int(cols["open_time"][np.flatnonzero(bad)[0]])),
+            )  # fmt: skip
+        return {k: v[keep & ~refused] for k, v in cols.items()}
+
+    async def warm_up(self, client: AsterClient) -> None:
+        """The history the live features need, then the first snapshot."""
+        await client.load_exchange_info()
+        now = await self._now(client)
+
+        async def one(symbol: str) -> SymbolInput:
+            bars, firsts = {}, {}
+            for iv in self.intervals:
+                firsts[iv], _ = await client.first_kline(symbol, iv)
+                cols = await self._closed(client, symbol, iv, now, limit=min(KEEP_BARS, 1500))
+                bars[iv] = klines_frame(cols)
+            rates = parse_funding((await client.funding_rate(symbol, limit=FUNDING_ROWS)).data)
+            funding = funding_frame({k: v[rates["funding_time"] <= now] for k, v in rates.items()})
+            listing = firsts[self.fs.base_interval]
+            return SymbolInput(symbol, bars, funding, listing), firsts
+
+        got = await gather_or_cancel(one(s) for s in self.symbols)
+        inputs = [inp for inp, _ in got if len(inp.bars[self.fs.base_interval])]
+        missing = sorted(set(self.symbols) - {i.symbol for i in inputs})
+        if missing:
+            log.warning("no closed bars for %s: not served", ", ".join(missing))
+        inputs = unknown_listings(inputs, {inp.symbol: f for inp, f in got})
+        self.listing = {
+            i.symbol: i.listing_ms if i.listing_ms is not None else
+            int(pd.Timestamp(i.bars[self.fs.base_interval]["open_time"].iloc[0]).value // 10**6)
+            for i in inputs
+        }  # fmt: skip
+        if not inputs:
+            raise ExchangeError("the exchange returned no closed bars for any served symbol")
+        live = LiveFeatures(self.fs, inputs, history=max(self.model.sequence_length, 1))
+        self.live = live
+        await asyncio.to_thread(self._publish)
+        self.state.started = True
+
+    async def poll(self, client: AsterClient) -> bool:
+        """Fetch the bars closed since the newest held one; True when a bar was added."""
+        assert self.live is not None
+        now = await self._now(client)
+        self.state.last_poll_ms = now
+        self.state.polls += 1
+        newest = self.live.newest_time()
+        if newest is not None and newest + 2 * self.step - 1 >= now:
+            return False  # the next bar has not closed yet
+        added = 0
+
+        async def one(symbol: str, interval: str) -> tuple[str, str, dict[str, np.ndarray]]:
+            held = self.live.rings[interval].last_time
+            start = None if held is None else held + INTERVAL_MS[interval]
+            cols = await self._closed(
+                client, symbol, interval, now, start_ms=start, limit=POLL_ROWS
+            )
+            return symbol, interval, cols
+
+        jobs = [one(s, iv) for s in self.live.symbols for iv in self.intervals]
+        for symbol, interval, cols in await gather_or_cancel(jobs):
+            if len(cols["open_time"]):
+                values = {
+                    "open": cols["open"], "high": cols["high"], "low": cols["low"],
+                    "close": cols["close"], "volume": cols["volume"],
+                    "taker_buy": cols["taker_buy_base"], "quote_volume": cols["quote_volume"],
+                }  # fmt: skip
+                added += self.live.add_arrays(symbol, interval, cols["open_time"], values)
+        for symbol in self.live.symbols:
+            have = self.live.funding[self.live.index[symbol]]
+            start = int(have[0][-1]) + 1 if have is not None and len(have[0]) else None
+            rates = parse_funding((await client.funding_rate(symbol, start_ms=start)).data)
+            keep = rates["funding_time"] <= now
+            if keep.any():
+                self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
+        moved = self.live.newest_time() != newest
+        if moved:
+            await asyncio.to_thread(self._publish)
+        return moved
+
+    # -- the snapshot ---------------------------------------------------------------
+
+    def _publish(self) -> None:
+        assert self.live is not None
+        signals = newest_signals(self.live, self.model)
+        base = self.live.rings[self.fs.base_interval].panel()
+        tradeable, reasons = [], []
+        for symbol in signals["symbol"]:
+            j = self.live.index[symbol]
+            have = ~np.isnan(base.fields["close"][j])
+            code = tradeable_kernel(
+                base.times[have], base.fields["volume"][j][have],
+                base.fields["quote_volume"][j][have], self.listing[symbol], self.rules,
+            )[-1]  # fmt: skip
+            tradeable.append(bool(code == TRADEABLE))
+            reasons.append(REASONS[int(code)])
+        signals = signals.assign(tradeable=tradeable, reason=reasons)
+        signals["symbol"] = signals["symbol"].astype(str)
+        self.state.snapshot = Snapshot(
+            int(self.live.newest_time()), signals, self.clock.now_ms() or 0
+        )
+
+    def health(self) -> dict[str, Any]:
+        """Status, the newest bar, its age and whether the data is stale."""
+        now = self.clock.now_ms()
+        snap = self.state.snapshot
+        out: dict[str, Any] = {
+            "status": "starting",
+            "exchange_time": iso_ms(now) if now is not None else None,
+            "last_bar_open_time": None,
+            "last_bar_close_time": None,
+            "last_bar_age_s": None,
+            "next_bar_due": None,
+            "stale": True,
+            "last_error": self.state.last_error,
+            "refused_bars": self.state.refused_bars,
+        }
+        if snap is None or now is None:
+            return out
+        close = snap.bar_open_ms + self.step - 1
+        due = close + self.step  # the next bar's close
+        stale = now > due + self.grace_ms
+        out.update(
+            status="stale" if stale else "ok",
+            last_bar_open_time=iso_ms(snap.bar_open_ms),
+            last_bar_close_time=iso_ms(close),
+            last_bar_age_s=round((now - close) / 1000, 3),
+            next_bar_due=iso_ms(due),
+            stale=stale,
+        )
+        return out
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _sleep_s(self) -> float:
+        """Seconds of local time until the next bar's close plus the poll delay."""
+        now = self.clock.now_ms()
+        newest = self.live.newest_time() if self.live is not None else None
+        if now is None or newest is None:
+            return self.retry_s
+        wait_ms = newest + 2 * self.step - 1 - now
+        return max(wait_ms / 1000 / self.clock.rate, 0.0) + self.poll_delay_s
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Warm up, then poll after every bar's close until ``stop`` is set; errors are
+        logged, kept for ``/health``, and retried every ``retry_s`` seconds."""
+        stop = stop or asyncio.Event()
+        async with AsterClient(self.settings.base_url, self.settings.exchange) as client:
+            while not stop.is_set():
+                try:
+                    if not self.state.started:
+                        await self.warm_up(client)
+                    else:
+                        await self.poll(client)
+                    self.state.last_error = None
+                    wait = self._sleep_s()
+                except ExchangeError as err:
+                    self.state.last_error = f"{type(err).__name__}: {err}"
+                    log.warning("following the market: %s", self.state.last_error)
+                    wait = self.retry_s
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                except TimeoutError:
+                    pass

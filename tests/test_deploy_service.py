@@ -1,0 +1,371 @@
+"""The signal service, run for real: uvicorn on loopback, following a replay of the real
+recording, serving the model trained and exported from it.
+
+The replay's clock runs (``clock_speed``): the recording ends at 2025-10-15 04:29 UTC, so
+the bar of 03:00 is the newest closed one at the start, and the next one (04:00, still
+open when the recording was taken) never comes: the service must call its data stale
+once that bar is overdue. The service's clock runs at the same speed, so an hour of
+exchange time passes in ``3600 / SPEED`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FAST_EXCHANGE
+
+from asterai.config import load_settings
+from asterai.data.store import to_epoch_ms
+from asterai.paths import DataPaths
+
+SPEED = 120.0  # exchange seconds per real second: one 1h bar in 30 s
+GRACE_S = 60.0  # exchange seconds a bar may be late before the data is stale
+TOKEN = "test-token-7f3a9c"  # noqa: S105 - a test's own token
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Served:
+    """An ASGI app under uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="info")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def service(exported_root, recording):
+    """(base url, follower, replay server, data root): the service, warmed up."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.deploy.service import create_app
+    from asterai.exchange.replay import ReplayServer
+
+    with ReplayServer(recording, clock_speed=SPEED) as replay:
+        settings = load_settings(exported_root, base_url=replay.base_url, exchange=FAST_EXCHANGE)
+        model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+        follower = Follower(settings, model, clock_rate=SPEED, grace_s=GRACE_S,
+                            poll_delay_s=0.05, retry_s=0.2)  # fmt: skip
+        app = create_app(model, follower, token=TOKEN, name="confluence")
+        with Served(app) as url:
+            deadline = time.monotonic() + 120
+            while follower.state.snapshot is None:
+                assert time.monotonic() < deadline, follower.state.last_error
+                time.sleep(0.05)
+            yield url, follower, replay, exported_root
+
+
+def test_after_the_warm_up_it_is_healthy_and_serves_the_last_closed_bar(service) -> None:
+    url, follower, _, _ = service
+    health = httpx.get(f"{url}/health").json()  # no token needed
+    assert health["status"] == "ok" and health["stale"] is False, health
+    assert health["last_bar_open_time"] == "2025-10-15T03:00:00.000Z"
+    assert health["next_bar_due"] == "2025-10-15T04:59:59.999Z"
+    assert 0 < health["last_bar_age_s"] < 3600
+    assert (
+        health["refused_bars"] == 0
+    )  # BTCUSDT's real 4h bar that opens outside its range is taken
+
+
+def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> None:
+    from asterai.backtest.kernel import entry_side
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.models.registry import load
+
+    url, _, _, root = service
+    body = httpx.get(f"{url}/v1/signals", headers=AUTH).json()
+    assert body["bar"]["open_time"] == "2025-10-15T03:00:00.000Z"
+    got = pd.DataFrame(body["signals"]).set_index("symbol")
+    table = pd.read_parquet(DataPaths.at(root).features("1h"))
+    ms = to_epoch_ms(table["open_time"])
+    last = ms == ms.max()
+    assert sorted(got.index) == sorted(table.loc[last, "symbol"])
+    onnx = OnnxModel(DataPaths.at(root).models("confluence") / "onnx").predict(table, targets=last)
+    native = load(load_settings(root), "confluence").predict(table, targets=last)
+    for preds, tolerance in ((onnx, 1e-6), (native, 1e-5)):  # the export's parity bound
+        want = table.loc[last, ["symbol"]].join(preds).set_index("symbol").loc[got.index]
+        for side in ("p_long", "p_short"):
+            assert np.max(np.abs(got[side] - want[side])) <= tolerance, side
+    threshold = body["threshold"]
+    for symbol, row in got.iterrows():
+        side = entry_side(row.p_long, row.p_short, threshold)
+        assert row.decision == {1: "long", -1: "short", 0: "flat"}[side], symbol
+    # the tradeable flag is the point-in-time universe's for that bar
+    universe = pd.read_parquet(DataPaths.at(root).universe)
+    at = universe[to_epoch_ms(universe["open_time"]) == ms.max()].set_index("symbol")
+    assert got["tradeable"].to_dict() == at.loc[got.index, "tradeable"].to_dict()
+    assert got.loc[~got["tradeable"], "reason"].notna().all()
+    narrowed = httpx.get(f"{url}/v1/signals?symbols=BTCUSDT,ETHUSDT", headers=AUTH).json()
+    assert [s["symbol"] for s in narrowed["signals"]] == ["BTCUSDT", "ETHUSDT"]
+    unknown = httpx.get(f"{url}/v1/signals?symbols=BTCUSDT,NOPEUSDT", headers=AUTH)
+    assert unknown.status_code == 422 and "NOPEUSDT" in unknown.json()["detail"]
+
+
+def test_every_endpoint_but_health_needs_the_token(service, caplog) -> None:
+    url, *_ = service
+    caplog.set_level(logging.INFO)
+    for method, path in (("GET", "/v1/models"), ("GET", "/v1/signals"),
+                         ("GET", "/v1/openapi.json"), ("POST", "/v1/predict")):  # fmt: skip
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            r = httpx.request(method, f"{url}{path}", headers=headers, json={"rows": []})
+            assert r.status_code == 401, (path, headers, r.status_code)
+            assert r.headers["www-authenticate"] == "Bearer"
+    models = httpx.get(f"{url}/v1/models", headers=AUTH).json()
+    assert models["model"] == "confluence" and len(models["features"]) > 50
+    assert models["training_window"] and len(models["manifest_sha256"]) == 64
+    schema = httpx.get(f"{url}/v1/openapi.json", headers=AUTH).json()
+    assert {"/health", "/v1/models", "/v1/signals", "/v1/predict"} <= set(schema["paths"])
+    assert httpx.get(f"{url}/docs").status_code == 404  # no unauthenticated schema either
+    assert TOKEN not in caplog.text
+
+
+def _rows(root: Path, n_bars: int = 1) -> tuple[pd.DataFrame, list[str]]:
+    """The feature table's last ``n_bars`` bars, and the model's feature order."""
+    features = httpx_models_features(root)
+    table = pd.read_parquet(DataPaths.at(root).features("1h"))
+    ms = to_epoch_ms(table["open_time"])
+    keep = ms >= np.unique(ms)[-n_bars]
+    return table[keep].reset_index(drop=True), features
+
+
+def httpx_models_features(root: Path) -> list[str]:
+    manifest = json.loads(
+        (DataPaths.at(root).models("confluence") / "onnx/manifest.json").read_text()
+    )
+    return [f for f in manifest["inputs"]["features"] if not f.startswith("category_")]
+
+
+def _payload(rows: pd.DataFrame, features: list[str], *, times: bool) -> dict:
+    values = rows[features].to_numpy(dtype=float)
+    opened = to_epoch_ms(rows["open_time"])
+    out = []
+    for i, symbol in enumerate(rows["symbol"]):
+        item = {"symbol": symbol, "values": [None if np.isnan(v) else float(v) for v in values[i]]}
+        if times:
+            item["open_time"] = int(opened[i])
+        out.append(item)
+    return {"rows": out}
+
+
+def test_predict_scores_feature_rows_as_the_batch_does(service) -> None:
+    from asterai.deploy.runtime import OnnxModel
+
+    url, _, _, root = service
+    model = OnnxModel(DataPaths.at(root).models("confluence") / "onnx")
+    # rows alone: no LSTM window, the XGBoost member answers, as for a row without history
+    rows, features = _rows(root)
+    r = httpx.post(f"{url}/v1/predict", headers=AUTH, json=_payload(rows, features, times=False))
+    assert r.status_code == 200, r.text
+    got = pd.DataFrame(r.json()["predictions"])
+    alone = model.predict(rows)  # one bar: no row has a window
+    assert np.max(np.abs(got["p_long"] - alone["p_long"].to_numpy())) <= 1e-6
+    # 24 consecutive bars of each symbol with their open times: the LSTM reads its windows
+    rows, _ = _rows(root, model.sequence_length)
+    r = httpx.post(f"{url}/v1/predict", headers=AUTH, json=_payload(rows, features, times=True))
+    assert r.status_code == 200, r.text
+    got = pd.DataFrame(r.json()["predictions"])
+    same = model.predict(rows)  # the same rows: only the last bar's have a full window
+    assert np.max(np.abs(got["p_long"].to_numpy() - same["p_long"].to_numpy())) <= 1e-6
+    table = pd.read_parquet(DataPaths.at(root).features("1h"))
+    ms = to_epoch_ms(table["open_time"])
+    batch = model.predict(table, targets=ms == ms.max())  # with its whole history
+    last = to_epoch_ms(rows["open_time"]) == ms.max()
+    assert last.sum() == len(batch) and batch["lstm_long"].notna().all()
+    assert np.max(np.abs(got["p_long"].to_numpy()[last] - batch["p_long"].to_numpy())) <= 1e-6
+
+
+def _duplicate(payload: dict) -> None:
+    payload["rows"][0]["open_time"] = 0
+    payload["rows"].append(dict(payload["rows"][0]))
+
+
+@pytest.mark.parametrize(
+    "mutate, status, field",
+    [
+        (lambda p: p["rows"][0]["values"].pop(), 422, "rows[0].values"),
+        (lambda p: p["rows"][0].update(symbol="NOPEUSDT"), 422, "rows[0].symbol"),
+        (lambda p: p["rows"][0].update(extra=1), 422, "rows[0].extra"),
+        (lambda p: p["rows"][1].update(values="x"), 422, "rows[1].values"),
+        (lambda p: p.update(rows=[]), 422, "rows"),
+        (lambda p: p.update(rows=p["rows"] * 201), 422, "rows"),
+        (lambda p: _duplicate(p), 422, "rows"),
+    ],
+)
+def test_malformed_predict_bodies_are_422_naming_the_field(service, mutate, status, field) -> None:
+    url, _, _, root = service
+    rows, features = _rows(root)
+    payload = _payload(rows.head(5), features, times=False)
+    mutate(payload)
+    r = httpx.post(f"{url}/v1/predict", headers=AUTH, json=payload)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"].startswith(field), r.json()
+
+
+def test_non_finite_values_and_broken_json_are_422_and_huge_bodies_413(service) -> None:
+    url, _, _, root = service
+    rows, features = _rows(root)
+    text = json.dumps(_payload(rows.head(2), features, times=False))
+    nan = text.replace("null", "NaN", 1) if "null" in text else text.replace("[", "[NaN, ", 1)
+    r = httpx.post(f"{url}/v1/predict", headers={**AUTH, "content-type": "application/json"},
+                   content=nan)  # fmt: skip
+    assert r.status_code == 422 and "rows[0].values" in r.json()["detail"], r.text
+    r = httpx.post(f"{url}/v1/predict", headers={**AUTH, "content-type": "application/json"},
+                   content=text[:-5])  # fmt: skip
+    assert r.status_code == 422, r.text
+    huge = b'{"rows": [' + b" " * 3_000_000 + b"]}"
+    r = httpx.post(f"{url}/v1/predict", headers={**AUTH, "content-type": "application/json"},
+                   content=huge)  # fmt: skip
+    assert r.status_code == 413
+
+    def streamed():  # no Content-Length: the limit counts what arrives
+        for _ in range(40):
+            yield b" " * 100_000
+
+    r = httpx.post(f"{url}/v1/predict", headers={**AUTH, "content-type": "application/json"},
+                   content=streamed())  # fmt: skip
+    assert r.status_code == 413
+
+
+def test_fifty_concurrent_clients_get_no_error(service) -> None:
+    url, _, _, root = service
+    rows, features = _rows(root)
+    payload = _payload(rows, features, times=False)
+
+    async def client(k: int) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as http:
+            codes = []
+            for i in range(6):
+                if (k + i) % 3 == 0:
+                    codes.append((await http.post("/v1/predict", json=payload)).status_code)
+                else:
+                    codes.append((await http.get("/v1/signals")).status_code)
+            return codes
+
+    async def all_clients() -> list[int]:
+        return [c for codes in await asyncio.gather(*(client(k) for k in range(50))) for c in codes]
+
+    codes = asyncio.run(all_clients())
+    assert len(codes) == 300 and set(codes) == {200}
+
+
+def test_an_exchange_that_stops_answering_makes_the_data_stale_within_a_bar(service) -> None:
+    url, follower, replay, _ = service
+    replay.set_faults("drop=1")  # every connection dropped from now on
+    try:
+        deadline = time.monotonic() + 3600 / SPEED * 1.5
+        while not (health := httpx.get(f"{url}/health").json())["stale"]:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+        assert health["status"] == "stale"
+        # stale once the next bar is overdue by the grace, not later than one bar after it
+        now = pd.Timestamp(health["exchange_time"])
+        due = pd.Timestamp(health["next_bar_due"])
+        assert pd.Timedelta(seconds=GRACE_S) <= now - due <= pd.Timedelta(hours=1)
+        signals = httpx.get(f"{url}/v1/signals", headers=AUTH).json()
+        assert signals["stale"] is True
+        assert signals["signals"] and all(s["stale"] for s in signals["signals"])
+        assert signals["bar"]["open_time"] == "2025-10-15T03:00:00.000Z"  # the old bar, marked
+        deadline = time.monotonic() + 10
+        while follower.state.last_error is None:  # the follower says why
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/health").json()["last_error"]
+    finally:
+        replay.set_faults(None)
+
+
+def test_the_command_refuses_to_start_without_a_token(exported_root) -> None:
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+
+    env = {k: v for k, v in os.environ.items() if k != "ASTERAI_SERVE_TOKEN"}
+    runner = CliRunner(env={**env, "ASTERAI_SERVE_TOKEN": ""})
+    r = runner.invoke(main, ["serve", "--data-root", str(exported_root)])
+    assert r.exit_code == 2 and "ASTERAI_SERVE_TOKEN is not set" in r.output
+    r = runner.invoke(main, ["serve", "--data-root", str(exported_root), "--insecure-local",
+                             "--host", "0.0.0.0"])  # fmt: skip
+    assert r.exit_code == 2 and "127.0.0.1 only" in r.output
+    r = runner.invoke(main, ["serve", "--data-root", str(exported_root / "nowhere")],
+                      env={"ASTERAI_SERVE_TOKEN": TOKEN})  # fmt: skip
+    assert r.exit_code == 1 and "export-onnx" in r.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_service_starts_as_its_container_starts_it(exported_root, recording, tmp_path) -> None:
+    """``asterai serve`` in its own process, as the Dockerfile's command runs it: only the
+    export folder in its data root, the token from the environment, following a replay."""
+    from asterai.exchange.replay import ReplayServer
+
+    root = tmp_path / "srv"
+    shutil.copytree(DataPaths.at(exported_root).models("confluence") / "onnx",
+                    root / "models" / "confluence" / "onnx")  # fmt: skip
+    port = _free_port()
+    with ReplayServer(recording) as replay:
+        env = {**os.environ, "ASTERAI_SERVE_TOKEN": TOKEN}
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "asterai.cli", "serve", "--data-root", str(root), "--host",
+             "127.0.0.1", "--port", str(port), "--base-url", replay.base_url],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline
+                try:
+                    if (
+                        httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()["status"]
+                        == "ok"
+                    ):
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            ready_s = time.monotonic() - started
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/signals", headers=AUTH)
+            assert r.status_code == 200 and len(r.json()["signals"]) > 10
+            rss_kb = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+            print(f"ready in {ready_s:.1f} s, resident {rss_kb / 1024:.0f} MB")
+            assert rss_kb < 600 * 1024  # the benchmark measures it; this only catches a blow-up
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+    assert TOKEN not in out
+    assert "following" in out
