@@ -37,7 +37,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from asterai import __version__
 from asterai.backtest.kernel import entry_side
@@ -249,11 +249,8 @@ def create_app(
             })  # fmt: skip
         return {"model": name, "threshold": threshold, "bar": bar, "stale": stale, "signals": rows}
 
-    @app.post("/v1/predict", dependencies=auth)
-    async def predict(body: PredictRequest) -> dict[str, Any]:
+    def score(body: PredictRequest) -> dict[str, Any]:
         width = len(base)
-        X = np.full((len(body.rows), width), np.nan)
-        times = np.empty(len(body.rows), dtype=np.int64)
         for i, row in enumerate(body.rows):
             if row.symbol not in served:
                 raise unprocessable(f"rows[{i}].symbol", f"{row.symbol!r} is not a served symbol")
@@ -261,30 +258,61 @@ def create_app(
                 raise unprocessable(
                     f"rows[{i}].values", f"{len(row.values)} values, the model takes {width}"
                 )
-            X[i] = [np.nan if v is None else v for v in row.values]
-            # a row without an open time stands alone: no LSTM window reaches it
-            times[i] = row.open_time if row.open_time is not None else -(2 * i + 2) * step
             if row.open_time is not None and row.open_time % step:
                 raise unprocessable(f"rows[{i}].open_time", f"not on the {step // 60_000} min grid")
-        keys = list(zip((r.symbol for r in body.rows), times.tolist(), strict=True))
-        if len(set(keys)) != len(keys):
+        cells = np.array([row.values for row in body.rows], dtype=object)
+        X = np.where(cells == None, np.nan, cells).astype(float)  # noqa: E711 - null: missing
+        # a row without an open time stands alone: no LSTM window reaches it
+        times = np.array(
+            [r.open_time if r.open_time is not None else -(2 * i + 2) * step
+             for i, r in enumerate(body.rows)], dtype=np.int64,
+        )  # fmt: skip
+        symbols = [r.symbol for r in body.rows]
+        if len(set(zip(symbols, times.tolist(), strict=True))) != len(symbols):
             raise unprocessable("rows", "a (symbol, open_time) appears twice")
         frame = pd.DataFrame(X, columns=base)
         frame.insert(0, "open_time", pd.to_datetime(times, unit="ms", utc=True).as_unit("ms"))
-        frame.insert(0, "symbol", [r.symbol for r in body.rows])
-        preds = await asyncio.to_thread(model.predict, frame)
+        frame.insert(0, "symbol", symbols)
+        preds = model.predict(frame)
+        p_long, p_short = preds["p_long"].to_numpy(), preds["p_short"].to_numpy()
         out = []
-        for i, r in enumerate(preds.itertuples(index=False)):
-            side = int(entry_side(float(r.p_long), float(r.p_short), threshold))
-            item = {"symbol": body.rows[i].symbol, "p_long": float(r.p_long),
-                    "p_short": float(r.p_short), "decision": DECISIONS[side]}  # fmt: skip
-            if body.rows[i].open_time is not None:
-                item["open_time"] = iso_ms(int(body.rows[i].open_time))
+        for i, row in enumerate(body.rows):
+            side = int(entry_side(float(p_long[i]), float(p_short[i]), threshold))
+            item = {"symbol": row.symbol, "p_long": float(p_long[i]),
+                    "p_short": float(p_short[i]), "decision": DECISIONS[side]}  # fmt: skip
+            if row.open_time is not None:
+                item["open_time"] = iso_ms(int(row.open_time))
             out.append(item)
         return {"model": name, "threshold": threshold, "predictions": out}
 
+    @app.post(
+        "/v1/predict",
+        dependencies=auth,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> JSONResponse:
+        # pydantic parses and checks the raw body in one pass (several times faster than
+        # decoding it to Python objects first, as a model-typed parameter would)
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise RequestValidationError(err.errors()) from None
+        return JSONResponse(await asyncio.to_thread(score, body))
+
     @app.get("/v1/openapi.json", dependencies=auth)
     async def openapi() -> dict[str, Any]:
-        return app.openapi()
+        schema = app.openapi()
+        defs = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.pop("$defs", {}))
+        components["PredictRequest"] = defs
+        return schema
 
     return _BodyLimit(app, max_body)
