@@ -75,7 +75,7 @@ def main() -> int:
     from asterai.data.store import to_epoch_ms
     from asterai.deploy.live import COLUMNS, KEEP_BARS, LiveFeatures
     from asterai.deploy.runtime import OnnxModel
-    from asterai.deploy.signals import newest_signals
+    from asterai.deploy.signals import LiveSignals
     from asterai.features.build import build_features, load_inputs
     from asterai.intervals import INTERVAL_MS
 
@@ -110,8 +110,9 @@ def main() -> int:
 
     started = time.perf_counter()
     live = LiveFeatures(fs, warm, history=model.sequence_length)
+    signals = LiveSignals(live, model)
     start_s = time.perf_counter() - started
-    newest_signals(live, model)  # warm (the newest warm-up bar again)
+    signals.newest()  # warm (the newest warm-up bar again)
 
     take, feats, infer, whole = [], [], [], []
     for t in times[-args.bars :]:
@@ -131,17 +132,17 @@ def main() -> int:
         b = time.perf_counter()
         rows = live.newest()
         c = time.perf_counter()
-        frame = live.recent()
-        targets = to_epoch_ms(frame["open_time"]) == rows.open_time
-        model.predict(frame, targets=targets)
+        out = signals.predict(rows)
         d = time.perf_counter()
         take.append(b - a)
         feats.append(c - b)
         infer.append(d - c)
         whole.append(d - a)
-    # the check that the timed path is the served one: one more step through newest_signals
-    signals = newest_signals(live, model)
-    assert len(signals) == len(rows.symbols)
+    rss_mb = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+    # the timed path is the served one: its last bar equals the model on the whole table
+    frame = live.recent()
+    want = model.predict(frame, targets=to_epoch_ms(frame["open_time"]) == rows.open_time)
+    assert np.allclose(out["p_long"].to_numpy(), want["p_long"].to_numpy(), atol=1e-6)
 
     # the batch pipeline's time per bar: the feature build on the held bars, then the model
     held = []
@@ -167,11 +168,13 @@ def main() -> int:
         **{f"{name}_p99_ms": pct(v, 99) for name, v in
            (("step", whole), ("take", take), ("features", feats), ("inference", infer))},
         "batch_per_bar_ms": batch_s * 1000,
+        "rss_mb": rss_mb,
     }  # fmt: skip
     out["batch_over_live_p50"] = out["batch_per_bar_ms"] / out["step_p50_ms"]
     print(
         f"{args.symbols} symbols, {args.bars} new 1h bars, one core; the live features hold "
-        f"{KEEP_BARS} bars per timeframe (started in {start_s:.1f} s)"
+        f"{KEEP_BARS} bars per timeframe (started in {start_s:.1f} s; resident {rss_mb:.0f} MB "
+        "with the model and the panel's bars)"
     )
     for name in ("take", "features", "inference", "step"):
         print(

@@ -64,7 +64,7 @@ EXPORT="$DATA_ROOT/models/$FOLDER/onnx"
 grep -q '"service"' "$EXPORT/manifest.json" \
     || die "$EXPORT was exported before the service facts were recorded: export again" 1
 
-HERE="$(cd "$(dirname "$0")" && pwd)"
+HERE="$(cd "$(dirname "$0")" && pwd -P)"
 PROJECT_DIR="$(dirname "$HERE")"
 TAG="$(date -u +%Y%m%d-%H%M%S)"
 IMAGE="$REGION-docker.pkg.dev/$PROJECT/$REPOSITORY/asterai-serve:$TAG"

@@ -90,7 +90,7 @@ class Sandbox:
         self.root = root
         self.project = root / "project"
         self.project.mkdir()
-        for folder in ("scripts", "local_training"):
+        for folder in ("scripts", "local_training", "cloud_deploy"):
             (self.project / folder).symlink_to(PROJECT_ROOT / folder)
         (root / "home").mkdir()
         self.env = {
@@ -101,7 +101,9 @@ class Sandbox:
             "COLUMNS": "160",
         }
         self.port = str(free_port())
+        self.serve_port = str(free_port())
         self.server: subprocess.Popen | None = None
+        self.service: subprocess.Popen | None = None
         self.ran: list[str] = []
 
     def run(self, command: str) -> None:
@@ -116,6 +118,15 @@ class Sandbox:
             self.ran.append(command)
             return
         line = command.replace("../shared/aster-real", str(REAL_DATA)).replace("8765", self.port)
+        line = line.replace("8780", self.serve_port)
+        if "asterai serve" in line and line.endswith("&"):  # the service, until the end
+            self.service = subprocess.Popen(
+                ["bash", "-c", f"exec env {line[:-1]}"], cwd=self.project, env=self.env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_healthy(f"http://127.0.0.1:{self.serve_port}", self.service)
+            self.ran.append(command)
+            return
         if line.startswith("asterai replay") and line.endswith("&"):
             self.server = subprocess.Popen(
                 ["bash", "-c", f"exec {line[:-1]}"], cwd=self.project, env=self.env,
@@ -137,6 +148,9 @@ class Sandbox:
         self.ran.append(command)
 
     def close(self) -> None:
+        if self.service is not None:
+            self.service.terminate()
+            self.service.wait(timeout=30)
         if self.server is not None:
             self.server.terminate()
             self.server.wait(timeout=10)
@@ -170,6 +184,22 @@ def test_every_readme_command_runs(sandbox, title) -> None:
     if title.startswith("Offline"):
         assert "asterai replay --data ../shared/aster-real --port 8765 &" in sandbox.ran
         assert (home / "aster-offline" / "data" / "backtest_results" / "metrics.json").exists()
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Until the README's ``asterai serve`` says it is warmed up."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the README's asterai serve exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json().get("status") == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the README's asterai serve did not become healthy at {url}")
 
 
 def wait_for(url: str, seconds: float = 60) -> None:

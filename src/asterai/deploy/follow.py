@@ -34,7 +34,7 @@ from asterai.data.gate.values import impossible_bars
 from asterai.data.universe import REASONS, TRADEABLE, VOLUME_WINDOW_MS, Rules, tradeable_kernel
 from asterai.deploy.live import KEEP_BARS, LiveFeatures
 from asterai.deploy.runtime import OnnxModel
-from asterai.deploy.signals import newest_signals
+from asterai.deploy.signals import LiveSignals
 from asterai.exchange.client import AsterClient, parse_funding, parse_klines
 from asterai.exchange.errors import ExchangeError
 from asterai.features.build import unknown_listings
@@ -149,6 +149,7 @@ class Follower:
         self.retry_s = retry_s
         self.state = FollowState()
         self.live: LiveFeatures | None = None
+        self.signals: LiveSignals | None = None
         self.listing: dict[str, int] = {}
 
     # -- the exchange ---------------------------------------------------------------
@@ -204,6 +205,7 @@ class Follower:
             raise ExchangeError("the exchange returned no closed bars for any served symbol")
         live = LiveFeatures(self.fs, inputs, history=max(self.model.sequence_length, 1))
         self.live = live
+        self.signals = LiveSignals(live, self.model)
         await asyncio.to_thread(self._publish)
         self.state.started = True
 
@@ -251,7 +253,7 @@ class Follower:
 
     def _publish(self) -> None:
         assert self.live is not None
-        signals = newest_signals(self.live, self.model)
+        signals = self.signals.newest()
         base = self.live.rings[self.fs.base_interval].panel()
         tradeable, reasons = [], []
         for symbol in signals["symbol"]:

@@ -343,6 +343,10 @@ class LiveFeatures:
                 del self._rows[t]
         return rows
 
+    def kept(self) -> list[NewestRows]:
+        """The kept feature rows of the last ``history`` bars, oldest first."""
+        return [self._rows[t] for t in sorted(self._rows)]
+
     def recent(self) -> pd.DataFrame:
         """The kept feature rows of the last ``history`` bars (``symbol``, ``open_time``,
         the features), oldest first, the newest bar's rows last."""

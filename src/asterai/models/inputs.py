@@ -30,6 +30,29 @@ def blend(px: np.ndarray, pl: np.ndarray | None, wx: float, wl: float) -> np.nda
     return np.where(np.isfinite(pl), (wx * px + wl * np.nan_to_num(pl)) / (wx + wl), px)
 
 
+def combine(
+    raw_x: np.ndarray,
+    raw_l: np.ndarray | None,
+    members: dict[str, Any],
+    ensemble: dict[str, Any],
+    *,
+    raw: bool = False,
+) -> dict[str, np.ndarray]:
+    """From the members' raw outputs ((rows, 2) each; the LSTM's NaN where a row has no
+    window) to the output columns: ``p_long``, ``p_short``, each member's calibrated
+    ``{member}_long`` / ``_short`` and with ``raw`` its raw ones (``{member}_raw_...``)."""
+    px = apply_platt(raw_x, members["xgboost"]["calibration_platt"])
+    out, raws, p = {"xgboost": px}, {"xgboost_raw": raw_x}, px
+    if raw_l is not None:
+        pl = apply_platt(raw_l, members["lstm"]["calibration_platt"])
+        out["lstm"], raws["lstm_raw"] = pl, raw_l
+        p = blend(px, pl, ensemble["xgboost_weight"], ensemble["lstm_weight"])
+    columns = {"p_long": p[:, 0], "p_short": p[:, 1]}
+    for member, values in (out | raws if raw else out).items():
+        columns[f"{member}_long"], columns[f"{member}_short"] = values[:, 0], values[:, 1]
+    return columns
+
+
 def predict_frame(
     frame: pd.DataFrame,
     inputs: dict[str, Any],
@@ -57,21 +80,14 @@ def predict_frame(
     if not len(rows):
         raise ValueError("no rows to predict")
     raw_x = xgboost_raw(X[rows] if targets is not None else X)
-    px = apply_platt(raw_x, members["xgboost"]["calibration_platt"])
-    out, raws, p = {"xgboost": px}, {"xgboost_raw": raw_x}, px
+    raw_l = None
     if lstm_raw is not None:
         runs = window_runs(
             inputs, frame["symbol"].to_numpy()[order], to_epoch_ms(frame["open_time"])[order]
         )
         raw_l = lstm_raw(X, runs, rows)
-        pl = apply_platt(raw_l, members["lstm"]["calibration_platt"])
-        out["lstm"], raws["lstm_raw"] = pl, raw_l
-        p = blend(px, pl, ensemble["xgboost_weight"], ensemble["lstm_weight"])
-    index = frame.index[order[rows]]
-    result = pd.DataFrame(index=index)
-    result["p_long"], result["p_short"] = p[:, 0], p[:, 1]
-    for member, values in (out | raws if raw else out).items():
-        result[f"{member}_long"], result[f"{member}_short"] = values[:, 0], values[:, 1]
+    columns = combine(raw_x, raw_l, members, ensemble, raw=raw)
+    result = pd.DataFrame(columns, index=frame.index[order[rows]])
     wanted = frame.index if targets is None else frame.index[np.asarray(targets)]
     return result.loc[wanted]
 
