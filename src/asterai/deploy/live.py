@@ -194,7 +194,8 @@ class LiveFeatures:
     """The held bars of ``inputs``' symbols (sorted, like the batch table's columns).
 
     ``history``: how many of the newest bars' feature rows to keep for models that
-    read a window of them (the LSTM), seeded from the batch builder on ``inputs``.
+    read a window of them (the LSTM), seeded at the start by computing each of the
+    bars before the newest as it would have been at its close.
     """
 
     def __init__(
@@ -230,18 +231,16 @@ class LiveFeatures:
         self.history = history
         self._rows: dict[int, NewestRows] = {}
         if history and inputs:
-            self._seed_history(inputs)
+            self._seed_history()
 
-    def _seed_history(self, inputs: list[SymbolInput]) -> None:
-        from asterai.features.build import build_features
-
-        frame = build_features(inputs, self.fs).frame
-        ms = to_epoch_ms(frame["open_time"])
-        symbols = frame["symbol"].to_numpy()
-        values = frame[self.features].to_numpy(dtype=float)
-        for t in np.unique(ms)[-self.history :]:
-            at = ms == t
-            self._rows[int(t)] = NewestRows(int(t), list(symbols[at]), self.features, values[at])
+    def _seed_history(self) -> None:
+        """The rows of the bars before the newest, as the live features would have
+        computed each at its close: the base panel cut there (the higher timeframes and
+        funding are cut by close time inside ``newest_features``)."""
+        panel = self.rings[self.fs.base_interval].panel()
+        for k in range(min(self.history, len(panel)) - 1, 0, -1):
+            cut = Panel(panel.times[:-k], {f: v[:, :-k] for f, v in panel.fields.items()})
+            self._store(self._rows_of(cut, None))
 
     def _symbol(self, symbol: str) -> int:
         j = self.index.get(symbol)
@@ -329,14 +328,22 @@ class LiveFeatures:
         base = self.rings[self.fs.base_interval]
         if base.last_time is None:
             raise LiveDataError("no bars held")
+        return self._store(self._rows_of(base.panel(), self._higher_ta))
+
+    def _rows_of(
+        self, panel: Panel, higher_ta: dict[str, dict[str, np.ndarray]] | None
+    ) -> NewestRows:
         higher = {iv: self.rings[iv].panel() for iv in self.fs.higher_intervals}
         present, values = newest_features(
-            base.panel(), higher, self.funding, self.listing_ms, self.symbols, self.fs,
-            self._higher_ta,
-        )  # fmt: skip
+            panel, higher, self.funding, self.listing_ms, self.symbols, self.fs, higher_ta
+        )
         at = np.flatnonzero(present)
         matrix = np.column_stack([values[n][at] for n in self.features])
-        rows = NewestRows(base.last_time, [self.symbols[j] for j in at], self.features, matrix)
+        return NewestRows(
+            int(panel.times[-1]), [self.symbols[j] for j in at], self.features, matrix
+        )
+
+    def _store(self, rows: NewestRows) -> NewestRows:
         if self.history:
             self._rows[rows.open_time] = rows
             for t in sorted(self._rows)[: -self.history]:

@@ -231,7 +231,9 @@ def newest_features(
 
     # the confluence on the last TAIL bars; only the last row is read, and of the
     # panel columns only the 1-bar returns and quote volumes need their history
-    ret1 = _returns(close[:, -rows:], base.times[-rows:], step)
+    held = min(REGIME_BARS, len(base))  # the regime reads the most bars: returns once
+    ret_held = _returns(close[:, -held:], base.times[-held:], step)
+    ret1 = ret_held[-rows:]
     panel: dict[str, np.ndarray] = {}
     for name in PANEL_COLUMNS:
         col = np.full((rows, len(symbols)), np.nan)
@@ -246,8 +248,7 @@ def newest_features(
     scalars = {name: float(v[-1]) for name, v in market.items()}
 
     # the regime: the share of trending assets now, the volatility against its median
-    held = min(REGIME_BARS, len(base))
-    market_rv = rolling_std(_nanmean_rows(_returns(close[:, -held:], base.times[-held:], step)), 24)
+    market_rv = rolling_std(_nanmean_rows(ret_held), 24)
     scalars["regime_trending"] = float(trending(values["adx_14"][None, :])[0])
     scalars["regime_high_vol"] = float(high_volatility(market_rv)[-1])
     scalars["regime"] = 2 * scalars["regime_trending"] + scalars["regime_high_vol"]

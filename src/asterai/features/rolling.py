@@ -77,12 +77,24 @@ def rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
     both = np.isfinite(x) & np.isfinite(y)
     xs = np.where(both, x, 0.0)
     ys = np.where(both, y, 0.0)
-    n = _windowed(np.cumsum(both, axis=0).astype(float), window)
-    sx = _windowed(np.cumsum(xs, axis=0), window)
-    sy = _windowed(np.cumsum(ys, axis=0), window)
-    sxx = _windowed(np.cumsum(xs * xs, axis=0), window)
-    syy = _windowed(np.cumsum(ys * ys, axis=0), window)
-    sxy = _windowed(np.cumsum(xs * ys, axis=0), window)
+    if len(x) == window:
+        # one window (the newest row, ``last_rows``): plain sums down the rows add the same
+        # terms in the same order as the running sums, without a running sum per row
+        def windowed(v: np.ndarray) -> np.ndarray:
+            out = np.full(v.shape, np.nan)
+            out[-1] = v.sum(axis=0)
+            return out
+    else:
+
+        def windowed(v: np.ndarray) -> np.ndarray:
+            return _windowed(np.cumsum(v, axis=0), window)
+
+    n = windowed(both.astype(float))
+    sx = windowed(xs)
+    sy = windowed(ys)
+    sxx = windowed(xs * xs)
+    syy = windowed(ys * ys)
+    sxy = windowed(xs * ys)
     cov = sxy - sx * sy / window
     vx = sxx - sx * sx / window
     vy = syy - sy * sy / window
