@@ -72,7 +72,7 @@ def test_the_container_installs_only_the_serve_extra_and_runs_as_a_user() -> Non
         sys.path.pop(0)
     names = {r.split(">")[0].split("=")[0].split("[")[0].lower() for r in serve_requirements()}
     assert {"fastapi", "uvicorn", "onnxruntime", "numpy", "pandas"} <= names
-    assert not names & {"torch", "xgboost", "scikit-learn", "optuna", "matplotlib"}
+    assert not names & {"torch", "xgboost", "scikit-learn", "optuna", "matplotlib", "numba"}
 
 
 #: Run in a fresh interpreter: the service's whole run-time path (start, warm-up from a
@@ -81,7 +81,8 @@ NO_TRAINING_STACK = r"""
 import asyncio, json, sys
 from importlib.abc import MetaPathFinder
 
-BLOCKED = {"torch", "xgboost", "sklearn", "optuna", "matplotlib", "psycopg", "onnx"}
+BLOCKED = {"torch", "xgboost", "sklearn", "optuna", "matplotlib", "psycopg", "onnx", "numba",
+           "scipy"}
 
 class Refuse(MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -117,13 +118,13 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 
 def test_the_service_runs_without_the_training_stack(exported_root, real_data) -> None:
     """Start, warm-up and the first signals in a fresh interpreter where PyTorch, XGBoost,
-    scikit-learn, Optuna, matplotlib, psycopg and onnx (the exporter) cannot be imported;
-    every package it did import that the serve extra lists is one it needs."""
+    scikit-learn, numba, SciPy, Optuna, matplotlib, psycopg and onnx (the exporter)
+    cannot be imported; the packages it needs are the serve extra's."""
     r = subprocess.run([sys.executable, "-c", NO_TRAINING_STACK, str(exported_root),
                         str(real_data)], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     modules = set(json.loads(r.stdout.strip().splitlines()[-1]))
-    needed = {"numpy", "pandas", "pyarrow", "httpx", "pydantic", "click", "numba", "talib",
+    needed = {"numpy", "pandas", "pyarrow", "httpx", "pydantic", "click", "talib",
               "onnxruntime", "fastapi"}  # fmt: skip
     assert needed <= modules
     sys.path.insert(0, str(PROJECT / "cloud_deploy"))
@@ -133,8 +134,9 @@ def test_the_service_runs_without_the_training_stack(exported_root, real_data) -
         sys.path.pop(0)
     listed = {_name(r) for r in serve_requirements()}
     for module, dist in (("talib", "ta-lib"), ("onnxruntime", "onnxruntime"),
-                         ("fastapi", "fastapi"), ("numba", "numba")):  # fmt: skip
+                         ("fastapi", "fastapi"), ("uvicorn", "uvicorn")):  # fmt: skip
         assert dist in listed, (module, dist)
+    assert not {"numba", "scipy", "torch", "xgboost", "scikit-learn"} & listed
 
 
 def _name(requirement: str) -> str:

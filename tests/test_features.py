@@ -352,3 +352,28 @@ def test_a_real_listing_inside_a_short_window_keeps_its_age(inputs) -> None:
     )
     assert out[0].listing_ms == listed
     assert out[1].listing_ms is None
+
+
+def test_the_newest_bars_numpy_kernels_equal_the_batch_kernels(full) -> None:
+    """The signal service computes the newest row without numba: its average pairwise
+    correlation of one window equals the batch kernel's at every real window, to the bit,
+    and so do the row sums the shares are made of."""
+    from asterai.features._pairwise_nb import avg_pairwise_corr_nb
+    from asterai.features.confluence import (
+        MIN_ASSETS,
+        PAIRWISE_WINDOW,
+        _avg_pairwise_corr_window,
+        _row_sums,
+    )
+
+    panel = full.pivot(index="open_time", columns="symbol", values="ret_1").to_numpy()
+    batch = avg_pairwise_corr_nb(np.ascontiguousarray(panel), PAIRWISE_WINDOW, MIN_ASSETS)
+    w = PAIRWISE_WINDOW
+    newest = np.array([_avg_pairwise_corr_window(panel[t - w + 1 : t + 1], MIN_ASSETS)
+                       for t in range(w - 1, len(panel))])  # fmt: skip
+    assert np.isfinite(newest).sum() > 500
+    assert np.array_equal(newest, batch[w - 1 :], equal_nan=True)
+    total, count = _row_sums(panel)
+    by_hand = [sum(v for v in row if np.isfinite(v)) for row in panel]  # in column order
+    assert np.array_equal(total, np.array(by_hand, dtype=float))
+    assert np.array_equal(count, np.isfinite(panel).sum(axis=1))

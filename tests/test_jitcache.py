@@ -52,12 +52,12 @@ def test_a_change_in_a_called_module_reaches_the_cached_kernel(tmp_path: Path) -
 def test_the_kernel_and_the_labels_are_guarded() -> None:
     import hashlib
 
-    from asterai import barriers
+    from asterai import barriers, entry
     from asterai.backtest import enums, kernel
     from asterai.features import labels
 
     for dispatcher, modules in (
-        (kernel.simulate_nb, (barriers, enums)),
+        (kernel.simulate_nb, (barriers, enums, entry)),
         (labels.triple_barrier_nb, (barriers,)),
     ):
         stamp = Path(dispatcher._cache.cache_path) / (

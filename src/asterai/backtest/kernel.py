@@ -58,6 +58,7 @@ import numpy as np
 from numba import njit
 
 from asterai import barriers as _barriers
+from asterai import entry as _entry
 from asterai.backtest import enums as _enums
 from asterai.backtest.enums import (
     EXIT_BREAKER,
@@ -114,14 +115,8 @@ REJECT_FIELDS = ("t", "symbol", "side", "reason", "probability")
 EQUITY_FIELDS = ("equity", "cash", "open_positions", "notional")
 
 
-@njit(cache=True)
-def entry_side(p_long: float, p_short: float, threshold: float) -> int:
-    """The side a bar's probabilities call for (rule 6): +1 long, -1 short, 0 none. The
-    stronger side, when it reaches ``threshold``; long on a tie. The signal service
-    publishes the same decision (``deploy.signals``)."""
-    if np.isnan(p_long) or np.isnan(p_short) or max(p_long, p_short) < threshold:
-        return 0
-    return 1 if p_long >= p_short else -1
+#: the entry rule (``asterai.entry``), compiled: the signal service runs the same function
+entry_side = njit(cache=True)(_entry.entry_side)
 
 
 @njit(cache=True)
@@ -467,4 +462,4 @@ def simulate_nb(
 
 # the kernel compiles in ``barriers``' rules and ``enums``' codes: a change to either
 # must reach the cached machine code too
-invalidate_on_change(simulate_nb, _barriers, _enums)
+invalidate_on_change(simulate_nb, _barriers, _enums, _entry)

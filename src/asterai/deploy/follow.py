@@ -237,10 +237,13 @@ class Follower:
                     "taker_buy": cols["taker_buy_base"], "quote_volume": cols["quote_volume"],
                 }  # fmt: skip
                 added += self.live.add_arrays(symbol, interval, cols["open_time"], values)
-        for symbol in self.live.symbols:
+
+        async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
             have = self.live.funding[self.live.index[symbol]]
             start = int(have[0][-1]) + 1 if have is not None and len(have[0]) else None
-            rates = parse_funding((await client.funding_rate(symbol, start_ms=start)).data)
+            return symbol, parse_funding((await client.funding_rate(symbol, start_ms=start)).data)
+
+        for symbol, rates in await gather_or_cancel(rates_of(s) for s in self.live.symbols):
             keep = rates["funding_time"] <= now
             if keep.any():
                 self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))

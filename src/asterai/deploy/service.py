@@ -40,9 +40,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from asterai import __version__
-from asterai.backtest.kernel import entry_side
 from asterai.deploy.follow import Follower
 from asterai.deploy.runtime import MANIFEST, OnnxModel
+from asterai.entry import entry_side
 from asterai.intervals import INTERVAL_MS, iso_ms
 
 #: the largest request body accepted (bytes): 1,000 rows of ~120 features fit

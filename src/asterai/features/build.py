@@ -41,7 +41,6 @@ from asterai.data.store import read_provenance, read_series, to_epoch_ms
 from asterai.features import catalog as cat
 from asterai.features.confluence import EVENT_FLAGS, confluence, cross_sectional_rank
 from asterai.features.indicators import asset_features, consecutive_run, core_indicators, mask_gaps
-from asterai.features.labels import forward_return, triple_barrier_nb
 from asterai.features.regime import regime
 from asterai.features.types import FeatureResult, SymbolInput
 from asterai.intervals import INTERVAL_MS, iso_ms
@@ -135,6 +134,8 @@ def label_columns(
     """One symbol's label columns from its base bars ``base``, the ATR known at each
     bar and its price tick, by ``fs``' barriers and horizon (the search recomputes them
     with a trial's, ``asterai.optimize``; nothing else of the feature table changes)."""
+    from asterai.features.labels import forward_return, triple_barrier_nb  # numba: batch only
+
     step = INTERVAL_MS[fs.base_interval]
     times = to_epoch_ms(base["open_time"])
     o, h, lo, c = (base[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))

@@ -6,7 +6,6 @@ rows ``<= t`` only (the cross-sectional ranks use row ``t`` alone).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from asterai.features.rolling import last_rows, rolling_corr, rolling_std, rolling_sum
 
@@ -30,28 +29,23 @@ EVENT_FLAGS = (
 )
 
 
-@njit(cache=True)
-def _row_sums_nb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _row_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the sum of the finite values, added one by one in column order, and their count.
 
-    Sequential on purpose: numpy's pairwise summation groups terms by the number of
-    columns, so an asset that appears later (a new listing) would change the float
-    rounding of earlier rows, and the look-ahead test demands bit-identical values.
+    Sequential on purpose (a running sum along the row, which adds in column order):
+    numpy's pairwise summation groups terms by the number of columns, so an asset that
+    appears later (a new listing) would change the float rounding of earlier rows, and
+    the look-ahead test demands bit-identical values.
     """
-    t_len, n = x.shape
-    total = np.zeros(t_len)
-    count = np.zeros(t_len)
-    for t in range(t_len):
-        for j in range(n):
-            v = x[t, j]
-            if np.isfinite(v):
-                total[t] += v
-                count[t] += 1
-    return total, count
+    finite = np.isfinite(x)
+    if x.shape[1] == 0:
+        return np.zeros(len(x)), np.zeros(len(x))
+    total = np.cumsum(np.where(finite, x, 0.0), axis=1)[:, -1]
+    return total, finite.sum(axis=1).astype(float)
 
 
 def _nansum_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return _row_sums_nb(np.ascontiguousarray(x, dtype=np.float64))
+    return _row_sums(np.asarray(x, dtype=np.float64))
 
 
 def _nanmean_rows(x: np.ndarray) -> np.ndarray:
@@ -65,42 +59,26 @@ def share_of(flags: np.ndarray) -> np.ndarray:
     return _nanmean_rows(flags)
 
 
-@njit(cache=True)
-def _avg_pairwise_corr_nb(returns: np.ndarray, window: int, min_assets: int) -> np.ndarray:
-    t_len, n_assets = returns.shape
-    out = np.full(t_len, np.nan)
-    total = np.empty(window)
-    for t in range(window - 1, t_len):
-        total[:] = 0.0
-        n = 0
-        for j in range(n_assets):
-            s = 0.0
-            ok = True
-            for k in range(t - window + 1, t + 1):
-                x = returns[k, j]
-                if not np.isfinite(x):
-                    ok = False
-                    break
-                s += x
-            if not ok:
-                continue
-            mean = s / window
-            ss = 0.0
-            for k in range(t - window + 1, t + 1):
-                d = returns[k, j] - mean
-                ss += d * d
-            std = np.sqrt(ss / window)
-            if std <= 1e-12:
-                continue
-            for i in range(window):
-                total[i] += (returns[t - window + 1 + i, j] - mean) / std
-            n += 1
-        if n >= min_assets:
-            sq = 0.0
-            for i in range(window):
-                sq += total[i] * total[i]
-            out[t] = (sq / window - n) / (n * (n - 1))
-    return out
+def _avg_pairwise_corr_window(returns: np.ndarray, min_assets: int) -> float:
+    """``_pairwise_nb``'s value for one full window (window x assets), in numpy, with the
+    same additions in the same order (running sums down the window, then across the
+    assets in column order): the newest bar's value without numba."""
+    window = len(returns)
+    full = np.isfinite(returns).all(axis=0)
+    x = returns[:, full]
+    if x.shape[1] == 0:
+        return np.nan
+    mean = np.cumsum(x, axis=0)[-1] / window
+    d = x - mean
+    std = np.sqrt(np.cumsum(d * d, axis=0)[-1] / window)
+    keep = ~(std <= 1e-12)
+    z = d[:, keep] / std[keep]
+    n = z.shape[1]
+    if n < min_assets:
+        return np.nan
+    total = np.cumsum(z, axis=1)[:, -1]
+    sq = np.cumsum(total * total)[-1]
+    return (sq / window - n) / (n * (n - 1))
 
 
 def average_pairwise_correlation(returns: np.ndarray, window: int = PAIRWISE_WINDOW) -> np.ndarray:
@@ -112,33 +90,14 @@ def average_pairwise_correlation(returns: np.ndarray, window: int = PAIRWISE_WIN
     window, or without variation in it, are left out. Summed asset by asset in column
     order, so the value at ``t`` never depends on assets absent up to ``t``.
     """
-    return _avg_pairwise_corr_nb(
-        np.ascontiguousarray(returns, dtype=np.float64), window, MIN_ASSETS
-    )
+    returns = np.ascontiguousarray(returns, dtype=np.float64)
+    if len(returns) == window:  # one window: the newest bar (``rolling.last_rows``)
+        out = np.full(window, np.nan)
+        out[-1] = _avg_pairwise_corr_window(returns, MIN_ASSETS)
+        return out
+    from asterai.features._pairwise_nb import avg_pairwise_corr_nb  # numba: the batch only
 
-
-@njit(cache=True)
-def _xs_rank_nb(
-    keyed: np.ndarray, order: np.ndarray, count: np.ndarray, min_assets: int
-) -> np.ndarray:
-    """Scaled average ranks from each row's argsort (its ``count[t]`` values first)."""
-    t_len, n = keyed.shape
-    out = np.full((t_len, n), np.nan)
-    for t in range(t_len):
-        m = count[t]
-        if m < min_assets:
-            continue
-        i = 0
-        while i < m:
-            v = keyed[t, order[t, i]]
-            k = i  # the run of ties i..k shares the average of the 0-based ranks i..k
-            while k + 1 < m and keyed[t, order[t, k + 1]] == v:
-                k += 1
-            r = (i + k) / 2 / (m - 1)
-            for q in range(i, k + 1):
-                out[t, order[t, q]] = r
-            i = k + 1
-    return out
+    return avg_pairwise_corr_nb(returns, window, MIN_ASSETS)
 
 
 def cross_sectional_rank(x: np.ndarray, min_assets: int = MIN_RANK_ASSETS) -> np.ndarray:
@@ -151,10 +110,29 @@ def cross_sectional_rank(x: np.ndarray, min_assets: int = MIN_RANK_ASSETS) -> np
     order, so an asset absent at ``t`` (a later listing) cannot change them.
     """
     finite = np.isfinite(x)
+    t_len, n = x.shape
+    out = np.full((t_len, n), np.nan)
+    if n == 0 or t_len == 0:
+        return out
     # missing values sort last as +inf (numpy's vectorised argsort is fast without NaN)
     keyed = np.where(finite, x, np.inf).astype(np.float64, copy=False)
     order = np.argsort(keyed, axis=1)
-    return _xs_rank_nb(keyed, order, finite.sum(axis=1).astype(np.int64), min_assets)
+    ranked = np.take_along_axis(keyed, order, axis=1)
+    count = finite.sum(axis=1)
+    pos = np.broadcast_to(np.arange(n), (t_len, n))
+    # each sorted position's tie run: its first (i) and last (k) position
+    starts = np.ones((t_len, n), dtype=bool)
+    starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    ends = np.ones((t_len, n), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    valid = (pos < count[:, None]) & (count[:, None] >= min_assets)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (first + last) / 2 / (count[:, None] - 1)
+    rows = np.broadcast_to(np.arange(t_len)[:, None], (t_len, n))
+    out[rows[valid], order[valid]] = r[valid]
+    return out
 
 
 def confluence(
@@ -184,38 +162,50 @@ def confluence(
         average_pairwise_correlation, PAIRWISE_WINDOW, tail, ret1
     )
 
+    # the per-bar features read their own row only: with ``tail``, only the last rows
+    last = slice(None) if tail is None else slice(-tail, None)
+
+    def pad(v: np.ndarray) -> np.ndarray:
+        if tail is None or len(v) == t_len:
+            return v
+        out = np.full((t_len, *v.shape[1:]), np.nan)
+        out[t_len - len(v) :] = v
+        return out
+
     for flag in EVENT_FLAGS:
-        market[f"share_{flag}"] = share_of(panel[flag])
-    spikes = panel["volume_spike"]
+        market[f"share_{flag}"] = pad(share_of(panel[flag][last]))
+    spikes = panel["volume_spike"][last]
     n_spikes, defined = _nansum_rows(spikes)
-    market["n_volume_spikes"] = np.where(defined >= MIN_ASSETS, n_spikes, np.nan)
-    market["share_volume_spikes"] = share_of(spikes)
+    market["n_volume_spikes"] = pad(np.where(defined >= MIN_ASSETS, n_spikes, np.nan))
+    market["share_volume_spikes"] = pad(share_of(spikes))
 
     for h in ALIGN_HORIZONS:
-        r = panel[f"ret_{h}"]
+        r = panel[f"ret_{h}"][last]
         # a zero return (a closed stock market, an idle hour) says nothing about direction
         moved = np.isfinite(r) & (r != 0)
         positive = np.where(moved, (r > 0).astype(float), np.nan)
         share = share_of(positive)
-        market[f"share_pos_ret_{h}"] = share
+        market[f"share_pos_ret_{h}"] = pad(share)
         majority = np.sign(share - 0.5)[:, None]
         agree = np.where(
             moved & np.isfinite(majority) & (majority != 0),
             (np.sign(r) == majority).astype(float),
             np.nan,
         )
-        asset[f"agree_majority_{h}"] = agree
+        asset[f"agree_majority_{h}"] = pad(agree)
 
     for h in STRENGTH_HORIZONS:
-        r = panel[f"ret_{h}"]
-        asset[f"rel_strength_{h}"] = r - _nanmean_rows(r)[:, None]
+        r = panel[f"ret_{h}"][last]
+        asset[f"rel_strength_{h}"] = pad(r - _nanmean_rows(r)[:, None])
 
-    market_ret = _nanmean_rows(ret1)
+    # the 24-bar statistics of the market's return and volume: their last windows
+    span = slice(None) if tail is None else slice(-(DOMINANCE_WINDOW + tail - 1), None)
+    market_ret = pad(_nanmean_rows(ret1[span]))
     market["market_ret_1"] = market_ret
     market["market_rv_24"] = last_rows(rolling_std, 24, tail, market_ret)
 
     qv = panel["quote_volume"]
-    total = last_rows(rolling_sum, DOMINANCE_WINDOW, tail, _nansum_rows(qv)[0])
+    total = last_rows(rolling_sum, DOMINANCE_WINDOW, tail, pad(_nansum_rows(qv[span])[0]))
     for ref in ("BTC", "ETH"):
         col = _column(symbols, f"{ref}USDT")
         if col is None:

@@ -27,7 +27,6 @@ import pyarrow.parquet as pq
 from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
 from asterai.features.build import FEATURES_META_KEY
-from asterai.features.labels import cross_sectional_labels
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
@@ -242,6 +241,8 @@ def load_panel(
     if target == "cross_sectional":
         # the cross-section is every trainable symbol tradeable at the bar, before any
         # model leaves out short histories: both models' labels mean the same thing
+        from asterai.features.labels import cross_sectional_labels  # numba
+
         xs = cross_sectional_labels(
             frame["label_fwd_ret"].to_numpy(dtype=float),
             frame["_t"].to_numpy(),
