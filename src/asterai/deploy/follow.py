@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 FUNDING_ROWS = 10
 #: klines asked for per poll (the newest closed bars; a few in case one was missed)
 POLL_ROWS = 5
+#: how long after a bar's close a symbol's missing bar of it is polled for again
+LATE_WINDOW_MS = 10 * 60_000
 
 
 class Clock:
@@ -209,26 +211,48 @@ class Follower:
         await asyncio.to_thread(self._publish)
         self.state.started = True
 
+    def _late(self, now: int | None) -> list[str]:
+        """Served symbols still without the newest bar while it may yet come (within
+        ``LATE_WINDOW_MS`` of its close): polled again soon, not at the next close."""
+        assert self.live is not None
+        newest = self.live.newest_time()
+        if newest is None or now is None or now - (newest + self.step - 1) > LATE_WINDOW_MS:
+            return []
+        base = self.live.rings[self.fs.base_interval]
+        return [s for s in self.live.symbols if base.symbol_last(self.live.index[s]) != newest]
+
+    def _with_newest(self) -> int:
+        """How many symbols hold the newest base bar."""
+        assert self.live is not None
+        base = self.live.rings[self.fs.base_interval]
+        newest = base.last_time
+        return sum(base.symbol_last(j) == newest for j in range(len(self.live.symbols)))
+
     async def poll(self, client: AsterClient) -> bool:
-        """Fetch the bars closed since the newest held one; True when a bar was added."""
+        """Fetch each symbol's bars closed since its newest held one; True when the
+        newest bar's signals changed (a new bar, or a late symbol's bar of it)."""
         assert self.live is not None
         now = await self._now(client)
         self.state.last_poll_ms = now
         self.state.polls += 1
         newest = self.live.newest_time()
-        if newest is not None and newest + 2 * self.step - 1 >= now:
-            return False  # the next bar has not closed yet
-        added = 0
+        late = self._late(now)
+        due = newest is None or newest + 2 * self.step - 1 < now  # the next bar has closed
+        if not due and not late:
+            return False
+        # a new bar: every symbol; otherwise only those still without the newest bar
+        polled = self.live.symbols if due else late
+        before = self._with_newest()
 
         async def one(symbol: str, interval: str) -> tuple[str, str, dict[str, np.ndarray]]:
-            held = self.live.rings[interval].last_time
+            held = self.live.rings[interval].symbol_last(self.live.index[symbol])
             start = None if held is None else held + INTERVAL_MS[interval]
             cols = await self._closed(
                 client, symbol, interval, now, start_ms=start, limit=POLL_ROWS
             )
             return symbol, interval, cols
 
-        jobs = [one(s, iv) for s in self.live.symbols for iv in self.intervals]
+        jobs = [one(s, iv) for s in polled for iv in self.intervals]
         for symbol, interval, cols in await gather_or_cancel(jobs):
             if len(cols["open_time"]):
                 values = {
@@ -236,21 +260,23 @@ class Follower:
                     "close": cols["close"], "volume": cols["volume"],
                     "taker_buy": cols["taker_buy_base"], "quote_volume": cols["quote_volume"],
                 }  # fmt: skip
-                added += self.live.add_arrays(symbol, interval, cols["open_time"], values)
+                self.live.add_arrays(symbol, interval, cols["open_time"], values)
 
         async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
             have = self.live.funding[self.live.index[symbol]]
             start = int(have[0][-1]) + 1 if have is not None and len(have[0]) else None
             return symbol, parse_funding((await client.funding_rate(symbol, start_ms=start)).data)
 
-        for symbol, rates in await gather_or_cancel(rates_of(s) for s in self.live.symbols):
+        for symbol, rates in await gather_or_cancel(
+            rates_of(s) for s in (self.live.symbols if due else [])
+        ):
             keep = rates["funding_time"] <= now
             if keep.any():
                 self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
-        moved = self.live.newest_time() != newest
-        if moved:
+        if self.live.newest_time() != newest or self._with_newest() > before:
             await asyncio.to_thread(self._publish)
-        return moved
+            return True
+        return False
 
     # -- the snapshot ---------------------------------------------------------------
 
@@ -311,6 +337,8 @@ class Follower:
         now = self.clock.now_ms()
         newest = self.live.newest_time() if self.live is not None else None
         if now is None or newest is None:
+            return self.retry_s
+        if self._late(now):  # a symbol's bar is late: ask again soon
             return self.retry_s
         wait_ms = newest + 2 * self.step - 1 - now
         return max(wait_ms / 1000 / self.clock.rate, 0.0) + self.poll_delay_s

@@ -66,6 +66,11 @@ class _Ring:
     def last_time(self) -> int | None:
         return int(self.times[self.used - 1]) if self.used > self.lo else None
 
+    def symbol_last(self, j: int) -> int | None:
+        """Symbol ``j``'s newest held bar time, or None."""
+        have = np.flatnonzero(~np.isnan(self.data["close"][j, self.lo : self.used]))
+        return int(self.times[self.lo + have[-1]]) if len(have) else None
+
     def _compact(self, room: int) -> None:
         """Move the held columns to the front, keeping at most ``keep - room`` of them."""
         start = max(self.lo, self.used - max(self.keep - room, 0))
