@@ -9,7 +9,7 @@ series tiled back ``--months`` months (BTCUSDT and ETHUSDT keep their names, sin
 the cross-asset features read them). The live features start from all but the last
 ``--bars`` bars; then, bar by bar, every symbol's closed 1h bar (and the 4h and 1d bars
 that close with it) is handed over as parsed arrays, and the newest bar's signals are
-computed (``deploy.signals.newest_signals``: live features, the LSTM's window of the
+computed (``deploy.signals.LiveSignals``: live features, the LSTM's window of the
 previous feature rows, the exported graphs on onnxruntime with one thread). Printed:
 p50 and p99 over those bars of the whole step, and of its parts (taking the bars,
 the features, the inference), against the batch pipeline's time per bar measured in
@@ -117,7 +117,8 @@ def main() -> int:
     take, feats, infer, whole = [], [], [], []
     for t in times[-args.bars :]:
         close = int(t) + step - 1
-        # the closed bars a poll of every symbol returns, parsed: one entry per symbol
+        # the closed bars a poll of every symbol returns, parsed, handed over as the
+        # follower hands them: one call per bar time with all its symbols
         polled: dict[str, tuple[int, list[str], dict[str, list[float]]]] = {}
         for (symbol, iv), (ms, closes, values) in arrays.items():
             hit = np.searchsorted(closes, close)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,19 @@ def rendered_dom(page: str) -> str:
     """The page's DOM after a real browser ran its scripts (the reports mark on <body>
     how many of their charts decoded)."""
     return browser("--virtual-time-budget=5000", "--dump-dom", page)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Until an ``asterai serve`` process at ``url`` says it is warmed up (``ok``)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "asterai serve exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json().get("status") == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"asterai serve did not become healthy at {url}")

@@ -221,3 +221,38 @@ def test_a_late_bar_takes_its_place_and_the_newest_rows_match(walked) -> None:
     np.testing.assert_allclose(rows.values, want.to_numpy(dtype=float), rtol=0, atol=TOLERANCE)
     # before its previous bar came, BTCUSDT's one-bar return could not be known
     assert np.isnan(early.values[early.symbols.index(late), features.index("ret_1")])
+
+
+def test_a_poll_of_every_symbol_handed_over_at_once_gives_the_batch_rows(walked) -> None:
+    """``add_closed``, the follower's hand-over: each bar time's bars of every symbol in
+    one call (what one poll after a close returns), then the newest rows equal the batch
+    table's; a symbol twice in one bar is refused."""
+    from asterai.deploy.live import COLUMNS, LiveDataError, LiveFeatures
+
+    fs, inputs, table = walked
+    step = INTERVAL_MS[fs.base_interval]
+    times = np.unique(to_epoch_ms(table["open_time"]))
+    cut = int(times[-3]) + step - 1  # all but the last two base bars
+    live = LiveFeatures(fs, _closed_by(inputs, fs, cut))
+    for close in (int(times[-2]) + step - 1, int(times[-1]) + step - 1):
+        for iv in (fs.base_interval, *fs.higher_intervals):
+            names, got = [], {k: [] for k in COLUMNS}
+            open_ms = close + 1 - INTERVAL_MS[iv]
+            for inp in inputs:
+                f = inp.bars[iv]
+                row = f[to_epoch_ms(f["open_time"]) == open_ms]
+                if len(row):
+                    names.append(inp.symbol)
+                    for k, c in COLUMNS.items():
+                        got[k].append(float(row[c].iloc[0]))
+            if names:
+                values = {k: np.asarray(v) for k, v in got.items()}
+                assert live.add_closed(iv, open_ms, names, values) == len(names)
+    rows = live.newest()
+    features = cat.feature_names(fs.higher_intervals)
+    want = table[to_epoch_ms(table["open_time"]) == times[-1]].set_index("symbol")[features]
+    assert rows.symbols == list(want.index)
+    np.testing.assert_allclose(rows.values, want.to_numpy(dtype=float), rtol=0, atol=TOLERANCE)
+    twice = {k: np.zeros(2) for k in COLUMNS}
+    with pytest.raises(LiveDataError, match="twice"):
+        live.add_closed(fs.base_interval, int(times[-1]), ["BTCUSDT", "BTCUSDT"], twice)

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE
+from conftest import FAST_EXCHANGE, wait_healthy
 
 from asterai.config import load_settings
 from asterai.data.store import to_epoch_ms
@@ -345,19 +345,7 @@ def test_the_service_starts_as_its_container_starts_it(exported_root, recording,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline
-                try:
-                    if (
-                        httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()["status"]
-                        == "ok"
-                    ):
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
             ready_s = time.monotonic() - started
             r = httpx.get(f"http://127.0.0.1:{port}/v1/signals", headers=AUTH)
             assert r.status_code == 200 and len(r.json()["signals"]) > 10

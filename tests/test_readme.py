@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, REAL_DATA
+from conftest import PROJECT_ROOT, REAL_DATA, wait_healthy
 
 README = PROJECT_ROOT / "README.md"
 SMALL = {
@@ -184,22 +184,6 @@ def test_every_readme_command_runs(sandbox, title) -> None:
     if title.startswith("Offline"):
         assert "asterai replay --data ../shared/aster-real --port 8765 &" in sandbox.ran
         assert (home / "aster-offline" / "data" / "backtest_results" / "metrics.json").exists()
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    """Until the README's ``asterai serve`` says it is warmed up."""
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the README's asterai serve exited"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json().get("status") == "ok":
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the README's asterai serve did not become healthy at {url}")
 
 
 def wait_for(url: str, seconds: float = 60) -> None:

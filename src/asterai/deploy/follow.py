@@ -31,8 +31,9 @@ import pandas as pd
 from asterai.config import FeatureSettings, Settings
 from asterai.data.collector import funding_frame, gather_or_cancel, klines_frame
 from asterai.data.gate.values import impossible_bars
+from asterai.data.store import to_epoch_ms
 from asterai.data.universe import REASONS, TRADEABLE, VOLUME_WINDOW_MS, Rules, tradeable_kernel
-from asterai.deploy.live import KEEP_BARS, LiveFeatures
+from asterai.deploy.live import COLUMNS, KEEP_BARS, LiveFeatures
 from asterai.deploy.runtime import OnnxModel
 from asterai.deploy.signals import LiveSignals
 from asterai.exchange.client import AsterClient, parse_funding, parse_klines
@@ -198,9 +199,12 @@ class Follower:
         if missing:
             log.warning("no closed bars for %s: not served", ", ".join(missing))
         inputs = unknown_listings(inputs, {inp.symbol: f for inp, f in got})
+        # the universe's listing: the exchange's first kline, as the collector records it
+        # (the features' listing age may still be unknown: a cut history)
+        firsts = {inp.symbol: f[self.fs.base_interval] for inp, f in got}
         self.listing = {
-            i.symbol: i.listing_ms if i.listing_ms is not None else
-            int(pd.Timestamp(i.bars[self.fs.base_interval]["open_time"].iloc[0]).value // 10**6)
+            i.symbol: firsts[i.symbol] if firsts[i.symbol] is not None
+            else int(to_epoch_ms(i.bars[self.fs.base_interval]["open_time"])[0])
             for i in inputs
         }  # fmt: skip
         if not inputs:
@@ -253,14 +257,17 @@ class Follower:
             return symbol, interval, cols
 
         jobs = [one(s, iv) for s in polled for iv in self.intervals]
+        # one hand-over per bar time, all its symbols at once, in time order
+        bars: dict[tuple[str, int], tuple[list[str], dict[str, list[float]]]] = {}
         for symbol, interval, cols in await gather_or_cancel(jobs):
-            if len(cols["open_time"]):
-                values = {
-                    "open": cols["open"], "high": cols["high"], "low": cols["low"],
-                    "close": cols["close"], "volume": cols["volume"],
-                    "taker_buy": cols["taker_buy_base"], "quote_volume": cols["quote_volume"],
-                }  # fmt: skip
-                self.live.add_arrays(symbol, interval, cols["open_time"], values)
+            for i, t in enumerate(cols["open_time"]):
+                names, got = bars.setdefault((interval, int(t)), ([], {f: [] for f in COLUMNS}))
+                names.append(symbol)
+                for name, column in COLUMNS.items():
+                    got[name].append(cols[column][i])
+        for (interval, t), (names, got) in sorted(bars.items(), key=lambda kv: kv[0][1]):
+            values = {f: np.asarray(v, dtype=float) for f, v in got.items()}
+            self.live.add_closed(interval, t, names, values)
 
         async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
             have = self.live.funding[self.live.index[symbol]]

@@ -91,8 +91,3 @@ class LiveSignals:
         out.insert(0, "open_time", stamps.as_unit("ms"))
         out.insert(0, "symbol", rows.symbols)
         return out
-
-
-def newest_signals(live: LiveFeatures, model: OnnxModel) -> pd.DataFrame:
-    """The newest bar's signals (a one-off ``LiveSignals``; keep one to follow bars)."""
-    return LiveSignals(live, model).newest()

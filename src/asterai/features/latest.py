@@ -146,7 +146,7 @@ def _returns(close: np.ndarray, times: np.ndarray, step: int) -> np.ndarray:
 
 def higher_last(
     panel: Panel, close_ms: int, interval: str, ta: dict[str, np.ndarray] | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """The ``catalog.HIGHER_TF`` values of ``interval`` that join a base bar closing at
     ``close_ms`` (per symbol: its latest closed higher bar, if it is the latest one, as
     ``build._symbol_block`` joins them), and the TA outputs used (a cache for callers
@@ -156,7 +156,7 @@ def higher_last(
     nan = {name: np.full(n_sym, np.nan) for name, _ in cat.HIGHER_TF}
     cut = int(np.searchsorted(panel.times + step - 1, close_ms, side="right"))
     if cut == 0 or close_ms - (int(panel.times[cut - 1]) + step - 1) >= step:
-        return nan, ta or {}
+        return nan, ta  # nothing computed: nothing to reuse
     closed = Panel(panel.times[:cut], {k: v[:, :cut] for k, v in panel.fields.items()})
     present = ~np.isnan(closed.fields["close"][:, -1])
     if ta is None:
@@ -218,9 +218,9 @@ def newest_features(
         joined, used = (
             higher_last(higher[iv], close_ms, iv, cached)
             if iv in higher
-            else ({name: np.full(len(symbols), np.nan) for name, _ in cat.HIGHER_TF}, {})
+            else ({name: np.full(len(symbols), np.nan) for name, _ in cat.HIGHER_TF}, None)
         )
-        if higher_ta is not None:
+        if higher_ta is not None and used is not None:
             higher_ta[iv] = used
         for name, v in joined.items():
             values[f"{iv}_{name}"] = v

@@ -98,9 +98,8 @@ def check_sanity(
     exchanges: opens outside ``low..high``; on more than ``OPEN_OUTSIDE_MAX_SHARE`` of
     bars they exclude the series.
     """
-    finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)
-    finite &= np.isfinite(v) & np.isfinite(qv)
     impossible = impossible_bars(o, h, lo, c, v, qv, taker_buy)
+    finite = ~impossible[0][0]  # its first rule: non-finite values
     implausible: list[tuple[np.ndarray, str]] = []
     invalid = np.zeros(len(o), dtype=bool)
     for mask, _ in impossible + implausible:
