@@ -100,6 +100,30 @@ def test_the_booster_is_exported_at_its_best_iteration_only(exported) -> None:
         member_graph(native, len(predictor.features))
 
 
+def test_the_live_rows_matrix_equals_the_frames(exported) -> None:
+    """The live path builds the model's inputs from a matrix of rows (no frame per bar):
+    on real feature rows of every symbol, the same float32 inputs as from the frame,
+    categories and the listing-age cap included."""
+    from asterai.models.inputs import model_matrix, rows_matrix
+    from asterai.models.registry import load
+
+    table = _table(exported)
+    rows = table.groupby("symbol", observed=True).tail(3)
+    features = [c for c in rows.columns if c not in ("symbol", "open_time")
+                and not c.startswith("label_")]  # fmt: skip
+    with_categories = 0
+    for name in ("confluence", "aster_native"):
+        config = load(load_settings(exported), name).config
+        with_categories += config.get("categories") is not None
+        got = rows_matrix(config, features, rows[features].to_numpy(dtype=float),
+                          rows["symbol"].astype(str).tolist())  # fmt: skip
+        want = model_matrix(config, rows)
+        assert got.dtype == want.dtype == np.float32
+        assert got.shape == want.shape == (len(rows), len(config["features"]))
+        assert np.array_equal(got, want, equal_nan=True), name
+    assert with_categories  # the aster-native model's categories are built the same way
+
+
 def test_neither_lstm_axis_is_frozen(exported) -> None:
     import onnxruntime as ort
     import torch

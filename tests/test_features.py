@@ -377,3 +377,33 @@ def test_the_newest_bars_numpy_kernels_equal_the_batch_kernels(full) -> None:
     by_hand = [sum(v for v in row if np.isfinite(v)) for row in panel]  # in column order
     assert np.array_equal(total, np.array(by_hand, dtype=float))
     assert np.array_equal(count, np.isfinite(panel).sum(axis=1))
+
+
+def test_talibs_streaming_handles_carry_the_indicators_bit_for_bit(inputs) -> None:
+    """The live features carry TA-Lib's streaming handles from bar to bar: opened on the
+    first part of a real series and fed the rest one bar at a time, every output equals
+    the Function API on the whole series to the bit; a series shorter than the warm-up
+    gets no handles but the same values; a bar that is not finite is refused and leaves
+    the handles where they were."""
+    from asterai.features.indicators import TA_OUTPUTS, TaHandles, ta_series
+
+    for inp in inputs[:6]:
+        bars = inp.bars["1h"]
+        h, lo, c = (bars[k].to_numpy(dtype=float) for k in ("high", "low", "close"))
+        whole = ta_series(h, lo, c)
+        split = len(c) // 3
+        handles, opened = TaHandles.open(h[:split], lo[:split], c[:split])
+        assert handles is not None
+        for name in TA_OUTPUTS:
+            assert np.array_equal(opened[name], whole[name][:split], equal_nan=True)
+        fed = np.array([handles.update(h[i], lo[i], c[i]) for i in range(split, len(c))])
+        for k, name in enumerate(TA_OUTPUTS):
+            assert np.array_equal(fed[:, k], whole[name][split:]), (inp.symbol, name)
+        with pytest.raises(ValueError, match="not finite"):
+            handles.update(np.nan, lo[-1], c[-1])
+        again = TaHandles.open(h, lo, c)[0]
+        assert handles.update(h[-1], lo[-1], c[-1]) == again.update(h[-1], lo[-1], c[-1])
+    short, values = TaHandles.open(h[:20], lo[:20], c[:20])  # ADX needs 28 bars
+    assert short is None
+    for name, v in ta_series(h[:20], lo[:20], c[:20]).items():
+        assert np.array_equal(values[name], v, equal_nan=True)

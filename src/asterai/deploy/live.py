@@ -8,11 +8,14 @@ trading read the newest bar through it; ``tests/test_deploy_live.py`` walks the
 recording bar by bar and compares each row with the batch table's.
 
 Why ``KEEP_BARS`` is 750: the regime's volatility median reads 745 base bars
-(``latest.REGIME_BARS``), and the recursive indicators (Wilder's RSI, ATR and ADX, the
-MACD's EMAs) forget their start geometrically: measured on the recording, features
-computed from the last 400 1h bars differ from the batch row by at most 1e-10, from
-600 by 1e-13 (relative to max(1, |value|)). A higher timeframe keeps as many of its
-own bars; on a six-month collection that is all its 4h and 1d bars.
+(``latest.REGIME_BARS``). The recursive indicators (Wilder's RSI, ATR and ADX, the
+MACD's EMAs) are not bounded by it: each symbol's TA-Lib streaming handles are opened
+on its held bars at the start and then fed every new bar (``latest.TaState``), so they
+carry the whole series since the start, as the batch does; they forget where they
+started geometrically: measured on the recording, TA-Lib on the last 400 1h bars
+differs from the batch by at most 1e-10, on 600 by 1e-13 (relative to max(1, |value|)).
+A higher timeframe keeps as many of its own bars; on a six-month collection that is
+all its 4h and 1d bars.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ import pandas as pd
 from asterai.config import FeatureSettings
 from asterai.data.store import to_epoch_ms
 from asterai.features import catalog as cat
-from asterai.features.latest import BAR_FIELDS, REGIME_BARS, TAIL, Panel, newest_features
+from asterai.features.latest import (
+    BAR_FIELDS,
+    REGIME_BARS,
+    TAIL,
+    Panel,
+    TaState,
+    newest_features,
+)
 from asterai.features.types import SymbolInput
 from asterai.intervals import INTERVAL_MS
 
@@ -57,6 +67,8 @@ class _Ring:
         self.times = np.zeros(self.cap, dtype=np.int64)
         self.data = {f: np.full((n_symbols, self.cap), np.nan) for f in BAR_FIELDS}
         self.lo = self.used = 0
+        #: symbols given a bar before their newest held one (their TA handles reopen)
+        self.reordered: set[int] = set()
 
     def panel(self) -> Panel:
         lo, hi = self.lo, self.used
@@ -123,6 +135,8 @@ class _Ring:
                 for f in BAR_FIELDS:
                     self.data[f][j, pos] = values[f][i]
                 added += 1
+                if (~np.isnan(self.data["close"][j, pos + 1 : self.used])).any():
+                    self.reordered.add(j)
         new_times = times[newer]
         if len(new_times):
             self._append_columns(new_times)
@@ -148,6 +162,9 @@ class _Ring:
         take = rows[empty]
         for f in BAR_FIELDS:
             self.data[f][take, pos] = values[f][empty]
+        if pos < self.used - 1:
+            later = (~np.isnan(self.data["close"][take, pos + 1 : self.used])).any(axis=1)
+            self.reordered.update(int(j) for j in take[later])
         return int(empty.sum())
 
     def add_panel(self, frames: list[pd.DataFrame | None]) -> None:
@@ -232,7 +249,7 @@ class LiveFeatures:
             [np.nan if i.listing_ms is None else float(i.listing_ms) for i in inputs]
         )
         self.features = cat.feature_names(fs.higher_intervals)
-        self._higher_ta: dict[str, dict[str, np.ndarray]] = {}
+        self._ta = {iv: TaState(len(inputs)) for iv in self.intervals}
         self.history = history
         self._rows: dict[int, NewestRows] = {}
         if history and inputs:
@@ -245,7 +262,7 @@ class LiveFeatures:
         panel = self.rings[self.fs.base_interval].panel()
         for k in range(min(self.history, len(panel)) - 1, 0, -1):
             cut = Panel(panel.times[:-k], {f: v[:, :-k] for f, v in panel.fields.items()})
-            self._store(self._rows_of(cut, None))
+            self._store(self._rows_of(cut))
 
     def _symbol(self, symbol: str) -> int:
         j = self.index.get(symbol)
@@ -280,8 +297,7 @@ class LiveFeatures:
         if missing:
             raise LiveDataError(f"{symbol} {interval}: no {', '.join(missing)} given")
         added = self.rings[interval].add(j, times, values)
-        if added:
-            self._higher_ta.pop(interval, None)
+        self._reopen(interval)
         return added
 
     def add_closed(
@@ -304,9 +320,14 @@ class LiveFeatures:
             return 0
         cols = {f: np.asarray(values[f], dtype=float) for f in BAR_FIELDS}
         added = self.rings[interval].add_time(int(open_ms), rows, cols)
-        if added:
-            self._higher_ta.pop(interval, None)
+        self._reopen(interval)
         return added
+
+    def _reopen(self, interval: str) -> None:
+        ring = self.rings[interval]
+        if ring.reordered:
+            self._ta[interval].forget(ring.reordered)
+            ring.reordered.clear()
 
     def add_funding(self, symbol: str, rates: pd.DataFrame) -> int:
         """Settled funding rates of one symbol (newer than the newest held)."""
@@ -333,14 +354,12 @@ class LiveFeatures:
         base = self.rings[self.fs.base_interval]
         if base.last_time is None:
             raise LiveDataError("no bars held")
-        return self._store(self._rows_of(base.panel(), self._higher_ta))
+        return self._store(self._rows_of(base.panel()))
 
-    def _rows_of(
-        self, panel: Panel, higher_ta: dict[str, dict[str, np.ndarray]] | None
-    ) -> NewestRows:
+    def _rows_of(self, panel: Panel) -> NewestRows:
         higher = {iv: self.rings[iv].panel() for iv in self.fs.higher_intervals}
         present, values = newest_features(
-            panel, higher, self.funding, self.listing_ms, self.symbols, self.fs, higher_ta
+            panel, higher, self.funding, self.listing_ms, self.symbols, self.fs, self._ta
         )
         at = np.flatnonzero(present)
         matrix = np.column_stack([values[n][at] for n in self.features])

@@ -20,7 +20,7 @@ import pandas as pd
 from asterai.deploy.live import LiveFeatures, NewestRows
 from asterai.deploy.runtime import LSTM_BATCH, OnnxModel
 from asterai.intervals import INTERVAL_MS
-from asterai.models.inputs import combine, model_matrix
+from asterai.models.inputs import combine, rows_matrix
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class LiveSignals:
             self._keep(rows)
 
     def _keep(self, rows: NewestRows) -> _BarInputs:
-        X = model_matrix(self.model.inputs, rows.frame())
+        X = rows_matrix(self.model.inputs, rows.features, rows.values, rows.symbols)
         Z = self.model.prep.transform(X) if self.model.prep is not None else None
         pos = np.full(len(self.live.symbols), -1, dtype=np.int64)
         pos[[self.live.index[s] for s in rows.symbols]] = np.arange(len(rows.symbols))
@@ -77,7 +77,9 @@ class LiveSignals:
                 idx = np.stack([b.pos[held] for b in chain], axis=1)
                 ok = np.flatnonzero((idx >= 0).all(axis=1))
                 if len(ok):
-                    windows = np.stack([chain[k].Z[idx[ok, k]] for k in range(self.length)], axis=1)
+                    windows = np.empty((len(ok), self.length, bar.Z.shape[1]), dtype=bar.Z.dtype)
+                    for k in range(self.length):
+                        windows[:, k] = chain[k].Z[idx[ok, k]]
                     session = self.model.sessions["lstm"]
                     for a in range(0, len(ok), LSTM_BATCH):
                         part = ok[a : a + LSTM_BATCH]
@@ -86,8 +88,6 @@ class LiveSignals:
                         )[0]
         m = self.model.manifest
         columns = combine(raw_x, raw_l, m["members"], m["ensemble"])
-        out = pd.DataFrame(columns)
-        stamps = pd.to_datetime(np.full(len(out), rows.open_time), unit="ms", utc=True)
-        out.insert(0, "open_time", stamps.as_unit("ms"))
-        out.insert(0, "symbol", rows.symbols)
-        return out
+        stamp = pd.Timestamp(rows.open_time, unit="ms", tz="UTC")
+        stamps = pd.DatetimeIndex(np.full(len(rows.symbols), stamp.asm8), tz="UTC").as_unit("ms")
+        return pd.DataFrame({"symbol": rows.symbols, "open_time": stamps, **columns})

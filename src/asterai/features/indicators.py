@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import talib
+from talib import stream as ta_stream
 
 from asterai.features.rolling import (
     lag_diff,
@@ -111,6 +112,49 @@ def ta_series(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict[str,
 #: ``ta_series``' outputs, in its order
 TA_OUTPUTS = ("macd", "macd_signal", "macd_hist", "bb_upper", "bb_middle", "bb_lower", "atr",
               "rsi", "adx")  # fmt: skip
+
+
+class TaHandles:
+    """TA-Lib's own streaming handles (``talib.stream``, TA-Lib 0.8) of ``ta_series``'
+    indicators, positioned at the last bar of the series they were opened on: each
+    ``update`` with the next bar gives that bar's outputs, bit-identical to ``ta_series``
+    on the series extended by that bar (TA-Lib's promise, checked by
+    ``tests/test_features.py``), in a few microseconds instead of a pass over the
+    series. The live features carry one per symbol and timeframe."""
+
+    __slots__ = ("macd", "bbands", "atr", "rsi", "adx")
+
+    def __init__(self, macd, bbands, atr, rsi, adx) -> None:
+        self.macd, self.bbands, self.atr, self.rsi, self.adx = macd, bbands, atr, rsi, adx
+
+    @staticmethod
+    def open(
+        high: np.ndarray, low: np.ndarray, close: np.ndarray
+    ) -> tuple[TaHandles | None, dict[str, np.ndarray]]:
+        """``ta_series(high, low, close)`` and the handles at its last bar; None for the
+        handles while the series is shorter than an indicator's warm-up."""
+        try:
+            macd, (m, sig, hist) = ta_stream.MACD.open_and_fill(
+                close, MACD_FAST, MACD_SLOW, MACD_SIGNAL
+            )
+            bb, (up, mid, lo) = ta_stream.BBANDS.open_and_fill(close, BB_PERIOD, BB_DEV, BB_DEV, 0)
+            atr, a = ta_stream.ATR.open_and_fill(high, low, close, ATR_PERIOD)
+            rsi, r = ta_stream.RSI.open_and_fill(close, RSI_PERIOD)
+            adx, d = ta_stream.ADX.open_and_fill(high, low, close, ADX_PERIOD)
+        except talib.InsufficientHistory:
+            return None, ta_series(high, low, close)
+        values = (m, sig, hist, up, mid, lo, a, r, d)
+        return TaHandles(macd, bb, atr, rsi, adx), dict(zip(TA_OUTPUTS, values, strict=True))
+
+    def update(self, high: float, low: float, close: float) -> tuple[float, ...]:
+        """The next bar's outputs, in ``TA_OUTPUTS``' order (raises on a bar that is not
+        finite, the handles left as they were)."""
+        if not np.isfinite(high + low + close):
+            raise ValueError(f"a bar that is not finite: high {high}, low {low}, close {close}")
+        m = self.macd.update(close)
+        b = self.bbands.update(close)
+        return (*m, *b, self.atr.update(high, low, close), self.rsi.update(close),
+                self.adx.update(high, low, close))  # fmt: skip
 
 
 def core_from(

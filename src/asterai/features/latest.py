@@ -7,7 +7,9 @@ builder's own functions, in three parts:
 
 * TA-Lib's recursive indicators (``indicators.ta_series``: MACD, Bollinger bands, ATR,
   RSI, ADX) on each symbol's held bars of the timeframe, its own consecutive series as
-  in the batch, of which the last two values are kept;
+  in the batch, of which the last two values are kept; a caller that computes bar
+  after bar carries TA-Lib's streaming handles forward instead (``TaState``: one
+  update per symbol and bar, the same values);
 * the rest of the per-asset arithmetic (``indicators.core_from`` / ``asset_from``:
   returns, rolling volatility, z-scores, ranges, flags) on a panel of the last
   ``TAIL`` bars of every symbol at once (time x assets), its last row masked by each
@@ -43,6 +45,7 @@ from asterai.features.confluence import (
 from asterai.features.indicators import (
     BARS_NEEDED,
     TA_OUTPUTS,
+    TaHandles,
     asset_from,
     core_from,
     ta_series,
@@ -54,6 +57,9 @@ from asterai.intervals import INTERVAL_MS
 #: base bars the per-asset and confluence arithmetic reads: the longest window
 #: (``dist_*_168``, ``corr_*_168``: 168 returns need 169 closes) and one more
 TAIL = max(max(BARS_NEEDED.values()), max(CORR_WINDOWS) + 1) + 1
+#: base bars ``core_from``'s outputs are computed on: the longest read of them is
+#: ``asset_from``'s 72-bar volatility of ``ret_1`` (73 closes), and one more
+CORE_TAIL = BARS_NEEDED["rv_72"] + 1
 #: higher-timeframe bars the same arithmetic reads for ``catalog.HIGHER_TF``
 HIGHER_TAIL = max(BARS_NEEDED[name] for name, _ in cat.HIGHER_TF) + 1
 #: base bars the regime reads: 720 values of a 24-bar volatility of 1-bar returns
@@ -85,41 +91,105 @@ def run_at_end(present: np.ndarray, times: np.ndarray, step: int) -> np.ndarray:
     return np.where(present[:, -1], first_break + 1, 0)
 
 
-def _ta_last(panel: Panel, symbols_at: np.ndarray) -> dict[str, np.ndarray]:
-    """``ta_series`` on each listed symbol's own bars; (symbols x 2) of each output's
-    last two values (of that symbol's series), NaN for the others."""
+class TaState:
+    """One timeframe's TA-Lib handles per symbol (``indicators.TaHandles``), fed up to
+    the symbol's bar at ``upto`` (open time, ms; -1: none), and the last two values of
+    each output there. A new bar that follows the fed one in the symbol's own series
+    costs one ``update``; anything else (the first bar, a bar inserted before the newest,
+    see ``forget``) opens the handles again on the held series."""
+
+    def __init__(self, n_symbols: int) -> None:
+        self.handles: list[TaHandles | None] = [None] * n_symbols
+        self.upto = np.full(n_symbols, -1, dtype=np.int64)
+        self.last = np.full((len(TA_OUTPUTS), n_symbols, 2), np.nan)
+
+    def forget(self, symbols) -> None:
+        """The symbols' held series changed before their newest bar: open again."""
+        for j in symbols:
+            self.handles[j] = None
+            self.upto[j] = -1
+
+
+def _last_two(ta: dict[str, np.ndarray]) -> np.ndarray:
+    """(outputs x 2): each output's last two values, NaN before a series' first."""
+    n = len(ta["rsi"])
+    out = np.full((len(TA_OUTPUTS), 2), np.nan)
+    for k, name in enumerate(TA_OUTPUTS):
+        out[k, 2 - min(n, 2) :] = ta[name][-2:]
+    return out
+
+
+def _ta_last(
+    panel: Panel, symbols_at: np.ndarray, state: TaState | None = None
+) -> dict[str, np.ndarray]:
+    """``ta_series`` on each listed symbol's own bars (those with a bar at the panel's
+    last time); (symbols x 2) of each output's last two values (of that symbol's
+    series), NaN for the others. With ``state``, the handles carry each symbol's series
+    forward (the same values, see ``TaState``); without, every series is computed."""
     f = panel.fields
-    n_sym, n = f["close"].shape
+    close = f["close"]
+    n_sym, n = close.shape
     out = np.full((len(TA_OUTPUTS), n_sym, 2), np.nan)
-    valid = ~np.isnan(f["close"])
+    if not len(symbols_at):
+        return dict(zip(TA_OUTPUTS, out, strict=True))
+    valid = ~np.isnan(close)
     first = valid.argmax(axis=1)
     # a gap inside the held bars: that symbol's own series is compressed (as in the batch)
     gapped = valid.sum(axis=1) < n - first
-    for j in symbols_at:
-        h, lo, c = f["high"][j], f["low"][j], f["close"][j]
+    t_new = int(panel.times[-1])
+    if state is not None:
+        before = valid[:, -2::-1]  # each symbol's own bar before the last column
+        prev = np.where(before.any(axis=1), n - 2 - before.argmax(axis=1), -1)
+        prev_t = np.where(prev >= 0, panel.times[np.maximum(prev, 0)], -2)
+
+    def series(j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, lo, c = f["high"][j], f["low"][j], close[j]
         if gapped[j]:
             keep = valid[j]
-            h, lo, c = h[keep], lo[keep], c[keep]
-        else:  # a row slice of the (symbols x n) panel is contiguous, as TA-Lib wants
-            s = first[j]
-            h, lo, c = h[s:], lo[s:], c[s:]
-        ta = ta_series(h, lo, c)
-        for k, name in enumerate(TA_OUTPUTS):
-            out[k, j] = ta[name][-2:] if len(c) > 1 else (np.nan, ta[name][-1])
+            return h[keep], lo[keep], c[keep]
+        s = first[j]  # a row slice of the (symbols x n) panel is contiguous, as TA-Lib wants
+        return h[s:], lo[s:], c[s:]
+
+    for j in symbols_at:
+        if state is None or t_new < state.upto[j]:  # no state, or a panel cut before it
+            out[:, j] = _last_two(ta_series(*series(j)))
+            continue
+        if state.upto[j] != t_new:
+            handles = state.handles[j]
+            row = None
+            if handles is not None and prev_t[j] == state.upto[j]:
+                try:
+                    row = handles.update(f["high"][j, -1], f["low"][j, -1], close[j, -1])
+                except ValueError:  # a bar TA-Lib's handles refuse: the series again
+                    row = None
+            if row is not None:
+                state.last[:, j, 0] = state.last[:, j, 1]
+                state.last[:, j, 1] = row
+            else:
+                handles, ta = TaHandles.open(*series(j))
+                state.handles[j] = handles
+                state.last[:, j] = _last_two(ta)
+            # a series too short for the handles is computed again at its next bar
+            state.upto[j] = t_new if state.handles[j] is not None else -1
+        out[:, j] = state.last[:, j]
     return dict(zip(TA_OUTPUTS, out, strict=True))
 
 
-def _tail_core(panel: Panel, ta: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """``core_from`` on the panel's last ``rows`` bars (time x assets), the TA outputs
-    placed at the last two of them."""
-    f = {k: v[:, -rows:].T for k, v in panel.fields.items()}
+def _tail_core(
+    panel: Panel, ta: dict[str, np.ndarray], rows: int, core_rows: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The panel's last ``rows`` bars (time x assets, contiguous: the rolling windows
+    run down the rows) and ``core_from`` on the last ``core_rows`` of them, the TA
+    outputs placed at the last two."""
+    f = {k: np.ascontiguousarray(v[:, -rows:].T) for k, v in panel.fields.items()}
+    c = {k: v[-core_rows:] for k, v in f.items()}
     placed = {}
     for name, last_two in ta.items():
-        full = np.full(f["close"].shape, np.nan)
+        full = np.full(c["close"].shape, np.nan)
         k = min(2, len(full))
         full[-k:] = last_two[:, -k:].T
         placed[name] = full
-    return core_from(placed, f["high"], f["low"], f["close"], f["volume"], tail=1), f
+    return core_from(placed, c["high"], c["low"], c["close"], c["volume"], tail=1), f
 
 
 def _masked_last(values: dict[str, np.ndarray], run: np.ndarray) -> dict[str, np.ndarray]:
@@ -145,27 +215,25 @@ def _returns(close: np.ndarray, times: np.ndarray, step: int) -> np.ndarray:
 
 
 def higher_last(
-    panel: Panel, close_ms: int, interval: str, ta: dict[str, np.ndarray] | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    panel: Panel, close_ms: int, interval: str, state: TaState | None = None
+) -> dict[str, np.ndarray]:
     """The ``catalog.HIGHER_TF`` values of ``interval`` that join a base bar closing at
     ``close_ms`` (per symbol: its latest closed higher bar, if it is the latest one, as
-    ``build._symbol_block`` joins them), and the TA outputs used (a cache for callers
-    that pass ``ta`` back while the higher bars have not changed)."""
+    ``build._symbol_block`` joins them); ``state``: that timeframe's TA handles."""
     step = INTERVAL_MS[interval]
     n_sym = next(iter(panel.fields.values())).shape[0]
     nan = {name: np.full(n_sym, np.nan) for name, _ in cat.HIGHER_TF}
     cut = int(np.searchsorted(panel.times + step - 1, close_ms, side="right"))
     if cut == 0 or close_ms - (int(panel.times[cut - 1]) + step - 1) >= step:
-        return nan, ta  # nothing computed: nothing to reuse
+        return nan
     closed = Panel(panel.times[:cut], {k: v[:, :cut] for k, v in panel.fields.items()})
     present = ~np.isnan(closed.fields["close"][:, -1])
-    if ta is None:
-        ta = _ta_last(closed, np.flatnonzero(present))
-    core, _ = _tail_core(closed, ta, min(HIGHER_TAIL, cut))
+    ta = _ta_last(closed, np.flatnonzero(present), state)
+    core, _ = _tail_core(closed, ta, min(HIGHER_TAIL, cut), HIGHER_TAIL)
     run = run_at_end(~np.isnan(closed.fields["close"][:, -HIGHER_TAIL:]),
                      closed.times[-HIGHER_TAIL:], step)  # fmt: skip
     last = _masked_last({name: core[name] for name, _ in cat.HIGHER_TF}, run)
-    return {name: np.where(present, v, np.nan) for name, v in last.items()}, ta
+    return {name: np.where(present, v, np.nan) for name, v in last.items()}
 
 
 def newest_features(
@@ -175,7 +243,7 @@ def newest_features(
     listing_ms: np.ndarray,
     symbols: list[str],
     fs: FeatureSettings,
-    higher_ta: dict[str, dict[str, np.ndarray]] | None = None,
+    ta_state: dict[str, TaState] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The features of the base panel's last bar: ``(present, values)``, ``present``
     the symbols (rows) that have that bar and ``values`` each catalog feature per
@@ -183,9 +251,10 @@ def newest_features(
 
     ``funding``: per symbol, its settled funding (times in ms, rates), or None.
     ``listing_ms``: per symbol, its listing's first bar (ms), NaN when unknown.
-    ``higher_ta``: the TA outputs of each higher timeframe from ``higher_last``, to
-    reuse while no new higher bar has come (filled in place when given empty).
+    ``ta_state``: per timeframe, the TA handles that carry each symbol's series from
+    one call to the next (``TaState``; the same values as without, faster).
     """
+    state = ta_state or {}
     step = INTERVAL_MS[fs.base_interval]
     if len(base) == 0:
         raise ValueError("the base panel holds no bars")
@@ -196,8 +265,8 @@ def newest_features(
     at = np.flatnonzero(present)
     rows = min(TAIL, len(base))
 
-    ta = _ta_last(base, at)
-    core, f = _tail_core(base, ta, rows)
+    ta = _ta_last(base, at, state.get(fs.base_interval))
+    core, f = _tail_core(base, ta, rows, CORE_TAIL)
     asset = asset_from(
         core, f["close"], f["high"], f["low"], f["volume"], f["taker_buy"],
         base.times[-rows:], listing_ms, step / 3_600_000, tail=1,
@@ -214,14 +283,11 @@ def newest_features(
             rate[j], change[j] = r[0], c[0]
     values["funding_rate"], values["funding_rate_change"] = rate, change
     for iv in fs.higher_intervals:
-        cached = None if higher_ta is None else higher_ta.get(iv)
-        joined, used = (
-            higher_last(higher[iv], close_ms, iv, cached)
+        joined = (
+            higher_last(higher[iv], close_ms, iv, state.get(iv))
             if iv in higher
-            else ({name: np.full(len(symbols), np.nan) for name, _ in cat.HIGHER_TF}, None)
+            else {name: np.full(len(symbols), np.nan) for name, _ in cat.HIGHER_TF}
         )
-        if higher_ta is not None and used is not None:
-            higher_ta[iv] = used
         for name, v in joined.items():
             values[f"{iv}_{name}"] = v
 

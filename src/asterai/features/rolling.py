@@ -77,13 +77,13 @@ def rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
     both = np.isfinite(x) & np.isfinite(y)
     xs = np.where(both, x, 0.0)
     ys = np.where(both, y, 0.0)
-    if len(x) == window:
+    one = len(x) == window
+    if one:
         # one window (the newest row, ``last_rows``): plain sums down the rows add the same
-        # terms in the same order as the running sums, without a running sum per row
+        # terms in the same order as the running sums, without a running sum per row;
+        # the arithmetic after them runs on that row alone
         def windowed(v: np.ndarray) -> np.ndarray:
-            out = np.full(v.shape, np.nan)
-            out[-1] = v.sum(axis=0)
-            return out
+            return v.sum(axis=0)[None]
     else:
 
         def windowed(v: np.ndarray) -> np.ndarray:
@@ -101,7 +101,12 @@ def rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.sqrt(vx * vy)
     ok = (n == window) & (vx > 1e-18) & (vy > 1e-18)
-    return np.where(ok, np.clip(corr, -1.0, 1.0), np.nan)
+    value = np.where(ok, np.clip(corr, -1.0, 1.0), np.nan)
+    if not one:
+        return value
+    out = np.full(x.shape, np.nan)
+    out[-1] = value[0]
+    return out
 
 
 def rolling_max(x: np.ndarray, window: int) -> np.ndarray:

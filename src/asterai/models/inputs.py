@@ -101,19 +101,52 @@ def row_order(frame: pd.DataFrame) -> np.ndarray:
 
 def model_matrix(config: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
     """float32 (rows, the config's features) for ``frame``'s rows, in its order."""
-    categories = config.get("categories")
     base = [f for f in list(config["features"]) if not f.startswith("category_")]
     missing = [f for f in base if f not in frame]
     if missing:
         raise ValueError(f"the frame lacks the model's features {missing[:5]}")
     X = frame[base].to_numpy(dtype=np.float32, copy=True)
+    if config.get("categories") is None:
+        return matrix_of(config, base, X, None, None)
+    age = frame[LISTING_AGE].to_numpy(dtype=float)
+    return matrix_of(config, base, X, frame["symbol"].to_numpy(), age)
+
+
+def rows_matrix(
+    config: dict[str, Any], names: list[str], values: np.ndarray, symbols: list[str]
+) -> np.ndarray:
+    """``model_matrix`` for rows given as a matrix (``values``: rows x ``names``) and
+    their symbols, as the live features hold them (no frame to build per bar)."""
+    base = [f for f in list(config["features"]) if not f.startswith("category_")]
+    where = {n: j for j, n in enumerate(names)}
+    missing = [f for f in base if f not in where]
+    if missing:
+        raise ValueError(f"the rows lack the model's features {missing[:5]}")
+    X = values[:, [where[f] for f in base]].astype(np.float32)
+    if config.get("categories") is None:
+        return matrix_of(config, base, X, None, None)
+    age = values[:, where[LISTING_AGE]].astype(float)
+    return matrix_of(config, base, X, np.asarray(symbols, dtype=object), age)
+
+
+def matrix_of(
+    config: dict[str, Any],
+    base: list[str],
+    X: np.ndarray,
+    symbols: np.ndarray | None,
+    age_h: np.ndarray | None,
+) -> np.ndarray:
+    """The model's input matrix from ``X`` (float32, rows x ``base``: the config's
+    features without the categories, a copy it may change), the rows' symbols and
+    listing ages (float64, hours; both needed only where the config has categories)."""
+    categories = config.get("categories")
     cap = config.get("listing_age_cap_h")
     if cap is not None and LISTING_AGE in base:
         j = base.index(LISTING_AGE)
         X[:, j] = np.minimum(X[:, j], np.float32(cap))
     if categories is not None:
         static = dict(categories)
-        unseen = set(frame["symbol"].unique()) - set(static)
+        unseen = set(symbols) - set(static)
         if unseen:  # a symbol the model never saw: classed the way training would
             from asterai.data.discovery import strip_multiplier
 
@@ -121,12 +154,7 @@ def model_matrix(config: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
             for s in unseen:
                 coin = strip_multiplier(str(s).removesuffix("USDT")).upper()
                 static[s] = "major" if coin in majors else "alt"
-        onehot = category_columns(
-            frame["symbol"].to_numpy(),
-            static,
-            frame[LISTING_AGE].to_numpy(dtype=float),
-            config["new_listing_hours"],
-        )
+        onehot = category_columns(symbols, static, age_h, config["new_listing_hours"])
         X = np.hstack([X, onehot])
     return X
 
