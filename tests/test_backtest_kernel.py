@@ -425,3 +425,58 @@ def test_a_market_that_ends_under_a_pending_exit_closes_there_with_its_reason(re
     assert tr["exit_t"] == k + 2  # its last bar
     assert EXIT_REASONS[int(tr["exit_reason"])] == "opposite signal"  # kept, not "end of data"
     assert tr["exit_price"] == pytest.approx(a["close"].to_numpy()[k + 2] * (1 - SLIP))
+
+
+def test_one_bar_at_a_time_from_a_carried_state_is_the_backtest(real_data) -> None:
+    """One engine: ``step_nb`` called bar by bar from Python (as paper trading calls it),
+    with the account copied out and rebuilt half-way (a restart from a journal), gives
+    the backtest's trades, rejections and equity to the bit, on real bars of several
+    symbols with stops, targets, time limits, funding, the lot step and the positions
+    limit all at work."""
+    import talib
+
+    symbols = ["BTCUSDT", "ETHUSDT", "AAVEUSDT", "SOLUSDT", "ADAUSDT", "UNIUSDT", "2ZUSDT"]
+    frames = [bars(real_data, s) for s in symbols]
+    grid = frames[0].index
+    for f in frames[1:]:
+        grid = grid.union(f.index)
+    cols = {k: np.column_stack([f[k].reindex(grid).to_numpy(dtype=float) for f in frames])
+            for k in ("open", "high", "low", "close", "volume")}  # fmt: skip
+    T, N = cols["close"].shape
+    atr = np.column_stack([talib.ATR(cols["high"][:, j], cols["low"][:, j], cols["close"][:, j])
+                           for j in range(N)])  # fmt: skip
+    mean = pd.DataFrame(cols["close"]).rolling(24).mean().to_numpy()
+    # signals from the real closes: the distance from the 24-bar mean, in ATRs
+    z = np.clip((cols["close"] - mean) / atr, -3.0, 3.0) / 6.0
+    p_long, p_short = 0.5 + z, 0.5 - z
+    funding = np.zeros((T, N))
+    funding[grid.hour % 8 == 0] = 0.0001
+    tradeable = np.isfinite(cols["close"])
+    tick = np.full(N, 1e-4)
+    lot = np.full(N, 1e-3)
+    min_notional = np.full(N, 5.0)
+    p = params(threshold=0.7, max_positions=3, horizon=12, max_drawdown=0.3)
+    args = (cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
+            tradeable, p_long, p_short, atr, funding)  # fmt: skip
+    want_trades, want_rejects, want_curve, want_cash = kernel.simulate_nb(
+        *args, tick, lot, min_notional, p
+    )
+    assert len(want_trades) > 30 and len(want_rejects) > 5
+    assert {kernel.EXIT_STOP, kernel.EXIT_TARGET, kernel.EXIT_TIME} <= set(want_trades[:, 11])
+
+    trades = np.full((len(want_trades) + N + 1, len(kernel.TRADE_FIELDS)), np.nan)
+    rejects = np.full((len(want_rejects) + 1, len(kernel.REJECT_FIELDS)), np.nan)
+    curve = np.full((T, len(kernel.EQUITY_FIELDS)), np.nan)
+    last_bar = np.array([np.flatnonzero(np.isfinite(cols["close"][:, j]))[-1] for j in range(N)])
+    s = kernel.new_state(N, p.capital)
+    for t in range(T):
+        if t == T // 2:  # a restart: the account rebuilt from copies of its arrays
+            s = kernel.State(*[np.array(a, copy=True) for a in s])
+        ends = (last_bar == t) & (t < T - 1)
+        kernel.step_nb(t, t == T - 1, *(a[t] for a in args), ends, tick, lot, min_notional,
+                       p, s, trades, rejects, curve[t])  # fmt: skip
+    kernel.close_all_nb(T - 1, p, tick, s, trades, curve[T - 1])
+    assert np.array_equal(trades[: s.counts[0]], want_trades, equal_nan=True)
+    assert np.array_equal(rejects[: s.counts[1]], want_rejects, equal_nan=True)
+    assert np.array_equal(curve, want_curve, equal_nan=True)
+    assert s.account[0] == want_cash
