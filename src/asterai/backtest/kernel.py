@@ -188,7 +188,7 @@ def _exit(s: State, trades: np.ndarray, j, t, px, fee_rate, reason) -> None:
     r[5], r[6], r[7], r[8], r[9] = s.entry_px[j], px, s.qty[j], s.fees[j], s.paid[j]
     r[10], r[11], r[12], r[13] = gross - s.fees[j] - s.paid[j], reason, s.stop[j], s.target[j]
     s.side[j] = 0.0
-    s.account[0] += gross - fee
+    s.account[0] = s.account[0] + gross - fee  # (cash + gross) - fee, as it always was
     s.counts[0] += 1
 
 
@@ -199,7 +199,9 @@ def _reject(s: State, rejects: np.ndarray, t, j, side, reason, probability) -> N
     s.counts[1] += 1
 
 
-@njit(cache=True)
+# inlined into ``simulate_nb``'s loop (no call, no reference counting of the account's
+# arrays per bar); called from Python it compiles on its own as any other function
+@njit(cache=True, inline="always")
 def step_nb(
     t: int,
     last: bool,
