@@ -171,6 +171,49 @@ def test_an_earlier_clock_hides_later_bars(rec):
         assert get_json(c, KL, symbol="BTCUSDT", interval="1h", startTime=t[401]) == []
 
 
+def test_played_forward_bars_close_on_the_clock_and_only_closed_bars_are_served(rec):
+    df = frame("BTCUSDT", "1h")
+    t = df.open_time.to_numpy()
+    start = int(t[500]) + 5_000  # bar 499 closed 5 s ago, bar 500 is open
+    with ReplayServer(rec, play_from_ms=start, clock_speed=0) as srv, httpx.Client(
+        base_url=srv.base_url
+    ) as c:
+        assert get_json(c, "/fapi/v1/time")["serverTime"] == start
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=3)
+        assert_rows_match(rows, df.iloc[497:500], "1h")  # never the open bar 500
+        srv.clock.advance(3_600_000)  # bar 500 closes
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=3)
+        assert_rows_match(rows, df.iloc[498:501], "1h")
+        # a stalled feed: the exchange's time goes on, no bar closes ...
+        srv.clock.pause()
+        srv.clock.advance(2 * 3_600_000)
+        assert get_json(c, "/fapi/v1/time")["serverTime"] == start + 3 * 3_600_000
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=3)
+        assert int(rows[-1][0]) == t[500]
+        # ... and on resume every bar that closed meanwhile is there at once
+        srv.clock.resume()
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=3)
+        assert_rows_match(rows, df.iloc[500:503], "1h")
+        # past the recording's end the still-open last bar never closes
+        srv.clock.set(RECORDING_CLOCK + 10 * 3_600_000)
+        rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=1)
+        assert int(rows[-1][0]) == LAST_1H - 3_600_000
+        with pytest.raises(ValueError, match="backwards"):
+            srv.clock.set(start)
+
+
+def test_a_running_play_clock_advances_at_its_speed(rec):
+    start = LAST_1H - 10 * 3_600_000
+    with ReplayServer(rec, play_from_ms=start, clock_speed=3600) as srv, httpx.Client(
+        base_url=srv.base_url
+    ) as c:
+        time.sleep(1.0)
+        served = get_json(c, "/fapi/v1/time")["serverTime"]
+        assert start + 3_600_000 <= served < start + 3 * 3_600_000  # about an hour a second
+    with pytest.raises(ValueError, match="after the recording"):
+        ReplayServer(rec, play_from_ms=RECORDING_CLOCK + 1)
+
+
 def test_numbers_round_trip_and_never_use_exponents(client):
     assert format_number(0.0015065) == "0.0015065"
     assert format_number(1e-07) == "0.0000001"

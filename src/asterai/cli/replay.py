@@ -49,6 +49,20 @@ from asterai.cli.common import EXIT_FAILED, EXIT_USAGE, configure_logging, fail
 @click.option(
     "--now", "now_ms", default=None, type=int, help="Freeze the server clock at this epoch-ms time."
 )
+@click.option(
+    "--play-from",
+    default=None,
+    help="Play the recording forward as if live from this UTC time (ISO, e.g. "
+    "2025-10-01T00:00): the clock runs from there, bars close on it, only closed bars "
+    "are served.",
+)
+@click.option(
+    "--speed",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --play-from: exchange seconds per real second (3600: an hour a second; "
+    "default 1).",
+)
 @click.option("-v", "--verbose", count=True, help="Log every request (-v).")
 def replay(
     folder: Path,
@@ -59,6 +73,8 @@ def replay(
     faults: str | None,
     seed: int | None,
     now_ms: int | None,
+    play_from: str | None,
+    speed: float | None,
     verbose: int,
 ) -> None:
     """Serve a recorded folder as an Aster-compatible exchange on loopback.
@@ -75,6 +91,18 @@ def replay(
         spec = FaultSpec.parse(faults) if faults else None
     except ValueError as err:
         fail(f"--faults: {err}", EXIT_USAGE)
+    play_from_ms = None
+    if play_from is not None:
+        import pandas as pd
+
+        try:
+            stamp = pd.Timestamp(play_from)
+        except ValueError as err:
+            fail(f"--play-from: not a time: {play_from!r} ({err})", EXIT_USAGE)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        play_from_ms = int(stamp.value // 1_000_000)
+    elif speed is not None:
+        fail("--speed needs --play-from", EXIT_USAGE)
     try:
         serve(
             folder,
@@ -85,6 +113,8 @@ def replay(
             faults=spec,
             seed=seed,
             now_ms=now_ms,
+            play_from_ms=play_from_ms,
+            speed=speed,
         )
     except (OSError, ValueError) as err:
         fail(str(err), EXIT_FAILED)

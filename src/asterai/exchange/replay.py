@@ -402,6 +402,70 @@ def _page(times: np.ndarray, available: int, start: int | None, end: int | None,
     return lo, max(lo, min(hi, lo + limit))
 
 
+# --------------------------------------------------------------------------- the clock
+
+
+class PlayClock:
+    """The replay's clock when it plays a recording forward as if live.
+
+    ``now_ms()`` is the exchange's time (``/fapi/v1/time``): ``start_ms`` plus the wall
+    time since the start times ``speed`` (3600: an hour a second); ``speed`` 0 is a clock
+    that moves only when told (``advance``, ``set``), for tests that step it bar by bar.
+    ``data_ms()`` is what the market has published: the same time, except while the
+    data is paused (``pause``: a stalled feed; the exchange's time goes on, no bar
+    closes), and after ``resume`` it is the exchange's time again, every bar that
+    closed meanwhile served at once. Thread-safe: the server's threads read it."""
+
+    def __init__(self, start_ms: int, speed: float) -> None:
+        if not speed >= 0:
+            raise ValueError(f"clock speed must be >= 0, got {speed!r}")
+        self.speed = float(speed)
+        self._lock = threading.Lock()
+        self._base = int(start_ms)
+        self._t0 = time.monotonic()
+        self._paused_at: int | None = None
+
+    def now_ms(self) -> int:
+        with self._lock:
+            return self._base + int((time.monotonic() - self._t0) * 1000 * self.speed)
+
+    def data_ms(self) -> int:
+        with self._lock:
+            if self._paused_at is not None:
+                return self._paused_at
+        return self.now_ms()
+
+    def advance(self, ms: int) -> int:
+        """Move the exchange's time ``ms`` forward; the new time."""
+        with self._lock:
+            self._base += int(ms)
+        return self.now_ms()
+
+    def set(self, ms: int) -> None:
+        """The exchange's time is ``ms`` from now on (never backwards)."""
+        with self._lock:
+            now = self._base + int((time.monotonic() - self._t0) * 1000 * self.speed)
+            if ms < now:
+                raise ValueError(f"the clock does not go backwards ({ms} < {now})")
+            self._base += int(ms) - now
+
+    def pause(self) -> None:
+        """No bar closes until ``resume`` (the exchange's time goes on)."""
+        now = self.now_ms()
+        with self._lock:
+            if self._paused_at is None:
+                self._paused_at = now
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused_at = None
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._paused_at is not None
+
+
 # --------------------------------------------------------------------------- the application
 
 
@@ -418,11 +482,17 @@ class _Replay:
         ban_after: int,
         ban_seconds: float,
         clock_speed: float | None = None,
+        play_from_ms: int | None = None,
     ) -> None:
         self.rec = recording
-        self.now = int(recording.now_ms)  # the recording's time: what its data stands at
+        self.recorded_ms = int(recording.now_ms)  # the recording's time: its data ends there
         self.clock_speed = clock_speed
-        self._clock_t0 = time.time()
+        # a running clock: from the recording's time (following past its end), or from
+        # ``play_from_ms`` (the recording played forward as if live)
+        self.play: PlayClock | None = None
+        if clock_speed is not None or play_from_ms is not None:
+            start = self.recorded_ms if play_from_ms is None else int(play_from_ms)
+            self.play = PlayClock(start, 1.0 if clock_speed is None else clock_speed)
         self.window_seconds = window_seconds
         self.weight_limit = weight_limit
         self.faults = faults
@@ -490,6 +560,8 @@ class _Replay:
         )
 
     def cached(self, key: Any, build) -> bytes:
+        if self.play is not None and key != "exchangeInfo":
+            return build()  # the answer changes as the clock runs
         body = self._cache.get(key)
         if body is None:
             body = build()
@@ -554,12 +626,20 @@ class _Replay:
     def _ping(self, params: dict[str, str]) -> bytes:
         return b"{}"
 
+    @property
+    def now(self) -> int:
+        """What the served data stands at: the recording's time, or with a running clock
+        the published time (``PlayClock.data_ms``), never past the recording's end."""
+        if self.play is None:
+            return self.recorded_ms
+        return min(self.play.data_ms(), self.recorded_ms)
+
     def clock_ms(self) -> int:
-        """The served clock: the recording's time, or with a running clock that time
-        plus the wall time since the start times ``clock_speed``."""
-        if self.clock_speed is None:
-            return self.now
-        return self.now + int((time.time() - self._clock_t0) * 1000 * self.clock_speed)
+        """The served clock (``/fapi/v1/time``): the recording's time, or the running
+        clock's."""
+        if self.play is None:
+            return self.recorded_ms
+        return self.play.now_ms()
 
     def _time(self, params: dict[str, str]) -> bytes:
         return _JSON({"serverTime": self.clock_ms()}).encode()
@@ -642,9 +722,10 @@ class _Replay:
         if series is None or len(series) == 0:
             return b"[]"
         available = series.count_at_or_before(self.now)
-        if self.clock_speed is not None:
-            # a running clock passes the recording's end, where nothing was recorded:
-            # the bar that was still open then is never served, as open or closed
+        if self.play is not None:
+            # a running clock serves the bars closed by its time, and no open bar: the
+            # recording holds only each bar's final values, so an open bar's would be
+            # its future; the bar still open when the recording was taken never closes
             available = int(np.searchsorted(series.close_time, self.now, side="left"))
         lo, hi = _page(series.open_time, available, start, end, limit)
         if hi <= lo:
@@ -657,7 +738,7 @@ class _Replay:
             (int(f.funding_time[i]), f.symbol, f, i)
             for f in self.rec.funding.values()
             for i in range(len(f))
-            if int(f.funding_time[i]) <= self.now
+            if int(f.funding_time[i]) <= self.recorded_ms
         ]
         items.sort(key=lambda x: (x[0], x[1]))
         times = np.array([x[0] for x in items], dtype=np.int64)
@@ -676,7 +757,8 @@ class _Replay:
             rows = [series.row(i) for i in range(lo, hi)]
         else:
             times, refs = self._funding_all
-            lo, hi = _page(times, len(times), start, end, limit)
+            available = int(np.searchsorted(times, self.now, side="right"))
+            lo, hi = _page(times, available, start, end, limit)
             rows = [f.row(i) for f, i in refs[lo:hi]]
         return _JSON(rows).encode()
 
@@ -1053,6 +1135,13 @@ class ReplayServer:
     wall time) for following the market past the recording's end, where no new bar
     comes: what the signal service sees when the exchange sends nothing new. The bar
     still open at the recording's time is then never served.
+
+    ``play_from_ms``: play the recording forward as if live from that time: the clock
+    starts there and runs at ``clock_speed`` (default 1; 0: it moves only when told,
+    ``clock.advance``), bars close on it and the klines and funding endpoints serve only
+    what has closed (never an open bar: the recording holds each bar's final values
+    only). ``clock.pause()`` stalls the feed (the time goes on, no bar closes) until
+    ``clock.resume()``; ``set_faults("drop=1")`` drops every connection.
     """
 
     def __init__(
@@ -1068,9 +1157,18 @@ class ReplayServer:
         ban_after: int = 3,
         ban_seconds: float | None = None,
         clock_speed: float | None = None,
+        play_from_ms: int | None = None,
     ) -> None:
-        if clock_speed is not None and not clock_speed > 0:
-            raise ValueError(f"clock_speed must be > 0, got {clock_speed!r}")
+        if clock_speed is not None and not (
+            clock_speed > 0 or (clock_speed == 0 and play_from_ms is not None)
+        ):
+            raise ValueError(
+                f"clock_speed must be > 0 (0 only with play_from_ms), got {clock_speed!r}"
+            )
+        if play_from_ms is not None and not play_from_ms <= recording.now_ms:
+            raise ValueError(
+                f"play_from_ms {play_from_ms} lies after the recording's end ({recording.now_ms})"
+            )
         if not (isinstance(window_seconds, (int, float)) and window_seconds > 0):
             raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
         if window_seconds != 60 and (window_seconds < 1 or window_seconds != int(window_seconds)):
@@ -1100,6 +1198,7 @@ class ReplayServer:
             ban_after,
             float(ban_seconds) if ban_seconds is not None else 2 * self.window_seconds,
             clock_speed,
+            play_from_ms,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1110,7 +1209,15 @@ class ReplayServer:
 
     @property
     def now_ms(self) -> int:
+        """What the served data stands at (with a running clock: what has closed)."""
         return self._app.now
+
+    @property
+    def clock(self) -> PlayClock:
+        """The running clock (``clock_speed`` or ``play_from_ms``)."""
+        if self._app.play is None:
+            raise RuntimeError("this replay's clock is frozen: start it with clock_speed")
+        return self._app.play
 
     def set_faults(self, faults: FaultSpec | str | None) -> None:
         """Switch the faults while serving (``"drop=1"``: every connection dropped, an
@@ -1196,8 +1303,11 @@ def serve(
     now_ms: int | None = None,
     *,
     seed: int | None = None,
+    play_from_ms: int | None = None,
+    speed: float | None = None,
 ) -> None:
     """Load ``folder`` and serve it until Ctrl-C (for the ``asterai replay`` command).
+    ``play_from_ms``/``speed``: play it forward as if live (see ``ReplayServer``).
 
     Prints the base URL on stdout; raises ``RecordingError``/``ValueError`` for
     a bad folder, fault spec or window before anything is served.
@@ -1211,9 +1321,18 @@ def serve(
         weight_limit=weight_limit,
         faults=faults,
         seed=seed,
+        clock_speed=speed if speed is not None or play_from_ms is None else 1.0,
+        play_from_ms=play_from_ms,
     )
     server.start()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(recording.now_ms / 1000))
+    if play_from_ms is not None:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(play_from_ms / 1000))
+        print(
+            f"playing forward from {start} UTC at {server.clock.speed:g}x "
+            f"(the recording ends at {when} UTC)",
+            flush=True,
+        )
     print(
         f"AsterAI replay of {recording.folder} ({recording.layout} layout, "
         f"{len(recording.symbols)} symbols, clock {recording.now_ms} = {when} UTC, "
