@@ -427,12 +427,11 @@ def test_a_market_that_ends_under_a_pending_exit_closes_there_with_its_reason(re
     assert tr["exit_price"] == pytest.approx(a["close"].to_numpy()[k + 2] * (1 - SLIP))
 
 
-def test_one_bar_at_a_time_from_a_carried_state_is_the_backtest(real_data) -> None:
-    """One engine: ``step_nb`` called bar by bar from Python (as paper trading calls it),
-    with the account copied out and rebuilt half-way (a restart from a journal), gives
-    the backtest's trades, rejections and equity to the bit, on real bars of several
-    symbols with stops, targets, time limits, funding, the lot step and the positions
-    limit all at work."""
+def real_panel(real_data):
+    """Seven real symbols' 1h bars on one grid, with signals made from the real closes
+    (the distance from the 24-bar mean, in ATRs), funding every 8 hours, and parameters
+    that put stops, targets, time limits, the lot step and the positions limit to work:
+    (the step's per-bar arrays, tick, lot, min notional, params)."""
     import talib
 
     symbols = ["BTCUSDT", "ETHUSDT", "AAVEUSDT", "SOLUSDT", "ADAUSDT", "UNIUSDT", "2ZUSDT"]
@@ -446,18 +445,26 @@ def test_one_bar_at_a_time_from_a_carried_state_is_the_backtest(real_data) -> No
     atr = np.column_stack([talib.ATR(cols["high"][:, j], cols["low"][:, j], cols["close"][:, j])
                            for j in range(N)])  # fmt: skip
     mean = pd.DataFrame(cols["close"]).rolling(24).mean().to_numpy()
-    # signals from the real closes: the distance from the 24-bar mean, in ATRs
     z = np.clip((cols["close"] - mean) / atr, -3.0, 3.0) / 6.0
     p_long, p_short = 0.5 + z, 0.5 - z
     funding = np.zeros((T, N))
     funding[grid.hour % 8 == 0] = 0.0001
     tradeable = np.isfinite(cols["close"])
-    tick = np.full(N, 1e-4)
-    lot = np.full(N, 1e-3)
-    min_notional = np.full(N, 5.0)
     p = params(threshold=0.7, max_positions=3, horizon=12, max_drawdown=0.3)
     args = (cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
             tradeable, p_long, p_short, atr, funding)  # fmt: skip
+    return args, np.full(N, 1e-4), np.full(N, 1e-3), np.full(N, 5.0), p
+
+
+def test_one_bar_at_a_time_from_a_carried_state_is_the_backtest(real_data) -> None:
+    """One engine: ``step_nb`` called bar by bar from Python (as paper trading calls it),
+    with the account copied out and rebuilt half-way (a restart from a journal), gives
+    the backtest's trades, rejections and equity to the bit, on real bars of several
+    symbols with stops, targets, time limits, funding, the lot step and the positions
+    limit all at work."""
+    args, tick, lot, min_notional, p = real_panel(real_data)
+    T, N = args[0].shape
+    cols = {"close": args[3]}
     want_trades, want_rejects, want_curve, want_cash = kernel.simulate_nb(
         *args, tick, lot, min_notional, p
     )

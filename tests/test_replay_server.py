@@ -175,9 +175,10 @@ def test_played_forward_bars_close_on_the_clock_and_only_closed_bars_are_served(
     df = frame("BTCUSDT", "1h")
     t = df.open_time.to_numpy()
     start = int(t[500]) + 5_000  # bar 499 closed 5 s ago, bar 500 is open
-    with ReplayServer(rec, play_from_ms=start, clock_speed=0) as srv, httpx.Client(
-        base_url=srv.base_url
-    ) as c:
+    with (
+        ReplayServer(rec, play_from_ms=start, clock_speed=0) as srv,
+        httpx.Client(base_url=srv.base_url) as c,
+    ):
         assert get_json(c, "/fapi/v1/time")["serverTime"] == start
         rows = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=3)
         assert_rows_match(rows, df.iloc[497:500], "1h")  # never the open bar 500
@@ -204,9 +205,10 @@ def test_played_forward_bars_close_on_the_clock_and_only_closed_bars_are_served(
 
 def test_a_running_play_clock_advances_at_its_speed(rec):
     start = LAST_1H - 10 * 3_600_000
-    with ReplayServer(rec, play_from_ms=start, clock_speed=3600) as srv, httpx.Client(
-        base_url=srv.base_url
-    ) as c:
+    with (
+        ReplayServer(rec, play_from_ms=start, clock_speed=3600) as srv,
+        httpx.Client(base_url=srv.base_url) as c,
+    ):
         time.sleep(1.0)
         served = get_json(c, "/fapi/v1/time")["serverTime"]
         assert start + 3_600_000 <= served < start + 3 * 3_600_000  # about an hour a second

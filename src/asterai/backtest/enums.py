@@ -13,7 +13,8 @@ from __future__ import annotations
     EXIT_BREAKER,
     EXIT_LIQUIDATION,
     EXIT_END,
-) = range(8)
+    EXIT_KILL,
+) = range(9)
 EXIT_REASONS = (
     "stop",
     "target",
@@ -23,6 +24,7 @@ EXIT_REASONS = (
     "drawdown circuit breaker",
     "liquidation",
     "end of data",
+    "kill switch",
 )
 
 #: Why a signal did not become a position (the exchange would reject it, or the
@@ -36,7 +38,9 @@ EXIT_REASONS = (
     REJECT_STOPPED,
     REJECT_MARKET_CLOSED,
     REJECT_NO_EDGE,
-) = range(8)
+    REJECT_PAUSED,
+    REJECT_KILLED,
+) = range(10)
 REJECT_REASONS = (
     "below the minimum notional",
     "quantity below one lot step",
@@ -46,4 +50,6 @@ REJECT_REASONS = (
     "trading stopped by the circuit breaker",
     "market closed (no trade in the fill bar)",
     "no edge at the labels' odds (Kelly sizing)",
+    "new entries paused (daily loss limit)",
+    "cancelled by the kill switch",
 )

@@ -45,7 +45,11 @@ At each bar ``t``, in this order (DESIGN.md rules 3 and 4):
    per unit (``sl_atr`` ATRs, slippage and taker fees on both fills, a tick), rounded
    down to the lot step. With ``kelly_fraction`` > 0 the risk is that share of the
    Kelly bet at the labels' odds (capped by ``risk``); no edge, no order. An open
-   position whose opposite side signals exits at the next open. An order meets no trade
+   position whose opposite side signals exits at the next open. While a live risk
+   control pauses entries (``State.account``: paper trading's daily loss limit sets an
+   equity floor, crossed at a close), new signals are rejected; exits still happen. The
+   kill switch (``kill_nb``, between two bars) exits everything at the next open and
+   cancels the entries decided for it. An order meets no trade
    in a bar without volume (a closed market): entries are rejected, exits wait. Two
    closes do not wait for a trade: a liquidation (the exchange's engine takes the
    position at the bar's extreme) and a market whose data ends (closed at its last close,
@@ -70,11 +74,13 @@ from asterai.backtest.enums import (
     EXIT_BREAKER,
     EXIT_END,
     EXIT_GAP,
+    EXIT_KILL,
     EXIT_LIQUIDATION,
     EXIT_SIGNAL,
     EXIT_STOP,
     EXIT_TARGET,
     EXIT_TIME,
+    REJECT_KILLED,
     REJECT_LEVERAGE,
     REJECT_LOT_STEP,
     REJECT_MARKET_CLOSED,
@@ -82,6 +88,7 @@ from asterai.backtest.enums import (
     REJECT_MIN_NOTIONAL,
     REJECT_NO_EDGE,
     REJECT_NO_NEXT_BAR,
+    REJECT_PAUSED,
     REJECT_STOPPED,
 )
 from asterai.barriers import market_fill, place, stop_touched, target_filled
@@ -133,6 +140,10 @@ def _worst(side: float, low: float, high: float, last_close: float) -> float:
     return low if side > 0 else high
 
 
+#: the account's slots (``State.account``)
+ACCOUNT_SLOTS = 6
+
+
 class State(NamedTuple):
     """The account between two bars: what ``step_nb`` reads and changes in place (per
     symbol unless said). The backtest carries one through its loop; paper trading keeps
@@ -158,14 +169,17 @@ class State(NamedTuple):
     wanted: np.ndarray  # scratch of the signal pass
     strength: np.ndarray  # scratch of the signal pass
     no_order: np.ndarray  # int64 zeros: the order when nothing is ranked
-    account: np.ndarray  # float64 [cash, peak, stopped (0/1), entries pending]
+    # float64 [cash, peak, stopped (0/1), entries pending, entries paused (0/1), the
+    # equity below which entries pause (0: none)]: the last two are live risk controls
+    # (paper trading's daily loss limit sets the floor each day; the backtest leaves both 0)
+    account: np.ndarray
     counts: np.ndarray  # int64 [trades recorded, rejections recorded]
 
 
 @njit(cache=True)
 def new_state(n: int, capital: float) -> State:
     """A flat account of ``capital`` over ``n`` symbols."""
-    account = np.zeros(4)
+    account = np.zeros(ACCOUNT_SLOTS)
     account[0] = capital
     account[1] = capital
     return State(
@@ -379,6 +393,9 @@ def step_nb(
                 pend_exit[j] = True
                 pend_exit_reason[j] = EXIT_BREAKER
         stopped = True
+    if s.account[5] > 0.0 and equity < s.account[5]:
+        s.account[4] = 1.0  # a live control's floor: no new entry until it is lifted
+    paused = s.account[4] != 0.0
     curve[0], curve[1], curve[2], curve[3] = equity, s.account[0], n_open, notional
     s.account[2] = 1.0 if stopped else 0.0
 
@@ -422,6 +439,8 @@ def step_nb(
         q = 0.0
         if stopped:
             reason = REJECT_STOPPED
+        elif paused:
+            reason = REJECT_PAUSED
         elif n_busy >= p.max_positions:
             reason = REJECT_MAX_POSITIONS
         else:
@@ -462,6 +481,26 @@ def step_nb(
         rank += 1
         n_busy += 1
     s.account[3] = float(rank)
+
+
+@njit(cache=True)
+def kill_nb(t: int, s: State, rejects: np.ndarray) -> int:
+    """The kill switch, between two bars: every open position exits at bar ``t``'s open
+    (``EXIT_KILL``, filled by ``step_nb`` as any decided exit), the entries decided for
+    that open are cancelled (rejected, ``REJECT_KILLED``) and trading stops. Returns the
+    number of positions to close."""
+    n = 0
+    for j in range(len(s.side)):
+        if s.side[j] != 0.0:
+            s.pend_exit[j] = True
+            s.pend_exit_reason[j] = EXIT_KILL
+            n += 1
+        if s.pend_order[j] >= 0:
+            _reject(s, rejects, t, j, s.pend_side[j], REJECT_KILLED, s.pend_prob[j])
+            s.pend_order[j] = -1
+    s.account[2] = 1.0
+    s.account[3] = 0.0
+    return n
 
 
 @njit(cache=True)
@@ -533,5 +572,5 @@ def simulate_nb(
 
 # the kernel compiles in ``barriers``' rules and ``enums``' codes: a change to either
 # must reach the cached machine code too
-for _kernel in (simulate_nb, step_nb, close_all_nb, new_state, _exit, _reject):
+for _kernel in (simulate_nb, step_nb, close_all_nb, kill_nb, new_state, _exit, _reject):
     invalidate_on_change(_kernel, _barriers, _enums, _entry)

@@ -60,8 +60,7 @@ from asterai.cli.common import EXIT_FAILED, EXIT_USAGE, configure_logging, fail
     "--speed",
     default=None,
     type=click.FloatRange(min=0, min_open=True),
-    help="With --play-from: exchange seconds per real second (3600: an hour a second; "
-    "default 1).",
+    help="With --play-from: exchange seconds per real second (3600: an hour a second; default 1).",
 )
 @click.option("-v", "--verbose", count=True, help="Log every request (-v).")
 def replay(
