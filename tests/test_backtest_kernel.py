@@ -464,7 +464,6 @@ def test_one_bar_at_a_time_from_a_carried_state_is_the_backtest(real_data) -> No
     limit all at work."""
     args, tick, lot, min_notional, p = real_panel(real_data)
     T, N = args[0].shape
-    cols = {"close": args[3]}
     want_trades, want_rejects, want_curve, want_cash = kernel.simulate_nb(
         *args, tick, lot, min_notional, p
     )
@@ -474,7 +473,7 @@ def test_one_bar_at_a_time_from_a_carried_state_is_the_backtest(real_data) -> No
     trades = np.full((len(want_trades) + N + 1, len(kernel.TRADE_FIELDS)), np.nan)
     rejects = np.full((len(want_rejects) + 1, len(kernel.REJECT_FIELDS)), np.nan)
     curve = np.full((T, len(kernel.EQUITY_FIELDS)), np.nan)
-    last_bar = np.array([np.flatnonzero(np.isfinite(cols["close"][:, j]))[-1] for j in range(N)])
+    last_bar = np.array([np.flatnonzero(np.isfinite(args[3][:, j]))[-1] for j in range(N)])
     s = kernel.new_state(N, p.capital)
     for t in range(T):
         if t == T // 2:  # a restart: the account rebuilt from copies of its arrays

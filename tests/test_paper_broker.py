@@ -27,7 +27,8 @@ def test_bar_by_bar_the_simulated_broker_is_the_backtest(real_data) -> None:
     args, tick, lot, min_notional, p = real_panel(real_data)
     T = len(args[0])
     want_trades, want_rejects, want_curve, _ = kernel.simulate_nb(*args, tick, lot, min_notional, p)
-    events = play(args, SimulatedBroker(p, tick, lot, min_notional))
+    broker = SimulatedBroker(p, tick, lot, min_notional)
+    events = play(args, broker)
     trades = np.vstack([e.trades for e in events])
     rejects = np.vstack([e.rejects for e in events])
     curve = np.vstack([e.curve for e in events])
@@ -46,10 +47,8 @@ def test_bar_by_bar_the_simulated_broker_is_the_backtest(real_data) -> None:
     open_paid = np.zeros_like(paid)
     for r in trades:
         open_paid[int(r[0])] += r[9]
-    s = SimulatedBroker(p, tick, lot, min_notional)
-    play(args, s)
-    held = s.state.side != 0
-    open_paid[held] += s.state.paid[held]
+    held = broker.state.side != 0
+    open_paid[held] += broker.state.paid[held]
     np.testing.assert_allclose(paid, open_paid, rtol=0, atol=1e-12)
     for before_bar, after in zip(events[:-1], events[1:], strict=True):
         for j, kind, *_ in before_bar.orders:
@@ -94,19 +93,13 @@ def test_a_close_below_the_days_floor_pauses_new_entries_not_exits(real_data) ->
     free = play(args, SimulatedBroker(p, tick, lot, min_notional))
 
     # a floor no close can stay above on every third day: those days open nothing new
-    # after their first close; the other days trade freely
+    # after their first close; each new day lifts the pause, the other days have no floor
     def controls(t):
-        return Controls(floor=1e9 if day[t] % 3 == 1 else 0.0)
+        if t and day[t] == day[t - 1]:
+            return Controls()
+        return Controls(new_floor=1e9 if day[t] % 3 == 1 else 0.0)
 
-    broker = SimulatedBroker(p, tick, lot, min_notional)
-    events = []
-    paused = False
-    for t in range(T):
-        if t and day[t] != day[t - 1]:
-            paused = False  # a new day lifts the pause
-        e = broker.apply(bar_at(args, t), Controls(paused=paused, floor=controls(t).floor))
-        paused = bool(broker.state.account[4])
-        events.append(e)
+    events = play(args, SimulatedBroker(p, tick, lot, min_notional), controls)
     limited = [e for e in events if day[e.t] % 3 == 1]
     assert limited and all(len(e.entries) == 0 for e in limited if e.t % 24 >= 1), (
         "an entry opened after the floor was crossed"

@@ -486,7 +486,6 @@ class _Replay:
     ) -> None:
         self.rec = recording
         self.recorded_ms = int(recording.now_ms)  # the recording's time: its data ends there
-        self.clock_speed = clock_speed
         # a running clock: from the recording's time (following past its end), or from
         # ``play_from_ms`` (the recording played forward as if live)
         self.play: PlayClock | None = None

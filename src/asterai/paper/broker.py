@@ -56,8 +56,10 @@ class Controls:
     """The live risk controls in force before a bar's step."""
 
     kill: bool = False  # the kill switch: flatten at this bar's open and stop
-    paused: bool = False  # new entries paused (the daily loss limit crossed today)
-    floor: float = 0.0  # a close below this equity pauses new entries (0: none)
+    # a new day's equity floor (0: none): lifts a pause and sets the floor a close must
+    # stay above for new entries; None keeps the floor and the pause (the kernel latches
+    # the pause in the account when a close falls below the floor)
+    new_floor: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +116,9 @@ class SimulatedBroker:
         killed = 0
         if controls.kill:
             killed = kernel.kill_nb(bar.t, s, self._rejects)
-        s.account[4] = 1.0 if controls.paused else 0.0
-        s.account[5] = controls.floor
+        if controls.new_floor is not None:
+            s.account[4] = 0.0
+            s.account[5] = controls.new_floor
         was_open = s.side != 0.0
         paid_before = s.paid.copy()
         curve = np.full(len(kernel.EQUITY_FIELDS), np.nan)
