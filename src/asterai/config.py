@@ -505,6 +505,35 @@ class OptimizeSettings(_Frozen):
         return value
 
 
+class PaperSettings(_Frozen):
+    """Paper trading (``asterai paper``): the exported model's signals on a simulated
+    account (``strategy``'s capital, risk and costs) against the live market."""
+
+    model: Literal["confluence", "aster_native"] = "confluence"
+    symbols: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, description="the symbols traded (default: every symbol of the export)"
+    )
+    daily_loss_limit: float = Field(
+        0.05, ge=0, lt=1,
+        description="no new entry for the rest of a UTC day once a close is this share "
+        "below the previous day's last equity (0: off); exits go on",
+    )  # fmt: skip
+    max_delay_s: float = Field(
+        120.0, gt=0,
+        description="a bar seen later than this after its close is late: its exits, "
+        "stops and funding are applied, its signals are not acted on",
+    )  # fmt: skip
+    grace_s: float = Field(
+        120.0, gt=0, description="a bar overdue by this much makes the data stale"
+    )
+    poll_delay_s: float = Field(5.0, ge=0, description="seconds after a close before polling")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> tuple[str, ...] | None:
+        return None if value is None else parse_symbols(value)
+
+
 class Settings(BaseSettings):
     """Everything configurable, with the documented defaults."""
 
@@ -530,6 +559,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     aster_native: AsterNativeSettings = AsterNativeSettings()
     optimize: OptimizeSettings = OptimizeSettings()
+    paper: PaperSettings = PaperSettings()
     params_from: str | None = Field(
         None, description="the best_params.json these settings came from (--params)"
     )

@@ -84,6 +84,20 @@ class DataPaths:
         the default storage, Optuna's journal file ``journal.log``."""
         return self.optimization / name
 
+    @property
+    def paper(self) -> Path:
+        """``data/paper/``: the paper account's journal and its kill switch file."""
+        return self.data_dir / "paper"
+
+    @property
+    def paper_journal(self) -> Path:
+        return self.paper / "journal.sqlite"
+
+    @property
+    def paper_kill(self) -> Path:
+        """A file here is the kill switch: flatten at the next open and stop."""
+        return self.paper / "KILL"
+
     # -- models -------------------------------------------------------------
     @property
     def confluence_models(self) -> Path:
