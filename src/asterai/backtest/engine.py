@@ -34,16 +34,26 @@ def params(settings: Settings, inputs: Inputs | None = None) -> kernel.Params:
     ``strategy.liquidation_fee`` while any symbol has no stated rate."""
     st, fs = settings.strategy, settings.features
     liquidation_fee = st.liquidation_fee
-    if inputs is not None and inputs.liquidation_fees:
-        stated = max(inputs.liquidation_fees)
-        every = len(inputs.liquidation_fees) == len(inputs.symbols)
-        liquidation_fee = stated if every else max(stated, st.liquidation_fee)
+    if inputs is not None:
+        liquidation_fee = account_liquidation_fee(
+            settings, inputs.liquidation_fees, len(inputs.symbols)
+        )
     return kernel.Params(
         st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
         st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
         st.max_leverage, st.max_drawdown, kelly_fraction=st.kelly_fraction,
         maintenance_margin=st.maintenance_margin, liquidation_fee=liquidation_fee,
     )  # fmt: skip
+
+
+def account_liquidation_fee(settings: Settings, stated: list[float], n_symbols: int) -> float:
+    """The account's one liquidation fee rate: the highest stated for its ``n_symbols``
+    symbols (``stated``: those discovery gives), never below ``strategy.liquidation_fee``
+    while a symbol has none."""
+    default = settings.strategy.liquidation_fee
+    if not stated:
+        return default
+    return max(stated) if len(stated) == n_symbols else max(max(stated), default)
 
 
 @dataclass(slots=True)

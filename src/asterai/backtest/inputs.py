@@ -178,7 +178,7 @@ def market_inputs(
         )
     tradeable = _on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
     atr = _on_grid(features, "atr_14", symbols, times, step_ms)
-    tick, step, min_notional, liquidation_fees = _filters(paths, symbols, settings, notes)
+    tick, step, min_notional, liquidation_fees = exchange_filters(paths, symbols, settings, notes)
     market = Inputs(
         symbols, times, o, h, lo, c, vol, tradeable, grid(), grid(), atr, np.nan_to_num(fund),
         tick, step, min_notional, notes, (start, end), None, liquidation_fees,
@@ -270,7 +270,7 @@ def _on_grid(
     return out
 
 
-def _filters(
+def exchange_filters(
     paths: DataPaths, symbols: list[str], settings: Settings, notes: list[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """Tick, lot step and minimum notional per symbol, and the liquidation fee rates

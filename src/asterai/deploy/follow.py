@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 FUNDING_ROWS = 10
 #: klines asked for per poll (the newest closed bars; a few in case one was missed)
 POLL_ROWS = 5
+#: base bars whose signals are kept (``Follower.bar_signals``)
+BAR_SIGNALS = 48
 #: how long after a bar's close a symbol's missing bar of it is polled for again
 LATE_WINDOW_MS = 10 * 60_000
 
@@ -154,6 +156,15 @@ class Follower:
         self.live: LiveFeatures | None = None
         self.signals: LiveSignals | None = None
         self.listing: dict[str, int] = {}
+        #: served symbols without a closed bar yet (listed after the start): polled each
+        #: bar, and followed from their first bar (the features' cross-section counts them
+        #: from there, as the batch table does)
+        self.unlisted: set[str] = set()
+        #: each base bar's signals, as computed at the poll that brought it (the newest
+        #: ``BAR_SIGNALS`` bars): paper trading reads the bars it has not traded yet
+        self.bar_signals: dict[int, pd.DataFrame] = {}
+        #: the exchange's clock when each of those bars was first held
+        self.seen_ms: dict[int, int] = {}
 
     # -- the exchange ---------------------------------------------------------------
 
@@ -194,26 +205,54 @@ class Follower:
             return SymbolInput(symbol, bars, funding, listing), firsts
 
         got = await gather_or_cancel(one(s) for s in self.symbols)
-        inputs = [inp for inp, _ in got if len(inp.bars[self.fs.base_interval])]
-        missing = sorted(set(self.symbols) - {i.symbol for i in inputs})
-        if missing:
-            log.warning("no closed bars for %s: not served", ", ".join(missing))
-        inputs = unknown_listings(inputs, {inp.symbol: f for inp, f in got})
+        inputs = unknown_listings([inp for inp, _ in got], {inp.symbol: f for inp, f in got})
+        base = self.fs.base_interval
+        self.unlisted = {i.symbol for i in inputs if not len(i.bars[base])}
+        if self.unlisted == {i.symbol for i in inputs}:
+            raise ExchangeError("the exchange returned no closed bars for any served symbol")
+        if self.unlisted:
+            log.warning(
+                "no closed bars yet for %s: served from their first bar",
+                ", ".join(sorted(self.unlisted)),
+            )
         # the universe's listing: the exchange's first kline, as the collector records it
         # (the features' listing age may still be unknown: a cut history)
-        firsts = {inp.symbol: f[self.fs.base_interval] for inp, f in got}
+        firsts = {inp.symbol: f[base] for inp, f in got}
         self.listing = {
             i.symbol: firsts[i.symbol] if firsts[i.symbol] is not None
-            else int(to_epoch_ms(i.bars[self.fs.base_interval]["open_time"])[0])
-            for i in inputs
+            else int(to_epoch_ms(i.bars[base]["open_time"])[0])
+            for i in inputs if i.symbol not in self.unlisted
         }  # fmt: skip
-        if not inputs:
-            raise ExchangeError("the exchange returned no closed bars for any served symbol")
         live = LiveFeatures(self.fs, inputs, history=max(self.model.sequence_length, 1))
         self.live = live
         self.signals = LiveSignals(live, self.model)
-        await asyncio.to_thread(self._publish)
+        self.seen_ms[int(live.newest_time())] = now
+        await asyncio.to_thread(self._publish, None)
         self.state.started = True
+
+    async def _listed(self, client: AsterClient, symbols: list[str]) -> None:
+        """Served symbols whose first bars have just come: their listing, by the rule
+        the collector and the features apply (``unknown_listings``)."""
+        assert self.live is not None
+
+        async def firsts_of(symbol: str) -> tuple[str, dict[str, int | None]]:
+            out = {}
+            for iv in self.intervals:
+                out[iv], _ = await client.first_kline(symbol, iv)
+            return symbol, out
+
+        base = self.fs.base_interval
+        for symbol, firsts in await gather_or_cancel(firsts_of(s) for s in symbols):
+            j = self.live.index[symbol]
+            held = self.live.rings[base].panel()
+            first_held = int(held.times[np.flatnonzero(~np.isnan(held.fields["close"][j]))[0]])
+            listing = firsts[base] if firsts[base] is not None else first_held
+            probe = SymbolInput(symbol, {iv: None for iv in self.intervals}, None, listing)
+            known = unknown_listings([probe], {symbol: firsts})[0].listing_ms
+            self.live.listing_ms[j] = np.nan if known is None else float(known)
+            self.listing[symbol] = listing
+            self.unlisted.discard(symbol)
+            log.info("%s: first bar %s: followed from now on", symbol, iso_ms(first_held))
 
     def _late(self, now: int | None) -> list[str]:
         """Served symbols still without the newest bar while it may yet come (within
@@ -223,7 +262,10 @@ class Follower:
         if newest is None or now is None or now - (newest + self.step - 1) > LATE_WINDOW_MS:
             return []
         base = self.live.rings[self.fs.base_interval]
-        return [s for s in self.live.symbols if base.symbol_last(self.live.index[s]) != newest]
+        return [
+            s for s in self.live.symbols
+            if s not in self.unlisted and base.symbol_last(self.live.index[s]) != newest
+        ]  # fmt: skip
 
     def _with_newest(self) -> int:
         """How many symbols hold the newest base bar."""
@@ -256,7 +298,12 @@ class Follower:
             )
             return symbol, interval, cols
 
-        jobs = [one(s, iv) for s in polled for iv in self.intervals]
+        def due_for(symbol: str, interval: str) -> bool:
+            """A bar of ``interval`` newer than the held one has closed (or none held)."""
+            held = self.live.rings[interval].symbol_last(self.live.index[symbol])
+            return held is None or held + 2 * INTERVAL_MS[interval] - 1 < now
+
+        jobs = [one(s, iv) for s in polled for iv in self.intervals if due_for(s, iv)]
         # one hand-over per bar time, all its symbols at once, in time order
         bars: dict[tuple[str, int], tuple[list[str], dict[str, list[float]]]] = {}
         for symbol, interval, cols in await gather_or_cancel(jobs):
@@ -268,6 +315,10 @@ class Follower:
         for (interval, t), (names, got) in sorted(bars.items(), key=lambda kv: kv[0][1]):
             values = {f: np.asarray(v, dtype=float) for f, v in got.items()}
             self.live.add_closed(interval, t, names, values)
+        base = self.live.rings[self.fs.base_interval]
+        listed = [s for s in self.unlisted if base.symbol_last(self.live.index[s]) is not None]
+        if listed:
+            await self._listed(client, sorted(listed))
 
         async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
             have = self.live.funding[self.live.index[symbol]]
@@ -281,26 +332,53 @@ class Follower:
             if keep.any():
                 self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
         if self.live.newest_time() != newest or self._with_newest() > before:
-            await asyncio.to_thread(self._publish)
+            for t in base.panel().times:
+                if newest is None or t > newest:
+                    self.seen_ms.setdefault(int(t), now)
+            await asyncio.to_thread(self._publish, newest)
             return True
         return False
 
     # -- the snapshot ---------------------------------------------------------------
 
-    def _publish(self) -> None:
+    def tradeable_at(self, open_ms: int) -> np.ndarray:
+        """The universe's reason code of each held symbol (``live.symbols``) at the base
+        bar that opened at ``open_ms`` (``universe.TRADEABLE``: tradeable), from its
+        bars up to that one, as the gate's point-in-time universe computes it; -1 where
+        the symbol has no bar there."""
         assert self.live is not None
-        signals = self.signals.newest()
         base = self.live.rings[self.fs.base_interval].panel()
-        tradeable, reasons = [], []
-        for symbol in signals["symbol"]:
-            j = self.live.index[symbol]
-            have = ~np.isnan(base.fields["close"][j])
-            code = tradeable_kernel(
-                base.times[have], base.fields["volume"][j][have],
-                base.fields["quote_volume"][j][have], self.listing[symbol], self.rules,
+        out = np.full(len(self.live.symbols), -1, dtype=np.int8)
+        at = np.searchsorted(base.times, open_ms)
+        if at == len(base.times) or base.times[at] != open_ms:
+            return out
+        for j, symbol in enumerate(self.live.symbols):
+            close = base.fields["close"][j][: at + 1]
+            if np.isnan(close[-1]) or symbol not in self.listing:
+                continue
+            have = ~np.isnan(close)
+            out[j] = tradeable_kernel(
+                base.times[: at + 1][have], base.fields["volume"][j][: at + 1][have],
+                base.fields["quote_volume"][j][: at + 1][have], self.listing[symbol], self.rules,
             )[-1]  # fmt: skip
-            tradeable.append(bool(code == TRADEABLE))
-            reasons.append(REASONS[int(code)])
+        return out
+
+    def _publish(self, after: int | None) -> None:
+        """Each new bar's signals (those after ``after``, oldest first), then the
+        snapshot of the newest."""
+        assert self.live is not None and self.signals is not None
+        for rows in self.live.catch_up(after):
+            signals = self.signals.predict(rows)
+            self.bar_signals[rows.open_time] = signals
+        keep = max(BAR_SIGNALS, self.live.history)
+        for t in sorted(self.bar_signals)[:-keep]:
+            del self.bar_signals[t]
+        for t in sorted(self.seen_ms)[:-keep]:
+            del self.seen_ms[t]
+        codes = self.tradeable_at(int(self.live.newest_time()))
+        at = [self.live.index[s] for s in signals["symbol"]]
+        tradeable = [bool(codes[j] == TRADEABLE) for j in at]
+        reasons = [REASONS[int(codes[j])] for j in at]
         signals = signals.assign(tradeable=tradeable, reason=reasons)
         signals["symbol"] = signals["symbol"].astype(str)
         self.state.snapshot = Snapshot(
@@ -339,13 +417,13 @@ class Follower:
 
     # -- the loop ---------------------------------------------------------------------
 
-    def _sleep_s(self) -> float:
+    def next_poll_s(self) -> float:
         """Seconds of local time until the next bar's close plus the poll delay."""
         now = self.clock.now_ms()
         newest = self.live.newest_time() if self.live is not None else None
         if now is None or newest is None:
             return self.retry_s
-        if self._late(now):  # a symbol's bar is late: ask again soon
+        if self._late(now) or self.clock.rate == 0:  # late, or a stepped replay's clock
             return self.retry_s
         wait_ms = newest + 2 * self.step - 1 - now
         return max(wait_ms / 1000 / self.clock.rate, 0.0) + self.poll_delay_s
@@ -362,7 +440,7 @@ class Follower:
                     else:
                         await self.poll(client)
                     self.state.last_error = None
-                    wait = self._sleep_s()
+                    wait = self.next_poll_s()
                 except ExchangeError as err:
                     self.state.last_error = f"{type(err).__name__}: {err}"
                     log.warning("following the market: %s", self.state.last_error)

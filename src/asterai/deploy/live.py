@@ -356,6 +356,28 @@ class LiveFeatures:
             raise LiveDataError("no bars held")
         return self._store(self._rows_of(base.panel()))
 
+    def catch_up(self, after: int | None) -> list[NewestRows]:
+        """The rows of every base bar newer than ``after`` (open time, ms; None: only
+        the newest), oldest first, each computed on the panel cut at it, as if it had
+        arrived alone (a poll that brings several bars at once after a gap or a
+        restart: the LSTM's window needs each of their rows); the newest bar's last."""
+        panel = self.rings[self.fs.base_interval].panel()
+        if after is not None:
+            for i in np.flatnonzero(panel.times > after)[:-1]:
+                cut = Panel(
+                    panel.times[: i + 1], {f: v[:, : i + 1] for f, v in panel.fields.items()}
+                )
+                self._store(self._rows_of(cut))
+        newer = self.kept() if after is not None else []
+        return [r for r in newer if r.open_time > after and r.open_time != self.newest_time()] + [
+            self.newest()
+        ]
+
+    def rows_at(self, open_ms: int) -> NewestRows | None:
+        """The kept feature rows of the base bar that opened at ``open_ms`` (None when
+        not kept: older than ``history`` bars)."""
+        return self._rows.get(int(open_ms))
+
     def _rows_of(self, panel: Panel) -> NewestRows:
         higher = {iv: self.rings[iv].panel() for iv in self.fs.higher_intervals}
         present, values = newest_features(

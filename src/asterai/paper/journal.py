@@ -154,7 +154,8 @@ class Journal:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        # one writer, used from one thread at a time (the trader hands its bars to a worker)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -183,7 +184,9 @@ class Journal:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: no paper account has started here")
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            )
         else:
             conn = cls._connect(path)
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
@@ -234,9 +237,20 @@ class Journal:
             c.execute(
                 "INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    bar.t, bar.open_ms, seen_ms, int(late), int(has.sum()), int(acted.sum()),
-                    int(controls.kill), controls.new_floor, ev.killed, float(ev.curve[0]),
-                    float(ev.curve[1]), int(ev.curve[2]), float(ev.curve[3]), committed_ms,
+                    bar.t,
+                    bar.open_ms,
+                    seen_ms,
+                    int(late),
+                    int(has.sum()),
+                    int(acted.sum()),
+                    int(controls.kill),
+                    controls.new_floor,
+                    ev.killed,
+                    float(ev.curve[0]),
+                    float(ev.curve[1]),
+                    int(ev.curve[2]),
+                    float(ev.curve[3]),
+                    committed_ms,
                 ),
             )
             keep = np.flatnonzero(has | acted | (bar.funding != 0))

@@ -1,0 +1,433 @@
+"""The paper trader: the exported model's signals on a simulated account, bar by bar,
+against the live market, journaled.
+
+``PaperTrader`` follows the market with the signal service's ``Follower`` (the same
+client, live features and ONNX model), and after each poll trades every base bar the
+journal does not hold yet, oldest first, through ``SimulatedBroker`` (the backtest's
+own step), committing each bar to the journal before the next:
+
+- **On time or late.** A bar's signals are acted on only when the bar was seen within
+  ``paper.max_delay_s`` of its close; a bar seen later (after a restart, a stall, a slow
+  exchange) is traded late and recorded as late: its fills, stops, targets, time limits
+  and funding apply, its signals open nothing (acting on them would fill at an open
+  long gone). Nothing is back-dated.
+- **Stale data.** When the next bar is ``paper.grace_s`` overdue, nothing is traded (so
+  nothing opens) and the journal records it; when bars come again, the missed ones are
+  traded in order, late.
+- **The daily loss limit.** At each UTC day's first bar the floor is the previous bar's
+  equity times ``1 - paper.daily_loss_limit``; a close below it pauses new entries for
+  the rest of the day (exits go on).
+- **The kill switch** (the file ``data/paper/KILL``, or SIGTERM): every position exits
+  at the open of the first bar that opens after the request (within ``max_delay_s``),
+  the entries decided for it are cancelled, and the trader stops once that bar is
+  journaled. The file is removed then; the journal is final.
+- **A restart** (even after ``kill -9``) rebuilds the account from the journal
+  (``Journal.rebuild``) and goes on with the first bar after the last journaled one.
+
+Everything the trader needs is checked before anything is written (``prepare``): the
+export, its feature set against the data root's settings, the symbols, an existing
+journal's account. No API key is needed or read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from asterai.backtest.engine import account_liquidation_fee, params
+from asterai.backtest.inputs import exchange_filters
+from asterai.config import FeatureSettings, Settings, redact_url
+from asterai.data.universe import TRADEABLE
+from asterai.deploy.follow import Follower
+from asterai.deploy.runtime import ExportMissing, OnnxModel
+from asterai.exchange.client import AsterClient
+from asterai.exchange.errors import ExchangeError
+from asterai.features import catalog as cat
+from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+from asterai.paper.broker import Bar, BarEvents, Controls
+from asterai.paper.journal import Account, Journal
+from asterai.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+#: the feature that sizes stops and targets (the labels' ATR, as in the backtest)
+ATR = "atr_14"
+
+
+class PaperSettingsError(ValueError):
+    """Settings paper trading cannot start with (exit 2; nothing is written)."""
+
+
+class PaperStopped(RuntimeError):
+    """The journal's account was stopped by the kill switch: it is final."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything checked before the first write."""
+
+    settings: Settings
+    model: OnnxModel
+    symbols: list[str]
+    account: Account  # start_ms is set when the first bar is known
+    notes: list[str]
+
+
+def _export_checks(settings: Settings, model: OnnxModel) -> FeatureSettings:
+    facts = model.manifest.get("service")
+    if not facts:
+        raise PaperSettingsError(
+            f"{model.folder} was exported before the service facts were recorded: run "
+            "`asterai export-onnx` again"
+        )
+    fs = FeatureSettings(**facts["features"])
+    here = settings.features
+    if (fs.base_interval, fs.higher_intervals) != (here.base_interval, here.higher_intervals):
+        raise PaperSettingsError(
+            f"{model.folder}: the model was trained on features of {fs.base_interval} with "
+            f"{', '.join(fs.higher_intervals)}; this data root's settings build "
+            f"{here.base_interval} with {', '.join(here.higher_intervals)}: export a model "
+            "trained on these features, or use the settings it was trained with"
+        )
+    horizon = model.manifest.get("label", {}).get("horizon_bars")
+    if horizon is not None and int(horizon) != here.label_horizon:
+        raise PaperSettingsError(
+            f"{model.folder}: the model's labels look {horizon} bars ahead; "
+            f"features.label_horizon is {here.label_horizon} (the account's time limit)"
+        )
+    known = set(cat.feature_names(fs.higher_intervals))
+    base = [f for f in model.features if not f.startswith("category_")]
+    foreign = sorted(set(base) - known - {"listing_age_h"})
+    if foreign:
+        raise PaperSettingsError(
+            f"{model.folder}: the model reads features this version does not build "
+            f"({', '.join(foreign[:5])}): it is from another feature set; train and "
+            "export it again"
+        )
+    return fs
+
+
+def prepare(settings: Settings) -> Plan:
+    """The checked plan for ``settings`` (``PaperSettingsError`` on bad settings)."""
+    ps = settings.paper
+    paths = DataPaths.at(settings.data_root)
+    try:
+        model = OnnxModel(paths.models(ps.model) / "onnx")
+    except ExportMissing as err:
+        raise PaperSettingsError(f"no exported {ps.model} model: {err}") from err
+    fs = _export_checks(settings, model)
+    trained = list(model.manifest["service"]["symbols"])
+    symbols = sorted(ps.symbols) if ps.symbols else sorted(trained)
+    unknown = sorted(set(symbols) - set(trained))
+    if unknown:
+        raise PaperSettingsError(
+            f"paper.symbols: {', '.join(unknown)} not in the model's universe (it was "
+            f"trained on {', '.join(trained)})"
+        )
+    step_ms = INTERVAL_MS[fs.base_interval]
+    if ps.max_delay_s * 1000 >= step_ms:
+        raise PaperSettingsError(
+            f"paper.max_delay_s = {ps.max_delay_s:g} is not below one {fs.base_interval} bar: "
+            "a signal acted on that late fills at an open long gone"
+        )
+    if not paths.discovery.exists():
+        raise PaperSettingsError(
+            f"{paths.discovery} does not exist: the account's tick, lot and minimum "
+            "notional come from discovery (`asterai discover`)"
+        )
+    notes: list[str] = []
+    tick, lot, min_notional, fees = exchange_filters(paths, symbols, settings, notes)
+    p = params(settings)._replace(
+        liquidation_fee=account_liquidation_fee(settings, fees, len(symbols))
+    )
+    facts = {
+        "model": ps.model,
+        "model_config_sha256": model.manifest.get("model_config_sha256"),
+        "features": model.manifest["service"]["features"],
+        "daily_loss_limit": ps.daily_loss_limit,
+        "max_delay_s": ps.max_delay_s,
+        "exchange": redact_url(settings.base_url),
+    }
+    account = Account(symbols, p, tick, lot, min_notional, -1, step_ms, facts)
+    return Plan(settings, model, symbols, account, notes)
+
+
+def check_journal(plan: Plan, journal: Journal) -> None:
+    """An existing journal must be this account's (the same symbols, parameters,
+    filters and model), else continuing it would mix two accounts."""
+    have, want = journal.account, plan.account
+    diffs = []
+    if have.symbols != want.symbols:
+        diffs.append(f"symbols {have.symbols} vs {want.symbols}")
+    if have.params != want.params:
+        a, b = have.params._asdict(), want.params._asdict()
+        diffs += [f"{k} {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k]]
+    for name in ("tick", "step", "min_notional"):
+        if not np.array_equal(getattr(have, name), getattr(want, name)):
+            diffs.append(f"the exchange's {name} filters changed")
+    for key in ("model", "model_config_sha256", "daily_loss_limit", "max_delay_s"):
+        if have.facts.get(key) != want.facts.get(key):
+            diffs.append(f"{key} {have.facts.get(key)!r} vs {want.facts.get(key)!r}")
+    if diffs:
+        raise PaperSettingsError(
+            f"{journal.path} is another account's journal ({'; '.join(diffs)}): move it "
+            "away to start a new one, or run with the settings it was started with"
+        )
+
+
+@dataclass(slots=True)
+class TraderState:
+    started_ms: int | None = None
+    stale: bool = False
+    kill_requested_ms: int | None = None
+    kill_source: str = ""
+    stopped: bool = False
+    last_error: str | None = None
+    bars: int = 0  # bars traded this run
+    late: int = 0
+    last: dict[str, Any] | None = None  # the journal's last bar row
+    day_start_equity: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class PaperTrader:
+    """Trades ``plan`` on the exchange of its settings; ``clock_rate``: the follower's
+    (a replay played forward faster, or 0 for a stepped one)."""
+
+    def __init__(self, plan: Plan, *, clock_rate: float = 1.0, retry_s: float = 15.0) -> None:
+        ps = plan.settings.paper
+        self.plan = plan
+        self.paths = DataPaths.at(plan.settings.data_root)
+        self.follower = Follower(
+            plan.settings, plan.model, clock_rate=clock_rate, grace_s=ps.grace_s,
+            poll_delay_s=ps.poll_delay_s, retry_s=retry_s,
+        )  # fmt: skip
+        self.step = plan.account.step_ms
+        self.max_delay_ms = int(ps.max_delay_s * 1000)
+        self.limit = ps.daily_loss_limit
+        self.journal: Journal | None = None
+        self.broker = None
+        self.state = TraderState()
+        if self.paths.paper_journal.exists():  # checked now: nothing is written on a mismatch
+            journal = Journal.open(self.paths.paper_journal)
+            try:
+                check_journal(plan, journal)
+                if journal.query("SELECT 1 FROM bars WHERE killed > 0 OR kill = 1 LIMIT 1"):
+                    raise PaperStopped(
+                        f"{journal.path}: this account was stopped by the kill switch; its "
+                        "journal is final (move it away to start a new account)"
+                    )
+            finally:
+                journal.close()
+
+    # -- the controls ---------------------------------------------------------------
+
+    def request_kill(self, source: str) -> None:
+        """The kill switch (the KILL file or SIGTERM): flatten at the next open, stop."""
+        if self.state.kill_requested_ms is not None:
+            return
+        now = self.follower.clock.now_ms() or int(time.time() * 1000)
+        self.state.kill_requested_ms = now
+        self.state.kill_source = source
+        log.warning("kill switch (%s) at %s: flattening at the next open", source, iso_ms(now))
+        if self.journal is not None:
+            self.journal.event(now, "kill requested", source)
+
+    def _check_kill_file(self) -> None:
+        if self.state.kill_requested_ms is None and self.paths.paper_kill.exists():
+            self.request_kill(f"file {self.paths.paper_kill}")
+
+    # -- the journal ----------------------------------------------------------------
+
+    def _open_journal(self, first_ms: int) -> None:
+        path = self.paths.paper_journal
+        now = self.follower.clock.now_ms() or 0
+        if path.exists():
+            journal = Journal.open(path)
+            check_journal(self.plan, journal)
+            broker, last = journal.rebuild()
+            journal.event(
+                now,
+                "restart",
+                f"{journal.query('SELECT COUNT(*) AS n FROM bars')[0]['n']} bars rebuilt",
+            )
+        else:
+            from dataclasses import replace
+
+            account = replace(self.plan.account, start_ms=int(first_ms))
+            journal = Journal.create(path, account)
+            broker, last = journal.account.broker(), None
+            journal.event(
+                now, "start", f"first bar {iso_ms(first_ms)}; " + "; ".join(self.plan.notes)
+            )
+        self.journal, self.broker = journal, broker
+        self.state.last = last
+        self.state.started_ms = now
+        self._live_index = np.array(
+            [self.follower.live.index[s] for s in journal.account.symbols], dtype=np.int64
+        )
+
+    # -- one poll ---------------------------------------------------------------------
+
+    async def cycle(self, client: AsterClient) -> list[int]:
+        """One poll of the exchange, then every new bar traded; the bars journaled."""
+        f = self.follower
+        if not f.state.started:
+            await f.warm_up(client)
+            f.state.last_error = None
+            self._open_journal(int(f.live.newest_time()))
+        else:
+            await f.poll(client)
+        self._check_kill_file()
+        return await asyncio.to_thread(self._trade_new)
+
+    def _trade_new(self) -> list[int]:
+        f = self.follower
+        newest = int(f.live.newest_time())
+        last = self.state.last
+        start = newest if last is None else int(last["open_ms"]) + self.step
+        done = []
+        for open_ms in range(start, newest + 1, self.step):
+            done.append(self._trade(open_ms))
+            if self.state.stopped:
+                break
+        now = f.clock.now_ms() or 0
+        stale = now > newest + 2 * self.step - 1 + int(self.plan.settings.paper.grace_s * 1000)
+        if stale and not self.state.stale:
+            self.journal.event(
+                now, "stale", f"bar {iso_ms(newest + self.step)} is overdue: nothing opens"
+            )
+            log.warning("stale data: the bar of %s is overdue", iso_ms(newest + self.step))
+        elif self.state.stale and not stale:
+            self.journal.event(now, "resumed", f"bars up to {iso_ms(newest)}")
+        self.state.stale = stale
+        return done
+
+    def bar(self, open_ms: int) -> tuple[Bar, bool, int]:
+        """The broker's inputs for the bar at ``open_ms``: (bar, late, seen_ms)."""
+        f, acct = self.follower, self.journal.account
+        live = f.live
+        j = self._live_index
+        t = (open_ms - acct.start_ms) // self.step
+        n = len(j)
+        base = live.rings[f.fs.base_interval].panel()
+        col = int(np.searchsorted(base.times, open_ms))
+        held = col < len(base.times) and base.times[col] == open_ms
+
+        def field_of(name: str) -> np.ndarray:
+            return base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
+
+        seen = f.seen_ms.get(open_ms, f.clock.now_ms() or 0)
+        late = seen - (open_ms + self.step - 1) > self.max_delay_ms
+        p_long, p_short, atr = (np.full(n, np.nan) for _ in range(3))
+        signals = f.bar_signals.get(open_ms)
+        pos = {s: k for k, s in enumerate(acct.symbols)}
+        if signals is not None and not late:
+            for s, pl, ps in zip(
+                signals["symbol"], signals["p_long"], signals["p_short"], strict=True
+            ):
+                if s in pos:
+                    p_long[pos[s]], p_short[pos[s]] = pl, ps
+        rows = live.rows_at(open_ms)
+        if rows is not None:
+            k = rows.features.index(ATR)
+            for r, s in enumerate(rows.symbols):
+                if s in pos:
+                    atr[pos[s]] = rows.values[r, k]
+        funding = np.zeros(n)
+        for k, jj in enumerate(j):
+            have = live.funding[jj]
+            if have is not None:
+                ft, rate = have
+                inside = (ft > open_ms) & (ft <= open_ms + self.step)
+                funding[k] = float(rate[inside].sum())
+        tradeable = f.tradeable_at(open_ms)[j] == TRADEABLE
+        bar = Bar(
+            int(t), open_ms, field_of("open"), field_of("high"), field_of("low"),
+            field_of("close"), field_of("volume"), tradeable, p_long, p_short, atr, funding,
+        )  # fmt: skip
+        return bar, bool(late), int(seen)
+
+    def _controls(self, bar: Bar) -> Controls:
+        kill = (
+            self.state.kill_requested_ms is not None
+            and bar.open_ms + self.max_delay_ms >= self.state.kill_requested_ms
+        )
+        last = self.state.last
+        new_day = last is None or (bar.open_ms // DAY_MS) != (int(last["open_ms"]) // DAY_MS)
+        floor = None
+        if new_day:
+            equity = self.journal.account.params.capital if last is None else float(last["equity"])
+            floor = equity * (1.0 - self.limit) if self.limit > 0 else 0.0
+        return Controls(kill=kill, new_floor=floor)
+
+    def _trade(self, open_ms: int) -> int:
+        bar, late, seen = self.bar(open_ms)
+        controls = self._controls(bar)
+        ev: BarEvents = self.broker.apply(bar, controls)
+        now = self.follower.clock.now_ms() or 0
+        notes = []
+        if late:
+            notes.append(
+                (
+                    "late bar",
+                    f"{iso_ms(open_ms)} seen {(seen - open_ms - self.step + 1) / 1000:.0f} s after its close: signals not acted on",
+                )
+            )
+            self.state.late += 1
+        if controls.kill:
+            notes.append(
+                (
+                    "kill switch",
+                    f"{ev.killed} position(s) closed at the open of {iso_ms(open_ms)}; stopped",
+                )
+            )
+        self.journal.write_bar(
+            bar, controls, ev, seen_ms=seen, late=late, committed_ms=now, events=notes
+        )
+        self.state.last = self.journal.last_bar()
+        self.state.bars += 1
+        if controls.kill:
+            self.state.stopped = True
+            self.paths.paper_kill.unlink(missing_ok=True)
+        return bar.t
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Poll after every bar's close and trade, until ``stop`` is set or the kill
+        switch has flattened the account; exchange errors are retried."""
+        stop = stop or asyncio.Event()
+        settings = self.plan.settings
+        async with AsterClient(settings.base_url, settings.exchange) as client:
+            while not stop.is_set() and not self.state.stopped:
+                try:
+                    await self.cycle(client)
+                    self.state.last_error = None
+                    wait = self.follower.next_poll_s()
+                except ExchangeError as err:
+                    self.state.last_error = f"{type(err).__name__}: {err}"
+                    log.warning("paper trading: %s", self.state.last_error)
+                    wait = self.follower.retry_s
+                if self.state.stopped:
+                    break
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+        if self.journal is not None:
+            self.journal.event(
+                self.follower.clock.now_ms() or 0,
+                "stop",
+                "killed" if self.state.stopped else "stopped",
+            )
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
