@@ -171,3 +171,301 @@ def test_two_weeks_of_paper_trading_are_the_backtest_over_the_same_bars(two_week
     np.testing.assert_allclose(stored["p_long"].to_numpy(dtype=float), inputs.p_long[ti, ji],
                                rtol=0, atol=1e-9)  # fmt: skip
     print(f"{len(paper)} trades, final equity {got[-1, 0]:.6f}")
+
+
+def test_the_report_finds_the_engine_and_the_backtest_equal_on_the_same_bars(two_weeks) -> None:
+    from asterai.paper.reconcile import write_report
+
+    out = write_report(load_settings(two_weeks))
+    assert out.engine_equal and out.engine_max_diff == 0.0
+    assert out.batch.startswith("equal"), (out.batch, out.causes)
+    assert out.first_equity_difference is None
+    assert out.trades_only_paper == out.trades_only_backtest == 0
+    folder = DataPaths.at(two_weeks).paper / "report"
+    for name in ("metrics.json", "trades.csv", "equity.csv", "reconciliation.json",
+                 "differences.csv", "rejected_orders.csv"):  # fmt: skip
+        assert (folder / name).exists(), name
+    assert out.metrics["trades"] > 0
+
+
+def test_a_paused_clock_opens_nothing_reports_stale_data_then_trades_the_missed_bars_late(
+    two_weeks, exported_root, recording, tmp_path
+) -> None:
+    from asterai.paper.status import status
+
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    paused = []
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        play(trader, replay, 6)  # bars 0..5
+        replay.clock.pause()
+
+        def during(k: int) -> None:
+            paused.append(status(DataPaths.at(root).paper_journal).stale)
+
+        # three bars close on the exchange's clock while its feed is stalled
+        asyncio.run(_play_more(trader, replay, 3, during))
+        assert trader.journal.last_bar()["t"] == 5  # nothing traded meanwhile
+        assert trader.state.stale
+        replay.clock.resume()
+        done = asyncio.run(_play_more(trader, replay, 0))
+        trader.close()
+    assert done == [[6, 7, 8]]  # the missed bars, in order, at once
+    assert status(DataPaths.at(root).paper_journal).stale is False
+    assert paused[-1] is True
+    bars = journal_rows(root, "SELECT t, late FROM bars ORDER BY t")
+    assert [b["t"] for b in bars] == list(range(9))
+    assert [b["late"] for b in bars] == [0] * 6 + [1, 1, 0]  # the newest came within the delay
+    # the late bars opened nothing: no signal was acted on, no entry decided at their close
+    late_inputs = journal_rows(root, "SELECT * FROM bar_inputs WHERE t IN (6, 7)")
+    assert late_inputs and all(r["p_long"] is None and r["p_short"] is None for r in late_inputs)
+    assert not journal_rows(root, "SELECT * FROM orders WHERE t IN (6, 7) AND kind = 'entry'")
+    kinds = [e["kind"] for e in journal_rows(root, "SELECT kind FROM events ORDER BY seq")]
+    assert kinds.index("stale") < kinds.index("resumed")
+    # up to the stall, the account is the uninterrupted one's
+    want = journal_rows(two_weeks, "SELECT equity FROM bars WHERE t < 6 ORDER BY t")
+    got = journal_rows(root, "SELECT equity FROM bars WHERE t < 6 ORDER BY t")
+    assert got == want
+    # and the report names the cause of every difference from the backtest: the late bars
+    from asterai.paper.reconcile import write_report
+
+    out = write_report(load_settings(root))
+    assert out.engine_equal
+    differs = out.differences
+    assert len(differs) and set(differs["t"]) <= {6, 7, 8, 9}
+    signal_rows = differs[differs["input"].isin(["p_long", "p_short"])]
+    assert set(signal_rows["t"]) == {6, 7}
+    assert set(signal_rows["cause"]) == {
+        "late bar (stale data): seen after its close, signals not acted on"
+    }
+
+
+async def _play_more(trader, replay, bars: int, between=None) -> list[list[int]]:
+    """A poll now, then ``bars`` more with the clock moved one bar before each."""
+    settings = trader.plan.settings
+    done = []
+    async with AsterClient(settings.base_url, settings.exchange) as client:
+        for k in range(bars + 1):
+            if k:
+                replay.clock.advance(HOUR)
+            done.append(await trader.cycle(client))
+            if between is not None and k:
+                between(k)
+    return [d for d in done if d]
+
+
+def test_the_kill_switch_flattens_at_the_next_open_and_stops(
+    two_weeks, exported_root, recording, tmp_path
+) -> None:
+    from asterai.paper.trader import PaperStopped
+
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    paths = DataPaths.at(root)
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+
+        def switch(k: int) -> None:
+            if k == 3:  # after bar 2 is journaled: the next poll finds the file
+                paths.paper_kill.write_text("")
+
+        done = play(trader, replay, 10, switch)
+        trader.close()
+        assert trader.state.stopped
+    # bar 3 closed before the request; bar 4 opened within the delay after it: flattened there
+    assert [t for d in done for t in d] == [0, 1, 2, 3, 4]
+    bars = journal_rows(root, "SELECT * FROM bars ORDER BY t")
+    assert [b["kill"] for b in bars] == [0, 0, 0, 0, 1]
+    held = journal_rows(root, "SELECT * FROM positions WHERE t = 3")
+    assert held and bars[4]["killed"] == len(held) and bars[4]["open_positions"] == 0
+    closed = journal_rows(root, "SELECT * FROM trades WHERE t = 4")
+    assert {r["symbol"] for r in closed} == {r["symbol"] for r in held}
+    assert {r["exit_reason"] for r in closed} == {"kill switch"}
+    from asterai.paper.journal import Journal
+
+    with Journal.open(paths.paper_journal, readonly=True) as j:
+        symbols, p, tick = j.account.symbols, j.account.params, j.account.tick
+    inputs = {r["symbol"]: r for r in journal_rows(root, "SELECT * FROM bar_inputs WHERE t = 4")}
+    for r in closed:  # at bar 4's open, with the slippage against the position
+        k = symbols.index(r["symbol"])
+        want = kernel.market_fill(inputs[k]["open"], r["side"] == "short", p.slippage, tick[k])
+        assert r["exit_price"] == want
+    # the entries decided at bar 3's close were cancelled, not filled
+    entries = journal_rows(root, "SELECT * FROM orders WHERE t = 3 AND kind = 'entry'")
+    cancelled = journal_rows(root, "SELECT * FROM rejections WHERE t = 4 AND "
+                                   "reason = 'cancelled by the kill switch'")  # fmt: skip
+    assert len(cancelled) == len(entries)
+    assert not paths.paper_kill.exists()  # done: the file is removed
+    # the journal is final: a new start refuses to continue it
+    with replay_at(recording) as replay, pytest.raises(PaperStopped, match="kill switch"):
+        trader_for(root, replay)
+    # until the kill, it was the uninterrupted account
+    want = journal_rows(two_weeks, "SELECT equity FROM bars WHERE t < 4 ORDER BY t")
+    assert journal_rows(root, "SELECT equity FROM bars WHERE t < 4 ORDER BY t") == want
+
+
+def test_a_daily_loss_limit_stops_new_entries_for_the_rest_of_the_day(
+    exported_root, recording, tmp_path
+) -> None:
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.001)
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        play(trader, replay, 48)
+        trader.close()
+    bars = journal_rows(root, "SELECT * FROM bars ORDER BY t")
+    day = [b["open_ms"] // 86_400_000 for b in bars]
+    # each UTC day's first bar sets the floor from the previous bar's equity
+    for k, b in enumerate(bars):
+        if k == 0 or day[k] != day[k - 1]:
+            before = 50.0 if k == 0 else bars[k - 1]["equity"]
+            assert b["new_floor"] == pytest.approx(before * 0.999, rel=1e-12)
+        else:
+            assert b["new_floor"] is None
+    crossed = [k for k, b in enumerate(bars)
+               if b["equity"] < [x for x in bars[: k + 1] if x["new_floor"] is not None][-1]["new_floor"]]  # fmt: skip
+    assert crossed, "no close fell below its day's floor: the test says nothing"
+    first = crossed[0]
+    paused_day = day[first]
+    later = [b["t"] for k, b in enumerate(bars) if k > first and day[k] == paused_day]
+    if later:
+        marks = ",".join(map(str, later))
+        assert not journal_rows(
+            root, f"SELECT * FROM orders WHERE kind = 'entry' AND t IN ({marks})"
+        )
+    # the pause is visible where signals wanted an entry
+    paused = journal_rows(root, "SELECT * FROM rejections WHERE reason LIKE 'new entries paused%'")
+    # each refused at a close (``bar``) after one below that day's floor
+    assert paused
+    assert all(any(k <= r["bar"] and day[k] == day[r["bar"]] for k in crossed) for r in paused)
+    # exits go on during the pause
+    exits = journal_rows(root, f"SELECT * FROM fills WHERE kind = 'exit' AND t > {first}")
+    assert exits or not journal_rows(root, f"SELECT * FROM positions WHERE t = {first}")
+
+
+def _cli(root: Path, *args: str):
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+
+    return CliRunner().invoke(main, ["paper", "--data-root", str(root), *args])
+
+
+@pytest.mark.parametrize(
+    ("change", "args", "says"),
+    [
+        ("no_model", (), "no exported confluence model"),
+        ("features", (), "trained on features of 1h with 4h, 1d"),
+        (None, ("--symbols", "BTCUSDT,FOOUSDT"), "FOOUSDT not in the model's universe"),
+        (None, ("--model", "aster-native", "--max-delay", "3600"), "max_delay_s = 3600"),
+    ],
+)
+def test_bad_settings_are_refused_with_exit_2_and_nothing_written(
+    exported_root, tmp_path, change, args, says
+) -> None:
+    root = paper_root(exported_root, tmp_path)
+    if change == "no_model":
+        shutil.rmtree(DataPaths.at(root).models("confluence") / "onnx")
+    if change == "features":
+        with (root / "asterai.toml").open("a") as fh:
+            fh.write('\n[features]\nhigher_intervals = ["4h"]\n')
+    result = _cli(root, "--base-url", "http://127.0.0.1:9", *args)
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert not DataPaths.at(root).paper.exists()  # nothing written
+
+
+def test_a_journal_of_another_account_is_refused_and_left_as_it_was(
+    exported_root, recording, tmp_path
+) -> None:
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        play(trader, replay, 3)
+        trader.close()
+    path = DataPaths.at(root).paper_journal
+    before = path.read_bytes()
+    result = _cli(root, "--base-url", "http://127.0.0.1:9", "--daily-loss-limit", "0.1")
+    assert result.exit_code == 2, result.output
+    assert "another account's journal" in result.output and "daily_loss_limit" in result.output
+    assert path.read_bytes() == before
+    shown = _cli(root, "--status")
+    assert shown.exit_code == 0 and "3 bars (0 late)" in shown.output, shown.output
+
+
+def _journaled(root: Path) -> int:
+    """The journal's last bar number (-1: none yet), read as a second process would."""
+    import sqlite3
+
+    path = DataPaths.at(root).paper_journal
+    if not path.exists():
+        return -1
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT MAX(t) FROM bars").fetchone()
+    except sqlite3.OperationalError:  # created, the schema not yet committed
+        return -1
+    return -1 if row[0] is None else int(row[0])
+
+
+def _start(root: Path, url: str):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "asterai.cli", "paper", "--data-root", str(root), "--base-url", url,
+         "--clock-rate", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+
+
+def _wait_for(root: Path, t: int, proc, seconds: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _journaled(root) < t:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode()[-3000:])
+        assert time.monotonic() < deadline, f"bar {t} not journaled"
+        time.sleep(0.02)
+
+
+def test_kill_9_mid_run_then_a_restart_loses_nothing_and_counts_nothing_twice(
+    two_weeks, exported_root, recording, tmp_path
+) -> None:
+    import random
+    import signal
+    import time
+
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    last = 24
+    rng = random.Random(7)
+    with replay_at(recording) as replay:
+        proc = _start(root, replay.base_url)
+        kills = 0
+        try:
+            for t in range(last + 1):
+                if t:
+                    replay.clock.advance(HOUR)
+                if t in (8, 16):  # killed at some instant while bar t is being traded
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(30)
+                    kills += 1
+                    proc = _start(root, replay.base_url)
+                _wait_for(root, t, proc)
+        finally:
+            proc.kill()
+            proc.wait(30)
+    assert kills == 2
+    bars = journal_rows(root, "SELECT t, late, equity, cash, open_positions FROM bars ORDER BY t")
+    assert [b["t"] for b in bars] == list(range(last + 1))  # every bar exactly once
+    assert not any(b["late"] for b in bars)  # each restart came within the bar's delay
+    want = journal_rows(two_weeks, f"SELECT t, late, equity, cash, open_positions FROM bars "
+                                   f"WHERE t <= {last} ORDER BY t")  # fmt: skip
+    assert bars == want  # the uninterrupted account, to the bit
+    for table in ("trades", "fills", "orders", "funding", "positions"):
+        sql = f"SELECT * FROM {table} WHERE t <= {last} ORDER BY t, symbol"
+        assert journal_rows(root, sql) == journal_rows(two_weeks, sql), table
+    kinds = [e["kind"] for e in journal_rows(root, "SELECT kind FROM events ORDER BY seq")]
+    assert kinds.count("restart") == 2

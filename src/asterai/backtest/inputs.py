@@ -176,8 +176,8 @@ def market_inputs(
             f"no funding history in the window for {len(no_funding)} of {N} symbols "
             f"({', '.join(no_funding)}): their funding is assumed zero"
         )
-    tradeable = _on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
-    atr = _on_grid(features, "atr_14", symbols, times, step_ms)
+    tradeable = lay_on_grid(universe, "tradeable", symbols, times, step_ms) == 1.0
+    atr = lay_on_grid(features, "atr_14", symbols, times, step_ms)
     tick, step, min_notional, liquidation_fees = exchange_filters(paths, symbols, settings, notes)
     market = Inputs(
         symbols, times, o, h, lo, c, vol, tradeable, grid(), grid(), atr, np.nan_to_num(fund),
@@ -241,8 +241,8 @@ def with_predictions(
     return Inputs(
         symbols, times, cut(market.open_), cut(market.high), cut(market.low),
         cut(market.close), cut(market.volume), cut(market.tradeable),
-        _on_grid(preds, "p_long", symbols, times, step_ms),
-        _on_grid(preds, "p_short", symbols, times, step_ms),
+        lay_on_grid(preds, "p_long", symbols, times, step_ms),
+        lay_on_grid(preds, "p_short", symbols, times, step_ms),
         cut(market.atr), cut(market.funding), per_symbol(market.tick), per_symbol(market.step),
         per_symbol(market.min_notional), list(market.notes), (start, end), market.run_id, fees,
     )  # fmt: skip
@@ -255,10 +255,10 @@ def grid_feature(settings: Settings, inputs: Inputs, column: str) -> np.ndarray:
         paths.features(settings.features.base_interval), columns=["symbol", "open_time", column]
     )
     step_ms = INTERVAL_MS[settings.features.base_interval]
-    return _on_grid(frame, column, inputs.symbols, inputs.times, step_ms)
+    return lay_on_grid(frame, column, inputs.symbols, inputs.times, step_ms)
 
 
-def _on_grid(
+def lay_on_grid(
     frame: pd.DataFrame, column: str, symbols: list[str], times: np.ndarray, step_ms: int
 ) -> np.ndarray:
     out = np.full((len(times), len(symbols)), np.nan)

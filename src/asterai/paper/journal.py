@@ -16,7 +16,10 @@ Tables (NaN is stored as NULL): ``meta`` (key, JSON value: the symbols, the kern
 parameters and filters, the model, the start), ``bars`` (one row per bar: open time,
 when it was seen, late or not, the controls, the equity after it), ``bar_inputs`` (per
 bar and symbol: what the broker was given), ``orders``, ``fills``, ``trades``,
-``rejections``, ``positions`` (after each bar), ``funding`` and ``events`` (start,
+``rejections`` (``bar``: the bar whose step recorded it; ``t``: the bar the order was
+for, as in the backtest's ``rejected_orders.csv``: a signal refused at a close is
+recorded at the next bar, whose open it would have filled at), ``positions`` (after
+each bar), ``funding`` and ``events`` (start,
 restart, stale data, the kill switch, stop).
 """
 
@@ -71,7 +74,7 @@ CREATE TABLE IF NOT EXISTS trades (
     fees REAL, funding REAL, pnl REAL, exit_reason TEXT, stop REAL, target REAL
 );
 CREATE TABLE IF NOT EXISTS rejections (
-    t INTEGER NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL, reason TEXT NOT NULL,
+    bar INTEGER NOT NULL, t INTEGER NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL, reason TEXT NOT NULL,
     probability REAL
 );
 CREATE TABLE IF NOT EXISTS positions (
@@ -294,9 +297,9 @@ class Journal:
                 ],
             )  # fmt: skip
             c.executemany(
-                "INSERT INTO rejections VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO rejections VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (int(r[0]), names[int(r[1])], _side(r[2]), REJECT_REASONS[int(r[3])],
+                    (bar.t, int(r[0]), names[int(r[1])], _side(r[2]), REJECT_REASONS[int(r[3])],
                      _db(r[4]))
                     for r in ev.rejects
                 ],

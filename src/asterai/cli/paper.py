@@ -1,0 +1,203 @@
+"""``asterai paper``: paper trading on the live market with the backtest's own engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+import click
+
+from asterai.cli.common import EXIT_USAGE, StepFailed, common_options, fail, rich_console
+from asterai.config import Settings
+
+
+def paper_overrides(settings: Settings, **given: Any) -> Settings:
+    """Settings with the command line's paper options applied (validated)."""
+    from asterai.config import PaperSettings
+
+    values = {k: v for k, v in given.items() if v is not None}
+    if not values:
+        return settings
+    raw = settings.paper.model_dump(exclude_unset=True)
+    raw.update(values)
+    try:
+        return settings.model_copy(update={"paper": PaperSettings.model_validate(raw)})
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+
+
+@click.command("paper")
+@click.option(
+    "--model", type=click.Choice(["confluence", "aster-native"]), default=None,
+    help="Which exported model trades (models/{model}/onnx; default confluence).",
+)  # fmt: skip
+@click.option("--symbols", default=None, metavar="A,B",
+              help="Trade only these symbols (default: every symbol of the export).")  # fmt: skip
+@click.option(
+    "--daily-loss-limit", type=click.FloatRange(0, 1, max_open=True), default=None,
+    help="Pause new entries for the rest of a UTC day once a close is this share below "
+    "the previous day's last equity (default 0.05; 0: off).",
+)  # fmt: skip
+@click.option(
+    "--max-delay", "max_delay_s", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Seconds after a bar's close within which its signals are acted on (default 120).",
+)  # fmt: skip
+@click.option("--status", "show_status", is_flag=True,
+              help="Print the account's status from the journal and exit.")  # fmt: skip
+@click.option(
+    "--report", is_flag=True,
+    help="Write data/paper/report/: the paper period's metrics, trades and equity, and the "
+    "reconciliation with the backtest engine over the same bars; then exit.",
+)  # fmt: skip
+@click.option(
+    "--clock-rate", type=click.FloatRange(min=0), default=1.0, show_default=True,
+    help="Against `asterai replay --play-from ... --speed X`: the same X. 0: a replay "
+    "whose clock is stepped by hand (poll every 0.2 s).",
+)  # fmt: skip
+@common_options
+def paper(
+    settings: Settings,
+    model: str | None,
+    symbols: str | None,
+    daily_loss_limit: float | None,
+    max_delay_s: float | None,
+    show_status: bool,
+    report: bool,
+    clock_rate: float,
+) -> None:
+    """Paper-trade the exported model's signals on a simulated account.
+
+    \b
+    The account (strategy.capital, risk, positions limit, fees, slippage, funding,
+    stops, targets, time limit, liquidation, the drawdown breaker) is the backtest's:
+    every closed bar goes through the backtest's own per-bar step. It follows the
+    market as `asterai serve` does (REST after each close, through the rate limiter),
+    and journals every bar, signal, order, fill, rejection, position, funding payment
+    and equity point in data/paper/journal.sqlite, one transaction per bar. Run it
+    again after a stop or a crash: the account is rebuilt from the journal and the
+    bars missed meanwhile are traded in order, as late bars (their exits and stops
+    apply, their signals open nothing).
+
+    \b
+    Risk controls: the drawdown breaker; a daily loss limit; stale data (a bar
+    overdue) opens nothing; the kill switch, a file data/paper/KILL or SIGTERM,
+    exits every position at the next bar's open, cancels the entries decided for
+    it, and stops once that bar is journaled (the journal is then final). Ctrl-C
+    stops at once and leaves the positions open in the journal.
+
+    No API key is needed or read: no order reaches the exchange.
+    """
+    from asterai.paths import DataPaths
+
+    settings = paper_overrides(
+        settings, model=model.replace("-", "_") if model else None, symbols=symbols,
+        daily_loss_limit=daily_loss_limit, max_delay_s=max_delay_s,
+    )  # fmt: skip
+    paths = DataPaths.at(settings.data_root)
+    console = rich_console()
+    if show_status:
+        _print_status(paths, console)
+        return
+    if report:
+        from asterai.paper.reconcile import ReconcileError, write_report
+
+        if not paths.paper_journal.exists():
+            raise StepFailed(f"{paths.paper_journal} does not exist: no paper account here")
+        try:
+            out = write_report(settings)
+        except ReconcileError as err:
+            raise StepFailed(str(err)) from err
+        for line in out.lines():
+            console.print(line, highlight=False)
+        return
+    from asterai.paper.journal import JournalError
+    from asterai.paper.trader import PaperSettingsError, PaperStopped, PaperTrader, prepare
+
+    try:
+        plan = prepare(settings)
+        trader = PaperTrader(plan, clock_rate=clock_rate, retry_s=0.2 if clock_rate == 0 else 15.0)
+    except PaperSettingsError as err:
+        fail(str(err), EXIT_USAGE)
+    except PaperStopped as err:
+        console.print(str(err), highlight=False)
+        _print_status(paths, console)
+        return
+    except JournalError as err:
+        raise StepFailed(str(err)) from err
+    click.echo(
+        f"asterai paper: {plan.settings.paper.model} on {len(plan.symbols)} symbols, "
+        f"journal {paths.paper_journal}",
+        err=True,
+    )
+    try:
+        asyncio.run(_run(trader, paths))
+    except JournalError as err:
+        raise StepFailed(str(err)) from err
+    finally:
+        trader.close()
+    if trader.state.stopped:
+        click.echo("the kill switch flattened the account; trading has stopped", err=True)
+
+
+async def _run(trader, paths) -> None:
+    from asterai.paper.status import status
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, trader.request_kill, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    work = asyncio.create_task(trader.run(stop))
+
+    def render() -> str:
+        if not paths.paper_journal.exists():
+            return "starting: fetching the market's history"
+        now = trader.follower.clock.now_ms()
+        lines = status(paths.paper_journal, now).lines()
+        if trader.state.kill_requested_ms is not None and not trader.state.stopped:
+            lines.insert(
+                0, f"KILL SWITCH ({trader.state.kill_source}): flattening at the next open"
+            )
+        if trader.state.last_error:
+            lines.append(f"last error: {trader.state.last_error}")
+        return "\n".join(lines)
+
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(Text(render()), console=Console(stderr=True), refresh_per_second=1) as live:
+            while not work.done():
+                await asyncio.wait([work], timeout=1.0)
+                live.update(Text(render()))
+    else:
+        seen = 0
+        while not work.done():
+            await asyncio.wait([work], timeout=1.0)
+            if trader.state.bars != seen and trader.state.last is not None:
+                seen = trader.state.bars
+                last = trader.state.last
+                click.echo(
+                    f"bar {last['t']} equity {last['equity']:.4f} open {last['open_positions']}"
+                    f"{' late' if last['late'] else ''}",
+                    err=True,
+                )
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+
+
+def _print_status(paths, console) -> None:
+    import time
+
+    from asterai.paper.status import status
+
+    if not paths.paper_journal.exists():
+        raise StepFailed(f"{paths.paper_journal} does not exist: no paper account here")
+    for line in status(paths.paper_journal, int(time.time() * 1000)).lines():
+        console.print(line, highlight=False)
+
+
+COMMANDS = (paper,)
