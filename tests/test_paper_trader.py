@@ -469,3 +469,24 @@ def test_kill_9_mid_run_then_a_restart_loses_nothing_and_counts_nothing_twice(
         assert journal_rows(root, sql) == journal_rows(two_weeks, sql), table
     kinds = [e["kind"] for e in journal_rows(root, "SELECT kind FROM events ORDER BY seq")]
     assert kinds.count("restart") == 2
+
+
+def test_a_kill_switch_asked_before_a_crash_still_flattens_at_the_next_open(
+    exported_root, recording, tmp_path
+) -> None:
+    """SIGTERM, then the process killed before the next bar (a container's stop): the
+    request is journaled at once, and the restarted trader applies it."""
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        play(trader, replay, 3)  # bars 0..2
+        trader.request_kill("SIGTERM")
+        trader.close()  # gone before bar 3
+        replay.clock.advance(HOUR)
+        again = trader_for(root, replay)
+        done = play(again, replay, 5)
+        again.close()
+    assert done == [[3]] and again.state.stopped
+    bars = journal_rows(root, "SELECT t, kill, open_positions FROM bars ORDER BY t")
+    assert [b["kill"] for b in bars] == [0, 0, 0, 1] and bars[-1]["open_positions"] == 0
+    assert bars[2]["open_positions"] > 0

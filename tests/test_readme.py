@@ -103,6 +103,7 @@ class Sandbox:
         self.port = str(free_port())
         self.serve_port = str(free_port())
         self.server: subprocess.Popen | None = None
+        self.paper: subprocess.Popen | None = None
         self.service: subprocess.Popen | None = None
         self.ran: list[str] = []
 
@@ -127,6 +128,19 @@ class Sandbox:
             wait_healthy(f"http://127.0.0.1:{self.serve_port}", self.service)
             self.ran.append(command)
             return
+        if line.strip() == "asterai paper":  # runs until stopped: in the background
+            self.paper = subprocess.Popen(
+                ["bash", "-c", f"exec {line}"], cwd=self.project, env=self.env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            journal = self.project / "data" / "paper" / "journal.sqlite"
+            deadline = time.monotonic() + 120
+            while not (journal.exists() and _bars(journal)):  # its first bar is journaled
+                assert self.paper.poll() is None, self.paper.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "asterai paper journaled no bar"
+                time.sleep(0.2)
+            self.ran.append(command)
+            return
         if line.startswith("asterai replay") and line.endswith("&"):
             self.server = subprocess.Popen(
                 ["bash", "-c", f"exec {line[:-1]}"], cwd=self.project, env=self.env,
@@ -148,6 +162,9 @@ class Sandbox:
         self.ran.append(command)
 
     def close(self) -> None:
+        if self.paper is not None:  # SIGTERM asks for the kill switch; no bar comes: -9
+            self.paper.kill()
+            self.paper.wait(timeout=30)
         if self.service is not None:
             self.service.terminate()
             self.service.wait(timeout=30)
@@ -181,9 +198,22 @@ def test_every_readme_command_runs(sandbox, title) -> None:
     if title.startswith("Two commands"):
         assert (project / "data" / "backtest_results" / "report.html").exists()
         assert list((project / "data" / "pipeline_runs").glob("*/manifest.json"))
+    if title.startswith("Paper trading"):
+        assert (project / "data" / "paper" / "report" / "reconciliation.json").exists()
+        assert (project / "data" / "paper" / "KILL").exists()
     if title.startswith("Offline"):
         assert "asterai replay --data ../shared/aster-real --port 8765 &" in sandbox.ran
         assert (home / "aster-offline" / "data" / "backtest_results" / "metrics.json").exists()
+
+
+def _bars(journal: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT COUNT(*) FROM bars").fetchone()[0]
+    except sqlite3.OperationalError:  # the file is there, its schema not yet
+        return 0
 
 
 def wait_for(url: str, seconds: float = 60) -> None:

@@ -165,6 +165,9 @@ class Follower:
         self.bar_signals: dict[int, pd.DataFrame] = {}
         #: the exchange's clock when each of those bars was first held
         self.seen_ms: dict[int, int] = {}
+        #: each symbol's funding settlement awaited (``premiumIndex``'s nextFundingTime):
+        #: its funding rates are polled once it has passed, until its rate has come
+        self.next_funding: dict[str, int] = {}
 
     # -- the exchange ---------------------------------------------------------------
 
@@ -299,7 +302,10 @@ class Follower:
             return symbol, interval, cols
 
         def due_for(symbol: str, interval: str) -> bool:
-            """A bar of ``interval`` newer than the held one has closed (or none held)."""
+            """A bar of ``interval`` newer than the held one has closed (or none held;
+            a symbol not listed yet is asked for its base bars only)."""
+            if symbol in self.unlisted and interval != self.fs.base_interval:
+                return False
             held = self.live.rings[interval].symbol_last(self.live.index[symbol])
             return held is None or held + 2 * INTERVAL_MS[interval] - 1 < now
 
@@ -320,17 +326,29 @@ class Follower:
         if listed:
             await self._listed(client, sorted(listed))
 
-        async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
+        def held_funding(symbol: str) -> int | None:
             have = self.live.funding[self.live.index[symbol]]
-            start = int(have[0][-1]) + 1 if have is not None and len(have[0]) else None
+            return int(have[0][-1]) if have is not None and len(have[0]) else None
+
+        async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
+            last = held_funding(symbol)
+            start = None if last is None else last + 1
             return symbol, parse_funding((await client.funding_rate(symbol, start_ms=start)).data)
 
+        upcoming = await self._upcoming_funding(client) if due else {}
         for symbol, rates in await gather_or_cancel(
-            rates_of(s) for s in (self.live.symbols if due else [])
+            rates_of(s) for s in (self._funding_due(now) if due else [])
         ):
             keep = rates["funding_time"] <= now
             if keep.any():
                 self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
+        for symbol in self.live.symbols if due else []:
+            awaited, last = self.next_funding.get(symbol), held_funding(symbol)
+            if awaited is None or (last is not None and last >= awaited):
+                if symbol in upcoming:
+                    self.next_funding[symbol] = upcoming[symbol]
+                else:
+                    self.next_funding.pop(symbol, None)
         if self.live.newest_time() != newest or self._with_newest() > before:
             for t in base.panel().times:
                 if newest is None or t > newest:
@@ -338,6 +356,22 @@ class Follower:
             await asyncio.to_thread(self._publish, newest)
             return True
         return False
+
+    async def _upcoming_funding(self, client: AsterClient) -> dict[str, int]:
+        """Every symbol's next funding settlement, from one ``premiumIndex`` request."""
+        reply = (await client.premium_index()).data
+        out = {}
+        for entry in reply if isinstance(reply, list) else [reply]:
+            t = entry.get("nextFundingTime")
+            if entry.get("symbol") in self.live.index and t:
+                out[entry["symbol"]] = int(t)
+        return out
+
+    def _funding_due(self, now: int) -> list[str]:
+        """Symbols whose funding rates to poll: no settlement known, or the awaited one
+        has passed (and stays awaited until its rate has come)."""
+        return [s for s in self.live.symbols
+                if self.next_funding.get(s) is None or self.next_funding[s] <= now]  # fmt: skip
 
     # -- the snapshot ---------------------------------------------------------------
 

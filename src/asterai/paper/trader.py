@@ -236,7 +236,10 @@ class PaperTrader:
         self.state.kill_source = source
         log.warning("kill switch (%s) at %s: flattening at the next open", source, iso_ms(now))
         if self.journal is not None:
-            self.journal.event(now, "kill requested", source)
+            # its own connection: the trader's may be inside a bar's transaction in its
+            # worker thread; SQLite serialises the two writers (WAL, a busy timeout)
+            with Journal.open(self.journal.path) as other:
+                other.event(now, "kill requested", source)
 
     def _check_kill_file(self) -> None:
         if self.state.kill_requested_ms is None and self.paths.paper_kill.exists():
@@ -267,6 +270,15 @@ class PaperTrader:
             )
         self.journal, self.broker = journal, broker
         self.state.last = last
+        # a kill switch requested before a stop (SIGTERM, then the process killed before
+        # the next bar) is journaled: it still applies, at the first open after it
+        asked = journal.query("SELECT at_ms, detail FROM events WHERE kind = 'kill requested' "
+                              "ORDER BY seq DESC LIMIT 1")  # fmt: skip
+        if asked and self.state.kill_requested_ms is None:
+            self.state.kill_requested_ms = int(asked[0]["at_ms"])
+            self.state.kill_source = asked[0]["detail"] + " (before a restart)"
+        elif self.state.kill_requested_ms is not None:  # asked during the warm-up
+            journal.event(now, "kill requested", self.state.kill_source)
         self.state.started_ms = now
         self._live_index = np.array(
             [self.follower.live.index[s] for s in journal.account.symbols], dtype=np.int64

@@ -1,0 +1,235 @@
+"""Benchmark: paper trading's latency, a bar's close to the journal's commit, for 200 symbols.
+
+The market: the replay server in its own process, playing the real recording forward
+on a clock this script steps bar by bar, with the exchange's real rate limit (2400
+weight a minute). To reach ``--symbols`` symbols it serves renamed copies of the
+recorded series (BTCUSDT and ETHUSDT keep their names: the cross-asset features read
+them); the copies are the same real bars under other names, a load for the trader, not
+a market (their signals mean nothing).
+
+The trader: ``paper.trader.PaperTrader`` in this process, exactly as ``asterai paper``
+runs it, trading the default confluence model trained and exported from the recording
+(or ``--root``'s export), with its manifest's symbols widened to the copies. For each of
+``--bars`` bars the clock is moved past the bar's close; measured from the moment the
+replay confirms the close to the moment the journal has committed the bar's orders:
+the whole, and its parts (the exchange round trips of the poll, the live features and
+the model, the broker's step with the journal's commit). Target: p99 under 1 s. Also
+printed: the journal's size per day of trading (the file after the run, checkpointed,
+scaled to 24 bars) and the requests and weight per bar against the server's limit.
+Live, an hour passes between two bars and the minute's weight budget is whole again; here
+they follow each other at once, so before each bar the script waits (unmeasured) until
+the client's limiter has room for a bar's weight, and reports the limiter's waits inside
+the measured bars (0: the budget never held a bar back).
+
+    python bench/paper.py                          # 200 symbols, 48 bars
+    python bench/paper.py --symbols 50 --bars 24 --root /path/to/trained/root
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from _recording import bench_parser, recording_missing
+
+TARGET_S = 1.0
+HOUR = 3_600_000
+KEEP_NAMES = ("BTCUSDT", "ETHUSDT")
+
+
+def scaled_recording(data: Path, n: int):
+    """The recording with its symbols' series copied under new names up to ``n``."""
+    from asterai.exchange.recording import load_recording
+
+    rec = load_recording(data)
+    names = sorted(rec.symbols)
+    klines, funding, symbols = dict(rec.klines), dict(rec.funding), dict(rec.symbols)
+    k = 0
+    while len(symbols) < n:
+        src = names[k % len(names)]
+        alias = f"C{k // len(names):02d}{src}" if src not in KEEP_NAMES else None
+        k += 1
+        if alias is None or alias in symbols:
+            continue
+        for (s, iv), series in rec.klines.items():
+            if s == src:
+                klines[(alias, iv)] = replace(series, symbol=alias)
+        if src in rec.funding:
+            funding[alias] = replace(rec.funding[src], symbol=alias)
+        info = rec.symbols[src]
+        listed = dict(info.listed, symbol=alias) if info.listed is not None else None
+        symbols[alias] = replace(info, symbol=alias, listed=listed)
+    return replace(rec, klines=klines, funding=funding, symbols=symbols)
+
+
+def replay_child(data: str, n: int, play_from: int, conn) -> None:
+    """The replay server (real rate limit) on a stepped clock, steered through ``conn``."""
+    from asterai.exchange.replay import ReplayServer
+
+    rec = scaled_recording(Path(data), n)
+    with ReplayServer(rec, clock_speed=0, play_from_ms=play_from) as server:
+        conn.send((server.base_url, sorted(rec.symbols)))
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "stop":
+                return
+            if cmd == "advance":
+                server.clock.advance(arg)
+                conn.send(server.clock.now_ms())
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+async def run(trader, conn, bars: int) -> dict[str, list[float]]:
+    from asterai.exchange.client import AsterClient
+
+    f = trader.follower
+    times: dict[str, list[float]] = {
+        k: [] for k in ("whole", "poll", "features", "trade", "spacing", "weight", "requests",
+                        "limiter_waits")
+    }  # fmt: skip
+    inner = f._publish
+
+    def timed_publish(after):
+        t0 = time.perf_counter()
+        inner(after)
+        times["features"].append(time.perf_counter() - t0)
+
+    f._publish = timed_publish
+    settings = trader.plan.settings
+    async with AsterClient(settings.base_url, settings.exchange) as client:
+        await trader.cycle(client)  # the warm-up and the first bar
+        times["features"].clear()
+        lim = client.limiter
+        need = 0
+        for _ in range(bars):
+            # live, an hour passes between two bars and the minute's budget is whole
+            # again; here they follow at once: wait (unmeasured) until it covers a bar
+            t_wait = time.perf_counter()
+            while need and lim.used() + 1.25 * need > lim.budget:
+                await asyncio.sleep(0.25)
+            times["spacing"].append(time.perf_counter() - t_wait)
+            sent, waits = lim.stats.weight_sent, lim.stats.waits
+            requests = lim.stats.requests
+            conn.send(("advance", HOUR))
+            conn.recv()  # the bar has closed on the exchange's clock
+            t0 = time.perf_counter()
+            await f.poll(client)
+            t1 = time.perf_counter()
+            trader._check_kill_file()
+            done = trader._trade_new()
+            t2 = time.perf_counter()
+            assert len(done) == 1, done
+            times["whole"].append(t2 - t0)
+            times["poll"].append(t1 - t0 - times["features"][-1])
+            times["trade"].append(t2 - t1)
+            times["weight"].append(lim.stats.weight_sent - sent)
+            times["requests"].append(lim.stats.requests - requests)
+            times["limiter_waits"].append(lim.stats.waits - waits)
+            need = max(need, lim.stats.weight_sent - sent)
+        times["budget"] = [lim.budget]
+    return times
+
+
+def main() -> int:
+    parser = bench_parser(__doc__, panel=False)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--bars", type=int, default=48)
+    parser.add_argument("--root", type=Path, default=None, help="a data root with an export")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if recording_missing(args):
+        return 2
+    import pandas as pd
+    from live import trained_root
+
+    from asterai.config import load_settings
+    from asterai.data.discovery import run_discovery
+    from asterai.paper.trader import PaperTrader, prepare
+    from asterai.paths import DataPaths
+
+    work = Path(tempfile.mkdtemp(prefix="asterai-bench-paper-"))
+    source = args.root or trained_root(args.data, work)
+    root = work / "paper"
+    for part in ("models/confluence/onnx", "asterai.toml"):
+        if (Path(source) / part).is_dir():
+            shutil.copytree(Path(source) / part, root / part)
+        elif (Path(source) / part).exists():
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(source) / part, root / part)
+    # start where every recorded symbol but the late listings has two weeks behind it
+    start = int(pd.Timestamp("2025-10-01T04:00:01Z").value // 1_000_000)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=replay_child, args=(str(args.data), args.symbols, start, child))
+    proc.start()
+    try:
+        url, names = parent.recv()
+        manifest_path = root / "models/confluence/onnx/manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["service"]["symbols"] = names  # the copies, as if trained on them
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+        settings = load_settings(root, base_url=url, paper={"daily_loss_limit": 0.0})
+        run_discovery(settings)  # the copies' filters, from the replay's exchangeInfo
+        trader = PaperTrader(prepare(settings), clock_rate=0, retry_s=1.0)
+        t0 = time.perf_counter()
+        times = asyncio.run(run(trader, parent, args.bars))
+        total = time.perf_counter() - t0
+        trader.close()
+        parent.send(("stop", None))
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    journal = DataPaths.at(root).paper_journal
+    size = journal.stat().st_size
+    per_day = size / (args.bars + 1) * 24
+    p99 = pct(times["whole"], 99)
+    out = {
+        "symbols": len(names),
+        "bars": args.bars,
+        "whole_p50_s": pct(times["whole"], 50),
+        "whole_p99_s": p99,
+        "poll_p50_s": pct(times["poll"], 50),
+        "features_and_model_p50_s": pct(times["features"], 50),
+        "trade_and_commit_p50_s": pct(times["trade"], 50),
+        "target_s": TARGET_S,
+        "p99_over_target": p99 / TARGET_S,
+        "journal_bytes_per_day": per_day,
+        "requests_per_bar_p50": pct(times["requests"], 50),
+        "weight_per_bar_max": max(times["weight"]),
+        "weight_budget_per_minute": times["budget"][0],
+        "limiter_waits_in_measured_bars": int(sum(times["limiter_waits"])),
+        "run_s": total,
+    }
+    print(
+        f"paper trading, {len(names)} symbols, {args.bars} bars: close -> journal commit "
+        f"p50 {out['whole_p50_s'] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+        f"({out['p99_over_target']:.2f}x the {TARGET_S:g} s target)\n"
+        f"  parts (p50): exchange round trips {out['poll_p50_s'] * 1000:.0f} ms, live features"
+        f" + model {out['features_and_model_p50_s'] * 1000:.0f} ms, broker step + journal "
+        f"commit {out['trade_and_commit_p50_s'] * 1000:.1f} ms\n"
+        f"  exchange: {out['requests_per_bar_p50']:.0f} requests a bar (p50), at most "
+        f"{out['weight_per_bar_max']} weight = {out['weight_per_bar_max'] / out['weight_budget_per_minute']:.2f}"
+        f"x the minute's budget of {out['weight_budget_per_minute']}; limiter waits in the "
+        f"measured bars: {out['limiter_waits_in_measured_bars']}\n"
+        f"  journal: {size / 1e6:.2f} MB for {args.bars + 1} bars = {per_day / 1e6:.2f} MB "
+        f"per day of trading"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
