@@ -128,9 +128,11 @@ class Sandbox:
             wait_healthy(f"http://127.0.0.1:{self.serve_port}", self.service)
             self.ran.append(command)
             return
-        if line.strip() == "asterai paper":  # runs until stopped: in the background
+        head = line.split("#")[0].strip()
+        if head.startswith("asterai paper") and not re.search(r"--(status|report|help)", head):
+            # it runs until stopped: in the background, until its first bar is journaled
             self.paper = subprocess.Popen(
-                ["bash", "-c", f"exec {line}"], cwd=self.project, env=self.env,
+                ["bash", "-c", f"exec {head}"], cwd=self.project, env=self.env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
             journal = self.project / "data" / "paper" / "journal.sqlite"

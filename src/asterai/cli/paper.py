@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from asterai.cli.common import EXIT_USAGE, StepFailed, common_options, fail, rich_console
+from asterai.cli.common import (
+    EXIT_USAGE,
+    StepFailed,
+    common_options,
+    fail,
+    params_option,
+    rich_console,
+)
 from asterai.config import Settings
 
 
@@ -57,6 +64,7 @@ def paper_overrides(settings: Settings, **given: Any) -> Settings:
     help="Against `asterai replay --play-from ... --speed X`: the same X. 0: a replay "
     "whose clock is stepped by hand (poll every 0.2 s).",
 )  # fmt: skip
+@params_option
 @common_options
 def paper(
     settings: Settings,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -98,7 +98,9 @@ def _export_checks(settings: Settings, model: OnnxModel) -> FeatureSettings:
     if horizon is not None and int(horizon) != here.label_horizon:
         raise PaperSettingsError(
             f"{model.folder}: the model's labels look {horizon} bars ahead; "
-            f"features.label_horizon is {here.label_horizon} (the account's time limit)"
+            f"features.label_horizon is {here.label_horizon} (the account's time limit): "
+            "run with the settings it was trained with (a model trained with --params "
+            "paper-trades with the same --params)"
         )
     known = set(cat.feature_names(fs.higher_intervals))
     base = [f for f in model.features if not f.startswith("category_")]
@@ -260,8 +262,6 @@ class PaperTrader:
                 f"{journal.query('SELECT COUNT(*) AS n FROM bars')[0]['n']} bars rebuilt",
             )
         else:
-            from dataclasses import replace
-
             account = replace(self.plan.account, start_ms=int(first_ms))
             journal = Journal.create(path, account)
             broker, last = journal.account.broker(), None
@@ -308,17 +308,25 @@ class PaperTrader:
             done.append(self._trade(open_ms))
             if self.state.stopped:
                 break
+        self.check_stale()
+        return done
+
+    def check_stale(self) -> None:
+        """Record the data going stale (the next bar ``grace_s`` overdue: nothing is
+        traded, so nothing opens) and coming back."""
+        f = self.follower
+        if self.journal is None or f.live is None:
+            return
+        newest = int(f.live.newest_time())
         now = f.clock.now_ms() or 0
         stale = now > newest + 2 * self.step - 1 + int(self.plan.settings.paper.grace_s * 1000)
+        due = iso_ms(newest + 2 * self.step - 1)
         if stale and not self.state.stale:
-            self.journal.event(
-                now, "stale", f"bar {iso_ms(newest + self.step)} is overdue: nothing opens"
-            )
-            log.warning("stale data: the bar of %s is overdue", iso_ms(newest + self.step))
+            self.journal.event(now, "stale", f"the bar closing {due} is overdue: nothing opens")
+            log.warning("stale data: the bar closing %s is overdue", due)
         elif self.state.stale and not stale:
             self.journal.event(now, "resumed", f"bars up to {iso_ms(newest)}")
         self.state.stale = stale
-        return done
 
     def bar(self, open_ms: int) -> tuple[Bar, bool, int]:
         """The broker's inputs for the bar at ``open_ms``: (bar, late, seen_ms)."""
@@ -425,6 +433,7 @@ class PaperTrader:
                 except ExchangeError as err:
                     self.state.last_error = f"{type(err).__name__}: {err}"
                     log.warning("paper trading: %s", self.state.last_error)
+                    self.check_stale()  # an exchange that stops answering: stale in time
                     wait = self.follower.retry_s
                 if self.state.stopped:
                     break
