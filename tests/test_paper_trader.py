@@ -182,7 +182,7 @@ def test_the_report_finds_the_engine_and_the_backtest_equal_on_the_same_bars(two
     assert out.first_equity_difference is None
     assert out.trades_only_paper == out.trades_only_backtest == 0
     folder = DataPaths.at(two_weeks).paper / "report"
-    for name in ("metrics.json", "trades.csv", "equity.csv", "reconciliation.json",
+    for name in ("metrics.json", "trades.csv", "equity.csv", "reconciliation.json", "report.html",
                  "differences.csv", "rejected_orders.csv"):  # fmt: skip
         assert (folder / name).exists(), name
     assert out.metrics["trades"] > 0

@@ -140,10 +140,16 @@ class ModelRun:
 def backtest_model(settings: Settings, model: str) -> ModelRun:
     """Simulate one model's out-of-sample predictions, measure, grade, and compare with
     the baselines on the same window, universe and costs. Writes nothing."""
+    inputs = load_inputs(settings, model)
+    return measure(settings, inputs, params(settings, inputs), model)
+
+
+def measure(settings: Settings, inputs: Inputs, p: kernel.Params, model: str) -> ModelRun:
+    """Simulate ``inputs``, measure, grade, and compare with the baselines on the same
+    window, universe and costs (the backtest's, and paper trading's report over the
+    journal's bars). Writes nothing."""
     from asterai.backtest import metrics
 
-    inputs = load_inputs(settings, model)
-    p = params(settings, inputs)
     result = simulate(inputs, p)
     per_year, per_day = annualisation(settings)
     m = metrics.compute(
@@ -182,13 +188,26 @@ def _headline(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in keys}
 
 
+def write_report_files(
+    folder, settings: Settings, name: str, run: ModelRun, curves: dict[str, Any]
+) -> None:
+    """``run``'s charts and ``report.html`` into ``folder`` (its metrics complete)."""
+    from asterai.backtest import report
+
+    report.write_charts(
+        folder, name, run.result.equity, run.result.trades, settings.strategy.capital,
+        settings.strategy.max_drawdown, curves,
+    )  # fmt: skip
+    page = report.render_html(run.metrics, folder, run.result.trades)
+    (folder / "report.html").write_text(page, encoding="utf-8")
+
+
 def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any]:
     """Backtest ``model`` and, beside it, every other model that has predictions; write
     ``data/backtest_results/`` as one set: the main model's ``metrics.json``,
     ``trades.csv``, ``rejected_orders.csv``, ``equity.csv``, the charts and
     ``report.html``; each other model's files in a subfolder named after it."""
     from asterai import atomic
-    from asterai.backtest import report
 
     if model not in MODELS:
         raise BacktestInputError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
@@ -225,12 +244,7 @@ def run_backtest(settings: Settings, model: str = "confluence") -> dict[str, Any
         for name, run in others.items():
             (tmp / name).mkdir()
             write_set(tmp / name, run)
-        report.write_charts(
-            tmp, model, main.result.equity, main.result.trades, settings.strategy.capital,
-            settings.strategy.max_drawdown, curves,
-        )  # fmt: skip
-        page = report.render_html(m, tmp, main.result.trades)
-        (tmp / "report.html").write_text(page, encoding="utf-8")
+        write_report_files(tmp, settings, model, main, curves)
 
     atomic.replace_folder(folder, build)
     return {"folder": str(folder), "metrics": m}

@@ -270,22 +270,36 @@ def reconcile(settings: Settings) -> tuple[Reconciliation, engine.Result]:
 
 
 def write_report(settings: Settings) -> Reconciliation:
-    """``data/paper/report/``: metrics.json, trades.csv, equity.csv,
-    rejected_orders.csv, reconciliation.json and differences.csv, as one set."""
+    """``data/paper/report/``: the backtest's report for the paper period (metrics.json,
+    trades.csv, equity.csv, rejected_orders.csv, the charts and report.html, with the
+    baselines over the same bars) plus reconciliation.json and differences.csv, as one
+    set. Without the collected history over the period, the figures only (the baselines
+    read it)."""
     from asterai.backtest import metrics
 
     out, ran = reconcile(settings)
-    per_year, per_day = engine.annualisation(settings)
-    m = metrics.compute(
-        ran.equity, ran.trades, ran.rejected, settings.strategy.capital, settings.train.seed,
-        bars_per_year=per_year, block_bars=per_day, max_drawdown=settings.strategy.max_drawdown,
-    )  # fmt: skip
-    m["note"] = (
-        "the paper period's figures: the account as journaled; positions still open at the "
-        "last bar are closed there at its close, as the backtest closes them at its end"
+    paths = DataPaths.at(settings.data_root)
+    with Journal.open(paths.paper_journal, readonly=True) as j:
+        acct = j.account
+        paper = journal_inputs(j)
+    name = f"paper ({acct.facts['model']})"
+    run: engine.ModelRun | None = None
+    if out.backtest_final_equity is not None:
+        run = engine.measure(settings, paper, acct.params, name)
+        m = run.metrics
+        m["models"] = {name: engine._headline(m)}
+    else:
+        per_year, per_day = engine.annualisation(settings)
+        m = metrics.compute(
+            ran.equity, ran.trades, ran.rejected, acct.params.capital, settings.train.seed,
+            bars_per_year=per_year, block_bars=per_day, max_drawdown=acct.params.max_drawdown,
+        )  # fmt: skip
+    m["paper"] = (
+        "the paper period, as journaled; positions still open at its last bar are closed "
+        "there at its close, as the backtest closes them at the end of its data"
     )
     out.metrics = m
-    folder = DataPaths.at(settings.data_root).paper / "report"
+    folder = paths.paper / "report"
     out.folder = str(folder)
 
     def build(tmp) -> None:
@@ -304,6 +318,8 @@ def write_report(settings: Settings) -> Reconciliation:
             "backtest_final_equity": out.backtest_final_equity,
         }  # fmt: skip
         (tmp / "reconciliation.json").write_text(json.dumps(doc, indent=2))
+        if run is not None:
+            engine.write_report_files(tmp, settings, name, run, run.curves)
 
     atomic.replace_folder(folder, build)
     return out
