@@ -116,7 +116,7 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
             # live, an hour passes between two bars and the minute's budget is whole
             # again; here they follow at once: wait (unmeasured) until it covers a bar
             t_wait = time.perf_counter()
-            while need and lim.used() + 1.25 * need > lim.budget:
+            while need and lim.used() + min(1.25 * need, lim.budget) > lim.budget:
                 await asyncio.sleep(0.25)
             times["spacing"].append(time.perf_counter() - t_wait)
             sent, waits = lim.stats.weight_sent, lim.stats.waits
@@ -137,6 +137,11 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
             times["requests"].append(lim.stats.requests - requests)
             times["limiter_waits"].append(lim.stats.waits - waits)
             need = max(need, lim.stats.weight_sent - sent)
+            print(
+                f"bar {len(times['whole'])}: {times['whole'][-1] * 1000:.0f} ms, "
+                f"{times['requests'][-1]} requests, weight {times['weight'][-1]}",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
         times["budget"] = [lim.budget]
     return times
 
