@@ -62,25 +62,28 @@ def trader_for(root: Path, replay, **overrides):
     return PaperTrader(prepare(settings), clock_rate=0, retry_s=0.05)
 
 
-async def _play(trader, replay, bars: int, between=None) -> list[list[int]]:
-    """``bars`` polls, the clock moved one bar between them; ``between(k)`` runs before
-    the k-th move."""
+async def _play(trader, replay, polls: int, before=None, after=None) -> list[list[int]]:
+    """``polls`` polls: one now, then one after each move of the clock by a bar;
+    ``before(k)`` runs before the k-th move, ``after(k)`` after the poll that follows it.
+    Each poll's traded bar numbers, until the trader stops."""
     settings = trader.plan.settings
     done = []
     async with AsterClient(settings.base_url, settings.exchange) as client:
-        for k in range(bars):
+        for k in range(polls):
             if k:
-                if between is not None:
-                    between(k)
+                if before is not None:
+                    before(k)
                 replay.clock.advance(HOUR)
             done.append(await trader.cycle(client))
+            if k and after is not None:
+                after(k)
             if trader.state.stopped:
                 break
     return done
 
 
-def play(trader, replay, bars: int, between=None) -> list[list[int]]:
-    return asyncio.run(_play(trader, replay, bars, between))
+def play(trader, replay, polls: int, before=None, after=None) -> list[list[int]]:
+    return asyncio.run(_play(trader, replay, polls, before, after))
 
 
 def journal_rows(root: Path, sql: str) -> list[dict]:
@@ -204,11 +207,11 @@ def test_a_paused_clock_opens_nothing_reports_stale_data_then_trades_the_missed_
             paused.append(status(DataPaths.at(root).paper_journal).stale)
 
         # three bars close on the exchange's clock while its feed is stalled
-        asyncio.run(_play_more(trader, replay, 3, during))
+        play(trader, replay, 4, after=during)
         assert trader.journal.last_bar()["t"] == 5  # nothing traded meanwhile
         assert trader.state.stale
         replay.clock.resume()
-        done = asyncio.run(_play_more(trader, replay, 0))
+        done = play(trader, replay, 1)
         trader.close()
     assert done == [[6, 7, 8]]  # the missed bars, in order, at once
     assert status(DataPaths.at(root).paper_journal).stale is False
@@ -238,20 +241,6 @@ def test_a_paused_clock_opens_nothing_reports_stale_data_then_trades_the_missed_
     assert set(signal_rows["cause"]) == {
         "late bar (stale data): seen after its close, signals not acted on"
     }
-
-
-async def _play_more(trader, replay, bars: int, between=None) -> list[list[int]]:
-    """A poll now, then ``bars`` more with the clock moved one bar before each."""
-    settings = trader.plan.settings
-    done = []
-    async with AsterClient(settings.base_url, settings.exchange) as client:
-        for k in range(bars + 1):
-            if k:
-                replay.clock.advance(HOUR)
-            done.append(await trader.cycle(client))
-            if between is not None and k:
-                between(k)
-    return [d for d in done if d]
 
 
 def test_the_kill_switch_flattens_at_the_next_open_and_stops(
@@ -326,11 +315,9 @@ def test_a_daily_loss_limit_stops_new_entries_for_the_rest_of_the_day(
     first = crossed[0]
     paused_day = day[first]
     later = [b["t"] for k, b in enumerate(bars) if k > first and day[k] == paused_day]
-    if later:
-        marks = ",".join(map(str, later))
-        assert not journal_rows(
-            root, f"SELECT * FROM orders WHERE kind = 'entry' AND t IN ({marks})"
-        )
+    assert later, "the floor was crossed at the day's last bar: the pause says nothing"
+    marks = ",".join(map(str, later))
+    assert not journal_rows(root, f"SELECT * FROM orders WHERE kind = 'entry' AND t IN ({marks})")
     # the pause is visible where signals wanted an entry
     paused = journal_rows(root, "SELECT * FROM rejections WHERE reason LIKE 'new entries paused%'")
     # each refused at a close (``bar``) after one below that day's floor

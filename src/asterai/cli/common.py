@@ -100,6 +100,22 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def section_overrides(settings: Settings, section: str, **given: Any) -> Settings:
+    """``settings`` with the command line's options for one section (``optimize``,
+    ``paper``) applied over asterai.toml's, validated by that section's model; a bad
+    value is a usage error (exit 2). Options left out (None) keep the file's values."""
+    values = {k: v for k, v in given.items() if v is not None}
+    if not values:
+        return settings
+    current = getattr(settings, section)
+    raw = current.model_dump(exclude_unset=True)
+    raw.update(values)
+    try:
+        return settings.model_copy(update={section: type(current).model_validate(raw)})
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+
+
 def with_params(overrides: dict[str, Any], path: Path, model: str | None = None) -> dict[str, Any]:
     """``overrides`` plus the settings of a search's ``best_params.json`` (``--params``);
     ``model``: the command's model, which must be the one the search tuned."""

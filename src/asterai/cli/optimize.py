@@ -7,23 +7,14 @@ from typing import Any
 
 import click
 
-from asterai.cli.common import StepFailed, common_options, progress_wanted, rich_console
+from asterai.cli.common import (
+    StepFailed,
+    common_options,
+    progress_wanted,
+    rich_console,
+    section_overrides,
+)
 from asterai.config import OBJECTIVES, Settings
-
-
-def optimize_overrides(settings: Settings, **given: Any) -> Settings:
-    """Settings with the command line's optimize options applied (validated)."""
-    from asterai.config import OptimizeSettings
-
-    values = {k: v for k, v in given.items() if v is not None}
-    if not values:
-        return settings
-    raw = settings.optimize.model_dump(exclude_unset=True)
-    raw.update(values)
-    try:
-        return settings.model_copy(update={"optimize": OptimizeSettings.model_validate(raw)})
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
 
 
 @click.command()
@@ -106,8 +97,8 @@ def optimize(
     from asterai.optimize.space import SpaceError
     from asterai.optimize.workspace import OptimizeError, OptimizeUsageError
 
-    settings = optimize_overrides(
-        settings,
+    settings = section_overrides(
+        settings, "optimize",
         model=None if model is None else model.replace("-", "_"),
         study=study if study is not None else (model.replace("-", "_") if model else None),
         trials=trials, timeout_s=timeout, workers=workers, storage=storage,

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any
 
 import click
 
@@ -17,23 +16,9 @@ from asterai.cli.common import (
     fail,
     params_option,
     rich_console,
+    section_overrides,
 )
 from asterai.config import Settings
-
-
-def paper_overrides(settings: Settings, **given: Any) -> Settings:
-    """Settings with the command line's paper options applied (validated)."""
-    from asterai.config import PaperSettings
-
-    values = {k: v for k, v in given.items() if v is not None}
-    if not values:
-        return settings
-    raw = settings.paper.model_dump(exclude_unset=True)
-    raw.update(values)
-    try:
-        return settings.model_copy(update={"paper": PaperSettings.model_validate(raw)})
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
 
 
 @click.command("paper")
@@ -100,8 +85,8 @@ def paper(
     """
     from asterai.paths import DataPaths
 
-    settings = paper_overrides(
-        settings, model=model.replace("-", "_") if model else None, symbols=symbols,
+    settings = section_overrides(
+        settings, "paper", model=model.replace("-", "_") if model else None, symbols=symbols,
         daily_loss_limit=daily_loss_limit, max_delay_s=max_delay_s,
     )  # fmt: skip
     paths = DataPaths.at(settings.data_root)

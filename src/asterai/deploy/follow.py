@@ -168,6 +168,9 @@ class Follower:
         #: each symbol's funding settlement awaited (``premiumIndex``'s nextFundingTime):
         #: its funding rates are polled once it has passed, until its rate has come
         self.next_funding: dict[str, int] = {}
+        #: ``tradeable_at``'s answers since the held bars last changed (the service and
+        #: the paper trader both ask for each new bar)
+        self._codes: dict[int, np.ndarray] = {}
 
     # -- the exchange ---------------------------------------------------------------
 
@@ -255,6 +258,7 @@ class Follower:
             self.live.listing_ms[j] = np.nan if known is None else float(known)
             self.listing[symbol] = listing
             self.unlisted.discard(symbol)
+            self._codes.clear()
             log.info("%s: first bar %s: followed from now on", symbol, iso_ms(first_held))
 
     def _late(self, now: int | None) -> list[str]:
@@ -321,6 +325,8 @@ class Follower:
         for (interval, t), (names, got) in sorted(bars.items(), key=lambda kv: kv[0][1]):
             values = {f: np.asarray(v, dtype=float) for f, v in got.items()}
             self.live.add_closed(interval, t, names, values)
+        if bars:
+            self._codes.clear()
         base = self.live.rings[self.fs.base_interval]
         listed = [s for s in self.unlisted if base.symbol_last(self.live.index[s]) is not None]
         if listed:
@@ -379,8 +385,10 @@ class Follower:
         """The universe's reason code of each held symbol (``live.symbols``) at the base
         bar that opened at ``open_ms`` (``universe.TRADEABLE``: tradeable), from its
         bars up to that one, as the gate's point-in-time universe computes it; -1 where
-        the symbol has no bar there."""
+        the symbol has no bar there. Read-only: kept until the held bars change."""
         assert self.live is not None
+        if open_ms in self._codes:
+            return self._codes[open_ms]
         base = self.live.rings[self.fs.base_interval].panel()
         out = np.full(len(self.live.symbols), -1, dtype=np.int8)
         at = np.searchsorted(base.times, open_ms)
@@ -395,6 +403,8 @@ class Follower:
                 base.times[: at + 1][have], base.fields["volume"][j][: at + 1][have],
                 base.fields["quote_volume"][j][: at + 1][have], self.listing[symbol], self.rules,
             )[-1]  # fmt: skip
+        out.flags.writeable = False
+        self._codes[open_ms] = out
         return out
 
     def _publish(self, after: int | None) -> None:

@@ -230,31 +230,33 @@ class Journal:
         late: bool,
         committed_ms: int,
         events: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    ) -> None:
-        """Bar ``bar`` and everything it did, in one transaction."""
+    ) -> dict[str, Any]:
+        """Bar ``bar`` and everything it did, in one transaction; returns its ``bars`` row
+        (as ``last_bar`` would read it back)."""
         names = self.account.symbols
         c = self.conn
         has = ~np.isnan(bar.close)
         acted = ~np.isnan(bar.p_long) | ~np.isnan(bar.p_short)
+        row = {
+            "t": int(bar.t),
+            "open_ms": int(bar.open_ms),
+            "seen_ms": int(seen_ms),
+            "late": int(late),
+            "symbols_with_bar": int(has.sum()),
+            "signals": int(acted.sum()),
+            "kill": int(controls.kill),
+            "new_floor": None if controls.new_floor is None else float(controls.new_floor),
+            "killed": int(ev.killed),
+            "equity": float(ev.curve[0]),
+            "cash": float(ev.curve[1]),
+            "open_positions": int(ev.curve[2]),
+            "notional": float(ev.curve[3]),
+            "committed_ms": int(committed_ms),
+        }
         with _transaction(c):
             c.execute(
-                "INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    bar.t,
-                    bar.open_ms,
-                    seen_ms,
-                    int(late),
-                    int(has.sum()),
-                    int(acted.sum()),
-                    int(controls.kill),
-                    controls.new_floor,
-                    ev.killed,
-                    float(ev.curve[0]),
-                    float(ev.curve[1]),
-                    int(ev.curve[2]),
-                    float(ev.curve[3]),
-                    committed_ms,
-                ),
+                f"INSERT INTO bars ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})",
+                row,
             )
             keep = np.flatnonzero(has | acted | (bar.funding != 0))
             columns = [bar.open, bar.high, bar.low, bar.close, bar.volume]
@@ -319,6 +321,7 @@ class Journal:
             )
             for kind, detail in events:
                 self._event(committed_ms, kind, detail)
+        return row
 
     # -- reading ------------------------------------------------------------------
 

@@ -407,10 +407,9 @@ class PaperTrader:
                     f"{ev.killed} position(s) closed at the open of {iso_ms(open_ms)}; stopped",
                 )
             )
-        self.journal.write_bar(
+        self.state.last = self.journal.write_bar(
             bar, controls, ev, seen_ms=seen, late=late, committed_ms=now, events=notes
         )
-        self.state.last = self.journal.last_bar()
         self.state.bars += 1
         if controls.kill:
             self.state.stopped = True
