@@ -243,6 +243,62 @@ def test_a_paused_clock_opens_nothing_reports_stale_data_then_trades_the_missed_
     }
 
 
+def test_a_restart_after_a_long_stop_trades_every_missed_bar_with_its_own_prices(
+    exported_root, recording, tmp_path
+) -> None:
+    """Down for 100 bars, then restarted with a warm-up of only the newest 48 bars (as a
+    month's stop outruns the 750 a real warm-up holds): the older missed bars are
+    fetched from the exchange, so every missed bar is traded, late, with its own prices
+    and point-in-time tradeable flag, and the account through the gap is the backtest's
+    over the same bars with those bars' signals unused."""
+    from asterai.paper.journal import Journal
+
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    down = 100
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        play(trader, replay, 3)  # bars 0..2
+        trader.close()
+        replay.clock.advance(down * HOUR)  # bars 3..102 close while it is down
+        again = trader_for(root, replay)
+        again.follower.warm_bars = 48
+        done = play(again, replay, 1)
+        again.close()
+    last = 2 + down
+    assert done == [list(range(3, last + 1))]
+    bars = journal_rows(root, "SELECT t, late, equity, cash, open_positions, notional "
+                              "FROM bars ORDER BY t")  # fmt: skip
+    assert [b["t"] for b in bars] == list(range(last + 1))
+    # seen after the restart: late, but the newest, seen a second after its close
+    assert [b["late"] for b in bars] == [0] * 3 + [1] * (down - 1) + [0]
+    with Journal.open(DataPaths.at(root).paper_journal, readonly=True) as j:
+        symbols, p = j.account.symbols, j.account.params
+        tick, step, notional = j.account.tick, j.account.step, j.account.min_notional
+    inputs = batch_inputs(root, symbols, START, LAST)
+    assert inputs.symbols == symbols
+    stored = pd.DataFrame(journal_rows(root, "SELECT * FROM bar_inputs WHERE t > 2"))
+    ti, ji = stored["t"].to_numpy(), stored["symbol"].to_numpy()
+    # every symbol's bar of the gap is there, none invented
+    assert len(stored) == int(np.isfinite(inputs.close[3 : last + 1]).sum())
+    for name in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(stored[name].to_numpy(dtype=float),
+                                      getattr(inputs, "open_" if name == "open" else name)[ti, ji],
+                                      err_msg=name)  # fmt: skip
+    np.testing.assert_array_equal(stored["tradeable"].to_numpy() == 1, inputs.tradeable[ti, ji])
+    # the engine over the backtest's inputs, the late bars' signals unused
+    p_long, p_short = inputs.p_long.copy(), inputs.p_short.copy()
+    p_long[3:last], p_short[3:last] = np.nan, np.nan
+    _, _, curve, _ = kernel.simulate_nb(
+        inputs.open_, inputs.high, inputs.low, inputs.close, inputs.volume, inputs.tradeable,
+        p_long, p_short, inputs.atr, inputs.funding, tick, step, notional, p,
+    )  # fmt: skip
+    got = np.array([[b["equity"], b["cash"], b["open_positions"], b["notional"]] for b in bars])
+    np.testing.assert_allclose(got, curve[: last + 1], rtol=0, atol=1e-9)
+    # positions were carried into the gap and closed inside it, on its own bars' prices
+    assert bars[2]["open_positions"] > 0
+    assert journal_rows(root, f"SELECT * FROM trades WHERE t BETWEEN 3 AND {last - 1}")
+
+
 def test_the_kill_switch_flattens_at_the_next_open_and_stops(
     two_weeks, exported_root, recording, tmp_path
 ) -> None:

@@ -122,6 +122,7 @@ class Follower:
         grace_s: float = 120.0,
         poll_delay_s: float = 5.0,
         retry_s: float = 15.0,
+        warm_bars: int = KEEP_BARS,
     ) -> None:
         facts = model.manifest.get("service")
         if not facts:
@@ -152,6 +153,9 @@ class Follower:
         self.grace_ms = int(grace_s * 1000)
         self.poll_delay_s = poll_delay_s
         self.retry_s = retry_s
+        #: closed bars of each timeframe asked for at the warm-up (the features read
+        #: ``KEEP_BARS``; fewer only where a test needs the held span short)
+        self.warm_bars = min(warm_bars, KEEP_BARS)
         self.state = FollowState()
         self.live: LiveFeatures | None = None
         self.signals: LiveSignals | None = None
@@ -179,9 +183,11 @@ class Follower:
         self.clock.sync(now)
         return now
 
-    async def _closed(
+    async def closed_klines(
         self, client: AsterClient, symbol: str, interval: str, now: int, **params: Any
     ) -> dict[str, np.ndarray]:
+        """The klines ``params`` asks for, closed before ``now`` (the exchange's clock)
+        and without impossible bars (refused, counted and logged)."""
         cols = parse_klines((await client.klines(symbol, interval, **params)).data)
         keep = cols["close_time"] < now  # the collector's rule: an open bar is never taken
         refused, broken = refused_rows(cols)
@@ -203,7 +209,9 @@ class Follower:
             bars, firsts = {}, {}
             for iv in self.intervals:
                 firsts[iv], _ = await client.first_kline(symbol, iv)
-                cols = await self._closed(client, symbol, iv, now, limit=min(KEEP_BARS, 1500))
+                cols = await self.closed_klines(
+                    client, symbol, iv, now, limit=min(self.warm_bars, 1500)
+                )
                 bars[iv] = klines_frame(cols)
             rates = parse_funding((await client.funding_rate(symbol, limit=FUNDING_ROWS)).data)
             funding = funding_frame({k: v[rates["funding_time"] <= now] for k, v in rates.items()})
@@ -300,7 +308,7 @@ class Follower:
         async def one(symbol: str, interval: str) -> tuple[str, str, dict[str, np.ndarray]]:
             held = self.live.rings[interval].symbol_last(self.live.index[symbol])
             start = None if held is None else held + INTERVAL_MS[interval]
-            cols = await self._closed(
+            cols = await self.closed_klines(
                 client, symbol, interval, now, start_ms=start, limit=POLL_ROWS
             )
             return symbol, interval, cols

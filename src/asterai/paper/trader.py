@@ -49,6 +49,7 @@ from asterai.exchange.client import AsterClient
 from asterai.exchange.errors import ExchangeError
 from asterai.features import catalog as cat
 from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+from asterai.paper.backfill import Missed, fetch_missed
 from asterai.paper.broker import Bar, BarEvents, Controls
 from asterai.paper.journal import Account, Journal
 from asterai.paths import DataPaths
@@ -214,6 +215,8 @@ class PaperTrader:
         self.limit = ps.daily_loss_limit
         self.journal: Journal | None = None
         self.broker = None
+        #: the bars missed before a restart, fetched from the exchange (``backfill``)
+        self.missed: Missed | None = None
         self.state = TraderState()
         if self.paths.paper_journal.exists():  # checked now: nothing is written on a mismatch
             journal = Journal.open(self.paths.paper_journal)
@@ -292,7 +295,15 @@ class PaperTrader:
         if not f.state.started:
             await f.warm_up(client)
             f.state.last_error = None
-            self._open_journal(int(f.live.newest_time()))
+            newest = int(f.live.newest_time())
+            self._open_journal(newest)
+            last = self.state.last
+            if last is not None and int(last["open_ms"]) < newest:
+                first = int(last["open_ms"]) + self.step
+                self.missed = await fetch_missed(
+                    client, f, self.journal.account.symbols, first, newest,
+                    f.clock.now_ms() or newest,
+                )  # fmt: skip
         else:
             await f.poll(client)
         self._check_kill_file()
@@ -308,6 +319,9 @@ class PaperTrader:
             done.append(self._trade(open_ms))
             if self.state.stopped:
                 break
+        m, now_last = self.missed, self.state.last
+        if m is not None and now_last is not None and now_last["open_ms"] >= m.times[-1]:
+            self.missed = None  # traded past it
         self.check_stale()
         return done
 
@@ -335,12 +349,19 @@ class PaperTrader:
         j = self._live_index
         t = (open_ms - acct.start_ms) // self.step
         n = len(j)
-        base = live.rings[f.fs.base_interval].panel()
-        col = int(np.searchsorted(base.times, open_ms))
-        held = col < len(base.times) and base.times[col] == open_ms
+        missed = self.missed.column(open_ms) if self.missed is not None else None
+        if missed is not None:  # a bar missed before a restart: as the exchange sent it
 
-        def field_of(name: str) -> np.ndarray:
-            return base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
+            def field_of(name: str) -> np.ndarray:
+                return self.missed.fields[name][:, missed].copy()
+
+        else:
+            base = live.rings[f.fs.base_interval].panel()
+            col = int(np.searchsorted(base.times, open_ms))
+            held = col < len(base.times) and base.times[col] == open_ms
+
+            def field_of(name: str) -> np.ndarray:
+                return base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
 
         seen = f.seen_ms.get(open_ms, f.clock.now_ms() or 0)
         late = seen - (open_ms + self.step - 1) > self.max_delay_ms
@@ -359,14 +380,21 @@ class PaperTrader:
             for r, s in enumerate(rows.symbols):
                 if s in pos:
                     atr[pos[s]] = rows.values[r, k]
-        funding = np.zeros(n)
-        for k, jj in enumerate(j):
-            have = live.funding[jj]
-            if have is not None:
-                ft, rate = have
-                inside = (ft > open_ms) & (ft <= open_ms + self.step)
-                funding[k] = float(rate[inside].sum())
-        tradeable = f.tradeable_at(open_ms)[j] == TRADEABLE
+        funding = None
+        if self.missed is not None:
+            funding = self.missed.funding_in(open_ms, open_ms + self.step)
+        if funding is None:
+            funding = np.zeros(n)
+            for k, jj in enumerate(j):
+                have = live.funding[jj]
+                if have is not None:
+                    ft, rate = have
+                    inside = (ft > open_ms) & (ft <= open_ms + self.step)
+                    funding[k] = float(rate[inside].sum())
+        if missed is not None:
+            tradeable = self.missed.codes[:, missed] == TRADEABLE
+        else:
+            tradeable = f.tradeable_at(open_ms)[j] == TRADEABLE
         bar = Bar(
             int(t), open_ms, field_of("open"), field_of("high"), field_of("low"),
             field_of("close"), field_of("volume"), tradeable, p_long, p_short, atr, funding,
