@@ -299,6 +299,62 @@ def test_a_restart_after_a_long_stop_trades_every_missed_bar_with_its_own_prices
     assert journal_rows(root, f"SELECT * FROM trades WHERE t BETWEEN 3 AND {last - 1}")
 
 
+def test_a_symbols_late_bar_is_waited_for_then_the_bar_is_traded_without_it(
+    two_weeks, exported_root, recording, tmp_path
+) -> None:
+    """The exchange publishes BTCUSDT's bar late. Bar 5's comes 20 s after the others':
+    the bar waits for it (``straggler_wait_s``, 30 s) and is then traded whole, as the
+    uninterrupted account traded it. Bar 7's comes 90 s late: after the wait the bar is
+    traded without BTCUSDT, the journal names it, and its bar, when it comes, is not
+    traded again."""
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        assert trader.wait_ms == 30_000
+        play(trader, replay, 5)  # bars 0..4
+
+        def poll(move_ms: int) -> list[int]:
+            replay.clock.advance(move_ms)
+            return play(trader, replay, 1)[0]
+
+        replay.clock.lag("BTCUSDT", 20_000)
+        assert poll(HOUR) == []  # bar 5 closed a second ago: waiting for BTCUSDT
+        assert poll(25_000) == [5]  # its bar has come: the whole bar traded
+        replay.clock.lag("BTCUSDT", 0)
+        assert poll(HOUR - 25_000) == [6]
+        replay.clock.lag("BTCUSDT", 90_000)
+        assert poll(HOUR) == []
+        assert poll(20_000) == []  # 21 s: still within the wait
+        assert poll(15_000) == [7]  # 36 s: traded without it
+        assert poll(60_000) == []  # 96 s: BTCUSDT's bar 7 comes, and is not traded
+        replay.clock.lag("BTCUSDT", 0)
+        assert poll(HOUR - 95_000) == [8]
+        trader.close()
+    bars = journal_rows(root, "SELECT * FROM bars ORDER BY t")
+    assert [b["t"] for b in bars] == list(range(9)) and not any(b["late"] for b in bars)
+    keep = "t, equity, cash, open_positions, notional, symbols_with_bar"
+    want = journal_rows(two_weeks, f"SELECT {keep} FROM bars WHERE t <= 6 ORDER BY t")
+    assert journal_rows(root, f"SELECT {keep} FROM bars WHERE t <= 6 ORDER BY t") == want
+    whole = journal_rows(two_weeks, "SELECT symbols_with_bar FROM bars WHERE t = 7")[0]
+    assert bars[7]["symbols_with_bar"] == whole["symbols_with_bar"] - 1
+    from asterai.paper.journal import Journal
+
+    with Journal.open(DataPaths.at(root).paper_journal, readonly=True) as j:
+        btc = j.account.symbols.index("BTCUSDT")
+    assert not journal_rows(root, f"SELECT * FROM bar_inputs WHERE t = 7 AND symbol = {btc}")
+    assert journal_rows(root, f"SELECT * FROM bar_inputs WHERE t = 8 AND symbol = {btc}")
+    missing = journal_rows(root, "SELECT detail FROM events WHERE kind = 'missing bar'")
+    assert len(missing) == 1 and "BTCUSDT" in missing[0]["detail"]
+    # the report names the cause of BTCUSDT's differing bar 7
+    from asterai.paper.reconcile import write_report
+
+    out = write_report(load_settings(root))
+    assert out.engine_equal
+    prices = out.differences[out.differences["input"] == "close"]
+    assert set(zip(prices["t"], prices["symbol"])) == {(7, "BTCUSDT")}
+    assert prices["cause"].str.startswith("no bar when traded").all()
+
+
 def test_the_kill_switch_flattens_at_the_next_open_and_stops(
     two_weeks, exported_root, recording, tmp_path
 ) -> None:
@@ -399,6 +455,7 @@ def _cli(root: Path, *args: str):
         ("features", (), "trained on features of 1h with 4h, 1d"),
         (None, ("--symbols", "BTCUSDT,FOOUSDT"), "FOOUSDT not in the model's universe"),
         (None, ("--model", "aster-native", "--max-delay", "3600"), "max_delay_s = 3600"),
+        (None, ("--max-delay", "20"), "straggler_wait_s = 30 is not below"),
     ],
 )
 def test_bad_settings_are_refused_with_exit_2_and_nothing_written(

@@ -527,11 +527,27 @@ class PaperSettings(_Frozen):
         120.0, gt=0, description="a bar overdue by this much makes the data stale"
     )
     poll_delay_s: float = Field(5.0, ge=0, description="seconds after a close before polling")
+    straggler_wait_s: float = Field(
+        30.0, ge=0,
+        description="how long after a close to wait for a traded symbol whose bar has not "
+        "come with the others' (it had the bar before) before trading the bar without "
+        "it; its bar, when it comes, feeds the features but is not traded",
+    )  # fmt: skip
 
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbols(cls, value: Any) -> tuple[str, ...] | None:
         return None if value is None else parse_symbols(value)
+
+    @model_validator(mode="after")
+    def _wait_within_delay(self) -> PaperSettings:
+        if self.straggler_wait_s >= self.max_delay_s:
+            raise ValueError(
+                f"paper.straggler_wait_s = {self.straggler_wait_s:g} is not below "
+                f"paper.max_delay_s = {self.max_delay_s:g}: a bar traded after that wait "
+                "would always be late, its signals never acted on"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -414,7 +414,9 @@ class PlayClock:
     ``data_ms()`` is what the market has published: the same time, except while the
     data is paused (``pause``: a stalled feed; the exchange's time goes on, no bar
     closes), and after ``resume`` it is the exchange's time again, every bar that
-    closed meanwhile served at once. Thread-safe: the server's threads read it."""
+    closed meanwhile served at once. ``lag(symbol, ms)`` publishes one symbol's klines
+    ``ms`` after the others' (an exchange whose bar for one market comes late).
+    Thread-safe: the server's threads read it."""
 
     def __init__(self, start_ms: int, speed: float) -> None:
         if not speed >= 0:
@@ -424,6 +426,7 @@ class PlayClock:
         self._base = int(start_ms)
         self._t0 = time.monotonic()
         self._paused_at: int | None = None
+        self._lags: dict[str, int] = {}
 
     def now_ms(self) -> int:
         with self._lock:
@@ -464,6 +467,20 @@ class PlayClock:
     def paused(self) -> bool:
         with self._lock:
             return self._paused_at is not None
+
+    def lag(self, symbol: str, ms: int) -> None:
+        """``symbol``'s bars close ``ms`` later than the others' from now on (0: on time)."""
+        if ms < 0:
+            raise ValueError(f"a lag is not negative, got {ms!r}")
+        with self._lock:
+            if ms:
+                self._lags[symbol] = int(ms)
+            else:
+                self._lags.pop(symbol, None)
+
+    def lag_of(self, symbol: str) -> int:
+        with self._lock:
+            return self._lags.get(symbol, 0)
 
 
 # --------------------------------------------------------------------------- the application
@@ -725,7 +742,8 @@ class _Replay:
             # a running clock serves the bars closed by its time, and no open bar: the
             # recording holds only each bar's final values, so an open bar's would be
             # its future; the bar still open when the recording was taken never closes
-            available = int(np.searchsorted(series.close_time, self.now, side="left"))
+            published = self.now - self.play.lag_of(symbol)
+            available = int(np.searchsorted(series.close_time, published, side="left"))
         lo, hi = _page(series.open_time, available, start, end, limit)
         if hi <= lo:
             return b"[]"

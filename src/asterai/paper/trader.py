@@ -11,6 +11,12 @@ own step), committing each bar to the journal before the next:
   exchange) is traded late and recorded as late: its fills, stops, targets, time limits
   and funding apply, its signals open nothing (acting on them would fill at an open
   long gone). Nothing is back-dated.
+- **A symbol's bar that has not come.** When a traded symbol that had the previous
+  bar has no bar yet while the others' have come, the bar waits for it up to
+  ``paper.straggler_wait_s`` after its close (the follower asks for it again
+  meanwhile); after that it is traded without that symbol (no stop, target or signal
+  of it applied on that bar), the journal names the symbol, and its bar, when it
+  comes, feeds the features but is never traded (the report lists it).
 - **Stale data.** When the next bar is ``paper.grace_s`` overdue, nothing is traded (so
   nothing opens) and the journal records it; when bars come again, the missed ones are
   traded in order, late.
@@ -212,6 +218,8 @@ class PaperTrader:
         )  # fmt: skip
         self.step = plan.account.step_ms
         self.max_delay_ms = int(ps.max_delay_s * 1000)
+        self.wait_ms = int(ps.straggler_wait_s * 1000)
+        self._waiting: int | None = None  # the bar waited for, logged once
         self.limit = ps.daily_loss_limit
         self.journal: Journal | None = None
         self.broker = None
@@ -314,9 +322,16 @@ class PaperTrader:
         newest = int(f.live.newest_time())
         last = self.state.last
         start = newest if last is None else int(last["open_ms"]) + self.step
+        now = f.clock.now_ms() or 0
         done = []
         for open_ms in range(start, newest + 1, self.step):
-            done.append(self._trade(open_ms))
+            missing = self.stragglers(open_ms)
+            if missing and now - (open_ms + self.step - 1) < self.wait_ms:
+                if self._waiting != open_ms:
+                    self._waiting = open_ms
+                    log.info("bar %s: waiting for %s", iso_ms(open_ms), ", ".join(missing))
+                break
+            done.append(self._trade(open_ms, missing))
             if self.state.stopped:
                 break
         m, now_last = self.missed, self.state.last
@@ -342,6 +357,20 @@ class PaperTrader:
             self.journal.event(now, "resumed", f"bars up to {iso_ms(newest)}")
         self.state.stale = stale
 
+    def stragglers(self, open_ms: int) -> list[str]:
+        """The traded symbols with a bar just before ``open_ms`` and none at it, while
+        other symbols have theirs (a bar missed before a restart: none, the exchange's
+        answer is complete)."""
+        if self.missed is not None and self.missed.column(open_ms) is not None:
+            return []
+        base = self.follower.live.rings[self.follower.fs.base_interval].panel()
+        col = int(np.searchsorted(base.times, open_ms))
+        if col == 0 or col >= len(base.times) or base.times[col] != open_ms:
+            return []
+        close = base.fields["close"][self._live_index]
+        absent = ~np.isnan(close[:, col - 1]) & np.isnan(close[:, col])
+        return [self.journal.account.symbols[k] for k in np.flatnonzero(absent)]
+
     def bar(self, open_ms: int) -> tuple[Bar, bool, int]:
         """The broker's inputs for the bar at ``open_ms``: (bar, late, seen_ms)."""
         f, acct = self.follower, self.journal.account
@@ -363,8 +392,10 @@ class PaperTrader:
             def field_of(name: str) -> np.ndarray:
                 return base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
 
-        seen = f.seen_ms.get(open_ms, f.clock.now_ms() or 0)
-        late = seen - (open_ms + self.step - 1) > self.max_delay_ms
+        now = f.clock.now_ms() or 0
+        seen = f.seen_ms.get(open_ms, now)
+        # late by when it is traded (a bar that waited for a straggler is decided then)
+        late = max(seen, now) - (open_ms + self.step - 1) > self.max_delay_ms
         p_long, p_short, atr = (np.full(n, np.nan) for _ in range(3))
         signals = f.bar_signals.get(open_ms)
         pos = {s: k for k, s in enumerate(acct.symbols)}
@@ -414,20 +445,31 @@ class PaperTrader:
             floor = equity * (1.0 - self.limit) if self.limit > 0 else 0.0
         return Controls(kill=kill, new_floor=floor)
 
-    def _trade(self, open_ms: int) -> int:
+    def _trade(self, open_ms: int, missing: list[str] = ()) -> int:  # type: ignore[assignment]
         bar, late, seen = self.bar(open_ms)
         controls = self._controls(bar)
         ev: BarEvents = self.broker.apply(bar, controls)
         now = self.follower.clock.now_ms() or 0
         notes = []
         if late:
+            after = (max(seen, now) - open_ms - self.step + 1) / 1000
             notes.append(
                 (
                     "late bar",
-                    f"{iso_ms(open_ms)} seen {(seen - open_ms - self.step + 1) / 1000:.0f} s after its close: signals not acted on",
+                    f"{iso_ms(open_ms)} traded {after:.0f} s after its close: signals not "
+                    "acted on",
                 )
             )
             self.state.late += 1
+        if missing:
+            notes.append(
+                (
+                    "missing bar",
+                    f"{iso_ms(open_ms)}: no bar of {', '.join(missing)} "
+                    f"{(now - open_ms - self.step + 1) / 1000:.0f} s after its close: traded "
+                    "without it",
+                )
+            )
         if controls.kill:
             notes.append(
                 (
