@@ -9,11 +9,14 @@ a market (their signals mean nothing).
 
 The trader: ``paper.trader.PaperTrader`` in this process, exactly as ``asterai paper``
 runs it, trading the default confluence model trained and exported from the recording
-(or ``--root``'s export), with its manifest's symbols widened to the copies. For each of
+(or ``--root``'s export), with its manifest's symbols widened to the copies. It follows
+the market twice, each time on a fresh replay and journal: by the kline streams (the
+replay's websocket server pushes each bar at its close; REST for what they lack, and
+the funding) and by REST polling alone; the ratio of the two is printed. For each of
 ``--bars`` bars the clock is moved past the bar's close; measured from the moment the
 replay confirms the close to the moment the journal has committed the bar's orders:
-the whole, and its parts (the exchange round trips of the poll, the live features and
-the model, the broker's step with the journal's commit). Target: p99 under 1 s. Also
+the whole, and its parts (the exchange: the pushes and requests; the live features and
+the model; the broker's step with the journal's commit). Target: p99 under 1 s. Also
 printed: the journal's size per day of trading (the file after the run, checkpointed,
 scaled to 24 bars) and the requests and weight per bar against the server's limit.
 Live, an hour passes between two bars and the minute's weight budget is whole again; here
@@ -21,8 +24,8 @@ they follow each other at once, so before each bar the script waits (unmeasured)
 the client's limiter has room for a bar's weight, and reports the limiter's waits inside
 the measured bars (0: the budget never held a bar back).
 
-    python bench/paper.py                          # 200 symbols, 48 bars
-    python bench/paper.py --symbols 50 --bars 24 --root /path/to/trained/root
+    python bench/paper.py                          # 200 symbols, 48 bars, both ways
+    python bench/paper.py --symbols 50 --bars 24 --mode streams --root /path/to/trained/root
 """
 
 from __future__ import annotations
@@ -71,12 +74,13 @@ def scaled_recording(data: Path, n: int):
 
 
 def replay_child(data: str, n: int, play_from: int, conn) -> None:
-    """The replay server (real rate limit) on a stepped clock, steered through ``conn``."""
+    """The replay server (real rate limit, kline streams) on a stepped clock, steered
+    through ``conn``."""
     from asterai.exchange.replay import ReplayServer
 
     rec = scaled_recording(Path(data), n)
-    with ReplayServer(rec, clock_speed=0, play_from_ms=play_from) as server:
-        conn.send((server.base_url, sorted(rec.symbols)))
+    with ReplayServer(rec, clock_speed=0, play_from_ms=play_from, streams=True) as server:
+        conn.send((server.base_url, server.ws_url, sorted(rec.symbols)))
         while True:
             cmd, arg = conn.recv()
             if cmd == "stop":
@@ -108,7 +112,9 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
     f._publish = timed_publish
     settings = trader.plan.settings
     async with AsterClient(settings.base_url, settings.exchange) as client:
-        await trader.cycle(client)  # the warm-up and the first bar
+        await trader.cycle(client)  # the warm-up and the first bar (and the streams opened)
+        while f.streams is not None and not f.streams.live:
+            await asyncio.sleep(0.05)
         times["features"].clear()
         lim = client.limiter
         need = 0
@@ -124,7 +130,7 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
             conn.send(("advance", HOUR))
             conn.recv()  # the bar has closed on the exchange's clock
             t0 = time.perf_counter()
-            await f.poll(client)
+            await f.follow(client)  # the pushed bars (REST for what they lack), or a poll
             t1 = time.perf_counter()
             trader._check_kill_file()
             done = trader._trade_new()
@@ -143,6 +149,8 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
                 file=sys.stderr, flush=True,
             )  # fmt: skip
         times["budget"] = [lim.budget]
+        times["pushed"] = [f.streams.state.pushed if f.streams is not None else 0]
+        await f.close_streams()
     return times
 
 
@@ -152,26 +160,65 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=48)
     parser.add_argument("--root", type=Path, default=None, help="a data root with an export")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--mode", choices=["streams", "rest", "both"], default="both",
+        help="follow the market by the kline streams, by REST polling, or both in turn "
+        "(each on its own replay; the ratio printed)",
+    )  # fmt: skip
     args = parser.parse_args()
     if recording_missing(args):
         return 2
-    import pandas as pd
     from live import trained_root
+
+    work = Path(tempfile.mkdtemp(prefix="asterai-bench-paper-"))
+    source = args.root or trained_root(args.data, work)
+    modes = ["streams", "rest"] if args.mode == "both" else [args.mode]
+    results = {m: measure(m, args, Path(source), work / m) for m in modes}
+    for m, out in results.items():
+        print(
+            f"paper trading ({m}), {out['symbols']} symbols, {args.bars} bars: close -> "
+            f"journal commit p50 {out['whole_p50_s'] * 1000:.0f} ms, p99 "
+            f"{out['whole_p99_s'] * 1000:.0f} ms ({out['p99_over_target']:.2f}x the "
+            f"{TARGET_S:g} s target)\n"
+            f"  parts (p50): the exchange ({'pushed bars, REST for what they lack' if m == 'streams' else 'REST poll'}) "
+            f"{out['poll_p50_s'] * 1000:.0f} ms, live features + model "
+            f"{out['features_and_model_p50_s'] * 1000:.0f} ms, broker step + journal commit "
+            f"{out['trade_and_commit_p50_s'] * 1000:.1f} ms\n"
+            f"  exchange: {out['requests_per_bar_p50']:.0f} requests a bar (p50), at most "
+            f"{out['weight_per_bar_max']} weight = "
+            f"{out['weight_per_bar_max'] / out['weight_budget_per_minute']:.2f}x the minute's "
+            f"budget of {out['weight_budget_per_minute']}; limiter waits in the measured bars: "
+            f"{out['limiter_waits_in_measured_bars']}; bars pushed: {out['pushed']}\n"
+            f"  journal: {out['journal_bytes_per_day'] / 1e6:.2f} MB per day of trading"
+        )
+    if len(results) == 2:
+        a, b = results["streams"], results["rest"]
+        print(
+            f"streams / REST polling, same replay and model: p50 "
+            f"{a['whole_p50_s'] / b['whole_p50_s']:.3f}x, p99 "
+            f"{a['whole_p99_s'] / b['whole_p99_s']:.3f}x, requests a bar "
+            f"{a['requests_per_bar_p50']:.0f} vs {b['requests_per_bar_p50']:.0f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def measure(mode: str, args, source: Path, root: Path) -> dict:
+    """One run of ``--bars`` bars, the trader following by ``mode``."""
+    import pandas as pd
 
     from asterai.config import load_settings
     from asterai.data.discovery import run_discovery
     from asterai.paper.trader import PaperTrader, prepare
     from asterai.paths import DataPaths
 
-    work = Path(tempfile.mkdtemp(prefix="asterai-bench-paper-"))
-    source = args.root or trained_root(args.data, work)
-    root = work / "paper"
     for part in ("models/confluence/onnx", "asterai.toml"):
-        if (Path(source) / part).is_dir():
-            shutil.copytree(Path(source) / part, root / part)
-        elif (Path(source) / part).exists():
+        if (source / part).is_dir():
+            shutil.copytree(source / part, root / part)
+        elif (source / part).exists():
             root.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(source) / part, root / part)
+            shutil.copy(source / part, root / part)
     # start where every recorded symbol but the late listings has two weeks behind it
     start = int(pd.Timestamp("2025-10-01T04:00:01Z").value // 1_000_000)
     ctx = mp.get_context("spawn")
@@ -179,12 +226,15 @@ def main() -> int:
     proc = ctx.Process(target=replay_child, args=(str(args.data), args.symbols, start, child))
     proc.start()
     try:
-        url, names = parent.recv()
+        url, ws_url, names = parent.recv()
         manifest_path = root / "models/confluence/onnx/manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["service"]["symbols"] = names  # the copies, as if trained on them
         manifest_path.write_text(json.dumps(manifest, indent=2))
-        settings = load_settings(root, base_url=url, paper={"daily_loss_limit": 0.0})
+        settings = load_settings(
+            root, base_url=url, ws_url=ws_url if mode == "streams" else "off",
+            paper={"daily_loss_limit": 0.0},
+        )  # fmt: skip
         run_discovery(settings)  # the copies' filters, from the replay's exchangeInfo
         trader = PaperTrader(prepare(settings), clock_rate=0, retry_s=1.0)
         t0 = time.perf_counter()
@@ -196,44 +246,28 @@ def main() -> int:
         proc.join(30)
         if proc.is_alive():
             proc.kill()
-    journal = DataPaths.at(root).paper_journal
-    size = journal.stat().st_size
-    per_day = size / (args.bars + 1) * 24
+    size = DataPaths.at(root).paper_journal.stat().st_size
     p99 = pct(times["whole"], 99)
-    out = {
+    return {
+        "mode": mode,
         "symbols": len(names),
         "bars": args.bars,
         "whole_p50_s": pct(times["whole"], 50),
         "whole_p99_s": p99,
+        "whole_max_s": max(times["whole"]),
         "poll_p50_s": pct(times["poll"], 50),
         "features_and_model_p50_s": pct(times["features"], 50),
         "trade_and_commit_p50_s": pct(times["trade"], 50),
         "target_s": TARGET_S,
         "p99_over_target": p99 / TARGET_S,
-        "journal_bytes_per_day": per_day,
+        "journal_bytes_per_day": size / (args.bars + 1) * 24,
         "requests_per_bar_p50": pct(times["requests"], 50),
         "weight_per_bar_max": max(times["weight"]),
         "weight_budget_per_minute": times["budget"][0],
         "limiter_waits_in_measured_bars": int(sum(times["limiter_waits"])),
+        "pushed": times["pushed"][0],
         "run_s": total,
     }
-    print(
-        f"paper trading, {len(names)} symbols, {args.bars} bars: close -> journal commit "
-        f"p50 {out['whole_p50_s'] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
-        f"({out['p99_over_target']:.2f}x the {TARGET_S:g} s target)\n"
-        f"  parts (p50): exchange round trips {out['poll_p50_s'] * 1000:.0f} ms, live features"
-        f" + model {out['features_and_model_p50_s'] * 1000:.0f} ms, broker step + journal "
-        f"commit {out['trade_and_commit_p50_s'] * 1000:.1f} ms\n"
-        f"  exchange: {out['requests_per_bar_p50']:.0f} requests a bar (p50), at most "
-        f"{out['weight_per_bar_max']} weight = {out['weight_per_bar_max'] / out['weight_budget_per_minute']:.2f}"
-        f"x the minute's budget of {out['weight_budget_per_minute']}; limiter waits in the "
-        f"measured bars: {out['limiter_waits_in_measured_bars']}\n"
-        f"  journal: {size / 1e6:.2f} MB for {args.bars + 1} bars = {per_day / 1e6:.2f} MB "
-        f"per day of trading"
-    )
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

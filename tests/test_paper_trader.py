@@ -48,11 +48,11 @@ def paper_root(exported_root: Path, tmp: Path, **paper) -> Path:
     return root
 
 
-def replay_at(recording, first_bar_ms: int = START):
+def replay_at(recording, first_bar_ms: int = START, streams: bool = False):
     from asterai.exchange.replay import ReplayServer
 
     return ReplayServer(recording, clock_speed=0, play_from_ms=first_bar_ms + HOUR + AFTER_CLOSE,
-                        weight_limit=10**9)  # fmt: skip
+                        weight_limit=10**9, streams=streams)  # fmt: skip
 
 
 def trader_for(root: Path, replay, **overrides):
@@ -355,6 +355,57 @@ def test_a_symbols_late_bar_is_waited_for_then_the_bar_is_traded_without_it(
     assert prices["cause"].str.startswith("no bar when traded").all()
 
 
+def test_bars_pushed_by_the_kline_streams_trade_as_polled_ones_and_a_dropped_stream_loses_none(
+    two_weeks, exported_root, recording, tmp_path
+) -> None:
+    """With the replay's websocket kline streams, each closed bar comes pushed, without
+    a klines request; when the exchange drops the streams, the bars meanwhile come from
+    REST and the reopened streams go on: every bar once, the account the polled one's."""
+    # on a stepped clock the streams are waited for this long before REST is asked
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0, poll_delay_s=0.5)
+    polls = 14
+    with replay_at(recording, streams=True) as replay:
+        trader = trader_for(root, replay, ws_url=replay.ws_url)
+        f = trader.follower
+        klines = []
+
+        async def go() -> list[list[int]]:
+            settings = trader.plan.settings
+            async with AsterClient(settings.base_url, settings.exchange) as client:
+                done = [await trader.cycle(client)]  # the warm-up (REST), bar 0
+                while not (f.streams and f.streams.live):
+                    await asyncio.sleep(0.01)
+                for k in range(1, polls):
+                    if k == 7:
+                        assert replay.drop_streams() == 1  # before bar 7 closes
+                    before = replay.stats.paths.get("/fapi/v1/klines", 0)
+                    replay.clock.advance(HOUR)
+                    done.append(await trader.cycle(client))
+                    klines.append(replay.stats.paths.get("/fapi/v1/klines", 0) - before)
+                    if k == 7:  # reopened before the next bar
+                        while not f.streams.live:
+                            await asyncio.sleep(0.01)
+                await f.close_streams()
+            return done
+
+        done = asyncio.run(go())
+        trader.close()
+    assert [t for d in done for t in d] == list(range(polls))
+    # pushed bars needed no klines request but for the symbols not listed yet (their
+    # first bar is asked from REST); the bar after the drop was asked from REST for
+    # every symbol, then the reopened streams pushed again
+    assert f.unlisted == {"2ZUSDT", "4USDT"}
+    assert klines[:6] == [2] * 6, klines
+    assert klines[6] >= 15 - 2, klines
+    assert klines[7:] == [2] * (polls - 8), klines
+    keep = "t, late, equity, cash, open_positions, notional, symbols_with_bar, signals"
+    sql = f"SELECT {keep} FROM bars WHERE t < {polls} ORDER BY t"
+    assert journal_rows(root, sql) == journal_rows(two_weeks, sql)
+    for table in ("trades", "fills", "orders", "positions", "bar_inputs"):
+        sql = f"SELECT * FROM {table} WHERE t < {polls} ORDER BY t, symbol"
+        assert journal_rows(root, sql) == journal_rows(two_weeks, sql), table
+
+
 def test_the_kill_switch_flattens_at_the_next_open_and_stops(
     two_weeks, exported_root, recording, tmp_path
 ) -> None:
@@ -590,3 +641,69 @@ def test_a_kill_switch_asked_before_a_crash_still_flattens_at_the_next_open(
     bars = journal_rows(root, "SELECT t, kill, open_positions FROM bars ORDER BY t")
     assert [b["kill"] for b in bars] == [0, 0, 0, 1] and bars[-1]["open_positions"] == 0
     assert bars[2]["open_positions"] > 0
+
+
+def test_asterai_paper_keeps_pace_with_a_replay_played_at_its_clock_rate(
+    exported_root, recording, tmp_path
+) -> None:
+    """``asterai replay --speed 600`` and ``asterai paper --clock-rate 600 --ws-url``, two
+    processes as a user runs them: bars close every 6 s, each is pushed, traded on time
+    and journaled once, in order; SIGTERM flattens at the next open and stops."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # at 600x, the 120 s delay is 0.2 s of real time: the trader must keep up
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    play_from = pd.Timestamp(START + HOUR + AFTER_CLOSE, unit="ms", tz="UTC").isoformat()
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "asterai.cli", "replay", "--data", str(recording.folder),
+         "--port", "0", "--play-from", play_from, "--speed", "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+    )  # fmt: skip
+    trader = None
+    try:
+        urls = {}
+        for line in replay.stdout:
+            if m := re.search(r"serving at (http://\S+)", line):
+                urls["rest"] = m.group(1)
+            if m := re.search(r"kline streams at (ws://\S+)", line):
+                urls["ws"] = m.group(1)
+                break
+        trader = subprocess.Popen(
+            [sys.executable, "-m", "asterai.cli", "paper", "--data-root", str(root),
+             "--base-url", urls["rest"], "--ws-url", urls["ws"], "--clock-rate", "600"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        first = -1
+        deadline = time.monotonic() + 120
+        while _journaled(root) < 0:
+            assert trader.poll() is None, trader.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no bar journaled"
+            time.sleep(0.05)
+        first = _journaled(root)
+        _wait_for(root, first + 4, trader, seconds=90)
+        trader.send_signal(signal.SIGTERM)  # the kill switch
+        out, _ = trader.communicate(timeout=60)
+        assert trader.returncode == 0, out.decode()[-3000:]
+        assert "kill switch flattened" in out.decode()
+    finally:
+        for proc in (trader, replay):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+    bars = journal_rows(root, "SELECT * FROM bars ORDER BY t")
+    opens = [b["open_ms"] for b in bars]
+    assert opens == list(range(opens[0], opens[0] + len(bars) * HOUR, HOUR))  # once, in order
+    assert bars[-1]["kill"] == 1 and bars[-1]["open_positions"] == 0
+    # every bar after the first traded within the delay of its close; the first, the
+    # warm-up's, is late when the warm-up took over 0.2 s (two exchange minutes)
+    assert not any(b["late"] for b in bars[1:]), [(b["t"], b["late"]) for b in bars]
+    for b in bars:
+        after = b["seen_ms"] - (b["open_ms"] + HOUR - 1)
+        assert after >= 0 and bool(b["late"]) == (after > 120_000)
+        assert b["signals"] == 0 or not b["late"]

@@ -203,6 +203,75 @@ def test_played_forward_bars_close_on_the_clock_and_only_closed_bars_are_served(
             srv.clock.set(start)
 
 
+def drain(ws, wait_s: float = 0.5) -> dict[str, list[dict]]:
+    """What a stream connection receives until it is quiet for ``wait_s``, by stream."""
+    out: dict[str, list[dict]] = {}
+    while True:
+        try:
+            m = json.loads(ws.recv(timeout=wait_s))
+        except TimeoutError:
+            return out
+        out.setdefault(m["stream"], []).append(m["data"])
+
+
+def test_kline_streams_push_each_bar_once_at_its_close_as_rest_serves_it(rec):
+    """The replay's websocket kline streams: a bar is pushed when it closes on the
+    clock (never an open bar, never one closed before the connection), once, with the
+    values REST serves for it; a symbol's lag holds it back on both; unknown or too
+    many streams are refused; ``drop_streams`` closes the connections."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    df = frame("BTCUSDT", "1h")
+    t = df.open_time.to_numpy()
+    start = int(t[500]) + 5_000  # bar 499 closed 5 s ago, bar 500 is open
+    with (
+        ReplayServer(rec, play_from_ms=start, clock_speed=0, streams=True) as srv,
+        httpx.Client(base_url=srv.base_url) as c,
+    ):
+        names = "btcusdt@kline_1h/ethusdt@kline_1h/btcusdt@kline_4h"
+        with connect(f"{srv.ws_url}/stream?streams={names}") as ws:
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.3)  # bar 499 closed before the connection: history
+            srv.clock.advance(3_600_000)  # bar 500 closes
+            got = [json.loads(ws.recv(timeout=5)) for _ in range(2)]
+            assert sorted(m["stream"] for m in got) == ["btcusdt@kline_1h", "ethusdt@kline_1h"]
+            btc = next(m["data"] for m in got if m["stream"] == "btcusdt@kline_1h")
+            rest = get_json(c, KL, symbol="BTCUSDT", interval="1h", limit=1)[0]
+            k = btc["k"]
+            assert btc["e"] == "kline" and btc["s"] == "BTCUSDT" and k["x"] is True
+            assert btc["E"] == start + 3_600_000  # the exchange's time at the push
+            assert [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"],
+                    k["V"], k["Q"]] == rest[:11]  # fmt: skip
+            assert int(k["t"]) == t[500] and k["n"] is None and k["Q"] is None  # unrecorded
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.3)  # pushed once
+            # a lagging symbol: neither REST nor its stream has its bar before the lag
+            srv.clock.lag("ETHUSDT", 20_000)
+            srv.clock.advance(3_600_000)  # bar 501 closes (and maybe a 4h bar)
+            pushed = drain(ws)
+            assert "btcusdt@kline_1h" in pushed and "ethusdt@kline_1h" not in pushed
+            eth = get_json(c, KL, symbol="ETHUSDT", interval="1h", limit=1)[0]
+            assert int(eth[0]) == t[500]
+            srv.clock.advance(20_000)
+            late = drain(ws)
+            assert list(late) == ["ethusdt@kline_1h"]
+            assert [int(m["k"]["t"]) for m in late["ethusdt@kline_1h"]] == [t[501]]
+            assert srv.stream_connections == 1
+            assert srv.drop_streams() == 1
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ws.recv(timeout=5)
+        for bad, why in [("/stream?streams=foousdt@kline_1h", "Invalid stream"),
+                         ("/stream?streams=BTCUSDT@kline_1h", "Invalid stream"),
+                         ("/stream?streams=" + "/".join(["btcusdt@kline_1h"] * 201), "at most 200")]:  # fmt: skip
+            with connect(srv.ws_url + bad) as ws, pytest.raises(ConnectionClosed) as err:
+                ws.recv(timeout=5)
+            assert err.value.rcvd.code == 1008 and why in err.value.rcvd.reason
+    with pytest.raises(ValueError, match="running clock"):
+        ReplayServer(rec, streams=True)
+
+
 def test_a_running_play_clock_advances_at_its_speed(rec):
     start = LAST_1H - 10 * 3_600_000
     with (

@@ -35,6 +35,8 @@ from asterai.intervals import parse_intervals
 from asterai.limits import OPTIMAL_KLINE_PAGE
 
 REAL_EXCHANGE_URL = "https://fapi.asterdex.com"
+#: the real exchange's websocket market streams (its REST base URL's companion)
+REAL_STREAM_URL = "wss://fstream.asterdex.com"
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
 
@@ -562,6 +564,12 @@ class Settings(BaseSettings):
 
     data_root: Path = Path(".")
     base_url: str = REAL_EXCHANGE_URL
+    ws_url: str | None = Field(
+        None,
+        description="the exchange's websocket streams, for closed klines pushed at their "
+        "close (default: the real exchange's with the real REST URL; none with another "
+        "REST URL, so a replay is never mixed with the live market; 'off': REST only)",
+    )
     api_key: SecretStr | None = Field(None, exclude=True, repr=False)
     api_secret: SecretStr | None = Field(None, exclude=True, repr=False)
     exchange: ExchangeSettings = ExchangeSettings()
@@ -600,6 +608,26 @@ class Settings(BaseSettings):
                 "and provenance); API keys come from ASTERAI_API_KEY / ASTERAI_API_SECRET"
             )
         return value
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if value != "off" and not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"ws_url must start with ws:// or wss:// (or be 'off'), got {value!r}")
+        if "@" in urlsplit(value).netloc:
+            raise ValueError("the websocket URL must not carry credentials")
+        return value
+
+    def streams_url(self) -> str | None:
+        """Where to open the kline streams, or None (REST only)."""
+        if self.ws_url == "off":
+            return None
+        if self.ws_url is not None:
+            return self.ws_url
+        return REAL_STREAM_URL if self.base_url == REAL_EXCHANGE_URL else None
 
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to write into reports: no credentials (the API keys left out, a

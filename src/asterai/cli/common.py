@@ -80,6 +80,10 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         configure_logging(verbose)
         overrides = kwargs.pop("_overrides", {})
+        if kwargs.get("ws_url") is not None:
+            overrides["ws_url"] = kwargs.pop("ws_url")
+        else:
+            kwargs.pop("ws_url", None)
         params = kwargs.pop("params", None)
         if params is not None:
             overrides = with_params(overrides, params, kwargs.get("model"))
@@ -114,6 +118,18 @@ def section_overrides(settings: Settings, section: str, **given: Any) -> Setting
         return settings.model_copy(update={section: type(current).model_validate(raw)})
     except ValueError as err:
         raise click.UsageError(str(err)) from err
+
+
+def ws_url_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--ws-url URL: the exchange's websocket streams (put it outside ``common_options``;
+    that wrapper applies it)."""
+    return click.option(
+        "--ws-url",
+        default=None,
+        help="The exchange's websocket streams, for closed bars pushed at their close "
+        "(default: ASTERAI_WS_URL, asterai.toml's ws_url, the real exchange's with the real "
+        "--base-url, none with another: then REST polling only; 'off': REST only).",
+    )(func)
 
 
 def with_params(overrides: dict[str, Any], path: Path, model: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from asterai.cli.common import StepFailed, common_options, rich_console
+from asterai.cli.common import StepFailed, common_options, rich_console, ws_url_option
 from asterai.config import Settings
 
 MODELS = {"confluence": "confluence", "aster-native": "aster_native"}
@@ -90,6 +90,7 @@ TOKEN_ENV = "ASTERAI_SERVE_TOKEN"
 )
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
               help="onnxruntime threads per prediction.")  # fmt: skip
+@ws_url_option
 @common_options
 def serve(
     settings: Settings,
@@ -105,9 +106,10 @@ def serve(
 
     \b
     It follows the market itself: at start it fetches each symbol's last bars from
-    the exchange (--base-url; the collector's client and rate limiter), then after
-    every bar's close polls the closed bars, computes the newest bar's features and
-    publishes the signals. Endpoints: GET /health (no token), GET /v1/models,
+    the exchange (--base-url; the collector's client and rate limiter), then takes
+    each bar's closed klines as the exchange's websocket streams push them (--ws-url;
+    REST for what they lack) or, without streams, polls them after every close,
+    computes the newest bar's features and publishes the signals. Endpoints: GET /health (no token), GET /v1/models,
     GET /v1/signals, POST /v1/predict, GET /v1/openapi.json.
 
     \b
@@ -150,6 +152,7 @@ def serve(
     click.echo(
         f"asterai serve: {name} ({folder}) on http://{host}:{port}, "
         f"{'following ' + settings.base_url if follower else 'predict only'}"
+        f"{' and ' + settings.streams_url() if follower and settings.streams_url() else ''}"
         f"{'' if token else ', NO TOKEN (loopback only)'}",
         err=True,
     )

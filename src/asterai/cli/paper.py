@@ -17,6 +17,7 @@ from asterai.cli.common import (
     params_option,
     rich_console,
     section_overrides,
+    ws_url_option,
 )
 from asterai.config import Settings
 
@@ -49,6 +50,7 @@ from asterai.config import Settings
     help="Against `asterai replay --play-from ... --speed X`: the same X. 0: a replay "
     "whose clock is stepped by hand (poll every 0.2 s).",
 )  # fmt: skip
+@ws_url_option
 @params_option
 @common_options
 def paper(
@@ -67,12 +69,14 @@ def paper(
     The account (strategy.capital, risk, positions limit, fees, slippage, funding,
     stops, targets, time limit, liquidation, the drawdown breaker) is the backtest's:
     every closed bar goes through the backtest's own per-bar step. It follows the
-    market as `asterai serve` does (REST after each close, through the rate limiter),
-    and journals every bar, signal, order, fill, rejection, position, funding payment
-    and equity point in data/paper/journal.sqlite, one transaction per bar. Run it
-    again after a stop or a crash: the account is rebuilt from the journal and the
-    bars missed meanwhile are traded in order, as late bars (their exits and stops
-    apply, their signals open nothing).
+    market as `asterai serve` does: each closed bar as the exchange's websocket kline
+    streams push it (the real exchange's by default; --ws-url for a replay's), REST
+    (through the rate limiter) for what they lack, or REST polling after each close
+    without streams. It journals every bar, signal, order, fill, rejection, position,
+    funding payment and equity point in data/paper/journal.sqlite, one transaction
+    per bar. Run it again after a stop or a crash: the account is rebuilt from the
+    journal and the bars missed meanwhile are fetched and traded in order, as late
+    bars (their exits and stops apply, their signals open nothing).
 
     \b
     Risk controls: the drawdown breaker; a daily loss limit; stale data (a bar

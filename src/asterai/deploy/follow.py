@@ -38,6 +38,8 @@ from asterai.deploy.runtime import OnnxModel
 from asterai.deploy.signals import LiveSignals
 from asterai.exchange.client import AsterClient, parse_funding, parse_klines
 from asterai.exchange.errors import ExchangeError
+from asterai.exchange.streams import KlineStreams
+from asterai.exchange.weights import FUNDING_MAX_LIMIT
 from asterai.features.build import unknown_listings
 from asterai.features.types import SymbolInput
 from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
@@ -52,6 +54,57 @@ POLL_ROWS = 5
 BAR_SIGNALS = 48
 #: how long after a bar's close a symbol's missing bar of it is polled for again
 LATE_WINDOW_MS = 10 * 60_000
+
+
+class _Bars:
+    """Closed bars to hand over, by (interval, open time): the symbols and their
+    fields (``live.COLUMNS``), one list entry per symbol."""
+
+    def __init__(self) -> None:
+        self.by_time: dict[tuple[str, int], tuple[list[str], dict[str, list[float]]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.by_time)
+
+    def add(self, symbol: str, interval: str, cols: dict[str, np.ndarray]) -> None:
+        for i, t in enumerate(cols["open_time"]):
+            names, got = self.by_time.setdefault(
+                (interval, int(t)), ([], {f: [] for f in COLUMNS})
+            )
+            if symbol in names:  # REST and a push brought the same bar: once
+                continue
+            names.append(symbol)
+            for name, column in COLUMNS.items():
+                got[name].append(cols[column][i])
+
+    def in_time_order(self) -> list[tuple[tuple[str, int], tuple[list[str], dict]]]:
+        return sorted(self.by_time.items(), key=lambda kv: kv[0][1])
+
+
+class _Pushed:
+    """Closed bars pushed by the streams, not taken yet: (symbol, interval, open time)
+    to the bar's columns."""
+
+    def __init__(self) -> None:
+        self.bars: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+
+    def add(self, symbol: str, interval: str, cols: dict[str, np.ndarray]) -> None:
+        self.bars[(symbol, interval, int(cols["open_time"][0]))] = cols
+
+    def has(self, symbol: str, interval: str, t: int) -> bool:
+        return (symbol, interval, t) in self.bars
+
+    def take(self, symbol: str, interval: str, t: int) -> dict[str, np.ndarray] | None:
+        return self.bars.pop((symbol, interval, t), None)
+
+    def prune(self, live: LiveFeatures, taken: _Bars) -> None:
+        """Drop what is held now or is about to be (a repeat)."""
+        for key in list(self.bars):
+            symbol, interval, t = key
+            held = live.rings[interval].symbol_last(live.index[symbol])
+            names = taken.by_time.get((interval, t), ([], {}))[0]
+            if (held is not None and t <= held) or symbol in names:
+                del self.bars[key]
 
 
 class Clock:
@@ -175,6 +228,14 @@ class Follower:
         #: ``tradeable_at``'s answers since the held bars last changed (the service and
         #: the paper trader both ask for each new bar)
         self._codes: dict[int, np.ndarray] = {}
+        #: the kline streams (``start_streams``), their closed bars not taken yet, and
+        #: an event set when one comes
+        self.ws_url = settings.streams_url()
+        self.streams: KlineStreams | None = None
+        self.pushed = _Pushed()
+        self.pushed_event: asyncio.Event | None = None
+        self._streams_task: asyncio.Task | None = None
+        self._streams_stop: asyncio.Event | None = None
 
     # -- the exchange ---------------------------------------------------------------
 
@@ -303,7 +364,23 @@ class Follower:
             return False
         # a new bar: every symbol; otherwise only those still without the newest bar
         polled = self.live.symbols if due else late
-        before = self._with_newest()
+        wanted = [(s, iv) for s in polled for iv in self.intervals if self._due_for(s, iv, now)]
+        bars = _Bars()
+        await self._fetch(client, wanted, now, bars)
+        return await self._ingest(client, bars, now, due)
+
+    def _due_for(self, symbol: str, interval: str, now: int) -> bool:
+        """A bar of ``interval`` newer than the held one has closed (or none held; a
+        symbol not listed yet is asked for its base bars only)."""
+        if symbol in self.unlisted and interval != self.fs.base_interval:
+            return False
+        held = self.live.rings[interval].symbol_last(self.live.index[symbol])
+        return held is None or held + 2 * INTERVAL_MS[interval] - 1 < now
+
+    async def _fetch(
+        self, client: AsterClient, wanted: list[tuple[str, str]], now: int, bars: _Bars
+    ) -> None:
+        """REST: the closed bars of each (symbol, interval) after its newest held one."""
 
         async def one(symbol: str, interval: str) -> tuple[str, str, dict[str, np.ndarray]]:
             held = self.live.rings[interval].symbol_last(self.live.index[symbol])
@@ -313,24 +390,17 @@ class Follower:
             )
             return symbol, interval, cols
 
-        def due_for(symbol: str, interval: str) -> bool:
-            """A bar of ``interval`` newer than the held one has closed (or none held;
-            a symbol not listed yet is asked for its base bars only)."""
-            if symbol in self.unlisted and interval != self.fs.base_interval:
-                return False
-            held = self.live.rings[interval].symbol_last(self.live.index[symbol])
-            return held is None or held + 2 * INTERVAL_MS[interval] - 1 < now
+        for symbol, interval, cols in await gather_or_cancel(one(s, iv) for s, iv in wanted):
+            bars.add(symbol, interval, cols)
 
-        jobs = [one(s, iv) for s in polled for iv in self.intervals if due_for(s, iv)]
-        # one hand-over per bar time, all its symbols at once, in time order
-        bars: dict[tuple[str, int], tuple[list[str], dict[str, list[float]]]] = {}
-        for symbol, interval, cols in await gather_or_cancel(jobs):
-            for i, t in enumerate(cols["open_time"]):
-                names, got = bars.setdefault((interval, int(t)), ([], {f: [] for f in COLUMNS}))
-                names.append(symbol)
-                for name, column in COLUMNS.items():
-                    got[name].append(cols[column][i])
-        for (interval, t), (names, got) in sorted(bars.items(), key=lambda kv: kv[0][1]):
+    async def _ingest(self, client: AsterClient, bars: _Bars, now: int, due: bool) -> bool:
+        """Hand ``bars`` to the live features (one hand-over per bar time, all its
+        symbols at once, in time order), follow new listings, poll the funding due
+        (``due``: a new base bar has closed) and publish the new bars' signals."""
+        assert self.live is not None
+        newest = self.live.newest_time()
+        before = self._with_newest()
+        for (interval, t), (names, got) in bars.in_time_order():
             values = {f: np.asarray(v, dtype=float) for f, v in got.items()}
             self.live.add_closed(interval, t, names, values)
         if bars:
@@ -339,30 +409,8 @@ class Follower:
         listed = [s for s in self.unlisted if base.symbol_last(self.live.index[s]) is not None]
         if listed:
             await self._listed(client, sorted(listed))
-
-        def held_funding(symbol: str) -> int | None:
-            have = self.live.funding[self.live.index[symbol]]
-            return int(have[0][-1]) if have is not None and len(have[0]) else None
-
-        async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
-            last = held_funding(symbol)
-            start = None if last is None else last + 1
-            return symbol, parse_funding((await client.funding_rate(symbol, start_ms=start)).data)
-
-        upcoming = await self._upcoming_funding(client) if due else {}
-        for symbol, rates in await gather_or_cancel(
-            rates_of(s) for s in (self._funding_due(now) if due else [])
-        ):
-            keep = rates["funding_time"] <= now
-            if keep.any():
-                self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
-        for symbol in self.live.symbols if due else []:
-            awaited, last = self.next_funding.get(symbol), held_funding(symbol)
-            if awaited is None or (last is not None and last >= awaited):
-                if symbol in upcoming:
-                    self.next_funding[symbol] = upcoming[symbol]
-                else:
-                    self.next_funding.pop(symbol, None)
+        if due:
+            await self._poll_funding(client, now)
         if self.live.newest_time() != newest or self._with_newest() > before:
             for t in base.panel().times:
                 if newest is None or t > newest:
@@ -370,6 +418,59 @@ class Follower:
             await asyncio.to_thread(self._publish, newest)
             return True
         return False
+
+    def _held_funding(self, symbol: str) -> int | None:
+        have = self.live.funding[self.live.index[symbol]]
+        return int(have[0][-1]) if have is not None and len(have[0]) else None
+
+    async def _poll_funding(self, client: AsterClient, now: int) -> None:
+        """The funding rates settled since each symbol's newest held one (the last two
+        bars' for a symbol that holds none), for the symbols whose awaited settlement
+        has passed or that await none: one ``fundingRate`` request for the whole market
+        (a page of at most ``FUNDING_MAX_LIMIT`` rates; a full page, the exchange having
+        been away long, falls back to one request a symbol); then the next
+        settlements, from ``premiumIndex`` (one request), for the symbols whose awaited
+        rate has come or that await none."""
+        assert self.live is not None
+        due = self._funding_due(now)
+        if not due:
+            return
+        since = {}
+        for s in due:
+            last = self._held_funding(s)
+            since[s] = last + 1 if last is not None else now - 2 * self.step
+        got: dict[str, dict[str, np.ndarray]] = {}
+        rows = (await client.funding_rate(
+            None, start_ms=min(since.values()), end_ms=now, limit=FUNDING_MAX_LIMIT
+        )).data  # fmt: skip
+        if isinstance(rows, list) and len(rows) < FUNDING_MAX_LIMIT:
+            mine: dict[str, list] = {}
+            for row in rows:
+                if isinstance(row, dict) and row.get("symbol") in since:
+                    mine.setdefault(row["symbol"], []).append(row)
+            got = {s: parse_funding(r) for s, r in mine.items()}
+        else:
+
+            async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
+                reply = await client.funding_rate(symbol, start_ms=since[symbol], end_ms=now)
+                return symbol, parse_funding(reply.data)
+
+            got = dict(await gather_or_cancel(rates_of(s) for s in due))
+        for symbol, rates in got.items():
+            keep = (rates["funding_time"] <= now) & (rates["funding_time"] >= since[symbol])
+            if keep.any():
+                self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
+        stale = [s for s in self.live.symbols
+                 if self.next_funding.get(s) is None
+                 or (self._held_funding(s) or -1) >= self.next_funding[s]]  # fmt: skip
+        if not stale:
+            return
+        upcoming = await self._upcoming_funding(client)
+        for symbol in stale:
+            if symbol in upcoming:
+                self.next_funding[symbol] = upcoming[symbol]
+            else:
+                self.next_funding.pop(symbol, None)
 
     async def _upcoming_funding(self, client: AsterClient) -> dict[str, int]:
         """Every symbol's next funding settlement, from one ``premiumIndex`` request."""
@@ -386,6 +487,154 @@ class Follower:
         has passed (and stays awaited until its rate has come)."""
         return [s for s in self.live.symbols
                 if self.next_funding.get(s) is None or self.next_funding[s] <= now]  # fmt: skip
+
+    # -- the kline streams ------------------------------------------------------------
+
+    def on_pushed(self, symbol: str, interval: str, cols: dict[str, np.ndarray],
+                  event_ms: int) -> None:  # fmt: skip
+        """A closed kline from the streams (``exchange.streams``): kept until it is
+        taken (``take_pushed``) if it is newer than the symbol's held bars; an
+        impossible bar is refused, as from REST."""
+        if self.live is None or symbol not in self.live.index or interval not in self.intervals:
+            return
+        now = self.clock.now_ms()
+        if event_ms and (now is None or event_ms > now):
+            self.clock.sync(event_ms)  # the exchange's clock, as its event says
+        refused, broken = refused_rows(cols)
+        if refused.any():
+            self.state.refused_bars += 1
+            log.warning("%s %s: a pushed bar refused (%s; at %s)", symbol, interval,
+                        ", ".join(broken), iso_ms(int(cols["open_time"][0])))  # fmt: skip
+            return
+        t = int(cols["open_time"][0])
+        held = self.live.rings[interval].symbol_last(self.live.index[symbol])
+        if held is not None and t <= held:
+            return  # held already: a repeat after a reconnect
+        self.pushed.add(symbol, interval, cols)
+        self.pushed_event.set()
+
+    def _push_ready(self, now: int) -> bool:
+        """The streams have pushed the next bar of every symbol that holds the newest
+        one, in every timeframe whose next bar has closed (a symbol behind the others,
+        or not listed yet, is asked from REST when the bars are taken)."""
+        assert self.live is not None
+        newest = self.live.newest_time()
+        if newest is None or not newest + 2 * self.step - 1 < now:
+            return False
+        for iv in self.intervals:
+            ring, step = self.live.rings[iv], INTERVAL_MS[iv]
+            for s in self.live.symbols:
+                held = ring.symbol_last(self.live.index[s])
+                if held is None or s in self.unlisted:
+                    continue
+                if iv == self.fs.base_interval and held != newest:
+                    continue
+                if held + 2 * step - 1 < now and not self.pushed.has(s, iv, held + step):
+                    return False
+        return True
+
+    async def take_pushed(self, client: AsterClient, ask_time: bool = False) -> bool:
+        """The pushed bars that extend each symbol's held ones by exactly one step at a
+        time (REST history stays the reference: a bar after a gap is not taken), plus,
+        from REST, every due bar the streams have not pushed (a gap, a lost message, a
+        symbol late or not listed yet); then as ``poll``."""
+        assert self.live is not None
+        now = self.clock.now_ms()
+        if ask_time or now is None:
+            now = await self._now(client)
+        self.state.last_poll_ms = now
+        self.state.polls += 1
+        newest = self.live.newest_time()
+        due = newest is None or newest + 2 * self.step - 1 < now
+        bars, wanted = _Bars(), []
+        for iv in self.intervals:
+            ring, step = self.live.rings[iv], INTERVAL_MS[iv]
+            for s in self.live.symbols:
+                held = ring.symbol_last(self.live.index[s])
+                if held is not None:
+                    t = held + step
+                    while (got := self.pushed.take(s, iv, t)) is not None:
+                        bars.add(s, iv, got)
+                        held, t = t, t + step
+                if (s not in self.unlisted or iv == self.fs.base_interval) and (
+                    held is None or held + 2 * step - 1 < now
+                ):
+                    wanted.append((s, iv))
+        self.pushed.prune(self.live, bars)
+        self.pushed_event.clear()
+        if wanted and (due or self._late(now)):
+            await self._fetch(client, wanted, now, bars)
+        return await self._ingest(client, bars, now, due)
+
+    async def follow(self, client: AsterClient) -> bool:
+        """One step of following: with the streams open, wait until they have pushed
+        the bars due (at most until ``poll_delay_s`` after the close, or that many
+        seconds on a stepped clock) and take them, REST filling in the rest (after a
+        wait that ended without them, the exchange's clock is asked first: the streams
+        may have stopped without a word); without them (none configured, or not all
+        connected), ``poll``."""
+        s = self.streams
+        if s is None or not s.live:
+            return await self.poll(client)
+        deadline = time.monotonic() + self._push_wait_s()
+        ready = self._push_ready(self.clock.now_ms() or 0)
+        while not ready:
+            left = deadline - time.monotonic()
+            if left <= 0 or not s.live:
+                break
+            self.pushed_event.clear()
+            try:
+                await asyncio.wait_for(self.pushed_event.wait(), timeout=left)
+            except TimeoutError:
+                break
+            ready = self._push_ready(self.clock.now_ms() or 0)
+        return await self.take_pushed(client, ask_time=not ready)
+
+    def _push_wait_s(self) -> float:
+        """Local seconds until REST is asked for what the streams have not pushed."""
+        now, newest = self.clock.now_ms(), self.live.newest_time()
+        if now is None or newest is None or self.clock.rate == 0:
+            return self.poll_delay_s
+        if self._late(now):
+            return min(self.retry_s, self.poll_delay_s)
+        ms = newest + 2 * self.step - 1 + int(self.poll_delay_s * 1000) - now
+        return max(ms / 1000 / self.clock.rate, 0.0)
+
+    def start_streams(self) -> None:
+        """Open the kline streams of every followed symbol and timeframe (after the
+        warm-up; nothing when no stream URL is configured)."""
+        if self.ws_url is None or self.streams is not None or self.live is None:
+            return
+        pairs = [(s, iv) for s in self.live.symbols for iv in self.intervals]
+        ex = self.settings.exchange
+        self.pushed_event = asyncio.Event()
+        self.streams = KlineStreams(
+            self.ws_url, pairs, self.on_pushed, backoff_base_s=ex.backoff_base_s,
+            backoff_max_s=ex.backoff_max_s, open_timeout_s=ex.timeout_s,
+        )  # fmt: skip
+        self._streams_stop = asyncio.Event()
+        self._streams_task = asyncio.create_task(self.streams.run(self._streams_stop))
+
+    async def close_streams(self) -> None:
+        if self._streams_task is None:
+            return
+        self._streams_stop.set()
+        await asyncio.gather(self._streams_task, return_exceptions=True)
+        self._streams_task = self._streams_stop = None
+        self.streams = None
+
+    async def wait_next(self, stop: asyncio.Event, wait_s: float) -> None:
+        """Until ``stop`` is set, ``wait_s`` seconds pass, or (the streams open) a bar
+        is pushed."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if self.streams is not None and self.streams.live and self.pushed_event is not None:
+            waits.append(asyncio.ensure_future(self.pushed_event.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(wait_s, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for w in waits:
+                w.cancel()
 
     # -- the snapshot ---------------------------------------------------------------
 
@@ -485,19 +734,20 @@ class Follower:
         logged, kept for ``/health``, and retried every ``retry_s`` seconds."""
         stop = stop or asyncio.Event()
         async with AsterClient(self.settings.base_url, self.settings.exchange) as client:
-            while not stop.is_set():
-                try:
-                    if not self.state.started:
-                        await self.warm_up(client)
-                    else:
-                        await self.poll(client)
-                    self.state.last_error = None
-                    wait = self.next_poll_s()
-                except ExchangeError as err:
-                    self.state.last_error = f"{type(err).__name__}: {err}"
-                    log.warning("following the market: %s", self.state.last_error)
-                    wait = self.retry_s
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
+            try:
+                while not stop.is_set():
+                    try:
+                        if not self.state.started:
+                            await self.warm_up(client)
+                            self.start_streams()
+                        else:
+                            await self.follow(client)
+                        self.state.last_error = None
+                        wait = self.next_poll_s()
+                    except ExchangeError as err:
+                        self.state.last_error = f"{type(err).__name__}: {err}"
+                        log.warning("following the market: %s", self.state.last_error)
+                        wait = self.retry_s
+                    await self.wait_next(stop, wait)
+            finally:
+                await self.close_streams()

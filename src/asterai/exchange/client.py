@@ -342,7 +342,7 @@ class AsterClient:
 
     async def funding_rate(
         self,
-        symbol: str,
+        symbol: str | None,
         *,
         start_ms: int | None = None,
         end_ms: int | None = None,

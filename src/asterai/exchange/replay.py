@@ -427,6 +427,18 @@ class PlayClock:
         self._t0 = time.monotonic()
         self._paused_at: int | None = None
         self._lags: dict[str, int] = {}
+        #: notified whenever the clock is moved, resumed or a lag changes (the kline
+        #: streams push what has closed at once, not at their next look)
+        self._changed = threading.Condition()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_change(self, timeout: float) -> None:
+        """Until the clock is moved (or ``timeout`` seconds: a running clock moves alone)."""
+        with self._changed:
+            self._changed.wait(timeout)
 
     def now_ms(self) -> int:
         with self._lock:
@@ -442,6 +454,7 @@ class PlayClock:
         """Move the exchange's time ``ms`` forward; the new time."""
         with self._lock:
             self._base += int(ms)
+        self._notify()
         return self.now_ms()
 
     def set(self, ms: int) -> None:
@@ -451,6 +464,7 @@ class PlayClock:
             if ms < now:
                 raise ValueError(f"the clock does not go backwards ({ms} < {now})")
             self._base += int(ms) - now
+        self._notify()
 
     def pause(self) -> None:
         """No bar closes until ``resume`` (the exchange's time goes on)."""
@@ -462,6 +476,7 @@ class PlayClock:
     def resume(self) -> None:
         with self._lock:
             self._paused_at = None
+        self._notify()
 
     @property
     def paused(self) -> bool:
@@ -477,6 +492,7 @@ class PlayClock:
                 self._lags[symbol] = int(ms)
             else:
                 self._lags.pop(symbol, None)
+        self._notify()
 
     def lag_of(self, symbol: str) -> int:
         with self._lock:
@@ -737,18 +753,22 @@ class _Replay:
         series = self.rec.series(symbol, interval)
         if series is None or len(series) == 0:
             return b"[]"
-        available = series.count_at_or_before(self.now)
-        if self.play is not None:
-            # a running clock serves the bars closed by its time, and no open bar: the
-            # recording holds only each bar's final values, so an open bar's would be
-            # its future; the bar still open when the recording was taken never closes
-            published = self.now - self.play.lag_of(symbol)
-            available = int(np.searchsorted(series.close_time, published, side="left"))
+        available = self.served_count(symbol, series)
         lo, hi = _page(series.open_time, available, start, end, limit)
         if hi <= lo:
             return b"[]"
         rows = series.encoded_rows()
         return ("[" + ",".join(rows[lo:hi]) + "]").encode()
+
+    def served_count(self, symbol: str, series: KlineSeries) -> int:
+        """How many of ``series``' bars are served now (its first ones)."""
+        if self.play is None:
+            return series.count_at_or_before(self.now)
+        # a running clock serves the bars closed by its time, and no open bar: the
+        # recording holds only each bar's final values, so an open bar's would be its
+        # future; the bar still open when the recording was taken never closes
+        published = self.now - self.play.lag_of(symbol)
+        return int(np.searchsorted(series.close_time, published, side="left"))
 
     def _merge_funding(self) -> tuple[np.ndarray, list[tuple[FundingSeries, int]]]:
         items = [
@@ -1159,6 +1179,10 @@ class ReplayServer:
     what has closed (never an open bar: the recording holds each bar's final values
     only). ``clock.pause()`` stalls the feed (the time goes on, no bar closes) until
     ``clock.resume()``; ``set_faults("drop=1")`` drops every connection.
+
+    ``streams``: also serve the exchange's websocket kline streams (a played-forward
+    clock only) at ``ws_url``, each bar pushed when it closes
+    (``exchange.replay_streams``); ``drop_streams()`` closes their connections.
     """
 
     def __init__(
@@ -1175,7 +1199,10 @@ class ReplayServer:
         ban_seconds: float | None = None,
         clock_speed: float | None = None,
         play_from_ms: int | None = None,
+        streams: bool = False,
     ) -> None:
+        if streams and play_from_ms is None and clock_speed is None:
+            raise ValueError("kline streams need a running clock (clock_speed or play_from_ms)")
         if clock_speed is not None and not (
             clock_speed > 0 or (clock_speed == 0 and play_from_ms is not None)
         ):
@@ -1219,6 +1246,8 @@ class ReplayServer:
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.streams = streams
+        self._ws = None
 
     @property
     def stats(self) -> ReplayStats:
@@ -1235,6 +1264,21 @@ class ReplayServer:
         if self._app.play is None:
             raise RuntimeError("this replay's clock is frozen: start it with clock_speed")
         return self._app.play
+
+    @property
+    def ws_url(self) -> str:
+        """The kline streams' base URL (``ws://host:port``; started with ``streams``)."""
+        if self._ws is None:
+            raise RuntimeError("this replay serves no streams: start it with streams=True")
+        return self._ws.url
+
+    def drop_streams(self) -> int:
+        """Close every kline stream connection (the exchange dropping them); how many."""
+        return self._ws.drop() if self._ws is not None else 0
+
+    @property
+    def stream_connections(self) -> int:
+        return self._ws.connections if self._ws is not None else 0
 
     def set_faults(self, faults: FaultSpec | str | None) -> None:
         """Switch the faults while serving (``"drop=1"``: every connection dropped, an
@@ -1275,6 +1319,10 @@ class ReplayServer:
             daemon=True,
         )
         self._thread.start()
+        if self.streams:
+            from asterai.exchange.replay_streams import StreamServer
+
+            self._ws = StreamServer(self._app, self.host).start()
         logger.info(
             "replay of %s (%s layout, clock %d) serving at %s",
             self.recording.folder,
@@ -1288,6 +1336,9 @@ class ReplayServer:
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
+        if self._ws is not None:
+            self._ws.stop()
+            self._ws = None
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
@@ -1324,7 +1375,8 @@ def serve(
     speed: float | None = None,
 ) -> None:
     """Load ``folder`` and serve it until Ctrl-C (for the ``asterai replay`` command).
-    ``play_from_ms``/``speed``: play it forward as if live (see ``ReplayServer``).
+    ``play_from_ms``/``speed``: play it forward as if live (see ``ReplayServer``), with
+    the kline streams.
 
     Prints the base URL on stdout; raises ``RecordingError``/``ValueError`` for
     a bad folder, fault spec or window before anything is served.
@@ -1340,6 +1392,7 @@ def serve(
         seed=seed,
         clock_speed=speed if speed is not None or play_from_ms is None else 1.0,
         play_from_ms=play_from_ms,
+        streams=play_from_ms is not None,
     )
     server.start()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(recording.now_ms / 1000))
@@ -1358,6 +1411,8 @@ def serve(
         flush=True,
     )
     print(f"serving at {server.base_url}  (Ctrl-C stops)", flush=True)
+    if server.streams:
+        print(f"kline streams at {server.ws_url}  (--ws-url {server.ws_url})", flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

@@ -312,8 +312,9 @@ class PaperTrader:
                     client, f, self.journal.account.symbols, first, newest,
                     f.clock.now_ms() or newest,
                 )  # fmt: skip
+            f.start_streams()
         else:
-            await f.poll(client)
+            await f.follow(client)
         self._check_kill_file()
         return await asyncio.to_thread(self._trade_new)
 
@@ -494,22 +495,22 @@ class PaperTrader:
         stop = stop or asyncio.Event()
         settings = self.plan.settings
         async with AsterClient(settings.base_url, settings.exchange) as client:
-            while not stop.is_set() and not self.state.stopped:
-                try:
-                    await self.cycle(client)
-                    self.state.last_error = None
-                    wait = self.follower.next_poll_s()
-                except ExchangeError as err:
-                    self.state.last_error = f"{type(err).__name__}: {err}"
-                    log.warning("paper trading: %s", self.state.last_error)
-                    self.check_stale()  # an exchange that stops answering: stale in time
-                    wait = self.follower.retry_s
-                if self.state.stopped:
-                    break
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
+            try:
+                while not stop.is_set() and not self.state.stopped:
+                    try:
+                        await self.cycle(client)
+                        self.state.last_error = None
+                        wait = self.follower.next_poll_s()
+                    except ExchangeError as err:
+                        self.state.last_error = f"{type(err).__name__}: {err}"
+                        log.warning("paper trading: %s", self.state.last_error)
+                        self.check_stale()  # an exchange that stops answering: stale in time
+                        wait = self.follower.retry_s
+                    if self.state.stopped:
+                        break
+                    await self.follower.wait_next(stop, wait)
+            finally:
+                await self.follower.close_streams()
         if self.journal is not None:
             self.journal.event(
                 self.follower.clock.now_ms() or 0,
