@@ -113,7 +113,10 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
     settings = trader.plan.settings
     async with AsterClient(settings.base_url, settings.exchange) as client:
         await trader.cycle(client)  # the warm-up and the first bar (and the streams opened)
+        opened = time.monotonic()
         while f.streams is not None and not f.streams.live:
+            if time.monotonic() - opened > 60:
+                raise RuntimeError(f"the kline streams did not open: {f.streams.state}")
             await asyncio.sleep(0.05)
         times["features"].clear()
         lim = client.limiter
@@ -150,7 +153,7 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
             )  # fmt: skip
         times["budget"] = [lim.budget]
         times["pushed"] = [f.streams.state.pushed if f.streams is not None else 0]
-        await f.close_streams()
+    await f.close_streams()
     return times
 
 

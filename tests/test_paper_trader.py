@@ -79,6 +79,7 @@ async def _play(trader, replay, polls: int, before=None, after=None) -> list[lis
                 after(k)
             if trader.state.stopped:
                 break
+        await trader.follower.close_streams()
     return done
 
 

@@ -54,6 +54,9 @@ POLL_ROWS = 5
 BAR_SIGNALS = 48
 #: how long after a bar's close a symbol's missing bar of it is polled for again
 LATE_WINDOW_MS = 10 * 60_000
+#: funding rates asked for the whole market in one request reach back this far (a
+#: day: every funding interval the exchange uses fits twice); older ones, one by one
+FUNDING_LOOKBACK_MS = 24 * 3_600_000
 
 
 class _Bars:
@@ -113,17 +116,18 @@ class Clock:
 
     def __init__(self, rate: float = 1.0) -> None:
         self.rate = rate
-        self._server_ms: int | None = None
-        self._mono = 0.0
+        # one tuple, replaced whole: the trader's worker thread reads it while the
+        # streams' pushes sync it on the event loop
+        self._at: tuple[int, float] | None = None
 
     def sync(self, server_ms: int) -> None:
-        self._server_ms = int(server_ms)
-        self._mono = time.monotonic()
+        self._at = (int(server_ms), time.monotonic())
 
     def now_ms(self) -> int | None:
-        if self._server_ms is None:
+        at = self._at
+        if at is None:
             return None
-        return self._server_ms + int((time.monotonic() - self._mono) * 1000 * self.rate)
+        return at[0] + int((time.monotonic() - at[1]) * 1000 * self.rate)
 
 
 def refused_rows(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
@@ -439,23 +443,32 @@ class Follower:
         for s in due:
             last = self._held_funding(s)
             since[s] = last + 1 if last is not None else now - 2 * self.step
+        # one request for the market from a recent start; a symbol whose newest rate is
+        # older (delisted, or the exchange was away) is asked on its own
+        bound = now - FUNDING_LOOKBACK_MS
+        alone = [s for s in due if since[s] < bound]
+        together = [s for s in due if since[s] >= bound]
         got: dict[str, dict[str, np.ndarray]] = {}
-        rows = (await client.funding_rate(
-            None, start_ms=min(since.values()), end_ms=now, limit=FUNDING_MAX_LIMIT
-        )).data  # fmt: skip
-        if isinstance(rows, list) and len(rows) < FUNDING_MAX_LIMIT:
-            mine: dict[str, list] = {}
-            for row in rows:
-                if isinstance(row, dict) and row.get("symbol") in since:
-                    mine.setdefault(row["symbol"], []).append(row)
-            got = {s: parse_funding(r) for s, r in mine.items()}
-        else:
+        if together:
+            rows = (await client.funding_rate(
+                None, start_ms=min(since[s] for s in together), end_ms=now,
+                limit=FUNDING_MAX_LIMIT,
+            )).data  # fmt: skip
+            if isinstance(rows, list) and len(rows) < FUNDING_MAX_LIMIT:
+                wanted = set(together)
+                mine: dict[str, list] = {}
+                for row in rows:
+                    if isinstance(row, dict) and row.get("symbol") in wanted:
+                        mine.setdefault(row["symbol"], []).append(row)
+                got = {s: parse_funding(r) for s, r in mine.items()}
+            else:
+                alone += together
 
-            async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
-                reply = await client.funding_rate(symbol, start_ms=since[symbol], end_ms=now)
-                return symbol, parse_funding(reply.data)
+        async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
+            reply = await client.funding_rate(symbol, start_ms=since[symbol], end_ms=now)
+            return symbol, parse_funding(reply.data)
 
-            got = dict(await gather_or_cancel(rates_of(s) for s in due))
+        got.update(await gather_or_cancel(rates_of(s) for s in alone))
         for symbol, rates in got.items():
             keep = (rates["funding_time"] <= now) & (rates["funding_time"] >= since[symbol])
             if keep.any():
@@ -501,8 +514,7 @@ class Follower:
         if event_ms and (now is None or event_ms > now):
             self.clock.sync(event_ms)  # the exchange's clock, as its event says
         refused, broken = refused_rows(cols)
-        if refused.any():
-            self.state.refused_bars += 1
+        if refused.any():  # REST is asked for it then, and counts it if it is refused too
             log.warning("%s %s: a pushed bar refused (%s; at %s)", symbol, interval,
                         ", ".join(broken), iso_ms(int(cols["open_time"][0])))  # fmt: skip
             return
@@ -521,13 +533,14 @@ class Follower:
         newest = self.live.newest_time()
         if newest is None or not newest + 2 * self.step - 1 < now:
             return False
+        base = self.live.rings[self.fs.base_interval]
+        current = [s for s in self.live.symbols if s not in self.unlisted
+                   and base.symbol_last(self.live.index[s]) == newest]  # fmt: skip
         for iv in self.intervals:
             ring, step = self.live.rings[iv], INTERVAL_MS[iv]
-            for s in self.live.symbols:
+            for s in current:
                 held = ring.symbol_last(self.live.index[s])
-                if held is None or s in self.unlisted:
-                    continue
-                if iv == self.fs.base_interval and held != newest:
+                if held is None:
                     continue
                 if held + 2 * step - 1 < now and not self.pushed.has(s, iv, held + step):
                     return False
@@ -566,26 +579,39 @@ class Follower:
             await self._fetch(client, wanted, now, bars)
         return await self._ingest(client, bars, now, due)
 
-    async def follow(self, client: AsterClient) -> bool:
+    async def follow(self, client: AsterClient, stop: asyncio.Event | None = None) -> bool:
         """One step of following: with the streams open, wait until they have pushed
         the bars due (at most until ``poll_delay_s`` after the close, or that many
-        seconds on a stepped clock) and take them, REST filling in the rest (after a
-        wait that ended without them, the exchange's clock is asked first: the streams
-        may have stopped without a word); without them (none configured, or not all
-        connected), ``poll``."""
+        seconds on a stepped clock, or until ``stop``) and take them, REST filling in
+        the rest (after a wait that ended without them, the exchange's clock is asked
+        first: the streams may have stopped without a word); without them (none
+        configured, or not all connected), ``poll``. On a running clock with nothing
+        closed, pushed or late, it returns at once (the caller waits for a push)."""
         s = self.streams
         if s is None or not s.live:
             return await self.poll(client)
+        now, newest = self.clock.now_ms() or 0, self.live.newest_time()
+        due = newest is None or newest + 2 * self.step - 1 < now
+        if self.clock.rate != 0 and not due and not self.pushed.bars and not self._late(now):
+            self.pushed_event.clear()
+            return False
         deadline = time.monotonic() + self._push_wait_s()
         ready = self._push_ready(self.clock.now_ms() or 0)
-        while not ready:
+        while not ready and not (stop is not None and stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0 or not s.live:
                 break
             self.pushed_event.clear()
+            waits = [asyncio.ensure_future(self.pushed_event.wait())]
+            if stop is not None:
+                waits.append(asyncio.ensure_future(stop.wait()))
             try:
-                await asyncio.wait_for(self.pushed_event.wait(), timeout=left)
-            except TimeoutError:
+                done, _ = await asyncio.wait(waits, timeout=left,
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            finally:
+                for w in waits:
+                    w.cancel()
+            if not done:
                 break
             ready = self._push_ready(self.clock.now_ms() or 0)
         return await self.take_pushed(client, ask_time=not ready)
@@ -741,7 +767,7 @@ class Follower:
                             await self.warm_up(client)
                             self.start_streams()
                         else:
-                            await self.follow(client)
+                            await self.follow(client, stop)
                         self.state.last_error = None
                         wait = self.next_poll_s()
                     except ExchangeError as err:

@@ -760,14 +760,16 @@ class _Replay:
         rows = series.encoded_rows()
         return ("[" + ",".join(rows[lo:hi]) + "]").encode()
 
-    def served_count(self, symbol: str, series: KlineSeries) -> int:
-        """How many of ``series``' bars are served now (its first ones)."""
+    def served_count(self, symbol: str, series: KlineSeries, at: int | None = None) -> int:
+        """How many of ``series``' bars are served now (its first ones); ``at``: at that
+        earlier published time instead."""
+        now = self.now if at is None else at
         if self.play is None:
-            return series.count_at_or_before(self.now)
+            return series.count_at_or_before(now)
         # a running clock serves the bars closed by its time, and no open bar: the
         # recording holds only each bar's final values, so an open bar's would be its
         # future; the bar still open when the recording was taken never closes
-        published = self.now - self.play.lag_of(symbol)
+        published = now - self.play.lag_of(symbol)
         return int(np.searchsorted(series.close_time, published, side="left"))
 
     def _merge_funding(self) -> tuple[np.ndarray, list[tuple[FundingSeries, int]]]:

@@ -76,7 +76,9 @@ class StreamServer:
     def start(self) -> StreamServer:
         from websockets.sync.server import serve
 
-        self._server = serve(self._handle, self.host, self.port, compression=None)
+        self._server = serve(
+            self._handle, self.host, self.port, compression=None, process_request=self._opening
+        )
         self.port = self._server.socket.getsockname()[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"asterai-replay-ws:{self.port}", daemon=True
@@ -106,6 +108,11 @@ class StreamServer:
     def connections(self) -> int:
         with self._lock:
             return len(self._connections)
+
+    def _opening(self, connection, request) -> None:
+        """Before the handshake's answer: the published time the stream starts after (a
+        bar closing while the handshake completes is the stream's, not history)."""
+        connection.asterai_since = self.app.now
 
     def _subscriptions(self, path: str) -> tuple[list[tuple[str, KlineSeries]], bool, str | None]:
         """(stream name, series) per stream asked for, combined or raw, and an error."""
@@ -147,7 +154,8 @@ class StreamServer:
             generation = self._generation
             self._connections.add(ws)
         # bars closed before the connection are the history: REST's, not the stream's
-        sent = [app.served_count(s.symbol, s) for _, s in subs]
+        since = getattr(ws, "asterai_since", app.now)
+        sent = [app.served_count(s.symbol, s, at=since) for _, s in subs]
         try:
             while True:
                 with self._lock:
@@ -160,7 +168,8 @@ class StreamServer:
                         payload = kline_event(series, i, now)
                         ws.send(json.dumps({"stream": name, "data": payload} if combined
                                            else payload, separators=(",", ":")))  # fmt: skip
-                        self.pushed += 1
+                        with self._lock:
+                            self.pushed += 1
                     sent[k] = max(sent[k], have)
                 clock.wait_change(LOOK_S)
                 try:  # the client's messages are not answered; a close ends the loop

@@ -111,7 +111,7 @@ class KlineStreams:
 
     async def _keep(self, group: int, stop: asyncio.Event) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+        from websockets.exceptions import InvalidURI
 
         failures = 0
         while not stop.is_set():
@@ -130,14 +130,13 @@ class KlineStreams:
                             self.on_closed(*got)
             except asyncio.CancelledError:
                 raise
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, ExchangeError,
-                    json.JSONDecodeError) as err:  # fmt: skip
-                self.state.last_error = f"{type(err).__name__}: {err}"
-                log.warning("kline stream %d: %s", group, self.state.last_error)
             except InvalidURI as err:
                 self.state.last_error = f"invalid websocket URL {self.ws_url!r}: {err}"
                 log.error("%s", self.state.last_error)
                 return
+            except Exception as err:  # noqa: BLE001  a stream must outlive any one failure
+                self.state.last_error = f"{type(err).__name__}: {err}"
+                log.warning("kline stream %d: %s", group, self.state.last_error)
             finally:
                 if group in self._open:
                     self._open.discard(group)

@@ -223,8 +223,10 @@ class PaperTrader:
         self.limit = ps.daily_loss_limit
         self.journal: Journal | None = None
         self.broker = None
-        #: the bars missed before a restart, fetched from the exchange (``backfill``)
+        #: the bars missed before a restart, fetched from the exchange (``backfill``), and
+        #: the first of them while they still are to fetch
         self.missed: Missed | None = None
+        self._backfill_from: int | None = None
         self.state = TraderState()
         if self.paths.paper_journal.exists():  # checked now: nothing is written on a mismatch
             journal = Journal.open(self.paths.paper_journal)
@@ -297,24 +299,28 @@ class PaperTrader:
 
     # -- one poll ---------------------------------------------------------------------
 
-    async def cycle(self, client: AsterClient) -> list[int]:
-        """One poll of the exchange, then every new bar traded; the bars journaled."""
+    async def cycle(self, client: AsterClient, stop: asyncio.Event | None = None) -> list[int]:
+        """One poll of the exchange (or the bars the streams pushed), then every new bar
+        traded; the bars journaled. After a restart, nothing is traded until the bars
+        missed meanwhile have been fetched (retried at each cycle until they are)."""
         f = self.follower
         if not f.state.started:
             await f.warm_up(client)
             f.state.last_error = None
-            newest = int(f.live.newest_time())
-            self._open_journal(newest)
+            self._open_journal(int(f.live.newest_time()))
             last = self.state.last
-            if last is not None and int(last["open_ms"]) < newest:
-                first = int(last["open_ms"]) + self.step
-                self.missed = await fetch_missed(
-                    client, f, self.journal.account.symbols, first, newest,
-                    f.clock.now_ms() or newest,
-                )  # fmt: skip
+            self._backfill_from = None if last is None else int(last["open_ms"]) + self.step
             f.start_streams()
         else:
-            await f.follow(client)
+            await f.follow(client, stop)
+        if self._backfill_from is not None:
+            newest = int(f.live.newest_time())
+            if self._backfill_from <= newest:
+                self.missed = await fetch_missed(
+                    client, f, self.journal.account.symbols, self._backfill_from, newest,
+                    f.clock.now_ms() or newest,
+                )  # fmt: skip
+            self._backfill_from = None
         self._check_kill_file()
         return await asyncio.to_thread(self._trade_new)
 
@@ -332,6 +338,7 @@ class PaperTrader:
                     self._waiting = open_ms
                     log.info("bar %s: waiting for %s", iso_ms(open_ms), ", ".join(missing))
                 break
+            self._waiting = None
             done.append(self._trade(open_ms, missing))
             if self.state.stopped:
                 break
@@ -360,10 +367,8 @@ class PaperTrader:
 
     def stragglers(self, open_ms: int) -> list[str]:
         """The traded symbols with a bar just before ``open_ms`` and none at it, while
-        other symbols have theirs (a bar missed before a restart: none, the exchange's
-        answer is complete)."""
-        if self.missed is not None and self.missed.column(open_ms) is not None:
-            return []
+        other symbols have theirs (among the bars the live features hold; a bar only
+        the restart's fetch holds is complete: the exchange's answer long after it)."""
         base = self.follower.live.rings[self.follower.fs.base_interval].panel()
         col = int(np.searchsorted(base.times, open_ms))
         if col == 0 or col >= len(base.times) or base.times[col] != open_ms:
@@ -372,6 +377,16 @@ class PaperTrader:
         absent = ~np.isnan(close[:, col - 1]) & np.isnan(close[:, col])
         return [self.journal.account.symbols[k] for k in np.flatnonzero(absent)]
 
+    def straggler_deadline_s(self) -> float | None:
+        """Local seconds until the bar waited for is traded without its stragglers."""
+        if self._waiting is None:
+            return None
+        now = self.follower.clock.now_ms()
+        if now is None or self.follower.clock.rate == 0:
+            return None
+        ms = self._waiting + self.step - 1 + self.wait_ms - now
+        return max(ms / 1000 / self.follower.clock.rate, 0.0)
+
     def bar(self, open_ms: int) -> tuple[Bar, bool, int]:
         """The broker's inputs for the bar at ``open_ms``: (bar, late, seen_ms)."""
         f, acct = self.follower, self.journal.account
@@ -379,16 +394,20 @@ class PaperTrader:
         j = self._live_index
         t = (open_ms - acct.start_ms) // self.step
         n = len(j)
+        base = live.rings[f.fs.base_interval].panel()
+        col = int(np.searchsorted(base.times, open_ms))
+        held = col < len(base.times) and base.times[col] == open_ms
+        # a bar missed before a restart: as the exchange sent it. Its prices from the
+        # live features where they hold it (a symbol's bar that came late is there), its
+        # tradeable flag from the fetch (its 24 h volume window is whole from its first
+        # bar on; the live features' held span may start inside it)
         missed = self.missed.column(open_ms) if self.missed is not None else None
-        if missed is not None:  # a bar missed before a restart: as the exchange sent it
+        if missed is not None and not held:
 
             def field_of(name: str) -> np.ndarray:
                 return self.missed.fields[name][:, missed].copy()
 
         else:
-            base = live.rings[f.fs.base_interval].panel()
-            col = int(np.searchsorted(base.times, open_ms))
-            held = col < len(base.times) and base.times[col] == open_ms
 
             def field_of(name: str) -> np.ndarray:
                 return base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
@@ -423,10 +442,11 @@ class PaperTrader:
                     ft, rate = have
                     inside = (ft > open_ms) & (ft <= open_ms + self.step)
                     funding[k] = float(rate[inside].sum())
+        codes = f.tradeable_at(open_ms)[j]
         if missed is not None:
-            tradeable = self.missed.codes[:, missed] == TRADEABLE
-        else:
-            tradeable = f.tradeable_at(open_ms)[j] == TRADEABLE
+            fetched = self.missed.codes[:, missed]
+            codes = np.where(fetched >= 0, fetched, codes)
+        tradeable = codes == TRADEABLE
         bar = Bar(
             int(t), open_ms, field_of("open"), field_of("high"), field_of("low"),
             field_of("close"), field_of("volume"), tradeable, p_long, p_short, atr, funding,
@@ -498,9 +518,12 @@ class PaperTrader:
             try:
                 while not stop.is_set() and not self.state.stopped:
                     try:
-                        await self.cycle(client)
+                        await self.cycle(client, stop)
                         self.state.last_error = None
                         wait = self.follower.next_poll_s()
+                        deadline = self.straggler_deadline_s()
+                        if deadline is not None:
+                            wait = min(wait, deadline)
                     except ExchangeError as err:
                         self.state.last_error = f"{type(err).__name__}: {err}"
                         log.warning("paper trading: %s", self.state.last_error)
