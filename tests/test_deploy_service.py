@@ -357,3 +357,55 @@ def test_the_service_starts_as_its_container_starts_it(exported_root, recording,
             out, _ = proc.communicate(timeout=30)
     assert TOKEN not in out
     assert "following" in out
+
+
+def test_following_the_kline_streams_it_serves_each_new_bar_as_the_batch_scores_it(
+    exported_root, recording
+) -> None:
+    """The replay played forward at 600x (a bar every 6 s) with its kline streams: the
+    service follows the pushed bars, no klines request for them (but for the symbols
+    not listed yet), and each new bar's signals equal the batch predictions."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.deploy.service import create_app
+    from asterai.exchange.replay import ReplayServer
+
+    speed = 600.0
+    start = int(pd.Timestamp("2025-10-10T04:00:01Z").value // 1_000_000)
+    table = pd.read_parquet(DataPaths.at(exported_root).features("1h"))
+    ms = to_epoch_ms(table["open_time"])
+    model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+    with ReplayServer(recording, clock_speed=speed, play_from_ms=start, streams=True) as replay:
+        settings = load_settings(exported_root, base_url=replay.base_url, ws_url=replay.ws_url,
+                                 exchange=FAST_EXCHANGE)  # fmt: skip
+        follower = Follower(settings, model, clock_rate=speed, grace_s=GRACE_S,
+                            poll_delay_s=60.0, retry_s=0.2)  # fmt: skip
+        app = create_app(model, follower, token=TOKEN, name="confluence")
+        with Served(app) as url:
+            seen: dict[str, dict] = {}
+            deadline = time.monotonic() + 120
+            while len(seen) < 3:
+                assert time.monotonic() < deadline, (seen.keys(), follower.state.last_error)
+                if follower.state.snapshot is not None:
+                    body = httpx.get(f"{url}/v1/signals", headers=AUTH).json()
+                    seen.setdefault(body["bar"]["open_time"], body)
+                time.sleep(0.1)
+            assert follower.streams is not None and follower.streams.state.pushed > 0
+            klines = replay.stats.paths.get("/fapi/v1/klines", 0)
+    first = min(seen)
+    # after the warm-up, the bars came pushed: beside the warm-up's requests, at most one
+    # poll's (a bar that closed while the streams were opening) and the symbols not
+    # listed yet (their first bar is asked from REST)
+    warm_up = 2 * 3 * len(follower.symbols)  # first kline and the history, 3 timeframes
+    n = len(follower.symbols)
+    assert klines <= warm_up + n + len(follower.unlisted) * len(seen), klines
+    for when, body in seen.items():
+        if when == first:
+            continue
+        t = int(pd.Timestamp(when).value // 1_000_000)
+        at = ms == t
+        got = pd.DataFrame(body["signals"]).set_index("symbol")
+        preds = model.predict(table, targets=at)
+        want = table.loc[at, ["symbol"]].join(preds).set_index("symbol").loc[got.index]
+        for side in ("p_long", "p_short"):
+            assert np.max(np.abs(got[side] - want[side])) <= 1e-6, (when, side)
