@@ -157,6 +157,15 @@ async def _run(trader, paths) -> None:
             lines.insert(
                 0, f"KILL SWITCH ({trader.state.kill_source}): flattening at the next open"
             )
+        streams = trader.follower.streams
+        if streams is not None:
+            st = streams.state
+            lines.append(
+                f"market: kline streams {st.connected}/{st.connections} open, "
+                f"{st.pushed} bars pushed, {st.reconnects} reconnects; REST for the rest"
+            )
+        else:
+            lines.append("market: REST polling after each close")
         if trader.state.last_error:
             lines.append(f"last error: {trader.state.last_error}")
         return "\n".join(lines)
