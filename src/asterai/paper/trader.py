@@ -375,6 +375,9 @@ class PaperTrader:
             return []
         close = base.fields["close"][self._live_index]
         absent = ~np.isnan(close[:, col - 1]) & np.isnan(close[:, col])
+        fetched = self.missed.column(open_ms) if self.missed is not None else None
+        if fetched is not None:  # the restart's fetch has it
+            absent &= np.isnan(self.missed.fields["close"][:, fetched])
         return [self.journal.account.symbols[k] for k in np.flatnonzero(absent)]
 
     def straggler_deadline_s(self) -> float | None:
@@ -410,7 +413,10 @@ class PaperTrader:
         else:
 
             def field_of(name: str) -> np.ndarray:
-                return base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
+                out = base.fields[name][j, col].astype(float) if held else np.full(n, np.nan)
+                if missed is not None:  # a symbol's bar the fetch got, the warm-up not
+                    out = np.where(np.isnan(out), self.missed.fields[name][:, missed], out)
+                return out
 
         now = f.clock.now_ms() or 0
         seen = f.seen_ms.get(open_ms, now)
