@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 
 #: funding rates fetched per symbol at the start (the newest two are what the features read)
 FUNDING_ROWS = 10
-#: klines asked for per poll (the newest closed bars; a few in case one was missed)
+#: klines asked for per poll at least (the newest closed bars; a few in case one was
+#: missed), and at most (the exchange's page)
 POLL_ROWS = 5
+KLINES_PAGE_MAX = 1500
 #: base bars whose signals are kept (``Follower.bar_signals``)
 BAR_SIGNALS = 48
 #: how long after a bar's close a symbol's missing bar of it is polled for again
@@ -389,8 +391,14 @@ class Follower:
         async def one(symbol: str, interval: str) -> tuple[str, str, dict[str, np.ndarray]]:
             held = self.live.rings[interval].symbol_last(self.live.index[symbol])
             start = None if held is None else held + INTERVAL_MS[interval]
+            # every bar closed since the held one, in one page: a symbol behind the
+            # others (its pushes not contiguous, a long stall) catches up at once, so the
+            # bar handed over next is every symbol's, never a part of them
+            limit = POLL_ROWS if start is None else min(
+                KLINES_PAGE_MAX, max(POLL_ROWS, (now - start) // INTERVAL_MS[interval] + 1)
+            )  # fmt: skip
             cols = await self.closed_klines(
-                client, symbol, interval, now, start_ms=start, limit=POLL_ROWS
+                client, symbol, interval, now, start_ms=start, limit=limit
             )
             return symbol, interval, cols
 
@@ -577,7 +585,9 @@ class Follower:
         self.pushed_event.clear()
         if wanted and (due or self._late(now)):
             await self._fetch(client, wanted, now, bars)
-        return await self._ingest(client, bars, now, due)
+        changed = await self._ingest(client, bars, now, due)
+        self.pushed.prune(self.live, _Bars())  # what REST brought meanwhile is held now
+        return changed
 
     async def follow(self, client: AsterClient, stop: asyncio.Event | None = None) -> bool:
         """One step of following: with the streams open, wait until they have pushed
