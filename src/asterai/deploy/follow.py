@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,14 +103,27 @@ class _Pushed:
     def take(self, symbol: str, interval: str, t: int) -> dict[str, np.ndarray] | None:
         return self.bars.pop((symbol, interval, t), None)
 
-    def prune(self, live: LiveFeatures, taken: _Bars) -> None:
-        """Drop what is held now or is about to be (a repeat)."""
+    def prune(self, held: Callable[[str, str], int], taken: _Bars) -> None:
+        """Drop what is held now (``held(symbol, interval)``: the newest held bar
+        time, -1 for none) or is about to be (a repeat)."""
         for key in list(self.bars):
             symbol, interval, t = key
-            held = live.rings[interval].symbol_last(live.index[symbol])
             names = taken.by_time.get((interval, t), ([], {}))[0]
-            if (held is not None and t <= held) or symbol in names:
+            if t <= held(symbol, interval) or symbol in names:
                 del self.bars[key]
+
+
+async def _first_of(events: list[asyncio.Event | None], timeout_s: float) -> bool:
+    """Wait until one of ``events`` (None: left out) is set or ``timeout_s`` passes;
+    whether one was set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events if e is not None]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=max(timeout_s, 0.0),
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(done)
 
 
 class Clock:
@@ -234,6 +248,9 @@ class Follower:
         #: ``tradeable_at``'s answers since the held bars last changed (the service and
         #: the paper trader both ask for each new bar)
         self._codes: dict[int, np.ndarray] = {}
+        #: each timeframe's newest held bar time per symbol (``_held``), kept until the
+        #: held bars change: the streams ask for it at every push
+        self._last: dict[str, np.ndarray] = {}
         #: the kline streams (``start_streams``), their closed bars not taken yet, and
         #: an event set when one comes
         self.ws_url = settings.streams_url()
@@ -306,6 +323,7 @@ class Follower:
         }  # fmt: skip
         live = LiveFeatures(self.fs, inputs, history=max(self.model.sequence_length, 1))
         self.live = live
+        self._changed()
         self.signals = LiveSignals(live, self.model)
         self.seen_ms[int(live.newest_time())] = now
         await asyncio.to_thread(self._publish, None)
@@ -333,8 +351,22 @@ class Follower:
             self.live.listing_ms[j] = np.nan if known is None else float(known)
             self.listing[symbol] = listing
             self.unlisted.discard(symbol)
-            self._codes.clear()
+            self._changed()
             log.info("%s: first bar %s: followed from now on", symbol, iso_ms(first_held))
+
+    def _changed(self) -> None:
+        """The held bars or listings changed: what was derived from them is stale."""
+        self._codes.clear()
+        self._last.clear()
+
+    def _held(self, interval: str) -> np.ndarray:
+        """Each held symbol's newest held bar time of ``interval`` (-1: none)."""
+        if interval not in self._last:
+            self._last[interval] = self.live.rings[interval].last_times()
+        return self._last[interval]
+
+    def _held_of(self, symbol: str, interval: str) -> int:
+        return int(self._held(interval)[self.live.index[symbol]])
 
     def _late(self, now: int | None) -> list[str]:
         """Served symbols still without the newest bar while it may yet come (within
@@ -343,18 +375,15 @@ class Follower:
         newest = self.live.newest_time()
         if newest is None or now is None or now - (newest + self.step - 1) > LATE_WINDOW_MS:
             return []
-        base = self.live.rings[self.fs.base_interval]
-        return [
-            s for s in self.live.symbols
-            if s not in self.unlisted and base.symbol_last(self.live.index[s]) != newest
-        ]  # fmt: skip
+        held = self._held(self.fs.base_interval)
+        return [s for j, s in enumerate(self.live.symbols)
+                if s not in self.unlisted and held[j] != newest]  # fmt: skip
 
     def _with_newest(self) -> int:
         """How many symbols hold the newest base bar."""
         assert self.live is not None
-        base = self.live.rings[self.fs.base_interval]
-        newest = base.last_time
-        return sum(base.symbol_last(j) == newest for j in range(len(self.live.symbols)))
+        newest = self.live.rings[self.fs.base_interval].last_time
+        return int((self._held(self.fs.base_interval) == newest).sum()) if newest is not None else 0
 
     async def poll(self, client: AsterClient) -> bool:
         """Fetch each symbol's bars closed since its newest held one; True when the
@@ -380,8 +409,8 @@ class Follower:
         symbol not listed yet is asked for its base bars only)."""
         if symbol in self.unlisted and interval != self.fs.base_interval:
             return False
-        held = self.live.rings[interval].symbol_last(self.live.index[symbol])
-        return held is None or held + 2 * INTERVAL_MS[interval] - 1 < now
+        held = self._held_of(symbol, interval)
+        return held < 0 or held + 2 * INTERVAL_MS[interval] - 1 < now
 
     async def _fetch(
         self, client: AsterClient, wanted: list[tuple[str, str]], now: int, bars: _Bars
@@ -389,8 +418,8 @@ class Follower:
         """REST: the closed bars of each (symbol, interval) after its newest held one."""
 
         async def one(symbol: str, interval: str) -> tuple[str, str, dict[str, np.ndarray]]:
-            held = self.live.rings[interval].symbol_last(self.live.index[symbol])
-            start = None if held is None else held + INTERVAL_MS[interval]
+            held = self._held_of(symbol, interval)
+            start = None if held < 0 else held + INTERVAL_MS[interval]
             # every bar closed since the held one, in one page: a symbol behind the
             # others (its pushes not contiguous, a long stall) catches up at once, so the
             # bar handed over next is every symbol's, never a part of them
@@ -416,9 +445,9 @@ class Follower:
             values = {f: np.asarray(v, dtype=float) for f, v in got.items()}
             self.live.add_closed(interval, t, names, values)
         if bars:
-            self._codes.clear()
+            self._changed()
         base = self.live.rings[self.fs.base_interval]
-        listed = [s for s in self.unlisted if base.symbol_last(self.live.index[s]) is not None]
+        listed = [s for s in self.unlisted if self._held_of(s, self.fs.base_interval) >= 0]
         if listed:
             await self._listed(client, sorted(listed))
         if due:
@@ -526,9 +555,7 @@ class Follower:
             log.warning("%s %s: a pushed bar refused (%s; at %s)", symbol, interval,
                         ", ".join(broken), iso_ms(int(cols["open_time"][0])))  # fmt: skip
             return
-        t = int(cols["open_time"][0])
-        held = self.live.rings[interval].symbol_last(self.live.index[symbol])
-        if held is not None and t <= held:
+        if int(cols["open_time"][0]) <= self._held_of(symbol, interval):
             return  # held already: a repeat after a reconnect
         self.pushed.add(symbol, interval, cols)
         self.pushed_event.set()
@@ -541,16 +568,14 @@ class Follower:
         newest = self.live.newest_time()
         if newest is None or not newest + 2 * self.step - 1 < now:
             return False
-        base = self.live.rings[self.fs.base_interval]
-        current = [s for s in self.live.symbols if s not in self.unlisted
-                   and base.symbol_last(self.live.index[s]) == newest]  # fmt: skip
+        base = self._held(self.fs.base_interval)
+        current = [(j, s) for j, s in enumerate(self.live.symbols)
+                   if s not in self.unlisted and base[j] == newest]  # fmt: skip
         for iv in self.intervals:
-            ring, step = self.live.rings[iv], INTERVAL_MS[iv]
-            for s in current:
-                held = ring.symbol_last(self.live.index[s])
-                if held is None:
-                    continue
-                if held + 2 * step - 1 < now and not self.pushed.has(s, iv, held + step):
+            held, step = self._held(iv), INTERVAL_MS[iv]
+            for j, s in current:
+                h = int(held[j])
+                if h >= 0 and h + 2 * step - 1 < now and not self.pushed.has(s, iv, h + step):
                     return False
         return True
 
@@ -569,24 +594,24 @@ class Follower:
         due = newest is None or newest + 2 * self.step - 1 < now
         bars, wanted = _Bars(), []
         for iv in self.intervals:
-            ring, step = self.live.rings[iv], INTERVAL_MS[iv]
-            for s in self.live.symbols:
-                held = ring.symbol_last(self.live.index[s])
-                if held is not None:
+            last, step = self._held(iv), INTERVAL_MS[iv]
+            for j, s in enumerate(self.live.symbols):
+                held = int(last[j])
+                if held >= 0:
                     t = held + step
                     while (got := self.pushed.take(s, iv, t)) is not None:
                         bars.add(s, iv, got)
                         held, t = t, t + step
                 if (s not in self.unlisted or iv == self.fs.base_interval) and (
-                    held is None or held + 2 * step - 1 < now
+                    held < 0 or held + 2 * step - 1 < now
                 ):
                     wanted.append((s, iv))
-        self.pushed.prune(self.live, bars)
+        self.pushed.prune(self._held_of, bars)
         self.pushed_event.clear()
         if wanted and (due or self._late(now)):
             await self._fetch(client, wanted, now, bars)
         changed = await self._ingest(client, bars, now, due)
-        self.pushed.prune(self.live, _Bars())  # what REST brought meanwhile is held now
+        self.pushed.prune(self._held_of, _Bars())  # what REST brought meanwhile is held now
         return changed
 
     async def follow(self, client: AsterClient, stop: asyncio.Event | None = None) -> bool:
@@ -612,16 +637,7 @@ class Follower:
             if left <= 0 or not s.live:
                 break
             self.pushed_event.clear()
-            waits = [asyncio.ensure_future(self.pushed_event.wait())]
-            if stop is not None:
-                waits.append(asyncio.ensure_future(stop.wait()))
-            try:
-                done, _ = await asyncio.wait(waits, timeout=left,
-                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            finally:
-                for w in waits:
-                    w.cancel()
-            if not done:
+            if not await _first_of([self.pushed_event, stop], left):
                 break
             ready = self._push_ready(self.clock.now_ms() or 0)
         return await self.take_pushed(client, ask_time=not ready)
@@ -662,15 +678,8 @@ class Follower:
     async def wait_next(self, stop: asyncio.Event, wait_s: float) -> None:
         """Until ``stop`` is set, ``wait_s`` seconds pass, or (the streams open) a bar
         is pushed."""
-        waits = [asyncio.ensure_future(stop.wait())]
-        if self.streams is not None and self.streams.live and self.pushed_event is not None:
-            waits.append(asyncio.ensure_future(self.pushed_event.wait()))
-        try:
-            await asyncio.wait(waits, timeout=max(wait_s, 0.0),
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        finally:
-            for w in waits:
-                w.cancel()
+        streams = self.streams is not None and self.streams.live
+        await _first_of([stop, self.pushed_event if streams else None], wait_s)
 
     # -- the snapshot ---------------------------------------------------------------
 

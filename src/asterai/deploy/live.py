@@ -83,6 +83,16 @@ class _Ring:
         have = np.flatnonzero(~np.isnan(self.data["close"][j, self.lo : self.used]))
         return int(self.times[self.lo + have[-1]]) if len(have) else None
 
+    def last_times(self) -> np.ndarray:
+        """Every symbol's newest held bar time (-1: none), in one pass."""
+        have = ~np.isnan(self.data["close"][:, self.lo : self.used])
+        out = np.full(have.shape[0], -1, dtype=np.int64)
+        if have.shape[1]:
+            idx = have.shape[1] - 1 - np.argmax(have[:, ::-1], axis=1)
+            some = have.any(axis=1)
+            out[some] = self.times[self.lo + idx[some]]
+        return out
+
     def _compact(self, room: int) -> None:
         """Move the held columns to the front, keeping at most ``keep - room`` of them."""
         start = max(self.lo, self.used - max(self.keep - room, 0))
