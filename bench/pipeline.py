@@ -14,7 +14,7 @@
    each other (``cross.find_duplicates``), and the seams where a copy meets the next
    fall at different places in the 1h, 4h and 1d files, so the timeframes disagree. The later stages on a panel of
    this size are timed by ``bench/features.py``, ``bench/train.py`` and
-   ``bench/backtest.py``, which bypass the gate; their figures are in the README.
+   ``bench/backtest.py``, which bypass the gate; their figures are in docs/benchmarks.md.
 
 3. With ``--faults SPEC``: the pipeline on the recording again, once per seed
    (``--seeds``), against a replay server that injects those faults; per seed the

@@ -1,5 +1,5 @@
 """The one command survives what its steps survive: the whole pipeline against the
-replay server with the README's fault mix (5xx, 429 bursts, slow, truncated and dropped
+replay server with the documented fault mix (docs/replay.md) (5xx, 429 bursts, slow, truncated and dropped
 responses) exits 0 with the same series and the same final metrics as a clean run; an
 outage in the middle of the collection is waited out; one longer than the retry budget
 stops with a clear message and exit 1, and the next run resumes where it stopped."""
@@ -22,7 +22,7 @@ from asterai.cli import main
 from asterai.exchange.replay import ReplayServer
 from asterai.paths import DataPaths
 
-FAULTS = "5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05"  # the README's mix
+FAULTS = "5xx=0.1,429=0.05,slow=0.05:0.5,truncate=0.05,drop=0.05"  # the fault mix of docs/replay.md
 FAST = {"backoff_base_s": 0.02, "backoff_max_s": 0.2}
 
 

@@ -1,12 +1,14 @@
-"""Every command in the README runs, so none of them can rot.
+"""Every command in the README and the documentation site runs, so none of them can rot,
+and the site builds without a broken link.
 
-The ``bash`` blocks of README.md are run in order, as a new user would type them, in
-an empty project folder (with the project's ``scripts/`` and ``local_training/``
-beside it). "The live exchange" is the replay server of the real recording
-(``ASTERAI_BASE_URL``); the README's own ``asterai replay`` line is started as written,
-on a free port; training uses small settings (``ASTERAI_TRAIN__*``) to stay quick.
-The install and test commands are the ones ``.ci/run`` runs, verbatim; the benchmark
-commands take minutes, so here they only have to parse (``--help``).
+The ``bash`` blocks of README.md, then of the site's pages (``docs/``, in the order
+below), are run in order, as a new user would type them, in an empty project folder
+(with the project's ``scripts/`` and ``local_training/`` beside it). "The live
+exchange" is the replay server of the real recording (``ASTERAI_BASE_URL``); the
+README's own ``asterai replay`` line is started as written, on a free port; training
+uses small settings (``ASTERAI_TRAIN__*``) to stay quick. The install and test
+commands are the ones ``.ci/run`` runs, verbatim; the benchmark commands take minutes,
+so here they only have to parse (``--help``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ import pytest
 from conftest import PROJECT_ROOT, REAL_DATA, wait_healthy
 
 README = PROJECT_ROOT / "README.md"
+DOCS = PROJECT_ROOT / "docs"
+#: the site's pages in the order their commands run: the site's own order (mkdocs.yml),
+#: except that Troubleshooting's commands (which retrain on the default labels) run
+#: before Tuning rebuilds the features with a search's labels, as a reader who fixes
+#: the data before tuning would type them
+RUN_ORDER = (
+    "index.md", "getting-started.md", "pipeline.md", "data.md", "features.md",
+    "training.md", "backtest.md", "configuration.md", "troubleshooting.md", "tuning.md",
+    "serving.md", "paper-trading.md", "replay.md", "benchmarks.md", "design.md",
+)  # fmt: skip
 SMALL = {
     "ASTERAI_TRAIN__FOLDS": "2",
     "ASTERAI_TRAIN__LSTM__EPOCHS": "1",
@@ -36,30 +48,37 @@ SMALL = {
 GRADED = re.compile(r"(asterai backtest|backtest_confluence_strategy\.py)")
 
 
-def readme_sections() -> list[tuple[str, list[str]]]:
-    """(section title, its commands) for every ``##`` section with ``bash`` blocks, in
-    order; continuation lines joined."""
+def documents() -> list[Path]:
+    return [README, *(DOCS / name for name in RUN_ORDER)]
+
+
+def doc_sections() -> list[tuple[str, list[str]]]:
+    """("page: section title", its commands) for every ``#`` or ``##`` section with
+    ``bash`` blocks, page by page in run order; continuation lines joined. A page's
+    ``--8<--`` lines include the README's sections, whose commands run from the README."""
     out: list[tuple[str, list[str]]] = []
-    for part in re.split(r"^## ", README.read_text(), flags=re.M)[1:]:
-        title = part.splitlines()[0].strip()
-        commands: list[str] = []
-        for block in re.findall(r"```bash\n(.*?)```", part, flags=re.S):
-            pending = ""
-            for line in block.splitlines():
-                line = pending + line.strip()
+    for doc in documents():
+        title, commands, fence, pending = "", [], None, ""
+        for raw in [*doc.read_text().splitlines(), "# end"]:
+            line = raw.strip()
+            if fence is None and re.match(r"#{1,2} ", raw):  # a heading, outside code
+                if commands:
+                    out.append((f"{doc.name}: {title}", commands))
+                title, commands = raw.lstrip("#").strip(), []
+            elif line.startswith("```"):
+                fence = line[3:] if fence is None else None
+            elif fence == "bash":
+                line = pending + line
                 pending = ""
                 if line.endswith("\\"):
                     pending = line[:-1] + " "
-                    continue
-                if line and not line.startswith("#"):
+                elif line and not line.startswith("#"):
                     commands.append(line)
-        if commands:
-            out.append((title, commands))
     return out
 
 
-def readme_commands() -> list[str]:
-    return [c for _, cs in readme_sections() for c in cs]
+def doc_commands() -> list[str]:
+    return [c for _, cs in doc_sections() for c in cs]
 
 
 def free_port() -> int:
@@ -68,8 +87,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_readme_shows_commands() -> None:
-    commands = readme_commands()
+def test_the_site_lists_every_page_and_runs_its_commands_in_order() -> None:
+    import yaml
+
+    nav = yaml.safe_load((PROJECT_ROOT / "mkdocs.yml").read_text())["nav"]
+
+    def pages(items) -> list[str]:
+        return [p for i in items for v in i.values()
+                for p in (pages(v) if isinstance(v, list) else [v])]  # fmt: skip
+
+    assert sorted(pages(nav)) == sorted(RUN_ORDER) == sorted(p.name for p in DOCS.glob("*.md"))
+
+
+def test_the_docs_show_commands() -> None:
+    commands = doc_commands()
     assert len(commands) > 20
     assert "python -m pytest -q" in commands and "asterai pipeline" in commands
 
@@ -77,7 +108,7 @@ def test_the_readme_shows_commands() -> None:
 def test_install_and_test_commands_are_the_ones_ci_runs() -> None:
     ci = (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
     ci = [line.strip().removeprefix("python -m ") for line in ci]
-    for command in readme_commands():
+    for command in doc_commands():
         if command.startswith(("pip install", "python -m pytest")):
             assert command.removeprefix("python -m ") in ci, command
 
@@ -182,7 +213,7 @@ def sandbox(tmp_path_factory, recording):
     if not (REAL_DATA / "klines").is_dir():
         pytest.skip("no recording")
     with ReplayServer(recording) as live:
-        box = Sandbox(tmp_path_factory.mktemp("readme"), live.base_url)
+        box = Sandbox(tmp_path_factory.mktemp("docs"), live.base_url)
         try:
             yield box
         finally:
@@ -191,19 +222,19 @@ def sandbox(tmp_path_factory, recording):
 
 #: each section's commands run after the ones before it, as a reader would type them
 @pytest.mark.e2e
-@pytest.mark.parametrize("title", [title for title, _ in readme_sections()])
-def test_every_readme_command_runs(sandbox, title) -> None:
-    (commands,) = [cs for t, cs in readme_sections() if t == title]
+@pytest.mark.parametrize("title", [title for title, _ in doc_sections()])
+def test_every_documented_command_runs(sandbox, title) -> None:
+    (commands,) = [cs for t, cs in doc_sections() if t == title]
     for command in commands:
         sandbox.run(command)
     project, home = sandbox.project, sandbox.root / "home"
-    if title.startswith("Two commands"):
+    if title.startswith("README.md: Two commands"):
         assert (project / "data" / "backtest_results" / "report.html").exists()
         assert list((project / "data" / "pipeline_runs").glob("*/manifest.json"))
-    if title.startswith("Paper trading"):
+    if title.startswith("paper-trading.md"):
         assert (project / "data" / "paper" / "report" / "reconciliation.json").exists()
         assert (project / "data" / "paper" / "KILL").exists()
-    if title.startswith("Offline"):
+    if title.startswith("README.md: Offline"):
         assert "asterai replay --data ../shared/aster-real --port 8765 &" in sandbox.ran
         assert (home / "aster-offline" / "data" / "backtest_results" / "metrics.json").exists()
 
@@ -231,6 +262,28 @@ def wait_for(url: str, seconds: float = 60) -> None:
     raise AssertionError(f"the README's replay server did not answer at {url}")
 
 
-def test_the_readme_screenshot_exists() -> None:
-    assert (PROJECT_ROOT / "docs" / "backtest_report.png").stat().st_size > 10_000
-    assert Path("docs/backtest_report.png").as_posix() in README.read_text()
+def test_the_screenshots_exist_and_are_shown() -> None:
+    for name, page in (("backtest_report.png", "backtest.md"), ("optimize_report.png", "tuning.md")):
+        assert (DOCS / name).stat().st_size > 10_000
+        assert f"({name})" in (DOCS / page).read_text()
+
+
+def test_the_readme_stays_short() -> None:
+    assert len(README.read_text().splitlines()) < 200
+
+
+def test_the_site_builds_strictly(tmp_path) -> None:
+    """``mkdocs build --strict``: a broken link, an anchor that does not exist, a page
+    missing from the navigation or a README section a page includes and that is gone
+    fails the build."""
+    pytest.importorskip("material", reason="the docs extra: pip install -e '.[docs]'")
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "What it promises" in index  # the README's section, included once
+    started = (tmp_path / "site" / "getting-started" / "index.html").read_text()
+    assert re.sub(r"<[^>]+>", "", started).count("pip install -e") == 1
