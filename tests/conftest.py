@@ -59,21 +59,70 @@ SMALL_EXPORT_TRAINING = {
 }  # fmt: skip
 
 
+def shared_root(tmp_path_factory, name: str, build) -> Path:
+    """A data root built once per test run, by whichever test (and xdist worker) asks for
+    it first, under a lock beside the workers' own temp folders; every other test, in any
+    worker, waits for it and reads the same folder. It is shared: a test that changes
+    anything in it works on a copy (``copy_root``)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the run's folder, above the workers'
+        base = base.parent
+    root, built = base / f"shared-{name}", base / f"shared-{name}.built"
+    with FileLock(str(base / f"shared-{name}.lock")):
+        if not built.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
+            root.mkdir()
+            build(root)
+            built.touch()
+    return root
+
+
+def copy_root(src: Path, dest: Path) -> Path:
+    """A writable copy of a data root (its ``data/``, ``models/`` and ``asterai.toml``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder in ("data", "models"):
+        if (src / folder).exists():
+            shutil.copytree(src / folder, dest / folder)
+    if (src / "asterai.toml").exists():
+        shutil.copy2(src / "asterai.toml", dest / "asterai.toml")
+    return dest
+
+
 @pytest.fixture(scope="session")
-def exported_root(tmp_path_factory, recording) -> Path:
-    """A data root with the recording collected, gated and featured, both models trained
-    small and exported to ONNX: shared by the deploy tests, which copy it before changing
-    anything in it."""
+def collected_root(tmp_path_factory, recording) -> Path:
+    """Discovery and every recorded symbol collected over loopback (read-only: copy it)."""
+    return shared_root(tmp_path_factory, "collected", lambda r: collect_everything(r, recording))
+
+
+@pytest.fixture(scope="session")
+def featured_root(tmp_path_factory, collected_root) -> Path:
+    """``collected_root`` gated (READY, which writes the universe) and featured
+    (read-only: copy it)."""
+
+    def build(root: Path) -> None:
+        copy_root(collected_root, root)
+        gate_and_features(root)
+
+    return shared_root(tmp_path_factory, "featured", build)
+
+
+@pytest.fixture(scope="session")
+def exported_root(tmp_path_factory, featured_root) -> Path:
+    """``featured_root`` with both models trained small and exported to ONNX: shared by
+    the deploy and paper tests, which copy it before changing anything in it."""
     from asterai.config import load_settings
     from asterai.deploy.export import export_onnx
     from asterai.models.train import walk_forward
 
-    root = tmp_path_factory.mktemp("exported")
-    features_ready(root, recording)
-    for name in ("confluence", "aster_native"):
-        walk_forward(name, load_settings(root, train=SMALL_EXPORT_TRAINING))
-        export_onnx(load_settings(root), name)
-    return root
+    def build(root: Path) -> None:
+        copy_root(featured_root, root)
+        for name in ("confluence", "aster_native"):
+            walk_forward(name, load_settings(root, train=SMALL_EXPORT_TRAINING))
+            export_onnx(load_settings(root), name)
+
+    return shared_root(tmp_path_factory, "exported", build)
 
 
 @pytest.fixture
@@ -104,10 +153,17 @@ def collect_everything(root: Path, recording):
 
 def features_ready(root: Path, recording):
     """``collect_everything`` plus the gate (READY, which writes the universe) and the features."""
+    collect_everything(root, recording)
+    return gate_and_features(root)
+
+
+def gate_and_features(root: Path):
+    """The gate over a collected root (READY, which writes the universe), then the features."""
+    from asterai.config import load_settings
     from asterai.data.gate import validate
     from asterai.features.build import run_features
 
-    settings = collect_everything(root, recording)
+    settings = load_settings(root, exchange=FAST_EXCHANGE)
     assert validate(settings, environment=False).ok
     run_features(settings, plots=False)
     return settings

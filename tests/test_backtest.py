@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import browser, features_ready, needs_chromium, rendered_dom
+from conftest import browser, copy_root, needs_chromium, rendered_dom
 
 from asterai.backtest.engine import BacktestInputError, load_inputs, params, simulate
 from asterai.config import load_settings
@@ -30,9 +30,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, recording) -> Path:
-    root = tmp_path_factory.mktemp("backtest")
-    features_ready(root, recording)
+def trained(tmp_path_factory, featured_root) -> Path:
+    root = copy_root(featured_root, tmp_path_factory.mktemp("backtest"))
     walk_forward("confluence", load_settings(root, train=SMALL))
     walk_forward("aster_native", load_settings(root, train=SMALL))
     return root

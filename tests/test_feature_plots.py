@@ -8,7 +8,6 @@ dated axis), that the PNGs are valid, and that unknown symbols are skipped.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import struct
@@ -19,12 +18,9 @@ import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE
+from conftest import FAST_EXCHANGE, copy_root
 
 from asterai.config import load_settings
-from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
-from asterai.exchange.replay import ReplayServer
 from asterai.features import plots
 from asterai.features.build import build_features, load_inputs
 from asterai.paths import DataPaths
@@ -34,18 +30,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, recording, real_data):
+def built(tmp_path_factory, collected_root, real_data):
     """Every recorded symbol collected over loopback, then the features built from it."""
-    root = tmp_path_factory.mktemp("plots")
     symbols = sorted(
         {p.name.rsplit("_", 1)[0] for p in (real_data / "klines").glob("*_1h.parquet")}
     )
     assert len(symbols) == 19
-    with ReplayServer(recording) as server:
-        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
-        run_discovery(settings)
-        report = asyncio.run(collect(settings, symbols=symbols))
-    assert report.ok, report.to_json()
+    root = copy_root(collected_root, tmp_path_factory.mktemp("plots"))
+    settings = load_settings(root, exchange=FAST_EXCHANGE)
     inputs, _ = load_inputs(settings)
     result = build_features(inputs, settings.features)
     assert set(PLOTTED) <= set(result.symbols)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import collect_everything
+from conftest import FAST_EXCHANGE, copy_root
 
 from asterai.data.store import to_epoch_ms
 from asterai.features.build import (
@@ -28,10 +28,12 @@ HOUR = 3_600_000
 
 
 @pytest.fixture(scope="module")
-def collected(tmp_path_factory, recording):
+def collected(tmp_path_factory, collected_root):
     """A real collection of every recorded symbol, discovered and collected over loopback."""
-    settings = collect_everything(tmp_path_factory.mktemp("features"), recording)
-    return settings
+    from asterai.config import load_settings
+
+    root = copy_root(collected_root, tmp_path_factory.mktemp("features"))
+    return load_settings(root, exchange=FAST_EXCHANGE)
 
 
 @pytest.fixture(scope="module")

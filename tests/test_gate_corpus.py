@@ -10,7 +10,6 @@ frames are built here, in a test of the guard, from the real bars (DESIGN.md rul
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
@@ -29,8 +28,6 @@ from conftest import FAST_EXCHANGE, real_data_dir
 
 from asterai.cli import main
 from asterai.config import Settings, load_settings
-from asterai.data.collector import collect
-from asterai.data.discovery import run_discovery
 from asterai.data.gate import (
     CONTAMINATED,
     EXCLUDED,
@@ -48,7 +45,6 @@ from asterai.data.store import (
     read_provenance,
     read_series,
 )
-from asterai.exchange.replay import ReplayServer
 from asterai.paths import DataPaths
 
 HOUR_MS = 3_600_000
@@ -66,17 +62,14 @@ def recorded_symbols(real_data: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def genuine(tmp_path_factory, recording, real_data) -> Path:
-    """Discovery plus every recorded symbol collected over loopback; never validated in place."""
-    root = tmp_path_factory.mktemp("genuine")
-    symbols = recorded_symbols(real_data)
-    assert len(symbols) == 19
-    with ReplayServer(recording) as server:
-        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
-        run_discovery(settings)
-        report = asyncio.run(collect(settings, symbols=symbols))
-    assert report.ok, report.to_json()
-    return root
+def genuine(collected_root, real_data) -> Path:
+    """Discovery plus every recorded symbol collected over loopback (shared: never
+    validated in place, only copied)."""
+    assert len(recorded_symbols(real_data)) == 19
+    assert sorted(p.name for p in DataPaths.at(collected_root).historical.glob("*_1h.parquet")) == [
+        f"{s}_1h.parquet" for s in recorded_symbols(real_data)
+    ]
+    return collected_root
 
 
 def copy_of(genuine: Path, dest: Path) -> Settings:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import features_ready
+from conftest import copy_root
 
 from asterai.cli import main
 from asterai.config import load_settings
@@ -35,18 +34,10 @@ SMALL = {"folds": 3, "lstm": {"epochs": 2, "hidden_size": 16}, "xgboost": {"n_es
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, recording) -> Path:
-    """A data root with every recorded symbol collected, gated and turned into features."""
-    root = tmp_path_factory.mktemp("models")
-    features_ready(root, recording)
-    return root
-
-
-def copy_root(src: Path, dest: Path) -> Path:
-    shutil.copytree(src / "data", dest / "data")
-    if (src / "models").exists():
-        shutil.copytree(src / "models", dest / "models")
-    return dest
+def prepared(featured_root) -> Path:
+    """A data root with every recorded symbol collected, gated and turned into features
+    (shared: read it, or copy it)."""
+    return featured_root
 
 
 def settings_for(root: Path, **train):

@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import features_ready, needs_chromium, rendered_dom
+from conftest import needs_chromium, rendered_dom
 from scipy.stats import norm
 
 from asterai.config import load_settings
@@ -41,10 +41,8 @@ def small(root: Path, **optimize) -> object:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, recording) -> Path:
-    root = tmp_path_factory.mktemp("optimize")
-    features_ready(root, recording)
-    return root
+def prepared(featured_root) -> Path:
+    return featured_root  # shared: the tests copy its data
 
 
 @pytest.fixture

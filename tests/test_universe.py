@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import collect_everything
+from conftest import FAST_EXCHANGE, copy_root
 
 from asterai.data.gate import validate
 from asterai.data.store import read_provenance, read_series, to_epoch_ms
@@ -27,8 +27,11 @@ DEAD = ("1INCHUSDT", "AIUSDT", "ALGOUSDT")
 
 
 @pytest.fixture(scope="module")
-def collected(tmp_path_factory, recording):
-    settings = collect_everything(tmp_path_factory.mktemp("universe"), recording)
+def collected(tmp_path_factory, collected_root):
+    from asterai.config import load_settings
+
+    root = copy_root(collected_root, tmp_path_factory.mktemp("universe"))
+    settings = load_settings(root, exchange=FAST_EXCHANGE)
     report = validate(settings, environment=False)
     assert report.ok, report.reasons()
     return settings
