@@ -676,9 +676,10 @@ class Follower:
         self.streams = None
 
     async def wait_next(self, stop: asyncio.Event, wait_s: float) -> None:
-        """Until ``stop`` is set, ``wait_s`` seconds pass, or (the streams open) a bar
-        is pushed."""
-        streams = self.streams is not None and self.streams.live
+        """Until ``stop`` is set, ``wait_s`` seconds pass, or (the streams started) a
+        bar is pushed: also when the streams are still connecting as the wait begins
+        (right after the warm-up), so the first bar they push is taken at once."""
+        streams = self.streams is not None
         await _first_of([stop, self.pushed_event if streams else None], wait_s)
 
     # -- the snapshot ---------------------------------------------------------------
@@ -764,15 +765,16 @@ class Follower:
     # -- the loop ---------------------------------------------------------------------
 
     def next_poll_s(self) -> float:
-        """Seconds of local time until the next bar's close plus the poll delay."""
+        """Seconds of local time until the next bar's close plus the poll delay (both on
+        the exchange's clock: a replay played at 600x waits a 600th of them)."""
         now = self.clock.now_ms()
         newest = self.live.newest_time() if self.live is not None else None
         if now is None or newest is None:
             return self.retry_s
         if self._late(now) or self.clock.rate == 0:  # late, or a stepped replay's clock
             return self.retry_s
-        wait_ms = newest + 2 * self.step - 1 - now
-        return max(wait_ms / 1000 / self.clock.rate, 0.0) + self.poll_delay_s
+        wait_ms = newest + 2 * self.step - 1 + int(self.poll_delay_s * 1000) - now
+        return max(wait_ms / 1000 / self.clock.rate, 0.0)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Warm up, then poll after every bar's close until ``stop`` is set; errors are

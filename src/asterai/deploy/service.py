@@ -129,6 +129,10 @@ def _field(loc: tuple | list) -> str:
     return out or "body"
 
 
+#: seconds a stopping service waits for the follower's step in flight before cancelling it
+STOP_GRACE_S = 5.0
+
+
 def create_app(
     model: OnnxModel,
     follower: Follower | None,
@@ -156,7 +160,11 @@ def create_app(
         yield
         stop.set()
         if task is not None:
-            await task
+            # the follower stops between steps; a step in flight may be retrying an
+            # exchange that does not answer (up to exchange.retry_budget_s), so the
+            # service stops once it is done or after STOP_GRACE_S, whichever comes first
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task, STOP_GRACE_S)
 
     app = FastAPI(
         title="AsterAI signals",
