@@ -14,7 +14,26 @@ from pathlib import Path
 
 import pytest
 
+# Two xdist workers share the machine's cores (pyproject's addopts): each library's own
+# thread pool (OpenMP in XGBoost and PyTorch, BLAS, numba) runs one thread per worker,
+# or the pools of both workers spin on each other's cores. Set before any of them loads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: the files that take longest, started first so that the workers (which take whole
+#: files, in order) finish together; the rest follow in their usual order
+LONGEST_FIRST = (
+    "test_docs.py", "test_optimize.py", "test_paper_trader.py", "test_models.py",
+    "test_pipeline_faults.py", "test_deploy_service.py", "test_pipeline.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
 REAL_DATA = Path(os.environ.get("ASTERAI_REAL_DATA", PROJECT_ROOT.parent / "shared" / "aster-real"))
 SKIP_REASON = f"real Aster recording not found at {REAL_DATA}; set ASTERAI_REAL_DATA to a copy of shared/aster-real"
 
