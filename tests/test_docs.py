@@ -34,6 +34,7 @@ RUN_ORDER = (
     "index.md", "getting-started.md", "pipeline.md", "data.md", "features.md",
     "training.md", "backtest.md", "configuration.md", "troubleshooting.md", "tuning.md",
     "serving.md", "paper-trading.md", "replay.md", "benchmarks.md", "design.md",
+    "contributing.md",
 )  # fmt: skip
 SMALL = {
     "ASTERAI_TRAIN__FOLDS": "2",
