@@ -6,6 +6,7 @@ root); set ``ASTERAI_REAL_DATA`` to use a copy elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+
+
 REAL_DATA = Path(os.environ.get("ASTERAI_REAL_DATA", PROJECT_ROOT.parent / "shared" / "aster-real"))
 SKIP_REASON = f"real Aster recording not found at {REAL_DATA}; set ASTERAI_REAL_DATA to a copy of shared/aster-real"
 
@@ -88,14 +91,38 @@ def shared_root(tmp_path_factory, name: str, build) -> Path:
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the run's folder, above the workers'
         base = base.parent
-    root, built = base / f"shared-{name}", base / f"shared-{name}.built"
+    root, built = base / f"shared-{name}", base / f"shared-{name}.built.json"
     with FileLock(str(base / f"shared-{name}.lock")):
         if not built.exists():
             shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
             root.mkdir()
             build(root)
-            built.touch()
+            built.write_text(json.dumps(_listing(root)))
+    _SHARED_USED[root] = built
     return root
+
+
+#: the shared roots this process has handed out, and their listings as built
+_SHARED_USED: dict[Path, Path] = {}
+
+
+def _listing(root: Path) -> dict[str, list[int]]:
+    """Every file under ``root``: its size and modification time."""
+    return {
+        str(p.relative_to(root)): [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_roots_stay_as_built():
+    """After the run, every shared root this process used is as it was built: a test
+    that wrote into one (instead of a copy) would change what later tests read."""
+    yield
+    for root, built in _SHARED_USED.items():
+        now, then = _listing(root), json.loads(built.read_text())
+        changed = sorted(set(now) ^ set(then) | {k for k in now if then.get(k) != now[k]})
+        assert not changed, f"a test wrote into the shared data root {root.name}: {changed[:10]}"
 
 
 def copy_root(src: Path, dest: Path) -> Path:
@@ -168,12 +195,6 @@ def collect_everything(root: Path, recording):
         symbols = sorted({s for s, _ in recording.klines})
         assert asyncio.run(collect(settings, symbols=symbols)).ok
     return load_settings(root, exchange=FAST_EXCHANGE)
-
-
-def features_ready(root: Path, recording):
-    """``collect_everything`` plus the gate (READY, which writes the universe) and the features."""
-    collect_everything(root, recording)
-    return gate_and_features(root)
 
 
 def gate_and_features(root: Path):
