@@ -179,9 +179,9 @@ def test_a_damaged_graph_is_refused_not_served(exported, tmp_path) -> None:
         OnnxModel(tmp_path / "nothing")
 
 
-def test_the_served_path_runs_without_xgboost_or_pytorch(exported) -> None:
+def test_the_served_path_runs_without_xgboost_or_pytorch(exported, tmp_path) -> None:
     table = _table(exported)
-    rows = exported / "rows.parquet"
+    rows = tmp_path / "rows.parquet"  # the export is shared: never written into
     table.tail(400).to_parquet(rows)
     code = f"""
 import sys
