@@ -97,6 +97,40 @@ def test_after_the_warm_up_it_is_healthy_and_serves_the_last_closed_bar(service)
     )  # BTCUSDT's real 4h bar that opens outside its range is taken
 
 
+def test_an_arriving_bar_without_volume_that_moves_the_price_is_refused(service) -> None:
+    """The gate's rule where bars arrive: a bar without volume repeats the previous
+    close, judged against the bar before it in the same answer, or for a pushed bar
+    (the first of an answer) against the bar held one step before it."""
+    from asterai.deploy.follow import refused_rows
+
+    _, follower, _, _ = service
+    hour = 3_600_000
+    j = follower.live.index["BTCUSDT"]
+    panel = follower.live.rings["1h"].panel()
+    t = int(panel.times[-2])  # held (the follower may add a newer bar meanwhile)
+    held = float(panel.fields["close"][j][-2])
+    assert np.isfinite(held)
+
+    def bars(*rows: tuple[float, float]) -> dict[str, np.ndarray]:
+        """Bars from the one after ``t``: (price, volume) each, built here."""
+        price = np.array([p for p, _ in rows])
+        volume = np.array([v for _, v in rows])
+        return {"open_time": t + hour * np.arange(1, len(rows) + 1), "open": price,
+                "high": price, "low": price, "close": price, "volume": volume,
+                "quote_volume": volume * price, "taker_buy_base": np.full(len(rows), np.nan)}  # fmt: skip
+
+    def refused(cols):
+        return refused_rows(cols, follower._previous_closes("BTCUSDT", "1h", cols))
+
+    assert not refused(bars((held, 0.0)))[0].any()  # the previous close repeated
+    assert not refused(bars((held + 10.0, 2.5)))[0].any()  # a trade moves it
+    bad, broken = refused(bars((held + 10.0, 0.0)))  # no trade, yet a new price
+    assert bad.tolist() == [True] and broken == ["a bar without volume that moves the price"]
+    # in one answer: each bar against the one before it
+    bad, _ = refused(bars((held + 10.0, 2.5), (held + 10.0, 0.0), (held, 0.0)))
+    assert bad.tolist() == [False, False, True]
+
+
 def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> None:
     from asterai.backtest.kernel import entry_side
     from asterai.deploy.runtime import OnnxModel

@@ -359,6 +359,20 @@ def negative_volume(h: Path) -> int:
     return row
 
 
+def zero_volume_bar_moved(h: Path) -> int:
+    # a closed-market hour of the stock perpetual (no volume, the previous close repeated,
+    # as every zero-volume bar of the recording is) given a new close a dollar higher,
+    # as a data vendor's fill-in would: no trade, yet a new price
+    frame, prov = load(h, "AAPLUSDT_1h.parquet")
+    hours = pd.to_datetime(frame["open_time"], utc=True).dt.hour.to_numpy()
+    quiet = np.flatnonzero((frame["volume"].to_numpy() == 0) & (hours % 4 != 3))
+    row = int(quiet[quiet > 0][30])
+    moved = round(float(frame.at[row - 1, "close"]) + 1.0, 2)
+    frame.loc[row, ["close", "high"]] = [moved, max(moved, float(frame.at[row, "high"]))]
+    write(h, "AAPLUSDT_1h.parquet", frame, prov)
+    return row
+
+
 def future_bar(h: Path) -> int:
     frame, prov = load(h, "BTCUSDT_1h.parquet")
     extra = frame.iloc[[-1]].copy()
@@ -727,6 +741,8 @@ CORPUS = [
     Variant("4h resampled from ADAUSDT", "SOLUSDT", "SOLUSDT_4h", four_hours_resampled_from_another_symbol, "timeframes"),
     Variant("NaN close", "2ZUSDT", "2ZUSDT_1h", nan_close, "sanity"),
     Variant("negative volume", "4USDT", "4USDT_1h", negative_volume, "sanity"),
+    Variant("zero-volume bar that moves the price", "AAPLUSDT", "AAPLUSDT_1h",
+            zero_volume_bar_moved, "sanity"),  # fmt: skip
     Variant("future bar appended", "BTCUSDT", "BTCUSDT_1h", future_bar, "schema"),
     Variant("still-open bar appended", "BTCUSDT", "BTCUSDT_4h", still_open_bar_appended, "schema"),
     Variant("one 4h close changed", "BTCUSDT", "BTCUSDT_4h", four_hour_close_changed, "timeframes"),
@@ -845,6 +861,16 @@ def test_each_corrupted_variant_lands_in_its_outcome_by_its_rule(
         assert not DataPaths.at(settings.data_root).universe.exists()
 
 
+def test_a_bar_without_volume_that_moves_the_price_is_named(genuine: Path, tmp_path: Path) -> None:
+    settings = copy_of(genuine, tmp_path)
+    row = zero_volume_bar_moved(hist(settings))
+    finding = next(f for f in verdict_of(gate(settings), "AAPLUSDT_1h").findings
+                   if f.rule == "sanity")  # fmt: skip
+    assert finding.status == "fail" and finding.outcome == CONTAMINATED
+    assert "a bar without volume that moves the price" in finding.message
+    assert row in finding.rows
+
+
 def test_the_corpus_is_large_enough() -> None:
     assert len([v for v in CORPUS if not v.weakness]) >= 22
     assert len({v.name for v in CORPUS}) == len(CORPUS)
@@ -870,6 +896,12 @@ def test_the_genuine_collection_is_ready_with_the_dead_markets_excluded(
     for symbol in set(report.symbols) - {*DEAD, "1000CHEEMSUSDT"}:
         # every file of a live symbol passes every rule
         assert file_rules(symbol) == [], (symbol, report.symbols[symbol]["refusals"])
+    # among them thousands of real bars without volume (the stock perpetual's closed
+    # hours, the dead markets), each repeating the previous close: none is refused
+    quiet = sum(int((pd.read_parquet(p)["volume"] == 0).sum())
+                for iv in ("1h", "4h", "1d") for p in hist(settings).glob(f"*_{iv}.parquet"))  # fmt: skip
+    assert quiet > 3000
+    assert not any("sanity" in v.failed_rules for v in report.series)
     # 1000CHEEMSUSDT, listed two days before the recording, is too short to learn from
     cheems = report.symbols["1000CHEEMSUSDT"]
     assert cheems["outcome"] == EXCLUDED and cheems["failed_rules"] == ["completeness"]

@@ -31,7 +31,7 @@ import pandas as pd
 
 from asterai.config import FeatureSettings, Settings
 from asterai.data.collector import funding_frame, gather_or_cancel, klines_frame
-from asterai.data.gate.values import impossible_bars
+from asterai.data.gate.values import impossible_bars, previous_close
 from asterai.data.store import to_epoch_ms
 from asterai.data.universe import REASONS, TRADEABLE, VOLUME_WINDOW_MS, Rules, tradeable_kernel
 from asterai.deploy.live import COLUMNS, KEEP_BARS, LiveFeatures
@@ -146,12 +146,14 @@ class Clock:
         return at[0] + int((time.monotonic() - at[1]) * 1000 * self.rate)
 
 
-def refused_rows(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+def refused_rows(
+    cols: dict[str, np.ndarray], prev_close: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Bars no exchange sends (the gate's impossible values, ``gate.values``), and the
-    rules they break."""
+    rules they break; ``prev_close``: each bar's previous close, where known."""
     rules = impossible_bars(
         cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
-        cols["quote_volume"], cols["taker_buy_base"],
+        cols["quote_volume"], cols["taker_buy_base"], prev_close,
     )  # fmt: skip
     bad = np.zeros(len(cols["open"]), dtype=bool)
     broken = []
@@ -274,7 +276,7 @@ class Follower:
         and without impossible bars (refused, counted and logged)."""
         cols = parse_klines((await client.klines(symbol, interval, **params)).data)
         keep = cols["close_time"] < now  # the collector's rule: an open bar is never taken
-        refused, broken = refused_rows(cols)
+        refused, broken = refused_rows(cols, self._previous_closes(symbol, interval, cols))
         bad = keep & refused
         if bad.any():
             self.state.refused_bars += int(bad.sum())
@@ -367,6 +369,26 @@ class Follower:
 
     def _held_of(self, symbol: str, interval: str) -> int:
         return int(self._held(interval)[self.live.index[symbol]])
+
+    def _previous_closes(
+        self, symbol: str, interval: str, cols: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Each arriving bar's previous close (the gate's ``previous_close``): the bar
+        before it in the same answer, or for the first one the bar held or pushed one
+        step before it; NaN where none is known (not judged then)."""
+        step = INTERVAL_MS[interval]
+        prev = previous_close(cols["close"], cols["open_time"], step)
+        if len(prev) and self.live is not None and symbol in self.live.index:
+            t = int(cols["open_time"][0]) - step
+            pushed = self.pushed.bars.get((symbol, interval, t))
+            if pushed is not None:
+                prev[0] = float(pushed["close"][0])
+            else:
+                panel = self.live.rings[interval].panel()
+                at = int(np.searchsorted(panel.times, t))
+                if at < len(panel.times) and panel.times[at] == t:
+                    prev[0] = float(panel.fields["close"][self.live.index[symbol]][at])
+        return prev
 
     def _late(self, now: int | None) -> list[str]:
         """Served symbols still without the newest bar while it may yet come (within
@@ -550,7 +572,7 @@ class Follower:
         now = self.clock.now_ms()
         if event_ms and (now is None or event_ms > now):
             self.clock.sync(event_ms)  # the exchange's clock, as its event says
-        refused, broken = refused_rows(cols)
+        refused, broken = refused_rows(cols, self._previous_closes(symbol, interval, cols))
         if refused.any():  # REST is asked for it then, and counts it if it is refused too
             log.warning("%s %s: a pushed bar refused (%s; at %s)", symbol, interval,
                         ", ".join(broken), iso_ms(int(cols["open_time"][0])))  # fmt: skip

@@ -225,7 +225,9 @@ def check_klines_file(
         for k in ("open", "high", "low", "close", "volume", "quote_volume")
     )
     taker = frame["taker_buy_base"].to_numpy(dtype=float)
-    finding, verdict.invalid_share = values.check_sanity(o, h, lo, c, v, qv, taker, times, name)
+    finding, verdict.invalid_share = values.check_sanity(
+        o, h, lo, c, v, qv, taker, times, name, INTERVAL_MS[interval]
+    )
     verdict.add(finding)
     finding, verdict.outlier_share = values.check_outliers(c, times, name)
     verdict.add(finding)

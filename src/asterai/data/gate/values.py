@@ -36,9 +36,12 @@ def impossible_bars(
     v: np.ndarray,
     qv: np.ndarray,
     taker_buy: np.ndarray | None,
+    prev_close: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, str]]:
     """Per rule, the bars no exchange sends (see ``check_sanity``): a mask and its words.
-    The signal service refuses such a bar as it arrives (``deploy.follow``)."""
+    ``prev_close``: the close of the bar one step before each (``previous_close``; NaN
+    where it is not known, and None: not judged). The signal service refuses such a bar as it arrives
+    (``deploy.follow``)."""
     finite = (
         np.isfinite(o)
         & np.isfinite(h)
@@ -54,6 +57,19 @@ def impossible_bars(
         (finite & (v < 0), "negative volume"),
         (finite & (qv < 0), "negative quote volume"),
     ]
+    if prev_close is None:
+        prev_close = np.full(len(c), np.nan)
+    # No trade, no new price: an exchange's bar without volume repeats the previous close
+    # (all 3,624 of the recording's do); one that moves is a fill-in by whoever made the
+    # file, and one such bar can decide a backtest.
+    known_prev = np.isfinite(prev_close)
+    impossible.append(
+        (
+            finite & known_prev & (v == 0)
+            & ((o != prev_close) | (h != prev_close) | (lo != prev_close) | (c != prev_close)),
+            "a bar without volume that moves the price",
+        )
+    )  # fmt: skip
     if taker_buy is not None:
         known = np.isfinite(taker_buy)
         impossible.append(
@@ -78,6 +94,16 @@ def impossible_bars(
     return impossible
 
 
+def previous_close(c: np.ndarray, times: np.ndarray, step_ms: int) -> np.ndarray:
+    """Each bar's previous close: the close of the bar one step before it, NaN where
+    that bar is missing (after a gap the price may have moved in the missing bars)."""
+    out = np.full(len(c), np.nan)
+    if len(c) > 1:
+        follows = np.diff(times) == step_ms
+        out[1:] = np.where(follows, c[:-1], np.nan)
+    return out
+
+
 def check_sanity(
     o: np.ndarray,
     h: np.ndarray,
@@ -88,17 +114,20 @@ def check_sanity(
     taker_buy: np.ndarray | None,
     times: np.ndarray,
     name: str,
+    step_ms: int | None = None,
 ) -> tuple[Finding, float]:
     """Impossible values are contamination; implausible but possible ones exclude.
 
     Impossible (no exchange sends them, so the file was altered): non-finite values,
     prices <= 0, ``low <= close <= high`` broken, negative volumes, taker-buy volume
     outside 0..volume, quote volume whose implied average price (quote / base volume)
-    leaves the bar's ``low..high`` by more than 0.1%. Implausible but seen on real
+    leaves the bar's ``low..high`` by more than 0.1%, a bar without volume whose open,
+    high, low or close differs from the previous bar's close. Implausible but seen on real
     exchanges: opens outside ``low..high``; on more than ``OPEN_OUTSIDE_MAX_SHARE`` of
     bars they exclude the series.
     """
-    impossible = impossible_bars(o, h, lo, c, v, qv, taker_buy)
+    prev = previous_close(c, times, step_ms) if step_ms else None
+    impossible = impossible_bars(o, h, lo, c, v, qv, taker_buy, prev)
     finite = ~impossible[0][0]  # its first rule: non-finite values
     implausible: list[tuple[np.ndarray, str]] = []
     invalid = np.zeros(len(o), dtype=bool)
