@@ -383,11 +383,11 @@ class Follower:
             pushed = self.pushed.bars.get((symbol, interval, t))
             if pushed is not None:
                 prev[0] = float(pushed["close"][0])
-            else:
-                panel = self.live.rings[interval].panel()
-                at = int(np.searchsorted(panel.times, t))
-                if at < len(panel.times) and panel.times[at] == t:
-                    prev[0] = float(panel.fields["close"][self.live.index[symbol]][at])
+            else:  # the ring itself, not a panel of views: this runs at every push
+                ring = self.live.rings[interval]
+                at = ring.lo + int(np.searchsorted(ring.times[ring.lo : ring.used], t))
+                if at < ring.used and ring.times[at] == t:
+                    prev[0] = float(ring.data["close"][self.live.index[symbol], at])
         return prev
 
     def _late(self, now: int | None) -> list[str]:
