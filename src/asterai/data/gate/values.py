@@ -39,9 +39,9 @@ def impossible_bars(
     prev_close: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, str]]:
     """Per rule, the bars no exchange sends (see ``check_sanity``): a mask and its words.
-    ``prev_close``: the close of the bar one step before each (``previous_close``; NaN
-    where it is not known, and None: not judged). The signal service refuses such a bar as it arrives
-    (``deploy.follow``)."""
+    ``prev_close``: the close of the bar one step before each (``previous_close``); NaN
+    where it is not known, None where the caller knows none (then that rule judges
+    nothing). The signal service refuses such a bar as it arrives (``deploy.follow``)."""
     finite = (
         np.isfinite(o)
         & np.isfinite(h)
@@ -114,7 +114,7 @@ def check_sanity(
     taker_buy: np.ndarray | None,
     times: np.ndarray,
     name: str,
-    step_ms: int | None = None,
+    step_ms: int,
 ) -> tuple[Finding, float]:
     """Impossible values are contamination; implausible but possible ones exclude.
 
@@ -126,7 +126,7 @@ def check_sanity(
     exchanges: opens outside ``low..high``; on more than ``OPEN_OUTSIDE_MAX_SHARE`` of
     bars they exclude the series.
     """
-    prev = previous_close(c, times, step_ms) if step_ms else None
+    prev = previous_close(c, times, step_ms)  # the interval's step: a gap is not judged
     impossible = impossible_bars(o, h, lo, c, v, qv, taker_buy, prev)
     finite = ~impossible[0][0]  # its first rule: non-finite values
     implausible: list[tuple[np.ndarray, str]] = []
