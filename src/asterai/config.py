@@ -212,6 +212,13 @@ class StrategySettings(_Frozen):
         description="0 = off; else risk this share of the Kelly bet from the calibrated "
         "probability at the labels' odds, never more than risk_per_trade",
     )
+    sides: Literal["both", "long", "short"] = Field(
+        "both",
+        description="which sides the strategy trades: both (the stronger side of each "
+        "signal), long or short only (a signal for the other side is no trade). "
+        "bench/train_choices.py compares them on the walk-forward by what the traded rows "
+        "are paid; docs/training.md has its table",
+    )
 
 
 class EnsembleSettings(_Frozen):
@@ -324,11 +331,13 @@ class TrainSettings(_Frozen):
         "cross_sectional: would the symbol's forward return beat the bar's median by the "
         "round-trip cost",
     )
-    stopping_metric: Literal["auc", "ic", "logloss"] = Field(
+    stopping_metric: Literal["auc", "ic", "logloss", "mean_net"] = Field(
         "auc",
-        description="what early stopping (XGBoost's rounds, the LSTM's epoch) maximises on "
-        "the early-stopping rows: auc (mean of both directions), ic (mean per-bar rank "
-        "correlation with the forward return) or logloss (minimised)",
+        description="what early stopping (XGBoost's rounds, the LSTM's epoch) and the LSTM "
+        "gate maximise on their rows: auc (mean of both directions), ic (mean per-bar rank "
+        "correlation with the forward return), logloss (minimised) or mean_net (what the "
+        "trades are paid: the mean forward return after the round-trip cost of each "
+        "allowed side's top score decile)",
     )
     lstm_gate: bool = Field(
         True,

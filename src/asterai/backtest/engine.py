@@ -20,6 +20,7 @@ from asterai.backtest.enums import EXIT_REASONS, REJECT_REASONS
 from asterai.backtest.inputs import BacktestInputError, Inputs, load_inputs
 from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
+from asterai.entry import allowed_sides
 from asterai.intervals import INTERVAL_MS
 from asterai.paths import DataPaths
 
@@ -41,7 +42,8 @@ def params(settings: Settings, inputs: Inputs | None = None) -> kernel.Params:
     return kernel.Params(
         st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
         st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
-        st.max_leverage, st.max_drawdown, kelly_fraction=st.kelly_fraction,
+        st.max_leverage, st.max_drawdown, allow_short=allowed_sides(st.sides)[1],
+        allow_long=allowed_sides(st.sides)[0], kelly_fraction=st.kelly_fraction,
         maintenance_margin=st.maintenance_margin, liquidation_fee=liquidation_fee,
     )  # fmt: skip
 

@@ -108,13 +108,14 @@ class Params(NamedTuple):
     horizon: int
     max_leverage: float
     max_drawdown: float
-    allow_short: bool = True
+    allow_short: bool = True  # strategy.sides (asterai.entry.entry_side)
     fixed_quantity: float = 0.0  # > 0: every order this size (for cross-checks), not risk-sized
     kelly_fraction: float = 0.0  # > 0: risk this share of the Kelly bet, capped by ``risk``
     # liquidation when the worst-case equity falls to this share of the open notional
     # (0: only when it reaches zero); its fill pays this fee rate on top of the taker fee
     maintenance_margin: float = 0.0
     liquidation_fee: float = 0.0
+    allow_long: bool = True
 
 
 #: Trade record columns (float64), in order.
@@ -422,12 +423,10 @@ def step_nb(
                     pend_exit[j] = True
                     pend_exit_reason[j] = EXIT_SIGNAL
             continue
-        w = entry_side(pl, ps, p.threshold)
+        w = entry_side(pl, ps, p.threshold, p.allow_long, p.allow_short)
         if w == 0 or np.isnan(atr[j]) or atr[j] <= 0.0:
             continue
         wanted[j] = float(w)
-        if wanted[j] < 0 and not p.allow_short:
-            continue
         strength[j] = max(pl, ps)
         n_candidates += 1
     order = np.argsort(-strength) if n_candidates > 0 else s.no_order

@@ -159,6 +159,8 @@ def build_manifest(predictor: registry.Predictor, config_sha: str) -> dict[str, 
         "members": members,
         "ensemble": config["ensemble"],
         "threshold": config["threshold"],
+        # a model trained before strategy.sides existed traded both
+        "sides": config.get("sides", "both"),
         "label": config["label"],
         "training_window": config.get("training_window"),
         "model_config_sha256": config_sha,

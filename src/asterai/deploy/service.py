@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from asterai import __version__
 from asterai.deploy.follow import Follower
 from asterai.deploy.runtime import MANIFEST, OnnxModel
-from asterai.entry import entry_side
+from asterai.entry import allowed_sides, entry_side
 from asterai.intervals import INTERVAL_MS, iso_ms
 
 #: the largest request body accepted (bytes): 1,000 rows of ~120 features fit
@@ -151,6 +151,7 @@ def create_app(
     )  # fmt: skip
     step = INTERVAL_MS[model.inputs["label"]["base_interval"]]
     threshold = float(model.manifest["threshold"])
+    allow_long, allow_short = allowed_sides(model.manifest.get("sides", "both"))
     expected = token.encode() if token is not None else None
 
     @contextlib.asynccontextmanager
@@ -220,6 +221,7 @@ def create_app(
             },
             "ensemble": m["ensemble"],
             "threshold": threshold,
+            "sides": model.manifest.get("sides", "both"),
             "training_window": m.get("training_window"),
             "symbols": sorted(served),
             "versions": m.get("versions"),
@@ -249,7 +251,9 @@ def create_app(
         }
         rows = []
         for r in frame.itertuples(index=False):
-            side = int(entry_side(float(r.p_long), float(r.p_short), threshold))
+            side = int(entry_side(
+                float(r.p_long), float(r.p_short), threshold, allow_long, allow_short
+            ))
             rows.append({
                 "symbol": r.symbol, "p_long": float(r.p_long), "p_short": float(r.p_short),
                 "decision": DECISIONS[side], "bar_open_time": bar["open_time"],
@@ -285,7 +289,9 @@ def create_app(
         p_long, p_short = preds["p_long"].to_numpy(), preds["p_short"].to_numpy()
         out = []
         for i, row in enumerate(body.rows):
-            side = int(entry_side(float(p_long[i]), float(p_short[i]), threshold))
+            side = int(entry_side(
+                float(p_long[i]), float(p_short[i]), threshold, allow_long, allow_short
+            ))
             item = {"symbol": row.symbol, "p_long": float(p_long[i]),
                     "p_short": float(p_short[i]), "decision": DECISIONS[side]}  # fmt: skip
             if row.open_time is not None:

@@ -15,6 +15,11 @@ LSTM's epoch and the LSTM gate (does the LSTM beat XGBoost on the calibration ro
   where the score does not vary counts as 0 (a constant has no ranking). It reads only
   each bar's own cross-section.
 - ``logloss``: minus the mean log loss (kept for comparison; it needs probabilities).
+- ``mean_net``: what the trades are paid (``money``): for each side the strategy may
+  trade, the mean forward return after the round-trip cost of the rows in that side's
+  top score decile (pooled over the rows: the rows the strategy trades first), averaged
+  over the sides. A mean, so one pump moves it: it is what an account is paid, and it
+  is threshold-free, so it scores a member's raw output before any calibration.
 
 Hand-written (the AUC as a rank statistic on SciPy's ``rankdata``, the log loss
 scikit-learn's) because XGBoost's built-in AUC does not take its multi-output boosters
@@ -30,7 +35,7 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import log_loss
 
-METRICS = ("auc", "ic", "logloss")
+METRICS = ("auc", "ic", "logloss", "mean_net")
 #: Bars with fewer symbols than this give no per-bar correlation.
 MIN_IC_SYMBOLS = 3
 _VARIED = 1e-9  # sum of squared rank deviations at a bar below this: no variation
@@ -83,13 +88,19 @@ class Scorer:
     y: np.ndarray  # (rows, k) 0/1: long, short (k = 2), or long alone
     fwd: np.ndarray  # (rows,) forward log return
     times: np.ndarray  # (rows,) bar open time
+    cost: float = 0.0  # mean_net: the round trip's cost, share of notional
+    sides: tuple[bool, bool] = (True, True)  # mean_net: (long, short) allowed
     _ic: tuple[PerBarIC, PerBarIC] | None = None
+    _net: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"unknown stopping metric {self.metric!r}; one of {METRICS}")
         if self.metric == "ic":
             self._ic = (PerBarIC(self.fwd, self.times), PerBarIC(-self.fwd, self.times))
+        if self.metric == "mean_net":
+            gross = np.expm1(np.asarray(self.fwd, dtype=float))
+            self._net = np.column_stack([gross - self.cost, -gross - self.cost])
 
     @property
     def rows(self) -> int:
@@ -102,6 +113,9 @@ class Scorer:
         k = p.shape[1]
         if self.metric == "auc":
             return float(np.mean([_auc(self.y[:, j], p[:, j]) for j in range(k)]))
+        if self.metric == "mean_net":
+            return float(np.mean([_top_decile_mean(p[:, j], self._net[:, j])
+                                  for j in range(k) if self.sides[j]]))  # fmt: skip
         if self.metric == "ic":
             parts = [self._ic[j].per_bar(p[:, j]) for j in range(k)]
             parts = [x[np.isfinite(x)] for x in parts]
@@ -134,6 +148,25 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def for_rows(metric: str, y: np.ndarray, fwd: np.ndarray, times: np.ndarray, rows) -> Scorer:
-    """The scorer of ``rows`` of a panel's arrays."""
-    return Scorer(metric, y[rows], fwd[rows], times[rows])
+def _top_decile_mean(score: np.ndarray, net: np.ndarray) -> float:
+    """The mean of ``net`` over the rows whose ``score`` is in its top decile (at least
+    one row; ties at the cut are all in). 0 without a finite value."""
+    ok = np.isfinite(score) & np.isfinite(net)
+    if not ok.any():
+        return 0.0
+    score, net = score[ok], net[ok]
+    cut = np.quantile(score, 0.9, method="higher")
+    return float(net[score >= cut].mean())
+
+
+def for_rows(
+    metric: str,
+    y: np.ndarray,
+    fwd: np.ndarray,
+    times: np.ndarray,
+    rows,
+    cost: float = 0.0,
+    sides: tuple[bool, bool] = (True, True),
+) -> Scorer:
+    """The scorer of ``rows`` of a panel's arrays (``cost``, ``sides``: ``mean_net``'s)."""
+    return Scorer(metric, y[rows], fwd[rows], times[rows], cost, sides)

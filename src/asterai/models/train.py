@@ -53,7 +53,8 @@ from asterai import __version__, atomic
 from asterai.config import Settings, XGBoostSettings
 from asterai.features.labels import MIN_CROSS_SECTION
 from asterai.intervals import iso_ms
-from asterai.models import baselines, metrics, scoring
+from asterai.entry import allowed_sides
+from asterai.models import baselines, metrics, money, scoring
 from asterai.models.calibration import apply_platt, fit_platt, flattened
 from asterai.models.charts import calibration_chart, importance_chart
 from asterai.models.data import (
@@ -69,6 +70,7 @@ from asterai.models.device import choose_device
 from asterai.models.errors import TrainingError
 from asterai.models.inputs import blend
 from asterai.models.lstm import LSTMMember
+from asterai.models.money import TradeRule
 from asterai.models.splits import FinalWindow, Fold, Layout, layout
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
@@ -314,7 +316,9 @@ def _fit_members(
         )
 
     def scorer_for(r: np.ndarray) -> scoring.Scorer:
-        return scoring.for_rows(ts.stopping_metric, panel.y, panel.fwd, panel.times, r)
+        return scoring.for_rows(
+            ts.stopping_metric, panel.y, panel.fwd, panel.times, r, **_money_args(settings)
+        )
 
     stopping = scorer_for(stop)
     xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed, ts.threads).fit(
@@ -338,7 +342,7 @@ def _fit_members(
         raw_l = lstm.predict(panel.X, runs, calib)
         members["lstm"] = lstm
         members["lstm_calibration"] = fit_platt(raw_l, panel.y[calib])
-        members["lstm_gate"] = _lstm_gate(ts, panel, calib, raw_x, raw_l)
+        members["lstm_gate"] = _lstm_gate(settings, panel, calib, raw_x, raw_l)
         gate = members["lstm_gate"]
         say.note(
             f"{label}: LSTM best epoch {lstm.best_epoch}; on the calibration rows "
@@ -349,7 +353,7 @@ def _fit_members(
 
 
 def _lstm_gate(
-    ts: Any, panel: Panel, calib: np.ndarray, raw_x: np.ndarray, raw_l: np.ndarray
+    settings: Settings, panel: Panel, calib: np.ndarray, raw_x: np.ndarray, raw_l: np.ndarray
 ) -> dict[str, Any]:
     """Does the LSTM beat the XGBoost member on the calibration rows where it has a window?
 
@@ -358,6 +362,7 @@ def _lstm_gate(
     stopped on. Without ``train.lstm_gate`` the LSTM always joins (and the scores are
     still recorded).
     """
+    ts = settings.train
     metric = ts.stopping_metric if ts.stopping_metric != "logloss" else "auc"
     both = np.isfinite(raw_l).all(axis=1)
     record: dict[str, Any] = {
@@ -371,13 +376,34 @@ def _lstm_gate(
         else "train.lstm_gate off: always joins",
     }
     if both.any():
-        scorer = scoring.for_rows(metric, panel.y, panel.fwd, panel.times, calib[both])
+        scorer = scoring.for_rows(
+            metric, panel.y, panel.fwd, panel.times, calib[both], **_money_args(settings)
+        )
         record["xgboost"] = scorer(raw_x[both])
         record["lstm"] = scorer(raw_l[both])
     record["joined"] = (not ts.lstm_gate) or (
         record["lstm"] is not None and record["lstm"] > record["xgboost"]
     )
     return record
+
+
+def _money_args(settings: Settings) -> dict[str, Any]:
+    """What the ``mean_net`` scorer needs: the round trip's cost and the sides traded."""
+    return {"cost": round_trip_cost(settings), "sides": allowed_sides(settings.strategy.sides)}
+
+
+def _evaluate(
+    p: np.ndarray, y: np.ndarray, fwd: np.ndarray, times: np.ndarray, rule: TradeRule
+) -> dict[str, Any]:
+    """The rank and classification figures (``metrics.evaluate``) and, beside them, what
+    the trades are paid (``money.judge``): per direction its decile table and Pearson
+    IC, then the traded rows and whether they earn."""
+    out = metrics.evaluate(p, y, fwd, times, rule.threshold, rule.horizon)
+    paid = money.judge(p, fwd, times, rule)
+    for d in DIRECTIONS:
+        out[d].update(paid[d])
+    out["traded"], out["earns"] = paid["traded"], paid["earns"]
+    return out
 
 
 def _member_record(members: dict[str, Any]) -> dict[str, Any]:
@@ -574,6 +600,7 @@ def walk_forward(
             "history or lower universe.min_listing_days / universe.min_quote_volume_24h"
         )
     lay: Layout = layout(panel.times[usable_any], panel.step_ms, panel.horizon, ts)
+    rule = TradeRule.of(settings, panel.horizon)
     runs = panel.runs()
     say.start(
         name,
@@ -617,14 +644,7 @@ def walk_forward(
             members["lstm"].release()
         lab = panel.labelled[test]
         fold_metrics = {
-            k: metrics.evaluate(
-                v[lab],
-                panel.y[scored],
-                panel.fwd[scored],
-                panel.times[scored],
-                ts.threshold,
-                panel.horizon,
-            )
+            k: _evaluate(v[lab], panel.y[scored], panel.fwd[scored], panel.times[scored], rule)
             for k, v in preds.items()
             if not k.endswith("_raw")
         }
@@ -638,7 +658,10 @@ def walk_forward(
                 shuffled,
                 panel.times[fit],
                 panel.X[rows.stop],
-                scoring.for_rows(ts.stopping_metric, panel.y, panel.fwd, panel.times, rows.stop),
+                scoring.for_rows(
+                    ts.stopping_metric, panel.y, panel.fwd, panel.times, rows.stop,
+                    **_money_args(settings),
+                ),  # fmt: skip
             )
             pc = control.predict(panel.X[scored])
             control_auc = {
@@ -682,13 +705,8 @@ def walk_forward(
 
     y_all = np.concatenate(oos["y"])
     overall = {
-        k: metrics.evaluate(
-            np.concatenate(v),
-            y_all,
-            np.concatenate(oos["fwd"]),
-            np.concatenate(oos["times"]),
-            ts.threshold,
-            panel.horizon,
+        k: _evaluate(
+            np.concatenate(v), y_all, np.concatenate(oos["fwd"]), np.concatenate(oos["times"]), rule
         )
         for k, v in oos.items()
         if k not in ("y", "fwd", "times", "rows") and not k.endswith("_raw") and v
@@ -704,10 +722,10 @@ def walk_forward(
             # a fold whose output is constant across symbols has no ranking: IC 0
             ics = [r.metrics[k][direction]["ic"] or 0.0 for r in results if k in r.metrics]
             overall[k][direction]["mean_fold_ic"] = float(np.mean(ics)) if ics else None
-    verdict = _verdict(overall, results, "model")
+    verdict = [*_verdict(overall, results, "model"), earnings_verdict(overall, settings)]
     predictions = pd.concat(pieces, ignore_index=True)
     by_category = (
-        _by_category(panel, predictions, DataPaths.at(settings.data_root), ts.threshold)
+        _by_category(panel, predictions, DataPaths.at(settings.data_root), rule)
         if spec.categories
         else None
     )
@@ -733,9 +751,7 @@ def walk_forward(
     calib_preds = _predict_members(members, panel, runs, calib, settings)
     calib_preds["prior"] = baselines.prior(panel.y[final_rows.fit], len(calib))
     validation = {
-        k: metrics.evaluate(
-            v, panel.y[calib], panel.fwd[calib], panel.times[calib], ts.threshold, panel.horizon
-        )
+        k: _evaluate(v, panel.y[calib], panel.fwd[calib], panel.times[calib], rule)
         for k, v in calib_preds.items()
     }
     tail = _fingerprint_rows(panel, runs, ts.lstm.sequence_length)
@@ -843,18 +859,59 @@ def walk_forward(
     )
 
 
+#: Per direction, the summary's figures (``metrics.evaluate`` and ``money.judge``).
+SUMMARY_FIGURES = (
+    "auc", "ic", "ic_t", "pearson_ic", "pearson_ic_t", "decile_spread", "log_loss", "rows",
+)  # fmt: skip
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.3%}"
+
+
+def earnings_verdict(overall: dict[str, Any], settings: Settings) -> str:
+    """One plain sentence: does the model earn what it ranks? "ranks but does not earn"
+    when its per-bar IC is positive and the traded rows' mean net return is not."""
+    m = overall["model"]
+    t = m["traded"]
+    ic = float(np.mean([m[d]["ic"] or 0.0 for d in DIRECTIONS]))
+    sides = "; ".join(
+        f"{d} {t[d]['rows']:,} rows, mean {_pct(t[d]['mean'])} (t {_f(t[d]['t'])})"
+        for d in DIRECTIONS
+    )
+    rule = (
+        f"at threshold {settings.train.threshold:g}, sides {settings.strategy.sides}, after "
+        f"the round-trip cost {round_trip_cost(settings):.3%}"
+    )
+    if t["all"]["rows"] == 0:
+        return f"trades nothing: no out-of-sample row reaches the entry rule {rule}"
+    paid = (
+        f"the {t['all']['rows']:,} traded rows' mean net return is {_pct(t['all']['mean'])} "
+        f"(median {_pct(t['all']['median'])}, t {_f(t['all']['t'])}; {sides}) {rule}"
+    )
+    if m["earns"]:
+        return f"earns out of sample: {paid}; the backtest says what the account keeps"
+    if ic > 0:
+        return (
+            f"ranks but does not earn: the per-bar IC is {ic:+.3f}, but {paid}. Do not trade "
+            "it: see the decile table (mean and median by score decile, per side)"
+        )
+    return f"neither ranks nor earns: the per-bar IC is {ic:+.3f} and {paid}"
+
+
 def training_summary(
     results: list[FoldResult], overall: dict[str, Any], settings: Settings, spec: _Spec
 ) -> dict[str, Any]:
-    """Did the model learn? Per fold: trees, LSTM epochs kept and whether the LSTM joined,
-    AUC and per-bar IC (with its overlap-adjusted t) of the model beside the logistic baseline,
-    log loss beside the class prior; then the same pooled over every test row."""
+    """Did the model learn, and does it earn? Per fold: trees, LSTM epochs kept and
+    whether the LSTM joined, AUC, per-bar IC (with its overlap-adjusted t), Pearson IC on
+    winsorised returns, the decile spread of means and the traded rows (``money``) of the
+    model beside the logistic baseline, log loss beside the class prior; then the same
+    pooled over every test row, the model's decile tables and ``earnings_verdict``."""
 
     def figures(m: dict[str, Any]) -> dict[str, Any]:
         return {
-            d: {k: m[d].get(k) for k in ("auc", "ic", "ic_t", "log_loss", "rows")}
-            for d in DIRECTIONS
-        }
+            d: {k: m[d].get(k) for k in SUMMARY_FIGURES} for d in DIRECTIONS
+        } | {"traded": m.get("traded")}
 
     folds = []
     for r in results:
@@ -881,14 +938,25 @@ def training_summary(
         "lstm_in_ensemble_folds": sum(bool(f["lstm_in_ensemble"]) for f in folds),
         "folds": folds,
         "pooled": {
-            k: {
-                d: f | {m: overall[k][d].get(m) for m in ("mean_fold_auc", "mean_fold_ic")}
-                for d, f in figures(overall[k]).items()
+            k: figures(overall[k])
+            | {
+                d: figures(overall[k])[d]
+                | {m: overall[k][d].get(m) for m in ("mean_fold_auc", "mean_fold_ic")}
+                for d in DIRECTIONS
             }
             for k in ("model", "xgboost", "lstm", "logistic", "prior")
             if k in overall
         },
+        "deciles": {d: overall["model"][d]["deciles"] for d in DIRECTIONS},
+        "earns": bool(overall["model"]["earns"]),
+        "earnings": earnings_verdict(overall, settings),
+        "sides": settings.strategy.sides,
+        "round_trip_cost": round_trip_cost(settings),
         "ic_t": "Hansen-Hodrick over the label horizon (consecutive bars' outcomes overlap; metrics.overlap_t); ic_t_naive as if bars were independent",
+        "money": "net returns: the label's forward return (next open to the label's end) "
+        "after the round-trip cost, per side (asterai.models.money); deciles pool the rows "
+        "by p_long (long) or p_short (short); traded rows: the entry rule at the threshold "
+        "and sides, before position limits; t: clustered by bar and overlap-adjusted",
     }
 
 
@@ -937,7 +1005,7 @@ def _leakage_checks(
 
 
 def _by_category(
-    panel: Panel, predictions: pd.DataFrame, paths: DataPaths, threshold: float
+    panel: Panel, predictions: pd.DataFrame, paths: DataPaths, rule: TradeRule
 ) -> dict[str, Any]:
     """Out-of-sample metrics per category (new listings apart from majors), next to the
     confluence model's on the same rows where its predictions exist."""
@@ -987,23 +1055,18 @@ def _by_category(
         entry: dict[str, Any] = {
             "symbols": sorted(set(predictions["symbol"][cats == cat])),
             "rows": int(sel.sum()),
-            "aster_native": metrics.evaluate(
-                own[sel],
-                panel.y[rows[sel]],
-                panel.fwd[rows[sel]],
-                panel.times[rows[sel]],
-                threshold,
-                panel.horizon,
+            "aster_native": _evaluate(
+                own[sel], panel.y[rows[sel]], panel.fwd[rows[sel]], panel.times[rows[sel]], rule
             ),
         }
         if other is not None:
             r = rows[sel_both]
             entry["same_rows"] = int(sel_both.sum())
-            entry["aster_native_on_same_rows"] = metrics.evaluate(
-                own[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold, panel.horizon
+            entry["aster_native_on_same_rows"] = _evaluate(
+                own[sel_both], panel.y[r], panel.fwd[r], panel.times[r], rule
             )
-            entry["confluence_on_same_rows"] = metrics.evaluate(
-                other[sel_both], panel.y[r], panel.fwd[r], panel.times[r], threshold, panel.horizon
+            entry["confluence_on_same_rows"] = _evaluate(
+                other[sel_both], panel.y[r], panel.fwd[r], panel.times[r], rule
             )
         else:
             entry["confluence_on_same_rows"] = stale or (
@@ -1086,6 +1149,8 @@ def _config(
             else {"xgboost_weight": 1.0}
         ),  # fmt: skip
         "threshold": settings.train.threshold,
+        # the sides the strategy trades (strategy.sides): the service's decisions follow it
+        "sides": settings.strategy.sides,
         "walk_forward": {
             "scheme": settings.train.scheme,
             "folds": [f.fold.to_json() for f in results],
