@@ -291,6 +291,39 @@ def test_the_command_writes_the_results_and_grades_the_criteria(written) -> None
     assert sum(c["pnl"] for c in by_cat.values()) == pytest.approx(m["final_equity"] - 50.0)
 
 
+def test_the_report_says_where_the_money_came_from(written) -> None:
+    """By side, by the decile of each trade's own score and by symbol, recomputed from
+    trades.csv and the predictions; the page shows the section."""
+    root, _ = written
+    folder = DataPaths.at(root).backtest_results
+    src = json.loads((folder / "metrics.json").read_text())["money_sources"]
+    trades = pd.read_csv(folder / "trades.csv", parse_dates=["signal_time"])
+    for side in ("long", "short"):
+        pnl = trades.loc[trades["side"] == side, "pnl"]
+        assert src["by_side"][side]["trades"] == len(pnl)
+        assert src["by_side"][side]["pnl"] == pytest.approx(pnl.sum(), abs=1e-9)
+    preds = pd.read_parquet(DataPaths.at(root).predictions("confluence"))
+    at_signal = trades.merge(
+        preds, left_on=["symbol", "signal_time"], right_on=["symbol", "open_time"], how="left"
+    )
+    score = np.where(at_signal["side"] == "long", at_signal["p_long"], at_signal["p_short"])
+    assert np.isfinite(score).all()  # every trade was signalled by an out-of-sample row
+    rank = pd.Series(score).rank(method="average")
+    decile = np.minimum(((rank - 1) * 10 // len(trades)).astype(int), 9) + 1
+    want = trades.groupby(decile)["pnl"]
+    assert [d["trades"] for d in src["by_decile"]] == list(want.size())
+    assert [d["mean_pnl"] for d in src["by_decile"]] == pytest.approx(list(want.mean()))
+    assert [d["median_pnl"] for d in src["by_decile"]] == pytest.approx(list(want.median()))
+    per_symbol = trades.groupby("symbol")["pnl"].sum().sort_values()
+    if src["losers"]:
+        assert src["losers"][0]["symbol"] == per_symbol.index[0]
+        assert src["losers"][0]["pnl"] == pytest.approx(per_symbol.iloc[0])
+    if src["winners"]:
+        assert src["winners"][0]["symbol"] == per_symbol.index[-1]
+    page = (folder / "report.html").read_text()
+    assert "Where the money came from" in page and 'id="deciles"' in page
+
+
 def test_buy_and_hold_btc_by_hand(trained) -> None:
     from asterai.backtest.baselines import buy_and_hold_btc
 

@@ -257,6 +257,43 @@ window.addEventListener('load', function () {
 """
 
 
+def _money_sources(src: dict[str, Any] | None) -> list[str]:
+    """The section "Where the money came from": by side, by the score's decile (mean and
+    median PnL), the biggest winning and losing symbols (``backtest.sources``)."""
+    if not src:
+        return []
+
+    def row(name: str, g: dict[str, Any], *extra: str) -> list[str]:
+        return [
+            html.escape(name), *extra, str(g["trades"]), _fmt(g["pnl"]), _fmt(g["mean_pnl"]),
+            _fmt(g["median_pnl"]), _fmt(g["win_rate"], "share"),
+        ]  # fmt: skip
+
+    money = ["trades", "PnL, USDT", "mean PnL", "median PnL", "win rate"]
+    symbols = [
+        row(r["symbol"], r, f"{r['long']} / {r['short']}")
+        for r in [*src["winners"], *src["losers"]]
+    ]
+    return [
+        "<h2>Where the money came from</h2>",
+        '<p class="note">The trades by side, by the decile of their own score (the '
+        "probability of the side traded, at the signal), and the symbols that made or cost "
+        "the most. A mean far from its median is a tail: a few trades paid (or cost) for "
+        "the rest.</p>",
+        _table(["side", *money], [row(k, v) for k, v in src["by_side"].items()], "", "sides"),
+        _table(
+            ["decile", "score", *money],
+            [
+                row(str(d["decile"]), d, f"{d['score_min']:.3f}-{d['score_max']:.3f}")
+                for d in src["by_decile"]
+            ],
+            "",
+            "deciles",
+        ),
+        _table(["symbol", "long / short", *money], symbols, "", "symbols"),
+    ]
+
+
 def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> str:
     """``report.html`` from ``metrics.json``'s dict, the charts in ``folder`` and the
     trades; nothing is computed here that the JSON does not hold."""
@@ -456,6 +493,7 @@ def render_html(metrics: dict[str, Any], folder: Path, trades: pd.DataFrame) -> 
             "",
             "categories",
         ),  # fmt: skip
+        *_money_sources(m.get("money_sources")),
         "<h2>Assumptions and notes</h2>",
         "<ul>"
         + "".join(

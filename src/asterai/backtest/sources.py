@@ -1,0 +1,80 @@
+"""Where the money came from: a backtest's trades by side, by the score's decile and
+by symbol.
+
+The training's decile table (``asterai.models.money``) pools every scored row; this is
+the account's side of the same question: the trades the strategy actually made, after
+its limits, fills, fees and funding. A model can rank the cross-section correctly and
+still lose because one side, a few deciles or a handful of symbols pay for everything
+(or cost everything): the report shows which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asterai.backtest.inputs import Inputs
+from asterai.data.store import to_epoch_ms
+
+#: Symbols shown at each end of the ranking by PnL.
+TOP_SYMBOLS = 5
+DECILES = 10
+
+
+def _group(pnl: pd.Series) -> dict[str, Any]:
+    return {
+        "trades": int(len(pnl)),
+        "pnl": float(pnl.sum()),
+        "mean_pnl": float(pnl.mean()) if len(pnl) else None,
+        "median_pnl": float(pnl.median()) if len(pnl) else None,
+        "win_rate": float((pnl > 0).mean()) if len(pnl) else None,
+    }
+
+
+def signal_scores(trades: pd.DataFrame, inputs: Inputs) -> np.ndarray:
+    """Each trade's score: the probability of its own side at its signal bar."""
+    if trades.empty:
+        return np.empty(0)
+    t = np.searchsorted(inputs.times, to_epoch_ms(trades["signal_time"]))
+    index = {s: k for k, s in enumerate(inputs.symbols)}
+    j = np.array([index[s] for s in trades["symbol"]], dtype=np.int64)
+    long = trades["side"].to_numpy() == "long"
+    return np.where(long, inputs.p_long[t, j], inputs.p_short[t, j]).astype(float)
+
+
+def where_the_money_came_from(trades: pd.DataFrame, inputs: Inputs) -> dict[str, Any]:
+    """By side; by decile of the trades' own scores (``signal_scores``: average ranks,
+    decile ``floor((rank - 1) * 10 / trades)``, lowest first), the mean and median PnL
+    in each; by symbol, the ``TOP_SYMBOLS`` biggest winners and losers."""
+    out: dict[str, Any] = {"trades": int(len(trades))}
+    out["by_side"] = {s: _group(trades.loc[trades["side"] == s, "pnl"]) for s in ("long", "short")}
+    if trades.empty:
+        return out | {"by_decile": [], "winners": [], "losers": []}
+    score = pd.Series(signal_scores(trades, inputs))
+    rank = score.rank(method="average").to_numpy()
+    decile = np.minimum(((rank - 1.0) * DECILES // len(trades)).astype(int), DECILES - 1)
+    out["by_decile"] = [
+        {
+            "decile": int(d) + 1,
+            "score_min": float(score[decile == d].min()),
+            "score_max": float(score[decile == d].max()),
+            **_group(trades.loc[decile == d, "pnl"]),
+        }
+        for d in np.unique(decile)
+    ]
+    per_symbol = []
+    for symbol, g in trades.groupby("symbol"):
+        per_symbol.append(
+            {
+                "symbol": str(symbol),
+                **_group(g["pnl"]),
+                "long": int((g["side"] == "long").sum()),
+                "short": int((g["side"] == "short").sum()),
+            }
+        )
+    per_symbol.sort(key=lambda r: r["pnl"], reverse=True)
+    out["winners"] = [r for r in per_symbol[:TOP_SYMBOLS] if r["pnl"] > 0]
+    out["losers"] = [r for r in per_symbol[::-1][:TOP_SYMBOLS] if r["pnl"] < 0]
+    return out
