@@ -292,6 +292,14 @@ def test_the_command_line_trains_and_prints_the_summary(trained, tmp_path) -> No
         assert f"{fold['xgboost_trees']} {fold['lstm_epochs']} ({joined})" in cells
     pooled = summary["pooled"]["model"]["long"]
     assert f"{pooled['ic']:.3f} ({pooled['ic_t']:.1f})" in cells
+    # what the trades are paid: the pooled traded rows' mean, the deciles, the sentence
+    paid = summary["pooled"]["model"]["traded"]["all"]
+    assert "what the trades are paid" in text
+    if paid["mean"] is not None:
+        assert f"{paid['mean']:+.2%}" in cells
+    top = summary["deciles"]["long"][-1]
+    assert f"{top['mean']:+.2%} / {top['median']:+.2%}" in cells
+    assert summary["earnings"] in text
     assert len(config["walk_forward"]["folds"]) == 2
     assert config["members"]["lstm"]["settings"]["epochs"] == 1
     bad = CliRunner().invoke(

@@ -201,6 +201,8 @@ def _print_training(console: Any, result: Any) -> None:
     )  # fmt: skip
     console.print(table)
     console.print(baselines)
+    console.print(_money_table(result))
+    console.print(_decile_table(summary))
     for line in result.verdict:
         console.print(line, highlight=False)
     for warning in result.warnings:
@@ -231,6 +233,65 @@ def _print_training(console: Any, result: Any) -> None:
     console.print(
         f"models: {result.folder}; predictions: {result.predictions_path}; {result.seconds:.1f} s"
     )
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x:+.2%}"
+
+
+def _money_table(result: Any) -> Any:
+    """Per fold and pooled: the rows the entry rule trades, per side, their mean net
+    return after the round-trip cost (t), the Pearson IC and the decile spread."""
+    from rich.table import Table
+
+    summary = result.config["training_summary"]
+    table = Table(
+        title=f"what the trades are paid (sides {summary['sides']}, after a round trip of "
+        f"{summary['round_trip_cost']:.3%}; mean net return, t clustered by bar and overlap)"
+    )
+    for col in (
+        "fold", "long rows", "long mean (t)", "short rows", "short mean (t)", "all mean (t)",
+        "Pearson IC long / short", "decile spread long / short",
+    ):  # fmt: skip
+        table.add_column(col, no_wrap=True)
+
+    def t(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.1f}"
+
+    def add(label: str, m: dict[str, Any]) -> None:
+        tr = m["traded"]
+        table.add_row(
+            label, f"{tr['long']['rows']:,}", f"{_pct(tr['long']['mean'])} ({t(tr['long']['t'])})",
+            f"{tr['short']['rows']:,}", f"{_pct(tr['short']['mean'])} ({t(tr['short']['t'])})",
+            f"{_pct(tr['all']['mean'])} ({t(tr['all']['t'])})",
+            f"{_f3(m['long']['pearson_ic'])} / {_f3(m['short']['pearson_ic'])}",
+            f"{_pct(m['long']['decile_spread'])} / {_pct(m['short']['decile_spread'])}",
+        )  # fmt: skip
+
+    for f in summary["folds"]:
+        add(str(f["fold"] + 1), f["model"])
+    add("all", summary["pooled"]["model"])
+    return table
+
+
+def _f3(x: Any) -> str:
+    return "n/a" if x is None else f"{x:+.3f}"
+
+
+def _decile_table(summary: dict[str, Any]) -> Any:
+    """The pooled out-of-sample rows by score decile: mean and median net return."""
+    from rich.table import Table
+
+    table = Table(title="by score decile (pooled out of sample): mean / median net return")
+    for col in ("decile", "long rows", "long mean / median", "short rows", "short mean / median"):
+        table.add_column(col, no_wrap=True)
+    long, short = summary["deciles"]["long"], summary["deciles"]["short"]
+    for a, b in zip(long, short, strict=False):
+        table.add_row(
+            str(a["decile"]), f"{a['rows']:,}", f"{_pct(a['mean'])} / {_pct(a['median'])}",
+            f"{b['rows']:,}", f"{_pct(b['mean'])} / {_pct(b['median'])}",
+        )  # fmt: skip
+    return table
 
 
 def train_overrides(
