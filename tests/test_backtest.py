@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -322,6 +323,12 @@ def test_the_report_says_where_the_money_came_from(written) -> None:
         assert src["winners"][0]["symbol"] == per_symbol.index[-1]
     page = (folder / "report.html").read_text()
     assert "Where the money came from" in page and 'id="deciles"' in page
+    # the training's own figures on the same rows, from the model's config of that run
+    config = json.loads(
+        (DataPaths.at(root).confluence_models / "ensemble_config.json").read_text()
+    )
+    assert src["training"]["deciles"] == config["training_summary"]["deciles"]
+    assert html.escape(config["training_summary"]["earnings"]) in page
 
 
 def test_buy_and_hold_btc_by_hand(trained) -> None:

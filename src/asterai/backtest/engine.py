@@ -18,7 +18,7 @@ import pandas as pd
 from asterai.backtest import kernel
 from asterai.backtest.enums import EXIT_REASONS, REJECT_REASONS
 from asterai.backtest.inputs import BacktestInputError, Inputs, load_inputs
-from asterai.backtest.sources import where_the_money_came_from
+from asterai.backtest.sources import training_figures, where_the_money_came_from
 from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
 from asterai.entry import allowed_sides
@@ -169,6 +169,7 @@ def measure(settings: Settings, inputs: Inputs, p: kernel.Params, model: str) ->
     m["baselines"] = compare_baselines(curves, n_rule, settings, result.equity)
     m["by_category"] = by_category(result.trades, settings)
     m["money_sources"] = where_the_money_came_from(result.trades, inputs)
+    m["money_sources"]["training"] = training_figures(settings.data_root, model, inputs.run_id)
     m["settings"] = {
         "strategy": settings.strategy.model_dump(mode="json"),
         "threshold": settings.train.threshold,

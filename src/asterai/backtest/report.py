@@ -291,6 +291,31 @@ def _money_sources(src: dict[str, Any] | None) -> list[str]:
             "deciles",
         ),
         _table(["symbol", "long / short", *money], symbols, "", "symbols"),
+        *_training_money(src.get("training")),
+    ]
+
+
+def _training_money(tr: dict[str, Any] | None) -> list[str]:
+    """The training's own figures on every scored out-of-sample row (before the limits
+    on positions): the sentence, and the mean and median net return by score decile."""
+    if not tr:
+        return []
+    rows = [
+        [
+            str(a["decile"]), str(a["rows"]), _fmt(a["mean"], "pct"), _fmt(a["median"], "pct"),
+            _fmt(b["mean"], "pct"), _fmt(b["median"], "pct"),
+        ]
+        for a, b in zip(tr["deciles"]["long"], tr["deciles"]["short"], strict=False)
+    ]  # fmt: skip
+    return [
+        f'<p class="note">The training, on every scored out-of-sample row: '
+        f"{html.escape(tr['earnings'])}. Net of a round trip of "
+        f"{tr['round_trip_cost']:.3%}, by score decile (p_long for the long side, p_short "
+        "for the short):</p>",
+        _table(
+            ["decile", "rows", "long mean", "long median", "short mean", "short median"],
+            rows, "", "training-deciles",
+        ),  # fmt: skip
     ]
 
 

@@ -10,6 +10,7 @@ still lose because one side, a few deciles or a handful of symbols pay for every
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ import pandas as pd
 
 from asterai.backtest.inputs import Inputs
 from asterai.data.store import to_epoch_ms
+from asterai.paths import DataPaths
+
+#: Each model's config file, in its folder (``models.train.SPECS``).
+CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_config.json"}
 
 #: Symbols shown at each end of the ranking by PnL.
 TOP_SYMBOLS = 5
@@ -78,3 +83,22 @@ def where_the_money_came_from(trades: pd.DataFrame, inputs: Inputs) -> dict[str,
     out["winners"] = [r for r in per_symbol[:TOP_SYMBOLS] if r["pnl"] > 0]
     out["losers"] = [r for r in per_symbol[::-1][:TOP_SYMBOLS] if r["pnl"] < 0]
     return out
+
+
+def training_figures(root: Any, model: str, run_id: str | None) -> dict[str, Any] | None:
+    """What the training measured on the same out-of-sample rows (``models.money``):
+    its sentence, each side's traded rows and decile table; None when the model's config
+    is missing or belongs to another run than the predictions traded."""
+    path = DataPaths.at(root).models(model) / CONFIG_FILES[model]
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    summary = config.get("training_summary") or {}
+    if config.get("run_id") != run_id or "earnings" not in summary:
+        return None
+    return {
+        "earnings": summary["earnings"],
+        "traded": summary["pooled"]["model"]["traded"],
+        "deciles": summary["deciles"],
+        "round_trip_cost": summary["round_trip_cost"],
+    }
