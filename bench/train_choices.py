@@ -4,21 +4,25 @@ Two sections (``--only targets`` or ``--only lstm``; both by default), each runn
 confluence training on the real recording (gate, features, walk-forward) once per
 configuration:
 
-* ``targets``: the target (triple barrier vs cross-sectional), the early-stopping
-  metric (log loss vs AUC vs the per-bar IC) and the XGBoost member (binary vs
-  rank:pairwise grouped by bar). Per configuration and fold: XGBoost's trees, the LSTM's
-  epochs and whether it joined, the per-bar IC (mean of long and short); then the pooled
-  AUC, the pooled per-bar IC with its overlap-adjusted t (Hansen-Hodrick), the logistic baseline's per-bar IC
-  on the same rows, and the backtest after costs (Sharpe, return, trades) of the
-  predictions. The configuration with the highest mean per-fold IC is named: that is
-  how the defaults are chosen (never by the backtest's return). AUCs of different
-  targets answer different questions; the per-bar IC (against the same forward
-  returns) and the backtest are comparable across all rows.
+* ``targets``: the target (triple barrier, cross-sectional, the R-multiple), the
+  early-stopping metric (AUC, the per-bar IC, or ``mean_net``: what the top decile's
+  trades are paid), the XGBoost member (binary, rank:pairwise grouped by bar, or a
+  regression) and the sides traded (both, long only, short only; ``strategy.sides``,
+  trained and traded with each). Per configuration: the traded rows' mean net return
+  (the entry rule at the threshold, after the round-trip cost) fold by fold; pooled
+  over every out-of-sample row, the rank IC, the Pearson IC on winsorised returns, the
+  decile spread of means (top decile's mean net return minus the bottom's, mean of the
+  sides), the traded rows' mean net return with its t (clustered by bar and
+  overlap-adjusted), and the backtest of the predictions after every cost (Sharpe,
+  return, trades). The configuration whose traded rows have the highest pooled mean net
+  return is named: what the account is paid decides the defaults. If it does not earn
+  (its mean is not above zero, or its backtest loses), the table says so.
 * ``lstm``: the LSTM's size, window and sampling (mean per-fold AUC of the LSTM and the
   ensemble).
 
-A month of hourly bars is a small sample: differences of a few hundredths are noise,
-and the table says how many folds each figure stands on.
+A month of hourly bars is a small sample: differences of a few tenths of a percent are
+noise, the t says how far from it a figure is, and picking the best of many
+configurations on the same folds biases the winner upward.
 
     python bench/train_choices.py
     python bench/train_choices.py --only targets --json choices.json
@@ -41,37 +45,25 @@ import numpy as np
 from _recording import DEFAULT_DATA
 from train import recorded_root
 
-#: (label, train settings): the target, the stopping metric, the XGBoost member.
+#: (label, train settings): the target, the stopping metric, the XGBoost member; each
+#: is trained and traded once per ``SIDES``.
 TARGETS: list[tuple[str, dict[str, Any]]] = [
     (f"{target} / {metric} / {objective}", {
         "target": target, "stopping_metric": metric, "xgboost": {"objective": objective},
     })
     for target, metric, objective in (
-        ("triple_barrier", "logloss", "binary"),
         ("triple_barrier", "auc", "binary"),
-        ("triple_barrier", "ic", "binary"),
-        ("triple_barrier", "ic", "rank_pairwise"),
-        ("cross_sectional", "logloss", "binary"),
+        ("triple_barrier", "mean_net", "binary"),
         ("cross_sectional", "auc", "binary"),
-        ("cross_sectional", "ic", "binary"),
         ("cross_sectional", "auc", "rank_pairwise"),
         ("cross_sectional", "ic", "rank_pairwise"),
+        ("cross_sectional", "mean_net", "rank_pairwise"),
+        ("r_multiple", "ic", "pseudohuber"),
+        ("r_multiple", "mean_net", "pseudohuber"),
+        ("r_multiple", "mean_net", "squared"),
     )
 ]  # fmt: skip
-#: The ranker (the default member) with the issue's plain reference XGBoost's stopping
-#: (patience 50, min_child_weight 20), and with 8 sampled pairs per row instead of all
-#: pairs in the bar (the cheaper gradient on a wide cross-section).
-TARGETS += [
-    ("cross_sectional / auc / rank_pairwise, patience 50, mcw 20", {
-        "target": "cross_sectional", "stopping_metric": "auc",
-        "xgboost": {"objective": "rank_pairwise", "early_stopping_rounds": 50,
-                    "min_child_weight": 20.0},
-    }),
-    ("cross_sectional / auc / rank_pairwise, 8 pairs per row", {
-        "target": "cross_sectional", "stopping_metric": "auc",
-        "xgboost": {"objective": "rank_pairwise", "ranking_pairs": 8},
-    }),
-]  # fmt: skip
+SIDES = ("both", "long", "short")
 
 LSTM_CHOICES = {
     "default: 1x32 units, 24 bars, every 2nd window": {},
@@ -84,13 +76,18 @@ LSTM_CHOICES = {
 }
 
 
-def _ic(m: dict[str, Any]) -> float:
-    """The mean of the long and short per-bar IC (a direction without one counts 0)."""
-    return float(np.mean([m[d]["ic"] or 0.0 for d in ("long", "short")]))
+def _mean2(m: dict[str, Any], key: str) -> float | None:
+    """The mean of a figure over the long and short directions (None where one lacks it)."""
+    values = [m[d].get(key) for d in ("long", "short")]
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "  n/a" if x is None else f"{x:+.{digits}f}"
+
+
+def _pct(x: float | None) -> str:
+    return "  n/a" if x is None else f"{x:+.2%}"
 
 
 def run_targets(root: Path, work: Path) -> list[dict[str, Any]]:
@@ -100,53 +97,55 @@ def run_targets(root: Path, work: Path) -> list[dict[str, Any]]:
 
     rows = []
     for i, (label, train) in enumerate(TARGETS):
-        copy = work / f"target{i}"
-        shutil.copytree(root / "data", copy / "data")
-        settings = load_settings(copy, train=train)
-        started = time.perf_counter()
-        result = walk_forward("confluence", settings)
-        seconds = time.perf_counter() - started
-        bt = backtest_model(settings, "confluence").metrics
-        s = result.config["training_summary"]
-        pooled = result.overall["model"]
-        row = {
-            "choice": label,
-            "settings": train,
-            "seconds": seconds,
-            "trees": [f["xgboost_trees"] for f in s["folds"]],
-            "lstm_epochs": [f["lstm_epochs"] for f in s["folds"]],
-            "lstm_joined": [bool(f["lstm_in_ensemble"]) for f in s["folds"]],
-            "fold_ic": [_ic(r.metrics["model"]) for r in result.folds],
-            "fold_logistic_ic": [_ic(r.metrics["logistic"]) for r in result.folds],
-            "pooled_auc": float(np.mean([pooled[d]["auc"] for d in ("long", "short")])),
-            "pooled_ic": _ic(pooled),
-            "pooled_ic_t": {d: pooled[d]["ic_t"] for d in ("long", "short")},
-            "pooled_logistic_ic": _ic(result.overall["logistic"]),
-            "final_trees": result.config["final_model"]["xgboost_trees"],
-            "sharpe": bt["sharpe_ratio"],
-            "total_return": bt["total_return"],
-            "trades": bt["trades"],
-        }
-        row["mean_fold_ic"] = float(np.mean(row["fold_ic"]))
-        row["mean_fold_logistic_ic"] = float(np.mean(row["fold_logistic_ic"]))
-        rows.append(row)
-        t = row["pooled_ic_t"]
-        print(
-            f"{label:<58} trees {'/'.join(map(str, row['trees'])):<14} LSTM in "
-            f"{sum(row['lstm_joined'])}/{len(row['lstm_joined'])}  per-fold IC "
-            f"{' '.join(_fmt(x, 2) for x in row['fold_ic'])}  mean {_fmt(row['mean_fold_ic'])} "
-            f"(logistic {_fmt(row['mean_fold_logistic_ic'])})  pooled AUC "
-            f"{row['pooled_auc']:.3f} IC {_fmt(row['pooled_ic'])} (t {_fmt(t['long'], 1)} / "
-            f"{_fmt(t['short'], 1)})  Sharpe {_fmt(row['sharpe'], 2)} return "
-            f"{row['total_return']:+.1%} {row['trades']} trades  {seconds:.0f} s",
-            flush=True,
-        )
-    best = max(rows, key=lambda r: r["mean_fold_ic"])
-    print(f"\nhighest mean per-fold IC: {best['choice']} ({best['mean_fold_ic']:+.3f})")
-    beat = [r["choice"] for r in rows if r["mean_fold_ic"] > r["mean_fold_logistic_ic"]]
+        for sides in SIDES:
+            copy = work / f"target{i}-{sides}"
+            shutil.copytree(root / "data", copy / "data")
+            settings = load_settings(copy, train=train, strategy={"sides": sides})
+            started = time.perf_counter()
+            result = walk_forward("confluence", settings)
+            seconds = time.perf_counter() - started
+            bt = backtest_model(settings, "confluence").metrics
+            pooled = result.overall["model"]
+            paid = pooled["traded"]["all"]
+            row = {
+                "choice": label, "sides": sides, "settings": train, "seconds": seconds,
+                "trees": [f.members["xgboost_trees"] for f in result.folds],
+                "fold_traded_mean": [f.metrics["model"]["traded"]["all"]["mean"]
+                                     for f in result.folds],
+                "rank_ic": _mean2(pooled, "ic"),
+                "pearson_ic": _mean2(pooled, "pearson_ic"),
+                "decile_spread": _mean2(pooled, "decile_spread"),
+                "traded": pooled["traded"],
+                "traded_rows": paid["rows"], "traded_mean": paid["mean"], "traded_t": paid["t"],
+                "sharpe": bt["sharpe_ratio"], "total_return": bt["total_return"],
+                "trades": bt["trades"],
+            }  # fmt: skip
+            rows.append(row)
+            folds = " ".join(_pct(x) for x in row["fold_traded_mean"])
+            print(
+                f"{label:<40} {sides:<5}  traded mean per fold {folds}  pooled: rank IC "
+                f"{_fmt(row['rank_ic'])} Pearson IC {_fmt(row['pearson_ic'])} decile spread "
+                f"{_pct(row['decile_spread'])}  traded {paid['rows']} rows mean "
+                f"{_pct(paid['mean'])} (t {_fmt(paid['t'], 1)})  backtest Sharpe "
+                f"{_fmt(row['sharpe'], 2)} return {row['total_return']:+.1%} "
+                f"{row['trades']} trades  {seconds:.0f} s",
+                flush=True,
+            )
+    ranked = [r for r in rows if r["traded_mean"] is not None]
+    best = max(ranked, key=lambda r: r["traded_mean"])
     print(
-        "beats the logistic baseline's per-fold IC on the same rows: "
-        + (", ".join(beat) if beat else "none")
+        f"\nhighest traded rows' mean net return: {best['choice']}, sides {best['sides']} "
+        f"({_pct(best['traded_mean'])}, t {_fmt(best['traded_t'], 1)}; backtest "
+        f"{best['total_return']:+.1%}, Sharpe {_fmt(best['sharpe'], 2)})"
+    )
+    earns = [
+        f"{r['choice']} ({r['sides']})"
+        for r in rows
+        if (r["traded_mean"] or 0) > 0 and (r["traded_t"] or 0) > 2 and r["total_return"] > 0
+    ]
+    print(
+        "traded mean above zero with t > 2 and a backtest that gains after every cost: "
+        + (", ".join(earns) if earns else "none: nothing here earns after costs")
     )
     return rows
 
