@@ -59,6 +59,10 @@ def test_more_than_fifty_documented_features(collected, full) -> None:
         "label_tb_short",
         "label_tb_short_bars",
         "label_fwd_ret",
+        "label_r",
+        "label_r_short",
+        "label_risk",
+        "label_risk_short",
     ]
 
 

@@ -237,10 +237,13 @@ class XGBoostSettings(_Frozen):
     min_child_weight: float = Field(5.0, ge=0)
     reg_lambda: float = Field(1.0, ge=0)
     early_stopping_rounds: int = Field(30, ge=1, description="rounds without validation gain")
-    objective: Literal["binary", "rank_pairwise"] = Field(
+    objective: Literal["binary", "rank_pairwise", "pseudohuber", "squared"] = Field(
         "binary",
         description="binary: one logistic output per direction; rank_pairwise: one "
-        "ranking score per bar (rank:pairwise grouped by bar), high = long, low = short",
+        "ranking score per bar (rank:pairwise grouped by bar), high = long, low = short; "
+        "pseudohuber / squared (train.target = r_multiple only): one regression output "
+        "per direction fitting the trade's net R-multiple (reg:pseudohubererror with a "
+        "slope of 1 R, or reg:squarederror)",
     )
     ranking_pairs: int = Field(
         0,
@@ -325,11 +328,13 @@ class TrainSettings(_Frozen):
         "(the part before it stops early; the two never share a row)",
     )
     embargo_bars: int = Field(6, ge=0, description="gap added to the purge (label horizon)")
-    target: Literal["triple_barrier", "cross_sectional"] = Field(
+    target: Literal["triple_barrier", "cross_sectional", "r_multiple"] = Field(
         "cross_sectional",
         description="triple_barrier: would the trade reach its target before its stop; "
         "cross_sectional: would the symbol's forward return beat the bar's median by the "
-        "round-trip cost",
+        "round-trip cost; r_multiple: the trade's outcome in units of its risk, net of "
+        "the round-trip cost (a regression: needs a pseudohuber or squared XGBoost "
+        "objective)",
     )
     stopping_metric: Literal["auc", "ic", "logloss", "mean_net"] = Field(
         "auc",

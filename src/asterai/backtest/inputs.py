@@ -115,12 +115,16 @@ def check_sizing(settings: Settings, target: str, model: str) -> None:
             f"train.threshold must lie in 0..1, got {settings.train.threshold}"
         )
     if settings.strategy.kelly_fraction > 0 and target != "triple_barrier":
+        question = (
+            "sigmoid of the trade's expected net R-multiple, not a chance"
+            if target == "r_multiple"
+            else "does the symbol beat the bar's median?"
+        )
         raise BacktestInputError(
             f"strategy.kelly_fraction = {settings.strategy.kelly_fraction} sizes a trade by "
             f"the chance of reaching its target at the ATR odds, and the {model} model's "
-            f"probabilities answer another question (train.target = {target!r}: does the "
-            "symbol beat the bar's median?): set kelly_fraction = 0, or train with "
-            'train.target = "triple_barrier"'
+            f"outputs answer another question (train.target = {target!r}: {question}): "
+            'set kelly_fraction = 0, or train with train.target = "triple_barrier"'
         )
 
 

@@ -13,9 +13,10 @@ the documented, stable format XGBoost saves; the mapping is one node per tree no
   value (NaN) where ``default_left`` says (``nodes_missing_value_tracks_true``);
 - a leaf adds its value to its tree's target (``tree_info``); the trees are summed;
 - the base margin is XGBoost's ``base_score`` in margin space (``logit`` of it for
-  ``binary:logistic``, as it is for ``rank:pairwise``).
+  ``binary:logistic``; as it is for ``rank:pairwise`` and the regressions).
 
-The binary member's link is the sigmoid per output; the ranking member's one score
+The binary member's link is the sigmoid per output, and so is the regression member's
+(its margin is the predicted R-multiple: ``sigmoid(R)``); the ranking member's one score
 ``s`` becomes ``[sigmoid(s), sigmoid(-s)]``, as in ``xgb.py``. The booster is already
 cut to its best iteration when it is trained, and its ``best_iteration`` is checked
 here: an export never carries trees the validation did not keep.
@@ -55,7 +56,7 @@ def _base_margin(learner: dict[str, Any], targets: int) -> list[float]:
     objective = learner["objective"]["name"]
     if objective == "binary:logistic":
         return [math.log(v / (1 - v)) for v in values]
-    if objective.startswith("rank:") or objective == "reg:squarederror":
+    if objective.startswith("rank:") or objective in ("reg:squarederror", "reg:pseudohubererror"):
         return values
     raise ExportError(f"objective {objective!r} is not one the export maps")
 

@@ -134,19 +134,25 @@ def label_columns(
     """One symbol's label columns from its base bars ``base``, the ATR known at each
     bar and its price tick, by ``fs``' barriers and horizon (the search recomputes them
     with a trial's, ``asterai.optimize``; nothing else of the feature table changes)."""
-    from asterai.features.labels import forward_return, triple_barrier_nb  # numba: batch only
+    from asterai.features.labels import forward_return, triple_barrier_r_nb  # numba: batch only
 
     step = INTERVAL_MS[fs.base_interval]
     times = to_epoch_ms(base["open_time"])
     o, h, lo, c = (base[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
     out: dict[str, np.ndarray] = {}
-    for direction, name in ((1, "label_tb"), (-1, "label_tb_short")):
-        label, bars = triple_barrier_nb(
-            o, h, lo, atr, times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr, direction, tick
+    r_columns: dict[str, np.ndarray] = {}
+    for direction, side in ((1, ""), (-1, "_short")):
+        label, bars, r_mult, risk = triple_barrier_r_nb(
+            o, h, lo, c, atr, times, step, fs.label_horizon, fs.tp_atr, fs.sl_atr, direction, tick
         )
-        out[name] = label
-        out[f"{name}_bars"] = bars
+        out[f"label_tb{side}"] = label
+        out[f"label_tb{side}_bars"] = bars
+        r_columns[f"label_r{side}"] = r_mult
+        r_columns[f"label_risk{side}"] = risk
     out["label_fwd_ret"] = forward_return(o, c, times, step, fs.label_horizon)
+    # the catalog's order: the triple barrier's, the forward return, then the R-multiples
+    for name in ("label_r", "label_r_short", "label_risk", "label_risk_short"):
+        out[name] = r_columns[name]
     return out
 
 

@@ -194,6 +194,16 @@ LABELS: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "label_fwd_ret", "label", "log(close_t+horizon / open_t+1): from the fill of a signal at t"
     ),
+    FeatureSpec(
+        "label_r",
+        "label",
+        "long trade's gross R-multiple on the triple barrier's path: (exit - entry) / risk, "
+        "exit at the stop (a later bar's open when it gaps through), the target or the "
+        "horizon's close (see labels.py)",
+    ),
+    FeatureSpec("label_r_short", "label", "short trade's gross R-multiple: (entry - exit) / risk"),
+    FeatureSpec("label_risk", "label", "long trade's risk (entry - stop) / entry"),
+    FeatureSpec("label_risk_short", "label", "short trade's risk (stop - entry) / entry"),
 )
 
 

@@ -12,6 +12,15 @@ its slipped fill instead of the open: a trade's sit slightly further against it)
 one bar reaches both, the stop is assumed (the worse outcome). Label: +1 target first, -1 stop first, 0 neither by the
 vertical barrier.
 
+The same scan gives the trade's **R-multiple** (``triple_barrier_r_nb``): its gross
+outcome in units of its risk, the distance from the entry to the placed stop. Exit at
+the stop: -1 R, or, when a bar after the entry bar opens through the stop (a gap), that
+bar's open (worse than -1 R; the backtest's gap exit). Exit at the target: its distance
+over the risk (about ``tp_atr / sl_atr``). Neither by the time limit: the close of bar
+``t+horizon`` (the backtest's time exit). No costs: training subtracts the round-trip
+cost in R (``models.target``), since fees are strategy settings, not feature settings.
+The risk is also returned as a share of the entry price, for that conversion.
+
 Rows whose horizon reaches past the data, or whose next ``horizon`` bars are not
 consecutive (a gap), are left unlabelled (NaN), never filled.
 """
@@ -28,6 +37,67 @@ from asterai.jitcache import invalidate_on_change
 
 
 @njit(cache=True)
+def triple_barrier_r_nb(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    atr: np.ndarray,
+    times: np.ndarray,
+    step: int,
+    horizon: int,
+    tp_atr: float,
+    sl_atr: float,
+    direction: int = 1,
+    tick: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Label (+1 take profit, -1 stop, 0 vertical; NaN unlabelled), bars to the
+    outcome, the gross R-multiple and the risk as a share of the entry price.
+
+    ``direction`` +1 labels a long trade, -1 a short one; ``tick`` is the symbol's price
+    tick (0: unknown, the barriers are not rounded and a target needs a print beyond it).
+    All four are NaN at the same rows. A row reads bars ``t+1 .. t+horizon`` only (and
+    the ATR known at ``t``).
+    """
+    n = len(open_)
+    label = np.full(n, np.nan)
+    bars = np.full(n, np.nan)
+    r_mult = np.full(n, np.nan)
+    risk_share = np.full(n, np.nan)
+    for t in range(n - horizon):
+        if times[t + horizon] - times[t] != horizon * step:
+            continue
+        a = atr[t]
+        if not np.isfinite(a) or a <= 0.0:
+            continue
+        entry = open_[t + 1]
+        stop, target = place(entry, direction, a, tp_atr, sl_atr, tick)
+        risk = direction * (entry - stop)  # > 0: placed at least sl_atr ATRs away
+        outcome = 0.0
+        took = horizon
+        exit_px = close[t + horizon]  # the time limit, unless a barrier comes first
+        for k in range(t + 1, t + horizon + 1):
+            # the stop checked first: a bar reaching both counts as the stop
+            if stop_touched(direction, low[k], high[k], stop):
+                outcome = -1.0
+                took = k - t
+                gapped = direction * (open_[k] - stop) <= 0.0
+                # the entry bar opens at the entry itself: only a later bar gaps
+                exit_px = open_[k] if k > t + 1 and gapped else stop
+                break
+            if target_filled(direction, low[k], high[k], target, tick):
+                outcome = 1.0
+                took = k - t
+                exit_px = target
+                break
+        label[t] = outcome
+        bars[t] = took
+        r_mult[t] = direction * (exit_px - entry) / risk
+        risk_share[t] = risk / entry
+    return label, bars, r_mult, risk_share
+
+
+@njit(cache=True)
 def triple_barrier_nb(
     open_: np.ndarray,
     high: np.ndarray,
@@ -41,39 +111,16 @@ def triple_barrier_nb(
     direction: int = 1,
     tick: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Label (+1 take profit, -1 stop, 0 vertical; NaN unlabelled) and bars to the outcome.
-
-    ``direction`` +1 labels a long trade, -1 a short one; ``tick`` is the symbol's price
-    tick (0: unknown, the barriers are not rounded and a target needs a print beyond it).
-    """
-    n = len(open_)
-    label = np.full(n, np.nan)
-    bars = np.full(n, np.nan)
-    for t in range(n - horizon):
-        if times[t + horizon] - times[t] != horizon * step:
-            continue
-        a = atr[t]
-        if not np.isfinite(a) or a <= 0.0:
-            continue
-        stop, target = place(open_[t + 1], direction, a, tp_atr, sl_atr, tick)
-        outcome = 0.0
-        took = horizon
-        for k in range(t + 1, t + horizon + 1):
-            # the stop checked first: a bar reaching both counts as the stop
-            if stop_touched(direction, low[k], high[k], stop):
-                outcome = -1.0
-                took = k - t
-                break
-            if target_filled(direction, low[k], high[k], target, tick):
-                outcome = 1.0
-                took = k - t
-                break
-        label[t] = outcome
-        bars[t] = took
+    """Label (+1 take profit, -1 stop, 0 vertical; NaN unlabelled) and bars to the
+    outcome: ``triple_barrier_r_nb``'s first two (the close is not needed for them)."""
+    label, bars, _, _ = triple_barrier_r_nb(
+        open_, high, low, open_, atr, times, step, horizon, tp_atr, sl_atr, direction, tick
+    )
     return label, bars
 
 
 # the labels compile in ``barriers``' rules: a change there must reach the cached code
+invalidate_on_change(triple_barrier_r_nb, _barriers)
 invalidate_on_change(triple_barrier_nb, _barriers)
 
 

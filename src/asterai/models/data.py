@@ -28,6 +28,7 @@ from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
 from asterai.features.build import FEATURES_META_KEY
 from asterai.intervals import INTERVAL_MS
+from asterai.models.target import R_COLUMNS, R_MULTIPLE, net_r
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class Panel:
     new_listing_h: float = 720.0
     listing_age_h: np.ndarray | None = None  # uncapped, for per-bar categories
     target: str = "triple_barrier"
+    #: float32 (rows, 2) net R-multiple, long and short (``train.target = "r_multiple"``,
+    #: what a regression member fits; ``y`` is then ``value > 0``); None for other targets
+    value: np.ndarray | None = None
 
     @property
     def labelled(self) -> np.ndarray:
@@ -172,6 +176,9 @@ def load_panel(
     table, or the cross-sectional labels (``features.labels.cross_sectional_labels``)
     over every trainable symbol tradeable at each bar (short histories included, so that
     both models' labels agree), net of ``round_trip_cost(settings)``.
+    ``r_multiple``: the trade's net R-multiple per direction (``models.target.net_r``,
+    the gross R less ``round_trip_cost(settings)`` in R) as ``value``, and ``y`` = net
+    R > 0.
     ``table``: the feature table and its metadata already read (``features_table``), for
     a caller that loads a panel many times (the search, with its trials' labels);
     ``trainable``: with ``check_gate=False``, the gate's trainable symbols it already has.
@@ -206,9 +213,11 @@ def load_panel(
         for f in meta["features"]
         if f not in PRICE_UNIT_FEATURES and (f != LISTING_AGE or listing_age_cap_h is not None)
     ]
+    target = target or settings.train.target
+    r_columns = [c for pair in R_COLUMNS for c in pair] if target == R_MULTIPLE else []
     missing = [
         c
-        for c in (*features, LABEL_LONG, LABEL_SHORT, "label_fwd_ret")
+        for c in (*features, LABEL_LONG, LABEL_SHORT, "label_fwd_ret", *r_columns)
         if c not in table.column_names
     ]
     if missing:
@@ -218,7 +227,7 @@ def load_panel(
         )
     # the narrow columns as a frame (row filters and the sort happen here), the wide
     # feature columns read once, at the rows kept, straight into float32
-    narrow = ["symbol", "open_time", LABEL_LONG, LABEL_SHORT, "label_fwd_ret"]
+    narrow = ["symbol", "open_time", LABEL_LONG, LABEL_SHORT, "label_fwd_ret", *r_columns]
     if LISTING_AGE in table.column_names:
         narrow.append(LISTING_AGE)
     frame = table.select(narrow).to_pandas().reset_index(drop=True)  # index = table row
@@ -237,7 +246,6 @@ def load_panel(
     frame["_t"] = to_epoch_ms(frame["open_time"])
     keys = pd.MultiIndex.from_arrays([frame["symbol"], frame["_t"]])
     frame["_tradeable"] = uni.reindex(keys).fillna(False).to_numpy(dtype=bool)
-    target = target or settings.train.target
     if target == "cross_sectional":
         # the cross-section is every trainable symbol tradeable at the bar, before any
         # model leaves out short histories: both models' labels mean the same thing
@@ -253,6 +261,12 @@ def load_panel(
     elif target == "triple_barrier":
         for col, label in (("_y_long", LABEL_LONG), ("_y_short", LABEL_SHORT)):
             frame[col] = np.where(np.isfinite(frame[label]), frame[label] == 1, np.nan)
+    elif target == R_MULTIPLE:
+        cost = round_trip_cost(settings)
+        for (r_col, risk_col), side in zip(R_COLUMNS, ("long", "short"), strict=True):
+            net = net_r(frame[r_col].to_numpy(), frame[risk_col].to_numpy(), cost)
+            frame[f"_r_{side}"] = net
+            frame[f"_y_{side}"] = np.where(np.isfinite(net), net > 0, np.nan)
     else:
         raise TrainingDataError(f"unknown train.target {target!r}")
     counts = frame.groupby("symbol").size()
@@ -279,6 +293,9 @@ def load_panel(
         X[:, j] = np.minimum(X[:, j], np.float32(listing_age_cap_h))
     fwd = frame["label_fwd_ret"].to_numpy(dtype=float)
     y = frame[["_y_long", "_y_short"]].to_numpy(dtype=np.float32)
+    value = (
+        frame[["_r_long", "_r_short"]].to_numpy(dtype=np.float32) if target == R_MULTIPLE else None
+    )
     category: dict[str, str | None] = {s: None for s in symbols}
     new_listing_h = settings.discovery.new_listing_days * 24
     if with_categories:
@@ -311,6 +328,7 @@ def load_panel(
         new_listing_h,
         frame[LISTING_AGE].to_numpy(dtype=float) if LISTING_AGE in frame else None,
         target,
+        value,
     )
 
 

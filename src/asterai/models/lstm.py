@@ -11,7 +11,10 @@ rows only, like the standardisation), and a column missing on at least
 ``missing_indicator_share`` of the fitting rows gets a 0/1 indicator input. A column with
 no value at all in the fitting rows is dropped for the fold, and the drop is recorded.
 
-A plain, seeded training loop: Adam, binary cross-entropy on both directions, early
+A plain, seeded training loop: Adam, binary cross-entropy on both directions (with
+``train.target = "r_multiple"``: the Huber loss, ``SmoothL1Loss`` with a slope change
+at 1 R, of the linear output against the net R-multiple, and ``sigmoid(predicted R)``
+as the raw output, as the XGBoost member's regression; ``models/target.py``), early
 stopping on the windows of the validation window's early-stopping part by the same
 score as XGBoost (``scoring.Scorer``: AUC, per-bar IC or log loss), the best epoch's
 weights kept. The history records each epoch's fitting loss, validation loss and
@@ -33,6 +36,7 @@ from asterai.config import LSTMSettings
 from asterai.models.errors import TrainingError
 from asterai.models.inputs import Prep
 from asterai.models.scoring import Scorer
+from asterai.models.target import HUBER_SLOPE
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +94,10 @@ class LSTMMember:
         valid_rows: np.ndarray,
         scorer_for: Callable[[np.ndarray], Scorer],
         progress: Any = None,
+        regression: bool = False,
     ) -> LSTMMember:
-        """``X``: the whole panel; ``fit_rows``: labelled rows to fit on; ``valid_rows``:
+        """``X``: the whole panel; ``y``: 0/1 labels, or with ``regression`` the net
+        R-multiples; ``fit_rows``: labelled rows to fit on; ``valid_rows``:
         labelled rows whose score stops training early (the best epoch's weights are
         kept); ``scorer_for(rows)``: the score of those of them that have a window.
 
@@ -113,7 +119,7 @@ class LSTMMember:
             )
         self.net = Network(self.prep.width, s.hidden_size, s.num_layers, s.dropout).to(self.device)
         optimiser = torch.optim.Adam(self.net.parameters(), lr=s.learning_rate)
-        loss_fn = nn.BCEWithLogitsLoss()
+        loss_fn = nn.SmoothL1Loss(beta=HUBER_SLOPE) if regression else nn.BCEWithLogitsLoss()
         y_t = torch.from_numpy(np.nan_to_num(y).astype(np.float32))
         scorer = scorer_for(valid_rows)
         best, best_state, stale = -np.inf, None, 0
@@ -129,7 +135,9 @@ class LSTMMember:
                 optimiser.step()
                 total += loss.item() * len(rows)
             p_valid = self.predict(X, runs, valid_rows, Z)
-            valid_loss = _bce(p_valid, y[valid_rows])
+            valid_loss = (
+                _huber(p_valid, y[valid_rows]) if regression else _bce(p_valid, y[valid_rows])
+            )
             score = scorer(p_valid)
             self.history.append(
                 {
@@ -199,3 +207,12 @@ def _bce(p: np.ndarray, y: np.ndarray) -> float:
     """The mean binary cross-entropy of probabilities ``p`` against 0/1 ``y`` (both (rows, 2))."""
     q = np.clip(p, 1e-7, 1 - 1e-7)
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _huber(p: np.ndarray, value: np.ndarray) -> float:
+    """The mean Huber loss (slope change at ``HUBER_SLOPE``) of the predicted R, read
+    back from the raw output ``p = sigmoid(R)``, against the net R ``value``."""
+    q = np.clip(p.astype(float), 1e-7, 1 - 1e-7)
+    diff = np.abs(np.log(q / (1 - q)) - value)
+    quad = 0.5 * diff**2 / HUBER_SLOPE
+    return float(np.mean(np.where(diff < HUBER_SLOPE, quad, diff - 0.5 * HUBER_SLOPE)))

@@ -72,6 +72,12 @@ from asterai.models.inputs import blend
 from asterai.models.lstm import LSTMMember
 from asterai.models.money import TradeRule
 from asterai.models.splits import FinalWindow, Fold, Layout, layout
+from asterai.models.target import (
+    check_objective,
+    identity_calibration,
+    is_regression,
+    r_multiple_record,
+)
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
 
@@ -84,6 +90,8 @@ QUESTIONS = {
     "before its stop?",
     "cross_sectional": "would this symbol's return over the label horizon, from the next "
     "open, beat the median of the symbols tradeable at this bar by the round-trip cost?",
+    "r_multiple": "sigmoid of the expected net R-multiple of a trade opened on this signal "
+    "(its outcome in units of its risk, after the round-trip cost): 0.5 is break-even",
 }
 SUSPICIOUS_AUC = 0.60
 FINGERPRINT_ROWS = 64
@@ -309,11 +317,19 @@ def _fit_members(
     calibration rows alone, and decide there whether the LSTM joins the ensemble."""
     ts = settings.train
     fit, stop, calib = rows.fit, rows.stop, rows.calib
-    if spec.xgb.objective == "rank_pairwise" and ts.stopping_metric == "logloss":
+    regression = is_regression(spec.xgb.objective)
+    if (spec.xgb.objective == "rank_pairwise" or regression) and ts.stopping_metric == "logloss":
         raise TrainingError(
-            "train.stopping_metric = 'logloss' needs probabilities, and the rank_pairwise "
-            "XGBoost member gives a ranking score: stop on 'auc' or 'ic'"
+            "train.stopping_metric = 'logloss' needs probabilities, and the "
+            f"{spec.xgb.objective} XGBoost member gives a ranking score or an expected "
+            "R-multiple: stop on 'auc', 'ic' or 'mean_net'"
         )
+    # a regression member fits the net R and is calibrated by the identity (a fit to
+    # R > 0 would turn the expected R back into a probability: ``models/target.py``)
+    fitted = panel.value if regression else panel.y
+
+    def calibrate(raw: np.ndarray, r: np.ndarray) -> list[list[float]]:
+        return identity_calibration(raw.shape[1]) if regression else fit_platt(raw, panel.y[r])
 
     def scorer_for(r: np.ndarray) -> scoring.Scorer:
         return scoring.for_rows(
@@ -322,12 +338,12 @@ def _fit_members(
 
     stopping = scorer_for(stop)
     xgb_member = XGBMember(spec.xgb, device["xgboost"], ts.seed, ts.threads).fit(
-        panel.X[fit], panel.y[fit], panel.times[fit], panel.X[stop], stopping
+        panel.X[fit], fitted[fit], panel.times[fit], panel.X[stop], stopping
     )
     raw_x = xgb_member.predict(panel.X[calib])
     members: dict[str, Any] = {
         "xgboost": xgb_member,
-        "xgboost_calibration": fit_platt(raw_x, panel.y[calib]),
+        "xgboost_calibration": calibrate(raw_x, calib),
     }
     say.note(
         f"{label}: XGBoost {xgb_member.best_iteration + 1} trees in {xgb_member.seconds:.1f} s "
@@ -336,12 +352,13 @@ def _fit_members(
     if spec.with_lstm:
         lstm = LSTMMember(ts.lstm, device["torch"], ts.seed)
         lstm.fit(
-            panel.X, panel.features, runs, panel.y, fit, stop, scorer_for,
+            panel.X, panel.features, runs, fitted, fit, stop, scorer_for,
             progress=lambda e, name, score: say.epoch(label, e, ts.lstm.epochs, name, score),
+            regression=regression,
         )  # fmt: skip
         raw_l = lstm.predict(panel.X, runs, calib)
         members["lstm"] = lstm
-        members["lstm_calibration"] = fit_platt(raw_l, panel.y[calib])
+        members["lstm_calibration"] = calibrate(raw_l, calib)
         members["lstm_gate"] = _lstm_gate(settings, panel, calib, raw_x, raw_l)
         gate = members["lstm_gate"]
         say.note(
@@ -585,6 +602,11 @@ def walk_forward(
     say = progress or Progress()
     spec = _spec(name, settings)
     ts = settings.train
+    check_objective(
+        panel.target if panel is not None else ts.target,
+        spec.xgb.objective,
+        "train.xgboost.objective" if name == "confluence" else "aster_native.xgboost.objective",
+    )
     if panel is None:
         panel = load_panel(
             settings,
@@ -652,7 +674,8 @@ def walk_forward(
             # a control: the same trees on shuffled labels must score a coin toss (the
             # search's trials leave it to the training run of the parameters they pick)
             rng = np.random.default_rng(ts.seed)
-            shuffled = panel.y[fit][rng.permutation(len(fit))]
+            fitted = panel.value if is_regression(spec.xgb.objective) else panel.y
+            shuffled = fitted[fit][rng.permutation(len(fit))]
             control = XGBMember(spec.xgb, device["xgboost"], ts.seed, ts.threads).fit(
                 panel.X[fit],
                 shuffled,
@@ -1223,6 +1246,8 @@ def _label_record(settings: Settings, panel: Panel) -> dict[str, Any]:
         "base_interval": fs.base_interval,
         "stopping_metric": settings.train.stopping_metric,
     }
+    if panel.target == "r_multiple":
+        return common | r_multiple_record(settings)
     if panel.target == "cross_sectional":
         return common | {
             "long": "label_fwd_ret - median over the bar's tradeable symbols > round-trip cost",

@@ -8,6 +8,11 @@ row whose short label is 1, else 1: one score that ranks the cross-section, high
 longs, low for shorts. Its raw output per direction is ``sigmoid(score)`` and
 ``sigmoid(-score)``, so the Platt calibration on ``logit(raw)`` is a logistic fit on the
 score itself (``calibration.py``) and the two columns read like the binary member's.
+``objective = "pseudohuber"`` / ``"squared"`` (``train.target = "r_multiple"``): one
+regression output per direction fitting the net R-multiple (``reg:pseudohubererror``
+with a slope of ``target.HUBER_SLOPE`` R, or ``reg:squarederror``); its raw output per
+direction is ``sigmoid(predicted R)``, calibrated by the identity, so 0.5 is an expected
+net R of 0 (``models/target.py``).
 
 ``hist`` trees, early stopping on the early-stopping part of the validation window by
 ``scoring.Scorer`` (AUC, per-bar IC or log loss, ``train.stopping_metric``), missing
@@ -28,6 +33,7 @@ import xgboost as xgb
 
 from asterai.config import XGBoostSettings
 from asterai.models.scoring import Scorer
+from asterai.models.target import HUBER_SLOPE, is_regression
 
 
 class XGBMember:
@@ -48,9 +54,21 @@ class XGBMember:
     def ranking(self) -> bool:
         return self.settings.objective == "rank_pairwise"
 
+    @property
+    def regression(self) -> bool:
+        return is_regression(self.settings.objective)
+
     def params(self) -> dict[str, Any]:
         s = self.settings
-        if not self.ranking:
+        if s.objective == "pseudohuber":
+            objective = {
+                "objective": "reg:pseudohubererror",
+                "huber_slope": HUBER_SLOPE,
+                "multi_strategy": "one_output_per_tree",
+            }
+        elif s.objective == "squared":
+            objective = {"objective": "reg:squarederror", "multi_strategy": "one_output_per_tree"}
+        elif not self.ranking:
             objective = {"objective": "binary:logistic", "multi_strategy": "one_output_per_tree"}
         elif s.ranking_pairs == 0:
             # rank:pairwise's defaults pair every row with every other row of its bar
@@ -80,11 +98,14 @@ class XGBMember:
         }
 
     def _two_columns(self, out: np.ndarray, rows: int) -> np.ndarray:
-        """(rows, outputs): long, short probabilities, or the ranking score's sigmoid each way."""
+        """(rows, outputs): long, short probabilities, the ranking score's sigmoid each
+        way, or the predicted R's sigmoid."""
         out = np.asarray(out, dtype=float)
         if self.ranking:
             score = out.reshape(rows)
             return np.column_stack([_sigmoid(score), _sigmoid(-score)])
+        if self.regression:
+            return _sigmoid(out.reshape(rows, -1))
         return out.reshape(rows, -1)
 
     def fit(
@@ -95,7 +116,8 @@ class XGBMember:
         X_valid: np.ndarray,
         scorer: Scorer,
     ) -> XGBMember:
-        """Fit on ``X``/``y`` (``times``: each row's bar, the ranking groups); stop early
+        """Fit on ``X``/``y`` (``times``: each row's bar, the ranking groups; ``y``: the
+        net R-multiples for a regression objective, else 0/1 labels); stop early
         where ``scorer`` (the early-stopping rows, aligned with ``X_valid``) was best;
         the trees after the best round are dropped."""
         started = time.perf_counter()

@@ -36,7 +36,8 @@ from asterai.models.train import MODELS
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("label_tb", "label_tb_bars", "label_tb_short", "label_tb_short_bars",
-                 "label_fwd_ret")  # fmt: skip
+                 "label_fwd_ret", "label_r", "label_r_short", "label_risk",
+                 "label_risk_short")  # fmt: skip
 #: Panels (and relabelled tables) kept per worker, by label settings.
 CACHE = 2
 
@@ -100,6 +101,7 @@ def cut(panel: Panel, end_ms: int) -> Panel:
         times=panel.times[keep],
         X=np.ascontiguousarray(panel.X[keep]),
         y=panel.y[keep],
+        value=None if panel.value is None else panel.value[keep],
         fwd=panel.fwd[keep],
         tradeable=panel.tradeable[keep],
         listing_age_h=None if panel.listing_age_h is None else panel.listing_age_h[keep],
@@ -257,6 +259,8 @@ def relabelled(
             i = out.column_names.index(name)
             kind = t.schema.field(name).type
             out = out.set_column(i, name, pa.array(values, type=kind))
+        else:  # a table built before the column existed: it gets it
+            out = out.append_column(name, pa.array(values, type=pa.float64()))
     new_meta = dict(meta)
     new_meta["settings"] = {
         **meta.get("settings", {}),
