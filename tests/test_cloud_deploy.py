@@ -151,4 +151,4 @@ def test_the_export_carries_what_the_container_needs(exported_root, model) -> No
     assert facts["features"]["base_interval"] == "1h"
     assert facts["features"]["higher_intervals"] == ["4h", "1d"]
     assert len(facts["symbols"]) >= 10 and "BTCUSDT" in facts["symbols"]
-    assert set(facts["universe"]) == {"min_listing_days", "min_quote_volume_24h"}
+    assert set(facts["universe"]) == {"min_listing_days", "min_quote_volume_24h", "max_tick_share"}

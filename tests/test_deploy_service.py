@@ -165,6 +165,67 @@ def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> Non
     assert unknown.status_code == 422 and "NOPEUSDT" in unknown.json()["detail"]
 
 
+def test_the_tick_rule_where_bars_arrive_is_the_batch_universes(service) -> None:
+    """The follower's tick is the exchange's (the exchangeInfo of its warm-up, served as
+    discovery recorded it); under a tick share real bars cross (0.014%), its code at
+    each held bar with a whole day held before it is the batch universe's over the
+    collected bars; and a manifest exported before the rule leaves the rule off."""
+    from types import SimpleNamespace
+
+    from asterai.data.filters import read_filters
+    from asterai.data.store import read_provenance, read_series
+    from asterai.data.universe import REASONS, TICK_TOO_COARSE, BaseBars, build_universe
+    from asterai.deploy.follow import Follower
+    from asterai.intervals import DAY_MS
+
+    _, follower, _, root = service
+    paths = DataPaths.at(root)
+    filters = read_filters(paths.discovery)
+    symbols = list(follower.live.symbols)
+    for symbol in symbols:
+        assert follower.ticks[symbol] == filters[symbol]["tick_size"], symbol
+    assert follower.rules.max_tick_share == 0.01  # exported with the rule, at its default
+    share = 1.4e-4
+    settings = load_settings(root)
+    strict = settings.model_copy(
+        update={"universe": settings.universe.model_copy(update={"max_tick_share": share})}
+    )
+    bases = {}
+    for symbol in symbols:
+        path = paths.klines(symbol, "1h")
+        listing = (read_provenance(path) or {}).get("listing_open_time")
+        frame = read_series(path, "klines").frame
+        bases[symbol] = BaseBars.from_frame(frame, listing, filters[symbol]["tick_size"])
+    batch = build_universe(bases, {}, strict)
+    keys = zip(to_epoch_ms(batch["open_time"]).tolist(), batch["symbol"], strict=True)
+    reasons = [None if ok else r for ok, r in zip(batch["tradeable"], batch["reason"], strict=True)]
+    want = dict(zip(keys, reasons, strict=True))  # a str column holds NaN, REASONS None
+    held = follower.live.rings["1h"].panel().times
+    times = [int(t) for t in held if t >= held[0] + DAY_MS][-48:]
+    saved = follower.rules
+    try:
+        follower.rules = saved._replace(max_tick_share=share)
+        follower._changed()
+        got = {t: follower.tradeable_at(t).copy() for t in times}
+    finally:
+        follower.rules = saved
+        follower._changed()
+    compared = []
+    for t, codes in got.items():
+        for j, symbol in enumerate(symbols):
+            if codes[j] >= 0:
+                compared.append((REASONS[codes[j]], want[(t, symbol)], t, symbol))
+    assert len(compared) > 10 * len(times)
+    assert [c[0] for c in compared] == [c[1] for c in compared]
+    assert any(c[0] == REASONS[TICK_TOO_COARSE] for c in compared)
+    # an older export's universe facts lack the share: its model knew no such rule
+    manifest = json.loads(json.dumps(follower.model.manifest))
+    del manifest["service"]["universe"]["max_tick_share"]
+    old = Follower(settings, SimpleNamespace(manifest=manifest, folder=root))
+    assert old.rules.max_tick_share == 0.0
+    assert old.rules._replace(max_tick_share=0.01) == saved
+
+
 def test_every_endpoint_but_health_needs_the_token(service, caplog) -> None:
     url, *_ = service
     caplog.set_level(logging.INFO)

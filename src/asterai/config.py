@@ -170,6 +170,15 @@ class UniverseSettings(_Frozen):
     min_quote_volume_24h: float = Field(
         10_000.0, ge=0, description="trailing 24 h quote volume (USDT) a symbol needs"
     )
+    max_tick_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "a bar whose price tick (today's, from discovery) is more than this share of its "
+            "close is not tradeable: the spread alone would be the edge; 0 turns the rule off"
+        ),
+    )
 
 
 class StrategySettings(_Frozen):

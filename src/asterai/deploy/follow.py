@@ -31,9 +31,10 @@ import pandas as pd
 
 from asterai.config import FeatureSettings, Settings
 from asterai.data.collector import funding_frame, gather_or_cancel, klines_frame
+from asterai.data.filters import ticks_of
 from asterai.data.gate.values import impossible_bars, previous_close
 from asterai.data.store import to_epoch_ms
-from asterai.data.universe import REASONS, TRADEABLE, VOLUME_WINDOW_MS, Rules, tradeable_kernel
+from asterai.data.universe import REASONS, TRADEABLE, Rules, known_tick, tradeable_kernel
 from asterai.deploy.live import COLUMNS, KEEP_BARS, LiveFeatures
 from asterai.deploy.runtime import OnnxModel
 from asterai.deploy.signals import LiveSignals
@@ -43,7 +44,7 @@ from asterai.exchange.streams import KlineStreams
 from asterai.exchange.weights import FUNDING_MAX_LIMIT
 from asterai.features.build import unknown_listings
 from asterai.features.types import SymbolInput
-from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+from asterai.intervals import INTERVAL_MS, iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +218,13 @@ class Follower:
                     f"(it knows {', '.join(known)})"
                 )
         self.symbols = sorted(symbols if symbols is not None else known)
-        u = facts["universe"]
         self.step = INTERVAL_MS[self.fs.base_interval]
-        self.rules = Rules(
-            self.step, int(round(u["min_listing_days"] * DAY_MS)), VOLUME_WINDOW_MS,
-            float(u["min_quote_volume_24h"]),
-        )  # fmt: skip
+        # a manifest exported before the tick rule has no max_tick_share: its model was
+        # trained on a universe without the rule, so the rule stays off for it (0)
+        self.rules = Rules.of(self.step, {"max_tick_share": 0.0, **facts["universe"]})
+        #: each symbol's tick from the exchangeInfo loaded at the warm-up (today's: the
+        #: one in force); the universe's tick rule abstains for a symbol without one
+        self.ticks: dict[str, float | None] = {}
         self.intervals = (self.fs.base_interval, *self.fs.higher_intervals)
         self.clock = Clock(clock_rate)
         self.grace_ms = int(grace_s * 1000)
@@ -288,7 +290,7 @@ class Follower:
 
     async def warm_up(self, client: AsterClient) -> None:
         """The history the live features need, then the first snapshot."""
-        await client.load_exchange_info()
+        self.ticks = ticks_of(await client.load_exchange_info())
         now = await self._now(client)
 
         async def one(symbol: str) -> SymbolInput:
@@ -726,7 +728,8 @@ class Follower:
             have = ~np.isnan(close)
             out[j] = tradeable_kernel(
                 base.times[: at + 1][have], base.fields["volume"][j][: at + 1][have],
-                base.fields["quote_volume"][j][: at + 1][have], self.listing[symbol], self.rules,
+                base.fields["quote_volume"][j][: at + 1][have], close[have],
+                known_tick(self.ticks.get(symbol)), self.listing[symbol], self.rules,
             )[-1]  # fmt: skip
         out.flags.writeable = False
         self._codes[open_ms] = out

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asterai.data.collector import gather_or_cancel, plan_pages
-from asterai.data.universe import VOLUME_WINDOW_MS, tradeable_kernel
+from asterai.data.universe import VOLUME_WINDOW_MS, known_tick, tradeable_kernel
 from asterai.deploy.follow import Follower
 from asterai.exchange.client import AsterClient, parse_funding
 from asterai.exchange.weights import FUNDING_MAX_LIMIT
@@ -132,8 +132,9 @@ async def fetch_missed(
         listing = follower.listing.get(symbol)
         if listing is not None and on.any():
             codes[k, col] = tradeable_kernel(
-                t[on], cols["volume"][on], cols["quote_volume"][on], listing, follower.rules
-            )
+                t[on], cols["volume"][on], cols["quote_volume"][on], cols["close"][on],
+                known_tick(follower.ticks.get(symbol)), listing, follower.rules,
+            )  # fmt: skip
     cut = int((first_ms - grid[0]) // step)  # the lead day is read, not traded
     return Missed(
         grid[cut:], step, {f: fields[f][:, cut:] for f in FIELDS}, codes[:, cut:], funding, now_ms

@@ -209,7 +209,10 @@ def compare_inputs(
         elif price_differs:
             causes.append(f"{name} computed from a bar that differs (see its prices)")
         elif name == "tradeable":
-            causes.append("the universe's rule saw other bars (a late or missing bar before)")
+            causes.append(
+                "the universe's rule saw other bars (a late or missing bar before), or "
+                "another tick (the exchange's at the service's start, not discovery's)"
+            )
         else:
             causes.append(
                 f"{name} computed from other bars (a late or revised bar before it, or a "

@@ -41,7 +41,7 @@ from asterai.data.gate.model import (
 from asterai.data.gate.provenance import check_provenance
 from asterai.data.gate.report import GateReport
 from asterai.data.store import KLINE_SCHEMA, CorruptFile, read_provenance
-from asterai.data.universe import BaseBars, build_universe, write_universe
+from asterai.data.universe import BaseBars, build_universe, known_tick, write_universe
 from asterai.intervals import INTERVAL_MS, iso_ms, last_closed_open_time
 from asterai.paths import DataPaths
 
@@ -551,10 +551,14 @@ def validate(
                 and "schema" not in verdict.failed_rules
             ):
                 listing = (loaded.provenance or {}).get("listing_open_time")
+                # discovery's tick only: one inferred from the newest bars would make
+                # the universe depend on the history's end (see module universe)
                 bases[symbol] = BaseBars(
                     times,
                     loaded.frame["volume"].to_numpy(dtype=float),
                     loaded.frame["quote_volume"].to_numpy(dtype=float),
+                    loaded.frame["close"].to_numpy(dtype=float),
+                    known_tick(_filters(disc).get("tick_size")),
                     int(listing)
                     if isinstance(listing, int)
                     else int(times[0])
