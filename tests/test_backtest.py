@@ -100,6 +100,26 @@ def test_every_fill_is_its_rules_price_after_its_signal(result, trained) -> None
     assert {"stop", "target"} <= checked
 
 
+def test_the_sides_setting_trades_only_its_sides(result, trained) -> None:
+    """strategy.sides: long only or short only trades that side alone, where the entry
+    rule called for it (a signal for the other side is no trade, not its opposite)."""
+    both = result[0].trades
+    assert set(both["side"]) == {"long", "short"}  # the fixture's model signals both
+    for sides in ("long", "short"):
+        settings = load_settings(trained, train=SMALL, strategy={"sides": sides})
+        res = simulate(load_inputs(settings, "confluence"), params(settings))
+        assert len(res.trades) > 0 and set(res.trades["side"]) == {sides}
+        preds = pd.read_parquet(DataPaths.at(trained).predictions("confluence"))
+        at = res.trades.merge(
+            preds, left_on=["symbol", "signal_time"], right_on=["symbol", "open_time"]
+        )
+        mine, other = (at["p_long"], at["p_short"]) if sides == "long" else (
+            at["p_short"], at["p_long"]
+        )
+        assert len(at) == len(res.trades)
+        assert (mine >= settings.train.threshold).all() and (mine >= other).all()
+
+
 def test_stops_fill_at_the_stop_or_worse(result) -> None:
     trades = result[0].trades
     stopped = trades[trades["exit_reason"].isin(["stop", "gap through stop"])]

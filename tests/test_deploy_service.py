@@ -151,6 +151,8 @@ def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> Non
         for side in ("p_long", "p_short"):
             assert np.max(np.abs(got[side] - want[side])) <= tolerance, side
     threshold = body["threshold"]
+    # the manifest's strategy.sides: both allowed
+    assert httpx.get(f"{url}/v1/models", headers=AUTH).json()["sides"] == "both"
     for symbol, row in got.iterrows():
         side = entry_side(row.p_long, row.p_short, threshold)
         assert row.decision == {1: "long", -1: "short", 0: "flat"}[side], symbol

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from asterai.entry import SIDES, allowed_sides
+from asterai.entry import allowed_sides
 from asterai.models.metrics import MIN_OVERLAPS, _long_run_variance, overlap_t
 from asterai.models.scoring import MIN_IC_SYMBOLS
 
@@ -197,9 +197,7 @@ def pearson_ic(
     _, group = np.unique(group, return_inverse=True)
     bars = int(group.max()) + 1
     n = np.bincount(group, minlength=bars).astype(float)
-    varies = [
-        (g.max() > g.min()).to_numpy() for g in (pd.Series(v).groupby(group) for v in (s, o))
-    ]
+    varies = [(g.max() > g.min()).to_numpy() for g in (pd.Series(v).groupby(group) for v in (s, o))]
     s = s - (np.bincount(group, s, bars) / n)[group]
     o = o - (np.bincount(group, o, bars) / n)[group]
     ss, oo, so = (np.bincount(group, a * b, bars) for a, b in ((s, s), (o, o), (s, o)))
@@ -216,9 +214,7 @@ def pearson_ic(
     }
 
 
-def judge(
-    p: np.ndarray, fwd: np.ndarray, times: np.ndarray, rule: TradeRule
-) -> dict[str, Any]:
+def judge(p: np.ndarray, fwd: np.ndarray, times: np.ndarray, rule: TradeRule) -> dict[str, Any]:
     """Every money figure of (rows, 2) predictions ``p`` (long, short): per side its
     decile table, decile spread and Pearson IC; the traded rows; the verdict's flag."""
     fwd = np.asarray(fwd, dtype=float)

@@ -51,9 +51,9 @@ import pyarrow.parquet as pq
 
 from asterai import __version__, atomic
 from asterai.config import Settings, XGBoostSettings
+from asterai.entry import allowed_sides
 from asterai.features.labels import MIN_CROSS_SECTION
 from asterai.intervals import iso_ms
-from asterai.entry import allowed_sides
 from asterai.models import baselines, metrics, money, scoring
 from asterai.models.calibration import apply_platt, fit_platt, flattened
 from asterai.models.charts import calibration_chart, importance_chart
