@@ -222,11 +222,11 @@ class StrategySettings(_Frozen):
         "probability at the labels' odds, never more than risk_per_trade",
     )
     sides: Literal["both", "long", "short"] = Field(
-        "both",
+        "long",
         description="which sides the strategy trades: both (the stronger side of each "
-        "signal), long or short only (a signal for the other side is no trade). "
-        "bench/train_choices.py compares them on the walk-forward by what the traded rows "
-        "are paid; docs/training.md has its table",
+        "signal), long or short only (a signal for the other side is no trade). The "
+        "default is the walk-forward's choice by what the traded rows are paid "
+        "(bench/train_choices.py; its table and its caveats are in the README)",
     )
 
 
