@@ -28,6 +28,9 @@ SMALL = {
     "xgboost": {"n_estimators": 40, "objective": "binary"},
     "target": "triple_barrier",
 }
+#: ...and both sides, so that shorts' stops, targets and fills are exercised too (the
+#: default trades longs only).
+BOTH = {"sides": "both"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def trained(tmp_path_factory, featured_root) -> Path:
 
 @pytest.fixture(scope="module")
 def result(trained):
-    settings = load_settings(trained, train=SMALL)
+    settings = load_settings(trained, train=SMALL, strategy=BOTH)
     return simulate(load_inputs(settings, "confluence"), params(settings)), settings
 
 

@@ -71,7 +71,8 @@ def test_the_manifest_names_everything_the_served_path_needs(exported) -> None:
     assert (
         manifest["ensemble"] == config["ensemble"] and manifest["threshold"] == config["threshold"]
     )
-    assert manifest["sides"] == config["sides"] == "both"  # the service trades what was trained
+    # the service decides by the sides the model was trained and traded with
+    assert manifest["sides"] == config["sides"] == load_settings(exported).strategy.sides
     lstm = manifest["members"]["lstm"]
     assert lstm["prep"] == config["members"]["lstm"]["input"]  # fill values, scaling
     assert lstm["sequence_length"] == config["members"]["lstm"]["settings"]["sequence_length"]

@@ -133,6 +133,7 @@ def test_an_arriving_bar_without_volume_that_moves_the_price_is_refused(service)
 
 def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> None:
     from asterai.backtest.kernel import entry_side
+    from asterai.entry import allowed_sides
     from asterai.deploy.runtime import OnnxModel
     from asterai.models.registry import load
 
@@ -151,10 +152,11 @@ def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> Non
         for side in ("p_long", "p_short"):
             assert np.max(np.abs(got[side] - want[side])) <= tolerance, side
     threshold = body["threshold"]
-    # the manifest's strategy.sides: both allowed
-    assert httpx.get(f"{url}/v1/models", headers=AUTH).json()["sides"] == "both"
+    # the manifest's strategy.sides decides which sides are signalled
+    sides = httpx.get(f"{url}/v1/models", headers=AUTH).json()["sides"]
+    assert sides == load_settings(root).strategy.sides
     for symbol, row in got.iterrows():
-        side = entry_side(row.p_long, row.p_short, threshold)
+        side = entry_side(row.p_long, row.p_short, threshold, *allowed_sides(sides))
         assert row.decision == {1: "long", -1: "short", 0: "flat"}[side], symbol
     # the tradeable flag is the point-in-time universe's for that bar
     universe = pd.read_parquet(DataPaths.at(root).universe)

@@ -14,7 +14,7 @@ from scipy.stats import pearsonr
 
 from asterai.config import load_settings
 from asterai.data.store import to_epoch_ms
-from asterai.entry import entry_side
+from asterai.entry import SIDES, allowed_sides, entry_side
 from asterai.models import money
 from asterai.models.scoring import Scorer
 from asterai.paths import DataPaths
@@ -72,9 +72,11 @@ def test_the_traded_rows_are_the_entry_rules_and_their_t_allows_for_overlap(scor
     rows, config, settings, cost = scored
     traded = config["metrics"]["out_of_sample"]["model"]["traded"]
     threshold, horizon = settings.train.threshold, settings.features.label_horizon
+    allow = allowed_sides(settings.strategy.sides)
     side = np.array(
-        [entry_side(a, b, threshold) for a, b in zip(rows["p_long"], rows["p_short"], strict=True)]
-    )
+        [entry_side(a, b, threshold, *allow)
+         for a, b in zip(rows["p_long"], rows["p_short"], strict=True)]
+    )  # fmt: skip
     long_net, short_net = by_hand_net(rows, cost)
     paid = np.where(side == 1, long_net, short_net)
     bars = np.unique(rows["t"])
@@ -105,8 +107,8 @@ def test_the_vectorised_entry_rule_is_the_service_and_kernel_rule(scored) -> Non
     rows, _, settings, cost = scored
     p = rows[["p_long", "p_short"]].to_numpy(copy=True)
     p[::7, 1] = np.nan  # a missing probability is no trade
-    for sides in money.SIDES:
-        allow = money.allowed_sides(sides)
+    for sides in SIDES:
+        allow = allowed_sides(sides)
         for threshold in (0.3, settings.train.threshold, 0.55):
             rule = money.TradeRule(threshold, cost, 24, *allow)
             want = [entry_side(a, b, threshold, *allow) for a, b in p]

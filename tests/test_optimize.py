@@ -37,7 +37,11 @@ OPTIMIZE = {
 
 
 def small(root: Path, **optimize) -> object:
-    return load_settings(root, train=TRAIN, optimize={**OPTIMIZE, **optimize})
+    # both sides: the search's machinery needs trials that trade on a month of data
+    # (longs alone, the default, leave the small trials without a trade to score)
+    return load_settings(
+        root, train=TRAIN, optimize={**OPTIMIZE, **optimize}, strategy={"sides": "both"}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,10 @@ def where_the_money_came_from(trades: pd.DataFrame, inputs: Inputs) -> dict[str,
 def training_figures(root: Any, model: str, run_id: str | None) -> dict[str, Any] | None:
     """What the training measured on the same out-of-sample rows (``models.money``):
     its sentence, each side's traded rows and decile table; None when the model's config
-    is missing or belongs to another run than the predictions traded."""
+    is missing or belongs to another run than the predictions traded, and for what is
+    not a trained model's backtest (paper trading's report over its journal)."""
+    if model not in CONFIG_FILES:
+        return None
     path = DataPaths.at(root).models(model) / CONFIG_FILES[model]
     if not path.exists():
         return None
