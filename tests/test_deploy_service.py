@@ -133,8 +133,8 @@ def test_an_arriving_bar_without_volume_that_moves_the_price_is_refused(service)
 
 def test_the_signals_of_the_last_bar_equal_the_batch_predictions(service) -> None:
     from asterai.backtest.kernel import entry_side
-    from asterai.entry import allowed_sides
     from asterai.deploy.runtime import OnnxModel
+    from asterai.entry import allowed_sides
     from asterai.models.registry import load
 
     url, _, _, root = service
