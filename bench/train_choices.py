@@ -110,6 +110,7 @@ def run_targets(root: Path, work: Path) -> list[dict[str, Any]]:
             row = {
                 "choice": label, "sides": sides, "settings": train, "seconds": seconds,
                 "trees": [f.members["xgboost_trees"] for f in result.folds],
+                "fold_rank_ic": [_mean2(f.metrics["model"], "ic") for f in result.folds],
                 "fold_traded_mean": [f.metrics["model"]["traded"]["all"]["mean"]
                                      for f in result.folds],
                 "rank_ic": _mean2(pooled, "ic"),
