@@ -97,6 +97,33 @@ def test_after_the_warm_up_it_is_healthy_and_serves_the_last_closed_bar(service)
     )  # BTCUSDT's real 4h bar that opens outside its range is taken
 
 
+def test_serving_a_few_symbols_leaves_the_models_inputs_whole(service) -> None:
+    """``asterai serve --symbols A,B``: the follower still follows every symbol of the
+    export (the cross-sectional features read the whole universe, as in the batch) and
+    serves the two; their probabilities equal the full service's at the same bar."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.exchange.client import AsterClient
+
+    _, follower, replay, root = service
+    settings = load_settings(root, base_url=replay.base_url, exchange=FAST_EXCHANGE)
+    model = OnnxModel(DataPaths.at(root).models("confluence") / "onnx")
+    few = Follower(settings, model, symbols=["ETHUSDT", "BTCUSDT"], clock_rate=SPEED)
+
+    async def warm() -> None:
+        async with AsterClient(settings.base_url, settings.exchange) as client:
+            await few.warm_up(client)
+
+    asyncio.run(warm())
+    snap = few.state.snapshot
+    assert snap.signals["symbol"].tolist() == ["BTCUSDT", "ETHUSDT"]
+    assert few.live.symbols == follower.live.symbols  # every symbol followed
+    full = follower.bar_signals[snap.bar_open_ms].set_index("symbol")
+    for side in ("p_long", "p_short"):
+        got = snap.signals.set_index("symbol")[side]
+        np.testing.assert_allclose(got, full.loc[got.index, side], rtol=0, atol=1e-12)
+
+
 def test_an_arriving_bar_without_volume_that_moves_the_price_is_refused(service) -> None:
     """The gate's rule where bars arrive: a bar without volume repeats the previous
     close, judged against the bar before it in the same answer, or for a pushed bar

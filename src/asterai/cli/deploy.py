@@ -76,7 +76,8 @@ TOKEN_ENV = "ASTERAI_SERVE_TOKEN"
     "--symbols",
     default=None,
     metavar="A,B",
-    help="Serve only these symbols (default: every symbol the model was trained on).",
+    help="Serve only these symbols (default: every symbol the model was trained on); "
+    "the model's inputs still follow every symbol it was trained on, as in the batch.",
 )
 @click.option(
     "--insecure-local",

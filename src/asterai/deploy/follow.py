@@ -186,7 +186,8 @@ class FollowState:
 
 
 class Follower:
-    """Follows ``symbols`` (default: the export's) on ``settings``' exchange for ``model``."""
+    """Follows the export's symbols on ``settings``' exchange for ``model``, and serves
+    ``symbols`` of them (default: all)."""
 
     def __init__(
         self,
@@ -217,6 +218,10 @@ class Follower:
                     f"not symbols the model was trained on: {', '.join(unknown)} "
                     f"(it knows {', '.join(known)})"
                 )
+        #: every symbol of the export is followed: the live features' cross-sectional
+        #: ranks, confluence and regime read the whole universe the model was trained
+        #: on, as the batch table does; ``symbols`` only narrows what is served
+        self.followed = sorted(known)
         self.symbols = sorted(symbols if symbols is not None else known)
         self.step = INTERVAL_MS[self.fs.base_interval]
         # a manifest exported before the tick rule has no max_tick_share: its model was
@@ -306,7 +311,7 @@ class Follower:
             listing = firsts[self.fs.base_interval]
             return SymbolInput(symbol, bars, funding, listing), firsts
 
-        got = await gather_or_cancel(one(s) for s in self.symbols)
+        got = await gather_or_cancel(one(s) for s in self.followed)
         inputs = unknown_listings([inp for inp, _ in got], {inp.symbol: f for inp, f in got})
         base = self.fs.base_interval
         self.unlisted = {i.symbol for i in inputs if not len(i.bars[base])}
@@ -753,6 +758,8 @@ class Follower:
         reasons = [REASONS[int(codes[j])] for j in at]
         signals = signals.assign(tradeable=tradeable, reason=reasons)
         signals["symbol"] = signals["symbol"].astype(str)
+        if len(self.symbols) < len(self.followed):  # the served ones (``--symbols``)
+            signals = signals[signals["symbol"].isin(self.symbols)].reset_index(drop=True)
         self.state.snapshot = Snapshot(
             int(self.live.newest_time()), signals, self.clock.now_ms() or 0
         )
