@@ -535,3 +535,79 @@ def test_following_the_kline_streams_it_serves_each_new_bar_as_the_batch_scores_
         want = table.loc[at, ["symbol"]].join(preds).set_index("symbol").loc[got.index]
         for side in ("p_long", "p_short"):
             assert np.max(np.abs(got[side] - want[side])) <= 1e-6, (when, side)
+
+
+def test_an_unexpected_error_is_logged_counted_and_the_follower_goes_on(
+    exported_root, recording, caplog
+) -> None:
+    """Anything but an exchange error (here a RuntimeError injected into one step, as a
+    malformed field or a model runtime's error would be): logged with its traceback,
+    counted, retried after a backoff, and the follower keeps serving each new bar."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.exchange.replay import ReplayServer
+
+    speed = 600.0
+    start = int(pd.Timestamp("2025-10-10T04:00:01Z").value // 1_000_000)
+    model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+    with ReplayServer(recording, clock_speed=speed, play_from_ms=start) as replay:
+        settings = load_settings(exported_root, base_url=replay.base_url, exchange=FAST_EXCHANGE)
+        follower = Follower(settings, model, clock_rate=speed, grace_s=GRACE_S,
+                            poll_delay_s=60.0, retry_s=0.2)  # fmt: skip
+        real, calls = follower.follow, []
+
+        async def flaky(client, stop=None):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a malformed field (injected by the test)")
+            return await real(client, stop)
+
+        follower.follow = flaky
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        thread = threading.Thread(target=loop.run_until_complete, args=(follower.run(stop),))
+        with caplog.at_level(logging.ERROR, logger="asterai.deploy.follow"):
+            thread.start()
+            try:
+                deadline = time.monotonic() + 120
+                while follower.state.snapshot is None:
+                    assert time.monotonic() < deadline, follower.state.last_error
+                    time.sleep(0.05)
+                first = follower.state.snapshot.bar_open_ms
+                while follower.state.snapshot.bar_open_ms < first + 2 * 3_600_000:
+                    assert thread.is_alive(), "the follower ended on the error"
+                    assert time.monotonic() < deadline, follower.state.last_error
+                    time.sleep(0.05)
+            finally:
+                loop.call_soon_threadsafe(stop.set)
+                thread.join(30)
+                loop.close()
+    assert follower.state.unexpected_errors == 1 and follower.state.exchange_errors == 0
+    health = follower.health()
+    assert health["errors"] == {"exchange": 0, "unexpected": 1}
+    assert health["last_error"] is None and health["last_error_at"] is not None  # recovered
+    logged = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # with its traceback
+    assert "RuntimeError: a malformed field" in logged[0].getMessage()
+
+
+def test_pushed_bars_not_taken_are_bounded_and_a_day_of_base_bars_is_held() -> None:
+    """While a stream group is down the others push on: at most ``PUSHED_PER_SERIES``
+    bars per symbol and timeframe wait (the oldest go: REST has them). The universe's
+    24-hour volume rule needs a day of base bars: with a 1m base, 1,441 are held."""
+    from asterai.deploy.follow import PUSHED_PER_SERIES, _Bars, _Pushed, bars_to_hold
+    from asterai.deploy.live import KEEP_BARS
+
+    hour = 3_600_000
+    pushed = _Pushed()
+    for k in range(PUSHED_PER_SERIES + 10):
+        pushed.add("BTCUSDT", "1h", {"open_time": np.array([k * hour])})
+    pushed.add("ETHUSDT", "1h", {"open_time": np.array([0])})
+    btc = sorted(t for s, _, t in pushed.bars if s == "BTCUSDT")
+    assert btc == [k * hour for k in range(10, PUSHED_PER_SERIES + 10)]
+    assert pushed.take("BTCUSDT", "1h", 10 * hour) is not None
+    pushed.prune(lambda s, iv: 20 * hour if s == "BTCUSDT" else -1, _Bars())
+    assert sorted(t for s, _, t in pushed.bars if s == "BTCUSDT")[0] == 21 * hour
+    assert pushed.has("ETHUSDT", "1h", 0)
+    assert bars_to_hold(3_600_000) == KEEP_BARS == 750
+    assert bars_to_hold(60_000) == 1441  # the bars in (t - 24h, t], and the one before

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,14 @@ from asterai.data.collector import funding_frame, gather_or_cancel, klines_frame
 from asterai.data.filters import ticks_of
 from asterai.data.gate.values import impossible_bars, previous_close
 from asterai.data.store import to_epoch_ms
-from asterai.data.universe import REASONS, TRADEABLE, Rules, known_tick, tradeable_kernel
+from asterai.data.universe import (
+    REASONS,
+    TRADEABLE,
+    VOLUME_WINDOW_MS,
+    Rules,
+    known_tick,
+    tradeable_kernel,
+)
 from asterai.deploy.live import COLUMNS, KEEP_BARS, LiveFeatures
 from asterai.deploy.runtime import OnnxModel
 from asterai.deploy.signals import LiveSignals
@@ -88,21 +95,40 @@ class _Bars:
         return sorted(self.by_time.items(), key=lambda kv: kv[0][1])
 
 
+#: the longest wait, in local seconds, before retrying after unexpected errors in a row
+MAX_BACKOFF_S = 300.0
+#: pushed bars held per (symbol, timeframe) at most, not taken yet: a day of hourly bars.
+#: More only gather while the bars are not taken (a stream group down: REST follows
+#: then, and what it brings is pruned); the oldest go first, REST has them.
+PUSHED_PER_SERIES = 24
+
+
 class _Pushed:
     """Closed bars pushed by the streams, not taken yet: (symbol, interval, open time)
-    to the bar's columns."""
+    to the bar's columns; at most ``PUSHED_PER_SERIES`` per symbol and timeframe."""
 
     def __init__(self) -> None:
         self.bars: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+        self._times: dict[tuple[str, str], list[int]] = {}
 
     def add(self, symbol: str, interval: str, cols: dict[str, np.ndarray]) -> None:
-        self.bars[(symbol, interval, int(cols["open_time"][0]))] = cols
+        t = int(cols["open_time"][0])
+        times = self._times.setdefault((symbol, interval), [])
+        if (symbol, interval, t) not in self.bars:
+            times.append(t)
+            times.sort()
+        self.bars[(symbol, interval, t)] = cols
+        while len(times) > PUSHED_PER_SERIES:
+            self.bars.pop((symbol, interval, times.pop(0)), None)
 
     def has(self, symbol: str, interval: str, t: int) -> bool:
         return (symbol, interval, t) in self.bars
 
     def take(self, symbol: str, interval: str, t: int) -> dict[str, np.ndarray] | None:
-        return self.bars.pop((symbol, interval, t), None)
+        got = self.bars.pop((symbol, interval, t), None)
+        if got is not None:
+            self._times[(symbol, interval)].remove(t)
+        return got
 
     def prune(self, held: Callable[[str, str], int], taken: _Bars) -> None:
         """Drop what is held now (``held(symbol, interval)``: the newest held bar
@@ -112,6 +138,14 @@ class _Pushed:
             names = taken.by_time.get((interval, t), ([], {}))[0]
             if t <= held(symbol, interval) or symbol in names:
                 del self.bars[key]
+                self._times[(symbol, interval)].remove(t)
+
+
+def bars_to_hold(step_ms: int) -> int:
+    """Bars of each timeframe the follower holds for a base bar of ``step_ms``: the
+    features' ``KEEP_BARS``, or the bars of the universe's 24-hour volume window and
+    the bar before it, whichever is more."""
+    return max(KEEP_BARS, VOLUME_WINDOW_MS // step_ms + 1)
 
 
 async def _first_of(events: list[asyncio.Event | None], timeout_s: float) -> bool:
@@ -182,7 +216,14 @@ class FollowState:
     last_poll_ms: int | None = None
     refused_bars: int = 0
     polls: int = 0
-    errors: list[str] = field(default_factory=list)
+    #: errors since the start: the exchange's (retried every ``retry_s``) and any other
+    #: (a malformed field, a model runtime's error: logged with its traceback, retried
+    #: with a growing delay); the follower never ends on one
+    exchange_errors: int = 0
+    unexpected_errors: int = 0
+    #: failed steps in a row (0 after a step that went through): the backoff's exponent
+    failing: int = 0
+    last_error_at: str | None = None  # local UTC time of the latest error
 
 
 class Follower:
@@ -199,7 +240,7 @@ class Follower:
         grace_s: float = 120.0,
         poll_delay_s: float = 5.0,
         retry_s: float = 15.0,
-        warm_bars: int = KEEP_BARS,
+        warm_bars: int = 1_000_000,
     ) -> None:
         facts = model.manifest.get("service")
         if not facts:
@@ -235,9 +276,13 @@ class Follower:
         self.grace_ms = int(grace_s * 1000)
         self.poll_delay_s = poll_delay_s
         self.retry_s = retry_s
-        #: closed bars of each timeframe asked for at the warm-up (the features read
-        #: ``KEEP_BARS``; fewer only where a test needs the held span short)
-        self.warm_bars = min(warm_bars, KEEP_BARS)
+        #: bars held per timeframe: what the features read (``KEEP_BARS``) and what the
+        #: universe's trailing 24-hour volume reads of the base timeframe (1,440 bars
+        #: of 1m: more than the features' 750)
+        self.keep_bars = bars_to_hold(self.step)
+        #: closed bars of each timeframe asked for at the warm-up (all that is held;
+        #: fewer only where a test needs the held span short)
+        self.warm_bars = min(warm_bars, self.keep_bars)
         self.state = FollowState()
         self.live: LiveFeatures | None = None
         self.signals: LiveSignals | None = None
@@ -330,7 +375,9 @@ class Follower:
             else int(to_epoch_ms(i.bars[base]["open_time"])[0])
             for i in inputs if i.symbol not in self.unlisted
         }  # fmt: skip
-        live = LiveFeatures(self.fs, inputs, history=max(self.model.sequence_length, 1))
+        live = LiveFeatures(
+            self.fs, inputs, keep=self.keep_bars, history=max(self.model.sequence_length, 1)
+        )
         self.live = live
         self._changed()
         self.signals = LiveSignals(live, self.model)
@@ -653,7 +700,10 @@ class Follower:
         closed, pushed or late, it returns at once (the caller waits for a push)."""
         s = self.streams
         if s is None or not s.live:
-            return await self.poll(client)
+            changed = await self.poll(client)
+            # the groups still up push on: what REST brought is held now, not kept twice
+            self.pushed.prune(self._held_of, _Bars())
+            return changed
         now, newest = self.clock.now_ms() or 0, self.live.newest_time()
         due = newest is None or newest + 2 * self.step - 1 < now
         if self.clock.rate != 0 and not due and not self.pushed.bars and not self._late(now):
@@ -777,6 +827,11 @@ class Follower:
             "next_bar_due": None,
             "stale": True,
             "last_error": self.state.last_error,
+            "last_error_at": self.state.last_error_at,
+            "errors": {
+                "exchange": self.state.exchange_errors,
+                "unexpected": self.state.unexpected_errors,
+            },
             "refused_bars": self.state.refused_bars,
         }
         if snap is None or now is None:
@@ -809,8 +864,11 @@ class Follower:
         return max(wait_ms / 1000 / self.clock.rate, 0.0)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Warm up, then poll after every bar's close until ``stop`` is set; errors are
-        logged, kept for ``/health``, and retried every ``retry_s`` seconds."""
+        """Warm up, then poll after every bar's close until ``stop`` is set. No error
+        ends it: the exchange's are logged and retried every ``retry_s`` seconds, any
+        other is logged with its traceback (once while it repeats) and retried after
+        ``retry_s`` doubled for each failure in a row, at most ``MAX_BACKOFF_S``; both
+        are counted and the latest kept for ``/health``."""
         stop = stop or asyncio.Event()
         async with AsterClient(self.settings.base_url, self.settings.exchange) as client:
             try:
@@ -822,11 +880,32 @@ class Follower:
                         else:
                             await self.follow(client, stop)
                         self.state.last_error = None
+                        self.state.failing = 0
                         wait = self.next_poll_s()
                     except ExchangeError as err:
-                        self.state.last_error = f"{type(err).__name__}: {err}"
+                        self._failed(err)
+                        self.state.exchange_errors += 1
                         log.warning("following the market: %s", self.state.last_error)
                         wait = self.retry_s
+                    except Exception as err:  # noqa: BLE001 - a long-running loop: count, retry
+                        repeated = self.state.last_error == f"{type(err).__name__}: {err}"
+                        self._failed(err)
+                        self.state.unexpected_errors += 1
+                        wait = min(
+                            self.retry_s * 2 ** (self.state.failing - 1),
+                            max(MAX_BACKOFF_S, self.retry_s),
+                        )
+                        log.error(
+                            "following the market: an unexpected error (%s; %d so far), "
+                            "retrying in %.1f s", self.state.last_error,
+                            self.state.unexpected_errors, wait,
+                            exc_info=not repeated,
+                        )  # fmt: skip
                     await self.wait_next(stop, wait)
             finally:
                 await self.close_streams()
+
+    def _failed(self, err: Exception) -> None:
+        self.state.last_error = f"{type(err).__name__}: {err}"
+        self.state.failing += 1
+        self.state.last_error_at = iso_ms(int(time.time() * 1000))
