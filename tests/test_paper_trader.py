@@ -525,6 +525,50 @@ def test_bad_settings_are_refused_with_exit_2_and_nothing_written(
     assert not DataPaths.at(root).paper.exists()  # nothing written
 
 
+def test_the_strategy_traded_is_the_exports_whatever_the_settings_say(
+    exported_root, tmp_path
+) -> None:
+    """Settings with another threshold, sides, barriers and horizon than the model was
+    trained with (a `train --params` export paper-traded without `--params`): the
+    account trades the export's, as `asterai serve` decides by them, and names each
+    setting it replaced."""
+    import json
+
+    from asterai.paper.trader import prepare
+
+    root = paper_root(exported_root, tmp_path)
+    with (root / "asterai.toml").open("a") as fh:
+        fh.write('\n[train]\nthreshold = 0.7\n[strategy]\nsides = "short"\n'
+                 "[features]\ntp_atr = 3.5\nsl_atr = 1.25\nlabel_horizon = 12\n")  # fmt: skip
+    settings = load_settings(root, base_url="http://127.0.0.1:9")
+    assert settings.train.threshold == 0.7 and settings.features.label_horizon == 12
+    folder = DataPaths.at(root).models("confluence") / "onnx"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    label = manifest["label"]
+    plan = prepare(settings)
+    p = plan.account.params
+    assert p.threshold == manifest["threshold"] != 0.7
+    assert (p.allow_long, p.allow_short) == {
+        "both": (True, True), "long": (True, False), "short": (False, True)
+    }[manifest["sides"]]  # fmt: skip
+    assert manifest["sides"] != "short"
+    assert (p.tp_atr, p.sl_atr, p.horizon) == (
+        label["take_profit_atr"], label["stop_atr"], label["horizon_bars"]
+    )
+    assert plan.settings.train.threshold == manifest["threshold"]
+    notes = "; ".join(plan.notes)
+    for name, value, here in [
+        ("train.threshold", manifest["threshold"], 0.7),
+        ("strategy.sides", manifest["sides"], "short"),
+        ("features.tp_atr", label["take_profit_atr"], 3.5),
+        ("features.sl_atr", label["stop_atr"], 1.25),
+        ("features.label_horizon", label["horizon_bars"], 12),
+    ]:
+        assert f"{name} = {value!r} from the export ({here!r} in the settings)" in notes, notes
+    # with the settings it was trained with, nothing is replaced
+    assert not any("from the export" in n for n in prepare(load_settings(exported_root)).notes)
+
+
 def test_a_journal_of_another_account_is_refused_and_left_as_it_was(
     exported_root, recording, tmp_path
 ) -> None:

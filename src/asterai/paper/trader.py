@@ -30,9 +30,10 @@ own step), committing each bar to the journal before the next:
 - **A restart** (even after ``kill -9``) rebuilds the account from the journal
   (``Journal.rebuild``) and goes on with the first bar after the last journaled one.
 
-Everything the trader needs is checked before anything is written (``prepare``): the
-export, its feature set against the data root's settings, the symbols, an existing
-journal's account. No API key is needed or read.
+Everything the trader needs is checked before anything is written
+(``paper.plan.prepare``): the export, its feature set against the data root's settings,
+the strategy taken from it, the symbols, an existing journal's account. No API key is
+needed or read.
 """
 
 from __future__ import annotations
@@ -45,148 +46,29 @@ from typing import Any
 
 import numpy as np
 
-from asterai.backtest.engine import account_liquidation_fee, params
-from asterai.backtest.inputs import exchange_filters
-from asterai.config import FeatureSettings, Settings, redact_url
 from asterai.data.universe import TRADEABLE
 from asterai.deploy.follow import Follower
-from asterai.deploy.runtime import ExportMissing, OnnxModel
 from asterai.exchange.client import AsterClient
 from asterai.exchange.errors import ExchangeError
-from asterai.features import catalog as cat
-from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+from asterai.intervals import DAY_MS, iso_ms
 from asterai.paper.backfill import Missed, fetch_missed
 from asterai.paper.broker import Bar, BarEvents, Controls
-from asterai.paper.journal import Account, Journal
+from asterai.paper.journal import Journal
+from asterai.paper.plan import (  # noqa: F401 - their home was here
+    EXPORT_STRATEGY,
+    PaperSettingsError,
+    PaperStopped,
+    Plan,
+    check_journal,
+    export_strategy,
+    prepare,
+)
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
 
 #: the feature that sizes stops and targets (the labels' ATR, as in the backtest)
 ATR = "atr_14"
-
-
-class PaperSettingsError(ValueError):
-    """Settings paper trading cannot start with (exit 2; nothing is written)."""
-
-
-class PaperStopped(RuntimeError):
-    """The journal's account was stopped by the kill switch: it is final."""
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything checked before the first write."""
-
-    settings: Settings
-    model: OnnxModel
-    symbols: list[str]
-    account: Account  # start_ms is set when the first bar is known
-    notes: list[str]
-
-
-def _export_checks(settings: Settings, model: OnnxModel) -> FeatureSettings:
-    facts = model.manifest.get("service")
-    if not facts:
-        raise PaperSettingsError(
-            f"{model.folder} was exported before the service facts were recorded: run "
-            "`asterai export-onnx` again"
-        )
-    fs = FeatureSettings(**facts["features"])
-    here = settings.features
-    if (fs.base_interval, fs.higher_intervals) != (here.base_interval, here.higher_intervals):
-        raise PaperSettingsError(
-            f"{model.folder}: the model was trained on features of {fs.base_interval} with "
-            f"{', '.join(fs.higher_intervals)}; this data root's settings build "
-            f"{here.base_interval} with {', '.join(here.higher_intervals)}: export a model "
-            "trained on these features, or use the settings it was trained with"
-        )
-    horizon = model.manifest.get("label", {}).get("horizon_bars")
-    if horizon is not None and int(horizon) != here.label_horizon:
-        raise PaperSettingsError(
-            f"{model.folder}: the model's labels look {horizon} bars ahead; "
-            f"features.label_horizon is {here.label_horizon} (the account's time limit): "
-            "run with the settings it was trained with (a model trained with --params "
-            "paper-trades with the same --params)"
-        )
-    known = set(cat.feature_names(fs.higher_intervals))
-    base = [f for f in model.features if not f.startswith("category_")]
-    foreign = sorted(set(base) - known - {"listing_age_h"})
-    if foreign:
-        raise PaperSettingsError(
-            f"{model.folder}: the model reads features this version does not build "
-            f"({', '.join(foreign[:5])}): it is from another feature set; train and "
-            "export it again"
-        )
-    return fs
-
-
-def prepare(settings: Settings) -> Plan:
-    """The checked plan for ``settings`` (``PaperSettingsError`` on bad settings)."""
-    ps = settings.paper
-    paths = DataPaths.at(settings.data_root)
-    try:
-        model = OnnxModel(paths.models(ps.model) / "onnx")
-    except ExportMissing as err:
-        raise PaperSettingsError(f"no exported {ps.model} model: {err}") from err
-    fs = _export_checks(settings, model)
-    trained = list(model.manifest["service"]["symbols"])
-    symbols = sorted(ps.symbols) if ps.symbols else sorted(trained)
-    unknown = sorted(set(symbols) - set(trained))
-    if unknown:
-        raise PaperSettingsError(
-            f"paper.symbols: {', '.join(unknown)} not in the model's universe (it was "
-            f"trained on {', '.join(trained)})"
-        )
-    step_ms = INTERVAL_MS[fs.base_interval]
-    if ps.max_delay_s * 1000 >= step_ms:
-        raise PaperSettingsError(
-            f"paper.max_delay_s = {ps.max_delay_s:g} is not below one {fs.base_interval} bar: "
-            "a signal acted on that late fills at an open long gone"
-        )
-    if not paths.discovery.exists():
-        raise PaperSettingsError(
-            f"{paths.discovery} does not exist: the account's tick, lot and minimum "
-            "notional come from discovery (`asterai discover`)"
-        )
-    notes: list[str] = []
-    tick, lot, min_notional, fees = exchange_filters(paths, symbols, settings, notes)
-    p = params(settings)._replace(
-        liquidation_fee=account_liquidation_fee(settings, fees, len(symbols))
-    )
-    facts = {
-        "model": ps.model,
-        "model_config_sha256": model.manifest.get("model_config_sha256"),
-        "features": model.manifest["service"]["features"],
-        "daily_loss_limit": ps.daily_loss_limit,
-        "max_delay_s": ps.max_delay_s,
-        "exchange": redact_url(settings.base_url),
-    }
-    account = Account(symbols, p, tick, lot, min_notional, -1, step_ms, facts)
-    return Plan(settings, model, symbols, account, notes)
-
-
-def check_journal(plan: Plan, journal: Journal) -> None:
-    """An existing journal must be this account's (the same symbols, parameters,
-    filters and model), else continuing it would mix two accounts."""
-    have, want = journal.account, plan.account
-    diffs = []
-    if have.symbols != want.symbols:
-        diffs.append(f"symbols {have.symbols} vs {want.symbols}")
-    if have.params != want.params:
-        a, b = have.params._asdict(), want.params._asdict()
-        diffs += [f"{k} {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k]]
-    for name in ("tick", "step", "min_notional"):
-        if not np.array_equal(getattr(have, name), getattr(want, name)):
-            diffs.append(f"the exchange's {name} filters changed")
-    for key in ("model", "model_config_sha256", "daily_loss_limit", "max_delay_s"):
-        if have.facts.get(key) != want.facts.get(key):
-            diffs.append(f"{key} {have.facts.get(key)!r} vs {want.facts.get(key)!r}")
-    if diffs:
-        raise PaperSettingsError(
-            f"{journal.path} is another account's journal ({'; '.join(diffs)}): move it "
-            "away to start a new one, or run with the settings it was started with"
-        )
 
 
 @dataclass(slots=True)
