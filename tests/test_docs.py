@@ -161,7 +161,9 @@ class Sandbox:
             self.ran.append(command)
             return
         head = line.split("#")[0].strip()
-        if head.startswith("asterai paper") and not re.search(r"--(status|report|help)", head):
+        if head.startswith("asterai paper") and not re.search(
+            r"--(status|report|help|kill)", head
+        ):
             # it runs until stopped: in the background, until its first bar is journaled
             self.paper = subprocess.Popen(
                 ["bash", "-c", f"exec {head}"], cwd=self.project, env=self.env,
@@ -196,7 +198,7 @@ class Sandbox:
         self.ran.append(command)
 
     def close(self) -> None:
-        if self.paper is not None:  # SIGTERM asks for the kill switch; no bar comes: -9
+        if self.paper is not None:  # the sandbox is thrown away: -9 (SIGTERM is a stop too)
             self.paper.kill()
             self.paper.wait(timeout=30)
         if self.service is not None:

@@ -107,6 +107,44 @@ def test_a_bar_is_journaled_whole_or_not_at_all(real_data, tmp_path):
     journal.close()
 
 
+def test_a_bar_whose_commit_fails_is_rolled_back_and_written_again_once(real_data, tmp_path):
+    """A commit that fails (a busy or full disk) leaves no transaction open: the trader
+    writes the bar again, once, and the journal goes on."""
+    args, tick, lot, min_notional, p = real_panel(real_data)
+    path = tmp_path / "journal.sqlite"
+    journal = Journal.create(path, _account(tick, lot, min_notional, p))
+    broker = journal.account.broker()
+    _write(journal, args, broker, 0, 10)
+
+    class FailingCommit:  # the connection, whose next COMMIT fails
+        def __init__(self, conn) -> None:
+            self.conn, self.failed = conn, False
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT" and not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+    real = journal.conn
+    journal.conn = FailingCommit(real)
+    bar = bar_at(args, 10)
+    ev = broker.apply(bar, Controls())
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        journal.write_bar(bar, Controls(), ev, seen_ms=0, late=False, committed_ms=0)
+    assert not real.in_transaction
+    assert journal.last_bar()["t"] == 9  # nothing of it
+    journal.conn = real
+    journal.write_bar(bar, Controls(), ev, seen_ms=0, late=False, committed_ms=0)
+    assert journal.query("SELECT COUNT(*) AS n FROM bars WHERE t = 10")[0]["n"] == 1
+    rebuilt, last = journal.rebuild()
+    assert last["t"] == 10
+    journal.close()
+
+
 def test_a_journal_changed_by_hand_does_not_rebuild(real_data, tmp_path):
     args, tick, lot, min_notional, p = real_panel(real_data)
     path = tmp_path / "journal.sqlite"

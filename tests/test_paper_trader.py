@@ -448,6 +448,9 @@ def test_the_kill_switch_flattens_at_the_next_open_and_stops(
                                    "reason = 'cancelled by the kill switch'")  # fmt: skip
     assert len(cancelled) == len(entries)
     assert not paths.paper_kill.exists()  # done: the file is removed
+    again = _cli(root, "--kill")  # nothing left to stop
+    assert again.exit_code == 0 and "already stopped" in again.output, again.output
+    assert not paths.paper_kill.exists()
     # the journal is final: a new start refuses to continue it
     with replay_at(recording) as replay, pytest.raises(PaperStopped, match="kill switch"):
         trader_for(root, replay)
@@ -523,6 +526,50 @@ def test_bad_settings_are_refused_with_exit_2_and_nothing_written(
     assert result.exit_code == 2, result.output
     assert says in result.output
     assert not DataPaths.at(root).paper.exists()  # nothing written
+
+
+def test_the_strategy_traded_is_the_exports_whatever_the_settings_say(
+    exported_root, tmp_path
+) -> None:
+    """Settings with another threshold, sides, barriers and horizon than the model was
+    trained with (a `train --params` export paper-traded without `--params`): the
+    account trades the export's, as `asterai serve` decides by them, and names each
+    setting it replaced."""
+    import json
+
+    from asterai.paper.trader import prepare
+
+    root = paper_root(exported_root, tmp_path)
+    with (root / "asterai.toml").open("a") as fh:
+        fh.write('\n[train]\nthreshold = 0.7\n[strategy]\nsides = "short"\n'
+                 "[features]\ntp_atr = 3.5\nsl_atr = 1.25\nlabel_horizon = 12\n")  # fmt: skip
+    settings = load_settings(root, base_url="http://127.0.0.1:9")
+    assert settings.train.threshold == 0.7 and settings.features.label_horizon == 12
+    folder = DataPaths.at(root).models("confluence") / "onnx"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    label = manifest["label"]
+    plan = prepare(settings)
+    p = plan.account.params
+    assert p.threshold == manifest["threshold"] != 0.7
+    assert (p.allow_long, p.allow_short) == {
+        "both": (True, True), "long": (True, False), "short": (False, True)
+    }[manifest["sides"]]  # fmt: skip
+    assert manifest["sides"] != "short"
+    assert (p.tp_atr, p.sl_atr, p.horizon) == (
+        label["take_profit_atr"], label["stop_atr"], label["horizon_bars"]
+    )
+    assert plan.settings.train.threshold == manifest["threshold"]
+    notes = "; ".join(plan.notes)
+    for name, value, here in [
+        ("train.threshold", manifest["threshold"], 0.7),
+        ("strategy.sides", manifest["sides"], "short"),
+        ("features.tp_atr", label["take_profit_atr"], 3.5),
+        ("features.sl_atr", label["stop_atr"], 1.25),
+        ("features.label_horizon", label["horizon_bars"], 12),
+    ]:
+        assert f"{name} = {value!r} from the export ({here!r} in the settings)" in notes, notes
+    # with the settings it was trained with, nothing is replaced
+    assert not any("from the export" in n for n in prepare(load_settings(exported_root)).notes)
 
 
 def test_a_journal_of_another_account_is_refused_and_left_as_it_was(
@@ -623,16 +670,159 @@ def test_kill_9_mid_run_then_a_restart_loses_nothing_and_counts_nothing_twice(
     assert kinds.count("restart") == 2
 
 
+def test_sigterm_is_a_stop_not_the_kill_switch_and_a_restart_continues_the_account(
+    two_weeks, exported_root, recording, tmp_path
+) -> None:
+    """`docker stop`, `systemctl restart`, a new revision: SIGTERM to a real `asterai
+    paper` mid-run exits 0 at once, the journal whole and its positions open; the next
+    start continues the account to the uninterrupted run's, to the bit."""
+    import random
+    import signal
+    import time
+
+    from asterai.paper.journal import Journal
+
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    last, at = 14, 8
+    rng = random.Random(11)
+    with replay_at(recording) as replay:
+        proc = _start(root, replay.base_url)
+        try:
+            for t in range(last + 1):
+                if t:
+                    replay.clock.advance(HOUR)
+                if t == at:  # at some instant while bar t is fetched or traded
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    began = time.monotonic()
+                    proc.send_signal(signal.SIGTERM)
+                    out, _ = proc.communicate(timeout=30)
+                    text = out.decode()
+                    assert proc.returncode == 0, text[-3000:]
+                    assert time.monotonic() - began < 15, text[-3000:]
+                    assert "SIGTERM: stopping" in text and "kept in the journal" in text
+                    stopped = _journaled(root)
+                    assert stopped in (at - 1, at)
+                    with Journal.open(DataPaths.at(root).paper_journal) as j:
+                        j.rebuild()  # whole: every bar replays to the equity it recorded
+                    sql = (f"SELECT symbol, side, quantity, stop, target FROM positions "
+                           f"WHERE t = {stopped} ORDER BY symbol")  # fmt: skip
+                    held = journal_rows(root, sql)
+                    assert held and held == journal_rows(two_weeks, sql)  # still open
+                    assert not journal_rows(root, "SELECT * FROM bars WHERE kill = 1")
+                    assert not DataPaths.at(root).paper_kill.exists()
+                    proc = _start(root, replay.base_url)
+                _wait_for(root, t, proc)
+        finally:
+            proc.kill()
+            proc.wait(30)
+    keep = "t, late, equity, cash, open_positions, notional, kill"
+    bars = journal_rows(root, f"SELECT {keep} FROM bars ORDER BY t")
+    assert [b["t"] for b in bars] == list(range(last + 1))  # every bar exactly once
+    assert bars == journal_rows(two_weeks, f"SELECT {keep} FROM bars WHERE t <= {last} "
+                                           "ORDER BY t")  # fmt: skip
+    for table in ("trades", "fills", "orders", "funding", "positions"):
+        sql = f"SELECT * FROM {table} WHERE t <= {last} ORDER BY t, symbol"
+        assert journal_rows(root, sql) == journal_rows(two_weeks, sql), table
+    events = journal_rows(root, "SELECT kind, detail FROM events ORDER BY seq")
+    assert [e["kind"] for e in events].count("restart") == 1
+    assert {"kind": "stop", "detail": "stopped"} in events
+    assert not [e for e in events if e["kind"].startswith("kill")]
+
+
+@pytest.mark.parametrize("where", ["write_bar", "follow"])
+def test_an_unexpected_error_is_counted_retried_and_the_bar_traded_once(
+    two_weeks, exported_root, recording, tmp_path, caplog, where
+) -> None:
+    """The trader's own loop: a RuntimeError once, where a bar is journaled (after the
+    broker applied it: the bar must be redone from the journal, not applied twice) or
+    where the market is followed (an onnxruntime error, a malformed field). It is
+    logged with its traceback, counted, journaled, retried after the backoff; every
+    bar is traded exactly once and the account is the uninterrupted one's."""
+    import logging
+
+    from asterai.deploy.follow import Follower
+    from asterai.paper.journal import Journal
+    from asterai.paper.status import status
+    from asterai.paper.trader import PaperTrader, prepare
+
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    last, broken = 6, 3
+    raised = []
+    if where == "write_bar":
+        real = Journal.write_bar
+
+        def failing(self, bar, *args, **kwargs):
+            if bar.t == broken and not raised:
+                raised.append(bar.t)
+                raise RuntimeError("injected: the bar's write failed")
+            return real(self, bar, *args, **kwargs)
+
+        target = (Journal, "write_bar", failing)
+    else:
+        real_follow = Follower.follow
+
+        async def failing(self, *args, **kwargs):
+            got = await real_follow(self, *args, **kwargs)
+            if int(self.live.newest_time()) == START + broken * HOUR and not raised:
+                raised.append(broken)
+                raise RuntimeError("injected: a malformed field")
+            return got
+
+        target = (Follower, "follow", failing)
+    caplog.set_level(logging.WARNING, logger="asterai.paper")
+
+    async def go(replay) -> PaperTrader:
+        settings = load_settings(root, base_url=replay.base_url, exchange=FAST_EXCHANGE)
+        trader = PaperTrader(prepare(settings), clock_rate=0, retry_s=0.05,
+                             backoff_s=(0.05, 0.2))  # fmt: skip
+        stop = asyncio.Event()
+        work = asyncio.create_task(trader.run(stop))
+        for t in range(last + 1):
+            if t:
+                replay.clock.advance(HOUR)
+            deadline = asyncio.get_running_loop().time() + 60
+            while _journaled(root) < t:
+                assert not work.done(), work.exception()
+                assert asyncio.get_running_loop().time() < deadline, f"bar {t} not journaled"
+                await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(work, 30)
+        return trader
+
+    with pytest.MonkeyPatch.context() as mp, replay_at(recording) as replay:
+        mp.setattr(*target)
+        trader = asyncio.run(go(replay))
+        trader.close()
+    assert raised == [broken]
+    assert trader.state.errors.count == 1 and trader.state.errors.last_type == "RuntimeError"
+    first = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(first) == 1 and first[0].exc_info and "RuntimeError" in first[0].getMessage()
+    keep = "t, late, equity, cash, open_positions, notional, signals"
+    bars = journal_rows(root, f"SELECT {keep} FROM bars ORDER BY t")
+    assert [b["t"] for b in bars] == list(range(last + 1))  # each bar once, none skipped
+    assert bars == journal_rows(two_weeks, f"SELECT {keep} FROM bars WHERE t <= {last} "
+                                           "ORDER BY t")  # fmt: skip
+    for table in ("trades", "fills", "orders", "positions"):
+        sql = f"SELECT * FROM {table} WHERE t <= {last} ORDER BY t, symbol"
+        assert journal_rows(root, sql) == journal_rows(two_weeks, sql), table
+    errors = journal_rows(root, "SELECT detail FROM events WHERE kind = 'error'")
+    why = "the bar's write failed" if where == "write_bar" else "a malformed field"
+    assert [e["detail"] for e in errors] == [f"RuntimeError: injected: {why}"]
+    shown = status(DataPaths.at(root).paper_journal)
+    assert shown.errors == 1 and shown.last_error_type == "RuntimeError"
+    assert any(line.startswith("errors: 1 caught and retried") for line in shown.lines())
+
+
 def test_a_kill_switch_asked_before_a_crash_still_flattens_at_the_next_open(
     exported_root, recording, tmp_path
 ) -> None:
-    """SIGTERM, then the process killed before the next bar (a container's stop): the
-    request is journaled at once, and the restarted trader applies it."""
+    """The KILL file found, then the process killed before the next bar: the request
+    is journaled at once, and the restarted trader applies it."""
     root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
     with replay_at(recording) as replay:
         trader = trader_for(root, replay)
         play(trader, replay, 3)  # bars 0..2
-        trader.request_kill("SIGTERM")
+        trader.request_kill("file data/paper/KILL")
         trader.close()  # gone before bar 3
         replay.clock.advance(HOUR)
         again = trader_for(root, replay)
@@ -644,15 +834,43 @@ def test_a_kill_switch_asked_before_a_crash_still_flattens_at_the_next_open(
     assert bars[2]["open_positions"] > 0
 
 
+def test_asterai_paper_kill_with_no_trader_running_flattens_at_the_next_start(
+    exported_root, recording, tmp_path
+) -> None:
+    """`asterai paper --kill` while no trader runs writes the KILL file; the next start
+    trades the bars missed meanwhile, then flattens at the first open after it and
+    stops. Without an account there is nothing to kill."""
+    paths = DataPaths.at(paper_root(exported_root, tmp_path, daily_loss_limit=0.0))
+    root = paths.root
+    none = _cli(root, "--kill")
+    assert none.exit_code != 0 and "no paper account here" in none.output, none.output
+    assert not paths.paper_kill.exists()
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        play(trader, replay, 3)  # bars 0..2
+        trader.close()
+        asked = _cli(root, "--kill")
+        assert asked.exit_code == 0 and "kill switch asked" in asked.output, asked.output
+        assert paths.paper_kill.exists()
+        replay.clock.advance(HOUR)  # bar 3 closes while none runs
+        again = trader_for(root, replay)
+        done = play(again, replay, 5)
+        again.close()
+    assert done == [[3], [4]] and again.state.stopped  # bar 4 opened after the start
+    bars = journal_rows(root, "SELECT t, kill, open_positions FROM bars ORDER BY t")
+    assert [b["kill"] for b in bars] == [0, 0, 0, 0, 1] and bars[-1]["open_positions"] == 0
+    assert not paths.paper_kill.exists()
+
+
 def test_asterai_paper_keeps_pace_with_a_replay_played_at_its_clock_rate(
     exported_root, recording, tmp_path
 ) -> None:
     """``asterai replay --speed 600`` and ``asterai paper --clock-rate 600 --ws-url``, two
     processes as a user runs them: bars close every 6 s, each is pushed, traded on time
-    and journaled once, in order; SIGTERM flattens at the next open and stops."""
+    and journaled once, in order; `asterai paper --kill` flattens at the next open and
+    the trader stops."""
     import os
     import re
-    import signal
     import subprocess
     import sys
     import time
@@ -693,7 +911,8 @@ def test_asterai_paper_keeps_pace_with_a_replay_played_at_its_clock_rate(
             time.sleep(0.05)
         first = _journaled(root)
         _wait_for(root, first + 4, trader, seconds=90)
-        trader.send_signal(signal.SIGTERM)  # the kill switch
+        asked = _cli(root, "--kill")  # the kill switch, from another command
+        assert asked.exit_code == 0 and "kill switch asked" in asked.output, asked.output
         out, _ = trader.communicate(timeout=60)
         assert trader.returncode == 0, out.decode()[-3000:]
         assert "kill switch flattened" in out.decode()

@@ -41,6 +41,12 @@ from asterai.config import Settings
 @click.option("--status", "show_status", is_flag=True,
               help="Print the account's status from the journal and exit.")  # fmt: skip
 @click.option(
+    "--kill", is_flag=True,
+    help="The kill switch: write data/paper/KILL and exit. A running `asterai paper` "
+    "exits every position at the next bar's open and stops for good; with none running, "
+    "the next start does.",
+)  # fmt: skip
+@click.option(
     "--report", is_flag=True,
     help="Write data/paper/report/: the paper period's metrics, trades and equity, and the "
     "reconciliation with the backtest engine over the same bars; then exit.",
@@ -60,6 +66,7 @@ def paper(
     daily_loss_limit: float | None,
     max_delay_s: float | None,
     show_status: bool,
+    kill: bool,
     report: bool,
     clock_rate: float,
 ) -> None:
@@ -79,11 +86,19 @@ def paper(
     bars (their exits and stops apply, their signals open nothing).
 
     \b
+    The strategy is the model's: the threshold, the sides, the barriers and the
+    horizon come from the export (as `asterai serve` decides by them), each one that
+    differs from the settings named at the start.
+
+    \b
     Risk controls: the drawdown breaker; a daily loss limit; stale data (a bar
-    overdue) opens nothing; the kill switch, a file data/paper/KILL or SIGTERM,
-    exits every position at the next bar's open, cancels the entries decided for
-    it, and stops once that bar is journaled (the journal is then final). Ctrl-C
-    stops at once and leaves the positions open in the journal.
+    overdue) opens nothing; the kill switch, a file data/paper/KILL (`asterai paper
+    --kill` writes it), exits every position at the next bar's open, cancels the
+    entries decided for it, and stops once that bar is journaled (the journal is
+    then final). SIGTERM or Ctrl-C is a stop, not the kill switch: the bar being
+    traded is finished, the positions stay open in the journal, and the next start
+    continues the account. Errors are retried (exchange errors every 15 s, others
+    with a backoff from 1 s to 5 min), counted and journaled; they never end it.
 
     No API key is needed or read: no order reaches the exchange.
     """
@@ -95,6 +110,9 @@ def paper(
     )  # fmt: skip
     paths = DataPaths.at(settings.data_root)
     console = rich_console()
+    if kill:
+        _ask_kill(paths)
+        return
     if show_status:
         _print_status(paths, console)
         return
@@ -137,15 +155,50 @@ def paper(
         trader.close()
     if trader.state.stopped:
         click.echo("the kill switch flattened the account; trading has stopped", err=True)
+    else:
+        click.echo(
+            "stopped; the account is kept in the journal: `asterai paper` continues it",
+            err=True,
+        )
+
+
+def _ask_kill(paths) -> None:
+    """The kill switch, asked from another process: the KILL file, which a running
+    trader finds at its next poll (and a stopped one at its next start)."""
+    import time
+
+    from asterai.atomic import write_text
+    from asterai.intervals import iso_ms
+    from asterai.paper.journal import Journal
+
+    if not paths.paper_journal.exists():
+        raise StepFailed(f"{paths.paper_journal} does not exist: no paper account here")
+    with Journal.open(paths.paper_journal, readonly=True) as j:
+        final = j.query("SELECT 1 FROM bars WHERE killed > 0 OR kill = 1 LIMIT 1")
+    if final:
+        click.echo(f"{paths.paper_journal}: the kill switch has already stopped this account")
+        return
+    write_text(paths.paper_kill, f"asterai paper --kill at {iso_ms(int(time.time() * 1000))}\n")
+    click.echo(
+        f"kill switch asked ({paths.paper_kill}): a running `asterai paper` exits every "
+        "position at the next bar's open and stops; with none running, the next start does"
+    )
 
 
 async def _run(trader, paths) -> None:
+    from asterai.intervals import iso_ms
     from asterai.paper.status import status
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, trader.request_kill, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def stopping(name: str) -> None:  # a stop, not the kill switch (`--kill`)
+        if not stop.is_set():
+            click.echo(f"{name}: stopping after the bar being traded", err=True)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping, sig.name)
     work = asyncio.create_task(trader.run(stop))
 
     def render() -> str:
@@ -166,6 +219,11 @@ async def _run(trader, paths) -> None:
             )
         else:
             lines.append("market: REST polling after each close")
+        errors = trader.state.errors
+        if errors.count or trader.state.exchange_errors:
+            last = f", last {errors.last_type} at {iso_ms(errors.last_ms)}" if errors.count else ""
+            lines.append(f"errors: {errors.count} unexpected{last}; "
+                         f"{trader.state.exchange_errors} from the exchange")  # fmt: skip
         if trader.state.last_error:
             lines.append(f"last error: {trader.state.last_error}")
         return "\n".join(lines)

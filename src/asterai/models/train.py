@@ -1243,6 +1243,10 @@ def _label_record(settings: Settings, panel: Panel) -> dict[str, Any]:
         "target": panel.target,
         "entry": "the next bar's open",
         "horizon_bars": fs.label_horizon,
+        # the barriers the trades are given (every target: the export carries them to
+        # paper trading, which trades the strategy the model was trained for)
+        "take_profit_atr": fs.tp_atr,
+        "stop_atr": fs.sl_atr,
         "base_interval": fs.base_interval,
         "stopping_metric": settings.train.stopping_metric,
     }

@@ -398,4 +398,12 @@ class _transaction:
         return self.conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            self.conn.execute("ROLLBACK")
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:  # a failed commit leaves the transaction open: end it
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise

@@ -3,7 +3,9 @@
 ``status(path, now_ms)`` is what ``asterai paper --status`` prints and what the live
 panel shows: the equity and cash, today's PnL (since the last close of the previous UTC
 day), the open positions, the last bar and its age, the next bar due, whether the data
-was stale or the kill switch fired, and the last events. It opens the journal read-only:
+was stale or the kill switch fired, the errors the trader caught and retried (their
+count, the last one's type and time: the journal's ``error`` events) and the last
+events. It opens the journal read-only:
 a trader may be writing it.
 """
 
@@ -37,6 +39,9 @@ class Status:
     stopped: bool
     stale: bool
     events: list[dict[str, Any]]
+    errors: int = 0  # unexpected errors caught and retried (exchange errors aside)
+    last_error_type: str | None = None
+    last_error_at: str | None = None
 
     def lines(self) -> list[str]:
         ret = self.equity / self.capital - 1.0
@@ -55,6 +60,9 @@ class Status:
             "STOPPED by the kill switch" if self.stopped else "stale data" if self.stale else "ok"
         )
         out.append(f"status: {state}")
+        if self.errors:
+            out.append(f"errors: {self.errors} caught and retried, the last a "
+                       f"{self.last_error_type} at {self.last_error_at}")  # fmt: skip
         if self.open_positions:
             out.append("open positions:")
             for p in self.open_positions:
@@ -81,10 +89,16 @@ def status(path: str | Path, now_ms: int | None = None) -> Status:
             " COALESCE(SUM(funding), 0) AS funding FROM trades"
         )[0]
         events = j.query("SELECT at_ms, kind, detail FROM events ORDER BY seq DESC LIMIT 20")[::-1]
+        errors = j.query("SELECT COUNT(*) AS n, MAX(seq) AS seq FROM events WHERE kind = 'error'")
+        caught = {"errors": int(errors[0]["n"])}
+        if caught["errors"]:
+            e = j.query("SELECT at_ms, detail FROM events WHERE seq = ?", errors[0]["seq"])[0]
+            caught["last_error_type"] = e["detail"].split(":", 1)[0]
+            caught["last_error_at"] = iso_ms(int(e["at_ms"]))
         if last is None:
             return Status(
                 "not yet", 0, 0, None, None, None, capital, capital, capital, 0.0, [], 0, 0.0,
-                0.0, 0.0, False, False, events,
+                0.0, 0.0, False, False, events, **caught,
             )  # fmt: skip
         day = int(last["open_ms"]) // DAY_MS * DAY_MS
         before = j.query("SELECT equity FROM bars WHERE open_ms < ? ORDER BY t DESC LIMIT 1", day)
@@ -115,4 +129,5 @@ def status(path: str | Path, now_ms: int | None = None) -> Status:
             stopped=stopped,
             stale=bool(kinds) and kinds[-1] == "stale",
             events=events,
+            **caught,
         )

@@ -23,16 +23,27 @@ own step), committing each bar to the journal before the next:
 - **The daily loss limit.** At each UTC day's first bar the floor is the previous bar's
   equity times ``1 - paper.daily_loss_limit``; a close below it pauses new entries for
   the rest of the day (exits go on).
-- **The kill switch** (the file ``data/paper/KILL``, or SIGTERM): every position exits
-  at the open of the first bar that opens after the request (within ``max_delay_s``),
-  the entries decided for it are cancelled, and the trader stops once that bar is
-  journaled. The file is removed then; the journal is final.
+- **The kill switch** (the file ``data/paper/KILL``, which ``asterai paper --kill``
+  writes): every position exits at the open of the first bar that opens after the
+  request (within ``max_delay_s``), the entries decided for it are cancelled, and the
+  trader stops once that bar is journaled. The file is removed then; the journal is
+  final.
+- **A stop** (``stop`` set: SIGTERM or SIGINT in ``asterai paper``) is not the kill
+  switch: the bar being traded is finished (its one transaction), no later one is
+  begun, the positions stay open in the journal, and the next start continues the
+  account. A stop during the warm-up or a fetch abandons it.
 - **A restart** (even after ``kill -9``) rebuilds the account from the journal
   (``Journal.rebuild``) and goes on with the first bar after the last journaled one.
+- **Errors.** An exchange error is retried every ``retry_s``; any other error of a
+  cycle (a malformed field, onnxruntime, the disk) is counted, logged and journaled
+  (``paper.errors``) and the cycle tried again after an exponential backoff; a bar
+  whose step raised is redone from the journal's account, never applied twice. Only
+  what no retry mends ends the trader: settings or a journal it cannot continue.
 
-Everything the trader needs is checked before anything is written (``prepare``): the
-export, its feature set against the data root's settings, the symbols, an existing
-journal's account. No API key is needed or read.
+Everything the trader needs is checked before anything is written
+(``paper.plan.prepare``): the export, its feature set against the data root's settings,
+the strategy taken from it, the symbols, an existing journal's account. No API key is
+needed or read.
 """
 
 from __future__ import annotations
@@ -45,148 +56,30 @@ from typing import Any
 
 import numpy as np
 
-from asterai.backtest.engine import account_liquidation_fee, params
-from asterai.backtest.inputs import exchange_filters
-from asterai.config import FeatureSettings, Settings, redact_url
 from asterai.data.universe import TRADEABLE
 from asterai.deploy.follow import Follower
-from asterai.deploy.runtime import ExportMissing, OnnxModel
 from asterai.exchange.client import AsterClient
 from asterai.exchange.errors import ExchangeError
-from asterai.features import catalog as cat
-from asterai.intervals import DAY_MS, INTERVAL_MS, iso_ms
+from asterai.intervals import DAY_MS, iso_ms
 from asterai.paper.backfill import Missed, fetch_missed
 from asterai.paper.broker import Bar, BarEvents, Controls
-from asterai.paper.journal import Account, Journal
+from asterai.paper.errors import ErrorCount
+from asterai.paper.journal import Journal, JournalError
+from asterai.paper.plan import (  # noqa: F401 - their home was here
+    EXPORT_STRATEGY,
+    PaperSettingsError,
+    PaperStopped,
+    Plan,
+    check_journal,
+    export_strategy,
+    prepare,
+)
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
 
 #: the feature that sizes stops and targets (the labels' ATR, as in the backtest)
 ATR = "atr_14"
-
-
-class PaperSettingsError(ValueError):
-    """Settings paper trading cannot start with (exit 2; nothing is written)."""
-
-
-class PaperStopped(RuntimeError):
-    """The journal's account was stopped by the kill switch: it is final."""
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything checked before the first write."""
-
-    settings: Settings
-    model: OnnxModel
-    symbols: list[str]
-    account: Account  # start_ms is set when the first bar is known
-    notes: list[str]
-
-
-def _export_checks(settings: Settings, model: OnnxModel) -> FeatureSettings:
-    facts = model.manifest.get("service")
-    if not facts:
-        raise PaperSettingsError(
-            f"{model.folder} was exported before the service facts were recorded: run "
-            "`asterai export-onnx` again"
-        )
-    fs = FeatureSettings(**facts["features"])
-    here = settings.features
-    if (fs.base_interval, fs.higher_intervals) != (here.base_interval, here.higher_intervals):
-        raise PaperSettingsError(
-            f"{model.folder}: the model was trained on features of {fs.base_interval} with "
-            f"{', '.join(fs.higher_intervals)}; this data root's settings build "
-            f"{here.base_interval} with {', '.join(here.higher_intervals)}: export a model "
-            "trained on these features, or use the settings it was trained with"
-        )
-    horizon = model.manifest.get("label", {}).get("horizon_bars")
-    if horizon is not None and int(horizon) != here.label_horizon:
-        raise PaperSettingsError(
-            f"{model.folder}: the model's labels look {horizon} bars ahead; "
-            f"features.label_horizon is {here.label_horizon} (the account's time limit): "
-            "run with the settings it was trained with (a model trained with --params "
-            "paper-trades with the same --params)"
-        )
-    known = set(cat.feature_names(fs.higher_intervals))
-    base = [f for f in model.features if not f.startswith("category_")]
-    foreign = sorted(set(base) - known - {"listing_age_h"})
-    if foreign:
-        raise PaperSettingsError(
-            f"{model.folder}: the model reads features this version does not build "
-            f"({', '.join(foreign[:5])}): it is from another feature set; train and "
-            "export it again"
-        )
-    return fs
-
-
-def prepare(settings: Settings) -> Plan:
-    """The checked plan for ``settings`` (``PaperSettingsError`` on bad settings)."""
-    ps = settings.paper
-    paths = DataPaths.at(settings.data_root)
-    try:
-        model = OnnxModel(paths.models(ps.model) / "onnx")
-    except ExportMissing as err:
-        raise PaperSettingsError(f"no exported {ps.model} model: {err}") from err
-    fs = _export_checks(settings, model)
-    trained = list(model.manifest["service"]["symbols"])
-    symbols = sorted(ps.symbols) if ps.symbols else sorted(trained)
-    unknown = sorted(set(symbols) - set(trained))
-    if unknown:
-        raise PaperSettingsError(
-            f"paper.symbols: {', '.join(unknown)} not in the model's universe (it was "
-            f"trained on {', '.join(trained)})"
-        )
-    step_ms = INTERVAL_MS[fs.base_interval]
-    if ps.max_delay_s * 1000 >= step_ms:
-        raise PaperSettingsError(
-            f"paper.max_delay_s = {ps.max_delay_s:g} is not below one {fs.base_interval} bar: "
-            "a signal acted on that late fills at an open long gone"
-        )
-    if not paths.discovery.exists():
-        raise PaperSettingsError(
-            f"{paths.discovery} does not exist: the account's tick, lot and minimum "
-            "notional come from discovery (`asterai discover`)"
-        )
-    notes: list[str] = []
-    tick, lot, min_notional, fees = exchange_filters(paths, symbols, settings, notes)
-    p = params(settings)._replace(
-        liquidation_fee=account_liquidation_fee(settings, fees, len(symbols))
-    )
-    facts = {
-        "model": ps.model,
-        "model_config_sha256": model.manifest.get("model_config_sha256"),
-        "features": model.manifest["service"]["features"],
-        "daily_loss_limit": ps.daily_loss_limit,
-        "max_delay_s": ps.max_delay_s,
-        "exchange": redact_url(settings.base_url),
-    }
-    account = Account(symbols, p, tick, lot, min_notional, -1, step_ms, facts)
-    return Plan(settings, model, symbols, account, notes)
-
-
-def check_journal(plan: Plan, journal: Journal) -> None:
-    """An existing journal must be this account's (the same symbols, parameters,
-    filters and model), else continuing it would mix two accounts."""
-    have, want = journal.account, plan.account
-    diffs = []
-    if have.symbols != want.symbols:
-        diffs.append(f"symbols {have.symbols} vs {want.symbols}")
-    if have.params != want.params:
-        a, b = have.params._asdict(), want.params._asdict()
-        diffs += [f"{k} {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k]]
-    for name in ("tick", "step", "min_notional"):
-        if not np.array_equal(getattr(have, name), getattr(want, name)):
-            diffs.append(f"the exchange's {name} filters changed")
-    for key in ("model", "model_config_sha256", "daily_loss_limit", "max_delay_s"):
-        if have.facts.get(key) != want.facts.get(key):
-            diffs.append(f"{key} {have.facts.get(key)!r} vs {want.facts.get(key)!r}")
-    if diffs:
-        raise PaperSettingsError(
-            f"{journal.path} is another account's journal ({'; '.join(diffs)}): move it "
-            "away to start a new one, or run with the settings it was started with"
-        )
 
 
 @dataclass(slots=True)
@@ -201,14 +94,19 @@ class TraderState:
     late: int = 0
     last: dict[str, Any] | None = None  # the journal's last bar row
     day_start_equity: float | None = None
-    errors: list[str] = field(default_factory=list)
+    errors: ErrorCount = field(default_factory=ErrorCount)  # the unexpected ones
+    exchange_errors: int = 0
 
 
 class PaperTrader:
     """Trades ``plan`` on the exchange of its settings; ``clock_rate``: the follower's
-    (a replay played forward faster, or 0 for a stepped one)."""
+    (a replay played forward faster, or 0 for a stepped one); ``retry_s``: the wait after
+    an exchange error; ``backoff_s``: the first and the longest wait after another."""
 
-    def __init__(self, plan: Plan, *, clock_rate: float = 1.0, retry_s: float = 15.0) -> None:
+    def __init__(
+        self, plan: Plan, *, clock_rate: float = 1.0, retry_s: float = 15.0,
+        backoff_s: tuple[float, float] = (1.0, 300.0),
+    ) -> None:  # fmt: skip
         ps = plan.settings.paper
         self.plan = plan
         self.paths = DataPaths.at(plan.settings.data_root)
@@ -227,7 +125,10 @@ class PaperTrader:
         #: the first of them while they still are to fetch
         self.missed: Missed | None = None
         self._backfill_from: int | None = None
-        self.state = TraderState()
+        self.state = TraderState(errors=ErrorCount(first_s=backoff_s[0], max_s=backoff_s[1]))
+        self._stop: asyncio.Event | None = None  # set: no new bar is begun
+        self._trading = False  # a worker thread is trading bars (not to be cancelled)
+        self._dirty = False  # the broker applied a bar the journal did not commit
         if self.paths.paper_journal.exists():  # checked now: nothing is written on a mismatch
             journal = Journal.open(self.paths.paper_journal)
             try:
@@ -243,7 +144,7 @@ class PaperTrader:
     # -- the controls ---------------------------------------------------------------
 
     def request_kill(self, source: str) -> None:
-        """The kill switch (the KILL file or SIGTERM): flatten at the next open, stop."""
+        """The kill switch (the KILL file): flatten at the next open, stop."""
         if self.state.kill_requested_ms is not None:
             return
         now = self.follower.clock.now_ms() or int(time.time() * 1000)
@@ -283,8 +184,8 @@ class PaperTrader:
             )
         self.journal, self.broker = journal, broker
         self.state.last = last
-        # a kill switch requested before a stop (SIGTERM, then the process killed before
-        # the next bar) is journaled: it still applies, at the first open after it
+        # a kill switch requested before a stop (the file found, then the process stopped
+        # before the next bar) is journaled: it still applies, at the first open after it
         asked = journal.query("SELECT at_ms, detail FROM events WHERE kind = 'kill requested' "
                               "ORDER BY seq DESC LIMIT 1")  # fmt: skip
         if asked and self.state.kill_requested_ms is None:
@@ -307,12 +208,13 @@ class PaperTrader:
         if not f.state.started:
             await f.warm_up(client)
             f.state.last_error = None
+        elif self.journal is not None:
+            await f.follow(client, stop)
+        if self.journal is None:  # (after a warm-up, or an error right after it)
             self._open_journal(int(f.live.newest_time()))
             last = self.state.last
             self._backfill_from = None if last is None else int(last["open_ms"]) + self.step
             f.start_streams()
-        else:
-            await f.follow(client, stop)
         if self._backfill_from is not None:
             newest = int(f.live.newest_time())
             if self._backfill_from <= newest:
@@ -322,16 +224,25 @@ class PaperTrader:
                 )  # fmt: skip
             self._backfill_from = None
         self._check_kill_file()
-        return await asyncio.to_thread(self._trade_new)
+        self._trading = True
+        try:
+            return await asyncio.to_thread(self._trade_new)
+        finally:
+            self._trading = False
 
     def _trade_new(self) -> list[int]:
         f = self.follower
+        if self._dirty:  # a bar's step raised after the broker applied it: as journaled
+            self.broker, self.state.last = self.journal.rebuild()
+            self._dirty = False
         newest = int(f.live.newest_time())
         last = self.state.last
         start = newest if last is None else int(last["open_ms"]) + self.step
         now = f.clock.now_ms() or 0
         done = []
         for open_ms in range(start, newest + 1, self.step):
+            if self._stop is not None and self._stop.is_set():
+                break  # a stop: this bar is left to the next start
             missing = self.stragglers(open_ms)
             if missing and now - (open_ms + self.step - 1) < self.wait_ms:
                 if self._waiting != open_ms:
@@ -475,6 +386,7 @@ class PaperTrader:
     def _trade(self, open_ms: int, missing: list[str] = ()) -> int:  # type: ignore[assignment]
         bar, late, seen = self.bar(open_ms)
         controls = self._controls(bar)
+        self._dirty = True  # until the bar is committed
         ev: BarEvents = self.broker.apply(bar, controls)
         now = self.follower.clock.now_ms() or 0
         notes = []
@@ -487,7 +399,6 @@ class PaperTrader:
                     "acted on",
                 )
             )
-            self.state.late += 1
         if missing:
             notes.append(
                 (
@@ -507,7 +418,9 @@ class PaperTrader:
         self.state.last = self.journal.write_bar(
             bar, controls, ev, seen_ms=seen, late=late, committed_ms=now, events=notes
         )
+        self._dirty = False
         self.state.bars += 1
+        self.state.late += int(late)
         if controls.kill:
             self.state.stopped = True
             self.paths.paper_kill.unlink(missing_ok=True)
@@ -516,25 +429,35 @@ class PaperTrader:
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Poll after every bar's close and trade, until ``stop`` is set or the kill
-        switch has flattened the account; exchange errors are retried."""
+        """Poll after every bar's close and trade, until ``stop`` is set (the bar being
+        traded is finished, the account kept) or the kill switch has flattened the
+        account. Exchange errors are retried every ``retry_s``, any other error of a
+        cycle after a backoff (``paper.errors``); settings or a journal the trader cannot
+        continue end it."""
         stop = stop or asyncio.Event()
+        self._stop = stop
         settings = self.plan.settings
         async with AsterClient(settings.base_url, settings.exchange) as client:
             try:
                 while not stop.is_set() and not self.state.stopped:
                     try:
-                        await self.cycle(client, stop)
+                        await self._cycle_or_stop(client, stop)
                         self.state.last_error = None
+                        self.state.errors.ok()
                         wait = self.follower.next_poll_s()
                         deadline = self.straggler_deadline_s()
                         if deadline is not None:
                             wait = min(wait, deadline)
                     except ExchangeError as err:
+                        self.state.exchange_errors += 1
                         self.state.last_error = f"{type(err).__name__}: {err}"
                         log.warning("paper trading: %s", self.state.last_error)
                         self.check_stale()  # an exchange that stops answering: stale in time
                         wait = self.follower.retry_s
+                    except (PaperSettingsError, PaperStopped, JournalError):
+                        raise  # no retry mends them
+                    except Exception as err:  # noqa: BLE001 - counted, logged, retried
+                        wait = self._survive(err)
                     if self.state.stopped:
                         break
                     await self.follower.wait_next(stop, wait)
@@ -546,6 +469,39 @@ class PaperTrader:
                 "stop",
                 "killed" if self.state.stopped else "stopped",
             )
+
+    async def _cycle_or_stop(self, client: AsterClient, stop: asyncio.Event) -> None:
+        """``cycle``, abandoned when ``stop`` is set while it waits on the exchange (a
+        warm-up, a fetch); bars being traded are finished (no new one is begun)."""
+        work = asyncio.ensure_future(self.cycle(client, stop))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not work.done() and not self._trading:
+            work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+
+    def _survive(self, err: Exception) -> float:
+        """An unexpected error of a cycle: counted, logged, journaled; the wait before the
+        next try. A bar whose step raised is redone from the journal (``_trade_new``)."""
+        now = self.follower.clock.now_ms() or int(time.time() * 1000)
+        wait = self.state.errors.record(err, now)
+        self.state.last_error = self.state.errors.describe()
+        if self.journal is not None:
+            try:
+                if self.journal.conn.in_transaction:  # a commit that failed
+                    self.journal.conn.execute("ROLLBACK")
+                self.journal.event(now, "error", self.state.last_error or "")
+                self.check_stale()
+            except Exception:  # noqa: BLE001 - the journal itself may be what fails
+                log.warning("paper trading: the error could not be journaled", exc_info=True)
+        return wait
 
     def close(self) -> None:
         if self.journal is not None:
