@@ -105,7 +105,7 @@ model = OnnxModel(root / "models" / "confluence" / "onnx")
 with ReplayServer(load_recording(data)) as replay:
     settings = load_settings(root, base_url=replay.base_url)
     follower = Follower(settings, model)
-    create_app(model, follower, token="t", name="confluence")
+    create_app(model, follower, token="t" * 32, name="confluence")
 
     async def warm():
         async with AsterClient(settings.base_url, settings.exchange) as client:

@@ -35,7 +35,7 @@ from asterai.paths import DataPaths
 
 SPEED = 120.0  # exchange seconds per real second: one 1h bar in 30 s
 GRACE_S = 60.0  # exchange seconds a bar may be late before the data is stale
-TOKEN = "test-token-7f3a9c"  # noqa: S105 - a test's own token
+TOKEN = "test-token-7f3a9c0b5e2d4a6f8c1e3b5d7f9a0c2e"  # noqa: S105 - a test's own token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -87,7 +87,9 @@ def service(exported_root, recording):
 
 def test_after_the_warm_up_it_is_healthy_and_serves_the_last_closed_bar(service) -> None:
     url, follower, _, _ = service
-    health = httpx.get(f"{url}/health").json()  # no token needed
+    public = httpx.get(f"{url}/health")  # no token needed: the status alone
+    assert public.status_code == 200 and public.json() == {"status": "ok", "stale": False}
+    health = httpx.get(f"{url}/health", headers=AUTH).json()  # the detail with the token
     assert health["status"] == "ok" and health["stale"] is False, health
     assert health["last_bar_open_time"] == "2025-10-15T03:00:00.000Z"
     assert health["next_bar_due"] == "2025-10-15T04:59:59.999Z"
@@ -345,6 +347,9 @@ def _duplicate(payload: dict) -> None:
         (lambda p: p.update(rows=[]), 422, "rows"),
         (lambda p: p.update(rows=p["rows"] * 201), 422, "rows"),
         (lambda p: _duplicate(p), 422, "rows"),
+        # on the hour grid, past what a timestamp holds: bounded, not a 500
+        (lambda p: p["rows"][0].update(open_time=3_600_000 * 10**12), 422, "rows[0].open_time"),
+        (lambda p: p["rows"][0].update(open_time=-3_600_000), 422, "rows[0].open_time"),
     ],
 )
 def test_malformed_predict_bodies_are_422_naming_the_field(service, mutate, status, field) -> None:
@@ -355,6 +360,7 @@ def test_malformed_predict_bodies_are_422_naming_the_field(service, mutate, stat
     r = httpx.post(f"{url}/v1/predict", headers=AUTH, json=payload)
     assert r.status_code == status, r.text
     assert r.json()["detail"].startswith(field), r.json()
+    assert r.json()["errors"][0]["field"] == field  # the one error body
 
 
 def test_non_finite_values_and_broken_json_are_422_and_huge_bodies_413(service) -> None:
@@ -404,15 +410,140 @@ def test_fifty_concurrent_clients_get_no_error(service) -> None:
     assert len(codes) == 300 and set(codes) == {200}
 
 
+def test_a_follower_that_dies_makes_health_503_dead_at_once(exported_root, caplog) -> None:
+    """The follower's task ends while the app runs (here: an error its loop does not
+    catch): /health says ``dead`` with 503 at once, the signals are refused (they will
+    never be new again), and the error is logged once, with its traceback."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.deploy.service import create_app
+
+    model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+    follower = Follower(load_settings(exported_root), model)
+
+    async def dies(stop=None) -> None:  # the loop, failing as no retry expects
+        await asyncio.sleep(0.2)
+        raise RuntimeError("an error the loop does not expect")
+
+    follower.run = dies
+    caplog.set_level(logging.INFO)
+    with Served(create_app(model, follower, token=TOKEN, name="confluence")) as url:
+        deadline = time.monotonic() + 10
+        while (r := httpx.get(f"{url}/health")).json()["status"] != "dead":
+            assert time.monotonic() < deadline, r.json()
+            time.sleep(0.05)
+        assert r.status_code == 503 and r.json() == {"status": "dead", "stale": True}
+        detail = httpx.get(f"{url}/health", headers=AUTH).json()
+        assert detail["follower_error"] == "RuntimeError: an error the loop does not expect"
+        signals = httpx.get(f"{url}/v1/signals", headers=AUTH)
+        assert signals.status_code == 503 and "stopped" in signals.json()["detail"]
+        time.sleep(0.2)
+        assert httpx.get(f"{url}/health").status_code == 503  # and stays so
+    died = [r for r in caplog.records if "follower stopped" in r.getMessage()]
+    assert len(died) == 1 and died[0].levelno == logging.ERROR
+    assert died[0].exc_info and died[0].exc_info[0] is RuntimeError
+    assert TOKEN not in caplog.text
+
+
+def test_a_token_shorter_than_32_characters_is_refused(exported_root) -> None:
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.deploy.service import create_app
+
+    model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+    with pytest.raises(ValueError, match="31 characters; use at least 32"):
+        create_app(model, None, token="x" * 31, name="confluence")
+    create_app(model, None, token="x" * 32, name="confluence")
+    create_app(model, None, token=None, name="confluence")  # --insecure-local
+
+
+@pytest.fixture
+def fresh_service(exported_root, recording):
+    """The service on a replay played forward in real time from just after a bar's
+    close: its data stays fresh (``/health`` 200) for the next hour."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.deploy.service import create_app
+    from asterai.exchange.replay import ReplayServer
+
+    start = int(pd.Timestamp("2025-10-10T04:00:01Z").value // 1_000_000)
+    with ReplayServer(recording, clock_speed=1.0, play_from_ms=start) as replay:
+        settings = load_settings(exported_root, base_url=replay.base_url, exchange=FAST_EXCHANGE)
+        model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+        follower = Follower(settings, model, poll_delay_s=0.05, retry_s=0.2)
+        with Served(create_app(model, follower, token=TOKEN, name="confluence")) as url:
+            deadline = time.monotonic() + 120
+            while httpx.get(f"{url}/health").status_code != 200:
+                assert time.monotonic() < deadline, follower.state.last_error
+                time.sleep(0.05)
+            yield url
+
+
+#: every check schemathesis has for an OpenAPI service; the test asserts each ran
+ALL_CHECKS = {
+    "not_a_server_error", "status_code_conformance", "content_type_conformance",
+    "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
+    "positive_data_acceptance", "missing_required_header", "unsupported_method",
+    "ignored_auth", "use_after_free", "ensure_resource_availability",
+}  # fmt: skip
+
+
+def test_the_service_does_what_its_openapi_document_says(fresh_service) -> None:
+    """Schemathesis, all checks, against the running service and the schema it serves:
+    no failure. Its phases (the schema's boundaries and each constraint broken one at a
+    time, then fuzzing) send a few hundred requests in seconds. One rule JSON Schema
+    cannot state, a (symbol, open_time) pair at most once in ``rows``, is in the
+    body's description and its 422 documented; the generated valid bodies keep it."""
+    import schemathesis
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import Status, events
+
+    config = SchemathesisConfig.from_dict({
+        "seed": 33, "headers": AUTH, "generation": {"max-examples": 100},
+    })  # fmt: skip
+    schema = schemathesis.openapi.from_url(
+        f"{fresh_service}/v1/openapi.json", config=config, headers=AUTH
+    )
+
+    @schema.hook
+    def filter_case(context, case) -> bool:
+        rows = case.body.get("rows") if isinstance(case.body, dict) else None
+        if not case.meta.generation.mode.is_positive or not isinstance(rows, list):
+            return True
+        pairs = [(r["symbol"], r["open_time"]) for r in rows if r.get("open_time") is not None]
+        return len(pairs) == len(set(pairs))
+
+    failures, ran, requests = [], set(), 0
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, (events.NonFatalError, events.FatalError)):
+            failures.append(str(getattr(event, "value", None) or event.exception))
+        if not isinstance(event, events.ScenarioFinished):
+            continue
+        requests += len(event.recorder.interactions)
+        for case_id, checks in event.recorder.checks.items():
+            for check in checks:
+                ran.add(check.name)
+                if check.status == Status.FAILURE:
+                    answer = event.recorder.interactions[case_id].response
+                    failures.append(f"{event.recorder.label} {check.name}: "
+                                    f"{check.failure_info.failure.title}; {answer.status_code} "
+                                    f"{answer.content[:300]!r}")  # fmt: skip
+    assert not failures, "\n".join(sorted(set(failures)))
+    assert ALL_CHECKS <= ran, ALL_CHECKS - ran
+    assert requests > 150, requests
+
+
 def test_an_exchange_that_stops_answering_makes_the_data_stale_within_a_bar(service) -> None:
     url, follower, replay, _ = service
     replay.set_faults("drop=1")  # every connection dropped from now on
     try:
         deadline = time.monotonic() + 3600 / SPEED * 1.5
-        while not (health := httpx.get(f"{url}/health").json())["stale"]:
+        while not (health := httpx.get(f"{url}/health", headers=AUTH).json())["stale"]:
             assert time.monotonic() < deadline, health
             time.sleep(0.1)
         assert health["status"] == "stale"
+        # stale is 503, for anyone: a platform's health check restarts the instance
+        public = httpx.get(f"{url}/health")
+        assert public.status_code == 503 and public.json() == {"status": "stale", "stale": True}
         # stale once the next bar is overdue by the grace, not later than one bar after it
         now = pd.Timestamp(health["exchange_time"])
         due = pd.Timestamp(health["next_bar_due"])
@@ -425,7 +556,8 @@ def test_an_exchange_that_stops_answering_makes_the_data_stale_within_a_bar(serv
         while follower.state.last_error is None:  # the follower says why
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert httpx.get(f"{url}/health").json()["last_error"]
+        assert httpx.get(f"{url}/health", headers=AUTH).json()["last_error"]
+        assert "last_error" not in httpx.get(f"{url}/health").json()  # not for strangers
     finally:
         replay.set_faults(None)
 
@@ -442,6 +574,11 @@ def test_the_command_refuses_to_start_without_a_token(exported_root) -> None:
     r = runner.invoke(main, ["serve", "--data-root", str(exported_root), "--insecure-local",
                              "--host", "0.0.0.0"])  # fmt: skip
     assert r.exit_code == 2 and "127.0.0.1 only" in r.output
+    short = "s3cr3t-but-short-0123456789abcd"  # noqa: S105 - 31 characters
+    r = runner.invoke(main, ["serve", "--data-root", str(exported_root)],
+                      env={"ASTERAI_SERVE_TOKEN": short})  # fmt: skip
+    assert r.exit_code == 2 and "31 characters" in r.output and "at least 32" in r.output
+    assert short not in r.output
     r = runner.invoke(main, ["serve", "--data-root", str(exported_root / "nowhere")],
                       env={"ASTERAI_SERVE_TOKEN": TOKEN})  # fmt: skip
     assert r.exit_code == 1 and "export-onnx" in r.output

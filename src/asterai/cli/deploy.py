@@ -114,14 +114,17 @@ def serve(
     GET /v1/signals, POST /v1/predict, GET /v1/openapi.json.
 
     \b
-    Every endpoint but /health needs `Authorization: Bearer $ASTERAI_SERVE_TOKEN`;
-    without the variable the service refuses to start, unless --insecure-local,
-    which binds it to 127.0.0.1.
+    Every endpoint but /health needs `Authorization: Bearer $ASTERAI_SERVE_TOKEN`
+    (/health answers anyone its status, and the detail with the token); without the
+    variable, or with a token under 32 characters, the service refuses to start, unless
+    --insecure-local, which binds it to 127.0.0.1. /health is 503 unless the data is
+    fresh (starting, stale, or the follower has stopped).
     """
     import os
 
     import uvicorn
 
+    from asterai.deploy.api_models import MIN_TOKEN_CHARS
     from asterai.deploy.follow import Follower
     from asterai.deploy.runtime import ExportMissing, OnnxModel
     from asterai.deploy.service import create_app
@@ -131,6 +134,11 @@ def serve(
         raise click.UsageError(
             f"{TOKEN_ENV} is not set: set it to the bearer token clients must send, "
             "or pass --insecure-local to serve on 127.0.0.1 without one"
+        )
+    if token is not None and not insecure_local and len(token) < MIN_TOKEN_CHARS:
+        raise click.UsageError(
+            f"{TOKEN_ENV} has {len(token)} characters: use a token of at least "
+            f"{MIN_TOKEN_CHARS} (openssl rand -hex 32 makes one of 64)"
         )
     if insecure_local:
         if host not in LOOPBACK:

@@ -1,25 +1,31 @@
 """The signal service: FastAPI on onnxruntime, CPU only, run under uvicorn.
 
 Endpoints (everything but ``/health`` needs ``Authorization: Bearer $ASTERAI_SERVE_TOKEN``,
-compared in constant time):
+compared in constant time; a token shorter than 32 characters is refused at start):
 
-* ``GET /health``: status (starting, ok, stale), the last bar seen, its age, whether
-  the data is stale;
+* ``GET /health``: 200 when the data is fresh (``ok``), 503 while warming up
+  (``starting``), when the data is stale (``stale``) or when the market follower has
+  stopped (``dead``), so a platform's health check restarts the instance. Anyone gets
+  ``status`` and ``stale``; with the token, the detail (the last bar seen, its age, the
+  exchange's clock, the last exchange error, refused bars, why the follower stopped);
 * ``GET /v1/models``: the model, its config's sha256, the export manifest's sha256, the
   features ``POST /v1/predict`` takes (in order), the training window, the threshold;
 * ``GET /v1/signals[?symbols=A,B]``: per symbol of the newest bar: ``p_long``,
   ``p_short``, the decision at the threshold (the backtest's rule,
   ``backtest.kernel.entry_side``), the bar, the tradeable flag and its reason from the
-  universe rules, and ``stale``;
+  universe rules, and ``stale``. Stale data is still served, every signal marked
+  ``stale: true``; once the follower has stopped (it never updates again) the answer is
+  503;
 * ``POST /v1/predict``: feature rows in (``{"rows": [{"symbol", "values", "open_time"?}]}``,
   ``values`` in ``/v1/models``' order, ``null`` for a missing value), probabilities out;
   rows of one symbol at consecutive ``open_time`` s form the LSTM's windows as in the
   batch, a row without its window is scored by the XGBoost member alone;
-* ``GET /v1/openapi.json``: the schema.
+* ``GET /v1/openapi.json``: the schema, with the served symbols, the feature count and
+  the bar grid written in (``api_models.contract``).
 
 No request names a path or a file: the model is the one the service started with.
-Bodies over ``max_body`` bytes are refused with 413, malformed ones with 422 and a
-message naming the field.
+Every 4xx/5xx body is ``api_models.ErrorBody``: bodies over ``max_body`` bytes are
+refused with 413, malformed ones with 422 naming the field.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -37,32 +44,59 @@ import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asterai import __version__
+from asterai.deploy.api_models import (
+    MAX_BODY,
+    MIN_TOKEN_CHARS,
+    ErrorBody,
+    FieldError,
+    Health,
+    Predictions,
+    PredictRequest,
+    Signals,
+    contract,
+    errors,
+)
 from asterai.deploy.follow import Follower
 from asterai.deploy.runtime import MANIFEST, OnnxModel
 from asterai.entry import allowed_sides, entry_side
 from asterai.intervals import INTERVAL_MS, iso_ms
 
-#: the largest request body accepted (bytes): 1,000 rows of ~120 features fit
-MAX_BODY = 2_000_000
-MAX_ROWS = 1_000
+log = logging.getLogger(__name__)
+
 DECISIONS = {1: "long", -1: "short", 0: "flat"}
-
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-
-
-class PredictRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    symbol: str = Field(min_length=1, max_length=40)
-    values: list[Finite | None]
-    open_time: int | None = Field(None, ge=0, description="the bar's open time, epoch ms")
+#: what anyone may read of /health; the rest needs the token
+PUBLIC_HEALTH = ("status", "stale")
+#: the bearer token, parsed (and declared in the schema); checked by the routes
+Credentials = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Depends(HTTPBearer(auto_error=False, description="ASTERAI_SERVE_TOKEN")),
+]
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows: list[PredictRow] = Field(min_length=1, max_length=MAX_ROWS)
+class Unprocessable(HTTPException):
+    """A 422 naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(422, f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def _prob(p: float) -> float | None:
+    """A probability for JSON: a symbol without a score (not listed yet at that bar) has
+    NaN, which JSON cannot carry: null."""
+    p = float(p)
+    return p if np.isfinite(p) else None
+
+
+def _error(status: int, detail: str, fields: list[FieldError] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    body = ErrorBody(detail=detail, errors=fields or [])
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 class _BodyLimit:
@@ -112,7 +146,7 @@ class _BodyLimit:
 
 
 async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps({"detail": f"request body over {limit} bytes"}).encode()
+    body = json.dumps({"detail": f"request body over {limit} bytes", "errors": []}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})  # fmt: skip
@@ -142,8 +176,15 @@ def create_app(
     max_body: int = MAX_BODY,
     follow: bool = True,
 ) -> Any:
-    """The ASGI app. ``token`` None: no authentication (``--insecure-local`` only).
-    ``follow``: run ``follower`` in the app's lifespan (its event loop)."""
+    """The ASGI app. ``token`` None: no authentication (``--insecure-local`` only); else
+    at least ``MIN_TOKEN_CHARS`` characters (ValueError). ``follow``: run ``follower`` in
+    the app's lifespan (its event loop), watched: if it ends while the app runs,
+    ``/health`` says ``dead`` (503) and the reason is logged once, with its traceback."""
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"the bearer token has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+            "(openssl rand -hex 32)"
+        )
     manifest_sha = hashlib.sha256((model.folder / MANIFEST).read_bytes()).hexdigest()
     base = [f for f in model.features if not f.startswith("category_")]
     served = set(follower.symbols) if follower is not None else set(
@@ -153,18 +194,40 @@ def create_app(
     threshold = float(model.manifest["threshold"])
     allow_long, allow_short = allowed_sides(model.manifest.get("sides", "both"))
     expected = token.encode() if token is not None else None
+    running: dict[str, Any] = {"task": None, "stop": None}
+
+    def died(task: asyncio.Task) -> None:
+        """The follower's task is done: unless the app is stopping, it died; say why once."""
+        if running["stop"].is_set():
+            return
+        exc = None if task.cancelled() else task.exception()
+        log.error("the market follower stopped: %s; /health answers 503 (dead)",
+                  death(), exc_info=exc)  # fmt: skip
+
+    def death() -> str | None:
+        """Why the follower is no longer running while the app is, or None."""
+        task, stop = running["task"], running["stop"]
+        if task is None or not task.done() or stop.is_set():
+            return None
+        if task.cancelled():
+            return "cancelled"
+        exc = task.exception()
+        return f"{type(exc).__name__}: {exc}" if exc is not None else "returned"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         task = asyncio.create_task(follower.run(stop)) if follow and follower else None
+        running.update(task=task, stop=stop)
+        if task is not None:
+            task.add_done_callback(died)
         yield
         stop.set()
         if task is not None:
             # the follower stops between steps; a step in flight may be retrying an
             # exchange that does not answer (up to exchange.retry_budget_s), so the
             # service stops once it is done or after STOP_GRACE_S, whichever comes first
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(task, STOP_GRACE_S)
 
     app = FastAPI(
@@ -175,13 +238,14 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-
-    def authorized(request: Request) -> None:
+    def valid(credentials: HTTPAuthorizationCredentials | None) -> bool:
         if expected is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            return True
+        given = credentials.credentials.strip().encode() if credentials is not None else b""
+        return hmac.compare_digest(given, expected)
+
+    def authorized(credentials: Credentials) -> None:
+        if not valid(credentials):
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -190,23 +254,46 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
+        fields = [
+            FieldError(field=_field(e.get("loc", ())), message=e.get("msg", "invalid"))
             for e in exc.errors()
         ]
-        text = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return JSONResponse({"detail": text, "errors": errors[:50]}, status_code=422)
+        text = "; ".join(f"{e.field}: {e.message}" for e in fields[:5])
+        return _error(422, text, fields[:50])
 
-    def unprocessable(field: str, message: str) -> HTTPException:
-        return HTTPException(422, f"{field}: {message}")
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        fields = [FieldError(field=exc.field, message=exc.message)] if isinstance(
+            exc, Unprocessable
+        ) else None  # fmt: skip
+        return _error(exc.status_code, str(exc.detail), fields, getattr(exc, "headers", None))
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
+    @app.exception_handler(Exception)
+    async def broken(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal error")  # uvicorn logs the traceback
+
+    @app.get(
+        "/health",
+        response_model=None,
+        responses={200: {"model": Health, "description": "fresh data (ok)"},
+                   503: {"model": Health, "description": "starting, stale or dead"}},
+        openapi_extra={"security": [{}, {"HTTPBearer": []}]},
+    )  # fmt: skip
+    async def health(credentials: Credentials) -> JSONResponse:
+        """200 when the data is fresh, else 503 (a platform's health check restarts the
+        instance); ``status`` and ``stale`` for anyone, the detail with the token."""
         if follower is None:
-            return {"status": "ok", "stale": False, "following": False}
-        return follower.health()
+            out: dict[str, Any] = {"status": "ok", "stale": False, "following": False}
+        else:
+            out = follower.health()
+            reason = death()
+            if reason is not None:
+                out.update(status="dead", stale=True, follower_error=reason)
+        if not (credentials is not None and valid(credentials)):
+            out = {k: out[k] for k in PUBLIC_HEALTH}
+        return JSONResponse(out, status_code=200 if out["status"] == "ok" else 503)
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models", dependencies=auth, responses=errors(401))
     async def models() -> dict[str, Any]:
         m = model.manifest
         return {
@@ -228,21 +315,28 @@ def create_app(
             "parity_max_abs_diff": m.get("parity", {}).get("max_abs_diff"),
         }
 
-    @app.get("/v1/signals", dependencies=auth)
-    async def signals(
-        symbols: Annotated[str | None, Query(max_length=4000)] = None,
-    ) -> dict[str, Any]:
+    @app.get(
+        "/v1/signals",
+        dependencies=auth,
+        response_model=None,
+        responses={200: {"model": Signals}, **errors(401, 404, 422, 503)},
+    )
+    async def signals(symbols: Annotated[str | None, Query()] = None) -> JSONResponse:
+        """Stale data is served with every signal marked ``stale: true``; a stopped
+        follower (it never updates again) is 503."""
         if follower is None:
             raise HTTPException(404, "this service does not follow the market (predict only)")
+        if death() is not None:
+            raise HTTPException(503, "the market follower has stopped: no new signals")
         snap = follower.state.snapshot
         if snap is None:
             raise HTTPException(503, "warming up: no bar computed yet")
         frame = snap.signals
-        if symbols:
-            wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        if symbols is not None:
+            wanted = symbols.split(",")
             unknown = sorted(set(wanted) - served)
             if unknown:
-                raise unprocessable("symbols", f"not served: {', '.join(unknown)}")
+                raise Unprocessable("symbols", f"not served: {', '.join(map(repr, unknown))}")
             frame = frame[frame["symbol"].isin(wanted)]
         stale = bool(follower.health()["stale"])
         bar = {
@@ -255,23 +349,26 @@ def create_app(
                 float(r.p_long), float(r.p_short), threshold, allow_long, allow_short
             ))
             rows.append({
-                "symbol": r.symbol, "p_long": float(r.p_long), "p_short": float(r.p_short),
+                "symbol": r.symbol, "p_long": _prob(r.p_long), "p_short": _prob(r.p_short),
                 "decision": DECISIONS[side], "bar_open_time": bar["open_time"],
-                "tradeable": bool(r.tradeable), "reason": r.reason, "stale": stale,
+                "tradeable": bool(r.tradeable),
+                "reason": r.reason if isinstance(r.reason, str) else None, "stale": stale,
             })  # fmt: skip
-        return {"model": name, "threshold": threshold, "bar": bar, "stale": stale, "signals": rows}
+        return JSONResponse(
+            {"model": name, "threshold": threshold, "bar": bar, "stale": stale, "signals": rows}
+        )
 
     def score(body: PredictRequest) -> dict[str, Any]:
         width = len(base)
         for i, row in enumerate(body.rows):
             if row.symbol not in served:
-                raise unprocessable(f"rows[{i}].symbol", f"{row.symbol!r} is not a served symbol")
+                raise Unprocessable(f"rows[{i}].symbol", f"{row.symbol!r} is not a served symbol")
             if len(row.values) != width:
-                raise unprocessable(
+                raise Unprocessable(
                     f"rows[{i}].values", f"{len(row.values)} values, the model takes {width}"
                 )
             if row.open_time is not None and row.open_time % step:
-                raise unprocessable(f"rows[{i}].open_time", f"not on the {step // 60_000} min grid")
+                raise Unprocessable(f"rows[{i}].open_time", f"not on the {step // 60_000} min grid")
         cells = np.array([row.values for row in body.rows], dtype=object)
         X = np.where(cells == None, np.nan, cells).astype(float)  # noqa: E711 - null: missing
         # a row without an open time stands alone: no LSTM window reaches it
@@ -281,7 +378,7 @@ def create_app(
         )  # fmt: skip
         symbols = [r.symbol for r in body.rows]
         if len(set(zip(symbols, times.tolist(), strict=True))) != len(symbols):
-            raise unprocessable("rows", "a (symbol, open_time) appears twice")
+            raise Unprocessable("rows", "a (symbol, open_time) appears twice")
         frame = pd.DataFrame(X, columns=base)
         frame.insert(0, "open_time", pd.to_datetime(times, unit="ms", utc=True).as_unit("ms"))
         frame.insert(0, "symbol", symbols)
@@ -292,8 +389,8 @@ def create_app(
             side = int(entry_side(
                 float(p_long[i]), float(p_short[i]), threshold, allow_long, allow_short
             ))
-            item = {"symbol": row.symbol, "p_long": float(p_long[i]),
-                    "p_short": float(p_short[i]), "decision": DECISIONS[side]}  # fmt: skip
+            item = {"symbol": row.symbol, "p_long": _prob(p_long[i]),
+                    "p_short": _prob(p_short[i]), "decision": DECISIONS[side]}  # fmt: skip
             if row.open_time is not None:
                 item["open_time"] = iso_ms(int(row.open_time))
             out.append(item)
@@ -302,6 +399,8 @@ def create_app(
     @app.post(
         "/v1/predict",
         dependencies=auth,
+        response_model=None,
+        responses={200: {"model": Predictions}, **errors(401, 413, 422)},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -312,6 +411,7 @@ def create_app(
         },
     )
     async def predict(request: Request) -> JSONResponse:
+        """422 also for what the schema cannot state: a (symbol, open_time) pair twice."""
         # pydantic parses and checks the raw body in one pass (several times faster than
         # decoding it to Python objects first, as a model-typed parameter would)
         try:
@@ -320,13 +420,14 @@ def create_app(
             raise RequestValidationError(err.errors()) from None
         return JSONResponse(await asyncio.to_thread(score, body))
 
-    @app.get("/v1/openapi.json", dependencies=auth)
+    published: dict[str, Any] = {}
+
+    @app.get("/v1/openapi.json", dependencies=auth, responses=errors(401))
     async def openapi() -> dict[str, Any]:
-        schema = app.openapi()
-        defs = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(defs.pop("$defs", {}))
-        components["PredictRequest"] = defs
-        return schema
+        if not published:
+            published.update(contract(
+                app.openapi(), symbols=sorted(served), width=len(base), step_ms=step
+            ))  # fmt: skip
+        return published
 
     return _BodyLimit(app, max_body)
