@@ -208,7 +208,12 @@ def main() -> int:
     end = int(pd.Timestamp(RECORDING_END).value // 1_000_000)
     measured = end - int(args.days * DAY)
     start = measured - int(args.warm_days * DAY) + 1000  # a second into a bar
-    grace_s = max(120.0, args.speed * 1.0)  # a real second: the processes' time per bar
+    # the grace before the data counts as stale, in exchange seconds: live it is two
+    # minutes, which the client's retries and the streams' reconnects (real seconds)
+    # fit in; at ``speed`` those take ``speed`` times longer on the exchange's clock, so
+    # the soak allows them five real seconds (under a bar at 600x; the paused feed
+    # still goes stale: the pause outlasts the next bar's due time plus the grace)
+    grace_s = max(120.0, args.speed * 5.0)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     replay = ctx.Process(
@@ -229,7 +234,8 @@ def main() -> int:
     logs = work / "logs"
     logs.mkdir()
     port = free_port()
-    inject_ms = measured + DAY  # a day into the measured days, before the pause
+    # into the measured days (a day, or a quarter of a shorter run), before the pause
+    inject_ms = measured + min(DAY, int(args.days * DAY / 4))
     service = subprocess.Popen(
         [sys.executable, __file__, "--service-child", str(root), url, ws, str(port),
          str(args.speed), str(grace_s), str(inject_ms)],
