@@ -42,8 +42,19 @@ def third_party(path: Path) -> set[str]:
 
 
 def declared() -> set[str]:
+    """The distributions installed by ``pip install -e .[dev]``: the runtime ones, the
+    dev extra's and those of the extras it names (``asterai[serve,docs]``)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    specs, todo, seen = list(project["dependencies"]), ["dev"], set()
+    while todo:
+        extra = todo.pop()
+        seen.add(extra)
+        for spec in extras[extra]:
+            if spec.startswith(f"{project['name']}["):
+                todo += [e for e in spec[spec.index("[") + 1 : -1].split(",") if e not in seen]
+            else:
+                specs.append(spec)
     return {re.split(r"[<>=!~\[; ]", s, maxsplit=1)[0].lower().replace("_", "-") for s in specs}
 
 
