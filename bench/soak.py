@@ -338,8 +338,10 @@ def report(args, probes, rss, crashes, exits, paused_spans, drops, grace_s, meas
         }
 
     # the truth at each probe: stale while a bar is overdue by more than the grace
-    # because the feed is paused (the bar due after the pause began, plus the grace,
-    # until the first bar after the resume has been taken: allow a real second)
+    # because the feed is paused (from the close of the bar that was open when the
+    # pause began, plus the grace, to the resume), ok outside the pauses (two real
+    # seconds of slack either side); outside, a stale probe means the processes fell
+    # more than the grace behind the market (faults, dropped streams): counted
     slack = int(args.speed * 2 * 1000)  # two real seconds of exchange time
     grace = int(grace_s * 1000)
     wrong, stale_while_paused, ok_outside = [], 0, 0
@@ -351,11 +353,11 @@ def report(args, probes, rss, crashes, exits, paused_spans, drops, grace_s, meas
         stale = bool(p["public"].get("stale"))
         inside = [
             (a, b) for a, b in paused_spans
-            if (a // HOUR + 1) * HOUR + HOUR - 1 + grace + slack <= t <= (b or t)
+            if (a // HOUR + 1) * HOUR + grace + slack <= t <= (b or t)
         ]  # fmt: skip
         near = [
             (a, b) for a, b in paused_spans
-            if (a // HOUR + 1) * HOUR + HOUR - 1 + grace - slack <= t <= (b or t) + slack
+            if (a // HOUR + 1) * HOUR + grace - slack <= t <= (b or t) + slack
         ]  # fmt: skip
         if inside:
             stale_while_paused += stale
@@ -392,6 +394,11 @@ def report(args, probes, rss, crashes, exits, paused_spans, drops, grace_s, meas
             "wrong_examples": wrong[:5],
             "stale_while_paused": stale_while_paused,
             "ok_outside_pauses": ok_outside,
+            "stale_outside_pauses": sum(
+                1 for p in probes if "public" in p and p["public"].get("stale")
+                and not any(a - slack <= p["at_ms"] <= (b or p["at_ms"]) + slack
+                            for a, b in paused_spans)
+            ),
         },
         "service_errors": last.get("errors"),
         "logged": {

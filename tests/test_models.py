@@ -20,7 +20,7 @@ from asterai.config import load_settings
 from asterai.data.gate import GateRefused
 from asterai.data.store import PROVENANCE_KEY, read_provenance, to_epoch_ms
 from asterai.features.build import run_features
-from asterai.models import load, metrics, train
+from asterai.models import load, metrics, summary, train
 from asterai.models.calibration import fit_platt
 from asterai.models.data import load_panel
 from asterai.models.device import choose_device
@@ -490,16 +490,16 @@ def test_a_model_that_learned_almost_nothing_says_so(trained) -> None:
              "calibration_platt": {"xgboost": [[1.0, 0.0], [0.5, 0.0]]}}  # fmt: skip
     preds = {"xgboost_raw": np.full((10, 2), 0.4), "model": np.full((10, 2), 0.4)}
     learned = [fold(0, 2, 1), fold(1, 40, 3), fold(2, 45, 4)]  # one bad fold, median fine
-    check, warnings = train._learning_check(learned, final, preds, 10, 10, 2)
+    check, warnings = summary.learning_check(learned, final, preds, 10, 10, 2)
     assert warnings == [] and not check["near_constant"]
     stuck = [fold(0, 2, 1), fold(1, 3, 1), fold(2, 45, 4)]  # median 3 trees, 1 epoch
-    check, warnings = train._learning_check(stuck, final, preds, 10, 10, 2)
+    check, warnings = summary.learning_check(stuck, final, preds, 10, 10, 2)
     assert check["near_constant"] and check["xgboost_below_floor"] == {
         "median": True, "final": False}  # fmt: skip
     assert "kept 2, 3, 45 trees in folds 1-3 (median 3)" in warnings[0]
     assert "the LSTM kept 1, 1, 4 epochs in folds 1-3 (median 1)" in warnings[0]
     final["calibration_platt"]["xgboost"][1][0] = 0.0  # flattened by fit_platt
-    check, warnings = train._learning_check(learned, final, preds, 10, 10, 2)
+    check, warnings = summary.learning_check(learned, final, preds, 10, 10, 2)
     assert check["calibration_flattened"] == ["the final model xgboost short"]
     assert "never reverses a ranking" in warnings[0]
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from asterai.entry import allowed_sides
+from asterai.models import metrics
 from asterai.models.metrics import MIN_OVERLAPS, _long_run_variance, overlap_t
 from asterai.models.scoring import MIN_IC_SYMBOLS
 
@@ -230,4 +231,18 @@ def judge(p: np.ndarray, fwd: np.ndarray, times: np.ndarray, rule: TradeRule) ->
     out["traded"] = traded(p, fwd, times, rule)
     mean = out["traded"]["all"]["mean"]
     out["earns"] = mean is not None and mean > 0
+    return out
+
+
+def evaluate(
+    p: np.ndarray, y: np.ndarray, fwd: np.ndarray, times: np.ndarray, rule: TradeRule
+) -> dict[str, Any]:
+    """The rank and classification figures (``metrics.evaluate``) and, beside them, what
+    the trades are paid (``money.judge``): per direction its decile table and Pearson
+    IC, then the traded rows and whether they earn."""
+    out = metrics.evaluate(p, y, fwd, times, rule.threshold, rule.horizon)
+    paid = judge(p, fwd, times, rule)
+    for d in ("long", "short"):
+        out[d].update(paid[d])
+    out["traded"], out["earns"] = paid["traded"], paid["earns"]
     return out

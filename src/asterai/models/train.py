@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,25 +44,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from asterai import __version__, atomic
+from asterai import atomic
 from asterai.config import Settings, XGBoostSettings
 from asterai.entry import allowed_sides
-from asterai.features.labels import MIN_CROSS_SECTION
 from asterai.intervals import iso_ms
 from asterai.models import baselines, metrics, money, scoring
-from asterai.models.calibration import apply_platt, fit_platt, flattened
+from asterai.models import record as _record
+from asterai.models import summary as _summary
+from asterai.models.calibration import apply_platt, fit_platt
 from asterai.models.charts import calibration_chart, importance_chart
 from asterai.models.data import (
     DIRECTIONS,
-    LABEL_LONG,
-    LABEL_SHORT,
     Panel,
     load_panel,
     round_trip_cost,
-    row_categories,
 )
 from asterai.models.device import choose_device
 from asterai.models.errors import TrainingError
@@ -72,30 +66,14 @@ from asterai.models.inputs import blend
 from asterai.models.lstm import LSTMMember
 from asterai.models.money import TradeRule
 from asterai.models.splits import FinalWindow, Fold, Layout, layout
-from asterai.models.target import (
-    check_objective,
-    identity_calibration,
-    is_regression,
-    r_multiple_record,
-)
+from asterai.models.summary import fmt as _f
+from asterai.models.target import check_objective, identity_calibration, is_regression
 from asterai.models.xgb import XGBMember
 from asterai.paths import DataPaths
 
 log = logging.getLogger(__name__)
 
 MODELS = ("confluence", "aster_native")
-#: What ``p_long`` / ``p_short`` answer, per ``train.target``.
-QUESTIONS = {
-    "triple_barrier": "if a trade were opened on this signal, would it reach its target "
-    "before its stop?",
-    "cross_sectional": "would this symbol's return over the label horizon, from the next "
-    "open, beat the median of the symbols tradeable at this bar by the round-trip cost?",
-    "r_multiple": "sigmoid of the expected net R-multiple of a trade opened on this signal "
-    "(its outcome in units of its risk, after the round-trip cost): 0.5 is break-even",
-}
-SUSPICIOUS_AUC = 0.60
-FINGERPRINT_ROWS = 64
-PREDICTIONS_META_KEY = b"asterai.predictions"
 
 
 class Progress:
@@ -139,10 +117,6 @@ class TrainResult:
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def _f(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _labels_ok(y: np.ndarray, what: str, where: str, fix: str) -> None:
@@ -197,71 +171,6 @@ def _window_rows(panel: Panel, w: Fold | FinalWindow, where: str) -> _Rows:
             )
         _labels_ok(panel.y[r], f"{what} ({iso_ms(first)} .. {iso_ms(last)})", where, fix)
     return rows
-
-
-def _versions(device: dict[str, Any]) -> dict[str, Any]:
-    import sklearn
-    import torch
-    import xgboost
-
-    return {
-        "asterai": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "xgboost": xgboost.__version__,
-        "torch": torch.__version__,
-        "scikit-learn": sklearn.__version__,
-        "device": device,
-    }
-
-
-def _verdict(overall: dict[str, dict[str, Any]], folds: list[FoldResult], main: str) -> list[str]:
-    """Plain sentences: does the model beat the baselines, per direction and per fold?
-
-    The per-fold AUC is the primary figure: each fold's probabilities are calibrated on
-    its own validation rows, so pooling folds mixes levels (the pooled AUC is reported
-    too, and the rank correlation across symbols at each bar, IC, which pooling spares).
-    """
-    lines = []
-    for direction in DIRECTIONS:
-        m = overall[main][direction]
-        lg = overall["logistic"][direction]
-        pr = overall["prior"][direction]
-        if m.get("mean_fold_auc") is None:
-            lines.append(f"{direction}: no out-of-sample AUC (a single class in the test rows)")
-            continue
-        beats_prior = m["log_loss"] < pr["log_loss"]
-        won = sum(
-            1
-            for f in folds
-            if (f.metrics[main][direction].get("auc") or 0)
-            > (f.metrics["logistic"][direction].get("auc") or 0)
-        )
-        nan = float("nan")
-        lines.append(
-            f"{direction}: out-of-sample AUC {m['mean_fold_auc']:.3f} per fold (pooled "
-            f"{m['auc']:.3f}) vs logistic {lg.get('mean_fold_auc') or nan:.3f}; log loss "
-            f"{m['log_loss']:.4f} vs class prior {pr['log_loss']:.4f}; per-bar IC "
-            f"{_f(m.get('ic'))} (t {_f(m.get('ic_t'))}, overlap-adjusted) vs logistic {_f(lg.get('ic'))}. "
-            f"It {'beats' if beats_prior else 'does NOT beat'} the class prior and beats the "
-            f"logistic regression in {won} of {len(folds)} folds"
-        )
-        high = [
-            f.fold.fold + 1
-            for f in folds
-            if (f.metrics[main][direction].get("auc") or 0) > SUSPICIOUS_AUC
-        ]
-        if m["mean_fold_auc"] > SUSPICIOUS_AUC or high:
-            lines.append(
-                f"{direction}: an AUC above {SUSPICIOUS_AUC} (fold(s) {high or 'mean'}) on hourly "
-                "crypto outcomes is more likely leakage or a small sample than skill; see "
-                "leakage_checks before trusting it"
-            )
-    return lines
-
-
-# -- the walk-forward loop --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,20 +318,6 @@ def _money_args(settings: Settings) -> dict[str, Any]:
     return {"cost": round_trip_cost(settings), "sides": allowed_sides(settings.strategy.sides)}
 
 
-def _evaluate(
-    p: np.ndarray, y: np.ndarray, fwd: np.ndarray, times: np.ndarray, rule: TradeRule
-) -> dict[str, Any]:
-    """The rank and classification figures (``metrics.evaluate``) and, beside them, what
-    the trades are paid (``money.judge``): per direction its decile table and Pearson
-    IC, then the traded rows and whether they earn."""
-    out = metrics.evaluate(p, y, fwd, times, rule.threshold, rule.horizon)
-    paid = money.judge(p, fwd, times, rule)
-    for d in DIRECTIONS:
-        out[d].update(paid[d])
-    out["traded"], out["earns"] = paid["traded"], paid["earns"]
-    return out
-
-
 def _member_record(members: dict[str, Any]) -> dict[str, Any]:
     """What a fold (or the final model) chose: trees, epoch, calibration, dropped columns,
     whether the LSTM joined the ensemble."""
@@ -442,117 +337,6 @@ def _member_record(members: dict[str, Any]) -> dict[str, Any]:
             bool(members["lstm_gate"]["joined"]) if "lstm_gate" in members else None
         ),
     }
-
-
-def _listing(values: list[Any]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def _spread(values: np.ndarray) -> dict[str, dict[str, float | None]]:
-    """5th and 95th percentile per direction (None without a finite value)."""
-    out: dict[str, dict[str, float | None]] = {}
-    for j, direction in enumerate(DIRECTIONS):
-        v = values[:, j][np.isfinite(values[:, j])]
-        lo, hi = np.percentile(v, [5, 95]) if len(v) else (None, None)
-        out[direction] = {
-            "p5": None if lo is None else float(lo),
-            "p95": None if hi is None else float(hi),
-        }
-    return out
-
-
-def _span(s: dict[str, dict[str, float | None]], direction: str) -> str:
-    lo, hi = s[direction]["p5"], s[direction]["p95"]
-    return "n/a" if lo is None else f"{lo:.3f}-{hi:.3f}"
-
-
-def _learning_check(
-    folds: list[FoldResult],
-    final: dict[str, Any],
-    final_preds: dict[str, np.ndarray],
-    calib_bars: int,
-    min_trees: int,
-    min_epochs: int,
-) -> tuple[dict[str, Any], list[str]]:
-    """Did early stopping keep almost nothing? Did a calibration find no ranking?
-
-    A near-constant model is easy to mistake for a cautious one. The warning fires when
-    the median XGBoost tree count over the folds is below ``train.min_median_trees``, or
-    the median LSTM epochs kept (best epoch + 1) below ``train.min_median_epochs``, or the
-    final model is below either floor; it names every fold's count and the final model's,
-    and the spread of the final model's raw and calibrated outputs on its calibration
-    rows. A flattened calibration (slope 0, ``calibration.fit_platt``) means the
-    calibration rows ranked the outcomes the other way round from the member's raw
-    output: that member predicts their base rate, a constant.
-    """
-    trees = [int(f.members["xgboost_trees"]) for f in folds]
-    epochs = [f.members["lstm_epochs"] for f in folds]
-    with_lstm = final["lstm_best_epoch"] is not None
-    median_trees = float(np.median(trees))
-    median_epochs = float(np.median(epochs)) if with_lstm else None
-    few_trees = median_trees < min_trees
-    final_few_trees = final["xgboost_trees"] < min_trees
-    early = with_lstm and median_epochs < min_epochs
-    final_early = with_lstm and final["lstm_epochs"] < min_epochs
-    raw, calibrated = _spread(final_preds["xgboost_raw"]), _spread(final_preds["model"])
-    flat: list[str] = []
-    final_platt = {f"{k}_calibration_platt": v for k, v in final["calibration_platt"].items()}
-    owners = [(f"fold {f.fold.fold + 1}", f.members) for f in folds]
-    owners.append(("the final model", final_platt))
-    for owner, record in owners:
-        for member in ("xgboost", "lstm"):
-            params = record.get(f"{member}_calibration_platt")
-            for is_flat, direction in zip(flattened(params or []), DIRECTIONS, strict=False):
-                if is_flat:
-                    flat.append(f"{owner} {member} {direction}")
-    check: dict[str, Any] = {
-        "min_median_trees": min_trees,
-        "min_median_epochs": min_epochs,
-        "xgboost_trees": {"folds": trees, "median": median_trees, "final": final["xgboost_trees"]},
-        "lstm_epochs": {"folds": epochs, "median": median_epochs, "final": final["lstm_epochs"]},
-        "xgboost_below_floor": {"median": few_trees, "final": final_few_trees},
-        "lstm_below_floor": {"median": early, "final": final_early} if with_lstm else None,
-        "final_calibration_rows_p5_p95": {"xgboost_raw": raw, "model": calibrated},
-        "calibration_flattened": flat,
-    }
-    span = "fold 1" if len(folds) == 1 else f"folds 1-{len(folds)}"
-    parts = []
-    if few_trees or final_few_trees:
-        parts.append(
-            f"XGBoost early stopping kept {_listing(trees)} trees in {span} (median "
-            f"{median_trees:g}) and {final['xgboost_trees']} in the final model, below the "
-            f"floor of {min_trees} (train.min_median_trees) in "
-            + " and ".join(
-                ["the folds' median"] * few_trees + ["the final model"] * final_few_trees
-            )
-        )
-    if early or final_early:
-        parts.append(
-            f"the LSTM kept {_listing(epochs)} epochs in {span} (median {median_epochs:g}) and "
-            f"{final['lstm_epochs']} in the final model, below the floor of {min_epochs} "
-            "(train.min_median_epochs) in "
-            + " and ".join(["the folds' median"] * early + ["the final model"] * final_early)
-        )
-    warnings = []
-    check["near_constant"] = bool(parts)
-    if parts:
-        rows = final["rows"]["calibration"]
-        warnings.append(
-            "the model learned almost nothing on validation: "
-            + "; ".join(parts)
-            + f". On the final model's calibration rows ({rows} rows, {calib_bars} bars) its "
-            f"raw XGBoost output spans {_span(raw, 'long')} long and {_span(raw, 'short')} "
-            f"short (5th-95th percentile), its calibrated p_long {_span(calibrated, 'long')} "
-            f"and p_short {_span(calibrated, 'short')}: treat it as a near-constant model, "
-            "not a signal"
-        )
-    if flat:
-        warnings.append(
-            "the calibration rows ranked the outcomes the other way round from the raw "
-            "output for " + _listing(flat) + ": a calibration never reverses a ranking, so "
-            "those members predict the calibration rows' base rate (a constant)"
-        )
-    return check, warnings
 
 
 def _predict_members(
@@ -666,7 +450,7 @@ def walk_forward(
             members["lstm"].release()
         lab = panel.labelled[test]
         fold_metrics = {
-            k: _evaluate(v[lab], panel.y[scored], panel.fwd[scored], panel.times[scored], rule)
+            k: money.evaluate(v[lab], panel.y[scored], panel.fwd[scored], panel.times[scored], rule)
             for k, v in preds.items()
             if not k.endswith("_raw")
         }
@@ -682,7 +466,11 @@ def walk_forward(
                 panel.times[fit],
                 panel.X[rows.stop],
                 scoring.for_rows(
-                    ts.stopping_metric, panel.y, panel.fwd, panel.times, rows.stop,
+                    ts.stopping_metric,
+                    panel.y,
+                    panel.fwd,
+                    panel.times,
+                    rows.stop,
                     **_money_args(settings),
                 ),  # fmt: skip
             )
@@ -728,7 +516,7 @@ def walk_forward(
 
     y_all = np.concatenate(oos["y"])
     overall = {
-        k: _evaluate(
+        k: money.evaluate(
             np.concatenate(v), y_all, np.concatenate(oos["fwd"]), np.concatenate(oos["times"]), rule
         )
         for k, v in oos.items()
@@ -745,17 +533,20 @@ def walk_forward(
             # a fold whose output is constant across symbols has no ranking: IC 0
             ics = [r.metrics[k][direction]["ic"] or 0.0 for r in results if k in r.metrics]
             overall[k][direction]["mean_fold_ic"] = float(np.mean(ics)) if ics else None
-    verdict = [*_verdict(overall, results, "model"), earnings_verdict(overall, settings)]
+    verdict = [
+        *_summary.verdict(overall, results, "model"),
+        _summary.earnings_verdict(overall, settings),
+    ]
     predictions = pd.concat(pieces, ignore_index=True)
     by_category = (
-        _by_category(panel, predictions, DataPaths.at(settings.data_root), rule)
+        _record.by_category(panel, predictions, DataPaths.at(settings.data_root), rule)
         if spec.categories
         else None
     )
-    leakage = _leakage_checks(panel, lay, predictions, control_auc)
+    leakage = _record.leakage_checks(panel, lay, predictions, control_auc)
     if not write:
         seconds = time.perf_counter() - started
-        summary = training_summary(results, overall, settings, spec)
+        summary = _summary.training_summary(results, overall, settings, spec)
         config = {"training_summary": summary, "leakage": leakage, "warnings": list(lay.warnings)}
         return TrainResult(
             name, None, None, results, overall, verdict, list(lay.warnings), config, seconds,
@@ -774,10 +565,10 @@ def walk_forward(
     calib_preds = _predict_members(members, panel, runs, calib, settings)
     calib_preds["prior"] = baselines.prior(panel.y[final_rows.fit], len(calib))
     validation = {
-        k: _evaluate(v, panel.y[calib], panel.fwd[calib], panel.times[calib], rule)
+        k: money.evaluate(v, panel.y[calib], panel.fwd[calib], panel.times[calib], rule)
         for k, v in calib_preds.items()
     }
-    tail = _fingerprint_rows(panel, runs, ts.lstm.sequence_length)
+    tail = _record.fingerprint_rows(panel, runs, ts.lstm.sequence_length)
     tail_preds = _predict_members(members, panel, runs, tail, settings)["model"]
     if "lstm" in members:
         members["lstm"].release()
@@ -811,7 +602,7 @@ def walk_forward(
         "confirmed ranking is flattened to a constant), the ensemble's does (it averages calibrated members). '*_raw': each member's output "
         "before calibration; 'prior': the fitting rows' class rate",
     }
-    learning, learning_warnings = _learning_check(
+    learning, learning_warnings = _summary.learning_check(
         results,
         final,
         calib_preds,
@@ -825,16 +616,16 @@ def walk_forward(
 
     paths = DataPaths.at(settings.data_root)
     folder = spec.folder(paths)
-    config = _config(
+    config = _record.model_config(
         spec, settings, panel, lay, final, results, overall, verdict, leakage, members, device,
         tail, tail_preds,
     )  # fmt: skip
     config["learning_check"] = learning
-    config["training_summary"] = training_summary(results, overall, settings, spec)
+    config["training_summary"] = _summary.training_summary(results, overall, settings, spec)
     config["warnings"] = warnings
     if by_category is not None:
         config["metrics"]["by_category"] = by_category
-    importance = _importance(
+    importance = _record.importance(
         members["xgboost"], panel, np.concatenate([final_rows.stop, final_rows.calib])
     )
     curves = {"model (out of sample)": (np.concatenate(oos["model"]), y_all)}
@@ -863,7 +654,7 @@ def walk_forward(
     # the models' folder is swapped in, then the predictions; both carry the run id
     predictions_path = paths.predictions(name)
     with atomic.atomic_path(predictions_path) as staged:
-        _write_predictions(staged, name, predictions, config)
+        _record.write_predictions(staged, name, predictions, config)
         atomic.replace_folder(folder, build)
     seconds = time.perf_counter() - started
     say.note(f"{name}: trained in {seconds:.1f} s; wrote {folder} and {predictions_path}")
@@ -880,428 +671,3 @@ def walk_forward(
         predictions,
         lay,
     )
-
-
-#: Per direction, the summary's figures (``metrics.evaluate`` and ``money.judge``).
-SUMMARY_FIGURES = (
-    "auc", "ic", "ic_t", "pearson_ic", "pearson_ic_t", "decile_spread", "log_loss", "rows",
-)  # fmt: skip
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.3%}"
-
-
-def earnings_verdict(overall: dict[str, Any], settings: Settings) -> str:
-    """One plain sentence: does the model earn what it ranks? "ranks but does not earn"
-    when its per-bar IC is positive and the traded rows' mean net return is not."""
-    m = overall["model"]
-    t = m["traded"]
-    ic = float(np.mean([m[d]["ic"] or 0.0 for d in DIRECTIONS]))
-    sides = "; ".join(
-        f"{d} {t[d]['rows']:,} rows, mean {_pct(t[d]['mean'])} (t {_f(t[d]['t'])})"
-        for d in DIRECTIONS
-    )
-    rule = (
-        f"at threshold {settings.train.threshold:g}, sides {settings.strategy.sides}, after "
-        f"the round-trip cost {round_trip_cost(settings):.3%}"
-    )
-    if t["all"]["rows"] == 0:
-        return f"trades nothing: no out-of-sample row reaches the entry rule {rule}"
-    paid = (
-        f"the {t['all']['rows']:,} traded rows' mean net return is {_pct(t['all']['mean'])} "
-        f"(median {_pct(t['all']['median'])}, t {_f(t['all']['t'])}; {sides}) {rule}"
-    )
-    if m["earns"]:
-        return f"earns out of sample: {paid}; the backtest says what the account keeps"
-    if ic > 0:
-        return (
-            f"ranks but does not earn: the per-bar IC is {ic:+.3f}, but {paid}. Do not trade "
-            "it: see the decile table (mean and median by score decile, per side)"
-        )
-    return f"neither ranks nor earns: the per-bar IC is {ic:+.3f} and {paid}"
-
-
-def training_summary(
-    results: list[FoldResult], overall: dict[str, Any], settings: Settings, spec: _Spec
-) -> dict[str, Any]:
-    """Did the model learn, and does it earn? Per fold: trees, LSTM epochs kept and
-    whether the LSTM joined, AUC, per-bar IC (with its overlap-adjusted t), Pearson IC on
-    winsorised returns, the decile spread of means and the traded rows (``money``) of the
-    model beside the logistic baseline, log loss beside the class prior; then the same
-    pooled over every test row, the model's decile tables and ``earnings_verdict``."""
-
-    def figures(m: dict[str, Any]) -> dict[str, Any]:
-        return {
-            d: {k: m[d].get(k) for k in SUMMARY_FIGURES} for d in DIRECTIONS
-        } | {"traded": m.get("traded")}
-
-    folds = []
-    for r in results:
-        entry: dict[str, Any] = {
-            "fold": r.fold.fold,
-            "test_start": r.fold.to_json()["test_start"],
-            "test_end": r.fold.to_json()["test_end"],
-            "xgboost_trees": r.members["xgboost_trees"],
-            "lstm_epochs": r.members["lstm_epochs"],
-            "lstm_in_ensemble": r.members["lstm_in_ensemble"],
-        }
-        for k in ("model", "xgboost", "lstm", "logistic", "prior"):
-            if k in r.metrics:
-                entry[k] = figures(r.metrics[k])
-        folds.append(entry)
-    trees = [f["xgboost_trees"] for f in folds]
-    epochs = [f["lstm_epochs"] for f in folds if f["lstm_epochs"] is not None]
-    return {
-        "target": settings.train.target,
-        "stopping_metric": settings.train.stopping_metric,
-        "xgboost_objective": spec.xgb.objective,
-        "median_trees": float(np.median(trees)),
-        "median_lstm_epochs": float(np.median(epochs)) if epochs else None,
-        "lstm_in_ensemble_folds": sum(bool(f["lstm_in_ensemble"]) for f in folds),
-        "folds": folds,
-        "pooled": {
-            k: figures(overall[k])
-            | {
-                d: figures(overall[k])[d]
-                | {m: overall[k][d].get(m) for m in ("mean_fold_auc", "mean_fold_ic")}
-                for d in DIRECTIONS
-            }
-            for k in ("model", "xgboost", "lstm", "logistic", "prior")
-            if k in overall
-        },
-        "deciles": {d: overall["model"][d]["deciles"] for d in DIRECTIONS},
-        "earns": bool(overall["model"]["earns"]),
-        "earnings": earnings_verdict(overall, settings),
-        "sides": settings.strategy.sides,
-        "round_trip_cost": round_trip_cost(settings),
-        "ic_t": "Hansen-Hodrick over the label horizon (consecutive bars' outcomes overlap; metrics.overlap_t); ic_t_naive as if bars were independent",
-        "money": "net returns: the label's forward return (next open to the label's end) "
-        "after the round-trip cost, per side (asterai.models.money); deciles pool the rows "
-        "by p_long (long) or p_short (short); traded rows: the entry rule at the threshold "
-        "and sides, before position limits; t: clustered by bar and overlap-adjusted",
-    }
-
-
-def _leakage_checks(
-    panel: Panel, lay: Layout, predictions: pd.DataFrame, control_auc: dict[str, float | None]
-) -> dict[str, Any]:
-    """What was checked before any AUC is shown."""
-    gaps = []
-    for fold in lay.folds:
-        gaps.append(int((fold.test_start - fold.valid_end) // panel.step_ms))
-        gaps.append(int((fold.valid_start - fold.train_end) // panel.step_ms))
-    gaps.append(int((lay.final.valid_start - lay.final.train_end) // panel.step_ms))
-    windows = [*lay.folds, lay.final]
-    return {
-        "min_gap_bars": min(gaps),
-        "required_gap_bars": lay.gap_bars,
-        "purge_ok": min(gaps) >= lay.gap_bars,
-        "purge_includes": "every fold's fit -> validation and validation -> test gaps, and "
-        "the final model's fit -> validation gap",
-        "validation_parts_disjoint": all(
-            w.valid_start <= w.stop_end < w.calib_start <= w.valid_end for w in windows
-        ),
-        "label_columns_in_features": [f for f in panel.features if f.startswith("label_")],
-        "predictions_only_in_test_windows": bool(
-            all(
-                (
-                    (predictions["fold"] == f.fold)
-                    <= (
-                        (
-                            predictions["open_time"]
-                            >= pd.Timestamp(f.test_start, unit="ms", tz="UTC")
-                        )
-                        & (
-                            predictions["open_time"]
-                            <= pd.Timestamp(f.test_end, unit="ms", tz="UTC")
-                        )
-                    )
-                ).all()
-                for f in lay.folds
-            )
-        ),
-        "shuffled_label_control_auc": control_auc,
-        "feature_causality": "tests/test_features.py rebuilds the features on truncated "
-        "history and requires every earlier value to be bit-identical",
-    }
-
-
-def _by_category(
-    panel: Panel, predictions: pd.DataFrame, paths: DataPaths, rule: TradeRule
-) -> dict[str, Any]:
-    """Out-of-sample metrics per category (new listings apart from majors), next to the
-    confluence model's on the same rows where its predictions exist."""
-    from asterai.data.store import to_epoch_ms
-
-    index = pd.Series(
-        np.arange(len(panel.times)),
-        index=pd.MultiIndex.from_arrays([np.array(panel.symbols)[panel.code], panel.times]),
-    )
-    rows = index.reindex(
-        pd.MultiIndex.from_arrays([predictions["symbol"], to_epoch_ms(predictions["open_time"])])
-    ).to_numpy()
-    own = predictions[["p_long", "p_short"]].to_numpy()
-    other = None
-    stale = None
-    confluence_path = paths.predictions("confluence")
-    if confluence_path.exists():
-        meta = json.loads(
-            (pq.read_schema(confluence_path).metadata or {}).get(PREDICTIONS_META_KEY, b"{}")
-        )
-        if meta.get("data_sha256") != panel.inputs_sha256:
-            stale = (
-                f"{confluence_path.name} was made from other features or another universe: "
-                "train the confluence model again to compare on the same rows"
-            )
-            confluence_path = None
-    if confluence_path is not None and confluence_path.exists():
-        conf = pd.read_parquet(
-            confluence_path, columns=["symbol", "open_time", "p_long", "p_short"]
-        )
-        joined = predictions[["symbol", "open_time"]].merge(
-            conf, on=["symbol", "open_time"], how="left"
-        )
-        other = joined[["p_long", "p_short"]].to_numpy(dtype=float)
-    # the category at each bar: a new listing while it is young, then what it is
-    age = (
-        panel.listing_age_h[rows] if panel.listing_age_h is not None else np.full(len(rows), np.nan)
-    )
-    cats = row_categories(
-        predictions["symbol"].to_numpy(), panel.category, age, panel.new_listing_h
-    )
-    out: dict[str, Any] = {}
-    for cat in sorted(set(cats)):
-        sel = (cats == cat) & panel.labelled[rows]
-        if other is not None:
-            sel_both = sel & np.isfinite(other).all(axis=1)
-        entry: dict[str, Any] = {
-            "symbols": sorted(set(predictions["symbol"][cats == cat])),
-            "rows": int(sel.sum()),
-            "aster_native": _evaluate(
-                own[sel], panel.y[rows[sel]], panel.fwd[rows[sel]], panel.times[rows[sel]], rule
-            ),
-        }
-        if other is not None:
-            r = rows[sel_both]
-            entry["same_rows"] = int(sel_both.sum())
-            entry["aster_native_on_same_rows"] = _evaluate(
-                own[sel_both], panel.y[r], panel.fwd[r], panel.times[r], rule
-            )
-            entry["confluence_on_same_rows"] = _evaluate(
-                other[sel_both], panel.y[r], panel.fwd[r], panel.times[r], rule
-            )
-        else:
-            entry["confluence_on_same_rows"] = stale or (
-                "no confluence predictions yet: run `asterai train confluence` first"
-            )
-        out[cat] = entry
-    return out
-
-
-def _importance(member: XGBMember, panel: Panel, rows: np.ndarray) -> dict[str, Any]:
-    sample = rows[:: max(1, len(rows) // 5000)]
-    contrib = member.contributions(panel.X[sample])  # (rows, 2, features + 1)
-    mean_abs = np.abs(contrib[:, :, :-1]).mean(axis=0)
-    return {
-        "gain": member.gain(panel.features),
-        "mean_abs_shap": {f: float(mean_abs[:, j].sum()) for j, f in enumerate(panel.features)},
-        "mean_abs_shap_by_direction": {
-            d: {f: float(mean_abs[k, j]) for j, f in enumerate(panel.features)}
-            for k, d in enumerate(DIRECTIONS)
-        },
-        "rows": int(len(sample)),
-        "note": "SHAP values from XGBoost's pred_contribs on the final model's validation rows",
-    }
-
-
-def _config(
-    spec: _Spec,
-    settings: Settings,
-    panel: Panel,
-    lay: Layout,
-    final: dict[str, Any],
-    results: list[FoldResult],
-    overall: dict[str, Any],
-    verdict: list[str],
-    leakage: dict[str, Any],
-    members: dict[str, Any],
-    device: dict[str, Any],
-    tail: np.ndarray,
-    tail_preds: np.ndarray,
-) -> dict[str, Any]:
-    fs = settings.features
-    config: dict[str, Any] = {
-        "model": spec.name,
-        "run_id": uuid.uuid4().hex,
-        "asterai_version": __version__,
-        "created_at": iso_ms(int(time.time() * 1000)),
-        "question": QUESTIONS[panel.target],
-        # where the parameters came from: asterai.toml and the defaults, or a search's
-        # best_params.json (`asterai train --params`)
-        "params_from": settings.params_from,
-        "outputs": ["p_long", "p_short"],
-        "label": _label_record(settings, panel),
-        "features": panel.features,
-        "categories": panel.category if spec.categories else None,
-        "new_listing_hours": panel.new_listing_h if spec.categories else None,
-        "majors": list(settings.discovery.majors) if spec.categories else None,
-        "listing_age_cap_h": settings.discovery.new_listing_days * 24 if spec.categories else None,
-        "members": {
-            "xgboost": {
-                "file": spec.xgb_file,
-                "settings": spec.xgb.model_dump(mode="json"),
-                "best_iteration": members["xgboost"].best_iteration,
-                "calibration_platt": members["xgboost_calibration"],
-            }
-        },
-        "ensemble": (
-            {
-                "xgboost_weight": settings.ensemble.xgboost_weight,
-                # the weight the shipped ensemble applies: 0 when the final model's LSTM
-                # did not beat its XGBoost on the calibration rows (train.lstm_gate)
-                "lstm_weight": settings.ensemble.lstm_weight
-                if members["lstm_gate"]["joined"]
-                else 0.0,
-                "configured_lstm_weight": settings.ensemble.lstm_weight,
-                "lstm_in_ensemble": bool(members["lstm_gate"]["joined"]),
-                "lstm_gate": members["lstm_gate"],
-                "rows_without_lstm_window": "XGBoost alone",
-            }
-            if spec.with_lstm
-            else {"xgboost_weight": 1.0}
-        ),  # fmt: skip
-        "threshold": settings.train.threshold,
-        # the sides the strategy trades (strategy.sides): the service's decisions follow it
-        "sides": settings.strategy.sides,
-        "walk_forward": {
-            "scheme": settings.train.scheme,
-            "folds": [f.fold.to_json() for f in results],
-            "gap_bars": lay.gap_bars,
-            "embargo_bars": settings.train.embargo_bars,
-            "valid_share": settings.train.valid_share,
-            "calibration_share": settings.train.calibration_share,
-            "validation_parts": "each validation window [valid_start, valid_end] is split "
-            "by time: early stopping on [valid_start, stop_end], then Platt calibration on "
-            "[calib_start, valid_end] (its last calibration_share), adjacent, no shared bar",
-            "test_bars": lay.test_bars,
-            "warnings": list(lay.warnings),
-        },
-        "final_model": final,
-        "training_window": {
-            "first": iso_ms(int(panel.times.min())),
-            "last": iso_ms(int(panel.times.max())),
-        },
-        "symbols": panel.symbols,
-        "data_sha256": panel.inputs_sha256,
-        "metrics": {
-            "out_of_sample": overall,
-            "per_fold": [
-                {
-                    "fold": r.fold.fold,
-                    "rows": r.rows,
-                    "seconds": round(r.seconds, 3),
-                    **r.members,
-                    "metrics": r.metrics,
-                }
-                for r in results
-            ],
-        },
-        "verdict": verdict,
-        "leakage_checks": leakage,
-        "versions": _versions(device),
-        "settings": {
-            "train": settings.train.model_dump(mode="json"),
-            "features": fs.model_dump(mode="json"),
-        },
-        "fingerprint": {
-            "note": "the final model's output on rows of every symbol (some without an LSTM "
-            "window); asterai.models.load(...).predict on the stored features reproduces it",
-            "symbol": np.array(panel.symbols, dtype=object)[panel.code[tail]].tolist(),
-            "open_time_ms": panel.times[tail].tolist(),
-            "p_long": tail_preds[:, 0].tolist(),
-            "p_short": tail_preds[:, 1].tolist(),
-        },
-    }
-    if "lstm" in members:
-        lstm: LSTMMember = members["lstm"]
-        config["members"]["lstm"] = {
-            "file": "lstm_predictor.pth",
-            "settings": settings.train.lstm.model_dump(mode="json"),
-            "best_epoch": lstm.best_epoch,
-            "history": lstm.history,
-            "input": lstm.prep.to_json(),
-            "calibration_platt": members["lstm_calibration"],
-        }
-    return config
-
-
-def _label_record(settings: Settings, panel: Panel) -> dict[str, Any]:
-    """What the outputs are the probability of (``train.target``)."""
-    fs = settings.features
-    common = {
-        "target": panel.target,
-        "entry": "the next bar's open",
-        "horizon_bars": fs.label_horizon,
-        # the barriers the trades are given (every target: the export carries them to
-        # paper trading, which trades the strategy the model was trained for)
-        "take_profit_atr": fs.tp_atr,
-        "stop_atr": fs.sl_atr,
-        "base_interval": fs.base_interval,
-        "stopping_metric": settings.train.stopping_metric,
-    }
-    if panel.target == "r_multiple":
-        return common | r_multiple_record(settings)
-    if panel.target == "cross_sectional":
-        return common | {
-            "long": "label_fwd_ret - median over the bar's tradeable symbols > round-trip cost",
-            "short": "median over the bar's tradeable symbols - label_fwd_ret > round-trip cost",
-            "round_trip_cost": round_trip_cost(settings),
-            "min_symbols": MIN_CROSS_SECTION,
-            "positive": "1: the symbol beat the bar's median by more than the round-trip cost",
-            "trades": "the backtest still trades each signal at the next open with ATR "
-            "stops and targets and the horizon as a time limit",
-        }
-    return common | {
-        "long": LABEL_LONG,
-        "short": LABEL_SHORT,
-        "positive": "+1: the target was reached first",
-        "take_profit_atr": fs.tp_atr,
-        "stop_atr": fs.sl_atr,
-        "both_touched": "counted as the stop",
-    }
-
-
-def _write_predictions(path: Path, name: str, frame: pd.DataFrame, config: dict[str, Any]) -> None:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-    meta[PREDICTIONS_META_KEY] = json.dumps(
-        {
-            "model": name,
-            "run_id": config["run_id"],
-            "created_at": config["created_at"],
-            "out_of_sample_only": True,
-            "folds": config["walk_forward"]["folds"],
-            "threshold": config["threshold"],
-            "target": config["label"]["target"],
-            "data_sha256": config["data_sha256"],
-            "columns": {
-                "p_long, p_short": "the calibrated model (the ensemble for confluence)",
-                "*_raw_long, *_raw_short": "each member's raw output, before calibration",
-            },
-        },
-        sort_keys=True,
-    ).encode()
-    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
-
-
-def _fingerprint_rows(panel: Panel, runs: np.ndarray, window: int) -> np.ndarray:
-    """Rows of every symbol: one before its first full LSTM window, and its last three."""
-    rows = []
-    for j in range(len(panel.symbols)):
-        own = np.flatnonzero(panel.code == j)
-        if len(own) == 0:
-            continue
-        rows.append(own[min(window - 2, len(own) - 1)])
-        rows.extend(own[-3:])
-    return np.unique(np.array(rows, dtype=np.int64))[: FINGERPRINT_ROWS * 4]
