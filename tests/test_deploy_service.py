@@ -748,3 +748,49 @@ def test_pushed_bars_not_taken_are_bounded_and_a_day_of_base_bars_is_held() -> N
     assert pushed.has("ETHUSDT", "1h", 0)
     assert bars_to_hold(3_600_000) == KEEP_BARS == 750
     assert bars_to_hold(60_000) == 1441  # the bars in (t - 24h, t], and the one before
+
+
+def test_a_failing_step_waits_its_retry_even_while_bars_are_pushed(
+    exported_root, recording
+) -> None:
+    """An exchange that keeps failing (here every step after the warm-up raises, as
+    under an IP ban) while the streams go on pushing: the follower retries every
+    ``retry_s``, it does not spin on the pushes its failed steps never took."""
+    from asterai.deploy.follow import Follower
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.exchange.errors import TemporaryError
+    from asterai.exchange.replay import ReplayServer
+
+    speed = 600.0
+    start = int(pd.Timestamp("2025-10-10T04:00:01Z").value // 1_000_000)
+    model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+    with ReplayServer(recording, clock_speed=speed, play_from_ms=start, streams=True) as replay:
+        settings = load_settings(exported_root, base_url=replay.base_url, ws_url=replay.ws_url,
+                                 exchange=FAST_EXCHANGE)  # fmt: skip
+        follower = Follower(settings, model, clock_rate=speed, grace_s=GRACE_S,
+                            poll_delay_s=60.0, retry_s=0.5)  # fmt: skip
+        calls: list[float] = []
+
+        async def failing(client, stop=None):
+            calls.append(time.monotonic())
+            raise TemporaryError("the exchange keeps failing (injected by the test)")
+
+        follower.follow = failing
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        thread = threading.Thread(target=loop.run_until_complete, args=(follower.run(stop),))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 120
+            while follower.streams is None or follower.streams.state.pushed == 0:
+                assert time.monotonic() < deadline, "no bar was pushed"
+                time.sleep(0.05)
+            first = len(calls)
+            time.sleep(3.0)
+            during = len(calls) - first
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(30)
+            loop.close()
+    assert 2 <= during <= 3.0 / 0.5 + 2, during  # every retry_s, not at every wake-up
+    assert follower.state.exchange_errors == len(calls)

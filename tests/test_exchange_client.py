@@ -107,6 +107,26 @@ def test_418_stops_at_once_and_nothing_more_is_sent() -> None:
     assert client.stats.banned == 1
 
 
+def test_a_ban_ends_when_its_retry_after_has_passed() -> None:
+    """A long-running process (the service, the paper trader) resumes after a ban: no
+    request before the server's Retry-After has passed, then requests go again."""
+    transport, seen = scripted(
+        httpx.Response(418, json={"code": -1003, "msg": "banned"}, headers={"Retry-After": "1"}),
+        ok({}),
+    )
+
+    async def after(client: AsterClient):
+        with pytest.raises(IPBanned):
+            await client.ping()
+        with pytest.raises(IPBanned):
+            await client.ping()  # still banned: nothing sent
+        await asyncio.sleep(1.05)
+        return await client.ping()
+
+    _, client = run(after, transport)
+    assert len(seen) == 2 and client.stats.banned == 1
+
+
 def test_5xx_is_retried_with_backoff() -> None:
     transport, seen = scripted(
         httpx.Response(502, text="bad gateway"), httpx.Response(503, text=""), ok([])

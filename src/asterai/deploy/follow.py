@@ -754,11 +754,13 @@ class Follower:
         self._streams_task = self._streams_stop = None
         self.streams = None
 
-    async def wait_next(self, stop: asyncio.Event, wait_s: float) -> None:
+    async def wait_next(self, stop: asyncio.Event, wait_s: float, pushes: bool = True) -> None:
         """Until ``stop`` is set, ``wait_s`` seconds pass, or (the streams started) a
         bar is pushed: also when the streams are still connecting as the wait begins
-        (right after the warm-up), so the first bar they push is taken at once."""
-        streams = self.streams is not None
+        (right after the warm-up), so the first bar they push is taken at once. After an
+        error (``pushes`` False) the whole wait: a push that the failed step did not
+        take would otherwise end every wait at once, and the loop would spin."""
+        streams = self.streams is not None and pushes
         await _first_of([stop, self.pushed_event if streams else None], wait_s)
 
     # -- the snapshot ---------------------------------------------------------------
@@ -873,6 +875,7 @@ class Follower:
         async with AsterClient(self.settings.base_url, self.settings.exchange) as client:
             try:
                 while not stop.is_set():
+                    failed = False
                     try:
                         if not self.state.started:
                             await self.warm_up(client)
@@ -883,11 +886,13 @@ class Follower:
                         self.state.failing = 0
                         wait = self.next_poll_s()
                     except ExchangeError as err:
+                        failed = True
                         self._failed(err)
                         self.state.exchange_errors += 1
                         log.warning("following the market: %s", self.state.last_error)
                         wait = self.retry_s
                     except Exception as err:  # noqa: BLE001 - a long-running loop: count, retry
+                        failed = True
                         repeated = self.state.last_error == f"{type(err).__name__}: {err}"
                         self._failed(err)
                         self.state.unexpected_errors += 1
@@ -901,7 +906,7 @@ class Follower:
                             self.state.unexpected_errors, wait,
                             exc_info=not repeated,
                         )  # fmt: skip
-                    await self.wait_next(stop, wait)
+                    await self.wait_next(stop, wait, pushes=not failed)
             finally:
                 await self.close_streams()
 

@@ -56,6 +56,11 @@ MAX_RATE_LIMITED_RETRIES = 10
 _ANSWERED: set[str] = set()
 
 
+#: How long a 418 without a Retry-After header stops every request (an hour: Aster's
+#: documented bans run from 2 minutes to 3 days, and a ban is never to be made worse).
+BAN_WITHOUT_RETRY_AFTER_S = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """A successful response: parsed JSON, the raw body and its SHA-256."""
@@ -129,6 +134,7 @@ class AsterClient:
         self.limiter = WeightLimiter(self.rate_limit, safety=self.settings.weight_safety)
         self.stats = ClientStats()
         self._banned: IPBanned | None = None
+        self._banned_until = 0.0  # time.monotonic() when the ban ends
         self.exchange_info: dict[str, Any] | None = None
 
     async def __aenter__(self) -> AsterClient:
@@ -224,13 +230,21 @@ class AsterClient:
             "other data."
         )
 
+    def _still_banned(self) -> IPBanned | None:
+        """The ban in force: no request is sent until it ends (the server's Retry-After,
+        or ``BAN_WITHOUT_RETRY_AFTER_S`` when it gave none), never earlier; then requests
+        go again (a long-running process resumes; a one-shot step has stopped on it)."""
+        if self._banned is not None and time.monotonic() >= self._banned_until:
+            self._banned = None
+        return self._banned
+
     async def _send(self, path: str, params: dict[str, Any], weight: int) -> Response:
         async with self._slots:
-            if self._banned is not None:
-                raise self._banned
+            if (banned := self._still_banned()) is not None:
+                raise banned
             await self.limiter.acquire(weight)
-            if self._banned is not None:
-                raise self._banned
+            if (banned := self._still_banned()) is not None:
+                raise banned
             self.stats.requests += 1
             self.stats.weight += weight
             self.stats.sends.append((time.monotonic(), weight))
@@ -261,6 +275,9 @@ class AsterClient:
         if status == 418:
             self.stats.banned += 1
             self._banned = IPBanned(retry_after, _error_text(body) or "")
+            self._banned_until = time.monotonic() + (
+                retry_after if retry_after is not None else BAN_WITHOUT_RETRY_AFTER_S
+            )
             raise self._banned
         if status == 429:
             self.stats.rate_limited += 1

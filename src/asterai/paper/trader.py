@@ -440,8 +440,10 @@ class PaperTrader:
         async with AsterClient(settings.base_url, settings.exchange) as client:
             try:
                 while not stop.is_set() and not self.state.stopped:
+                    failed = True  # until the cycle went through: then pushes end a wait
                     try:
                         await self._cycle_or_stop(client, stop)
+                        failed = False
                         self.state.last_error = None
                         self.state.errors.ok()
                         wait = self.follower.next_poll_s()
@@ -460,7 +462,7 @@ class PaperTrader:
                         wait = self._survive(err)
                     if self.state.stopped:
                         break
-                    await self.follower.wait_next(stop, wait)
+                    await self.follower.wait_next(stop, wait, pushes=not failed)
             finally:
                 await self.follower.close_streams()
         if self.journal is not None:
