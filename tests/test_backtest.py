@@ -339,6 +339,7 @@ def test_the_report_says_where_the_money_came_from(written) -> None:
     assert [d["mean_pnl"] for d in src["by_decile"]] == pytest.approx(list(want.mean()))
     assert [d["median_pnl"] for d in src["by_decile"]] == pytest.approx(list(want.median()))
     per_symbol = trades.groupby("symbol")["pnl"].sum().sort_values()
+    assert src["winners"] or src["losers"]
     if src["losers"]:
         assert src["losers"][0]["symbol"] == per_symbol.index[0]
         assert src["losers"][0]["pnl"] == pytest.approx(per_symbol.iloc[0])

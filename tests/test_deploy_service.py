@@ -11,6 +11,7 @@ exchange time passes in ``3600 / SPEED`` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -674,6 +675,22 @@ def test_following_the_kline_streams_it_serves_each_new_bar_as_the_batch_scores_
             assert np.max(np.abs(got[side] - want[side])) <= 1e-6, (when, side)
 
 
+@contextlib.contextmanager
+def running(follower):
+    """``follower.run`` on its own event loop in a thread (the thread yielded), stopped
+    and joined on the way out."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(follower.run(stop),))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
 def test_an_unexpected_error_is_logged_counted_and_the_follower_goes_on(
     exported_root, recording, caplog
 ) -> None:
@@ -700,25 +717,19 @@ def test_an_unexpected_error_is_logged_counted_and_the_follower_goes_on(
             return await real(client, stop)
 
         follower.follow = flaky
-        loop = asyncio.new_event_loop()
-        stop = asyncio.Event()
-        thread = threading.Thread(target=loop.run_until_complete, args=(follower.run(stop),))
-        with caplog.at_level(logging.ERROR, logger="asterai.deploy.follow"):
-            thread.start()
-            try:
-                deadline = time.monotonic() + 120
-                while follower.state.snapshot is None:
-                    assert time.monotonic() < deadline, follower.state.last_error
-                    time.sleep(0.05)
-                first = follower.state.snapshot.bar_open_ms
-                while follower.state.snapshot.bar_open_ms < first + 2 * 3_600_000:
-                    assert thread.is_alive(), "the follower ended on the error"
-                    assert time.monotonic() < deadline, follower.state.last_error
-                    time.sleep(0.05)
-            finally:
-                loop.call_soon_threadsafe(stop.set)
-                thread.join(30)
-                loop.close()
+        with (
+            caplog.at_level(logging.ERROR, logger="asterai.deploy.follow"),
+            running(follower) as thread,
+        ):
+            deadline = time.monotonic() + 120
+            while follower.state.snapshot is None:
+                assert time.monotonic() < deadline, follower.state.last_error
+                time.sleep(0.05)
+            first = follower.state.snapshot.bar_open_ms
+            while follower.state.snapshot.bar_open_ms < first + 2 * 3_600_000:
+                assert thread.is_alive(), "the follower ended on the error"
+                assert time.monotonic() < deadline, follower.state.last_error
+                time.sleep(0.05)
     assert follower.state.unexpected_errors == 1 and follower.state.exchange_errors == 0
     health = follower.health()
     assert health["errors"] == {"exchange": 0, "unexpected": 1}
@@ -776,11 +787,7 @@ def test_a_failing_step_waits_its_retry_even_while_bars_are_pushed(
             raise TemporaryError("the exchange keeps failing (injected by the test)")
 
         follower.follow = failing
-        loop = asyncio.new_event_loop()
-        stop = asyncio.Event()
-        thread = threading.Thread(target=loop.run_until_complete, args=(follower.run(stop),))
-        thread.start()
-        try:
+        with running(follower):
             deadline = time.monotonic() + 120
             while follower.streams is None or follower.streams.state.pushed == 0:
                 assert time.monotonic() < deadline, "no bar was pushed"
@@ -788,9 +795,5 @@ def test_a_failing_step_waits_its_retry_even_while_bars_are_pushed(
             first = len(calls)
             time.sleep(3.0)
             during = len(calls) - first
-        finally:
-            loop.call_soon_threadsafe(stop.set)
-            thread.join(30)
-            loop.close()
     assert 2 <= during <= 3.0 / 0.5 + 2, during  # every retry_s, not at every wake-up
     assert follower.state.exchange_errors == len(calls)

@@ -35,6 +35,7 @@ def params(settings: Settings, inputs: Inputs | None = None) -> kernel.Params:
     highest that discovery states for the ``inputs``' symbols, and never below
     ``strategy.liquidation_fee`` while any symbol has no stated rate."""
     st, fs = settings.strategy, settings.features
+    allow_long, allow_short = allowed_sides(st.sides)
     liquidation_fee = st.liquidation_fee
     if inputs is not None:
         liquidation_fee = account_liquidation_fee(
@@ -43,8 +44,8 @@ def params(settings: Settings, inputs: Inputs | None = None) -> kernel.Params:
     return kernel.Params(
         st.capital, st.risk_per_trade, st.max_positions, st.taker_fee, st.maker_fee,
         st.slippage, settings.train.threshold, fs.tp_atr, fs.sl_atr, fs.label_horizon,
-        st.max_leverage, st.max_drawdown, allow_short=allowed_sides(st.sides)[1],
-        allow_long=allowed_sides(st.sides)[0], kelly_fraction=st.kelly_fraction,
+        st.max_leverage, st.max_drawdown, allow_long=allow_long, allow_short=allow_short,
+        kelly_fraction=st.kelly_fraction,
         maintenance_margin=st.maintenance_margin, liquidation_fee=liquidation_fee,
     )  # fmt: skip
 

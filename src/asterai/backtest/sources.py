@@ -18,6 +18,7 @@ import pandas as pd
 
 from asterai.backtest.inputs import Inputs
 from asterai.data.store import to_epoch_ms
+from asterai.models.money import score_deciles
 from asterai.paths import DataPaths
 
 #: Each model's config file, in its folder (``models.train.SPECS``).
@@ -25,7 +26,6 @@ CONFIG_FILES = {"confluence": "ensemble_config.json", "aster_native": "model_con
 
 #: Symbols shown at each end of the ranking by PnL.
 TOP_SYMBOLS = 5
-DECILES = 10
 
 
 def _group(pnl: pd.Series) -> dict[str, Any]:
@@ -50,16 +50,15 @@ def signal_scores(trades: pd.DataFrame, inputs: Inputs) -> np.ndarray:
 
 
 def where_the_money_came_from(trades: pd.DataFrame, inputs: Inputs) -> dict[str, Any]:
-    """By side; by decile of the trades' own scores (``signal_scores``: average ranks,
-    decile ``floor((rank - 1) * 10 / trades)``, lowest first), the mean and median PnL
+    """By side; by decile of the trades' own scores (``signal_scores``, deciled by the
+    training's rule, ``models.money.score_deciles``; lowest first), the mean and median PnL
     in each; by symbol, the ``TOP_SYMBOLS`` biggest winners and losers."""
     out: dict[str, Any] = {"trades": int(len(trades))}
     out["by_side"] = {s: _group(trades.loc[trades["side"] == s, "pnl"]) for s in ("long", "short")}
     if trades.empty:
         return out | {"by_decile": [], "winners": [], "losers": []}
     score = pd.Series(signal_scores(trades, inputs))
-    rank = score.rank(method="average").to_numpy()
-    decile = np.minimum(((rank - 1.0) * DECILES // len(trades)).astype(int), DECILES - 1)
+    decile = score_deciles(score.to_numpy())
     out["by_decile"] = [
         {
             "decile": int(d) + 1,

@@ -138,16 +138,33 @@ def traded(
     return out
 
 
+def score_deciles(score: np.ndarray) -> np.ndarray:
+    """Each score's decile, 0 (lowest) to 9: average ranks, so tied scores share one,
+    and decile ``floor((rank - 1) * 10 / rows)``. The one rule for the decile table,
+    the ``mean_net`` stopping score and the backtest's trades by decile."""
+    rank = pd.Series(np.asarray(score, dtype=float)).rank(method="average").to_numpy()
+    return np.minimum(((rank - 1.0) * DECILES // max(len(rank), 1)).astype(int), DECILES - 1)
+
+
+def top_decile_mean(score: np.ndarray, net: np.ndarray) -> float:
+    """The mean of ``net`` over the rows of the highest decile of ``score`` (the decile
+    table's last row); 0 without a finite pair."""
+    ok = np.isfinite(score) & np.isfinite(net)
+    if not ok.any():
+        return 0.0
+    decile = score_deciles(score[ok])
+    return float(net[ok][decile == decile.max()].mean())
+
+
 def deciles(score: np.ndarray, net: np.ndarray) -> list[dict[str, Any]]:
-    """Rows pooled by their score's decile (average ranks, so tied scores share one;
-    decile ``floor((rank - 1) * 10 / rows)``): per decile the rows, the score's range
-    and the mean, median and standard deviation of ``net``. Lowest decile first."""
+    """Rows pooled by their score's decile (``score_deciles``): per decile the rows, the
+    score's range and the mean, median and standard deviation of ``net``. Lowest
+    decile first."""
     ok = np.isfinite(score) & np.isfinite(net)
     score, net = score[ok], net[ok]
     if len(score) == 0:
         return []
-    rank = pd.Series(score).rank(method="average").to_numpy()
-    decile = np.minimum(((rank - 1.0) * DECILES // len(score)).astype(int), DECILES - 1)
+    decile = score_deciles(score)
     out = []
     for d in range(DECILES):
         sel = decile == d

@@ -17,8 +17,8 @@ LSTM's epoch and the LSTM gate (does the LSTM beat XGBoost on the calibration ro
 - ``logloss``: minus the mean log loss (kept for comparison; it needs probabilities).
 - ``mean_net``: what the trades are paid (``money``): for each side the strategy may
   trade, the mean forward return after the round-trip cost of the rows in that side's
-  top score decile (pooled over the rows: the rows the strategy trades first), averaged
-  over the sides. A mean, so one pump moves it: it is what an account is paid, and it
+  top score decile (the decile table's top row, ``money.top_decile_mean``: the rows the
+  strategy trades first), averaged over the sides. A mean, so one pump moves it: it is what an account is paid, and it
   is threshold-free, so it scores a member's raw output before any calibration.
 
 Hand-written (the AUC as a rank statistic on SciPy's ``rankdata``, the log loss
@@ -99,8 +99,9 @@ class Scorer:
         if self.metric == "ic":
             self._ic = (PerBarIC(self.fwd, self.times), PerBarIC(-self.fwd, self.times))
         if self.metric == "mean_net":
-            gross = np.expm1(np.asarray(self.fwd, dtype=float))
-            self._net = np.column_stack([gross - self.cost, -gross - self.cost])
+            from asterai.models.money import net_returns  # money imports this module
+
+            self._net = net_returns(self.fwd, self.cost)
 
     @property
     def rows(self) -> int:
@@ -114,7 +115,9 @@ class Scorer:
         if self.metric == "auc":
             return float(np.mean([_auc(self.y[:, j], p[:, j]) for j in range(k)]))
         if self.metric == "mean_net":
-            return float(np.mean([_top_decile_mean(p[:, j], self._net[:, j])
+            from asterai.models.money import top_decile_mean
+
+            return float(np.mean([top_decile_mean(p[:, j], self._net[:, j])
                                   for j in range(k) if self.sides[j]]))  # fmt: skip
         if self.metric == "ic":
             parts = [self._ic[j].per_bar(p[:, j]) for j in range(k)]
@@ -146,17 +149,6 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
         return 0.5
     ranks = rankdata(p)
     return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def _top_decile_mean(score: np.ndarray, net: np.ndarray) -> float:
-    """The mean of ``net`` over the rows whose ``score`` is in its top decile (at least
-    one row; ties at the cut are all in). 0 without a finite value."""
-    ok = np.isfinite(score) & np.isfinite(net)
-    if not ok.any():
-        return 0.0
-    score, net = score[ok], net[ok]
-    cut = np.quantile(score, 0.9, method="higher")
-    return float(net[score >= cut].mean())
 
 
 def for_rows(

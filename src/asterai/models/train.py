@@ -47,7 +47,6 @@ import pandas as pd
 
 from asterai import atomic
 from asterai.config import Settings, XGBoostSettings
-from asterai.entry import allowed_sides
 from asterai.intervals import iso_ms
 from asterai.models import baselines, metrics, money, scoring
 from asterai.models import record as _record
@@ -58,7 +57,6 @@ from asterai.models.data import (
     DIRECTIONS,
     Panel,
     load_panel,
-    round_trip_cost,
 )
 from asterai.models.device import choose_device
 from asterai.models.errors import TrainingError
@@ -315,7 +313,8 @@ def _lstm_gate(
 
 def _money_args(settings: Settings) -> dict[str, Any]:
     """What the ``mean_net`` scorer needs: the round trip's cost and the sides traded."""
-    return {"cost": round_trip_cost(settings), "sides": allowed_sides(settings.strategy.sides)}
+    rule = TradeRule.of(settings, horizon=0)
+    return {"cost": rule.cost, "sides": (rule.allow_long, rule.allow_short)}
 
 
 def _member_record(members: dict[str, Any]) -> dict[str, Any]:
