@@ -54,7 +54,9 @@ TOKEN_ENV = "ASTERAI_SERVE_TOKEN"
 RECORDING_END = "2025-10-15T04:00:00Z"
 
 
-def replay_child(folder: str, speed: float, start: int, faults: str, conn) -> None:
+def replay_child(
+    folder: str, speed: float, start: int, faults: str, weight_limit: int, conn
+) -> None:
     """The replay server, steered through ``conn``: its URLs first, then commands."""
     from pipeline import RECORDING_NOW_MS
 
@@ -63,7 +65,8 @@ def replay_child(folder: str, speed: float, start: int, faults: str, conn) -> No
 
     rec = load_recording(Path(folder), now_ms=RECORDING_NOW_MS)
     with ReplayServer(
-        rec, clock_speed=speed, play_from_ms=start, streams=True, faults=faults, seed=1
+        rec, clock_speed=speed, play_from_ms=start, streams=True, faults=faults, seed=1,
+        weight_limit=weight_limit,
     ) as server:
         conn.send((server.base_url, server.ws_url, sorted(rec.symbols)))
         while True:
@@ -184,6 +187,13 @@ def main() -> int:
         help="exchange seconds a second: 600 is a bar every 6 s, which leaves the "
         "client's retries and the streams' reconnects (in real seconds) inside a bar",
     )  # fmt: skip
+    parser.add_argument(
+        "--weight-limit", type=int, default=2400,
+        help="the weight a minute (real seconds) the replay declares and enforces: 2,400 "
+        "is Aster's. At --speed x a simulated hour lasts 3600/x real seconds, so the "
+        "budget per bar is x times smaller than live; --weight-limit 24000 at 500x "
+        "still leaves each bar 50 times less weight than live",
+    )  # fmt: skip
     parser.add_argument("--faults", default=FAULTS)
     parser.add_argument("--drop-every", type=float, default=6.0, help="simulated hours")
     parser.add_argument("--pause-hours", type=float, default=2.0)
@@ -217,7 +227,8 @@ def main() -> int:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     replay = ctx.Process(
-        target=replay_child, args=(str(panel), args.speed, start, args.faults, child)
+        target=replay_child,
+        args=(str(panel), args.speed, start, args.faults, args.weight_limit, child),
     )
     replay.start()
     url, ws, names = parent.recv()
@@ -375,6 +386,7 @@ def report(args, probes, rss, crashes, exits, paused_spans, drops, grace_s, meas
         "warm_ms": warm,
         "warm_after_h": round((warm - measured) / HOUR, 2),
         "speed": args.speed,
+        "weight_limit": args.weight_limit,
         "faults": args.faults,
         "stream_drops": drops,
         "paused": [[a, b] for a, b in paused_spans],

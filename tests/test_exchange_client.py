@@ -304,3 +304,33 @@ def test_refused_after_the_exchange_answered_is_an_outage_and_waited_out() -> No
 
     now, _ = run(go, transport, settings)
     assert now == 9 and len(seen) == 8
+
+
+def test_long_running_processes_on_one_ip_stay_under_its_limit_together(recording) -> None:
+    """The exchange counts weight per IP. The service, the paper trader and live trading
+    each take their share (``exchange.follower_share``), so three of them sending as fast
+    as their limiters allow draw no 429 (and so no ban); three that each took the whole
+    budget, as before, do."""
+    from asterai.exchange.replay import ReplayServer
+
+    async def three_processes(url: str, settings: ExchangeSettings) -> None:
+        async def one() -> None:
+            async with AsterClient(url, settings) as client:
+                await client.load_exchange_info()  # adopts the declared 30 a second
+                try:
+                    for _ in range(25):
+                        await client.klines("BTCUSDT", "1h", limit=5)
+                except IPBanned:
+                    pass  # the greedy ones may be banned too: the 429s were counted
+
+        await asyncio.gather(one(), one(), one())
+
+    shared = ExchangeSettings(backoff_base_s=0.05).following()
+    assert shared.weight_safety == pytest.approx(0.33)
+    with ReplayServer(recording, window_seconds=1, weight_limit=30) as server:
+        asyncio.run(three_processes(server.base_url, shared))
+        assert server.stats.sent_429 == 0 and server.stats.sent_418 == 0
+    greedy = ExchangeSettings(backoff_base_s=0.05)
+    with ReplayServer(recording, window_seconds=1, weight_limit=30) as server:
+        asyncio.run(three_processes(server.base_url, greedy))
+        assert server.stats.sent_429 > 0

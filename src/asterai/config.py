@@ -93,6 +93,16 @@ class ExchangeSettings(_Frozen):
     weight_safety: float = Field(
         1.0, gt=0, le=1.0, description="share of the declared weight limit the client may use"
     )
+    follower_share: float = Field(
+        0.33, gt=0, le=1.0,
+        description="share of that budget each long-running process takes (the signal "
+        "service, the paper trader, live trading): the exchange counts weight per IP, so "
+        "three of them on one machine stay under the limit together (1.0: one runs alone)",
+    )  # fmt: skip
+
+    def following(self) -> ExchangeSettings:
+        """These settings for a long-running process: its share of the IP's budget."""
+        return self.model_copy(update={"weight_safety": self.weight_safety * self.follower_share})
 
 
 class CollectSettings(_Frozen):

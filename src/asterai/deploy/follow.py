@@ -872,7 +872,7 @@ class Follower:
         ``retry_s`` doubled for each failure in a row, at most ``MAX_BACKOFF_S``; both
         are counted and the latest kept for ``/health``."""
         stop = stop or asyncio.Event()
-        async with AsterClient(self.settings.base_url, self.settings.exchange) as client:
+        async with AsterClient(self.settings.base_url, self.settings.exchange.following()) as client:
             try:
                 while not stop.is_set():
                     failed = False

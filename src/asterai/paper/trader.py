@@ -437,7 +437,7 @@ class PaperTrader:
         stop = stop or asyncio.Event()
         self._stop = stop
         settings = self.plan.settings
-        async with AsterClient(settings.base_url, settings.exchange) as client:
+        async with AsterClient(settings.base_url, settings.exchange.following()) as client:
             try:
                 while not stop.is_set() and not self.state.stopped:
                     failed = True  # until the cycle went through: then pushes end a wait
