@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -932,3 +933,53 @@ def test_asterai_paper_keeps_pace_with_a_replay_played_at_its_clock_rate(
         after = b["seen_ms"] - (b["open_ms"] + HOUR - 1)
         assert after >= 0 and bool(b["late"]) == (after > MARGIN_S * 1000)
         assert b["signals"] == 0 or not b["late"]
+
+
+def test_a_failing_cycle_waits_its_retry_even_while_bars_are_pushed(
+    exported_root, recording, tmp_path
+) -> None:
+    """The trader's own loop with the streams on: once warmed up, every cycle fails (as
+    under an IP ban) while the exchange goes on pushing bars the failed cycles never
+    take. The trader retries every ``retry_s``; it does not spin on those pushes (the
+    200-symbol soak logged 1.8 million retries in 8 minutes before)."""
+    from asterai.exchange.errors import TemporaryError
+    from asterai.exchange.replay import ReplayServer
+    from asterai.paper.trader import PaperTrader, prepare
+
+    speed, retry_s = 600.0, 0.5
+    root = paper_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with ReplayServer(recording, clock_speed=speed, play_from_ms=START + HOUR + AFTER_CLOSE,
+                      weight_limit=10**9, streams=True) as replay:  # fmt: skip
+        settings = load_settings(root, base_url=replay.base_url, ws_url=replay.ws_url,
+                                 exchange=FAST_EXCHANGE)  # fmt: skip
+        trader = PaperTrader(prepare(settings), clock_rate=speed, retry_s=retry_s)
+        real, calls = trader.cycle, []
+
+        async def failing(client, stop=None):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                return await real(client, stop)  # the warm-up, then the streams open
+            raise TemporaryError("the exchange keeps failing (injected by the test)")
+
+        trader.cycle = failing
+
+        async def go() -> int:
+            stop = asyncio.Event()
+            work = asyncio.create_task(trader.run(stop))
+            deadline = time.monotonic() + 120
+            f = trader.follower
+            while f.streams is None or f.streams.state.pushed == 0 or len(calls) < 2:
+                assert not work.done(), work.exception()
+                assert time.monotonic() < deadline, "no bar was pushed"
+                await asyncio.sleep(0.05)
+            first = len(calls)
+            await asyncio.sleep(3.0)
+            during = len(calls) - first
+            stop.set()
+            await asyncio.wait_for(work, 30)
+            return during
+
+        during = asyncio.run(go())
+        trader.close()
+    assert 2 <= during <= 3.0 / retry_s + 2, during  # every retry_s, not at every wake-up
+    assert trader.state.exchange_errors == len(calls) - 1
