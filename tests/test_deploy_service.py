@@ -131,7 +131,7 @@ def test_an_arriving_bar_without_volume_that_moves_the_price_is_refused(service)
     """The gate's rule where bars arrive: a bar without volume repeats the previous
     close, judged against the bar before it in the same answer, or for a pushed bar
     (the first of an answer) against the bar held one step before it."""
-    from asterai.deploy.follow import refused_rows
+    from asterai.deploy.arriving import refused_rows
 
     _, follower, _, _ = service
     hour = 3_600_000
@@ -743,18 +743,18 @@ def test_pushed_bars_not_taken_are_bounded_and_a_day_of_base_bars_is_held() -> N
     """While a stream group is down the others push on: at most ``PUSHED_PER_SERIES``
     bars per symbol and timeframe wait (the oldest go: REST has them). The universe's
     24-hour volume rule needs a day of base bars: with a 1m base, 1,441 are held."""
-    from asterai.deploy.follow import PUSHED_PER_SERIES, _Bars, _Pushed, bars_to_hold
+    from asterai.deploy.arriving import PUSHED_PER_SERIES, Bars, Pushed, bars_to_hold
     from asterai.deploy.live import KEEP_BARS
 
     hour = 3_600_000
-    pushed = _Pushed()
+    pushed = Pushed()
     for k in range(PUSHED_PER_SERIES + 10):
         pushed.add("BTCUSDT", "1h", {"open_time": np.array([k * hour])})
     pushed.add("ETHUSDT", "1h", {"open_time": np.array([0])})
     btc = sorted(t for s, _, t in pushed.bars if s == "BTCUSDT")
     assert btc == [k * hour for k in range(10, PUSHED_PER_SERIES + 10)]
     assert pushed.take("BTCUSDT", "1h", 10 * hour) is not None
-    pushed.prune(lambda s, iv: 20 * hour if s == "BTCUSDT" else -1, _Bars())
+    pushed.prune(lambda s, iv: 20 * hour if s == "BTCUSDT" else -1, Bars())
     assert sorted(t for s, _, t in pushed.bars if s == "BTCUSDT")[0] == 21 * hour
     assert pushed.has("ETHUSDT", "1h", 0)
     assert bars_to_hold(3_600_000) == KEEP_BARS == 750

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,23 +30,19 @@ import pandas as pd
 from asterai.config import FeatureSettings, Settings
 from asterai.data.collector import funding_frame, gather_or_cancel, klines_frame
 from asterai.data.filters import ticks_of
-from asterai.data.gate.values import impossible_bars, previous_close
+from asterai.data.gate.values import previous_close
 from asterai.data.store import to_epoch_ms
-from asterai.data.universe import (
-    REASONS,
-    TRADEABLE,
-    VOLUME_WINDOW_MS,
-    Rules,
-    known_tick,
-    tradeable_kernel,
-)
-from asterai.deploy.live import COLUMNS, KEEP_BARS, LiveFeatures
+from asterai.data.universe import REASONS, TRADEABLE, Rules, known_tick, tradeable_kernel
+from asterai.deploy.arriving import Bars, Pushed, bars_to_hold, refused_rows
+from asterai.deploy.clock import Clock, first_of
+from asterai.deploy.follow_state import FollowState, Snapshot
+from asterai.deploy.funding_poll import FundingPoll
+from asterai.deploy.live import LiveFeatures
 from asterai.deploy.runtime import OnnxModel
 from asterai.deploy.signals import LiveSignals
 from asterai.exchange.client import AsterClient, parse_funding, parse_klines
 from asterai.exchange.errors import ExchangeError
 from asterai.exchange.streams import KlineStreams
-from asterai.exchange.weights import FUNDING_MAX_LIMIT
 from asterai.features.build import unknown_listings
 from asterai.features.types import SymbolInput
 from asterai.intervals import INTERVAL_MS, iso_ms
@@ -65,165 +59,8 @@ KLINES_PAGE_MAX = 1500
 BAR_SIGNALS = 48
 #: how long after a bar's close a symbol's missing bar of it is polled for again
 LATE_WINDOW_MS = 10 * 60_000
-#: funding rates asked for the whole market in one request reach back this far (a
-#: day: every funding interval the exchange uses fits twice); older ones, one by one
-FUNDING_LOOKBACK_MS = 24 * 3_600_000
-
-
-class _Bars:
-    """Closed bars to hand over, by (interval, open time): the symbols and their
-    fields (``live.COLUMNS``), one list entry per symbol."""
-
-    def __init__(self) -> None:
-        self.by_time: dict[tuple[str, int], tuple[list[str], dict[str, list[float]]]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.by_time)
-
-    def add(self, symbol: str, interval: str, cols: dict[str, np.ndarray]) -> None:
-        for i, t in enumerate(cols["open_time"]):
-            names, got = self.by_time.setdefault(
-                (interval, int(t)), ([], {f: [] for f in COLUMNS})
-            )
-            if symbol in names:  # REST and a push brought the same bar: once
-                continue
-            names.append(symbol)
-            for name, column in COLUMNS.items():
-                got[name].append(cols[column][i])
-
-    def in_time_order(self) -> list[tuple[tuple[str, int], tuple[list[str], dict]]]:
-        return sorted(self.by_time.items(), key=lambda kv: kv[0][1])
-
-
 #: the longest wait, in local seconds, before retrying after unexpected errors in a row
 MAX_BACKOFF_S = 300.0
-#: pushed bars held per (symbol, timeframe) at most, not taken yet: a day of hourly bars.
-#: More only gather while the bars are not taken (a stream group down: REST follows
-#: then, and what it brings is pruned); the oldest go first, REST has them.
-PUSHED_PER_SERIES = 24
-
-
-class _Pushed:
-    """Closed bars pushed by the streams, not taken yet: (symbol, interval, open time)
-    to the bar's columns; at most ``PUSHED_PER_SERIES`` per symbol and timeframe."""
-
-    def __init__(self) -> None:
-        self.bars: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
-        self._times: dict[tuple[str, str], list[int]] = {}
-
-    def add(self, symbol: str, interval: str, cols: dict[str, np.ndarray]) -> None:
-        t = int(cols["open_time"][0])
-        times = self._times.setdefault((symbol, interval), [])
-        if (symbol, interval, t) not in self.bars:
-            times.append(t)
-            times.sort()
-        self.bars[(symbol, interval, t)] = cols
-        while len(times) > PUSHED_PER_SERIES:
-            self.bars.pop((symbol, interval, times.pop(0)), None)
-
-    def has(self, symbol: str, interval: str, t: int) -> bool:
-        return (symbol, interval, t) in self.bars
-
-    def take(self, symbol: str, interval: str, t: int) -> dict[str, np.ndarray] | None:
-        got = self.bars.pop((symbol, interval, t), None)
-        if got is not None:
-            self._times[(symbol, interval)].remove(t)
-        return got
-
-    def prune(self, held: Callable[[str, str], int], taken: _Bars) -> None:
-        """Drop what is held now (``held(symbol, interval)``: the newest held bar
-        time, -1 for none) or is about to be (a repeat)."""
-        for key in list(self.bars):
-            symbol, interval, t = key
-            names = taken.by_time.get((interval, t), ([], {}))[0]
-            if t <= held(symbol, interval) or symbol in names:
-                del self.bars[key]
-                self._times[(symbol, interval)].remove(t)
-
-
-def bars_to_hold(step_ms: int) -> int:
-    """Bars of each timeframe the follower holds for a base bar of ``step_ms``: the
-    features' ``KEEP_BARS``, or the bars of the universe's 24-hour volume window and
-    the bar before it, whichever is more."""
-    return max(KEEP_BARS, VOLUME_WINDOW_MS // step_ms + 1)
-
-
-async def _first_of(events: list[asyncio.Event | None], timeout_s: float) -> bool:
-    """Wait until one of ``events`` (None: left out) is set or ``timeout_s`` passes;
-    whether one was set."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events if e is not None]
-    try:
-        done, _ = await asyncio.wait(waits, timeout=max(timeout_s, 0.0),
-                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-    finally:
-        for w in waits:
-            w.cancel()
-    return bool(done)
-
-
-class Clock:
-    """The exchange's clock: its last answer plus the local time elapsed since, times
-    ``rate`` (1 in the service; a test's accelerated replay runs faster)."""
-
-    def __init__(self, rate: float = 1.0) -> None:
-        self.rate = rate
-        # one tuple, replaced whole: the trader's worker thread reads it while the
-        # streams' pushes sync it on the event loop
-        self._at: tuple[int, float] | None = None
-
-    def sync(self, server_ms: int) -> None:
-        self._at = (int(server_ms), time.monotonic())
-
-    def now_ms(self) -> int | None:
-        at = self._at
-        if at is None:
-            return None
-        return at[0] + int((time.monotonic() - at[1]) * 1000 * self.rate)
-
-
-def refused_rows(
-    cols: dict[str, np.ndarray], prev_close: np.ndarray | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """Bars no exchange sends (the gate's impossible values, ``gate.values``), and the
-    rules they break; ``prev_close``: each bar's previous close, where known."""
-    rules = impossible_bars(
-        cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
-        cols["quote_volume"], cols["taker_buy_base"], prev_close,
-    )  # fmt: skip
-    bad = np.zeros(len(cols["open"]), dtype=bool)
-    broken = []
-    for mask, what in rules:
-        if mask.any():
-            bad |= mask
-            broken.append(what)
-    return bad, broken
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What the endpoints read: replaced whole after each bar, never edited."""
-
-    bar_open_ms: int
-    signals: pd.DataFrame  # symbol, p_long, p_short, the members, tradeable, reason
-    computed_at_ms: int  # the exchange's clock when it was computed
-
-
-@dataclass(slots=True)
-class FollowState:
-    started: bool = False
-    snapshot: Snapshot | None = None
-    last_error: str | None = None
-    last_poll_ms: int | None = None
-    refused_bars: int = 0
-    polls: int = 0
-    #: errors since the start: the exchange's (retried every ``retry_s``) and any other
-    #: (a malformed field, a model runtime's error: logged with its traceback, retried
-    #: with a growing delay); the follower never ends on one
-    exchange_errors: int = 0
-    unexpected_errors: int = 0
-    #: failed steps in a row (0 after a step that went through): the backoff's exponent
-    failing: int = 0
-    last_error_at: str | None = None  # local UTC time of the latest error
 
 
 class Follower:
@@ -296,9 +133,7 @@ class Follower:
         self.bar_signals: dict[int, pd.DataFrame] = {}
         #: the exchange's clock when each of those bars was first held
         self.seen_ms: dict[int, int] = {}
-        #: each symbol's funding settlement awaited (``premiumIndex``'s nextFundingTime):
-        #: its funding rates are polled once it has passed, until its rate has come
-        self.next_funding: dict[str, int] = {}
+        self.funding = FundingPoll(self.step)
         #: ``tradeable_at``'s answers since the held bars last changed (the service and
         #: the paper trader both ask for each new bar)
         self._codes: dict[int, np.ndarray] = {}
@@ -309,7 +144,7 @@ class Follower:
         #: an event set when one comes
         self.ws_url = settings.streams_url()
         self.streams: KlineStreams | None = None
-        self.pushed = _Pushed()
+        self.pushed = Pushed()
         self.pushed_event: asyncio.Event | None = None
         self._streams_task: asyncio.Task | None = None
         self._streams_stop: asyncio.Event | None = None
@@ -476,7 +311,7 @@ class Follower:
         # a new bar: every symbol; otherwise only those still without the newest bar
         polled = self.live.symbols if due else late
         wanted = [(s, iv) for s in polled for iv in self.intervals if self._due_for(s, iv, now)]
-        bars = _Bars()
+        bars = Bars()
         await self._fetch(client, wanted, now, bars)
         return await self._ingest(client, bars, now, due)
 
@@ -489,7 +324,7 @@ class Follower:
         return held < 0 or held + 2 * INTERVAL_MS[interval] - 1 < now
 
     async def _fetch(
-        self, client: AsterClient, wanted: list[tuple[str, str]], now: int, bars: _Bars
+        self, client: AsterClient, wanted: list[tuple[str, str]], now: int, bars: Bars
     ) -> None:
         """REST: the closed bars of each (symbol, interval) after its newest held one."""
 
@@ -510,7 +345,7 @@ class Follower:
         for symbol, interval, cols in await gather_or_cancel(one(s, iv) for s, iv in wanted):
             bars.add(symbol, interval, cols)
 
-    async def _ingest(self, client: AsterClient, bars: _Bars, now: int, due: bool) -> bool:
+    async def _ingest(self, client: AsterClient, bars: Bars, now: int, due: bool) -> bool:
         """Hand ``bars`` to the live features (one hand-over per bar time, all its
         symbols at once, in time order), follow new listings, poll the funding due
         (``due``: a new base bar has closed) and publish the new bars' signals."""
@@ -527,7 +362,7 @@ class Follower:
         if listed:
             await self._listed(client, sorted(listed))
         if due:
-            await self._poll_funding(client, now)
+            await self.funding.poll(client, self.live, now)
         if self.live.newest_time() != newest or self._with_newest() > before:
             for t in base.panel().times:
                 if newest is None or t > newest:
@@ -535,84 +370,6 @@ class Follower:
             await asyncio.to_thread(self._publish, newest)
             return True
         return False
-
-    def _held_funding(self, symbol: str) -> int | None:
-        have = self.live.funding[self.live.index[symbol]]
-        return int(have[0][-1]) if have is not None and len(have[0]) else None
-
-    async def _poll_funding(self, client: AsterClient, now: int) -> None:
-        """The funding rates settled since each symbol's newest held one (the last two
-        bars' for a symbol that holds none), for the symbols whose awaited settlement
-        has passed or that await none: one ``fundingRate`` request for the whole market
-        (a page of at most ``FUNDING_MAX_LIMIT`` rates; a full page, the exchange having
-        been away long, falls back to one request a symbol); then the next
-        settlements, from ``premiumIndex`` (one request), for the symbols whose awaited
-        rate has come or that await none."""
-        assert self.live is not None
-        due = self._funding_due(now)
-        if not due:
-            return
-        since = {}
-        for s in due:
-            last = self._held_funding(s)
-            since[s] = last + 1 if last is not None else now - 2 * self.step
-        # one request for the market from a recent start; a symbol whose newest rate is
-        # older (delisted, or the exchange was away) is asked on its own
-        bound = now - FUNDING_LOOKBACK_MS
-        alone = [s for s in due if since[s] < bound]
-        together = [s for s in due if since[s] >= bound]
-        got: dict[str, dict[str, np.ndarray]] = {}
-        if together:
-            rows = (await client.funding_rate(
-                None, start_ms=min(since[s] for s in together), end_ms=now,
-                limit=FUNDING_MAX_LIMIT,
-            )).data  # fmt: skip
-            if isinstance(rows, list) and len(rows) < FUNDING_MAX_LIMIT:
-                wanted = set(together)
-                mine: dict[str, list] = {}
-                for row in rows:
-                    if isinstance(row, dict) and row.get("symbol") in wanted:
-                        mine.setdefault(row["symbol"], []).append(row)
-                got = {s: parse_funding(r) for s, r in mine.items()}
-            else:
-                alone += together
-
-        async def rates_of(symbol: str) -> tuple[str, dict[str, np.ndarray]]:
-            reply = await client.funding_rate(symbol, start_ms=since[symbol], end_ms=now)
-            return symbol, parse_funding(reply.data)
-
-        got.update(await gather_or_cancel(rates_of(s) for s in alone))
-        for symbol, rates in got.items():
-            keep = (rates["funding_time"] <= now) & (rates["funding_time"] >= since[symbol])
-            if keep.any():
-                self.live.add_funding(symbol, funding_frame({k: v[keep] for k, v in rates.items()}))
-        stale = [s for s in self.live.symbols
-                 if self.next_funding.get(s) is None
-                 or (self._held_funding(s) or -1) >= self.next_funding[s]]  # fmt: skip
-        if not stale:
-            return
-        upcoming = await self._upcoming_funding(client)
-        for symbol in stale:
-            if symbol in upcoming:
-                self.next_funding[symbol] = upcoming[symbol]
-            else:
-                self.next_funding.pop(symbol, None)
-
-    async def _upcoming_funding(self, client: AsterClient) -> dict[str, int]:
-        """Every symbol's next funding settlement, from one ``premiumIndex`` request."""
-        reply = (await client.premium_index()).data
-        out = {}
-        for entry in reply if isinstance(reply, list) else [reply]:
-            t = entry.get("nextFundingTime")
-            if entry.get("symbol") in self.live.index and t:
-                out[entry["symbol"]] = int(t)
-        return out
-
-    def _funding_due(self, now: int) -> list[str]:
-        """Symbols whose funding rates to poll: no settlement known, or the awaited one
-        has passed (and stays awaited until its rate has come)."""
-        return [s for s in self.live.symbols
-                if self.next_funding.get(s) is None or self.next_funding[s] <= now]  # fmt: skip
 
     # -- the kline streams ------------------------------------------------------------
 
@@ -668,7 +425,7 @@ class Follower:
         self.state.polls += 1
         newest = self.live.newest_time()
         due = newest is None or newest + 2 * self.step - 1 < now
-        bars, wanted = _Bars(), []
+        bars, wanted = Bars(), []
         for iv in self.intervals:
             last, step = self._held(iv), INTERVAL_MS[iv]
             for j, s in enumerate(self.live.symbols):
@@ -687,7 +444,7 @@ class Follower:
         if wanted and (due or self._late(now)):
             await self._fetch(client, wanted, now, bars)
         changed = await self._ingest(client, bars, now, due)
-        self.pushed.prune(self._held_of, _Bars())  # what REST brought meanwhile is held now
+        self.pushed.prune(self._held_of, Bars())  # what REST brought meanwhile is held now
         return changed
 
     async def follow(self, client: AsterClient, stop: asyncio.Event | None = None) -> bool:
@@ -702,7 +459,7 @@ class Follower:
         if s is None or not s.live:
             changed = await self.poll(client)
             # the groups still up push on: what REST brought is held now, not kept twice
-            self.pushed.prune(self._held_of, _Bars())
+            self.pushed.prune(self._held_of, Bars())
             return changed
         now, newest = self.clock.now_ms() or 0, self.live.newest_time()
         due = newest is None or newest + 2 * self.step - 1 < now
@@ -716,7 +473,7 @@ class Follower:
             if left <= 0 or not s.live:
                 break
             self.pushed_event.clear()
-            if not await _first_of([self.pushed_event, stop], left):
+            if not await first_of([self.pushed_event, stop], left):
                 break
             ready = self._push_ready(self.clock.now_ms() or 0)
         return await self.take_pushed(client, ask_time=not ready)
@@ -761,7 +518,7 @@ class Follower:
         error (``pushes`` False) the whole wait: a push that the failed step did not
         take would otherwise end every wait at once, and the loop would spin."""
         streams = self.streams is not None and pushes
-        await _first_of([stop, self.pushed_event if streams else None], wait_s)
+        await first_of([stop, self.pushed_event if streams else None], wait_s)
 
     # -- the snapshot ---------------------------------------------------------------
 
@@ -818,38 +575,7 @@ class Follower:
 
     def health(self) -> dict[str, Any]:
         """Status, the newest bar, its age and whether the data is stale."""
-        now = self.clock.now_ms()
-        snap = self.state.snapshot
-        out: dict[str, Any] = {
-            "status": "starting",
-            "exchange_time": iso_ms(now) if now is not None else None,
-            "last_bar_open_time": None,
-            "last_bar_close_time": None,
-            "last_bar_age_s": None,
-            "next_bar_due": None,
-            "stale": True,
-            "last_error": self.state.last_error,
-            "last_error_at": self.state.last_error_at,
-            "errors": {
-                "exchange": self.state.exchange_errors,
-                "unexpected": self.state.unexpected_errors,
-            },
-            "refused_bars": self.state.refused_bars,
-        }
-        if snap is None or now is None:
-            return out
-        close = snap.bar_open_ms + self.step - 1
-        due = close + self.step  # the next bar's close
-        stale = now > due + self.grace_ms
-        out.update(
-            status="stale" if stale else "ok",
-            last_bar_open_time=iso_ms(snap.bar_open_ms),
-            last_bar_close_time=iso_ms(close),
-            last_bar_age_s=round((now - close) / 1000, 3),
-            next_bar_due=iso_ms(due),
-            stale=stale,
-        )
-        return out
+        return self.state.health(self.clock.now_ms(), self.step, self.grace_ms)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -887,14 +613,14 @@ class Follower:
                         wait = self.next_poll_s()
                     except ExchangeError as err:
                         failed = True
-                        self._failed(err)
+                        self.state.failed(err, int(time.time() * 1000))
                         self.state.exchange_errors += 1
                         log.warning("following the market: %s", self.state.last_error)
                         wait = self.retry_s
                     except Exception as err:  # noqa: BLE001 - a long-running loop: count, retry
                         failed = True
                         repeated = self.state.last_error == f"{type(err).__name__}: {err}"
-                        self._failed(err)
+                        self.state.failed(err, int(time.time() * 1000))
                         self.state.unexpected_errors += 1
                         wait = min(
                             self.retry_s * 2 ** (self.state.failing - 1),
@@ -909,8 +635,3 @@ class Follower:
                     await self.wait_next(stop, wait, pushes=not failed)
             finally:
                 await self.close_streams()
-
-    def _failed(self, err: Exception) -> None:
-        self.state.last_error = f"{type(err).__name__}: {err}"
-        self.state.failing += 1
-        self.state.last_error_at = iso_ms(int(time.time() * 1000))
