@@ -1,0 +1,721 @@
+"""The stand-in exchange's accounts and matching engine, order by order.
+
+Written as an exchange works, not as a call into the backtest's kernel: it is the
+second implementation that checks the first. Its market is the recording played
+forward (``Instrument``: a symbol's filters, its finest recorded bars and its funding
+settlements); its clock is the replay's. Prices and quantities are ``Decimal`` (the
+exchange's strings, exact), never floats.
+
+The rules (the documented ones where the recording can carry them):
+
+- **Filters at placement.** Price on the tick (-4014), quantity on the lot step
+  (-1111) and at least the minimum (-4004), notional at least the minimum unless
+  reduce-only (-4164), the combination of parameters the type needs (-1102, -1106,
+  -4137, -4138), a client order id unique among open orders (-4116) and matching
+  ``^[.A-Z:/a-z0-9_-]{1,36}$`` (-4015).
+- **Margin.** One-way mode, cross margin by default (isolated accepted per symbol),
+  leverage per symbol (default 20). An order that adds exposure needs its initial
+  margin (notional / leverage) out of the available balance (wallet + unrealised PnL
+  - the initial margin of positions and of open orders that add exposure): -2019
+  otherwise. Reduce-only orders that would add exposure are refused (-2022), and expire
+  if, when they trigger, the position no longer lets them reduce.
+- **Market orders** fill at once at the price of their moment: the open of the bar in
+  progress (the finest recorded), plus the configured slippage against the trader,
+  rounded to the tick against him; taker fee. In a bar without volume (a closed
+  market) nothing fills: -2020.
+- **Resting orders** are matched as each bar closes, against its range; an order
+  resting from inside a bar is taken to have rested for all of it (bars are the finest
+  record: the bot's stop and target, placed a moment after the open, are matched as
+  the backtest matches them). ``STOP_MARKET`` (a SELL when the low reaches the stop, a
+  BUY when the high does) fills at the stop, or at the open when the bar opened
+  through it after the order was placed, with the slippage: a taker.
+  ``TAKE_PROFIT_MARKET`` likewise when the price reaches it from the other side.
+  ``LIMIT`` fills at its price as a maker when the bar trades at least one tick
+  through it (a bare touch is not a fill: the queue); a LIMIT marketable at placement
+  takes at once at the market fill, never worse than its price (a taker), and a GTX
+  one is refused (-5022); a stop or take-profit that the price of the moment has
+  already passed is refused (-2021). When a bar reaches a symbol's stop and target both, the stop
+  goes first (the worse outcome, as the labels and the backtest assume).
+- **Funding** at each recorded settlement: a position pays ``qty x mark x rate``
+  (long pays a positive rate), the mark being the close of the bar that ends there.
+- **Liquidation** (cross): when the wallet plus the unrealised PnL at each position's
+  worst price of a bar falls to ``maintenance_margin`` x the notional there, every
+  position is closed at those prices less the slippage, paying the taker and the
+  liquidation fees (client id ``autoclose-...``).
+
+Every change is recorded as the exchange reports it: the order's status through
+``orders.advance``, user trades, income (``REALIZED_PNL``, ``COMMISSION``,
+``FUNDING_FEE``) and the user-data events (``ORDER_TRADE_UPDATE``,
+``ACCOUNT_UPDATE``) in each account's ``events``, which the streams deliver.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+import numpy as np
+
+from asterai.exchange.orders import OrderStatus, advance
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+DEFAULT_LEVERAGE = 20
+MAX_LEVERAGE = 125
+CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+ORDER_TYPES = ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET")
+TIME_IN_FORCE = ("GTC", "IOC", "FOK", "GTX")
+
+
+class Reject(Exception):
+    """An order or request the exchange refuses: its code and message, as documented."""
+
+    def __init__(self, code: int, msg: str, http_status: int = 400) -> None:
+        super().__init__(f"{code}: {msg}")
+        self.code, self.msg, self.http_status = code, msg, http_status
+
+
+def dec(x: Any) -> Decimal:
+    """A number as the exchange's decimal (a float by its shortest repr)."""
+    if isinstance(x, Decimal):
+        return x
+    if isinstance(x, float | np.floating):
+        return Decimal(repr(float(x)))
+    return Decimal(str(x))
+
+
+def fmt(x: Decimal, places: int = 8) -> str:
+    """A decimal as the exchange writes it: fixed point, trailing zeros dropped."""
+    q = x.quantize(Decimal(1).scaleb(-places))
+    text = format(q.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+@dataclass(frozen=True, eq=False)
+class Instrument:
+    """A symbol's filters and its market: the finest recorded bars and the funding."""
+
+    symbol: str
+    tick: Decimal
+    step: Decimal
+    min_qty: Decimal
+    min_notional: Decimal
+    open_time: np.ndarray  # int64 ms
+    close_time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    funding_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def bar_at(self, t_ms: int) -> int | None:
+        """The bar in progress at ``t_ms`` (open time <= t <= close time)."""
+        i = int(np.searchsorted(self.open_time, t_ms, side="right")) - 1
+        if i < 0 or t_ms > self.close_time[i]:
+            return None
+        return i
+
+    def buy_fill(self, price: Decimal, slippage: Decimal) -> Decimal:
+        return (price * (ONE + slippage) / self.tick).to_integral_value(ROUND_CEILING) * self.tick
+
+    def sell_fill(self, price: Decimal, slippage: Decimal) -> Decimal:
+        return (price * (ONE - slippage) / self.tick).to_integral_value(ROUND_FLOOR) * self.tick
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What the engine charges: default commission rates (an account may have its own),
+    the slippage of market fills, and the maintenance margin and liquidation fee."""
+
+    maker_fee: Decimal = Decimal("0.0005")
+    taker_fee: Decimal = Decimal("0.00075")
+    slippage: Decimal = Decimal("0.0005")
+    maintenance_margin: Decimal = Decimal("0.01")
+    liquidation_fee: Decimal = Decimal("0.01")
+
+
+@dataclass(eq=False)
+class Order:
+    order_id: int
+    client_id: str
+    symbol: str
+    side: str  # BUY or SELL
+    type: str
+    time_in_force: str
+    qty: Decimal  # ZERO for closePosition
+    price: Decimal
+    stop_price: Decimal
+    reduce_only: bool
+    close_position: bool
+    placed_ms: int
+    status: OrderStatus = OrderStatus.NEW
+    executed: Decimal = ZERO
+    cum_quote: Decimal = ZERO
+    update_ms: int = 0
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "BUY" else -1
+
+    @property
+    def avg_price(self) -> Decimal:
+        return self.cum_quote / self.executed if self.executed else ZERO
+
+    def as_json(self) -> dict[str, Any]:
+        """The order as the exchange's order endpoints answer it."""
+        return {
+            "orderId": self.order_id, "symbol": self.symbol, "status": self.status.value,
+            "clientOrderId": self.client_id, "price": fmt(self.price),
+            "avgPrice": fmt(self.avg_price), "origQty": fmt(self.qty),
+            "executedQty": fmt(self.executed), "cumQty": fmt(self.executed),
+            "cumQuote": fmt(self.cum_quote), "timeInForce": self.time_in_force,
+            "type": self.type, "origType": self.type, "reduceOnly": self.reduce_only,
+            "closePosition": self.close_position, "side": self.side,
+            "positionSide": "BOTH", "stopPrice": fmt(self.stop_price),
+            "workingType": "CONTRACT_PRICE", "priceProtect": False,
+            "time": self.placed_ms, "updateTime": self.update_ms or self.placed_ms,
+        }  # fmt: skip
+
+
+@dataclass
+class Position:
+    qty: Decimal = ZERO  # signed: positive long, negative short
+    entry: Decimal = ZERO
+    realized: Decimal = ZERO  # accumulated, before fees (the stream's "cr")
+
+
+@dataclass(eq=False)
+class Account:
+    """One user's futures account (USDT)."""
+
+    user: str
+    wallet: Decimal
+    maker_fee: Decimal
+    taker_fee: Decimal
+    leverage: dict[str, int] = field(default_factory=dict)
+    margin_type: dict[str, str] = field(default_factory=dict)  # CROSSED or ISOLATED
+    dual_side: bool = False
+    positions: dict[str, Position] = field(default_factory=dict)
+    orders: dict[int, Order] = field(default_factory=dict)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    income: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    liquidated: bool = False
+
+    def lev(self, symbol: str) -> int:
+        return self.leverage.get(symbol, DEFAULT_LEVERAGE)
+
+    def position(self, symbol: str) -> Position:
+        return self.positions.setdefault(symbol, Position())
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self.orders.values()
+                if o.status.is_open and (symbol is None or o.symbol == symbol)]  # fmt: skip
+
+    def by_client_id(self, symbol: str, client_id: str) -> Order | None:
+        """The newest order of ``symbol`` with ``client_id``."""
+        found = [o for o in self.orders.values() if o.symbol == symbol and o.client_id == client_id]
+        return found[-1] if found else None
+
+
+class Engine:
+    """Accounts trading the ``instruments``, their resting orders matched as the
+    clock passes each bar's close (``advance``). Thread-safe: one lock."""
+
+    def __init__(self, instruments: dict[str, Instrument], costs: Costs, start_ms: int) -> None:
+        self.instruments = instruments
+        self.costs = costs
+        self.done_ms = int(start_ms)  # bars closed and settlements up to here are applied
+        self.accounts: dict[str, Account] = {}
+        self.lock = threading.RLock()
+        self._next_order = 1
+        self._next_trade = 1
+
+    # -- accounts -------------------------------------------------------------------
+
+    def open_account(self, user: str, balance: Decimal) -> Account:
+        with self.lock:
+            acc = Account(user, dec(balance), self.costs.maker_fee, self.costs.taker_fee)
+            self.accounts[user] = acc
+            return acc
+
+    def instrument(self, symbol: str | None) -> Instrument:
+        if not symbol:
+            raise Reject(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            raise Reject(-1121, "Invalid symbol.")
+        return inst
+
+    def last_price(self, inst: Instrument, now: int) -> Decimal | None:
+        """The price of the moment: the open of the bar in progress, else the last close."""
+        i = inst.bar_at(now)
+        if i is not None:
+            return dec(inst.open[i])
+        j = int(np.searchsorted(inst.close_time, now, side="right")) - 1
+        return dec(inst.close[j]) if j >= 0 else None
+
+    def unrealized(self, acc: Account, symbol: str, now: int) -> Decimal:
+        pos = acc.positions.get(symbol)
+        if pos is None or not pos.qty:
+            return ZERO
+        mark = self.last_price(self.instruments[symbol], now)
+        return ZERO if mark is None else pos.qty * (mark - pos.entry)
+
+    def position_margin(self, acc: Account, now: int) -> Decimal:
+        total = ZERO
+        for symbol, pos in acc.positions.items():
+            if pos.qty:
+                mark = self.last_price(self.instruments[symbol], now) or pos.entry
+                total += abs(pos.qty) * mark / acc.lev(symbol)
+        return total
+
+    def order_margin(self, acc: Account, now: int) -> Decimal:
+        """The initial margin held by open orders that would add exposure."""
+        total = ZERO
+        for o in acc.open_orders():
+            if o.reduce_only or o.close_position:
+                continue
+            price = o.price or o.stop_price or self.last_price(self.instruments[o.symbol], now)
+            total += (o.qty - o.executed) * (price or ZERO) / acc.lev(o.symbol)
+        return total
+
+    def available(self, acc: Account, now: int) -> Decimal:
+        upnl = sum((self.unrealized(acc, s, now) for s in acc.positions), ZERO)
+        return acc.wallet + upnl - self.position_margin(acc, now) - self.order_margin(acc, now)
+
+    # -- orders ---------------------------------------------------------------------
+
+    def new_order(self, acc: Account, params: dict[str, str], now: int) -> Order:
+        """Place an order (``POST /fapi/v*/order``'s parameters, as strings)."""
+        with self.lock:
+            self.advance(now)
+            order = self._validated(acc, params, now)
+            inst = self.instruments[order.symbol]
+            i = inst.bar_at(now)
+            market = None if i is None else self._market_price(inst, dec(inst.open[i]), order.side)
+            if order.type == "MARKET" and (i is None or inst.volume[i] <= 0):
+                raise Reject(-2020, "Unable to fill.")  # a closed market: nothing recorded
+            crosses = order.type == "LIMIT" and market is not None and (
+                market <= order.price if order.side == "BUY" else market >= order.price
+            )
+            if crosses and order.time_in_force == "GTX":
+                raise Reject(-5022, "Due to the order could not be executed as maker, the "
+                             "Post Only order will be rejected. The order will not be "
+                             "recorded in the order history")  # fmt: skip
+            acc.orders[order.order_id] = order
+            self._event_order(acc, order, "NEW", now)
+            if order.type == "MARKET" or crosses:  # takes at once: a taker
+                self._trade(acc, order, market, now, maker=False)
+            elif order.type == "LIMIT" and order.time_in_force in ("IOC", "FOK"):
+                self._finish(acc, order, OrderStatus.EXPIRED, now)
+            return order
+
+    def _validated(self, acc: Account, p: dict[str, str], now: int) -> Order:
+        if acc.liquidated:
+            raise Reject(-2023, "User in liquidation mode now.")
+        inst = self.instrument(p.get("symbol"))
+        side = p.get("side")
+        if side not in ("BUY", "SELL"):
+            raise Reject(-1117, "Invalid side.") if side else _mandatory("side")
+        kind = p.get("type")
+        if kind not in ORDER_TYPES:
+            raise Reject(-1116, "Invalid orderType.") if kind else _mandatory("type")
+        if p.get("positionSide", "BOTH") != "BOTH":
+            raise Reject(-4061, "Order's position side does not match user's setting.")
+        reduce_only = _flag(p, "reduceOnly")
+        close_position = _flag(p, "closePosition")
+        qty = _decimal(p, "quantity")
+        price = _decimal(p, "price")
+        stop = _decimal(p, "stopPrice")
+        tif = p.get("timeInForce")
+        if kind == "LIMIT":
+            for name, value in (("timeInForce", tif), ("quantity", qty), ("price", price)):
+                if value is None:
+                    raise _mandatory(name)
+            if tif not in TIME_IN_FORCE:
+                raise Reject(-1115, "Invalid timeInForce.")
+        elif tif is not None and kind == "MARKET":
+            raise Reject(-1106, "Parameter 'timeInForce' sent when not required.")
+        if kind in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+            if stop is None:
+                raise _mandatory("stopPrice")
+            if close_position:
+                if qty is not None:
+                    raise Reject(-4137, "Quantity must be zero with closePosition equals true")
+                if "reduceOnly" in p:
+                    raise Reject(-4138, "Reduce only must be true with closePosition equals true")
+            elif qty is None:
+                raise _mandatory("quantity")
+        elif close_position:
+            raise Reject(-1106, "Parameter 'closePosition' sent when not required.")
+        if kind == "MARKET" and qty is None:
+            raise _mandatory("quantity")
+        if kind != "LIMIT" and price is not None:
+            raise Reject(-1106, "Parameter 'price' sent when not required.")
+        for value in (price, stop):
+            if value is not None:
+                if value <= 0:
+                    raise Reject(-4001, "Price less than 0.")
+                if value % inst.tick:
+                    raise Reject(-4014, "Price not increased by tick size.")
+        if qty is not None:
+            if qty <= 0:
+                raise Reject(-4003, "Quantity less than zero.")
+            if qty % inst.step:
+                raise Reject(-1111, "Precision is over the maximum defined for this asset.")
+            if qty < inst.min_qty:
+                raise Reject(-4004, "Quantity less than min quantity.")
+        client_id = p.get("newClientOrderId")
+        if client_id is not None:
+            if not CLIENT_ID_RE.match(client_id):
+                raise Reject(-4015, "Client order id is not valid.")
+            if any(o.client_id == client_id for o in acc.open_orders()):
+                raise Reject(-4116, "ClientOrderId is duplicated.")
+        sign = 1 if side == "BUY" else -1
+        ref = price or stop or self.last_price(inst, now)
+        if ref is None:
+            raise Reject(-1000, f"No market for {inst.symbol} at this time in the replay.")
+        if qty is not None and not reduce_only and qty * ref < inst.min_notional:
+            raise Reject(
+                -4164,
+                f"Order's notional must be no smaller than {fmt(inst.min_notional)} (unless "
+                "you choose reduce only)",
+            )
+        if stop is not None:  # a stop or take-profit the price of the moment has passed
+            rising = (kind == "STOP_MARKET") == (side == "BUY")
+            last = self.last_price(inst, now)
+            if last is not None and (last >= stop if rising else last <= stop):
+                raise Reject(-2021, "Order would immediately trigger.")
+        pos = acc.position(inst.symbol).qty
+        if reduce_only and (pos * sign >= 0 or (qty is not None and qty > abs(pos))):
+            raise Reject(-2022, "ReduceOnly Order is rejected.")
+        if qty is not None and not reduce_only and not close_position:
+            adds = max(ZERO, qty - max(ZERO, -pos * sign))  # what goes beyond closing
+            need = adds * ref / acc.lev(inst.symbol)
+            if need > 0 and need > self.available(acc, now):
+                raise Reject(-2019, "Margin is insufficient.")
+        oid = self._next_order
+        self._next_order += 1
+        return Order(
+            order_id=oid, client_id=client_id or f"asterreplay{oid}", symbol=inst.symbol,
+            side=side, type=kind, time_in_force=tif or "GTC", qty=qty or ZERO,
+            price=price or ZERO, stop_price=stop or ZERO, reduce_only=reduce_only,
+            close_position=close_position, placed_ms=now, update_ms=now,
+        )  # fmt: skip
+
+    def _market_price(self, inst: Instrument, price: Decimal, side: str) -> Decimal:
+        slip = self.costs.slippage
+        return inst.buy_fill(price, slip) if side == "BUY" else inst.sell_fill(price, slip)
+
+    def cancel(self, acc: Account, symbol: str | None, now: int, order_id: str | None = None,
+               client_id: str | None = None) -> Order:  # fmt: skip
+        with self.lock:
+            self.advance(now)
+            order = self.find(acc, symbol, order_id, client_id)
+            if not order.status.is_open:
+                raise Reject(-2011, "Unknown order sent.")
+            self._finish(acc, order, OrderStatus.CANCELED, now)
+            return order
+
+    def cancel_all(self, acc: Account, symbol: str | None, now: int) -> list[Order]:
+        with self.lock:
+            self.advance(now)
+            inst = self.instrument(symbol)
+            out = acc.open_orders(inst.symbol)
+            for order in out:
+                self._finish(acc, order, OrderStatus.CANCELED, now)
+            return out
+
+    def find(self, acc: Account, symbol: str | None, order_id: str | None,
+             client_id: str | None) -> Order:  # fmt: skip
+        inst = self.instrument(symbol)
+        if order_id is None and client_id is None:
+            raise Reject(-1102, "Either orderId or origClientOrderId must be sent.")
+        order = None
+        if order_id is not None:
+            try:
+                order = acc.orders.get(int(order_id))
+            except ValueError:
+                raise Reject(-1102, "Parameter 'orderId' was malformed.") from None
+        else:
+            order = acc.by_client_id(inst.symbol, client_id)
+        if order is None or order.symbol != inst.symbol:
+            raise Reject(-2013, "Order does not exist.")
+        return order
+
+    # -- time -----------------------------------------------------------------------
+
+    def advance(self, now: int) -> None:
+        """Apply every bar that closed, and every funding settlement, after the last
+        ``advance`` and up to ``now``, in time order."""
+        with self.lock:
+            if now <= self.done_ms:
+                return
+            due: list[tuple[int, int, str, int]] = []  # (time, kind, symbol, index)
+            for symbol, inst in self.instruments.items():
+                lo = int(np.searchsorted(inst.close_time, self.done_ms, side="right"))
+                hi = int(np.searchsorted(inst.close_time, now, side="right"))
+                due.extend((int(inst.close_time[i]), 0, symbol, i) for i in range(lo, hi))
+                lo = int(np.searchsorted(inst.funding_time, self.done_ms, side="right"))
+                hi = int(np.searchsorted(inst.funding_time, now, side="right"))
+                due.extend((int(inst.funding_time[i]), 1, symbol, i) for i in range(lo, hi))
+            self.done_ms = now
+            for t, kind, symbol, i in sorted(due):
+                for acc in self.accounts.values():
+                    if kind == 0:
+                        self._bar_closed(acc, self.instruments[symbol], i, t)
+                    else:
+                        self._funding(acc, self.instruments[symbol], i, t)
+                if kind == 0:
+                    for acc in self.accounts.values():
+                        self._liquidation(acc, t)
+
+    def _bar_closed(self, acc: Account, inst: Instrument, i: int, t: int) -> None:
+        """Match ``acc``'s resting orders of ``inst`` against bar ``i`` (closing at ``t``):
+        stops first, then take-profits and limits."""
+        resting = [o for o in acc.open_orders(inst.symbol) if o.placed_ms <= t]
+        if not resting:
+            return
+        o_, h, lo = dec(inst.open[i]), dec(inst.high[i]), dec(inst.low[i])
+        opened = int(inst.open_time[i])
+        first = sorted(resting, key=lambda o: (o.type != "STOP_MARKET", o.order_id))
+        for order in first:
+            if not order.status.is_open:
+                continue  # cancelled or expired by an earlier fill in this bar
+            buying = order.side == "BUY"
+            if order.type in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+                stop = order.stop_price
+                rising = order.type == "STOP_MARKET" if buying else order.type != "STOP_MARKET"
+                if not (h >= stop if rising else lo <= stop):
+                    continue
+                through = (o_ >= stop if rising else o_ <= stop) and order.placed_ms < opened
+                at = o_ if through else stop
+                self._trigger(acc, order, self._market_price(inst, at, order.side), t, False)
+            elif order.type == "LIMIT":
+                beyond = order.price - inst.tick if buying else order.price + inst.tick
+                if lo <= beyond if buying else h >= beyond:
+                    self._trigger(acc, order, order.price, t, True)
+
+    def _trigger(self, acc: Account, order: Order, price: Decimal, t: int, maker: bool) -> None:
+        """A resting order reached: filled, or expired when reduce-only (or close-all)
+        and the position no longer lets it reduce."""
+        pos = acc.position(order.symbol).qty
+        if order.close_position:
+            if pos * order.sign >= 0:
+                self._finish(acc, order, OrderStatus.EXPIRED, t)
+                return
+            order.qty = abs(pos)
+        elif order.reduce_only and (pos * order.sign >= 0 or order.qty - order.executed > abs(pos)):
+            self._finish(acc, order, OrderStatus.EXPIRED, t)
+            return
+        self._trade(acc, order, price, t, maker=maker)
+
+    def _funding(self, acc: Account, inst: Instrument, k: int, t: int) -> None:
+        pos = acc.positions.get(inst.symbol)
+        if pos is None or not pos.qty:
+            return
+        j = int(np.searchsorted(inst.close_time, t - 1, side="left"))
+        if j >= len(inst.close_time) or int(inst.close_time[j]) != t - 1:
+            j = int(np.searchsorted(inst.close_time, t, side="right")) - 1
+        if j < 0:
+            return
+        mark = dec(inst.close[j])
+        fee = -(pos.qty * mark * dec(inst.funding_rate[k]))
+        acc.wallet += fee
+        self._income(acc, inst.symbol, "FUNDING_FEE", fee, t)
+        self._event_balance(acc, "FUNDING_FEE", t, positions=False)
+
+    def _liquidation(self, acc: Account, t: int) -> None:
+        """Cross margin: the account closed at the bar's worst prices when its equity
+        there falls to the maintenance margin."""
+        worst: dict[str, Decimal] = {}
+        equity, maintenance = acc.wallet, ZERO
+        for symbol, pos in acc.positions.items():
+            if not pos.qty:
+                continue
+            inst = self.instruments[symbol]
+            i = int(np.searchsorted(inst.close_time, t, side="left"))
+            if i >= len(inst.close_time) or int(inst.close_time[i]) != t:
+                i = int(np.searchsorted(inst.close_time, t, side="right")) - 1
+            price = dec(inst.low[i]) if pos.qty > 0 else dec(inst.high[i])
+            worst[symbol] = price
+            equity += pos.qty * (price - pos.entry)
+            maintenance += abs(pos.qty) * price * self.costs.maintenance_margin
+        if not worst or equity > maintenance:
+            return
+        acc.liquidated = True
+        for symbol, price in worst.items():
+            pos = acc.positions[symbol]
+            for o in acc.open_orders(symbol):
+                self._finish(acc, o, OrderStatus.CANCELED, t)
+            side = "SELL" if pos.qty > 0 else "BUY"
+            oid = self._next_order
+            self._next_order += 1
+            order = Order(oid, f"autoclose-{oid}", symbol, side, "MARKET", "IOC", abs(pos.qty),
+                          ZERO, ZERO, True, False, t, update_ms=t)  # fmt: skip
+            acc.orders[oid] = order
+            fill = self._market_price(self.instruments[symbol], price, side)
+            fee = abs(pos.qty) * fill * self.costs.liquidation_fee
+            self._trade(acc, order, fill, t, maker=False)
+            acc.wallet -= fee
+            self._income(acc, symbol, "INSURANCE_CLEAR", -fee, t)
+
+    # -- fills ----------------------------------------------------------------------
+
+    def _trade(self, acc: Account, order: Order, price: Decimal, t: int, maker: bool) -> None:
+        """Fill what is left of ``order`` at ``price``: the position, the realised PnL,
+        the commission, the user trade, the income and the events."""
+        qty = order.qty - order.executed
+        pos = acc.position(order.symbol)
+        signed = qty * order.sign
+        realized = ZERO
+        if pos.qty and pos.qty * signed < 0:  # reduces (and may flip)
+            closing = min(abs(pos.qty), qty)
+            realized = closing * (price - pos.entry) * (1 if pos.qty > 0 else -1)
+            rest = pos.qty + signed
+            if rest == 0:
+                pos.entry = ZERO
+            elif rest * pos.qty < 0:  # flipped: the rest opens at this price
+                pos.entry = price
+            pos.qty = rest
+        else:
+            total = pos.qty + signed
+            pos.entry = (abs(pos.qty) * pos.entry + qty * price) / abs(total)
+            pos.qty = total
+        pos.realized += realized
+        rate = acc.maker_fee if maker else acc.taker_fee
+        commission = qty * price * rate
+        acc.wallet += realized - commission
+        order.executed += qty
+        order.cum_quote += qty * price
+        order.status = advance(order.status, OrderStatus.FILLED, f"order {order.order_id}")
+        order.update_ms = t
+        trade_id = self._next_trade
+        self._next_trade += 1
+        acc.trades.append({
+            "symbol": order.symbol, "id": trade_id, "orderId": order.order_id,
+            "side": order.side, "price": fmt(price), "qty": fmt(qty),
+            "realizedPnl": fmt(realized), "marginAsset": "USDT",
+            "quoteQty": fmt(qty * price), "commission": fmt(commission),
+            "commissionAsset": "USDT", "time": t, "positionSide": "BOTH",
+            "buyer": order.side == "BUY", "maker": maker,
+        })  # fmt: skip
+        if realized:
+            self._income(acc, order.symbol, "REALIZED_PNL", realized, t, trade_id)
+        self._income(acc, order.symbol, "COMMISSION", -commission, t, trade_id)
+        self._event_order(acc, order, "TRADE", t, last=(qty, price, commission, trade_id,
+                                                        maker, realized))  # fmt: skip
+        self._event_balance(acc, "ORDER", t, positions=True, symbol=order.symbol)
+
+    def _finish(self, acc: Account, order: Order, status: OrderStatus, t: int) -> None:
+        order.status = advance(order.status, status, f"order {order.order_id}")
+        order.update_ms = t
+        self._event_order(acc, order, status.value, t)
+
+    def _income(self, acc: Account, symbol: str, kind: str, amount: Decimal, t: int,
+                trade_id: int | None = None) -> None:  # fmt: skip
+        acc.income.append({
+            "symbol": symbol, "incomeType": kind, "income": fmt(amount), "asset": "USDT",
+            "info": kind, "time": t, "tranId": len(acc.income) + 1,
+            "tradeId": "" if trade_id is None else str(trade_id),
+        })  # fmt: skip
+
+    # -- events ---------------------------------------------------------------------
+
+    def _event_order(self, acc: Account, order: Order, execution: str, t: int,
+                     last: tuple | None = None) -> None:  # fmt: skip
+        qty, price, commission, trade_id, maker, realized = last or (ZERO, ZERO, None, 0,
+                                                                     False, ZERO)  # fmt: skip
+        o = {
+            "s": order.symbol, "c": order.client_id, "S": order.side, "o": order.type,
+            "f": order.time_in_force, "q": fmt(order.qty), "p": fmt(order.price),
+            "ap": fmt(order.avg_price), "sp": fmt(order.stop_price), "x": execution,
+            "X": order.status.value, "i": order.order_id, "l": fmt(qty),
+            "z": fmt(order.executed), "L": fmt(price), "T": t, "t": trade_id,
+            "b": "0", "a": "0", "m": maker, "R": order.reduce_only,
+            "wt": "CONTRACT_PRICE", "ot": order.type, "ps": "BOTH",
+            "cp": order.close_position, "rp": fmt(realized),
+        }  # fmt: skip
+        if commission is not None:
+            o.update(N="USDT", n=fmt(commission))
+        acc.events.append({"e": "ORDER_TRADE_UPDATE", "E": t, "T": t, "o": o})
+
+    def _event_balance(self, acc: Account, reason: str, t: int, positions: bool,
+                       symbol: str | None = None) -> None:  # fmt: skip
+        data: dict[str, Any] = {
+            "m": reason,
+            "B": [{"a": "USDT", "wb": fmt(acc.wallet), "cw": fmt(acc.wallet), "bc": "0"}],
+            "P": [],
+        }
+        if positions and symbol is not None:
+            pos = acc.position(symbol)
+            data["P"].append({
+                "s": symbol, "pa": fmt(pos.qty), "ep": fmt(pos.entry), "cr": fmt(pos.realized),
+                "up": fmt(self.unrealized(acc, symbol, t)), "mt": "cross", "iw": "0",
+                "ps": "BOTH",
+            })  # fmt: skip
+        acc.events.append({"e": "ACCOUNT_UPDATE", "E": t, "T": t, "a": data})
+
+
+def _mandatory(name: str) -> Reject:
+    return Reject(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def _flag(p: dict[str, str], name: str) -> bool:
+    value = p.get(name)
+    if value is None:
+        return False
+    if value.lower() not in ("true", "false"):
+        raise Reject(-1130, f"Invalid data sent for a parameter: '{name}'.")
+    return value.lower() == "true"
+
+
+def _decimal(p: dict[str, str], name: str) -> Decimal | None:
+    value = p.get(name)
+    if value is None:
+        return None
+    try:
+        out = Decimal(value)
+    except ArithmeticError:
+        raise Reject(-1102, f"Mandatory parameter '{name}' was malformed.") from None
+    if not out.is_finite():
+        raise Reject(-1102, f"Mandatory parameter '{name}' was malformed.")
+    return out
+
+
+def instruments_of(recording: Any, default_min_notional: Decimal = Decimal(5)) -> dict[str, Instrument]:
+    """Each recorded symbol with a known tick and lot step, on its finest recorded bars:
+    the filters its recorded ``exchangeInfo`` entry declares (``LOT_SIZE`` minQty,
+    ``MIN_NOTIONAL`` notional), else the lot step and ``default_min_notional`` (the
+    strategy's own default)."""
+    from asterai.intervals import INTERVAL_MS
+
+    out = {}
+    for symbol, info in recording.symbols.items():
+        if not info.tick_size or not info.step_size:
+            continue
+        intervals = sorted(recording.intervals(symbol), key=lambda iv: INTERVAL_MS[iv])
+        if not intervals:
+            continue
+        bars = recording.series(symbol, intervals[0])
+        listed = info.listed or {}
+        filters = {f.get("filterType"): f for f in listed.get("filters") or [] if isinstance(f, dict)}
+        step = Decimal(info.step_size)
+        funding = recording.funding.get(symbol)
+        out[symbol] = Instrument(
+            symbol=symbol, tick=Decimal(info.tick_size), step=step,
+            min_qty=Decimal(str(filters.get("LOT_SIZE", {}).get("minQty", step))),
+            min_notional=Decimal(str(filters.get("MIN_NOTIONAL", {}).get(
+                "notional", default_min_notional))),
+            open_time=bars.open_time, close_time=bars.close_time, open=bars.open,
+            high=bars.high, low=bars.low, close=bars.close, volume=bars.volume,
+            **({} if funding is None else {"funding_time": funding.funding_time,
+                                           "funding_rate": funding.funding_rate}),
+        )  # fmt: skip
+    return out
