@@ -54,7 +54,11 @@ n_estimators = 40
 """
 
 # Backoff short enough for tests, still exponential and jittered.
-FAST_EXCHANGE = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
+#: quick retries; and the whole weight budget for a long-running process, as the one
+#: process on its replay's IP (``exchange.follower_share``: a test's accelerated clock
+#: brings a bar every few seconds, so a third of the budget would hold its polls back)
+FAST_EXCHANGE = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0,
+                 "follower_share": 1.0}  # fmt: skip
 
 
 def real_data_dir() -> Path:
