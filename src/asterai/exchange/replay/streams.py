@@ -28,8 +28,8 @@ from asterai.exchange.streams import MAX_STREAMS
 from asterai.intervals import EXCHANGE_INTERVALS
 
 if TYPE_CHECKING:
-    from asterai.exchange.recording import KlineSeries
     from asterai.exchange.replay import _Replay
+    from asterai.exchange.replay.recording import KlineSeries
 
 logger = logging.getLogger(__name__)
 

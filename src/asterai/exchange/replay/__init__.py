@@ -3,7 +3,7 @@
 It serves the public market-data endpoints of ``/fapi/v1`` with the real
 exchange's paths, parameters, JSON shapes, request weights, used-weight
 header, 429 and 418 rules, from real recorded data only (see
-:mod:`asterai.exchange.recording`). Its clock is frozen at the recording time,
+:mod:`asterai.exchange.replay.recording`). Its clock is frozen at the recording time,
 so ``GET /fapi/v1/time`` says when the recording was taken and the last bar
 of each series is served as the exchange's current, still-open bar.
 
@@ -59,7 +59,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from asterai.exchange.recording import (
+from asterai.exchange.replay.recording import (
     FundingSeries,
     KlineSeries,
     Recording,
@@ -1184,7 +1184,7 @@ class ReplayServer:
 
     ``streams``: also serve the exchange's websocket kline streams (a played-forward
     clock only) at ``ws_url``, each bar pushed when it closes
-    (``exchange.replay_streams``); ``drop_streams()`` closes their connections.
+    (``replay.streams``); ``drop_streams()`` closes their connections.
     """
 
     def __init__(
@@ -1322,7 +1322,7 @@ class ReplayServer:
         )
         self._thread.start()
         if self.streams:
-            from asterai.exchange.replay_streams import StreamServer
+            from asterai.exchange.replay.streams import StreamServer
 
             self._ws = StreamServer(self._app, self.host).start()
         logger.info(
