@@ -17,8 +17,8 @@ from asterai.config import Settings, load_settings
 from asterai.data.collector import collect
 from asterai.data.discovery import run_discovery
 from asterai.data.store import to_epoch_ms
-from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import ReplayServer
+from asterai.exchange.replay.recording import load_recording
 from asterai.intervals import INTERVAL_MS
 
 #: The recording beside the project; the benchmarks let ASTERAI_REAL_DATA or --data override it.

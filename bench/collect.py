@@ -39,8 +39,8 @@ from asterai.config import load_settings
 from asterai.data.collector import collect
 from asterai.data.store import read_series, to_epoch_ms
 from asterai.exchange.client import AsterClient
-from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import ReplayServer
+from asterai.exchange.replay.recording import load_recording
 from asterai.intervals import interval_ms, last_closed_open_time
 from asterai.paths import DataPaths
 

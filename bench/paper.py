@@ -50,7 +50,7 @@ KEEP_NAMES = ("BTCUSDT", "ETHUSDT")
 
 def scaled_recording(data: Path, n: int):
     """The recording with its symbols' series copied under new names up to ``n``."""
-    from asterai.exchange.recording import load_recording
+    from asterai.exchange.replay.recording import load_recording
 
     rec = load_recording(data)
     names = sorted(rec.symbols)

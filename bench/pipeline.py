@@ -40,8 +40,8 @@ from _recording import bench_parser, recording_missing, tile
 
 from asterai.config import load_settings
 from asterai.data.collector import plan_pages
-from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import ReplayServer
+from asterai.exchange.replay.recording import load_recording
 from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT, OPTIMAL_KLINE_PAGE, klines_weight
 from asterai.intervals import DAY_MS, INTERVAL_MS
 from asterai.pipeline.runner import ExchangeUnreachable, PipelineOutcome, run_pipeline

@@ -59,8 +59,8 @@ def main() -> int:
     from live import trained_root
 
     from asterai.data.store import to_epoch_ms
-    from asterai.exchange.recording import load_recording
     from asterai.exchange.replay import ReplayServer
+    from asterai.exchange.replay.recording import load_recording
 
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-serve-"))
     root = args.root or trained_root(args.data, work)

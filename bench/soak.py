@@ -60,8 +60,8 @@ def replay_child(
     """The replay server, steered through ``conn``: its URLs first, then commands."""
     from pipeline import RECORDING_NOW_MS
 
-    from asterai.exchange.recording import load_recording
     from asterai.exchange.replay import ReplayServer
+    from asterai.exchange.replay.recording import load_recording
 
     rec = load_recording(Path(folder), now_ms=RECORDING_NOW_MS)
     with ReplayServer(

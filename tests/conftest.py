@@ -74,7 +74,7 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def recording(real_data: Path):
-    from asterai.exchange.recording import load_recording
+    from asterai.exchange.replay.recording import load_recording
 
     return load_recording(real_data)
 

@@ -10,6 +10,7 @@ like one at the top of a module.
 from __future__ import annotations
 
 import ast
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def imports_from(module: str, targets: tuple[str, ...]) -> list[str]:
 
 
 def test_the_source_tree_is_read():
-    assert {"asterai.config", "asterai.exchange.recording", "asterai.features.build"} <= set(GRAPH)
+    read = {"asterai.config", "asterai.exchange.replay.recording", "asterai.features.build"}
+    assert read <= set(GRAPH)
     assert "asterai.intervals" in GRAPH["asterai.config"]
 
 
@@ -76,6 +78,21 @@ def test_the_exchange_layer_knows_nothing_of_storage():
     assert len(exchange) > 3
     offending = {m: imports_from(m, ("asterai.data",)) for m in exchange}
     assert {m: found for m, found in offending.items() if found} == {}
+
+
+def test_the_replay_package_has_no_import_cycle():
+    """The stand-in exchange's files import each other in one direction only: no
+    submodule imports the package's ``__init__`` (it only re-exports), and no two
+    submodules need each other, directly or round a longer circle."""
+    package = "asterai.exchange.replay"
+    members = {m for m in GRAPH if m == package or m.startswith(package + ".")}
+    assert {f"{package}.{name}" for name in ("market", "http", "server", "streams")} <= members
+    graph = {m: {i for i in GRAPH[m] if i in members and i != m} for m in members}
+    assert [m for m in members - {package} if package in graph[m]] == []
+    try:
+        list(TopologicalSorter(graph).static_order())
+    except CycleError as err:
+        pytest.fail(f"the replay package imports in a circle: {' -> '.join(err.args[1])}")
 
 
 def test_feature_plots_and_the_feature_stage_do_not_import_each_other():

@@ -97,7 +97,7 @@ from asterai.deploy.follow import Follower
 from asterai.deploy.runtime import OnnxModel
 from asterai.deploy.service import create_app
 from asterai.exchange.client import AsterClient
-from asterai.exchange.recording import load_recording
+from asterai.exchange.replay.recording import load_recording
 from asterai.exchange.replay import ReplayServer
 
 root, data = Path(sys.argv[1]), Path(sys.argv[2])

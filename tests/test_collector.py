@@ -25,8 +25,8 @@ from asterai.cli import main
 from asterai.config import load_settings
 from asterai.data.collector import collect
 from asterai.data.store import read_series, to_epoch_ms
-from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import FaultSpec, ReplayServer
+from asterai.exchange.replay.recording import load_recording
 from asterai.intervals import interval_ms
 from asterai.paths import DataPaths
 

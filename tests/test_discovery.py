@@ -21,8 +21,8 @@ from asterai.data.discovery import (
 )
 from asterai.exchange.client import AsterClient
 from asterai.exchange.errors import ExchangeError
-from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import ReplayServer
+from asterai.exchange.replay.recording import load_recording
 from asterai.paths import DataPaths
 
 if not (REAL / "klines").is_dir():

@@ -13,8 +13,8 @@ from conftest import SKIP_REASON
 from asterai.config import load_settings
 from asterai.data.discovery import run_discovery
 from asterai.data.ratelimit_probe import run_ratelimit_probe
-from asterai.exchange.recording import load_recording
 from asterai.exchange.replay import ReplayServer
+from asterai.exchange.replay.recording import load_recording
 from asterai.paths import DataPaths
 
 if not (REAL / "klines").is_dir():

@@ -24,8 +24,8 @@ import pytest
 from conftest import REAL_DATA as REAL
 from conftest import SKIP_REASON
 
-from asterai.exchange.recording import RecordingError, format_number, load_recording
 from asterai.exchange.replay import FaultSpec, ReplayServer
+from asterai.exchange.replay.recording import RecordingError, format_number, load_recording
 from asterai.intervals import INTERVAL_MS
 
 if not (REAL / "klines").is_dir():
@@ -632,7 +632,7 @@ def test_a_recorded_exchange_info_is_served_verbatim(tmp_path, caplog):
     body = {"timezone": "UTC", "serverTime": 1, "symbols": [btc, eth, unrecorded]}
     (copy / "exchangeInfo.json").write_text(json.dumps(body))
 
-    with caplog.at_level("WARNING", logger="asterai.exchange.recording"):
+    with caplog.at_level("WARNING", logger="asterai.exchange.replay.recording"):
         rec = load_recording(copy)
     assert "ETHUSDT: the recorded exchangeInfo declares tickSize 1" in caplog.text
     assert "BTCUSDT" not in caplog.text

@@ -28,8 +28,8 @@ from asterai.exchange.streams import MAX_STREAMS
 from asterai.intervals import EXCHANGE_INTERVALS
 
 if TYPE_CHECKING:
-    from asterai.exchange.recording import KlineSeries
-    from asterai.exchange.replay import _Replay
+    from asterai.exchange.replay.market import Replay
+    from asterai.exchange.replay.recording import KlineSeries
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def kline_event(series: KlineSeries, i: int, event_ms: int) -> dict:
 class StreamServer:
     """Serves ``app``'s kline streams on ``host:port`` (0: any free port)."""
 
-    def __init__(self, app: _Replay, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Replay, host: str = "127.0.0.1", port: int = 0) -> None:
         if app.play is None:
             raise ValueError("kline streams need a running clock (clock_speed or play_from_ms)")
         self.app = app

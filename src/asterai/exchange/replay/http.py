@@ -1,0 +1,235 @@
+"""The replay's socket layer: ``http.server`` with HTTP/1.1 keep-alive and
+``Content-Length``, so faults can be made on the raw socket.
+
+:class:`HTTPServer` (one thread a connection, every connection tracked so ``stop``
+can close them) hands each request to ``_Handler``, which draws the request's fault
+(``faults.FaultSpec``), applies the weight rule (429, the 418 ban), asks the application
+(``market.Replay``) for the answer and sends it with the used-weight header. Every
+method but GET is answered 405.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from asterai.exchange.replay.errors import JSON, ApiError
+from asterai.exchange.replay.market import PREFIX, Replay
+
+logger = logging.getLogger(__name__)
+
+
+_5XX_BODIES = {
+    500: {"code": -1000, "msg": "An unknown error occured while processing the request."},
+    502: {
+        "code": -1001,
+        "msg": "Internal error; unable to process your request. Please try again.",
+    },
+    503: {
+        "code": -1007,
+        "msg": "Timeout waiting for response from backend server. "
+        "Send status unknown; execution status unknown.",
+    },
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "AsterAI-replay/1"
+    sys_version = ""
+    timeout = 30  # idle keep-alive connections are closed after this many seconds
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm
+    # and the client's delayed ACK add ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
+
+    server: HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    # ------------------------------------------------------------ sending
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        extra: dict[str, str] | None = None,
+        truncate: bool = False,
+        head: bool = False,
+    ) -> None:
+        app = self.server.app
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header(app.weight_header, str(app.limiter.used()))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        app.stats._status(status)
+        if head:
+            return
+        if truncate:
+            self.wfile.write(body[: len(body) // 2])
+            self._kill()
+        else:
+            self.wfile.write(body)
+
+    def _kill(self) -> None:
+        """Close the connection at once (no more bytes, no keep-alive)."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ methods
+
+    def do_GET(self) -> None:
+        app = self.server.app
+        split = urlsplit(self.path)
+        path = split.path
+        pairs = parse_qsl(split.query, keep_blank_values=True)
+        params: dict[str, str] = {}
+        duplicated = False
+        for key, value in pairs:
+            if key in params:
+                duplicated = True
+            else:
+                params[key] = value
+        name = path[len(PREFIX) :] if path.startswith(PREFIX) else None
+        app.stats._request(path if name in app.routes else "<other>")
+
+        fault, fault_status = app.draw_fault()
+        if fault is not None:
+            app.stats._fault(fault)
+        if fault == "drop":
+            logger.debug("fault: dropping GET %s", self.path)
+            self._kill()
+            return
+        if fault == "5xx":
+            logger.debug("fault: %d for GET %s", fault_status, self.path)
+            self._send(fault_status, JSON(_5XX_BODIES[fault_status]).encode())
+            return
+        if fault == "429":
+            logger.debug("fault: spurious 429 for GET %s", self.path)
+            body = {"code": -1003, "msg": app.too_many_msg()}
+            self._send(429, JSON(body).encode(), extra={"Retry-After": "1"})
+            return
+
+        weight = app.weight_of(path, params)
+        decision = app.limiter.admit(weight)
+        if decision.status == 418:
+            msg = (
+                f"Way too many requests; IP banned until {decision.banned_until_ms}. "
+                "Please use the websocket for live updates to avoid bans."
+            )
+            logger.debug("418 for GET %s (banned)", self.path)
+            self._send(
+                418,
+                JSON({"code": -1003, "msg": msg}).encode(),
+                extra={"Retry-After": str(decision.retry_after)},
+            )
+            return
+        if decision.status == 429:
+            logger.debug("429 for GET %s (weight %d, used %d)", self.path, weight, decision.used)
+            body = {"code": -1003, "msg": app.too_many_msg()}
+            self._send(429, JSON(body).encode(), extra={"Retry-After": str(decision.retry_after)})
+            return
+        app.stats._served(weight)
+
+        try:
+            if duplicated:
+                raise ApiError(400, -1101, "Duplicate values for a parameter detected.")
+            status, body = app.handle(path, params)
+        except ApiError as err:
+            status, body = err.status, err.body()
+        except Exception:  # a bug here must not kill the connection thread silently
+            logger.exception("replay failed on GET %s", self.path)
+            status, body = 500, JSON(_5XX_BODIES[500]).encode()
+        if fault == "slow":
+            logger.debug("fault: delaying GET %s by %g s", self.path, app.faults.slow_seconds)
+            time.sleep(app.faults.slow_seconds)
+        if fault == "truncate":
+            logger.debug("fault: truncating GET %s", self.path)
+        self._send(status, body, truncate=fault == "truncate")
+
+    def _not_allowed(self) -> None:
+        app = self.server.app
+        app.stats._request("<non-GET>")
+        length = self.headers.get("Content-Length")
+        try:
+            size = int(length) if length else 0
+        except ValueError:
+            size = -1
+        if 0 < size <= 1 << 20:
+            self.rfile.read(size)
+        elif size != 0 or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+        body = {
+            "code": -1020,
+            "msg": f"This operation is not supported: {self.command} (GET only).",
+        }
+        self._send(405, JSON(body).encode(), extra={"Allow": "GET"}, head=self.command == "HEAD")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
+
+
+class HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: Replay) -> None:
+        self.app = app
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def track(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.add(conn)
+
+    def untrack(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.discard(conn)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # called by socketserver inside its except block
+        logger.debug(
+            "connection from %s ended with an error: %r", client_address, sys.exc_info()[1]
+        )
