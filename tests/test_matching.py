@@ -1,4 +1,4 @@
-"""The stand-in exchange's matching engine (``exchange.matching``) on the recorded
+"""The stand-in exchange's matching engine (``exchange.replay.matching``) on the recorded
 market: what each order type does bar by bar, what it costs, what the account and
 its user-data events say, and what the exchange refuses, with the documented codes.
 Expected prices are worked out here from the bars themselves."""
@@ -10,8 +10,10 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import numpy as np
 import pytest
 
-from asterai.exchange.matching import Costs, Engine, Reject, instruments_of
 from asterai.exchange.orders import IllegalTransition, OrderStatus, advance
+from asterai.exchange.replay.accounts import Costs, instruments_of
+from asterai.exchange.replay.errors import ApiError
+from asterai.exchange.replay.matching import Engine
 
 USER = "0x63DD5aCC6b1aa0f563956C0e534DD30B6dcF7C4e"
 COSTS = Costs()
@@ -149,7 +151,7 @@ def test_what_the_exchange_refuses_and_the_codes_it_answers(instruments):
     low = str((d(btc.open[200]) * Decimal("0.9")).quantize(btc.tick))
 
     def code(params: dict, t: int = now) -> int:
-        with pytest.raises(Reject) as err:
+        with pytest.raises(ApiError) as err:
             eng.new_order(acc, params, t)
         return err.value.code
 
@@ -177,17 +179,17 @@ def test_what_the_exchange_refuses_and_the_codes_it_answers(instruments):
     assert acc.open_orders() == [resting]
     assert eng.find(acc, "BTCUSDT", None, "bot-1") is resting
     assert eng.cancel(acc, "BTCUSDT", now, client_id="bot-1").status is OrderStatus.CANCELED
-    with pytest.raises(Reject) as err:
+    with pytest.raises(ApiError) as err:
         eng.cancel(acc, "BTCUSDT", now, client_id="bot-1")
     assert err.value.code == -2011
-    with pytest.raises(Reject) as err:
+    with pytest.raises(ApiError) as err:
         eng.find(acc, "BTCUSDT", "999999", None)
     assert err.value.code == -2013
     # a market without trades (a bar without volume) fills nothing
     aapl = instruments["AAPLUSDT"]
     z = int(np.flatnonzero(aapl.volume == 0)[0])
     eng2, acc2 = engine(instruments, at(instruments, "AAPLUSDT", z))
-    with pytest.raises(Reject) as err:
+    with pytest.raises(ApiError) as err:
         eng2.new_order(acc2, {"symbol": "AAPLUSDT", "side": "BUY", "type": "MARKET",
                               "quantity": str(aapl.min_qty * 100)}, at(instruments, "AAPLUSDT", z))  # fmt: skip
     assert err.value.code == -2020 and acc2.orders == {}
@@ -251,7 +253,7 @@ def test_a_cross_account_below_its_maintenance_margin_is_liquidated(instruments)
     loss = qty * (fill - entry)
     fees = qty * entry * COSTS.taker_fee + qty * fill * (COSTS.taker_fee + COSTS.liquidation_fee)
     assert acc.wallet == Decimal(10) + loss - fees
-    with pytest.raises(Reject) as err:
+    with pytest.raises(ApiError) as err:
         eng.new_order(acc, {"symbol": "ADAUSDT", "side": "BUY", "type": "MARKET",
                             "quantity": str(qty)}, now + 3_600_000)  # fmt: skip
     assert err.value.code == -2023

@@ -55,6 +55,14 @@ this ``__init__`` (no circle; ``tests/test_architecture.py`` checks it):
   market-data endpoints, independent of the socket layer: one method a route.
 * ``http.py``: the socket layer: each request's fault, the weight rule, the answer.
 * ``streams.py``: the websocket kline streams of a played-forward recording.
+* ``accounts.py``: what the accounts hold, in the exchange's decimals: instruments
+  (a symbol's filters and recorded market), orders, positions, accounts.
+* ``matching.py``: the matching engine, order by order over the recording as the
+  clock plays (``Engine``).
+* ``auth.py``: who may act on which account: V3 signatures and nonces, V1 keys,
+  HMAC and timestamps; throwaway accounts' keys.
+* ``account_api.py``: the private endpoints (``AccountAPI``): signed requests onto
+  the engine, order counts, listen keys.
 * ``server.py``: :class:`ReplayServer` (the REST server and the streams, started and
   stopped) and :func:`serve` (the ``asterai replay`` command).
 

@@ -51,176 +51,26 @@ Every change is recorded as the exchange reports it: the order's status through
 
 from __future__ import annotations
 
-import re
 import threading
-from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from asterai.exchange.orders import OrderStatus, advance
-
-ZERO = Decimal(0)
-ONE = Decimal(1)
-DEFAULT_LEVERAGE = 20
-MAX_LEVERAGE = 125
-CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-ORDER_TYPES = ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET")
-TIME_IN_FORCE = ("GTC", "IOC", "FOK", "GTX")
-
-
-class Reject(Exception):
-    """An order or request the exchange refuses: its code and message, as documented."""
-
-    def __init__(self, code: int, msg: str, http_status: int = 400) -> None:
-        super().__init__(f"{code}: {msg}")
-        self.code, self.msg, self.http_status = code, msg, http_status
-
-
-def dec(x: Any) -> Decimal:
-    """A number as the exchange's decimal (a float by its shortest repr)."""
-    if isinstance(x, Decimal):
-        return x
-    if isinstance(x, float | np.floating):
-        return Decimal(repr(float(x)))
-    return Decimal(str(x))
-
-
-def fmt(x: Decimal, places: int = 8) -> str:
-    """A decimal as the exchange writes it: fixed point, trailing zeros dropped."""
-    q = x.quantize(Decimal(1).scaleb(-places))
-    text = format(q.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-@dataclass(frozen=True, eq=False)
-class Instrument:
-    """A symbol's filters and its market: the finest recorded bars and the funding."""
-
-    symbol: str
-    tick: Decimal
-    step: Decimal
-    min_qty: Decimal
-    min_notional: Decimal
-    open_time: np.ndarray  # int64 ms
-    close_time: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    funding_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def bar_at(self, t_ms: int) -> int | None:
-        """The bar in progress at ``t_ms`` (open time <= t <= close time)."""
-        i = int(np.searchsorted(self.open_time, t_ms, side="right")) - 1
-        if i < 0 or t_ms > self.close_time[i]:
-            return None
-        return i
-
-    def buy_fill(self, price: Decimal, slippage: Decimal) -> Decimal:
-        return (price * (ONE + slippage) / self.tick).to_integral_value(ROUND_CEILING) * self.tick
-
-    def sell_fill(self, price: Decimal, slippage: Decimal) -> Decimal:
-        return (price * (ONE - slippage) / self.tick).to_integral_value(ROUND_FLOOR) * self.tick
-
-
-@dataclass(frozen=True)
-class Costs:
-    """What the engine charges: default commission rates (an account may have its own),
-    the slippage of market fills, and the maintenance margin and liquidation fee."""
-
-    maker_fee: Decimal = Decimal("0.0005")
-    taker_fee: Decimal = Decimal("0.00075")
-    slippage: Decimal = Decimal("0.0005")
-    maintenance_margin: Decimal = Decimal("0.01")
-    liquidation_fee: Decimal = Decimal("0.01")
-
-
-@dataclass(eq=False)
-class Order:
-    order_id: int
-    client_id: str
-    symbol: str
-    side: str  # BUY or SELL
-    type: str
-    time_in_force: str
-    qty: Decimal  # ZERO for closePosition
-    price: Decimal
-    stop_price: Decimal
-    reduce_only: bool
-    close_position: bool
-    placed_ms: int
-    status: OrderStatus = OrderStatus.NEW
-    executed: Decimal = ZERO
-    cum_quote: Decimal = ZERO
-    update_ms: int = 0
-
-    @property
-    def sign(self) -> int:
-        return 1 if self.side == "BUY" else -1
-
-    @property
-    def avg_price(self) -> Decimal:
-        return self.cum_quote / self.executed if self.executed else ZERO
-
-    def as_json(self) -> dict[str, Any]:
-        """The order as the exchange's order endpoints answer it."""
-        return {
-            "orderId": self.order_id, "symbol": self.symbol, "status": self.status.value,
-            "clientOrderId": self.client_id, "price": fmt(self.price),
-            "avgPrice": fmt(self.avg_price), "origQty": fmt(self.qty),
-            "executedQty": fmt(self.executed), "cumQty": fmt(self.executed),
-            "cumQuote": fmt(self.cum_quote), "timeInForce": self.time_in_force,
-            "type": self.type, "origType": self.type, "reduceOnly": self.reduce_only,
-            "closePosition": self.close_position, "side": self.side,
-            "positionSide": "BOTH", "stopPrice": fmt(self.stop_price),
-            "workingType": "CONTRACT_PRICE", "priceProtect": False,
-            "time": self.placed_ms, "updateTime": self.update_ms or self.placed_ms,
-        }  # fmt: skip
-
-
-@dataclass
-class Position:
-    qty: Decimal = ZERO  # signed: positive long, negative short
-    entry: Decimal = ZERO
-    realized: Decimal = ZERO  # accumulated, before fees (the stream's "cr")
-
-
-@dataclass(eq=False)
-class Account:
-    """One user's futures account (USDT)."""
-
-    user: str
-    wallet: Decimal
-    maker_fee: Decimal
-    taker_fee: Decimal
-    leverage: dict[str, int] = field(default_factory=dict)
-    margin_type: dict[str, str] = field(default_factory=dict)  # CROSSED or ISOLATED
-    dual_side: bool = False
-    positions: dict[str, Position] = field(default_factory=dict)
-    orders: dict[int, Order] = field(default_factory=dict)
-    trades: list[dict[str, Any]] = field(default_factory=list)
-    income: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    liquidated: bool = False
-
-    def lev(self, symbol: str) -> int:
-        return self.leverage.get(symbol, DEFAULT_LEVERAGE)
-
-    def position(self, symbol: str) -> Position:
-        return self.positions.setdefault(symbol, Position())
-
-    def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values()
-                if o.status.is_open and (symbol is None or o.symbol == symbol)]  # fmt: skip
-
-    def by_client_id(self, symbol: str, client_id: str) -> Order | None:
-        """The newest order of ``symbol`` with ``client_id``."""
-        found = [o for o in self.orders.values() if o.symbol == symbol and o.client_id == client_id]
-        return found[-1] if found else None
+from asterai.exchange.replay.accounts import (
+    CLIENT_ID_RE,
+    ORDER_TYPES,
+    TIME_IN_FORCE,
+    ZERO,
+    Account,
+    Costs,
+    Instrument,
+    Order,
+    dec,
+    fmt,
+)
+from asterai.exchange.replay.errors import ApiError, mandatory
 
 
 class Engine:
@@ -246,10 +96,14 @@ class Engine:
 
     def instrument(self, symbol: str | None) -> Instrument:
         if not symbol:
-            raise Reject(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+            raise ApiError(
+                400,
+                -1102,
+                "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+            )
         inst = self.instruments.get(symbol)
         if inst is None:
-            raise Reject(-1121, "Invalid symbol.")
+            raise ApiError(400, -1121, "Invalid symbol.")
         return inst
 
     def last_price(self, inst: Instrument, now: int) -> Decimal | None:
@@ -300,12 +154,14 @@ class Engine:
             i = inst.bar_at(now)
             market = None if i is None else self._market_price(inst, dec(inst.open[i]), order.side)
             if order.type == "MARKET" and (i is None or inst.volume[i] <= 0):
-                raise Reject(-2020, "Unable to fill.")  # a closed market: nothing recorded
-            crosses = order.type == "LIMIT" and market is not None and (
-                market <= order.price if order.side == "BUY" else market >= order.price
+                raise ApiError(400, -2020, "Unable to fill.")  # a closed market: nothing recorded
+            crosses = (
+                order.type == "LIMIT"
+                and market is not None
+                and (market <= order.price if order.side == "BUY" else market >= order.price)
             )
             if crosses and order.time_in_force == "GTX":
-                raise Reject(-5022, "Due to the order could not be executed as maker, the "
+                raise ApiError(400, -5022, "Due to the order could not be executed as maker, the "
                              "Post Only order will be rejected. The order will not be "
                              "recorded in the order history")  # fmt: skip
             acc.orders[order.order_id] = order
@@ -318,16 +174,16 @@ class Engine:
 
     def _validated(self, acc: Account, p: dict[str, str], now: int) -> Order:
         if acc.liquidated:
-            raise Reject(-2023, "User in liquidation mode now.")
+            raise ApiError(400, -2023, "User in liquidation mode now.")
         inst = self.instrument(p.get("symbol"))
         side = p.get("side")
         if side not in ("BUY", "SELL"):
-            raise Reject(-1117, "Invalid side.") if side else _mandatory("side")
+            raise ApiError(400, -1117, "Invalid side.") if side else mandatory("side")
         kind = p.get("type")
         if kind not in ORDER_TYPES:
-            raise Reject(-1116, "Invalid orderType.") if kind else _mandatory("type")
+            raise ApiError(400, -1116, "Invalid orderType.") if kind else mandatory("type")
         if p.get("positionSide", "BOTH") != "BOTH":
-            raise Reject(-4061, "Order's position side does not match user's setting.")
+            raise ApiError(400, -4061, "Order's position side does not match user's setting.")
         reduce_only = _flag(p, "reduceOnly")
         close_position = _flag(p, "closePosition")
         qty = _decimal(p, "quantity")
@@ -337,52 +193,57 @@ class Engine:
         if kind == "LIMIT":
             for name, value in (("timeInForce", tif), ("quantity", qty), ("price", price)):
                 if value is None:
-                    raise _mandatory(name)
+                    raise mandatory(name)
             if tif not in TIME_IN_FORCE:
-                raise Reject(-1115, "Invalid timeInForce.")
+                raise ApiError(400, -1115, "Invalid timeInForce.")
         elif tif is not None and kind == "MARKET":
-            raise Reject(-1106, "Parameter 'timeInForce' sent when not required.")
+            raise ApiError(400, -1106, "Parameter 'timeInForce' sent when not required.")
         if kind in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
             if stop is None:
-                raise _mandatory("stopPrice")
+                raise mandatory("stopPrice")
             if close_position:
                 if qty is not None:
-                    raise Reject(-4137, "Quantity must be zero with closePosition equals true")
+                    raise ApiError(
+                        400, -4137, "Quantity must be zero with closePosition equals true"
+                    )
                 if "reduceOnly" in p:
-                    raise Reject(-4138, "Reduce only must be true with closePosition equals true")
+                    raise ApiError(
+                        400, -4138, "Reduce only must be true with closePosition equals true"
+                    )
             elif qty is None:
-                raise _mandatory("quantity")
+                raise mandatory("quantity")
         elif close_position:
-            raise Reject(-1106, "Parameter 'closePosition' sent when not required.")
+            raise ApiError(400, -1106, "Parameter 'closePosition' sent when not required.")
         if kind == "MARKET" and qty is None:
-            raise _mandatory("quantity")
+            raise mandatory("quantity")
         if kind != "LIMIT" and price is not None:
-            raise Reject(-1106, "Parameter 'price' sent when not required.")
+            raise ApiError(400, -1106, "Parameter 'price' sent when not required.")
         for value in (price, stop):
             if value is not None:
                 if value <= 0:
-                    raise Reject(-4001, "Price less than 0.")
+                    raise ApiError(400, -4001, "Price less than 0.")
                 if value % inst.tick:
-                    raise Reject(-4014, "Price not increased by tick size.")
+                    raise ApiError(400, -4014, "Price not increased by tick size.")
         if qty is not None:
             if qty <= 0:
-                raise Reject(-4003, "Quantity less than zero.")
+                raise ApiError(400, -4003, "Quantity less than zero.")
             if qty % inst.step:
-                raise Reject(-1111, "Precision is over the maximum defined for this asset.")
+                raise ApiError(400, -1111, "Precision is over the maximum defined for this asset.")
             if qty < inst.min_qty:
-                raise Reject(-4004, "Quantity less than min quantity.")
+                raise ApiError(400, -4004, "Quantity less than min quantity.")
         client_id = p.get("newClientOrderId")
         if client_id is not None:
             if not CLIENT_ID_RE.match(client_id):
-                raise Reject(-4015, "Client order id is not valid.")
+                raise ApiError(400, -4015, "Client order id is not valid.")
             if any(o.client_id == client_id for o in acc.open_orders()):
-                raise Reject(-4116, "ClientOrderId is duplicated.")
+                raise ApiError(400, -4116, "ClientOrderId is duplicated.")
         sign = 1 if side == "BUY" else -1
         ref = price or stop or self.last_price(inst, now)
         if ref is None:
-            raise Reject(-1000, f"No market for {inst.symbol} at this time in the replay.")
+            raise ApiError(400, -1000, f"No market for {inst.symbol} at this time in the replay.")
         if qty is not None and not reduce_only and qty * ref < inst.min_notional:
-            raise Reject(
+            raise ApiError(
+                400,
                 -4164,
                 f"Order's notional must be no smaller than {fmt(inst.min_notional)} (unless "
                 "you choose reduce only)",
@@ -391,15 +252,15 @@ class Engine:
             rising = (kind == "STOP_MARKET") == (side == "BUY")
             last = self.last_price(inst, now)
             if last is not None and (last >= stop if rising else last <= stop):
-                raise Reject(-2021, "Order would immediately trigger.")
+                raise ApiError(400, -2021, "Order would immediately trigger.")
         pos = acc.position(inst.symbol).qty
         if reduce_only and (pos * sign >= 0 or (qty is not None and qty > abs(pos))):
-            raise Reject(-2022, "ReduceOnly Order is rejected.")
+            raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
         if qty is not None and not reduce_only and not close_position:
             adds = max(ZERO, qty - max(ZERO, -pos * sign))  # what goes beyond closing
             need = adds * ref / acc.lev(inst.symbol)
             if need > 0 and need > self.available(acc, now):
-                raise Reject(-2019, "Margin is insufficient.")
+                raise ApiError(400, -2019, "Margin is insufficient.")
         oid = self._next_order
         self._next_order += 1
         return Order(
@@ -419,7 +280,7 @@ class Engine:
             self.advance(now)
             order = self.find(acc, symbol, order_id, client_id)
             if not order.status.is_open:
-                raise Reject(-2011, "Unknown order sent.")
+                raise ApiError(400, -2011, "Unknown order sent.")
             self._finish(acc, order, OrderStatus.CANCELED, now)
             return order
 
@@ -436,17 +297,17 @@ class Engine:
              client_id: str | None) -> Order:  # fmt: skip
         inst = self.instrument(symbol)
         if order_id is None and client_id is None:
-            raise Reject(-1102, "Either orderId or origClientOrderId must be sent.")
+            raise ApiError(400, -1102, "Either orderId or origClientOrderId must be sent.")
         order = None
         if order_id is not None:
             try:
                 order = acc.orders.get(int(order_id))
             except ValueError:
-                raise Reject(-1102, "Parameter 'orderId' was malformed.") from None
+                raise ApiError(400, -1102, "Parameter 'orderId' was malformed.") from None
         else:
             order = acc.by_client_id(inst.symbol, client_id)
         if order is None or order.symbol != inst.symbol:
-            raise Reject(-2013, "Order does not exist.")
+            raise ApiError(400, -2013, "Order does not exist.")
         return order
 
     # -- time -----------------------------------------------------------------------
@@ -663,16 +524,12 @@ class Engine:
         acc.events.append({"e": "ACCOUNT_UPDATE", "E": t, "T": t, "a": data})
 
 
-def _mandatory(name: str) -> Reject:
-    return Reject(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
-
-
 def _flag(p: dict[str, str], name: str) -> bool:
     value = p.get(name)
     if value is None:
         return False
     if value.lower() not in ("true", "false"):
-        raise Reject(-1130, f"Invalid data sent for a parameter: '{name}'.")
+        raise ApiError(400, -1130, f"Invalid data sent for a parameter: '{name}'.")
     return value.lower() == "true"
 
 
@@ -683,39 +540,7 @@ def _decimal(p: dict[str, str], name: str) -> Decimal | None:
     try:
         out = Decimal(value)
     except ArithmeticError:
-        raise Reject(-1102, f"Mandatory parameter '{name}' was malformed.") from None
+        raise ApiError(400, -1102, f"Mandatory parameter '{name}' was malformed.") from None
     if not out.is_finite():
-        raise Reject(-1102, f"Mandatory parameter '{name}' was malformed.")
-    return out
-
-
-def instruments_of(recording: Any, default_min_notional: Decimal = Decimal(5)) -> dict[str, Instrument]:
-    """Each recorded symbol with a known tick and lot step, on its finest recorded bars:
-    the filters its recorded ``exchangeInfo`` entry declares (``LOT_SIZE`` minQty,
-    ``MIN_NOTIONAL`` notional), else the lot step and ``default_min_notional`` (the
-    strategy's own default)."""
-    from asterai.intervals import INTERVAL_MS
-
-    out = {}
-    for symbol, info in recording.symbols.items():
-        if not info.tick_size or not info.step_size:
-            continue
-        intervals = sorted(recording.intervals(symbol), key=lambda iv: INTERVAL_MS[iv])
-        if not intervals:
-            continue
-        bars = recording.series(symbol, intervals[0])
-        listed = info.listed or {}
-        filters = {f.get("filterType"): f for f in listed.get("filters") or [] if isinstance(f, dict)}
-        step = Decimal(info.step_size)
-        funding = recording.funding.get(symbol)
-        out[symbol] = Instrument(
-            symbol=symbol, tick=Decimal(info.tick_size), step=step,
-            min_qty=Decimal(str(filters.get("LOT_SIZE", {}).get("minQty", step))),
-            min_notional=Decimal(str(filters.get("MIN_NOTIONAL", {}).get(
-                "notional", default_min_notional))),
-            open_time=bars.open_time, close_time=bars.close_time, open=bars.open,
-            high=bars.high, low=bars.low, close=bars.close, volume=bars.volume,
-            **({} if funding is None else {"funding_time": funding.funding_time,
-                                           "funding_rate": funding.funding_rate}),
-        )  # fmt: skip
+        raise ApiError(400, -1102, f"Mandatory parameter '{name}' was malformed.")
     return out
