@@ -62,7 +62,12 @@ def test_a_market_order_fills_at_the_moments_open_with_slippage_and_the_taker_fe
                      ("ACCOUNT_UPDATE", None)]  # fmt: skip
     trade = acc.events[1]["o"]
     assert (trade["x"], trade["c"], trade["L"], trade["n"], trade["m"]) == (
-        "TRADE", "a1-entry", str(price), format(fee.normalize(), "f"), False)
+        "TRADE",
+        "a1-entry",
+        str(price),
+        format(fee.normalize(), "f"),
+        False,
+    )
     assert acc.events[2]["a"]["P"][0]["pa"] == "0.002"
     assert [i["incomeType"] for i in acc.income] == ["COMMISSION"]
     assert acc.trades[0]["maker"] is False and acc.trades[0]["price"] == str(price)
@@ -113,15 +118,31 @@ def test_a_resting_limit_fills_only_when_traded_a_tick_through_as_a_maker(instru
         acc = eng.open_account(f"0x{name}", Decimal(1000))
         eng.new_order(acc, {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
                             "quantity": "0.001"}, now)  # fmt: skip
-        filled[name] = (acc, eng.new_order(acc, {
-            "symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTX",
-            "quantity": "0.001", "price": str(price), "reduceOnly": "true"}, now + 500))
+        filled[name] = (
+            acc,
+            eng.new_order(
+                acc,
+                {
+                    "symbol": "BTCUSDT",
+                    "side": "SELL",
+                    "type": "LIMIT",
+                    "timeInForce": "GTX",
+                    "quantity": "0.001",
+                    "price": str(price),
+                    "reduceOnly": "true",
+                },
+                now + 500,
+            ),
+        )
     eng.advance(int(btc.close_time[i]))
     assert filled["touch"][1].status is OrderStatus.NEW  # a bare touch: still resting
     acc, through = filled["through"]
     assert through.status is OrderStatus.FILLED and through.avg_price == d(btc.high[i]) - tick
     assert acc.trades[-1]["maker"] is True
-    assert Decimal(acc.trades[-1]["commission"]) == through.avg_price * Decimal("0.001") * COSTS.maker_fee
+    assert (
+        Decimal(acc.trades[-1]["commission"])
+        == through.avg_price * Decimal("0.001") * COSTS.maker_fee
+    )
 
 
 def test_a_stop_the_next_bar_opens_through_fills_at_that_open(instruments):

@@ -86,19 +86,25 @@ class AccountAPI:
     # -- time -----------------------------------------------------------------------
 
     def tick(self, now: int | None = None) -> None:
-        """Advance the engine to ``now`` and fire the countdowns that have passed."""
+        """Advance the engine to ``now``, firing on the way, each at its own time, the
+        countdowns and the listen-key expiries that have passed."""
         now = self.clock() if now is None else now
         with self._lock:
-            self.engine.advance(now)
-            for (user, symbol), deadline in list(self.countdowns.items()):
-                if deadline <= now:
-                    del self.countdowns[(user, symbol)]
-                    self.engine.cancel_all(self.engine.accounts[user], symbol, deadline)
-            for key, (user, expires) in list(self.listen_keys.items()):
-                if expires <= now:
-                    del self.listen_keys[key]
+            due = sorted(
+                [(t, 0, key) for key, t in self.countdowns.items() if t <= now]
+                + [(t, 1, key) for key, (_, t) in self.listen_keys.items() if t <= now]
+            )
+            for t, kind, key in due:
+                self.engine.advance(t)
+                if kind == 0:
+                    user, symbol = key
+                    del self.countdowns[key]
+                    self.engine.cancel_all(self.engine.accounts[user], symbol, t)
+                else:
+                    user, _ = self.listen_keys.pop(key)
                     self.engine.accounts[user].events.append(
-                        {"e": "listenKeyExpired", "E": expires, "listenKey": key})  # fmt: skip
+                        {"e": "listenKeyExpired", "E": t, "listenKey": key})  # fmt: skip
+            self.engine.advance(now)
 
     # -- the entry point ------------------------------------------------------------
 

@@ -21,7 +21,11 @@ class FaultSpec:
     ``burst_429``: answered a spurious 429 with ``Retry-After: 1`` (not counted
     toward a ban); ``slow``: answered normally after ``slow_seconds``;
     ``truncate``: full ``Content-Length`` sent, then half the body and the
-    connection closed; ``drop``: connection closed without any response.
+    connection closed; ``drop``: connection closed without any response (nothing
+    applied). For the signed account endpoints also ``lost``: the request applied (an
+    order placed, say) and its answer lost, a 503 with -1007 ("execution status
+    unknown") or the connection dropped, half and half; and ``margin``: a new order
+    refused with -2019 (insufficient margin), nothing applied (other requests: no fault).
     """
 
     error_5xx: float = 0.0
@@ -30,14 +34,20 @@ class FaultSpec:
     slow_seconds: float = 1.0
     truncate: float = 0.0
     drop: float = 0.0
+    lost: float = 0.0
+    margin: float = 0.0
 
-    KINDS: ClassVar[tuple[str, ...]] = ("5xx", "429", "slow", "truncate", "drop")
+    KINDS: ClassVar[tuple[str, ...]] = (
+        "5xx", "429", "slow", "truncate", "drop", "lost", "margin",
+    )  # fmt: skip
     _FIELDS: ClassVar[dict[str, str]] = {
         "5xx": "error_5xx",
         "429": "burst_429",
         "slow": "slow",
         "truncate": "truncate",
         "drop": "drop",
+        "lost": "lost",
+        "margin": "margin",
     }
 
     def __post_init__(self) -> None:

@@ -4,8 +4,11 @@
 :class:`HTTPServer` (one thread a connection, every connection tracked so ``stop``
 can close them) hands each request to ``_Handler``, which draws the request's fault
 (``faults.FaultSpec``), applies the weight rule (429, the 418 ban), asks the application
-(``market.Replay``) for the answer and sends it with the used-weight header. Every
-method but GET is answered 405.
+(``market.Replay``, or for the signed account endpoints its ``accounts``,
+``account_api.AccountAPI``) for the answer and sends it with the used-weight header
+(and the order counts). The market data answers GET only (405 otherwise); the account
+endpoints GET, POST, PUT and DELETE, their parameters in the query and the
+form-encoded body.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from asterai.exchange.replay.account_api import weight_of as private_weight
 from asterai.exchange.replay.errors import JSON, ApiError
-from asterai.exchange.replay.market import PREFIX, Replay
+from asterai.exchange.replay.market import PREFIX, Replay, market_path
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +113,40 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ methods
 
     def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _body(self) -> str | None:
+        """The form-encoded body (None when it cannot be read: the connection closes)."""
+        length = self.headers.get("Content-Length")
+        try:
+            size = int(length) if length else 0
+        except ValueError:
+            return None
+        if size < 0 or size > 1 << 20 or (not size and self.headers.get("Transfer-Encoding")):
+            return None
+        return self.rfile.read(size).decode("utf-8", "replace") if size else ""
+
+    def _serve(self, method: str) -> None:
         app = self.server.app
         split = urlsplit(self.path)
         path = split.path
         pairs = parse_qsl(split.query, keep_blank_values=True)
+        body = "" if method == "GET" else self._body()
+        if body is None:
+            self.close_connection = True
+            self._send(400, JSON({"code": -1100, "msg": "Illegal characters found in a "
+                                  "parameter: the body could not be read."}).encode())  # fmt: skip
+            return
+        pairs += parse_qsl(body, keep_blank_values=True)
         params: dict[str, str] = {}
         duplicated = False
         for key, value in pairs:
@@ -120,34 +154,41 @@ class _Handler(BaseHTTPRequestHandler):
                 duplicated = True
             else:
                 params[key] = value
+        private = app.accounts is not None and private_weight(method, path, params) is not None
+        if not private:
+            path = market_path(path, app.routes)
+            if method != "GET":
+                self._not_allowed(read=False)
+                return
         name = path[len(PREFIX) :] if path.startswith(PREFIX) else None
-        app.stats._request(path if name in app.routes else "<other>")
+        app.stats._request(split.path if private or name in app.routes else "<other>")
 
         fault, fault_status = app.draw_fault()
         if fault is not None:
             app.stats._fault(fault)
         if fault == "drop":
-            logger.debug("fault: dropping GET %s", self.path)
+            logger.debug("fault: dropping %s %s", method, self.path)
             self._kill()
             return
         if fault == "5xx":
-            logger.debug("fault: %d for GET %s", fault_status, self.path)
+            logger.debug("fault: %d for %s %s", fault_status, method, self.path)
             self._send(fault_status, JSON(_5XX_BODIES[fault_status]).encode())
             return
         if fault == "429":
-            logger.debug("fault: spurious 429 for GET %s", self.path)
+            logger.debug("fault: spurious 429 for %s %s", method, self.path)
             body = {"code": -1003, "msg": app.too_many_msg()}
             self._send(429, JSON(body).encode(), extra={"Retry-After": "1"})
             return
 
-        weight = app.weight_of(path, params)
+        weight = (private_weight(method, path, params) if private
+                  else app.weight_of(path, params))  # fmt: skip
         decision = app.limiter.admit(weight)
         if decision.status == 418:
             msg = (
                 f"Way too many requests; IP banned until {decision.banned_until_ms}. "
                 "Please use the websocket for live updates to avoid bans."
             )
-            logger.debug("418 for GET %s (banned)", self.path)
+            logger.debug("418 for %s %s (banned)", method, self.path)
             self._send(
                 418,
                 JSON({"code": -1003, "msg": msg}).encode(),
@@ -155,32 +196,50 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if decision.status == 429:
-            logger.debug("429 for GET %s (weight %d, used %d)", self.path, weight, decision.used)
+            logger.debug("429 for %s %s (weight %d, used %d)", method, self.path, weight,
+                         decision.used)  # fmt: skip
             body = {"code": -1003, "msg": app.too_many_msg()}
             self._send(429, JSON(body).encode(), extra={"Retry-After": str(decision.retry_after)})
             return
         app.stats._served(weight)
 
+        extra: dict[str, str] = {}
         try:
             if duplicated:
                 raise ApiError(400, -1101, "Duplicate values for a parameter detected.")
-            status, body = app.handle(path, params)
+            if private and fault == "margin" and method == "POST" and path.endswith("/order"):
+                raise ApiError(400, -2019, "Margin is insufficient.")  # refused, not applied
+            if private:
+                status, answer, extra = app.accounts.handle(
+                    method, split.path, split.query, body, self.headers.get("X-MBX-APIKEY")
+                )
+                body_bytes = JSON(answer).encode()
+            else:
+                status, body_bytes = app.handle(path, params)
         except ApiError as err:
-            status, body = err.status, err.body()
+            status, body_bytes = err.status, err.body()
         except Exception:  # a bug here must not kill the connection thread silently
-            logger.exception("replay failed on GET %s", self.path)
-            status, body = 500, JSON(_5XX_BODIES[500]).encode()
+            logger.exception("replay failed on %s %s", method, self.path)
+            status, body_bytes = 500, JSON(_5XX_BODIES[500]).encode()
+        if fault == "lost":  # applied, and the answer lost: the client cannot know
+            logger.debug("fault: %s %s applied, its answer lost", method, self.path)
+            if app.lost_as_drop():
+                self._kill()
+            else:
+                self._send(503, JSON(_5XX_BODIES[503]).encode())
+            return
         if fault == "slow":
-            logger.debug("fault: delaying GET %s by %g s", self.path, app.faults.slow_seconds)
+            logger.debug("fault: delaying %s %s by %g s", method, self.path,
+                         app.faults.slow_seconds)  # fmt: skip
             time.sleep(app.faults.slow_seconds)
         if fault == "truncate":
-            logger.debug("fault: truncating GET %s", self.path)
-        self._send(status, body, truncate=fault == "truncate")
+            logger.debug("fault: truncating %s %s", method, self.path)
+        self._send(status, body_bytes, extra=extra, truncate=fault == "truncate")
 
-    def _not_allowed(self) -> None:
+    def _not_allowed(self, read: bool = True) -> None:
         app = self.server.app
         app.stats._request("<non-GET>")
-        length = self.headers.get("Content-Length")
+        length = self.headers.get("Content-Length") if read else None
         try:
             size = int(length) if length else 0
         except ValueError:
@@ -191,11 +250,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         body = {
             "code": -1020,
-            "msg": f"This operation is not supported: {self.command} (GET only).",
+            "msg": f"This operation is not supported: {self.command} (GET only, but for "
+            "the signed account endpoints of a replay with accounts).",
         }
         self._send(405, JSON(body).encode(), extra={"Allow": "GET"}, head=self.command == "HEAD")
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
+    do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
 
 
 class HTTPServer(ThreadingHTTPServer):

@@ -48,6 +48,17 @@ PREFIX = "/fapi/v1/"
 _INT_RE = re.compile(r"^[0-9]{1,20}$")
 
 
+#: the market data is served under ``/fapi/v3`` too (ccxt reads it there)
+V3_PREFIX = "/fapi/v3/"
+
+
+def market_path(path: str, routes) -> str:
+    """``path`` with a ``/fapi/v3`` market-data route read as its ``/fapi/v1`` one."""
+    if path.startswith(V3_PREFIX) and path[len(V3_PREFIX) :] in routes:
+        return PREFIX + path[len(V3_PREFIX) :]
+    return path
+
+
 def _page(times: np.ndarray, available: int, start: int | None, end: int | None, limit: int):
     """Slice bounds ``[lo, hi)`` of the exchange's start/end/limit semantics.
 
@@ -101,6 +112,13 @@ class Replay:
         self.limiter = WeightLimiter(window_seconds, weight_limit, ban_after, ban_seconds)
         self._rng = random.Random(0 if seed is None else seed)
         self._rng_lock = threading.Lock()
+        #: the signed account endpoints (``account_api.AccountAPI``): a replay with
+        #: accounts (``ReplayServer(accounts=...)``), None for market data alone
+        self.accounts = None
+        #: the user-data stream's faults, drawn from their own seeded generator
+        self.event_faults = None
+        self.event_rng = random.Random(1 if seed is None else seed + 1)
+        self.event_lock = threading.Lock()
         if window_seconds == 60:
             self.rate_limit = {
                 "rateLimitType": "REQUEST_WEIGHT",
@@ -146,6 +164,12 @@ class Replay:
             kind = self.faults.draw(self._rng)
             status = self._rng.choice((500, 502, 503)) if kind == "5xx" else 0
         return kind, status
+
+    def lost_as_drop(self) -> bool:
+        """How a ``lost`` fault loses an applied request's answer: the connection
+        dropped (True) or a 503 with -1007 (False), half and half."""
+        with self._rng_lock:
+            return self._rng.random() < 0.5
 
     def weight_of(self, path: str, params: dict[str, str]) -> int:
         try:

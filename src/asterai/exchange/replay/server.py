@@ -7,13 +7,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
+from asterai.exchange.replay.account_api import AccountAPI
+from asterai.exchange.replay.accounts import Costs, instruments_of
+from asterai.exchange.replay.auth import Credentials
 from asterai.exchange.replay.clock import PlayClock
+from asterai.exchange.replay.events import EventFaults
 from asterai.exchange.replay.faults import FaultSpec
 from asterai.exchange.replay.http import HTTPServer
 from asterai.exchange.replay.market import Replay
+from asterai.exchange.replay.matching import Engine
 from asterai.exchange.replay.recording import Recording, load_recording
 from asterai.exchange.replay.stats import ReplayStats
 from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT
@@ -45,6 +51,13 @@ class ReplayServer:
     ``streams``: also serve the exchange's websocket kline streams (a played-forward
     clock only) at ``ws_url``, each bar pushed when it closes
     (``streams.py``); ``drop_streams()`` closes their connections.
+
+    ``accounts``: an exchange to trade against too: that many throwaway accounts of
+    ``balance`` USDT each (``credentials``; more with ``new_account``), the signed
+    account endpoints under ``/fapi/v1`` (V1 keys) and ``/fapi/v3`` (API wallets),
+    orders matched over the recording as the clock plays (``matching.py``, charging
+    ``costs``), and with ``streams`` the user-data stream at ``ws_url/ws/<listenKey>``
+    (its events faulted by ``event_faults``: ``events.EventFaults``).
     """
 
     def __init__(
@@ -62,6 +75,10 @@ class ReplayServer:
         clock_speed: float | None = None,
         play_from_ms: int | None = None,
         streams: bool = False,
+        accounts: int | None = None,
+        balance: Decimal | str = "1000",
+        costs: Costs | None = None,
+        event_faults: EventFaults | str | None = None,
     ) -> None:
         if streams and play_from_ms is None and clock_speed is None:
             raise ValueError("kline streams need a running clock (clock_speed or play_from_ms)")
@@ -110,6 +127,28 @@ class ReplayServer:
         self._thread: threading.Thread | None = None
         self.streams = streams
         self._ws = None
+        #: the throwaway accounts made at the start (``accounts``), their keys
+        self.credentials: list[Credentials] = []
+        if accounts is not None:
+            if accounts < 0:
+                raise ValueError(f"accounts must be >= 0, got {accounts!r}")
+            engine = Engine(instruments_of(recording), costs or Costs(), self._app.now)
+            self._app.accounts = AccountAPI(engine, lambda: self._app.now)
+            self._app.event_faults = (EventFaults.parse(event_faults)
+                                      if isinstance(event_faults, str | None) else event_faults)  # fmt: skip
+            self.credentials = [self.new_account(balance) for _ in range(accounts)]
+
+    @property
+    def accounts(self) -> AccountAPI:
+        """The signed account endpoints and their engine (a replay with ``accounts``)."""
+        if self._app.accounts is None:
+            raise RuntimeError("this replay has no accounts: start it with accounts=N")
+        return self._app.accounts
+
+    def new_account(self, balance: Decimal | str = "1000") -> Credentials:
+        """A funded throwaway account (``balance`` USDT): its user's and API wallet's
+        addresses and keys, and a V1 key and secret."""
+        return self.accounts.open_account(Decimal(str(balance)))
 
     @property
     def stats(self) -> ReplayStats:

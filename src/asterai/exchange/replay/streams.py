@@ -11,6 +11,7 @@ future, are never sent. Bars closed before a connection opened are not pushed to
 (a stream carries what happens from then on; REST has the history). Fields the
 recording lacks (trades, taker-buy quote volume, first and last trade ids) are
 ``null``. ``drop()`` closes every connection (the exchange dropping its streams).
+With accounts, ``/ws/<listenKey>`` is a user-data stream instead (``events.py``).
 
 Built on ``websockets``' threaded server (one thread a connection), beside the REST
 server's threads; both read the same recording and clock.
@@ -142,9 +143,55 @@ class StreamServer:
             subs.append((name, series))
         return subs, combined, None
 
+    def _user_key(self, path: str) -> str | None:
+        """The listen key of a user-data stream path (``/ws/<listenKey>``), if it is one."""
+        api = self.app.accounts
+        parts = urlsplit(path)
+        if api is None or not parts.path.startswith("/ws/"):
+            return None
+        key = parts.path[len("/ws/") :]
+        return key if key in api.listen_keys else None
+
+    def _handle_user(self, ws, key: str) -> None:
+        """The user-data stream (``events.py``) of the account whose key this is."""
+        from websockets.exceptions import ConnectionClosed
+
+        from asterai.exchange.replay.events import LOOK_S as USER_LOOK_S
+        from asterai.exchange.replay.events import UserStream
+
+        app = self.app
+        stream = UserStream(app.accounts, key, app.event_faults, app.event_rng, app.event_lock)
+        with self._lock:
+            generation = self._generation
+            self._connections.add(ws)
+        try:
+            while True:
+                with self._lock:
+                    if self._generation != generation:
+                        return
+                for message in stream.due():
+                    ws.send(message)
+                    with self._lock:
+                        self.pushed += 1
+                if app.play is not None:
+                    app.play.wait_change(USER_LOOK_S)
+                try:
+                    ws.recv(timeout=0 if app.play is not None else USER_LOOK_S)
+                except TimeoutError:
+                    pass
+        except ConnectionClosed:
+            return
+        finally:
+            with self._lock:
+                self._connections.discard(ws)
+
     def _handle(self, ws) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        key = self._user_key(ws.request.path)
+        if key is not None:
+            self._handle_user(ws, key)
+            return
         subs, combined, error = self._subscriptions(ws.request.path)
         if error is not None:
             ws.close(1008, error[:120])

@@ -1,0 +1,210 @@
+"""The replay as an exchange to trade against (``exchange.replay`` with accounts):
+signed orders over real HTTP on loopback, V3 (API wallets) and V1 (HMAC keys), the
+user-data stream over a real websocket, the order faults, and ccxt's own Aster client
+as an independent one. The clock is stepped (``clock.advance``) over the recording."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from asterai.exchange.signing import Nonces, V1Key, V3Key, sign_v1, sign_v3
+
+HOUR = 3_600_000
+NONCES = Nonces()
+
+
+@pytest.fixture
+def exchange(recording):
+    """A replay played forward on a stepped clock, 100 hours before the recording's
+    end, with two funded accounts and the streams."""
+    from asterai.exchange.replay import ReplayServer
+
+    btc = recording.series("BTCUSDT", "1h")
+    start = int(btc.open_time[-100]) + 1000  # a second into a bar
+    with ReplayServer(recording, clock_speed=0, play_from_ms=start, streams=True,
+                      accounts=2, balance="500") as server:  # fmt: skip
+        yield server
+
+
+def v3(server, n: int = 0) -> V3Key:
+    c = server.credentials[n]
+    return V3Key.of(c.user.address, c.api_wallet.private_key, signer=c.api_wallet.address)
+
+
+def send_v3(server, method: str, path: str, params: dict, key: V3Key | None = None,
+            nonce: int | None = None) -> httpx.Response:  # fmt: skip
+    """A V3 request as the documentation's example sends it: the signed parameters in
+    the body (POST, PUT, DELETE) or the query (GET)."""
+    total = sign_v3(params, key or v3(server), NONCES() if nonce is None else nonce)
+    url = f"{server.base_url}/fapi/v3/{path}"
+    if method == "GET":
+        return httpx.get(f"{url}?{total}")
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return httpx.request(method, url, content=total, headers=headers)
+
+
+def send_v1(server, method: str, path: str, params: dict, n: int = 0,
+            stamp: int | None = None) -> httpx.Response:  # fmt: skip
+    c = server.credentials[n]
+    total = sign_v1(params, V1Key(c.api_key, c.api_secret),
+                    int(time.time() * 1000) if stamp is None else stamp)  # fmt: skip
+    return httpx.request(method, f"{server.base_url}/fapi/{path}?{total}",
+                         headers={"X-MBX-APIKEY": c.api_key})  # fmt: skip
+
+
+def test_an_order_signed_v3_fills_and_the_account_shows_it_over_v1_too(exchange):
+    r = send_v3(exchange, "POST", "order", {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                                            "quantity": "0.002", "newClientOrderId": "e-1",
+                                            "newOrderRespType": "RESULT"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    order = r.json()
+    assert (order["status"], order["clientOrderId"], order["executedQty"]) == (
+        "FILLED",
+        "e-1",
+        "0.002",
+    )
+    assert r.headers["X-MBX-ORDER-COUNT-10S"] == "1" and r.headers["X-MBX-ORDER-COUNT-1M"] == "1"
+    assert "X-MBX-USED-WEIGHT-1M" in r.headers
+    risk = send_v1(exchange, "GET", "v2/positionRisk", {"symbol": "BTCUSDT"}).json()
+    assert risk[0]["positionAmt"] == "0.002" and risk[0]["entryPrice"] == order["avgPrice"]
+    balance = send_v1(exchange, "GET", "v2/balance", {}).json()[0]
+    fee = Decimal("0.002") * Decimal(order["avgPrice"]) * Decimal("0.00075")
+    assert Decimal(balance["balance"]) == Decimal(500) - fee.quantize(Decimal("1e-8"))
+    # the other account saw nothing
+    assert send_v3(exchange, "GET", "positionRisk", {"symbol": "BTCUSDT"},
+                   key=v3(exchange, 1)).json()[0]["positionAmt"] == "0"  # fmt: skip
+    # by V1: query the order by its client id; ACK answers as placed
+    got = send_v1(exchange, "GET", "v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "e-1"})
+    assert got.json()["status"] == "FILLED"
+    ack = send_v1(exchange, "POST", "v1/order", {"symbol": "BTCUSDT", "side": "SELL",
+                                                 "type": "MARKET", "quantity": "0.002",
+                                                 "reduceOnly": "true"}).json()  # fmt: skip
+    assert ack["status"] == "NEW" and ack["executedQty"] == "0"
+    assert send_v3(exchange, "GET", "positionRisk", {"symbol": "BTCUSDT"}).json()[0][
+        "positionAmt"] == "0"  # fmt: skip
+
+
+def test_what_the_exchange_refuses_before_touching_an_account(exchange):
+    key = v3(exchange)
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002"}
+
+    def code(r: httpx.Response) -> tuple[int, int]:
+        return r.status_code, r.json()["code"]
+
+    total = sign_v3(order, key, NONCES())
+    tampered = total.replace("quantity=0.002", "quantity=0.02")
+    r = httpx.post(f"{exchange.base_url}/fapi/v3/order", content=tampered,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert code(r) == (400, -1022)
+    stranger = V3Key.of(key.user, "0x" + "11" * 32)  # a wallet nobody registered
+    stranger = V3Key(key.user, stranger.signer, stranger.private_key)
+    assert code(send_v3(exchange, "POST", "order", order, key=stranger)) == (401, -2015)
+    nonce = NONCES()
+    assert send_v3(exchange, "POST", "order", order, nonce=nonce).status_code == 200
+    assert code(send_v3(exchange, "POST", "order", order, nonce=nonce)) == (400, -4225)
+    stale = int(time.time() * 1_000_000) - 11_000_000
+    assert code(send_v3(exchange, "POST", "order", order, nonce=stale)) == (400, -1021)
+    assert code(send_v1(exchange, "GET", "v2/balance", {},
+                        stamp=int(time.time() * 1000) - 6000)) == (400, -1021)  # fmt: skip
+    r = httpx.get(f"{exchange.base_url}/fapi/v2/balance?timestamp=1&signature=00")
+    assert code(r) == (401, -2014)
+    # a user signing with the main wallet's own key (as ccxt does) is that user
+    c = exchange.credentials[0]
+    own = V3Key.of(c.user.address, c.user.private_key)
+    assert send_v3(exchange, "GET", "balance", {}, key=own).status_code == 200
+    # one order filled: the position is the first request's, nothing else touched
+    risk = send_v3(exchange, "GET", "positionRisk", {"symbol": "BTCUSDT"}).json()
+    assert risk[0]["positionAmt"] == "0.002"
+
+
+def test_the_user_data_stream_reports_an_order_and_its_stop_as_the_clock_plays(exchange):
+    from websockets.sync.client import connect
+
+    key = send_v3(exchange, "POST", "listenKey", {}).json()["listenKey"]
+    with connect(f"{exchange.ws_url}/ws/{key}") as ws:
+        order = {"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.05"}
+        assert send_v3(exchange, "POST", "order", order).status_code == 200
+        got = [json.loads(ws.recv(timeout=10)) for _ in range(3)]
+        assert [(e["e"], e.get("o", {}).get("X")) for e in got] == [
+            ("ORDER_TRADE_UPDATE", "NEW"), ("ORDER_TRADE_UPDATE", "FILLED"),
+            ("ACCOUNT_UPDATE", None)]  # fmt: skip
+        entry = Decimal(got[1]["o"]["L"])
+        stop = (entry * Decimal("0.999")).quantize(Decimal("0.01"))
+        r = send_v3(exchange, "POST", "order", {"symbol": "ETHUSDT", "side": "SELL",
+                                                "type": "STOP_MARKET", "stopPrice": str(stop),
+                                                "closePosition": "true",
+                                                "newClientOrderId": "stop-1"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert json.loads(ws.recv(timeout=10))["o"]["X"] == "NEW"
+        eth = exchange.accounts.engine.instruments["ETHUSDT"]
+        for _ in range(96):  # half a bar at a time until the stop is reached, the key
+            exchange.clock.advance(HOUR // 2)  # kept alive (it lasts an hour)
+            assert send_v3(exchange, "PUT", "listenKey", {}).status_code == 200
+            state = send_v3(exchange, "GET", "order", {"symbol": "ETHUSDT",
+                                                       "origClientOrderId": "stop-1"}).json()  # fmt: skip
+            if state["status"] != "NEW":
+                break
+        assert state["status"] == "FILLED"
+        filled = json.loads(ws.recv(timeout=10))
+        assert filled["o"]["c"] == "stop-1" and filled["o"]["X"] == "FILLED"
+        assert filled["E"] in set(int(t) for t in eth.close_time)  # at a bar's close
+        assert json.loads(ws.recv(timeout=10))["a"]["P"][0]["pa"] == "0"
+        # the key expires: the stream says so, then nothing more
+        assert exchange.accounts.expire_listen_key(exchange.credentials[0].user.address)
+        assert json.loads(ws.recv(timeout=10)) == {"e": "listenKeyExpired",
+                                                   "E": exchange.accounts.clock()}  # fmt: skip
+        assert send_v3(exchange, "POST", "order", order).status_code == 200
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)
+
+
+def test_an_order_whose_answer_is_lost_was_placed_and_its_client_id_finds_it(exchange):
+    """The ``lost`` fault: the order is applied and its answer lost (a 503 with -1007,
+    or the connection dropped). Sending it again would open a second position; asking
+    by its client id tells what happened."""
+    exchange.set_faults("lost=1")
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002",
+             "newClientOrderId": "lost-1"}  # fmt: skip
+    try:
+        r = send_v3(exchange, "POST", "order", order)
+        assert r.status_code == 503 and r.json()["code"] == -1007
+    except httpx.RemoteProtocolError:
+        pass  # the other half: the connection dropped
+    exchange.set_faults(None)
+    found = send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT",
+                                               "origClientOrderId": "lost-1"}).json()  # fmt: skip
+    assert found["status"] == "FILLED" and found["executedQty"] == "0.002"
+    exchange.set_faults("margin=1")
+    r = send_v3(exchange, "POST", "order", {**order, "newClientOrderId": "refused-1"})
+    exchange.set_faults(None)
+    assert r.json()["code"] == -2019
+    missing = send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT",
+                                                 "origClientOrderId": "refused-1"})  # fmt: skip
+    assert missing.json()["code"] == -2013  # refused: never placed
+
+
+def test_ccxt_trades_on_the_replay_with_the_users_own_key(exchange):
+    """ccxt's own Aster client signs V3 requests its own way (an independent
+    implementation: nonce, user and signer first, the user's wallet key as the signer)
+    through its implicit API (its ``load_markets`` also reads Aster's spot exchange,
+    which the replay does not serve)."""
+    ccxt = pytest.importorskip("ccxt")
+    c = exchange.credentials[1]
+    base = f"{exchange.base_url}/fapi"
+    ex = ccxt.aster({"privateKey": c.user.private_key})
+    ex.urls["api"] = {**ex.urls["api"], "fapiPublic": base, "fapiPrivate": base}
+    placed = ex.fapiPrivatePostV3Order({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                                        "quantity": "0.002", "newClientOrderId": "ccxt-1"})  # fmt: skip
+    assert placed["clientOrderId"] == "ccxt-1"
+    risk = ex.fapiPrivateGetV3PositionRisk({"symbol": "BTCUSDT"})
+    assert risk[0]["positionAmt"] == "0.002"
+    balance = ex.fapiPrivateGetV3Balance()
+    assert Decimal(balance[0]["balance"]) < 500
+    with pytest.raises(ccxt.BaseError):  # an order the exchange refuses, refused to ccxt
+        ex.fapiPrivatePostV3Order({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                                   "quantity": "0.0015"})  # fmt: skip
