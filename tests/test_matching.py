@@ -278,3 +278,55 @@ def test_a_cross_account_below_its_maintenance_margin_is_liquidated(instruments)
         eng.new_order(acc, {"symbol": "ADAUSDT", "side": "BUY", "type": "MARKET",
                             "quantity": str(qty)}, now + 3_600_000)  # fmt: skip
     assert err.value.code == -2023
+
+
+def test_a_market_order_at_the_recordings_moment_walks_its_order_book(recording, instruments):
+    """At the recording's own time (a frozen replay) the recorded book is the market: a
+    buy larger than the best ask takes level after level, each a trade at its price."""
+    book = recording.orderbooks["BTCUSDT"]
+    asks = [(Decimal(p), Decimal(q)) for p, q in book["asks"]]
+    qty = asks[0][1] + asks[1][1] + Decimal("0.005")  # two levels and part of a third
+    now = int(recording.now_ms)
+    eng, acc = engine(instruments, now, balance="5000")
+    order = eng.new_order(acc, {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                                "quantity": str(qty)}, now)  # fmt: skip
+    fills = [(Decimal(t["price"]), Decimal(t["qty"])) for t in acc.trades]
+    assert fills == [asks[0], asks[1], (asks[2][0], Decimal("0.005"))]
+    assert order.avg_price == sum(p * q for p, q in fills) / qty
+    states = [e["o"]["X"] for e in acc.events if e["e"] == "ORDER_TRADE_UPDATE"]
+    assert states == ["NEW", "PARTIALLY_FILLED", "PARTIALLY_FILLED", "FILLED"]
+    # an hour later the book is not the market: the bar's open with the slippage
+    later = now - 3_600_000
+    eng2, acc2 = engine(instruments, later)
+    o = eng2.new_order(acc2, {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                              "quantity": "0.002"}, later)  # fmt: skip
+    btc = instruments["BTCUSDT"]
+    assert o.avg_price == slipped(d(btc.open[btc.bar_at(later)]), btc.tick, buying=True)
+
+
+def test_a_margin_call_warns_before_a_liquidation(instruments):
+    """A long on ADAUSDT into a bar that fell over 6%, sized so that at the bar's low
+    the maintenance margin is about 90% of the equity: a MARGIN_CALL at the bar's close
+    with the position at that low, and no liquidation."""
+    ada = instruments["ADAUSDT"]
+    k = next(i for i in range(len(ada.open)) if (ada.open[i] - ada.low[i]) / ada.open[i] > 0.06
+             and ada.volume[i] > 0)  # fmt: skip
+    now = at(instruments, "ADAUSDT", k)
+    balance, low = Decimal(10), d(ada.low[k])
+    entry = slipped(d(ada.open[k]), ada.tick, buying=True)
+    rate, fee = COSTS.maintenance_margin, COSTS.taker_fee
+    # equity at the low = maintenance / 0.9, solved for the quantity
+    qty = balance / (entry * (1 + fee) - low * (1 - rate / Decimal("0.9")))
+    qty = (qty / ada.step).to_integral_value(ROUND_FLOOR) * ada.step
+    eng, acc = engine(instruments, now, balance=str(balance))
+    eng.new_order(acc, {"symbol": "ADAUSDT", "side": "BUY", "type": "MARKET",
+                        "quantity": str(qty)}, now)  # fmt: skip
+    assert acc.positions["ADAUSDT"].entry == entry
+    eng.advance(int(ada.close_time[k]))
+    equity = balance - qty * entry * fee + qty * (low - entry)
+    maint = qty * low * rate
+    assert Decimal("0.8") * equity <= maint < equity  # the warning zone
+    calls = [e for e in acc.events if e["e"] == "MARGIN_CALL"]
+    assert len(calls) == 1 and not acc.liquidated
+    assert calls[0]["E"] == int(ada.close_time[k])
+    assert calls[0]["p"][0]["mp"] == str(low) and calls[0]["p"][0]["pa"] == str(qty)

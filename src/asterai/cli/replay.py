@@ -62,6 +62,26 @@ from asterai.cli.common import EXIT_FAILED, EXIT_USAGE, configure_logging, fail
     type=click.FloatRange(min=0, min_open=True),
     help="With --play-from: exchange seconds per real second (3600: an hour a second; default 1).",
 )
+@click.option(
+    "--accounts",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Also an exchange to trade against: create this many funded throwaway accounts "
+    "and print each one's user address and key, API wallet address and key, and V1 key "
+    "and secret (replay only: never real keys). Orders are matched over the recording as "
+    "the clock plays; with --play-from, the user-data stream too.",
+)
+@click.option(
+    "--balance",
+    default="1000",
+    show_default=True,
+    help="USDT in each account made by --accounts.",
+)
+@click.option(
+    "--event-faults",
+    default=None,
+    help="Faults of the user-data stream, e.g. 'dup=0.05,reorder=0.05,drop=0.02'.",
+)
 @click.option("-v", "--verbose", count=True, help="Log every request (-v).")
 def replay(
     folder: Path,
@@ -74,22 +94,41 @@ def replay(
     now_ms: int | None,
     play_from: str | None,
     speed: float | None,
+    accounts: int | None,
+    balance: str,
+    event_faults: str | None,
     verbose: int,
 ) -> None:
     """Serve a recorded folder as an Aster-compatible exchange on loopback.
 
     Same paths, parameters, JSON shapes, weights, used-weight header, 429 and 418 rules as
     the real API, with the clock frozen at the moment of the recording. Point any step at
-    it with --base-url http://HOST:PORT.
+    it with --base-url http://HOST:PORT. With --accounts, signed orders too (V3 and V1),
+    matched over the recording, and (playing forward) the user-data stream.
     """
     configure_logging(verbose)
     from asterai.exchange.replay import FaultSpec, serve
+    from asterai.exchange.replay.events import EventFaults
     from asterai.exchange.weights import DEFAULT_WEIGHT_LIMIT
 
     try:
         spec = FaultSpec.parse(faults) if faults else None
     except ValueError as err:
         fail(f"--faults: {err}", EXIT_USAGE)
+    try:
+        event_spec = EventFaults.parse(event_faults)
+    except ValueError as err:
+        fail(f"--event-faults: {err}", EXIT_USAGE)
+    if event_faults and accounts is None:
+        fail("--event-faults needs --accounts", EXIT_USAGE)
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        funds = Decimal(balance)
+        if not funds.is_finite() or funds <= 0:
+            raise InvalidOperation
+    except InvalidOperation:
+        fail(f"--balance: not a positive amount of USDT: {balance!r}", EXIT_USAGE)
     play_from_ms = None
     if play_from is not None:
         import pandas as pd
@@ -114,6 +153,9 @@ def replay(
             now_ms=now_ms,
             play_from_ms=play_from_ms,
             speed=speed,
+            accounts=accounts,
+            balance=funds,
+            event_faults=event_spec,
         )
     except (OSError, ValueError) as err:
         fail(str(err), EXIT_FAILED)

@@ -22,6 +22,10 @@ MAX_LEVERAGE = 125
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 ORDER_TYPES = ("MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET")
 TIME_IN_FORCE = ("GTC", "IOC", "FOK", "GTX")
+#: how near the recorded book's time a market order must be to walk it
+BOOK_WINDOW_MS = 60_000
+#: the share of the equity the maintenance margin reaches when a margin call is sent
+MARGIN_CALL_RATIO = Decimal("0.8")
 
 
 def dec(x: Any) -> Decimal:
@@ -58,6 +62,15 @@ class Instrument:
     volume: np.ndarray
     funding_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: the recorded order book, best first ((price, quantity) levels), and its time
+    book_bids: tuple[tuple[Decimal, Decimal], ...] = ()
+    book_asks: tuple[tuple[Decimal, Decimal], ...] = ()
+    book_ms: int | None = None
+
+    def book_at(self, t_ms: int) -> bool:
+        """Whether the recorded book is the market at ``t_ms`` (within a minute of it)."""
+        return (self.book_ms is not None and bool(self.book_bids) and bool(self.book_asks)
+                and abs(t_ms - self.book_ms) <= BOOK_WINDOW_MS)  # fmt: skip
 
     def bar_at(self, t_ms: int) -> int | None:
         """The bar in progress at ``t_ms`` (open time <= t <= close time)."""
@@ -152,6 +165,7 @@ class Account:
     income: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     liquidated: bool = False
+    margin_call_ms: int | None = None  # the bar close of the last MARGIN_CALL sent
 
     def lev(self, symbol: str) -> int:
         return self.leverage.get(symbol, DEFAULT_LEVERAGE)
@@ -192,6 +206,8 @@ def instruments_of(
         }
         step = Decimal(info.step_size)
         funding = recording.funding.get(symbol)
+        book = recording.orderbooks.get(symbol) or {}
+
         out[symbol] = Instrument(
             symbol=symbol, tick=Decimal(info.tick_size), step=step,
             min_qty=Decimal(str(filters.get("LOT_SIZE", {}).get("minQty", step))),
@@ -199,7 +215,14 @@ def instruments_of(
                 "notional", default_min_notional))),
             open_time=bars.open_time, close_time=bars.close_time, open=bars.open,
             high=bars.high, low=bars.low, close=bars.close, volume=bars.volume,
+            book_bids=_levels(book, "bids"), book_asks=_levels(book, "asks"),
+            book_ms=int(book["E"]) if book.get("E") is not None else None,
             **({} if funding is None else {"funding_time": funding.funding_time,
                                            "funding_rate": funding.funding_rate}),
         )  # fmt: skip
     return out
+
+
+def _levels(book: dict, side: str) -> tuple[tuple[Decimal, Decimal], ...]:
+    """A recorded book side as (price, quantity) decimals, best first."""
+    return tuple((Decimal(str(p)), Decimal(str(q))) for p, q in book.get(side) or [])

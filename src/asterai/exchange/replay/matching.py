@@ -19,7 +19,9 @@ The rules (the documented ones where the recording can carry them):
   - the initial margin of positions and of open orders that add exposure): -2019
   otherwise. Reduce-only orders that would add exposure are refused (-2022), and expire
   if, when they trigger, the position no longer lets them reduce.
-- **Market orders** fill at once at the price of their moment: the open of the bar in
+- **Market orders** fill at once at the price of their moment: against the recorded
+  order book when the clock stands at its moment (within a minute: a replay frozen at
+  the recording), level by level, a trade each; otherwise at the open of the bar in
   progress (the finest recorded), plus the configured slippage against the trader,
   rounded to the tick against him; taker fee. In a bar without volume (a closed
   market) nothing fills: -2020.
@@ -38,6 +40,8 @@ The rules (the documented ones where the recording can carry them):
   goes first (the worse outcome, as the labels and the backtest assume).
 - **Funding** at each recorded settlement: a position pays ``qty x mark x rate``
   (long pays a positive rate), the mark being the close of the bar that ends there.
+- **Margin call** (``MARGIN_CALL``, once a bar at most) when the maintenance margin at
+  the bar's worst prices reaches ``MARGIN_CALL_RATIO`` of the equity there.
 - **Liquidation** (cross): when the wallet plus the unrealised PnL at each position's
   worst price of a bar falls to ``maintenance_margin`` x the notional there, every
   position is closed at those prices less the slippage, paying the taker and the
@@ -60,6 +64,7 @@ import numpy as np
 from asterai.exchange.orders import OrderStatus, advance
 from asterai.exchange.replay.accounts import (
     CLIENT_ID_RE,
+    MARGIN_CALL_RATIO,
     ORDER_TYPES,
     TIME_IN_FORCE,
     ZERO,
@@ -166,7 +171,9 @@ class Engine:
                              "recorded in the order history")  # fmt: skip
             acc.orders[order.order_id] = order
             self._event_order(acc, order, "NEW", now)
-            if order.type == "MARKET" or crosses:  # takes at once: a taker
+            if order.type == "MARKET" and inst.book_at(now):
+                self._walk_book(acc, order, inst, now)
+            elif order.type == "MARKET" or crosses:  # takes at once: a taker
                 self._trade(acc, order, market, now, maker=False)
             elif order.type == "LIMIT" and order.time_in_force in ("IOC", "FOK"):
                 self._finish(acc, order, OrderStatus.EXPIRED, now)
@@ -269,6 +276,22 @@ class Engine:
             price=price or ZERO, stop_price=stop or ZERO, reduce_only=reduce_only,
             close_position=close_position, placed_ms=now, update_ms=now,
         )  # fmt: skip
+
+    def _walk_book(self, acc: Account, order: Order, inst: Instrument, now: int) -> None:
+        """A market order against the recorded book (the clock at its moment): each
+        level taken in turn at its price, a trade each (``PARTIALLY_FILLED`` until the
+        last); what the recorded depth lacks fills at its last level with the slippage."""
+        levels = inst.book_asks if order.side == "BUY" else inst.book_bids
+        left = order.qty
+        for price, size in levels:
+            if left <= 0:
+                break
+            take = min(left, size)
+            self._trade(acc, order, price, now, maker=False, qty=take)
+            left -= take
+        if left > 0:
+            rest = self._market_price(inst, levels[-1][0], order.side)
+            self._trade(acc, order, rest, now, maker=False, qty=left)
 
     def _market_price(self, inst: Instrument, price: Decimal, side: str) -> Decimal:
         slip = self.costs.slippage
@@ -408,7 +431,12 @@ class Engine:
             worst[symbol] = price
             equity += pos.qty * (price - pos.entry)
             maintenance += abs(pos.qty) * price * self.costs.maintenance_margin
-        if not worst or equity > maintenance:
+        if not worst:
+            return
+        if equity > maintenance:
+            if maintenance >= MARGIN_CALL_RATIO * equity and acc.margin_call_ms != t:
+                acc.margin_call_ms = t
+                self._event_margin_call(acc, worst, t)
             return
         acc.liquidated = True
         for symbol, price in worst.items():
@@ -429,10 +457,11 @@ class Engine:
 
     # -- fills ----------------------------------------------------------------------
 
-    def _trade(self, acc: Account, order: Order, price: Decimal, t: int, maker: bool) -> None:
-        """Fill what is left of ``order`` at ``price``: the position, the realised PnL,
-        the commission, the user trade, the income and the events."""
-        qty = order.qty - order.executed
+    def _trade(self, acc: Account, order: Order, price: Decimal, t: int, maker: bool,
+               qty: Decimal | None = None) -> None:  # fmt: skip
+        """Fill ``qty`` of ``order`` (default: what is left) at ``price``: the position,
+        the realised PnL, the commission, the user trade, the income and the events."""
+        qty = order.qty - order.executed if qty is None else qty
         pos = acc.position(order.symbol)
         signed = qty * order.sign
         realized = ZERO
@@ -455,7 +484,8 @@ class Engine:
         acc.wallet += realized - commission
         order.executed += qty
         order.cum_quote += qty * price
-        order.status = advance(order.status, OrderStatus.FILLED, f"order {order.order_id}")
+        done = OrderStatus.FILLED if order.executed >= order.qty else OrderStatus.PARTIALLY_FILLED
+        order.status = advance(order.status, done, f"order {order.order_id}")
         order.update_ms = t
         trade_id = self._next_trade
         self._next_trade += 1
@@ -506,6 +536,19 @@ class Engine:
         if commission is not None:
             o.update(N="USDT", n=fmt(commission))
         acc.events.append({"e": "ORDER_TRADE_UPDATE", "E": t, "T": t, "o": o})
+
+    def _event_margin_call(self, acc: Account, worst: dict[str, Decimal], t: int) -> None:
+        """``MARGIN_CALL``: the positions at the bar's worst prices, their maintenance."""
+        rate = self.costs.maintenance_margin
+        positions = []
+        for symbol, price in worst.items():
+            pos = acc.positions[symbol]
+            positions.append({
+                "s": symbol, "ps": "BOTH", "pa": fmt(pos.qty), "mt": "CROSSED", "iw": "0",
+                "mp": fmt(price), "up": fmt(pos.qty * (price - pos.entry)),
+                "mm": fmt(abs(pos.qty) * price * rate),
+            })  # fmt: skip
+        acc.events.append({"e": "MARGIN_CALL", "E": t, "cw": fmt(acc.wallet), "p": positions})
 
     def _event_balance(self, acc: Account, reason: str, t: int, positions: bool,
                        symbol: str | None = None) -> None:  # fmt: skip

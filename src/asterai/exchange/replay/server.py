@@ -262,6 +262,26 @@ class ReplayServer:
         self.stop()
 
 
+def account_lines(n: int, creds: Credentials, balance: Decimal | str, server: ReplayServer) -> str:
+    """How a throwaway account is printed: everything a client needs to sign for it
+    (these keys exist in this replay only)."""
+    lines = [
+        f"account {n}: {balance} USDT (replay keys, never real ones)",
+        f"  user (main wallet)   {creds.user.address}",
+        f"  user private key     {creds.user.private_key}",
+        f"  API wallet (signer)  {creds.api_wallet.address}",
+        f"  API wallet key       {creds.api_wallet.private_key}",
+        f"  V1 API key           {creds.api_key}",
+        f"  V1 API secret        {creds.api_secret}",
+        f"  REST                 {server.base_url}  (/fapi/v3 signed by the API wallet, "
+        "/fapi/v1 by the V1 key)",
+    ]
+    if server.streams:
+        lines.append(f"  user-data stream     {server.ws_url}/ws/<listenKey>  (POST "
+                     "/fapi/v3/listenKey)")  # fmt: skip
+    return "\n".join(lines)
+
+
 def serve(
     folder: Path | str,
     host: str = "127.0.0.1",
@@ -274,6 +294,9 @@ def serve(
     seed: int | None = None,
     play_from_ms: int | None = None,
     speed: float | None = None,
+    accounts: int | None = None,
+    balance: Decimal | str = "1000",
+    event_faults: EventFaults | str | None = None,
 ) -> None:
     """Load ``folder`` and serve it until Ctrl-C (for the ``asterai replay`` command).
     ``play_from_ms``/``speed``: play it forward as if live (see ``ReplayServer``), with
@@ -294,6 +317,9 @@ def serve(
         clock_speed=speed if speed is not None or play_from_ms is None else 1.0,
         play_from_ms=play_from_ms,
         streams=play_from_ms is not None,
+        accounts=accounts,
+        balance=balance,
+        event_faults=event_faults,
     )
     server.start()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(recording.now_ms / 1000))
@@ -314,6 +340,8 @@ def serve(
     print(f"serving at {server.base_url}  (Ctrl-C stops)", flush=True)
     if server.streams:
         print(f"kline streams at {server.ws_url}  (--ws-url {server.ws_url})", flush=True)
+    for n, creds in enumerate(server.credentials, 1):
+        print(account_lines(n, creds, balance, server), flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:
