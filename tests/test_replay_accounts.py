@@ -208,3 +208,76 @@ def test_ccxt_trades_on_the_replay_with_the_users_own_key(exchange):
     with pytest.raises(ccxt.BaseError):  # an order the exchange refuses, refused to ccxt
         ex.fapiPrivatePostV3Order({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
                                    "quantity": "0.0015"})  # fmt: skip
+
+
+def test_asterai_replay_accounts_prints_keys_that_trade(real_data):
+    """``asterai replay --accounts 1``: the printed API wallet signs an order that fills,
+    over the printed URL."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asterai.cli", "replay", "--data", str(real_data), "--port", "0",
+         "--play-from", "2025-10-10T04:00", "--speed", "60", "--accounts", "1",
+         "--balance", "250"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines: list[str] = []
+        while not any(line.lstrip().startswith("user-data stream") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        text = "".join(lines)
+        field = {k: re.search(rf"{k}\s+(\S+)", text).group(1) for k in (
+            "user \\(main wallet\\)", "API wallet \\(signer\\)", "API wallet key", "REST")}
+        assert "account 1: 250 USDT (replay keys, never real ones)" in text
+        user, signer = field["user \\(main wallet\\)"], field["API wallet \\(signer\\)"]
+        key = V3Key.of(user, field["API wallet key"], signer=signer)
+        total = sign_v3({"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET",
+                         "quantity": "0.01", "newOrderRespType": "RESULT"}, key, NONCES())  # fmt: skip
+        r = httpx.post(f"{field['REST']}/fapi/v3/order", content=total,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert r.status_code == 200 and r.json()["status"] == "FILLED", r.text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_user_data_events_come_duplicated_reordered_or_not_at_all_under_event_faults(recording):
+    """With ``event_faults`` the stream does what the documentation warns of: events
+    twice, out of order, or lost; the account's REST answers stay the truth."""
+    from websockets.sync.client import connect
+
+    from asterai.exchange.replay import ReplayServer
+
+    btc = recording.series("BTCUSDT", "1h")
+    start = int(btc.open_time[-100]) + 1000
+    with ReplayServer(recording, clock_speed=0, play_from_ms=start, streams=True, accounts=1,
+                      event_faults="dup=0.2,reorder=0.2,drop=0.2", seed=3) as server:  # fmt: skip
+        key = send_v3(server, "POST", "listenKey", {}).json()["listenKey"]
+        with connect(f"{server.ws_url}/ws/{key}") as ws:
+            for k in range(12):
+                side = "BUY" if k % 2 == 0 else "SELL"
+                r = send_v3(server, "POST", "order", {"symbol": "BTCUSDT", "side": side,
+                                                      "type": "MARKET", "quantity": "0.002",
+                                                      "newClientOrderId": f"f-{k}"})  # fmt: skip
+                assert r.status_code == 200, r.text
+            got = []
+            while True:
+                try:
+                    got.append(ws.recv(timeout=1.0))
+                except TimeoutError:
+                    break
+        made = [json.dumps(e, separators=(",", ":"))
+                for e in server.accounts.engine.accounts[server.credentials[0].user.address].events]  # fmt: skip
+        orders = send_v3(server, "GET", "allOrders", {"symbol": "BTCUSDT"}).json()
+    assert len(made) == 12 * 3  # NEW, FILLED and ACCOUNT_UPDATE for each order
+    delivered = set(got)
+    assert len(got) != len(set(got))  # some twice
+    assert delivered < set(made)  # some lost, nothing invented
+    order_of = {m: i for i, m in enumerate(made)}
+    seq = [order_of[m] for m in dict.fromkeys(got)]
+    assert seq != sorted(seq)  # some out of order
+    assert [o["status"] for o in orders] == ["FILLED"] * 12  # REST: the truth
