@@ -188,26 +188,44 @@ def test_an_order_whose_answer_is_lost_was_placed_and_its_client_id_finds_it(exc
     assert missing.json()["code"] == -2013  # refused: never placed
 
 
-def test_ccxt_trades_on_the_replay_with_the_users_own_key(exchange):
-    """ccxt's own Aster client signs V3 requests its own way (an independent
-    implementation: nonce, user and signer first, the user's wallet key as the signer)
-    through its implicit API (its ``load_markets`` also reads Aster's spot exchange,
-    which the replay does not serve)."""
+def test_ccxt_trades_on_the_replay_and_signs_as_the_project_does(exchange):
+    """ccxt's own Aster client (an independent implementation of the V3 signature: the
+    nonce, user and signer first, the user's wallet key as the signer; its builder fee
+    off) loads the markets, reads klines, places a market order and a STOP_MARKET,
+    reads the position and the balance, and cancels. For the same request the
+    project's signer and ccxt's sign the same bytes, and the server recovers the signer
+    from either."""
     ccxt = pytest.importorskip("ccxt")
+    from asterai.exchange.signing import recover_v3, sign_v3_message, split_signature
+
     c = exchange.credentials[1]
-    base = f"{exchange.base_url}/fapi"
-    ex = ccxt.aster({"privateKey": c.user.private_key})
-    ex.urls["api"] = {**ex.urls["api"], "fapiPublic": base, "fapiPrivate": base}
-    placed = ex.fapiPrivatePostV3Order({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
-                                        "quantity": "0.002", "newClientOrderId": "ccxt-1"})  # fmt: skip
-    assert placed["clientOrderId"] == "ccxt-1"
-    risk = ex.fapiPrivateGetV3PositionRisk({"symbol": "BTCUSDT"})
-    assert risk[0]["positionAmt"] == "0.002"
-    balance = ex.fapiPrivateGetV3Balance()
-    assert Decimal(balance[0]["balance"]) < 500
-    with pytest.raises(ccxt.BaseError):  # an order the exchange refuses, refused to ccxt
-        ex.fapiPrivatePostV3Order({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
-                                   "quantity": "0.0015"})  # fmt: skip
+    base = exchange.base_url
+    ex = ccxt.aster({"privateKey": c.user.private_key,
+                     "options": {"builderFee": False, "defaultType": "swap"}})  # fmt: skip
+    ex.urls["api"] = {"fapiPublic": f"{base}/fapi", "fapiPrivate": f"{base}/fapi",
+                      "sapiPublic": f"{base}/api", "sapiPrivate": f"{base}/api"}  # fmt: skip
+    markets = ex.load_markets()
+    assert "BTC/USDT:USDT" in markets and markets["BTC/USDT:USDT"]["precision"]["price"] == 0.1
+    bars = ex.fetch_ohlcv("BTC/USDT:USDT", "1h", limit=3)
+    btc = exchange.accounts.engine.instruments["BTCUSDT"]
+    i = btc.bar_at(exchange.now_ms)
+    assert [b[0] for b in bars] == [int(t) for t in btc.open_time[i - 3 : i]]  # closed bars
+    entry = ex.create_order("BTC/USDT:USDT", "market", "buy", 0.002)
+    stop = ex.create_order("BTC/USDT:USDT", "STOP_MARKET", "sell", 0.002, None,
+                           {"stopPrice": 100000, "reduceOnly": True})  # fmt: skip
+    assert ex.fetch_order(entry["id"], "BTC/USDT:USDT")["status"] == "closed"  # filled
+    assert ex.fetch_positions(["BTC/USDT:USDT"])[0]["contracts"] == pytest.approx(0.002)
+    balance = ex.fetch_balance()["USDT"]
+    assert balance["total"] < 500 and balance["used"] > 0
+    assert ex.cancel_order(stop["id"], "BTC/USDT:USDT")["status"] == "canceled"
+    # the same request signed by both
+    request = ex.sign("v3/order", ["fapiPrivate"], "POST", {"symbol": "BTCUSDT", "side": "BUY",
+                                                            "type": "MARKET", "quantity": "0.002"})  # fmt: skip
+    msg, theirs = split_signature(request["body"])
+    own = V3Key.of(c.user.address, c.user.private_key)
+    ours = sign_v3_message(msg, own)
+    assert ours.lower() == ("0x" + theirs.removeprefix("0x")).lower()
+    assert recover_v3(msg, theirs) == recover_v3(msg, ours) == c.user.address
 
 
 def test_asterai_replay_accounts_prints_keys_that_trade(real_data):
@@ -230,8 +248,10 @@ def test_asterai_replay_accounts_prints_keys_that_trade(real_data):
             assert line, "".join(lines)
             lines.append(line)
         text = "".join(lines)
-        field = {k: re.search(rf"{k}\s+(\S+)", text).group(1) for k in (
-            "user \\(main wallet\\)", "API wallet \\(signer\\)", "API wallet key", "REST")}
+        field = {
+            k: re.search(rf"{k}\s+(\S+)", text).group(1)
+            for k in ("user \\(main wallet\\)", "API wallet \\(signer\\)", "API wallet key", "REST")
+        }
         assert "account 1: 250 USDT (replay keys, never real ones)" in text
         user, signer = field["user \\(main wallet\\)"], field["API wallet \\(signer\\)"]
         key = V3Key.of(user, field["API wallet key"], signer=signer)

@@ -159,8 +159,15 @@ def sign_v3(params: dict[str, Any], key: V3Key, nonce: int) -> str:
     if taken:
         raise ValueError(f"parameters the signature adds itself: {', '.join(sorted(taken))}")
     msg = urlencode([*pairs, ("nonce", str(nonce)), ("user", key.user), ("signer", key.signer)])
+    return f"{msg}&{SIGNATURE}={sign_v3_message(msg, key)}"
+
+
+def sign_v3_message(msg: str, key: V3Key) -> str:
+    """The signature (``0x`` and 130 hex digits) of ``msg``, the encoded parameters as
+    they will be sent. ECDSA here is deterministic (RFC 6979): the same message and key
+    always sign the same."""
     signed = Account.sign_message(v3_message(msg), private_key=key.private_key)
-    return f"{msg}&{SIGNATURE}=0x{bytes(signed.signature).hex()}"
+    return f"0x{bytes(signed.signature).hex()}"
 
 
 def split_signature(total: str) -> tuple[str, str] | None:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from asterai.exchange.replay.account_api import weight_of as private_weight
 from asterai.exchange.replay.errors import JSON, ApiError
-from asterai.exchange.replay.market import PREFIX, Replay, market_path
+from asterai.exchange.replay.market import PREFIX, SPOT_EXCHANGE_INFO, Replay, market_path
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._not_allowed(read=False)
                 return
         name = path[len(PREFIX) :] if path.startswith(PREFIX) else None
-        app.stats._request(split.path if private or name in app.routes else "<other>")
+        known = private or name in app.routes or path == SPOT_EXCHANGE_INFO
+        app.stats._request(split.path if known else "<other>")
 
         fault, fault_status = app.draw_fault()
         if fault is not None:

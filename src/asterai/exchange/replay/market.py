@@ -52,6 +52,22 @@ _INT_RE = re.compile(r"^[0-9]{1,20}$")
 V3_PREFIX = "/fapi/v3/"
 
 
+#: Aster's spot exchange, which the replay does not serve: its exchangeInfo lists no
+#: symbol (ccxt's ``load_markets`` reads it beside the futures')
+SPOT_EXCHANGE_INFO = "/api/v3/exchangeInfo"
+
+
+#: every asset's precision in the documented exchangeInfo (``baseAssetPrecision``,
+#: ``quotePrecision``)
+ASSET_PRECISION = 8
+
+
+def _decimals(grid: str) -> int:
+    """The decimal places of a tick or step (``"0.010"``: 2)."""
+    exponent = Decimal(grid).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
+
+
 def market_path(path: str, routes) -> str:
     """``path`` with a ``/fapi/v3`` market-data route read as its ``/fapi/v1`` one."""
     if path.startswith(V3_PREFIX) and path[len(V3_PREFIX) :] in routes:
@@ -195,6 +211,11 @@ class Replay:
         return body
 
     def handle(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+        if path == SPOT_EXCHANGE_INFO:
+            body = {"timezone": "UTC", "serverTime": self.clock_ms(),
+                    "rateLimits": [self.rate_limit], "exchangeFilters": [], "assets": [],
+                    "symbols": []}  # fmt: skip
+            return 200, JSON(body).encode()
         name = path[len(PREFIX) :] if path.startswith(PREFIX) else None
         route = self.routes.get(name) if name is not None else None
         if route is None:
@@ -287,6 +308,14 @@ class Replay:
                 entry["baseAsset"] = info.base_asset
                 entry["quoteAsset"] = info.quote_asset
                 entry["marginAsset"] = info.quote_asset
+            # the decimals of the derived tick and step (the documentation: "do not use
+            # it as tickSize"), and the assets' precision, 8 throughout the documented
+            # exchangeInfo: what ccxt's markets read besides the filters
+            if info.tick_size:
+                entry["pricePrecision"] = _decimals(info.tick_size)
+            if info.step_size:
+                entry["quantityPrecision"] = _decimals(info.step_size)
+            entry["baseAssetPrecision"] = entry["quotePrecision"] = ASSET_PRECISION
             filters = []
             if info.tick_size:
                 filters.append(
