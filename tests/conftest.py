@@ -249,3 +249,28 @@ def wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 120) -> None
             pass
         time.sleep(0.2)
     raise AssertionError(f"asterai serve did not become healthy at {url}")
+
+
+def batch_inputs(root: Path, symbols: list[str], start: int, end: int):
+    """The backtest's inputs over [start, end]: the collected market through the gate,
+    and the exported model's predictions on the batch feature table."""
+    import pandas as pd
+
+    from asterai.backtest.inputs import market_inputs, with_predictions
+    from asterai.config import load_settings
+    from asterai.data.store import to_epoch_ms
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.paths import DataPaths
+
+    settings = load_settings(root)
+    paths = DataPaths.at(root)
+    model = OnnxModel(paths.models("confluence") / "onnx")
+    table = pd.read_parquet(paths.features(settings.features.base_interval))
+    ms = to_epoch_ms(table["open_time"])
+    inside = (ms >= start) & (ms <= end)
+    preds = model.predict(table, targets=inside)  # the rows' index order, targets only
+    preds = preds.assign(symbol=table["symbol"].astype(str)[inside],
+                         open_time=table["open_time"][inside])  # fmt: skip
+    preds = preds[preds["symbol"].isin(symbols)]
+    market = market_inputs(settings, symbols, start, end)
+    return with_predictions(market, preds, start, end)

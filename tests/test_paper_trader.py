@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE
+from conftest import FAST_EXCHANGE, batch_inputs
 
 from asterai.backtest import kernel
 from asterai.config import load_settings
-from asterai.data.store import to_epoch_ms
 from asterai.exchange.client import AsterClient
 from asterai.paths import DataPaths
 
@@ -93,26 +92,6 @@ def journal_rows(root: Path, sql: str) -> list[dict]:
 
     with Journal.open(DataPaths.at(root).paper_journal, readonly=True) as j:
         return j.query(sql)
-
-
-def batch_inputs(root: Path, symbols: list[str], start: int, end: int):
-    """The backtest's inputs over [start, end]: the collected market through the gate,
-    and the exported model's predictions on the batch feature table."""
-    from asterai.backtest.inputs import market_inputs, with_predictions
-    from asterai.deploy.runtime import OnnxModel
-
-    settings = load_settings(root)
-    paths = DataPaths.at(root)
-    model = OnnxModel(paths.models("confluence") / "onnx")
-    table = pd.read_parquet(paths.features(settings.features.base_interval))
-    ms = to_epoch_ms(table["open_time"])
-    inside = (ms >= start) & (ms <= end)
-    preds = model.predict(table, targets=inside)  # the rows' index order, targets only
-    preds = preds.assign(symbol=table["symbol"].astype(str)[inside],
-                         open_time=table["open_time"][inside])  # fmt: skip
-    preds = preds[preds["symbol"].isin(symbols)]
-    market = market_inputs(settings, symbols, start, end)
-    return with_predictions(market, preds, start, end)
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +332,7 @@ def test_a_symbols_late_bar_is_waited_for_then_the_bar_is_traded_without_it(
     out = write_report(load_settings(root))
     assert out.engine_equal
     prices = out.differences[out.differences["input"] == "close"]
-    assert set(zip(prices["t"], prices["symbol"])) == {(7, "BTCUSDT")}
+    assert set(zip(prices["t"], prices["symbol"], strict=True)) == {(7, "BTCUSDT")}
     assert prices["cause"].str.startswith("no bar when traded").all()
 
 
