@@ -36,7 +36,6 @@ def test_the_backtests_trades_sent_as_orders_fill_the_same_on_the_engine(
     exported_root, recording
 ) -> None:
     from asterai.backtest import engine as backtest
-    from asterai.backtest.enums import EXIT_REASONS
     from asterai.exchange.orders import OrderStatus
     from asterai.exchange.replay.accounts import Costs, instruments_of
     from asterai.exchange.replay.matching import Engine
