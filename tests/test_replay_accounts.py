@@ -163,29 +163,89 @@ def test_the_user_data_stream_reports_an_order_and_its_stop_as_the_clock_plays(e
             ws.recv(timeout=0.5)
 
 
-def test_an_order_whose_answer_is_lost_was_placed_and_its_client_id_finds_it(exchange):
-    """The ``lost`` fault: the order is applied and its answer lost (a 503 with -1007,
-    or the connection dropped). Sending it again would open a second position; asking
-    by its client id tells what happened."""
-    exchange.set_faults("lost=1")
+@pytest.mark.parametrize(
+    ("fault", "placed"),
+    [("lost=1", True), ("slow=1:3", True), ("drop=1", False), ("5xx=1", False),
+     ("margin=1", False)],
+)  # fmt: skip
+def test_after_an_order_fault_its_client_id_tells_what_happened(exchange, fault, placed):
+    """Each fault of an order's request, and the truth a client finds by asking for
+    the order by its client id: ``lost`` (applied, the answer a 503 with -1007 or a
+    dropped connection) and ``slow`` (applied, the answer later than the client waits)
+    placed it, so sending it again would open a second position; ``drop`` and ``5xx``
+    (refused before anything was applied) and ``margin`` (refused, -2019) did not, so
+    it may be sent again."""
+    exchange.set_faults(fault)
     order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002",
-             "newClientOrderId": "lost-1"}  # fmt: skip
+             "newClientOrderId": "f-1"}  # fmt: skip
+    total = sign_v3(order, v3(exchange), NONCES())
     try:
-        r = send_v3(exchange, "POST", "order", order)
-        assert r.status_code == 503 and r.json()["code"] == -1007
-    except httpx.RemoteProtocolError:
-        pass  # the other half: the connection dropped
-    exchange.set_faults(None)
-    found = send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT",
-                                               "origClientOrderId": "lost-1"}).json()  # fmt: skip
-    assert found["status"] == "FILLED" and found["executedQty"] == "0.002"
-    exchange.set_faults("margin=1")
-    r = send_v3(exchange, "POST", "order", {**order, "newClientOrderId": "refused-1"})
-    exchange.set_faults(None)
-    assert r.json()["code"] == -2019
-    missing = send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT",
-                                                 "origClientOrderId": "refused-1"})  # fmt: skip
-    assert missing.json()["code"] == -2013  # refused: never placed
+        r = httpx.post(f"{exchange.base_url}/fapi/v3/order", content=total, timeout=1.0,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        answer = (r.status_code, r.json()["code"])
+    except (httpx.RemoteProtocolError, httpx.ReadTimeout) as err:
+        answer = type(err).__name__
+    finally:
+        exchange.set_faults(None)
+    if fault == "lost=1":
+        assert answer in ((503, -1007), "RemoteProtocolError")
+    elif fault == "slow=1:3":
+        assert answer == "ReadTimeout"
+    elif fault == "margin=1":
+        assert answer == (400, -2019)
+    else:
+        assert answer in ("RemoteProtocolError",) or answer[0] >= 500
+    found = send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT", "origClientOrderId": "f-1"})
+    if placed:
+        assert found.json()["status"] == "FILLED" and found.json()["executedQty"] == "0.002"
+    else:
+        assert found.json()["code"] == -2013  # never placed: safe to send again
+        assert send_v3(exchange, "POST", "order", order).status_code == 200
+    risk = send_v3(exchange, "GET", "positionRisk", {"symbol": "BTCUSDT"}).json()
+    assert risk[0]["positionAmt"] == "0.002"  # one position either way
+
+
+def test_after_the_listen_key_expires_a_new_key_streams_and_rest_tells_the_rest(exchange):
+    """An expired key: ``listenKeyExpired``, then nothing on it; what happened meanwhile
+    is on REST, and a new key streams from its connection on."""
+    from websockets.sync.client import connect
+
+    user = exchange.credentials[0].user.address
+    key = send_v3(exchange, "POST", "listenKey", {}).json()["listenKey"]
+    order = {"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.05"}
+    with connect(f"{exchange.ws_url}/ws/{key}") as ws:
+        assert exchange.accounts.expire_listen_key(user)
+        assert json.loads(ws.recv(timeout=10))["e"] == "listenKeyExpired"
+        assert send_v3(exchange, "POST", "order", {**order, "newClientOrderId": "gap-1"}
+                       ).status_code == 200  # fmt: skip
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)
+    assert send_v3(exchange, "GET", "order", {"symbol": "ETHUSDT",
+                                              "origClientOrderId": "gap-1"}).json()["status"] == "FILLED"  # fmt: skip
+    fresh = send_v3(exchange, "POST", "listenKey", {}).json()["listenKey"]
+    assert fresh != key
+    with connect(f"{exchange.ws_url}/ws/{fresh}") as ws:
+        assert send_v3(exchange, "POST", "order", {**order, "side": "SELL",
+                                                   "newClientOrderId": "after-1"}).status_code == 200  # fmt: skip
+        assert json.loads(ws.recv(timeout=10))["o"]["c"] == "after-1"
+
+
+def test_new_orders_past_the_order_count_limit_are_429(exchange):
+    """The account's order counts: 300 new orders in 10 s, then a 429 with -1015; the
+    counts in the headers."""
+    from asterai.exchange.replay.account_api import ORDER_LIMITS
+
+    api = exchange.accounts
+    user = exchange.credentials[0].user.address
+    headers = api._count_orders(user, api.wall_ms(), 299)  # sent in the last moment
+    assert headers == {"X-MBX-ORDER-COUNT-10S": "299", "X-MBX-ORDER-COUNT-1M": "299"}
+    r = send_v3(exchange, "POST", "order", {"symbol": "BTCUSDT", "side": "BUY",
+                                            "type": "MARKET", "quantity": "0.002"})  # fmt: skip
+    assert r.status_code == 200 and r.headers["X-MBX-ORDER-COUNT-10S"] == "300"
+    r = send_v3(exchange, "POST", "order", {"symbol": "BTCUSDT", "side": "BUY",
+                                            "type": "MARKET", "quantity": "0.002"})  # fmt: skip
+    assert (r.status_code, r.json()["code"]) == (429, -1015)
+    assert ORDER_LIMITS[0][1] == 300
 
 
 def test_ccxt_trades_on_the_replay_and_signs_as_the_project_does(exchange):

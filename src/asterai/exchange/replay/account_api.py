@@ -6,7 +6,7 @@ Aster does: the V3 paths (``/fapi/v3/...``, signed by an API wallet) and the V1 
 (``/fapi/v1``, and ``/fapi/v2``/``/fapi/v4`` where the documentation puts them, HMAC
 signed), each with its documented weight (``ACCOUNT_WEIGHTS``, for the IP limiter)
 and, for new orders, the account's order counts (``X-MBX-ORDER-COUNT-10S`` and
-``-1M``; past the limits a 429 with -1015).
+``-1M``, on this machine's clock; past the limits a 429 with -1015).
 
 The user-data stream's side lives here too: listen keys (valid 60 minutes of the
 exchange's clock, extended by a keep-alive, one per account) and each account's
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
@@ -71,6 +72,9 @@ class AccountAPI:
     def __init__(self, engine: Engine, clock: Callable[[], int], auth: Auth | None = None) -> None:
         self.engine = engine
         self.clock = clock
+        #: order counts run on this machine's clock, as the IP's weight does: a client
+        #: sends at its own pace whatever the replay's speed
+        self.wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
         self.auth = auth or Auth()
         self.listen_keys: dict[str, tuple[str, int]] = {}  # key -> (user, expires ms)
         self.countdowns: dict[tuple[str, str], int] = {}  # (user, symbol) -> deadline
@@ -137,7 +141,7 @@ class AccountAPI:
                 headers: dict[str, str] = {}
                 if name in ("order", "batchOrders") and method == "POST":
                     count = len(_batch(params)) if name == "batchOrders" else 1
-                    headers = self._count_orders(user, now, count)
+                    headers = self._count_orders(user, self.wall_ms(), count)
                 answer = getattr(self, "_" + name.replace("/", "_"))(method, acc, params, now)
                 return 200, answer, headers
         except ApiError as err:
