@@ -330,3 +330,25 @@ def test_a_margin_call_warns_before_a_liquidation(instruments):
     assert len(calls) == 1 and not acc.liquidated
     assert calls[0]["E"] == int(ada.close_time[k])
     assert calls[0]["p"][0]["mp"] == str(low) and calls[0]["p"][0]["pa"] == str(qty)
+
+
+def test_a_limit_outside_a_declared_price_band_is_refused(instruments):
+    """Where a symbol declares the PERCENT_PRICE filter (the multipliers here chosen for
+    the test: the recording declares none), a limit price beyond the band around the
+    price of the moment is refused with the documented codes."""
+    from dataclasses import replace
+
+    btc = replace(instruments["BTCUSDT"], price_up=Decimal("1.05"), price_down=Decimal("0.95"))
+    now = at(instruments, "BTCUSDT", 300)
+    eng, acc = engine({**instruments, "BTCUSDT": btc}, now)
+    mark = d(btc.open[300])
+    order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+             "quantity": "0.001"}  # fmt: skip
+    for price, code in ((mark * Decimal("1.06"), -4016), (mark * Decimal("0.94"), -4024)):
+        with pytest.raises(ApiError) as err:
+            eng.new_order(acc, {**order, "price": str(price.quantize(btc.tick))}, now)
+        assert err.value.code == code
+    inside = eng.new_order(
+        acc, {**order, "price": str((mark * Decimal("0.97")).quantize(btc.tick))}, now
+    )
+    assert inside.status is OrderStatus.NEW

@@ -62,6 +62,9 @@ class Instrument:
     volume: np.ndarray
     funding_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     funding_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: the PERCENT_PRICE filter's multipliers of the mark price (None: not declared)
+    price_up: Decimal | None = None
+    price_down: Decimal | None = None
     #: the recorded order book, best first ((price, quantity) levels), and its time
     book_bids: tuple[tuple[Decimal, Decimal], ...] = ()
     book_asks: tuple[tuple[Decimal, Decimal], ...] = ()
@@ -215,6 +218,8 @@ def instruments_of(
                 "notional", default_min_notional))),
             open_time=bars.open_time, close_time=bars.close_time, open=bars.open,
             high=bars.high, low=bars.low, close=bars.close, volume=bars.volume,
+            price_up=_multiplier(filters, "multiplierUp"),
+            price_down=_multiplier(filters, "multiplierDown"),
             book_bids=_levels(book, "bids"), book_asks=_levels(book, "asks"),
             book_ms=int(book["E"]) if book.get("E") is not None else None,
             **({} if funding is None else {"funding_time": funding.funding_time,
@@ -226,3 +231,8 @@ def instruments_of(
 def _levels(book: dict, side: str) -> tuple[tuple[Decimal, Decimal], ...]:
     """A recorded book side as (price, quantity) decimals, best first."""
     return tuple((Decimal(str(p)), Decimal(str(q))) for p, q in book.get(side) or [])
+
+
+def _multiplier(filters: dict, key: str) -> Decimal | None:
+    value = (filters.get("PERCENT_PRICE") or {}).get(key)
+    return None if value is None else Decimal(str(value))

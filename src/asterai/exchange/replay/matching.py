@@ -8,7 +8,9 @@ exchange's strings, exact), never floats.
 
 The rules (the documented ones where the recording can carry them):
 
-- **Filters at placement.** Price on the tick (-4014), quantity on the lot step
+- **Filters at placement.** Price on the tick (-4014) and within the PERCENT_PRICE
+  band of the price of the moment where one is declared (-4016, -4024), quantity on
+  the lot step
   (-1111) and at least the minimum (-4004), notional at least the minimum unless
   reduce-only (-4164), the combination of parameters the type needs (-1102, -1106,
   -4137, -4138), a client order id unique among open orders (-4116) and matching
@@ -255,6 +257,12 @@ class Engine:
                 f"Order's notional must be no smaller than {fmt(inst.min_notional)} (unless "
                 "you choose reduce only)",
             )
+        mark = self.last_price(inst, now)
+        if price is not None and mark is not None:  # the PERCENT_PRICE band, if declared
+            if inst.price_up is not None and price > mark * inst.price_up:
+                raise ApiError(400, -4016, "Price is higher than mark price multiplier cap.")
+            if inst.price_down is not None and price < mark * inst.price_down:
+                raise ApiError(400, -4024, "Price is lower than mark price multiplier floor.")
         if stop is not None:  # a stop or take-profit the price of the moment has passed
             rising = (kind == "STOP_MARKET") == (side == "BUY")
             last = self.last_price(inst, now)
