@@ -177,8 +177,10 @@ def test_what_the_exchange_refuses_and_the_codes_it_answers(instruments):
         return err.value.code
 
     assert code({**base, "quantity": "0.001", "price": low + "5"}) == -4014  # off the tick
-    assert code({**base, "quantity": "0.0015", "price": low}) == -1111  # off the lot step
-    assert code({**base, "quantity": "0.00001", "price": low}) == -1111
+    assert code({**base, "quantity": "0.0015", "price": low}) == -1111  # finer than the step
+    assert code({**base, "quantity": "0.0015", "price": low}) == -1111
+    assert code({**base, "quantity": "1e30", "price": low}) == -4005  # no 500 on huge numbers
+    assert code({**base, "quantity": "0.001", "price": "1e40"}) == -4002
     assert code({**base, "quantity": "0.001", "price": "1000.0"}) == -4164  # notional < 5
     assert code({**base, "quantity": "0.05", "price": low}) == -2019  # 20 USDT at 20x
     assert code({**base, "price": low}) == -1102  # no quantity
@@ -253,31 +255,63 @@ def test_a_position_pays_funding_at_each_settlement(instruments):
 
 
 def test_a_cross_account_below_its_maintenance_margin_is_liquidated(instruments):
-    """A 19x long on ADAUSDT into a bar that fell over 6%: the equity at the bar's low
-    is under 1% of the notional there, so the position is closed at the low less the
-    slippage, paying the taker and liquidation fees; the account then takes no order."""
+    """An 18x long on ADAUSDT into a bar that fell over 6%: the equity at the bar's low
+    is under 1% of the notional there, so every open order is cancelled (one resting on
+    another symbol too) and the position closed at the low less the slippage, paying
+    the taker and liquidation fees; a loss beyond the wallet is the insurance fund's."""
     ada = instruments["ADAUSDT"]
     k = next(i for i in range(len(ada.open)) if (ada.open[i] - ada.low[i]) / ada.open[i] > 0.06
              and ada.volume[i] > 0)  # fmt: skip
     now = at(instruments, "ADAUSDT", k)
     eng, acc = engine(instruments, now, balance="10")
     open_ = d(ada.open[k])
-    qty = ((Decimal(190) / open_) / ada.step).to_integral_value(ROUND_FLOOR) * ada.step
+    qty = ((Decimal(180) / open_) / ada.step).to_integral_value(ROUND_FLOOR) * ada.step
     eng.new_order(acc, {"symbol": "ADAUSDT", "side": "BUY", "type": "MARKET",
                         "quantity": str(qty)}, now)  # fmt: skip
+    sol = instruments["SOLUSDT"]  # a bid far under the market, on another symbol
+    far = (d(sol.open[sol.bar_at(now)]) * Decimal("0.5")).quantize(sol.tick)
+    some = (Decimal(6) / far / sol.step).to_integral_value(ROUND_CEILING) * sol.step
+    resting = eng.new_order(acc, {"symbol": "SOLUSDT", "side": "BUY", "type": "LIMIT",
+                                  "timeInForce": "GTC", "quantity": str(some),
+                                  "price": str(far)}, now)  # fmt: skip
     entry = acc.positions["ADAUSDT"].entry
     eng.advance(int(ada.close_time[k]))
-    assert acc.liquidated and acc.positions["ADAUSDT"].qty == 0
+    assert acc.liquidations == 1 and acc.positions["ADAUSDT"].qty == 0
+    assert resting.status is OrderStatus.CANCELED
     close = [o for o in acc.orders.values() if o.client_id.startswith("autoclose-")]
     fill = slipped(d(ada.low[k]), ada.tick, buying=False)
     assert len(close) == 1 and close[0].avg_price == fill
     loss = qty * (fill - entry)
     fees = qty * entry * COSTS.taker_fee + qty * fill * (COSTS.taker_fee + COSTS.liquidation_fee)
-    assert acc.wallet == Decimal(10) + loss - fees
-    with pytest.raises(ApiError) as err:
-        eng.new_order(acc, {"symbol": "ADAUSDT", "side": "BUY", "type": "MARKET",
-                            "quantity": str(qty)}, now + 3_600_000)  # fmt: skip
-    assert err.value.code == -2023
+    left = Decimal(10) + loss - fees
+    assert acc.wallet == max(left, Decimal(0))
+    covered = [Decimal(x["income"]) for x in acc.income
+               if x["incomeType"] == "INSURANCE_CLEAR" and x["symbol"] == ""]  # fmt: skip
+    assert covered == ([-left.quantize(Decimal("1e-8"))] if left < 0 else [])
+
+
+def test_every_bar_closing_at_a_moment_is_matched_before_any_account_is_liquidated(instruments):
+    """A 19x long with a close-all stop just under its entry, in a bar that fell far:
+    the stop fills first (the bar's own matching), even when another symbol whose bar
+    closes at the same moment comes first in the engine's order; the account is not
+    liquidated."""
+    sym = next(s for s in sorted(instruments) if s > min(instruments))  # not the first
+    inst = instruments[sym]
+    k = next(i for i in range(len(inst.open)) if inst.volume[i] > 0
+             and (inst.open[i] - inst.low[i]) / inst.open[i] > 0.06)  # fmt: skip
+    now = at(instruments, sym, k)
+    first = instruments[min(instruments)]
+    assert int(inst.close_time[k]) in set(int(t) for t in first.close_time)  # same moment
+    entry = slipped(d(inst.open[k]), inst.tick, buying=True)
+    qty = ((Decimal(190) / entry) / inst.step).to_integral_value(ROUND_FLOOR) * inst.step
+    eng, acc = engine(instruments, now, balance="10")
+    eng.new_order(acc, {"symbol": sym, "side": "BUY", "type": "MARKET", "quantity": str(qty)}, now)
+    stop = (entry * Decimal("0.995") / inst.tick).to_integral_value(ROUND_FLOOR) * inst.tick
+    order = eng.new_order(acc, {"symbol": sym, "side": "SELL", "type": "STOP_MARKET",
+                                "stopPrice": str(stop), "closePosition": "true"}, now + 1)  # fmt: skip
+    eng.advance(int(inst.close_time[k]))
+    assert order.status is OrderStatus.FILLED and acc.liquidations == 0
+    assert acc.wallet > 0
 
 
 def test_a_market_order_at_the_recordings_moment_walks_its_order_book(recording, instruments):
@@ -295,7 +329,7 @@ def test_a_market_order_at_the_recordings_moment_walks_its_order_book(recording,
     assert order.avg_price == sum(p * q for p, q in fills) / qty
     states = [e["o"]["X"] for e in acc.events if e["e"] == "ORDER_TRADE_UPDATE"]
     assert states == ["NEW", "PARTIALLY_FILLED", "PARTIALLY_FILLED", "FILLED"]
-    # an hour later the book is not the market: the bar's open with the slippage
+    # an hour before, the book is not the market: the bar's open with the slippage
     later = now - 3_600_000
     eng2, acc2 = engine(instruments, later)
     o = eng2.new_order(acc2, {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
@@ -327,7 +361,7 @@ def test_a_margin_call_warns_before_a_liquidation(instruments):
     maint = qty * low * rate
     assert Decimal("0.8") * equity <= maint < equity  # the warning zone
     calls = [e for e in acc.events if e["e"] == "MARGIN_CALL"]
-    assert len(calls) == 1 and not acc.liquidated
+    assert len(calls) == 1 and acc.liquidations == 0
     assert calls[0]["E"] == int(ada.close_time[k])
     assert calls[0]["p"][0]["mp"] == str(low) and calls[0]["p"][0]["pa"] == str(qty)
 
@@ -352,3 +386,38 @@ def test_a_limit_outside_a_declared_price_band_is_refused(instruments):
         acc, {**order, "price": str((mark * Decimal("0.97")).quantize(btc.tick))}, now
     )
     assert inside.status is OrderStatus.NEW
+
+
+def test_a_reduce_only_stop_larger_than_what_is_left_closes_what_is_left(instruments):
+    """A reduce-only stop for the whole position, after another order closed part of
+    it: when the stop triggers it closes what is left and the rest of it expires."""
+    btc = instruments["BTCUSDT"]
+    i = first_bar(btc, lambda i: btc.low[i] < btc.open[i] - 5 * float(btc.tick))
+    now = at(instruments, "BTCUSDT", i)
+    eng, acc = engine(instruments, now)
+    eng.new_order(acc, {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                        "quantity": "0.004"}, now)  # fmt: skip
+    stop = (d(btc.low[i]) / btc.tick).to_integral_value(ROUND_CEILING) * btc.tick
+    order = eng.new_order(acc, {"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_MARKET",
+                                "stopPrice": str(stop), "quantity": "0.004",
+                                "reduceOnly": "true"}, now + 1)  # fmt: skip
+    eng.new_order(acc, {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET",
+                        "quantity": "0.001", "reduceOnly": "true"}, now + 2)  # fmt: skip
+    eng.advance(int(btc.close_time[i]))
+    assert order.executed == Decimal("0.003") and order.status is OrderStatus.EXPIRED
+    assert acc.positions["BTCUSDT"].qty == 0
+    states = [e["o"]["X"] for e in acc.events
+              if e["e"] == "ORDER_TRADE_UPDATE" and e["o"]["i"] == order.order_id]  # fmt: skip
+    assert states == ["NEW", "PARTIALLY_FILLED", "EXPIRED"]
+
+
+def test_the_liquidation_price_is_where_the_equity_meets_the_maintenance_margin(instruments):
+    now = at(instruments, "BTCUSDT", 200)
+    eng, acc = engine(instruments, now, balance="100")
+    eng.new_order(acc, {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET",
+                        "quantity": "0.01"}, now)  # fmt: skip
+    pos = acc.positions["BTCUSDT"]
+    p = eng.liquidation_price(acc, "BTCUSDT", now)
+    assert p > pos.entry  # a short dies above its entry
+    equity = acc.wallet + pos.qty * (p - pos.entry)
+    assert abs(equity - eng.maintenance(pos.qty, p)) < Decimal("1e-9")

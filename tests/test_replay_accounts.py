@@ -193,8 +193,8 @@ def test_after_an_order_fault_its_client_id_tells_what_happened(exchange, fault,
         assert answer == "ReadTimeout"
     elif fault == "margin=1":
         assert answer == (400, -2019)
-    else:
-        assert answer in ("RemoteProtocolError",) or answer[0] >= 500
+    else:  # refused before anything was applied: a dropped connection or a 5xx
+        assert answer == "RemoteProtocolError" or (isinstance(answer, tuple) and answer[0] >= 500)
     found = send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT", "origClientOrderId": "f-1"})
     if placed:
         assert found.json()["status"] == "FILLED" and found.json()["executedQty"] == "0.002"
@@ -361,3 +361,88 @@ def test_user_data_events_come_duplicated_reordered_or_not_at_all_under_event_fa
     seq = [order_of[m] for m in dict.fromkeys(got)]
     assert seq != sorted(seq)  # some out of order
     assert [o["status"] for o in orders] == ["FILLED"] * 12  # REST: the truth
+
+
+def test_malformed_requests_are_refused_by_name_never_a_500(exchange):
+    """What a careless or hostile client sends: numbers that are not numbers, numbers
+    too large for any market, a signature that is not hex. Each gets the documented
+    error; the account is untouched and answers as before."""
+    c = exchange.credentials[0]
+    assert send_v3(exchange, "GET", "allOrders", {"symbol": "BTCUSDT", "orderId": "abc"}
+                   ).json()["code"] == -1102  # fmt: skip
+    assert send_v3(exchange, "GET", "income", {"endTime": "1.5"}).json()["code"] == -1102
+    assert send_v3(exchange, "GET", "userTrades", {"symbol": "BTCUSDT", "fromId": "x"}
+                   ).json()["code"] == -1102  # fmt: skip
+    huge = send_v3(exchange, "POST", "order", {"symbol": "BTCUSDT", "side": "SELL",
+                                               "type": "TAKE_PROFIT_MARKET", "stopPrice": "1e25",
+                                               "closePosition": "true"})  # fmt: skip
+    assert (huge.status_code, huge.json()["code"]) == (400, -4007)
+    assert send_v3(exchange, "POST", "order", {"symbol": "BTCUSDT", "side": "BUY",
+                                               "type": "MARKET", "quantity": "1e999999"}
+                   ).json()["code"] == -4005  # fmt: skip
+    r = httpx.get(f"{exchange.base_url}/fapi/v2/balance?timestamp=1&signature=%C3%A9",
+                  headers={"X-MBX-APIKEY": c.api_key})  # fmt: skip
+    assert (r.status_code, r.json()["code"]) == (400, -1022)
+    assert send_v3(exchange, "GET", "openOrders", {}).json() == []  # nothing stuck
+
+
+def test_a_signature_covers_the_query_and_the_body_as_each_scheme_defines_them(exchange):
+    """V1 (the documentation's Example 3): the query string and the body concatenated as
+    they are. V3: query and body joined by an "&", so moving bytes between them (the
+    signed ``quantity=0.02`` read as ``quantity=0.0``) breaks the signature."""
+    from urllib.parse import urlencode
+
+    from asterai.exchange.signing import sign_v3_message, v1_signature
+
+    c = exchange.credentials[0]
+    query = "symbol=BTCUSDT&side=BUY&type=MARKET"
+    body = urlencode({"quantity": "0.002", "timestamp": int(time.time() * 1000)})
+    sig = v1_signature(c.api_secret, query + body)
+    r = httpx.post(f"{exchange.base_url}/fapi/v1/order?{query}", content=f"{body}&signature={sig}",
+                   headers={"X-MBX-APIKEY": c.api_key,
+                            "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    key = v3(exchange)
+    signed = (f"symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.02&nonce={NONCES()}"
+              f"&user={key.user}&signer={key.signer}")  # fmt: skip
+    sig = sign_v3_message(signed, key)
+    cut = signed.index("quantity=0.0") + len("quantity=0.0")
+    r = httpx.post(f"{exchange.base_url}/fapi/v3/order?{signed[:cut]}",
+                   content=f"{signed[cut:]}&signature={sig}",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert (r.status_code, r.json()["code"]) == (400, -1022)
+    head, tail = signed.split("&nonce=")
+    sig = sign_v3_message(f"{head}&nonce={tail}", key)
+    r = httpx.post(f"{exchange.base_url}/fapi/v3/order?{head}", content=f"nonce={tail}&signature={sig}",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 200, r.text
+
+
+def test_a_closed_listen_key_ends_its_stream_and_a_countdown_cancels_on_the_wall_clock(exchange):
+    """``DELETE listenKey`` closes its stream. ``countdownCancelAll`` runs on this
+    machine's clock (a client renews it at its own pace, whatever the replay's speed):
+    not renewed in time, the symbol's open orders are cancelled."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    key = send_v3(exchange, "POST", "listenKey", {}).json()["listenKey"]
+    with connect(f"{exchange.ws_url}/ws/{key}") as ws:
+        assert send_v3(exchange, "DELETE", "listenKey", {}).status_code == 200
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+    btc = exchange.accounts.engine.instruments["BTCUSDT"]
+    low = (Decimal(repr(float(btc.open[btc.bar_at(exchange.now_ms)]))) * Decimal("0.9")).quantize(
+        btc.tick
+    )
+    send_v3(exchange, "POST", "order", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                                        "timeInForce": "GTC", "quantity": "0.001",
+                                        "price": str(low), "newClientOrderId": "cd-1"})  # fmt: skip
+    r = send_v3(
+        exchange, "POST", "countdownCancelAll", {"symbol": "BTCUSDT", "countdownTime": "300"}
+    )
+    assert r.json() == {"symbol": "BTCUSDT", "countdownTime": "300"}
+    assert send_v3(exchange, "GET", "openOrders", {"symbol": "BTCUSDT"}).json()  # still there
+    time.sleep(0.5)  # not renewed
+    assert send_v3(exchange, "GET", "openOrders", {"symbol": "BTCUSDT"}).json() == []
+    assert send_v3(exchange, "GET", "order", {"symbol": "BTCUSDT", "origClientOrderId": "cd-1"}
+                   ).json()["status"] == "CANCELED"  # fmt: skip

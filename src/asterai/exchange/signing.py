@@ -220,4 +220,5 @@ def sign_v1(
 
 def v1_matches(secret: str, total: str, signature: str) -> bool:
     """Whether ``signature`` (not case sensitive) is ``total``'s under ``secret``."""
-    return hmac.compare_digest(v1_signature(secret, total), signature.strip().lower())
+    given = signature.strip().lower().encode("utf-8", "replace")  # any text: no error
+    return hmac.compare_digest(v1_signature(secret, total).encode(), given)

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from asterai.exchange.replay.accounts import MAX_LEVERAGE, ZERO, Account, fmt
+from asterai.exchange.replay.accounts import MAX_LEVERAGE, ZERO, Account, Position, fmt
 from asterai.exchange.replay.auth import Auth
 from asterai.exchange.replay.errors import ApiError
 from asterai.exchange.replay.matching import Engine
@@ -72,12 +72,13 @@ class AccountAPI:
     def __init__(self, engine: Engine, clock: Callable[[], int], auth: Auth | None = None) -> None:
         self.engine = engine
         self.clock = clock
-        #: order counts run on this machine's clock, as the IP's weight does: a client
-        #: sends at its own pace whatever the replay's speed
+        #: order counts, listen keys and countdowns run on this machine's clock, as the
+        #: IP's weight does: a client sends, keeps alive and renews at its own pace,
+        #: whatever the replay's speed
         self.wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
         self.auth = auth or Auth()
-        self.listen_keys: dict[str, tuple[str, int]] = {}  # key -> (user, expires ms)
-        self.countdowns: dict[tuple[str, str], int] = {}  # (user, symbol) -> deadline
+        self.listen_keys: dict[str, tuple[str, int]] = {}  # key -> (user, expires: wall ms)
+        self.countdowns: dict[tuple[str, str], int] = {}  # (user, symbol) -> wall deadline
         self._orders_sent: dict[str, deque[int]] = {}
         self._lock = threading.RLock()
 
@@ -90,34 +91,39 @@ class AccountAPI:
     # -- time -----------------------------------------------------------------------
 
     def tick(self, now: int | None = None) -> None:
-        """Advance the engine to ``now``, firing on the way, each at its own time, the
-        countdowns and the listen-key expiries that have passed."""
+        """Fire the countdowns and listen-key expiries whose (wall-clock) time has come,
+        at the exchange's time the engine stands at; then advance the engine to ``now``
+        (the exchange's clock)."""
         now = self.clock() if now is None else now
+        wall = self.wall_ms()
         with self._lock:
-            due = sorted(
-                [(t, 0, key) for key, t in self.countdowns.items() if t <= now]
-                + [(t, 1, key) for key, (_, t) in self.listen_keys.items() if t <= now]
-            )
-            for t, kind, key in due:
-                self.engine.advance(t)
-                if kind == 0:
+            at = self.engine.done_ms
+            for key, deadline in sorted(self.countdowns.items(), key=lambda kv: kv[1]):
+                if deadline <= wall:
                     user, symbol = key
                     del self.countdowns[key]
-                    self.engine.cancel_all(self.engine.accounts[user], symbol, t)
-                else:
-                    user, _ = self.listen_keys.pop(key)
+                    self.engine.cancel_all(self.engine.accounts[user], symbol, at)
+            for key, (user, expires) in list(self.listen_keys.items()):
+                if expires <= wall:
+                    del self.listen_keys[key]
                     self.engine.accounts[user].events.append(
-                        {"e": "listenKeyExpired", "E": t, "listenKey": key})  # fmt: skip
+                        {"e": "listenKeyExpired", "E": at, "listenKey": key})  # fmt: skip
             self.engine.advance(now)
 
     # -- the entry point ------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: str, body: str,
-               api_key: str | None = None) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
-        """``(HTTP status, JSON body, extra headers)`` of a private request."""
+               api_key: str | None = None, refuse_margin: bool = False,
+               ) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+        """``(HTTP status, JSON body, extra headers)`` of a private request;
+        ``refuse_margin``: the ``margin`` fault, new orders refused with -2019 once the
+        request is authenticated (nothing applied)."""
         parts = path.strip("/").split("/", 2)
         version, name = parts[1], parts[2]
-        total = query + body if query and body else query or body
+        # V1 signs the query string and the body concatenated, as documented; V3 what is
+        # sent with an "&" between them (parsed as one: no split can change a value)
+        joint = "&" if version == "v3" else ""
+        total = query + joint + body if query and body else query or body
         params = dict(parse_qsl(query, keep_blank_values=True))
         params.update(parse_qsl(body, keep_blank_values=True))
         try:
@@ -125,8 +131,6 @@ class AccountAPI:
                 raise ApiError(404, -1000, f"Unknown endpoint {method} {path}.")
             expected = "v3" if name in V3_ONLY else V1_VERSIONS.get(name, "v1")
             if version != "v3" and version != expected:
-                raise ApiError(404, -1000, f"Unknown endpoint {method} {path}.")
-            if name in V3_ONLY and version != "v3":
                 raise ApiError(404, -1000, f"Unknown endpoint {method} {path}.")
             if name == "listenKey" and version != "v3":
                 user = self.auth.user_of_key(api_key)
@@ -142,6 +146,9 @@ class AccountAPI:
                 if name in ("order", "batchOrders") and method == "POST":
                     count = len(_batch(params)) if name == "batchOrders" else 1
                     headers = self._count_orders(user, self.wall_ms(), count)
+                if refuse_margin and method == "POST" and name == "order":
+                    raise ApiError(400, -2019, "Margin is insufficient.")
+                self._refuse_margin = refuse_margin
                 answer = getattr(self, "_" + name.replace("/", "_"))(method, acc, params, now)
                 return 200, answer, headers
         except ApiError as err:
@@ -173,11 +180,7 @@ class AccountAPI:
                 raise ApiError(400, -1020, "This operation is not supported. (the replay trades in "
                              "one-way mode only)")  # fmt: skip
             order = self.engine.new_order(acc, _order_params(p), now)
-            out = order.as_json()
-            if resp == "ACK":  # as placed: what happened next comes by the stream
-                out.update(status="NEW", executedQty="0", cumQty="0", cumQuote="0",
-                           avgPrice="0")  # fmt: skip
-            return out
+            return _as_answered(order, resp)
         if method == "DELETE":
             return self.engine.cancel(acc, p.get("symbol"), now, p.get("orderId"),
                                       p.get("origClientOrderId")).as_json()  # fmt: skip
@@ -189,8 +192,11 @@ class AccountAPI:
         if method == "POST":
             for one in _batch(p):
                 try:
+                    if self._refuse_margin:
+                        raise ApiError(400, -2019, "Margin is insufficient.")
+                    resp = one.get("newOrderRespType", "ACK")
                     order = self.engine.new_order(acc, _order_params(one), now)
-                    out.append(order.as_json())
+                    out.append(_as_answered(order, resp))
                 except ApiError as err:
                     out.append({"code": err.code, "msg": err.msg})
             return out
@@ -214,15 +220,13 @@ class AccountAPI:
 
     def _countdownCancelAll(self, method: str, acc: Account, p: dict[str, str], now: int) -> Any:
         inst = self.engine.instrument(p.get("symbol"))
-        try:
-            ms = int(p["countdownTime"])
-        except (KeyError, ValueError):
-            raise ApiError(400, -1102, "Mandatory parameter 'countdownTime' was not sent, was "
-                         "empty/null, or malformed.") from None  # fmt: skip
-        if ms <= 0:
+        ms = _int(p, "countdownTime", required=True)
+        if ms < 0:
+            raise ApiError(400, -1102, "Mandatory parameter 'countdownTime' was malformed.")
+        if ms == 0:
             self.countdowns.pop((acc.user, inst.symbol), None)
         else:
-            self.countdowns[(acc.user, inst.symbol)] = now + ms
+            self.countdowns[(acc.user, inst.symbol)] = self.wall_ms() + ms
         return {"symbol": inst.symbol, "countdownTime": str(ms)}
 
     def _openOrder(self, method: str, acc: Account, p: dict[str, str], now: int) -> Any:
@@ -240,14 +244,15 @@ class AccountAPI:
         inst = self.engine.instrument(p.get("symbol"))
         rows = [o for o in acc.orders.values() if o.symbol == inst.symbol]
         if p.get("orderId"):
-            rows = [o for o in rows if o.order_id >= int(p["orderId"])]
+            first = _int(p, "orderId")
+            rows = [o for o in rows if o.order_id >= first]
         rows = _in_time(rows, p, lambda o: o.placed_ms)
         return [o.as_json() for o in rows[: _limit(p, 500, 1000)]]
 
     # -- the account ----------------------------------------------------------------
 
     def _balance(self, method: str, acc: Account, p: dict[str, str], now: int) -> Any:
-        upnl = sum((self.engine.unrealized(acc, s, now) for s in acc.positions), ZERO)
+        upnl = self.engine.upnl(acc, now)
         avail = self.engine.available(acc, now)
         return [{
             "accountAlias": acc.user[2:10], "asset": "USDT", "balance": fmt(acc.wallet),
@@ -258,12 +263,11 @@ class AccountAPI:
 
     def _account(self, method: str, acc: Account, p: dict[str, str], now: int) -> Any:
         eng = self.engine
-        upnl = sum((eng.unrealized(acc, s, now) for s in acc.positions), ZERO)
+        upnl = eng.upnl(acc, now)
         pim, oim = eng.position_margin(acc, now), eng.order_margin(acc, now)
         avail = eng.available(acc, now)
-        maint = sum((abs(pos.qty) * (eng.last_price(eng.instruments[s], now) or ZERO)
-                     * eng.costs.maintenance_margin for s, pos in acc.positions.items()),
-                    ZERO)  # fmt: skip
+        maint = sum((eng.maintenance(pos.qty, eng.price_now(eng.instruments[s], now) or ZERO)
+                     for s, pos in acc.positions.items()), ZERO)  # fmt: skip
         money = {
             "totalInitialMargin": fmt(pim + oim), "totalMaintMargin": fmt(maint),
             "totalWalletBalance": fmt(acc.wallet), "totalUnrealizedProfit": fmt(upnl),
@@ -282,11 +286,12 @@ class AccountAPI:
             "updateTime": now,
         }  # fmt: skip
         positions = []
-        for symbol, pos in acc.positions.items():
-            mark = eng.last_price(eng.instruments[symbol], now) or ZERO
+        for symbol in sorted(eng.instruments):  # every symbol, as the documentation says
+            pos = acc.positions.get(symbol) or Position()
+            mark = eng.price_now(eng.instruments[symbol], now) or ZERO
             positions.append({
                 "symbol": symbol, "initialMargin": fmt(abs(pos.qty) * mark / acc.lev(symbol)),
-                "maintMargin": fmt(abs(pos.qty) * mark * eng.costs.maintenance_margin),
+                "maintMargin": fmt(eng.maintenance(pos.qty, mark)),
                 "unrealizedProfit": fmt(eng.unrealized(acc, symbol, now)),
                 "positionInitialMargin": fmt(abs(pos.qty) * mark / acc.lev(symbol)),
                 "openOrderInitialMargin": "0", "leverage": str(acc.lev(symbol)),
@@ -307,12 +312,13 @@ class AccountAPI:
         for symbol in symbols:
             pos = acc.positions.get(symbol)
             qty, entry = (pos.qty, pos.entry) if pos else (ZERO, ZERO)
-            mark = eng.last_price(eng.instruments[symbol], now) or ZERO
+            mark = eng.price_now(eng.instruments[symbol], now) or ZERO
             out.append({
                 "entryPrice": fmt(entry),
                 "marginType": "isolated" if acc.margin_type.get(symbol) == "ISOLATED" else "cross",
                 "isAutoAddMargin": "false", "isolatedMargin": "0", "leverage": str(acc.lev(symbol)),
-                "liquidationPrice": "0", "markPrice": fmt(mark), "maxNotionalValue": "1000000",
+                "liquidationPrice": fmt(eng.liquidation_price(acc, symbol, now)),
+                "markPrice": fmt(mark), "maxNotionalValue": "1000000",
                 "positionAmt": fmt(qty), "symbol": symbol,
                 "unRealizedProfit": fmt(eng.unrealized(acc, symbol, now)),
                 "positionSide": "BOTH", "updateTime": now,
@@ -321,11 +327,7 @@ class AccountAPI:
 
     def _leverage(self, method: str, acc: Account, p: dict[str, str], now: int) -> Any:
         inst = self.engine.instrument(p.get("symbol"))
-        try:
-            lev = int(p["leverage"])
-        except (KeyError, ValueError):
-            raise ApiError(400, -1102, "Mandatory parameter 'leverage' was not sent, was empty/null, "
-                         "or malformed.") from None  # fmt: skip
+        lev = _int(p, "leverage", required=True)
         if not 1 <= lev <= MAX_LEVERAGE:
             raise ApiError(400, -4028, "Invalid leverage")
         acc.leverage[inst.symbol] = lev
@@ -335,13 +337,13 @@ class AccountAPI:
         inst = self.engine.instrument(p.get("symbol"))
         kind = p.get("marginType")
         if kind not in ("ISOLATED", "CROSSED"):
-            raise ApiError(400, -4044, "Margin type is invalid.") if kind else ApiError(400, -1102, "Mandatory parameter 'marginType' was not sent, was empty/null, or "
+            raise ApiError(400, -1130, "Invalid data sent for a parameter: 'marginType'.") if kind else ApiError(400, -1102, "Mandatory parameter 'marginType' was not sent, was empty/null, or "
                 "malformed.")  # fmt: skip
         if acc.margin_type.get(inst.symbol, "CROSSED") == kind:
             raise ApiError(400, -4046, "No need to change margin type.")
         if acc.open_orders(inst.symbol):
             raise ApiError(400, -4047, "Margin type cannot be changed if there exists open orders.")
-        if acc.position(inst.symbol).qty:
+        if (acc.positions.get(inst.symbol) or Position()).qty:
             raise ApiError(400, -4048, "Margin type cannot be changed if there exists position.")
         acc.margin_type[inst.symbol] = kind
         return {"code": 200, "msg": "success"}
@@ -368,7 +370,8 @@ class AccountAPI:
         inst = self.engine.instrument(p.get("symbol"))
         rows = [t for t in acc.trades if t["symbol"] == inst.symbol]
         if p.get("fromId"):
-            rows = [t for t in rows if t["id"] >= int(p["fromId"])]
+            first = _int(p, "fromId")
+            rows = [t for t in rows if t["id"] >= first]
         rows = _in_time(rows, p, lambda t: t["time"])
         return rows[: _limit(p, 500, 1000)]
 
@@ -415,12 +418,12 @@ class AccountAPI:
         mine = next((k for k, (u, _) in self.listen_keys.items() if u == acc.user), None)
         if method == "POST":
             key = mine or secrets.token_hex(32)
-            self.listen_keys[key] = (acc.user, now + LISTEN_KEY_MS)
+            self.listen_keys[key] = (acc.user, self.wall_ms() + LISTEN_KEY_MS)
             return {"listenKey": key}
         if mine is None:
             raise ApiError(400, -1125, "This listenKey does not exist.")
         if method == "PUT":
-            self.listen_keys[mine] = (acc.user, now + LISTEN_KEY_MS)
+            self.listen_keys[mine] = (acc.user, self.wall_ms() + LISTEN_KEY_MS)
         else:
             del self.listen_keys[mine]
         return {}
@@ -437,7 +440,7 @@ class AccountAPI:
         with self._lock:
             for key, (u, _) in list(self.listen_keys.items()):
                 if u == user:
-                    self.listen_keys[key] = (u, self.clock())
+                    self.listen_keys[key] = (u, self.wall_ms())
                     self.tick()
                     return True
             return False
@@ -484,7 +487,30 @@ def _limit(p: dict[str, str], default: int, most: int) -> int:
 
 def _in_time(rows: list, p: dict[str, str], when: Callable[[Any], int]) -> list:
     if p.get("startTime"):
-        rows = [r for r in rows if when(r) >= int(p["startTime"])]
+        start = _int(p, "startTime")
+        rows = [r for r in rows if when(r) >= start]
     if p.get("endTime"):
-        rows = [r for r in rows if when(r) <= int(p["endTime"])]
+        end = _int(p, "endTime")
+        rows = [r for r in rows if when(r) <= end]
     return rows
+
+
+def _int(p: dict[str, str], name: str, required: bool = False) -> int:
+    """An integer parameter; -1102 naming it when it is absent (and required) or not one."""
+    value = p.get(name)
+    if value is None and not required:
+        return 0
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was "
+                       "empty/null, or malformed.") from None  # fmt: skip
+
+
+def _as_answered(order, resp: str) -> dict:
+    """A new order's answer: as placed for ``ACK`` (what happened next comes by the
+    stream), as it stands for ``RESULT``."""
+    out = order.as_json()
+    if resp == "ACK":
+        out.update(status="NEW", executedQty="0", cumQty="0", cumQuote="0", avgPrice="0")
+    return out

@@ -82,6 +82,12 @@ class Instrument:
             return None
         return i
 
+    def closed_by(self, t_ms: int) -> int | None:
+        """The last bar closed before ``t_ms`` (its close time under it; a settlement at
+        ``t`` is marked by the bar closing at ``t - 1``)."""
+        j = int(np.searchsorted(self.close_time, t_ms, side="left")) - 1
+        return j if j >= 0 else None
+
     def buy_fill(self, price: Decimal, slippage: Decimal) -> Decimal:
         return (price * (ONE + slippage) / self.tick).to_integral_value(ROUND_CEILING) * self.tick
 
@@ -167,7 +173,7 @@ class Account:
     trades: list[dict[str, Any]] = field(default_factory=list)
     income: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    liquidated: bool = False
+    liquidations: int = 0
     margin_call_ms: int | None = None  # the bar close of the last MARGIN_CALL sent
 
     def lev(self, symbol: str) -> int:

@@ -109,10 +109,11 @@ class Auth:
         recovered = recover_v3(signed, signature)
         if recovered is None or recovered.lower() != params["signer"].lower():
             raise ApiError(400, -1022, "Signature for this request is not valid.")
-        user = next((u for u in self.api_wallets if u.lower() == params["user"].lower()), None)
+        with self._lock:  # accounts may be opened meanwhile
+            users = {u: {w.lower() for w in ws} for u, ws in self.api_wallets.items()}
+        user = next((u for u in users if u.lower() == params["user"].lower()), None)
         if user is None or (
-            recovered.lower() != user.lower()
-            and recovered.lower() not in {w.lower() for w in self.api_wallets[user]}
+            recovered.lower() != user.lower() and recovered.lower() not in users[user]
         ):
             raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
         try:
@@ -150,10 +151,13 @@ class Auth:
             raise ApiError(400, -1022, "Signature for this request is not valid.")
         try:
             stamp = int(params.get("timestamp", ""))
-            window = int(params.get("recvWindow", V1_RECV_WINDOW_MS))
         except ValueError:
             raise ApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was "
                          "empty/null, or malformed.") from None  # fmt: skip
+        try:
+            window = int(params.get("recvWindow", V1_RECV_WINDOW_MS))
+        except ValueError:
+            window = -1  # refused below, by name
         if window > V1_MAX_RECV_WINDOW_MS or window <= 0:
             raise ApiError(400, -1130, "Invalid data sent for a parameter: 'recvWindow'.")
         now = self._wall_ms()

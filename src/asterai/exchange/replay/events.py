@@ -91,13 +91,16 @@ class UserStream:
         self.held: list[dict] = []
         self.expired = False
 
-    def due(self) -> list[str]:
-        """The messages to send now (JSON), faults applied; [] once the key expired."""
+    def due(self) -> list[str] | None:
+        """The messages to send now (JSON), faults applied; [] once the key expired;
+        None once the key was closed (``DELETE listenKey``): the connection ends."""
         if self.user is None or self.expired:
             return []
         self.api.tick()
-        events = self.api.engine.accounts[self.user].events
-        fresh, self.sent = events[self.sent :], len(events)
+        if self.key not in self.api.listen_keys and not self._expiring():
+            return None
+        fresh = self.api.engine.accounts[self.user].events[self.sent :]
+        self.sent += len(fresh)  # appended meanwhile: taken next time
         out: list[dict] = []
         for event in fresh:
             if event["e"] == "listenKeyExpired" and event.get("listenKey") != self.key:
@@ -119,3 +122,10 @@ class UserStream:
                 break
         return [json.dumps({k: v for k, v in e.items() if k != "listenKey"},
                            separators=(",", ":")) for e in out]  # fmt: skip
+
+    def _expiring(self) -> bool:
+        """Whether this key's ``listenKeyExpired`` waits to be sent (it expired: the
+        stream says so before it goes quiet)."""
+        events = self.api.engine.accounts[self.user].events
+        return any(e["e"] == "listenKeyExpired" and e.get("listenKey") == self.key
+                   for e in events[self.sent :])  # fmt: skip

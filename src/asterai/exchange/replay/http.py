@@ -208,11 +208,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if duplicated:
                 raise ApiError(400, -1101, "Duplicate values for a parameter detected.")
-            if private and fault == "margin" and method == "POST" and path.endswith("/order"):
-                raise ApiError(400, -2019, "Margin is insufficient.")  # refused, not applied
             if private:
                 status, answer, extra = app.accounts.handle(
-                    method, split.path, split.query, body, self.headers.get("X-MBX-APIKEY")
+                    method,
+                    split.path,
+                    split.query,
+                    body,
+                    self.headers.get("X-MBX-APIKEY"),
+                    refuse_margin=fault == "margin",
                 )
                 body_bytes = JSON(answer).encode()
             else:

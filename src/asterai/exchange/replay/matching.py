@@ -1,4 +1,4 @@
-"""The stand-in exchange's accounts and matching engine, order by order.
+"""The stand-in exchange's matching engine, order by order.
 
 Written as an exchange works, not as a call into the backtest's kernel: it is the
 second implementation that checks the first. Its market is the recording played
@@ -44,22 +44,22 @@ The rules (the documented ones where the recording can carry them):
   (long pays a positive rate), the mark being the close of the bar that ends there.
 - **Margin call** (``MARGIN_CALL``, once a bar at most) when the maintenance margin at
   the bar's worst prices reaches ``MARGIN_CALL_RATIO`` of the equity there.
-- **Liquidation** (cross): when the wallet plus the unrealised PnL at each position's
+- **Liquidation** (cross), once every bar closing at a moment is matched: when the
+  wallet plus the unrealised PnL at each position's
   worst price of a bar falls to ``maintenance_margin`` x the notional there, every
   position is closed at those prices less the slippage, paying the taker and the
   liquidation fees (client id ``autoclose-...``).
 
 Every change is recorded as the exchange reports it: the order's status through
 ``orders.advance``, user trades, income (``REALIZED_PNL``, ``COMMISSION``,
-``FUNDING_FEE``) and the user-data events (``ORDER_TRADE_UPDATE``,
-``ACCOUNT_UPDATE``) in each account's ``events``, which the streams deliver.
+``FUNDING_FEE``, ``INSURANCE_CLEAR``) and the user-data events (``reports.py``) in each
+account's ``events``, which the stream delivers.
 """
 
 from __future__ import annotations
 
 import threading
 from decimal import Decimal
-from typing import Any
 
 import numpy as np
 
@@ -78,6 +78,21 @@ from asterai.exchange.replay.accounts import (
     fmt,
 )
 from asterai.exchange.replay.errors import ApiError, mandatory
+from asterai.exchange.replay.reports import (
+    Fill,
+    balance_event,
+    income_record,
+    margin_call_event,
+    order_event,
+    trade_record,
+)
+
+#: the largest price and quantity taken (the derived filters declare no maximum): far
+#: beyond any real one, and within what the decimals are computed to
+MAX_PRICE = Decimal("1e12")
+MAX_QTY = Decimal("1e12")
+#: the exchange's other order types, which the replay does not match
+UNMATCHED_TYPES = ("STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET")
 
 
 class Engine:
@@ -113,8 +128,10 @@ class Engine:
             raise ApiError(400, -1121, "Invalid symbol.")
         return inst
 
-    def last_price(self, inst: Instrument, now: int) -> Decimal | None:
-        """The price of the moment: the open of the bar in progress, else the last close."""
+    def price_now(self, inst: Instrument, now: int) -> Decimal | None:
+        """The price of the moment, which marks positions too: the open of the bar in
+        progress (the last price the recording knows at that moment), else the last
+        close."""
         i = inst.bar_at(now)
         if i is not None:
             return dec(inst.open[i])
@@ -125,14 +142,14 @@ class Engine:
         pos = acc.positions.get(symbol)
         if pos is None or not pos.qty:
             return ZERO
-        mark = self.last_price(self.instruments[symbol], now)
+        mark = self.price_now(self.instruments[symbol], now)
         return ZERO if mark is None else pos.qty * (mark - pos.entry)
 
     def position_margin(self, acc: Account, now: int) -> Decimal:
         total = ZERO
         for symbol, pos in acc.positions.items():
             if pos.qty:
-                mark = self.last_price(self.instruments[symbol], now) or pos.entry
+                mark = self.price_now(self.instruments[symbol], now) or pos.entry
                 total += abs(pos.qty) * mark / acc.lev(symbol)
         return total
 
@@ -142,13 +159,36 @@ class Engine:
         for o in acc.open_orders():
             if o.reduce_only or o.close_position:
                 continue
-            price = o.price or o.stop_price or self.last_price(self.instruments[o.symbol], now)
+            price = o.price or o.stop_price or self.price_now(self.instruments[o.symbol], now)
             total += (o.qty - o.executed) * (price or ZERO) / acc.lev(o.symbol)
         return total
 
+    def upnl(self, acc: Account, now: int) -> Decimal:
+        """The account's unrealised PnL at the price of the moment."""
+        return sum((self.unrealized(acc, s, now) for s in acc.positions), ZERO)
+
     def available(self, acc: Account, now: int) -> Decimal:
-        upnl = sum((self.unrealized(acc, s, now) for s in acc.positions), ZERO)
-        return acc.wallet + upnl - self.position_margin(acc, now) - self.order_margin(acc, now)
+        held = self.position_margin(acc, now) + self.order_margin(acc, now)
+        return acc.wallet + self.upnl(acc, now) - held
+
+    def liquidation_price(self, acc: Account, symbol: str, now: int) -> Decimal:
+        """The price of ``symbol`` at which the account would be liquidated, the other
+        positions held at the price of the moment (0: no position, or none reachable)."""
+        pos = acc.positions.get(symbol)
+        if pos is None or not pos.qty:
+            return ZERO
+        rest = acc.wallet
+        for other, held in acc.positions.items():
+            if other != symbol and held.qty:
+                mark = self.price_now(self.instruments[other], now) or held.entry
+                rest += held.qty * (mark - held.entry) - self.maintenance(held.qty, mark)
+        # wallet + q (p - e) = rate |q| p, solved for p
+        rate = self.costs.maintenance_margin
+        return max(ZERO, (pos.qty * pos.entry - rest) / (pos.qty - rate * abs(pos.qty)))
+
+    def maintenance(self, qty: Decimal, price: Decimal) -> Decimal:
+        """The maintenance margin of ``qty`` at ``price``."""
+        return abs(qty) * price * self.costs.maintenance_margin
 
     # -- orders ---------------------------------------------------------------------
 
@@ -171,8 +211,9 @@ class Engine:
                 raise ApiError(400, -5022, "Due to the order could not be executed as maker, the "
                              "Post Only order will be rejected. The order will not be "
                              "recorded in the order history")  # fmt: skip
+            event = order_event(order, "NEW", now)  # fails before anything is stored
             acc.orders[order.order_id] = order
-            self._event_order(acc, order, "NEW", now)
+            acc.events.append(event)
             if order.type == "MARKET" and inst.book_at(now):
                 self._walk_book(acc, order, inst, now)
             elif order.type == "MARKET" or crosses:  # takes at once: a taker
@@ -182,13 +223,14 @@ class Engine:
             return order
 
     def _validated(self, acc: Account, p: dict[str, str], now: int) -> Order:
-        if acc.liquidated:
-            raise ApiError(400, -2023, "User in liquidation mode now.")
         inst = self.instrument(p.get("symbol"))
         side = p.get("side")
         if side not in ("BUY", "SELL"):
             raise ApiError(400, -1117, "Invalid side.") if side else mandatory("side")
         kind = p.get("type")
+        if kind in UNMATCHED_TYPES:
+            raise ApiError(400, -1020, f"This operation is not supported: the replay does not "
+                           f"match {kind} orders (MARKET, LIMIT, STOP_MARKET, TAKE_PROFIT_MARKET).")  # fmt: skip
         if kind not in ORDER_TYPES:
             raise ApiError(400, -1116, "Invalid orderType.") if kind else mandatory("type")
         if p.get("positionSide", "BOTH") != "BOTH":
@@ -227,6 +269,10 @@ class Engine:
             raise mandatory("quantity")
         if kind != "LIMIT" and price is not None:
             raise ApiError(400, -1106, "Parameter 'price' sent when not required.")
+        if price is not None and price > MAX_PRICE:
+            raise ApiError(400, -4002, "Price greater than max price.")
+        if stop is not None and stop > MAX_PRICE:
+            raise ApiError(400, -4007, "Stop price greater than max price.")
         for value in (price, stop):
             if value is not None:
                 if value <= 0:
@@ -236,8 +282,12 @@ class Engine:
         if qty is not None:
             if qty <= 0:
                 raise ApiError(400, -4003, "Quantity less than zero.")
-            if qty % inst.step:
+            if qty > MAX_QTY:
+                raise ApiError(400, -4005, "Quantity greater than max quantity.")
+            if _places(qty) > _places(inst.step):
                 raise ApiError(400, -1111, "Precision is over the maximum defined for this asset.")
+            if qty % inst.step:
+                raise ApiError(400, -4023, "Qty not increased by step size.")
             if qty < inst.min_qty:
                 raise ApiError(400, -4004, "Quantity less than min quantity.")
         client_id = p.get("newClientOrderId")
@@ -247,7 +297,7 @@ class Engine:
             if any(o.client_id == client_id for o in acc.open_orders()):
                 raise ApiError(400, -4116, "ClientOrderId is duplicated.")
         sign = 1 if side == "BUY" else -1
-        ref = price or stop or self.last_price(inst, now)
+        ref = price or stop or self.price_now(inst, now)
         if ref is None:
             raise ApiError(400, -1000, f"No market for {inst.symbol} at this time in the replay.")
         if qty is not None and not reduce_only and qty * ref < inst.min_notional:
@@ -257,7 +307,7 @@ class Engine:
                 f"Order's notional must be no smaller than {fmt(inst.min_notional)} (unless "
                 "you choose reduce only)",
             )
-        mark = self.last_price(inst, now)
+        mark = self.price_now(inst, now)
         if price is not None and mark is not None:  # the PERCENT_PRICE band, if declared
             if inst.price_up is not None and price > mark * inst.price_up:
                 raise ApiError(400, -4016, "Price is higher than mark price multiplier cap.")
@@ -265,10 +315,11 @@ class Engine:
                 raise ApiError(400, -4024, "Price is lower than mark price multiplier floor.")
         if stop is not None:  # a stop or take-profit the price of the moment has passed
             rising = (kind == "STOP_MARKET") == (side == "BUY")
-            last = self.last_price(inst, now)
+            last = self.price_now(inst, now)
             if last is not None and (last >= stop if rising else last <= stop):
                 raise ApiError(400, -2021, "Order would immediately trigger.")
-        pos = acc.position(inst.symbol).qty
+        held = acc.positions.get(inst.symbol)
+        pos = held.qty if held is not None else ZERO
         if reduce_only and (pos * sign >= 0 or (qty is not None and qty > abs(pos))):
             raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
         if qty is not None and not reduce_only and not close_position:
@@ -358,13 +409,19 @@ class Engine:
                 hi = int(np.searchsorted(inst.funding_time, now, side="right"))
                 due.extend((int(inst.funding_time[i]), 1, symbol, i) for i in range(lo, hi))
             self.done_ms = now
+            by_time: dict[int, list[tuple[int, str, int]]] = {}
             for t, kind, symbol, i in sorted(due):
-                for acc in self.accounts.values():
-                    if kind == 0:
-                        self._bar_closed(acc, self.instruments[symbol], i, t)
-                    else:
-                        self._funding(acc, self.instruments[symbol], i, t)
-                if kind == 0:
+                by_time.setdefault(t, []).append((kind, symbol, i))
+            # at each moment: every bar closing there matched, then the settlements, then
+            # (once the whole market has moved) each account's margin
+            for t, happened in by_time.items():
+                for kind, symbol, i in happened:
+                    for acc in self.accounts.values():
+                        if kind == 0:
+                            self._bar_closed(acc, self.instruments[symbol], i, t)
+                        else:
+                            self._funding(acc, self.instruments[symbol], i, t)
+                if any(kind == 0 for kind, _, _ in happened):
                     for acc in self.accounts.values():
                         self._liquidation(acc, t)
 
@@ -403,54 +460,61 @@ class Engine:
                 self._finish(acc, order, OrderStatus.EXPIRED, t)
                 return
             order.qty = abs(pos)
-        elif order.reduce_only and (pos * order.sign >= 0 or order.qty - order.executed > abs(pos)):
-            self._finish(acc, order, OrderStatus.EXPIRED, t)
-            return
+        elif order.reduce_only:
+            if pos * order.sign >= 0:
+                self._finish(acc, order, OrderStatus.EXPIRED, t)
+                return
+            if order.qty - order.executed > abs(pos):  # the position shrank meanwhile:
+                self._trade(acc, order, price, t, maker=maker, qty=abs(pos))  # what reduces,
+                self._finish(acc, order, OrderStatus.EXPIRED, t)  # and the rest expires
+                return
         self._trade(acc, order, price, t, maker=maker)
 
     def _funding(self, acc: Account, inst: Instrument, k: int, t: int) -> None:
         pos = acc.positions.get(inst.symbol)
         if pos is None or not pos.qty:
             return
-        j = int(np.searchsorted(inst.close_time, t - 1, side="left"))
-        if j >= len(inst.close_time) or int(inst.close_time[j]) != t - 1:
-            j = int(np.searchsorted(inst.close_time, t, side="right")) - 1
-        if j < 0:
+        j = inst.closed_by(t)
+        if j is None:
             return
         mark = dec(inst.close[j])
         fee = -(pos.qty * mark * dec(inst.funding_rate[k]))
         acc.wallet += fee
-        self._income(acc, inst.symbol, "FUNDING_FEE", fee, t)
-        self._event_balance(acc, "FUNDING_FEE", t, positions=False)
+        acc.income.append(income_record(acc, inst.symbol, "FUNDING_FEE", fee, t))
+        acc.events.append(balance_event(acc, "FUNDING_FEE", t))
 
     def _liquidation(self, acc: Account, t: int) -> None:
-        """Cross margin: the account closed at the bar's worst prices when its equity
-        there falls to the maintenance margin."""
+        """Cross margin, once the market has moved at ``t``: a margin call when the
+        maintenance margin at each position's worst price of its bar reaches
+        ``MARGIN_CALL_RATIO`` of the equity there; at the equity itself, every open order
+        cancelled and every position closed at those prices less the slippage, paying
+        the taker and the liquidation fees. A loss beyond the wallet is the insurance
+        fund's (the wallet stops at zero); the account trades on with what is left."""
         worst: dict[str, Decimal] = {}
         equity, maintenance = acc.wallet, ZERO
         for symbol, pos in acc.positions.items():
             if not pos.qty:
                 continue
             inst = self.instruments[symbol]
-            i = int(np.searchsorted(inst.close_time, t, side="left"))
-            if i >= len(inst.close_time) or int(inst.close_time[i]) != t:
-                i = int(np.searchsorted(inst.close_time, t, side="right")) - 1
+            i = inst.closed_by(t + 1)
+            if i is None:
+                continue
             price = dec(inst.low[i]) if pos.qty > 0 else dec(inst.high[i])
             worst[symbol] = price
             equity += pos.qty * (price - pos.entry)
-            maintenance += abs(pos.qty) * price * self.costs.maintenance_margin
+            maintenance += self.maintenance(pos.qty, price)
         if not worst:
             return
         if equity > maintenance:
             if maintenance >= MARGIN_CALL_RATIO * equity and acc.margin_call_ms != t:
                 acc.margin_call_ms = t
-                self._event_margin_call(acc, worst, t)
+                acc.events.append(margin_call_event(acc, worst, self.costs.maintenance_margin, t))
             return
-        acc.liquidated = True
+        acc.liquidations += 1
+        for o in acc.open_orders():
+            self._finish(acc, o, OrderStatus.CANCELED, t)
         for symbol, price in worst.items():
             pos = acc.positions[symbol]
-            for o in acc.open_orders(symbol):
-                self._finish(acc, o, OrderStatus.CANCELED, t)
             side = "SELL" if pos.qty > 0 else "BUY"
             oid = self._next_order
             self._next_order += 1
@@ -461,7 +525,11 @@ class Engine:
             fee = abs(pos.qty) * fill * self.costs.liquidation_fee
             self._trade(acc, order, fill, t, maker=False)
             acc.wallet -= fee
-            self._income(acc, symbol, "INSURANCE_CLEAR", -fee, t)
+            acc.income.append(income_record(acc, symbol, "INSURANCE_CLEAR", -fee, t))
+        if acc.wallet < 0:  # bankrupt: the insurance fund takes the rest of the loss
+            covered, acc.wallet = -acc.wallet, ZERO
+            acc.income.append(income_record(acc, "", "INSURANCE_CLEAR", covered, t))
+            acc.events.append(balance_event(acc, "INSURANCE_CLEAR", t))
 
     # -- fills ----------------------------------------------------------------------
 
@@ -497,82 +565,20 @@ class Engine:
         order.update_ms = t
         trade_id = self._next_trade
         self._next_trade += 1
-        acc.trades.append({
-            "symbol": order.symbol, "id": trade_id, "orderId": order.order_id,
-            "side": order.side, "price": fmt(price), "qty": fmt(qty),
-            "realizedPnl": fmt(realized), "marginAsset": "USDT",
-            "quoteQty": fmt(qty * price), "commission": fmt(commission),
-            "commissionAsset": "USDT", "time": t, "positionSide": "BOTH",
-            "buyer": order.side == "BUY", "maker": maker,
-        })  # fmt: skip
+        fill = Fill(qty, price, commission, trade_id, maker, realized)
+        acc.trades.append(trade_record(order, fill, t))
         if realized:
-            self._income(acc, order.symbol, "REALIZED_PNL", realized, t, trade_id)
-        self._income(acc, order.symbol, "COMMISSION", -commission, t, trade_id)
-        self._event_order(acc, order, "TRADE", t, last=(qty, price, commission, trade_id,
-                                                        maker, realized))  # fmt: skip
-        self._event_balance(acc, "ORDER", t, positions=True, symbol=order.symbol)
+            acc.income.append(income_record(acc, order.symbol, "REALIZED_PNL", realized, t,
+                                            trade_id))  # fmt: skip
+        acc.income.append(income_record(acc, order.symbol, "COMMISSION", -commission, t, trade_id))
+        acc.events.append(order_event(order, "TRADE", t, fill))
+        upnl = self.unrealized(acc, order.symbol, t)
+        acc.events.append(balance_event(acc, "ORDER", t, (order.symbol, pos, upnl)))
 
     def _finish(self, acc: Account, order: Order, status: OrderStatus, t: int) -> None:
         order.status = advance(order.status, status, f"order {order.order_id}")
         order.update_ms = t
-        self._event_order(acc, order, status.value, t)
-
-    def _income(self, acc: Account, symbol: str, kind: str, amount: Decimal, t: int,
-                trade_id: int | None = None) -> None:  # fmt: skip
-        acc.income.append({
-            "symbol": symbol, "incomeType": kind, "income": fmt(amount), "asset": "USDT",
-            "info": kind, "time": t, "tranId": len(acc.income) + 1,
-            "tradeId": "" if trade_id is None else str(trade_id),
-        })  # fmt: skip
-
-    # -- events ---------------------------------------------------------------------
-
-    def _event_order(self, acc: Account, order: Order, execution: str, t: int,
-                     last: tuple | None = None) -> None:  # fmt: skip
-        qty, price, commission, trade_id, maker, realized = last or (ZERO, ZERO, None, 0,
-                                                                     False, ZERO)  # fmt: skip
-        o = {
-            "s": order.symbol, "c": order.client_id, "S": order.side, "o": order.type,
-            "f": order.time_in_force, "q": fmt(order.qty), "p": fmt(order.price),
-            "ap": fmt(order.avg_price), "sp": fmt(order.stop_price), "x": execution,
-            "X": order.status.value, "i": order.order_id, "l": fmt(qty),
-            "z": fmt(order.executed), "L": fmt(price), "T": t, "t": trade_id,
-            "b": "0", "a": "0", "m": maker, "R": order.reduce_only,
-            "wt": "CONTRACT_PRICE", "ot": order.type, "ps": "BOTH",
-            "cp": order.close_position, "rp": fmt(realized),
-        }  # fmt: skip
-        if commission is not None:
-            o.update(N="USDT", n=fmt(commission))
-        acc.events.append({"e": "ORDER_TRADE_UPDATE", "E": t, "T": t, "o": o})
-
-    def _event_margin_call(self, acc: Account, worst: dict[str, Decimal], t: int) -> None:
-        """``MARGIN_CALL``: the positions at the bar's worst prices, their maintenance."""
-        rate = self.costs.maintenance_margin
-        positions = []
-        for symbol, price in worst.items():
-            pos = acc.positions[symbol]
-            positions.append({
-                "s": symbol, "ps": "BOTH", "pa": fmt(pos.qty), "mt": "CROSSED", "iw": "0",
-                "mp": fmt(price), "up": fmt(pos.qty * (price - pos.entry)),
-                "mm": fmt(abs(pos.qty) * price * rate),
-            })  # fmt: skip
-        acc.events.append({"e": "MARGIN_CALL", "E": t, "cw": fmt(acc.wallet), "p": positions})
-
-    def _event_balance(self, acc: Account, reason: str, t: int, positions: bool,
-                       symbol: str | None = None) -> None:  # fmt: skip
-        data: dict[str, Any] = {
-            "m": reason,
-            "B": [{"a": "USDT", "wb": fmt(acc.wallet), "cw": fmt(acc.wallet), "bc": "0"}],
-            "P": [],
-        }
-        if positions and symbol is not None:
-            pos = acc.position(symbol)
-            data["P"].append({
-                "s": symbol, "pa": fmt(pos.qty), "ep": fmt(pos.entry), "cr": fmt(pos.realized),
-                "up": fmt(self.unrealized(acc, symbol, t)), "mt": "cross", "iw": "0",
-                "ps": "BOTH",
-            })  # fmt: skip
-        acc.events.append({"e": "ACCOUNT_UPDATE", "E": t, "T": t, "a": data})
+        acc.events.append(order_event(order, status.value, t))
 
 
 def _flag(p: dict[str, str], name: str) -> bool:
@@ -589,9 +595,14 @@ def _decimal(p: dict[str, str], name: str) -> Decimal | None:
     if value is None:
         return None
     try:
-        out = Decimal(value)
+        out = Decimal(value.strip())
     except ArithmeticError:
         raise ApiError(400, -1102, f"Mandatory parameter '{name}' was malformed.") from None
     if not out.is_finite():
         raise ApiError(400, -1102, f"Mandatory parameter '{name}' was malformed.")
     return out
+
+
+def _places(x: Decimal) -> int:
+    """The decimal places ``x`` is written with (trailing zeros not counted)."""
+    return max(0, -int(x.normalize().as_tuple().exponent))

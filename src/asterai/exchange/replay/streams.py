@@ -169,7 +169,11 @@ class StreamServer:
                 with self._lock:
                     if self._generation != generation:
                         return
-                for message in stream.due():
+                messages = stream.due()
+                if messages is None:
+                    ws.close(1000, "the listenKey was closed")
+                    return
+                for message in messages:
                     ws.send(message)
                     with self._lock:
                         self.pushed += 1
