@@ -44,6 +44,8 @@ The package, one file for each part, each importing only the ones it needs and n
 this ``__init__`` (no circle; ``tests/test_architecture.py`` checks it):
 
 * ``recording.py``: a recorded folder (either layout) loaded into memory, ready to serve.
+* ``series.py``: the recording's series (klines, funding) and the symbol facts they
+  imply (``SymbolInfo``: the recorded filters, or the tick and step derived).
 * ``faults.py``: :class:`FaultSpec`, the share of requests that get each fault.
 * ``stats.py``: :class:`ReplayStats`, what the server did, counted.
 * ``clock.py``: :class:`PlayClock`, the running clock of a recording played forward.
