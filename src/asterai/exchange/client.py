@@ -239,6 +239,12 @@ class AsterClient:
         return self._banned
 
     async def _send(self, path: str, params: dict[str, Any], weight: int) -> Response:
+        return await self.send_once("GET", path, weight, params=params)
+
+    async def send_once(self, method: str, path: str, weight: int, **kwargs: Any) -> Response:
+        """One request (``kwargs``: httpx's ``params``, ``content``, ``headers``) through
+        the limiter and the ban, its reply classified; no retry (the caller's: a signed
+        order must never be sent twice blindly)."""
         async with self._slots:
             if (banned := self._still_banned()) is not None:
                 raise banned
@@ -254,7 +260,7 @@ class AsterClient:
                 tally.weight += weight
             started = time.perf_counter()
             try:
-                reply = await self._http.get(path, params=params)
+                reply = await self._http.request(method, path, **kwargs)
                 body = reply.content
             except httpx.TransportError as err:
                 raise TemporaryError(f"{type(err).__name__}: {err or 'connection failed'}") from err

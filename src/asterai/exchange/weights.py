@@ -1,4 +1,5 @@
-"""Request weights of the public endpoints, as the Aster API documentation states them.
+"""Request weights, as the Aster API documentation states them: the public endpoints'
+and the private (signed) ones'.
 
 The client plans with these numbers and the replay server charges them, so
 both sides read the same table.
@@ -62,3 +63,34 @@ def endpoint_weight(path: str, params: dict[str, object]) -> int:
     if name == "ticker/price":
         return 1 if "symbol" in params else 2
     return 1
+
+
+#: (method, endpoint name) -> weight, as documented (``shared/reference``)
+ACCOUNT_WEIGHTS: dict[tuple[str, str], int] = {
+    ("POST", "order"): 1, ("GET", "order"): 1, ("DELETE", "order"): 1,
+    ("POST", "batchOrders"): 5, ("DELETE", "batchOrders"): 1,
+    ("DELETE", "allOpenOrders"): 1, ("POST", "countdownCancelAll"): 10,
+    ("GET", "openOrder"): 1, ("GET", "openOrders"): 1, ("GET", "allOrders"): 5,
+    ("GET", "balance"): 5, ("GET", "account"): 5, ("GET", "accountWithJoinMargin"): 5,
+    ("POST", "leverage"): 1, ("POST", "marginType"): 1,
+    ("POST", "positionSide/dual"): 1, ("GET", "positionSide/dual"): 30,
+    ("GET", "positionRisk"): 5, ("GET", "userTrades"): 5, ("GET", "income"): 30,
+    ("GET", "leverageBracket"): 1, ("GET", "commissionRate"): 20,
+    ("POST", "listenKey"): 1, ("PUT", "listenKey"): 1, ("DELETE", "listenKey"): 1,
+}  # fmt: skip
+#: where the V1 documentation puts an endpoint under another version
+V1_VERSIONS = {"balance": "v2", "positionRisk": "v2", "account": "v4"}
+#: endpoints only under /fapi/v3
+V3_ONLY = {"accountWithJoinMargin"}
+
+
+def private_weight(method: str, path: str, params: dict[str, str]) -> int | None:
+    """The weight of a private request, None when ``path`` is not one."""
+    parts = path.strip("/").split("/", 2)
+    if len(parts) < 3 or parts[0] != "fapi":
+        return None
+    name = parts[2]
+    w = ACCOUNT_WEIGHTS.get((method, name))
+    if (method, name) == ("GET", "openOrders") and not params.get("symbol"):
+        return 40
+    return w

@@ -30,40 +30,12 @@ from asterai.exchange.replay.accounts import MAX_LEVERAGE, ZERO, Account, Positi
 from asterai.exchange.replay.auth import Auth
 from asterai.exchange.replay.errors import ApiError
 from asterai.exchange.replay.matching import Engine
+from asterai.exchange.weights import ACCOUNT_WEIGHTS, V1_VERSIONS, V3_ONLY
 
-#: (method, endpoint name) -> weight, as documented (``shared/reference``)
-ACCOUNT_WEIGHTS: dict[tuple[str, str], int] = {
-    ("POST", "order"): 1, ("GET", "order"): 1, ("DELETE", "order"): 1,
-    ("POST", "batchOrders"): 5, ("DELETE", "batchOrders"): 1,
-    ("DELETE", "allOpenOrders"): 1, ("POST", "countdownCancelAll"): 10,
-    ("GET", "openOrder"): 1, ("GET", "openOrders"): 1, ("GET", "allOrders"): 5,
-    ("GET", "balance"): 5, ("GET", "account"): 5, ("GET", "accountWithJoinMargin"): 5,
-    ("POST", "leverage"): 1, ("POST", "marginType"): 1,
-    ("POST", "positionSide/dual"): 1, ("GET", "positionSide/dual"): 30,
-    ("GET", "positionRisk"): 5, ("GET", "userTrades"): 5, ("GET", "income"): 30,
-    ("GET", "leverageBracket"): 1, ("GET", "commissionRate"): 20,
-    ("POST", "listenKey"): 1, ("PUT", "listenKey"): 1, ("DELETE", "listenKey"): 1,
-}  # fmt: skip
-#: where the V1 documentation puts an endpoint under another version
-V1_VERSIONS = {"balance": "v2", "positionRisk": "v2", "account": "v4"}
-#: endpoints only under /fapi/v3
-V3_ONLY = {"accountWithJoinMargin"}
 #: the order-count limits per account (Binance's, which Aster's documentation follows)
 ORDER_LIMITS = ((10_000, 300, "X-MBX-ORDER-COUNT-10S"), (60_000, 1200, "X-MBX-ORDER-COUNT-1M"))
 LISTEN_KEY_MS = 60 * 60_000
 MAX_BATCH = 5
-
-
-def weight_of(method: str, path: str, params: dict[str, str]) -> int | None:
-    """The weight of a private request, None when ``path`` is not one."""
-    parts = path.strip("/").split("/", 2)
-    if len(parts) < 3 or parts[0] != "fapi":
-        return None
-    name = parts[2]
-    w = ACCOUNT_WEIGHTS.get((method, name))
-    if (method, name) == ("GET", "openOrders") and not params.get("symbol"):
-        return 40
-    return w
 
 
 class AccountAPI:

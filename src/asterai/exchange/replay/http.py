@@ -22,9 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from asterai.exchange.replay.account_api import weight_of as private_weight
 from asterai.exchange.replay.errors import JSON, ApiError
 from asterai.exchange.replay.market import PREFIX, SPOT_EXCHANGE_INFO, Replay, market_path
+from asterai.exchange.weights import private_weight
 
 logger = logging.getLogger(__name__)
 
