@@ -1,0 +1,110 @@
+"""Orders as intents journaled before they are sent (``live.intents``), against the
+replay's accounts with its order faults: every intent ends in the state the exchange
+says, an order is never sent twice, and one whose fate is unknown is asked for."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import FAST_EXCHANGE
+
+from asterai.config import ExchangeSettings
+from asterai.exchange.client import AsterClient
+from asterai.exchange.private import PrivateClient
+from asterai.exchange.signing import V3Key
+from asterai.live.intents import (
+    CLIENT_ID_RE,
+    NOT_FOUND_CONFIRMATIONS,
+    IllegalMove,
+    Intent,
+    Intents,
+    Leg,
+    State,
+    client_id,
+    send,
+    settle,
+)
+
+
+def test_a_client_id_is_what_the_order_is_for_and_nothing_else():
+    one = client_id("0xabc", 1234, "1000BONKUSDT", Leg.STOP)
+    assert one == client_id("0xabc", 1234, "1000BONKUSDT", Leg.STOP)  # recomputed after a crash
+    assert CLIENT_ID_RE.match(one) and len(one) <= 36
+    others = {client_id("0xabd", 1234, "1000BONKUSDT", Leg.STOP),
+              client_id("0xabc", 1235, "1000BONKUSDT", Leg.STOP),
+              client_id("0xabc", 1234, "BTCUSDT", Leg.STOP),
+              client_id("0xabc", 1234, "1000BONKUSDT", Leg.TARGET)}  # fmt: skip
+    assert one not in others and len(others) == 4
+
+
+def test_an_intent_moves_only_as_the_table_allows(tmp_path):
+    journal = Intents(tmp_path / "live.sqlite")
+    intent = Intent(client_id("0xabc", 1, "BTCUSDT", Leg.ENTRY), 1, "BTCUSDT", Leg.ENTRY,
+                    "BUY", "MARKET", "0.002")  # fmt: skip
+    journal.record(intent)
+    with pytest.raises(IllegalMove, match="journaled already"):
+        journal.record(intent)
+    journal.move(intent.client_id, State.SENT)
+    journal.move(intent.client_id, State.FILLED, order_id=7)
+    with pytest.raises(IllegalMove, match="FILLED cannot become CANCELED"):
+        journal.move(intent.client_id, State.CANCELED)
+    journal.close()
+    again = Intents(tmp_path / "live.sqlite")  # what was committed is there
+    assert again.state(intent.client_id) is State.FILLED and again.unsettled() == []
+
+
+@pytest.fixture
+def exchange(recording):
+    from asterai.exchange.replay import ReplayServer
+
+    btc = recording.series("BTCUSDT", "1h")
+    with ReplayServer(recording, clock_speed=0, play_from_ms=int(btc.open_time[-100]) + 1000,
+                      accounts=1, balance="500") as server:  # fmt: skip
+        yield server
+
+
+def entry(t: int) -> Intent:
+    return Intent(client_id("0xacct", t, "BTCUSDT", Leg.ENTRY), t, "BTCUSDT", Leg.ENTRY,
+                  "BUY", "MARKET", "0.002")  # fmt: skip
+
+
+def run(server, work):
+    c = server.credentials[0]
+    key = V3Key.of(c.user.address, c.api_wallet.private_key, signer=c.api_wallet.address)
+
+    async def go():
+        async with AsterClient(server.base_url, ExchangeSettings(**FAST_EXCHANGE)) as client:
+            return await work(PrivateClient(client, key))
+
+    return asyncio.run(go())
+
+
+def test_sent_answered_lost_and_never_sent_intents_all_end_as_the_exchange_says(exchange, tmp_path):
+    journal = Intents(tmp_path / "live.sqlite")
+
+    async def work(api):
+        out = {"answered": await send(journal, api, entry(1))}
+        exchange.set_faults("lost=1")  # applied, the answer lost
+        out["lost"] = await send(journal, api, entry(2))
+        exchange.set_faults("5xx=1")  # refused before it was applied, no answer either
+        out["refused"] = await send(journal, api, entry(3))
+        exchange.set_faults(None)
+        journal.record(entry(4))  # journaled, then the process died before the send
+        journal.record(entry(5))  # sent, then the process died before the answer's commit
+        journal.move(entry(5).client_id, State.SENT)
+        await api.new_order(**entry(5).params())
+        rounds = [await settle(journal, api) for _ in range(NOT_FOUND_CONFIRMATIONS)]
+        return out, rounds
+
+    out, rounds = run(exchange, work)
+    assert out == {"answered": State.FILLED, "lost": State.UNKNOWN, "refused": State.UNKNOWN}
+    assert rounds[0] == {entry(2).client_id: State.FILLED, entry(3).client_id: State.UNKNOWN,
+                         entry(4).client_id: State.INTENT, entry(5).client_id: State.FILLED}  # fmt: skip
+    final = {r["client_id"]: r["state"] for r in journal.rows()}
+    assert final == {entry(1).client_id: "FILLED", entry(2).client_id: "FILLED",
+                     entry(3).client_id: "NOT_PLACED", entry(4).client_id: "NOT_PLACED",
+                     entry(5).client_id: "FILLED"}  # fmt: skip
+    account = exchange.accounts.engine.accounts[exchange.credentials[0].user.address]
+    assert len(account.orders) == 3  # the exchange took three, each once: settling only asks
+    assert str(account.positions["BTCUSDT"].qty) == "0.006"
