@@ -374,6 +374,39 @@ def step_nb(
             s.account[0] -= amount
             s.paid[j] += amount
 
+    if stopped:
+        s.account[2] = 1.0
+    decide_nb(t, last, close, tradeable, p_long, p_short, atr, tick, step, p, s, rejects, curve)
+
+
+@njit(cache=True, inline="always")
+def decide_nb(
+    t: int,
+    last: bool,
+    close: np.ndarray,
+    tradeable: np.ndarray,
+    p_long: np.ndarray,
+    p_short: np.ndarray,
+    atr: np.ndarray,
+    tick: np.ndarray,
+    step: np.ndarray,
+    p: Params,
+    s: State,
+    rejects: np.ndarray,
+    curve: np.ndarray,
+) -> None:
+    """The close of bar ``t`` (the module's rules 5 and 6) on the account as it stands
+    after the bar's fills: the equity and the circuit breaker, then the signals and the
+    orders for the next open. ``step_nb`` runs it after the fills it simulates; live
+    trading runs it alone, on the account the exchange reports (its fills are the
+    exchange's), so that the decisions are this one function's either way."""
+    N = len(close)
+    side, qty, entry_px = s.side, s.qty, s.entry_px
+    last_close = s.last_close
+    pend_exit, pend_exit_reason, pend_order = s.pend_exit, s.pend_exit_reason, s.pend_order
+    stopped = s.account[2] != 0.0
+    rank = 0
+
     # -- 5. equity at the close; the circuit breaker --------------------------------
     for j in range(N):
         if not np.isnan(close[j]):
@@ -480,6 +513,7 @@ def step_nb(
         rank += 1
         n_busy += 1
     s.account[3] = float(rank)
+
 
 
 @njit(cache=True)
