@@ -5,6 +5,7 @@ says, an order is never sent twice, and one whose fate is unknown is asked for."
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 from conftest import FAST_EXCHANGE
@@ -108,3 +109,37 @@ def test_sent_answered_lost_and_never_sent_intents_all_end_as_the_exchange_says(
     account = exchange.accounts.engine.accounts[exchange.credentials[0].user.address]
     assert len(account.orders) == 3  # the exchange took three, each once: settling only asks
     assert str(account.positions["BTCUSDT"].qty) == "0.006"
+
+
+def test_the_journal_against_the_exchange_names_every_difference(exchange, tmp_path):
+    """The bot's entry and its resting stop agree with the exchange. Then a position
+    opened by hand (and a resting order of the hand's) is reported and left alone, and
+    the bot's stop cancelled by hand makes its position unprotected: the trader must
+    stop new entries until a person looks."""
+    from asterai.live.reconcile import reconcile
+
+    journal = Intents(tmp_path / "live.sqlite")
+    prefix = client_id("0xacct", 0, "X", Leg.ENTRY).split("-")[0]
+    stop = Intent(client_id("0xacct", 1, "BTCUSDT", Leg.STOP), 1, "BTCUSDT", Leg.STOP, "SELL",
+                  "STOP_MARKET", stop_price="50000.0", close_position=True)  # fmt: skip
+
+    async def work(api):
+        await send(journal, api, entry(1))
+        await send(journal, api, stop)
+        first = await reconcile(journal, api, prefix)
+        await api.new_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.05",
+                            newClientOrderId="by-hand-1")  # fmt: skip
+        await api.new_order(symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
+                            quantity="0.05", price="1000.00", newClientOrderId="by-hand-2")  # fmt: skip
+        await api.cancel("BTCUSDT", client_id=stop.client_id)
+        second = await reconcile(journal, api, prefix)
+        return first, second
+
+    first, second = run(exchange, work)
+    assert first.differences == () and not first.fail_closed
+    assert first.believed == first.held == {"BTCUSDT": Decimal("0.002")}
+    kinds = {(d.kind, d.symbol) for d in second.differences}
+    assert kinds == {("foreign position", "ETHUSDT"), ("foreign order", "ETHUSDT"),
+                     ("stale order", "BTCUSDT"), ("unprotected", "BTCUSDT")}  # fmt: skip
+    assert second.fail_closed
+    assert any("by-hand-2" in line for line in second.lines())

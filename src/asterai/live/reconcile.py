@@ -1,0 +1,111 @@
+"""The journal against the exchange: what the bot believes it holds, what the exchange
+says it holds, and every difference named.
+
+The journal's belief comes from its intents (``live.intents``): a symbol's position is
+what its filled entries bought less what its filled exits sold (each at its executed
+quantity), and the resting orders are the intents the exchange last reported open. The
+exchange's truth is ``positionRisk`` and ``openOrders``. A difference is one of:
+
+- ``foreign position``: the exchange holds a position the bot never opened (opened by
+  hand, or by another program): reported, never touched;
+- ``foreign order``: an open order whose client id is not one of the bot's: the same;
+- ``position``: the bot's position and the exchange's differ in size or side;
+- ``unprotected``: the bot holds a position with no resting stop on the exchange;
+- ``stale order``: an order the journal believes resting that the exchange no longer
+  has open (filled or cancelled meanwhile: ``intents.settle`` learns which).
+
+Any difference but a stale order (which settling resolves) switches the trader to
+reduce-only until it is explained (STYLE.md, "Fail closed").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from asterai.exchange.private import PrivateClient
+from asterai.live.intents import Intents, Leg
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    kind: str
+    symbol: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """What the journal holds, what the exchange holds, and the differences."""
+
+    believed: dict[str, Decimal]
+    held: dict[str, Decimal]
+    differences: tuple[Difference, ...] = field(default_factory=tuple)
+
+    @property
+    def fail_closed(self) -> bool:
+        """Whether new entries must stop until a person looks (anything but orders the
+        next settle resolves)."""
+        return any(d.kind != "stale order" for d in self.differences)
+
+    def lines(self) -> list[str]:
+        if not self.differences:
+            return ["journal and exchange agree"]
+        return [f"{d.kind}: {d.symbol}: {d.detail}" for d in self.differences]
+
+
+def believed_positions(journal: Intents) -> dict[str, Decimal]:
+    """Each symbol's position by the journal: filled entries less filled exits (a
+    signed quantity; a partial fill counts its executed part)."""
+    out: dict[str, Decimal] = {}
+    for row in journal.rows("state IN ('FILLED', 'PARTIALLY_FILLED', 'CANCELED', 'EXPIRED')"):
+        done = Decimal(row["executed"] or "0")
+        if not done:
+            continue
+        signed = done if row["side"] == "BUY" else -done
+        out[row["symbol"]] = out.get(row["symbol"], ZERO) + signed
+    return {s: q for s, q in out.items() if q}
+
+
+def compare(journal: Intents, positions: list[dict], open_orders: list[dict],
+            prefix: str) -> Reconciliation:  # fmt: skip
+    """The journal against the exchange's ``positionRisk`` and ``openOrders`` answers;
+    ``prefix``: the start of every client id the bot makes (``client_id``'s ``ai<tag>``)."""
+    believed = believed_positions(journal)
+    held = {p["symbol"]: Decimal(p["positionAmt"]) for p in positions
+            if Decimal(p["positionAmt"])}  # fmt: skip
+    differences: list[Difference] = []
+    for symbol in sorted(set(believed) | set(held)):
+        mine, theirs = believed.get(symbol, ZERO), held.get(symbol, ZERO)
+        if not mine and theirs:
+            differences.append(Difference("foreign position", symbol,
+                                          f"the exchange holds {theirs}; the bot opened none"))  # fmt: skip
+        elif mine != theirs:
+            differences.append(Difference("position", symbol,
+                                          f"the journal holds {mine}, the exchange {theirs}"))  # fmt: skip
+    open_ids = {o["clientOrderId"] for o in open_orders}
+    for o in open_orders:
+        if not o["clientOrderId"].startswith(prefix):
+            differences.append(Difference("foreign order", o["symbol"],
+                                          f"{o['type']} {o['side']} {o['clientOrderId']}"))  # fmt: skip
+    resting = journal.rows("state IN ('NEW', 'PARTIALLY_FILLED')")
+    for row in resting:
+        if row["client_id"] not in open_ids:
+            differences.append(Difference("stale order", row["symbol"],
+                                          f"{row['client_id']} is not open on the exchange"))  # fmt: skip
+    for symbol, qty in believed.items():
+        stops = [r for r in resting if r["symbol"] == symbol and r["leg"] == Leg.STOP.value
+                 and r["client_id"] in open_ids]  # fmt: skip
+        if held.get(symbol, ZERO) == qty and not stops:
+            differences.append(Difference("unprotected", symbol,
+                                          f"{qty} held with no resting stop"))  # fmt: skip
+    return Reconciliation(believed, held, tuple(differences))
+
+
+async def reconcile(journal: Intents, api: PrivateClient, prefix: str) -> Reconciliation:
+    """``compare`` on what the exchange says now."""
+    positions = await api.positions()
+    orders = await api.open_orders()
+    return compare(journal, positions, orders, prefix)
