@@ -143,3 +143,59 @@ def test_the_journal_against_the_exchange_names_every_difference(exchange, tmp_p
                      ("stale order", "BTCUSDT"), ("unprotected", "BTCUSDT")}  # fmt: skip
     assert second.fail_closed
     assert any("by-hand-2" in line for line in second.lines())
+
+
+def test_a_position_is_protected_on_the_exchange_and_one_leg_filling_cancels_the_other(
+    exchange, tmp_path
+):
+    """An entry, then at once its close-all stop and its reduce-only target, resting on
+    the exchange. The clock plays until one fills; the other is then cancelled. A
+    stop the price has already passed is refused (-2021): the position is closed at
+    market at once."""
+    from asterai.live.protect import Position, close_at_market, protect, settle_legs
+
+    journal = Intents(tmp_path / "live.sqlite")
+    btc = exchange.accounts.engine.instruments["BTCUSDT"]
+    price = Decimal(repr(float(btc.open[btc.bar_at(exchange.now_ms)])))
+
+    def position(t: int, stop: Decimal, target: Decimal) -> Position:
+        return Position("0xacct", t, "BTCUSDT", +1, "0.002", str(stop.quantize(btc.tick)),
+                        str(target.quantize(btc.tick)))  # fmt: skip
+
+    async def work(api):
+        pos = position(1, price * Decimal("0.99"), price * Decimal("1.01"))
+        await send(journal, api, entry(1))
+        placed = await protect(journal, api, pos)
+        closed = None
+        for _ in range(48):
+            exchange.clock.advance(3_600_000)
+            closed = await settle_legs(journal, api, pos)
+            if closed:
+                break
+        legs = {leg: journal.state(pos.leg(leg)) for leg in (Leg.STOP, Leg.TARGET)}
+        # a stop above the market for a long: refused, and the position closed at once
+        late = position(2, price * Decimal("10"), price * Decimal("11"))
+        await send(journal, api, entry(2))
+        refused = await protect(journal, api, late)
+        # a time limit: the resting legs cancelled, then closed at market
+        timed = position(3, price * Decimal("0.5"), price * Decimal("2"))
+        await send(journal, api, entry(3))
+        await protect(journal, api, timed)
+        timed_out = await close_at_market(journal, api, timed, t=20)
+        timed_legs = {leg: journal.state(timed.leg(leg)) for leg in (Leg.STOP, Leg.TARGET)}
+        risk = await api.positions("BTCUSDT")
+        return placed, closed, legs, refused, (timed_out, timed_legs), risk
+
+    placed, closed, legs, refused, timed, risk = run(exchange, work)
+    assert placed == {Leg.STOP: State.NEW, Leg.TARGET: State.NEW}
+    assert closed is State.FILLED
+    assert sorted(legs.values()) == sorted([State.FILLED, State.CANCELED])
+    assert refused == {Leg.STOP: State.REJECTED, Leg.EXIT: State.FILLED}
+    assert risk[0]["positionAmt"] == "0"
+    assert (
+        "-2021"
+        in journal.rows("client_id = ?", (client_id("0xacct", 2, "BTCUSDT", Leg.STOP),))[0][
+            "detail"
+        ]
+    )
+    _ = close_at_market  # the refused stop's path above is close_at_market's
