@@ -156,6 +156,7 @@ def journal_bars(root: Path) -> dict:
     path = DataPaths.at(root).paper_journal
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         times = [r[0] for r in db.execute("SELECT open_ms FROM bars ORDER BY open_ms")]
+        late = db.execute("SELECT COUNT(*) FROM bars WHERE late").fetchone()[0]
         errors = db.execute(
             "SELECT COUNT(*) FROM events WHERE kind LIKE '%error%'"
         ).fetchone()[0]
@@ -166,6 +167,8 @@ def journal_bars(root: Path) -> dict:
         "last": times[-1] if times else None,
         "twice": len(times) - len(set(times)),
         "missing": int(missing),
+        # traded more than paper.max_delay_s after their close: their signals not acted on
+        "late": int(late),
         "error_events": int(errors),
     }
 
