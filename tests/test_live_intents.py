@@ -199,3 +199,43 @@ def test_a_position_is_protected_on_the_exchange_and_one_leg_filling_cancels_the
         ]
     )
     _ = close_at_market  # the refused stop's path above is close_at_market's
+
+
+def test_the_account_the_step_sees_is_the_exchanges(exchange, tmp_path):
+    """The bot's protected position, read back from the exchange into the kernel's
+    account (side, size, entry price, stop, target, entry bar), while a position opened
+    by hand on another symbol is not the bot's: that symbol is flat to the step."""
+    from asterai.backtest import kernel
+    from asterai.live.account import held_positions, load_positions
+    from asterai.live.protect import Position, protect
+
+    journal = Intents(tmp_path / "live.sqlite")
+    btc = exchange.accounts.engine.instruments["BTCUSDT"]
+    price = Decimal(repr(float(btc.open[btc.bar_at(exchange.now_ms)])))
+    pos = Position("0xacct", 1, "BTCUSDT", +1, "0.002", str((price * Decimal("0.9")).quantize(btc.tick)),
+                   str((price * Decimal("1.1")).quantize(btc.tick)))  # fmt: skip
+
+    async def work(api):
+        await send(journal, api, entry(1))
+        await protect(journal, api, pos)
+        await api.new_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.05",
+                            newClientOrderId="by-hand-1")  # fmt: skip
+        return await api.positions()
+
+    positions = run(exchange, work)
+    held, foreign = held_positions(journal, positions)
+    assert foreign == {"ETHUSDT"} and set(held) == {"BTCUSDT"}
+    h = held["BTCUSDT"]
+    assert (h.side, h.qty, h.stop, h.target, h.entry_t) == (
+        1,
+        Decimal("0.002"),
+        Decimal(pos.stop),
+        Decimal(pos.target),
+        1,
+    )
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    state = kernel.new_state(len(symbols), 50.0)
+    state.side[1] = -1.0  # whatever was there before: the exchange's word replaces it
+    load_positions(state, symbols, held)
+    assert list(state.side) == [1.0, 0.0] and state.qty[0] == 0.002
+    assert state.entry_px[0] == float(h.entry_price) and state.stop[0] == float(pos.stop)
