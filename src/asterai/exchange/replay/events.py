@@ -79,15 +79,14 @@ class EventFaults:
 class UserStream:
     """Streams one account's events to one connection, with the faults."""
 
-    def __init__(self, api: AccountAPI, key: str, faults: EventFaults, rng: random.Random,
-                 rng_lock: threading.Lock) -> None:  # fmt: skip
+    def __init__(self, api: AccountAPI, key: str, user: str, since: int, faults: EventFaults,
+                 rng: random.Random, rng_lock: threading.Lock) -> None:  # fmt: skip
         self.api = api
         self.key = key
-        self.user = api.user_of_listen_key(key)
+        self.user = user
         self.faults = faults
         self._rng, self._rng_lock = rng, rng_lock
-        events = api.engine.accounts[self.user].events if self.user else []
-        self.sent = len(events)  # what happens from now on
+        self.sent = since  # the account's events when the connection opened: from then on
         self.held: list[dict] = []
         self.expired = False
 

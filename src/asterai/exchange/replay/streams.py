@@ -112,8 +112,12 @@ class StreamServer:
 
     def _opening(self, connection, request) -> None:
         """Before the handshake's answer: the published time the stream starts after (a
-        bar closing while the handshake completes is the stream's, not history)."""
+        bar closing while the handshake completes is the stream's, not history); for a
+        user-data stream, its account and the events it starts after, fixed here (the
+        key may expire before the connection's thread runs: its expiry is then the
+        stream's first event, not a refusal)."""
         connection.asterai_since = self.app.now
+        connection.asterai_user = self._user_key(request.path)
 
     def _subscriptions(self, path: str) -> tuple[list[tuple[str, KlineSeries]], bool, str | None]:
         """(stream name, series) per stream asked for, combined or raw, and an error."""
@@ -143,16 +147,20 @@ class StreamServer:
             subs.append((name, series))
         return subs, combined, None
 
-    def _user_key(self, path: str) -> str | None:
-        """The listen key of a user-data stream path (``/ws/<listenKey>``), if it is one."""
+    def _user_key(self, path: str) -> tuple[str, str, int] | None:
+        """For a user-data stream path (``/ws/<listenKey>`` of a live key): the key, its
+        account and how many of the account's events came before (None otherwise)."""
         api = self.app.accounts
         parts = urlsplit(path)
         if api is None or not parts.path.startswith("/ws/"):
             return None
         key = parts.path[len("/ws/") :]
-        return key if key in api.listen_keys else None
+        user = api.user_of_listen_key(key)
+        if user is None:
+            return None
+        return key, user, len(api.engine.accounts[user].events)
 
-    def _handle_user(self, ws, key: str) -> None:
+    def _handle_user(self, ws, opened: tuple[str, str, int]) -> None:
         """The user-data stream (``events.py``) of the account whose key this is."""
         from websockets.exceptions import ConnectionClosed
 
@@ -160,7 +168,9 @@ class StreamServer:
         from asterai.exchange.replay.events import UserStream
 
         app = self.app
-        stream = UserStream(app.accounts, key, app.event_faults, app.event_rng, app.event_lock)
+        key, user, since = opened
+        stream = UserStream(app.accounts, key, user, since, app.event_faults, app.event_rng,
+                            app.event_lock)  # fmt: skip
         with self._lock:
             generation = self._generation
             self._connections.add(ws)
@@ -192,9 +202,9 @@ class StreamServer:
     def _handle(self, ws) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        key = self._user_key(ws.request.path)
-        if key is not None:
-            self._handle_user(ws, key)
+        opened = getattr(ws, "asterai_user", None)
+        if opened is not None:
+            self._handle_user(ws, opened)
             return
         subs, combined, error = self._subscriptions(ws.request.path)
         if error is not None:
