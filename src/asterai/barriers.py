@@ -15,6 +15,9 @@ further against it than its label's, the cautious side.)
   for a short's buy (strictly beyond it when the tick is unknown). Prices lie on the
   tick grid, so "a tick beyond" is tested as "more than half a tick beyond", which float
   rounding cannot flip.
+- **The time limit**: a position held ``horizon`` bars exits at that bar's close
+  (``time_up``; the backtest fills it at the close, a live order sent then at the next
+  open).
 - **Market fills** (entries, stops, gaps, time limits, exits on a signal, the circuit
   breaker, liquidation, the end of the data) pay the full slippage against the trader
   and then the tick against him too. The slipped price is never clipped to the bar's
@@ -89,3 +92,10 @@ def target_filled(side: float, low: float, high: float, target: float, tick: flo
     if side > 0:
         return high > target + beyond if tick > 0.0 else high > target
     return low < target - beyond if tick > 0.0 else low < target
+
+
+@njit(cache=True)
+def time_up(t: int, entry_t: int, horizon: int) -> bool:
+    """A position entered at bar ``entry_t`` has been held ``horizon`` bars at the close
+    of bar ``t`` (the labels' time limit): it exits now."""
+    return t - entry_t + 1 >= horizon

@@ -91,7 +91,7 @@ from asterai.backtest.enums import (
     REJECT_PAUSED,
     REJECT_STOPPED,
 )
-from asterai.barriers import market_fill, place, stop_touched, target_filled
+from asterai.barriers import market_fill, place, stop_touched, target_filled, time_up
 from asterai.jitcache import invalidate_on_change
 
 
@@ -350,7 +350,7 @@ def step_nb(
             # slippage, the maker fee
             px = target[j]
             fee_rate = p.maker_fee
-        elif t - entry_t[j] + 1 >= p.horizon:
+        elif time_up(t, entry_t[j], p.horizon):
             reason = EXIT_TIME
             px = market_fill(close[j], w < 0, p.slippage, tick[j])
         if reason >= 0:
