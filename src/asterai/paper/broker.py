@@ -137,13 +137,7 @@ class SimulatedBroker:
         )
         carried = is_open & was_open & (s.entry_t < bar.t)
         funding = np.where(is_open, s.paid - np.where(carried, paid_before, 0.0), 0.0)
-        orders = [
-            (j, ENTRY, s.pend_side[j], s.pend_qty[j], s.pend_prob[j], -1)
-            for j in np.flatnonzero(s.pend_order >= 0)
-        ] + [
-            (j, EXIT, -s.side[j], s.qty[j], np.nan, s.pend_exit_reason[j])
-            for j in np.flatnonzero(s.pend_exit & is_open)
-        ]
+        orders = decided_orders(s)
         held = np.flatnonzero(is_open)
         positions = np.column_stack(
             [held, s.side[held], s.qty[held], s.entry_px[held], s.stop[held], s.target[held],
@@ -155,8 +149,22 @@ class SimulatedBroker:
             self._rejects[: s.counts[1]].copy(),
             entries,
             funding,
-            np.array(orders, dtype=float).reshape(-1, len(ORDER_FIELDS)),
+            orders,
             positions,
             curve,
             killed,
         )
+
+
+def decided_orders(s: kernel.State) -> np.ndarray:
+    """The orders decided at the last close for the next open (``ORDER_FIELDS``):
+    entries in the order of their strength, then exits of open positions."""
+    is_open = s.side != 0.0
+    orders = [
+        (j, ENTRY, s.pend_side[j], s.pend_qty[j], s.pend_prob[j], -1)
+        for j in np.flatnonzero(s.pend_order >= 0)
+    ] + [
+        (j, EXIT, -s.side[j], s.qty[j], np.nan, s.pend_exit_reason[j])
+        for j in np.flatnonzero(s.pend_exit & is_open)
+    ]
+    return np.array(orders, dtype=float).reshape(-1, len(ORDER_FIELDS))

@@ -1,0 +1,56 @@
+"""The decisions live trading takes at a bar's close (``live.decide``: the kernel's own
+``decide_nb`` on the account read back from the exchange) are the simulated broker's,
+bar by bar over the recording's last two weeks, when the account is the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from conftest import batch_inputs
+
+from asterai.config import load_settings
+
+START = int(pd.Timestamp("2025-10-01T03:00:00Z").value // 1_000_000)
+LAST = int(pd.Timestamp("2025-10-15T03:00:00Z").value // 1_000_000)
+
+
+def test_the_close_decided_on_the_account_after_its_fills_is_the_simulated_brokers(
+    exported_root,
+) -> None:
+    """At every bar: the simulated broker applies the whole bar (fills, then the close);
+    the live path takes the account as it stands after the fills (the positions, which
+    the close does not change), forgets the decisions, and decides the close alone.
+    The orders for the next open are the same, entries and exits, in the same order."""
+    from asterai.backtest import engine as backtest
+    from asterai.backtest import kernel
+    from asterai.deploy.runtime import OnnxModel
+    from asterai.live.decide import decide
+    from asterai.paper.broker import Bar, Controls, SimulatedBroker
+    from asterai.paths import DataPaths
+
+    settings = load_settings(exported_root)
+    model = OnnxModel(DataPaths.at(exported_root).models("confluence") / "onnx")
+    inputs = batch_inputs(exported_root, sorted(model.manifest["service"]["symbols"]), START, LAST)
+    p = backtest.params(settings, inputs)
+    broker = SimulatedBroker(p, inputs.tick, inputs.step, inputs.min_notional)
+    compared = with_orders = 0
+    for t in range(len(inputs.times) - 1):
+        bar = Bar(t, int(inputs.times[t]), inputs.open_[t], inputs.high[t], inputs.low[t],
+                  inputs.close[t], inputs.volume[t], inputs.tradeable[t], inputs.p_long[t],
+                  inputs.p_short[t], inputs.atr[t], inputs.funding[t])  # fmt: skip
+        before = kernel.State(*[a.copy() for a in broker.state])
+        events = broker.apply(bar, Controls())
+        if broker.state.account[2] != 0.0 or before.account[2] != 0.0:
+            continue  # the breaker: decided in the close, not replayed here
+        live = kernel.State(*[a.copy() for a in broker.state])
+        live.pend_order[:] = -1
+        live.pend_exit[:] = False
+        live.account[:] = before.account  # the cash after the fills is the broker's
+        live.account[0] = broker.state.account[0]
+        live.last_close[:] = before.last_close
+        orders, _, curve = decide(live, bar, inputs.tick, inputs.step, p)
+        np.testing.assert_array_equal(orders, events.orders, err_msg=f"bar {t}")
+        np.testing.assert_allclose(curve, events.curve, rtol=0, atol=1e-12, err_msg=f"bar {t}")
+        compared += 1
+        with_orders += len(orders) > 0
+    assert compared > 300 and with_orders > 20, (compared, with_orders)
