@@ -53,4 +53,5 @@ def test_the_close_decided_on_the_account_after_its_fills_is_the_simulated_broke
         np.testing.assert_allclose(curve, events.curve, rtol=0, atol=1e-12, err_msg=f"bar {t}")
         compared += 1
         with_orders += len(orders) > 0
+    print(f"{compared} bars compared, {with_orders} with orders")
     assert compared > 300 and with_orders > 20, (compared, with_orders)
