@@ -1,0 +1,80 @@
+"""The decided orders, sent: exits first (their legs cancelled, then reduce-only at
+market), then entries (MARKET, strongest first), each entry's stop and target placed
+on the exchange from its own fill (``barriers.place``: the backtest's placement, from
+the price the exchange filled at, the ATR the decision used).
+
+Every order is an intent journaled before it is sent (``live.intents``); nothing here
+retries a new order: an unknown outcome is settled by asking at the next settle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+
+import numpy as np
+
+from asterai.backtest import kernel
+from asterai.barriers import place
+from asterai.exchange.private import PrivateClient
+from asterai.live.account import Held
+from asterai.live.intents import Intent, Intents, Leg, State, client_id, send
+from asterai.live.protect import Position, close_at_market, protect
+from asterai.paper.broker import ENTRY, EXIT
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What came of one decided order."""
+
+    symbol: str
+    leg: Leg
+    state: State
+    fill: Decimal | None = None
+    protection: dict | None = None
+
+
+def on_step(value: float, step: float) -> str:
+    """A quantity as the exchange takes it: on the lot step, rounded down, written out."""
+    unit = Decimal(repr(step))
+    q = (Decimal(repr(value)) / unit).to_integral_value(ROUND_FLOOR) * unit
+    return format(q.normalize(), "f")
+
+
+def on_tick(value: float, tick: float) -> str:
+    """A price already on the tick (``barriers.place``'s), written as the exchange's
+    decimals (the float's shortest form, quantized to the tick)."""
+    return format(Decimal(repr(value)).quantize(Decimal(repr(tick)).normalize()), "f")
+
+
+async def execute(journal: Intents, api: PrivateClient, account: str, t: int, symbols: list[str],
+                  orders: np.ndarray, state: kernel.State, held: dict[str, Held],
+                  tick: np.ndarray, step: np.ndarray, p: kernel.Params) -> list[Sent]:  # fmt: skip
+    """Send the ``orders`` decided at the close of bar ``t`` (``broker.ORDER_FIELDS``),
+    for the bar that opens next (``t + 1``)."""
+    out: list[Sent] = []
+    for row in orders[orders[:, 1] == EXIT]:
+        symbol = symbols[int(row[0])]
+        h = held.get(symbol)
+        if h is None:
+            continue  # not the bot's, or closed meanwhile
+        pos = Position(account, h.entry_t, symbol, h.side, format(h.qty.normalize(), "f"),
+                       "", "")  # fmt: skip
+        out.append(Sent(symbol, Leg.EXIT, await close_at_market(journal, api, pos, t + 1)))
+    for row in orders[orders[:, 1] == ENTRY]:
+        j = int(row[0])
+        symbol, side = symbols[j], int(row[2])
+        qty = on_step(float(row[3]), float(step[j]))
+        intent = Intent(client_id(account, t + 1, symbol, Leg.ENTRY), t + 1, symbol, Leg.ENTRY,
+                        "BUY" if side > 0 else "SELL", "MARKET", qty)  # fmt: skip
+        state_ = await send(journal, api, intent)
+        if state_ is not State.FILLED:
+            out.append(Sent(symbol, Leg.ENTRY, state_))
+            continue
+        fill = Decimal(journal.rows("client_id = ?", (intent.client_id,))[0]["avg_price"])
+        stop, target = place(float(fill), float(side), float(state.pend_atr[j]), p.tp_atr,
+                             p.sl_atr, float(tick[j]))  # fmt: skip
+        pos = Position(account, t + 1, symbol, side, qty, on_tick(stop, float(tick[j])),
+                       on_tick(target, float(tick[j])))  # fmt: skip
+        out.append(Sent(symbol, Leg.ENTRY, state_, fill, await protect(journal, api, pos)))
+    return out
