@@ -42,9 +42,7 @@ def test_the_close_decided_on_the_account_after_its_fills_is_the_simulated_broke
         events = broker.apply(bar, Controls())
         if broker.state.account[2] != 0.0 or before.account[2] != 0.0:
             continue  # the breaker: decided in the close, not replayed here
-        live = kernel.State(*[a.copy() for a in broker.state])
-        live.pend_order[:] = -1
-        live.pend_exit[:] = False
+        live = kernel.State(*[a.copy() for a in broker.state])  # decide forgets its orders
         live.account[:] = before.account  # the cash after the fills is the broker's
         live.account[0] = broker.state.account[0]
         live.last_close[:] = before.last_close

@@ -25,6 +25,10 @@ def decide(state: kernel.State, bar: Bar, tick: np.ndarray, step: np.ndarray,
     equity, cash, open positions and notional) at the close of ``bar``; ``state``
     changes in place as the kernel changes it."""
     n = len(bar.close)
+    # the last close's orders were sent (or refused): nothing of them carries over, or
+    # an entry would be decided twice
+    state.pend_order[:] = -1
+    state.pend_exit[:] = False
     for j in range(n):
         if state.side[j] != 0.0 and time_up(bar.t, int(state.entry_t[j]), p.horizon):
             if not state.pend_exit[j]:

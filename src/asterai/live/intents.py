@@ -216,7 +216,7 @@ class Intents:
         )
 
     def rows(self, where: str = "1", args: tuple = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(f"SELECT * FROM intents WHERE {where} ORDER BY created_ms, client_id",
+        return self.conn.execute(f"SELECT * FROM intents WHERE {where} ORDER BY t, rowid",
                                  args).fetchall()  # fmt: skip
 
     def unsettled(self) -> list[sqlite3.Row]:
@@ -231,8 +231,11 @@ class Intents:
 
 
 def _from_exchange(order: dict) -> dict:
-    return {"order_id": int(order["orderId"]), "executed": str(order.get("executedQty")),
-            "avg_price": str(order.get("avgPrice"))}  # fmt: skip
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    return {"order_id": int(order["orderId"]), "executed": text(order.get("executedQty")),
+            "avg_price": text(order.get("avgPrice"))}  # fmt: skip
 
 
 async def send(journal: Intents, api: PrivateClient, intent: Intent) -> State:

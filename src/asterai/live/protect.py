@@ -101,8 +101,15 @@ async def settle_legs(journal: Intents, api: PrivateClient, pos: Position) -> St
 
 
 async def close_at_market(journal: Intents, api: PrivateClient, pos: Position, t: int) -> State:
-    """Close ``pos`` at market, reduce-only, its resting legs cancelled first (a time
-    limit, a signal, the breaker, the kill switch, a refused stop)."""
+    """Close ``pos`` at market, reduce-only (a time limit, a signal, the breaker, the kill
+    switch, a refused stop); its resting legs cancelled once the exit has filled, never
+    before (a crash or a failed exit in between would leave the position unprotected;
+    a close-all stop left resting expires on its own once the position is flat)."""
+    exit_ = Intent(pos.leg(Leg.EXIT, t), t, pos.symbol, Leg.EXIT, pos.closing_side, "MARKET",
+                   quantity=pos.quantity, reduce_only=True)  # fmt: skip
+    state = await send(journal, api, exit_)
+    if state is not State.FILLED:
+        return state
     for leg in (Leg.STOP, Leg.TARGET):
         cid = pos.leg(leg)
         try:
@@ -111,6 +118,4 @@ async def close_at_market(journal: Intents, api: PrivateClient, pos: Position, t
             continue
         if resting:
             await cancel_leg(journal, api, cid, pos.symbol)
-    exit_ = Intent(pos.leg(Leg.EXIT, t), t, pos.symbol, Leg.EXIT, pos.closing_side, "MARKET",
-                   quantity=pos.quantity, reduce_only=True)  # fmt: skip
-    return await send(journal, api, exit_)
+    return state
