@@ -108,3 +108,18 @@ def test_a_refusal_is_an_api_error_with_its_code(exchange):
         return err.value.code
 
     assert run(exchange, "v1", work) == -2022
+
+
+def test_an_answer_that_may_mean_the_order_exists_is_unknown_not_a_refusal(exchange):
+    """-4116: the client id is already an open order's. The order sent may be that one
+    (a resend of a lost request), so its fate is unknown until asked, never 'refused'."""
+
+    async def work(api: PrivateClient):
+        order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                 "quantity": "0.002", "price": "50000.0", "newClientOrderId": "dup-1"}  # fmt: skip
+        await api.new_order(**order)
+        with pytest.raises(OutcomeUnknown, match="-4116"):
+            await api.new_order(**order)
+        return (await api.order("BTCUSDT", client_id="dup-1"))["status"]
+
+    assert run(exchange, "v3", work) == "NEW"

@@ -43,8 +43,12 @@ from asterai.exchange.weights import V1_VERSIONS, V3_ONLY, private_weight
 
 log = logging.getLogger(__name__)
 
-#: the documented codes of an answer that does not say whether the request was applied
-UNKNOWN_CODES = (-1006, -1007)
+#: answers that do not say whether a new order was applied: -1006/-1007 (the
+#: documentation's "execution status unknown"), -1000/-1001 (an unknown or internal
+#: error), -4116 (its client id is already an open order's: it may be this one). Any
+#: other code is a refusal before anything was applied (a filter, the margin, the
+#: signature, the clock); an error without a code (a proxy's 4xx) is unknown too.
+UNKNOWN_CODES = (-1000, -1001, -1006, -1007, -4116)
 
 
 class OutcomeUnknown(ExchangeError):
@@ -117,7 +121,7 @@ class PrivateClient:
                 log.warning("%s: 429, waiting %.2f s", what, err.retry_after)
                 await asyncio.sleep(err.retry_after)
             except APIError as err:
-                if changes and err.code in UNKNOWN_CODES:
+                if changes and (err.code is None or err.code in UNKNOWN_CODES):
                     raise OutcomeUnknown(what, err) from err
                 raise
             except TemporaryError as err:
