@@ -239,3 +239,38 @@ def test_the_account_the_step_sees_is_the_exchanges(exchange, tmp_path):
     load_positions(state, symbols, held)
     assert list(state.side) == [1.0, 0.0] and state.qty[0] == 0.002
     assert state.entry_px[0] == float(h.entry_price) and state.stop[0] == float(pos.stop)
+
+
+def test_an_entry_whose_fill_is_learnt_late_is_protected_after_the_settle(exchange, tmp_path):
+    """The entry's answer is lost: no stop can be placed then. The next settle learns it
+    filled, and ``ensure_protected`` places its stop and target from the fill with the
+    ATR journaled at the decision (the kernel's placement); a second pass places none."""
+    from asterai.backtest.kernel import Params
+    from asterai.barriers import place
+    from asterai.live.execute import ensure_protected
+
+    journal = Intents(tmp_path / "live.sqlite")
+    p = Params(50.0, 0.01, 5, 0.00075, 0.0005, 0.0005, 0.5, 2.0, 1.0, 24, 5.0, 0.5)
+    tick = float(exchange.accounts.engine.instruments["BTCUSDT"].tick)
+    late = Intent(client_id("0xacct", 7, "BTCUSDT", Leg.ENTRY), 7, "BTCUSDT", Leg.ENTRY, "BUY",
+                  "MARKET", "0.002", atr=500.0)  # fmt: skip
+
+    async def work(api):
+        exchange.set_faults("lost=1")
+        try:
+            assert await send(journal, api, late) is State.UNKNOWN
+        finally:
+            exchange.set_faults(None)
+        await settle(journal, api)
+        positions = await api.positions()
+        first = await ensure_protected(journal, api, "0xacct", positions, {"BTCUSDT": tick}, p)
+        second = await ensure_protected(journal, api, "0xacct", positions, {"BTCUSDT": tick}, p)
+        return first, second
+
+    first, second = run(exchange, work)
+    assert (first, second) == (["BTCUSDT"], [])
+    fill = float(journal.rows("client_id = ?", (late.client_id,))[0]["avg_price"])
+    stop, target = place(fill, 1.0, 500.0, p.tp_atr, p.sl_atr, tick)
+    legs = {r["leg"]: r for r in journal.rows("leg IN ('s', 't')")}
+    assert legs["s"]["state"] == legs["t"]["state"] == "NEW"
+    assert float(legs["s"]["stop_price"]) == stop and float(legs["t"]["price"]) == target

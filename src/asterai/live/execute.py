@@ -66,15 +66,50 @@ async def execute(journal: Intents, api: PrivateClient, account: str, t: int, sy
         symbol, side = symbols[j], int(row[2])
         qty = on_step(float(row[3]), float(step[j]))
         intent = Intent(client_id(account, t + 1, symbol, Leg.ENTRY), t + 1, symbol, Leg.ENTRY,
-                        "BUY" if side > 0 else "SELL", "MARKET", qty)  # fmt: skip
+                        "BUY" if side > 0 else "SELL", "MARKET", qty,
+                        atr=float(state.pend_atr[j]))  # fmt: skip
         state_ = await send(journal, api, intent)
         if state_ is not State.FILLED:
             out.append(Sent(symbol, Leg.ENTRY, state_))
             continue
-        fill = Decimal(journal.rows("client_id = ?", (intent.client_id,))[0]["avg_price"])
-        stop, target = place(float(fill), float(side), float(state.pend_atr[j]), p.tp_atr,
-                             p.sl_atr, float(tick[j]))  # fmt: skip
-        pos = Position(account, t + 1, symbol, side, qty, on_tick(stop, float(tick[j])),
-                       on_tick(target, float(tick[j])))  # fmt: skip
-        out.append(Sent(symbol, Leg.ENTRY, state_, fill, await protect(journal, api, pos)))
+        row = journal.rows("client_id = ?", (intent.client_id,))[0]
+        pos = planned(account, row, float(tick[j]), p)
+        out.append(Sent(symbol, Leg.ENTRY, state_, Decimal(row["avg_price"]),
+                        await protect(journal, api, pos)))  # fmt: skip
     return out
+
+
+def planned(account: str, entry: object, tick: float, p: kernel.Params) -> Position:
+    """An entry's position as its stop and target protect it: placed from its fill (the
+    journaled average price) with the ATR journaled at the decision (``barriers.place``,
+    the kernel's placement), for the quantity filled."""
+    side = 1 if entry["side"] == "BUY" else -1
+    fill = float(Decimal(entry["avg_price"]))
+    stop, target = place(fill, float(side), float(entry["atr"]), p.tp_atr, p.sl_atr, tick)
+    qty = format(Decimal(entry["executed"]).normalize(), "f")
+    return Position(account, int(entry["t"]), entry["symbol"], side, qty, on_tick(stop, tick),
+                    on_tick(target, tick))  # fmt: skip
+
+
+async def ensure_protected(journal: Intents, api: PrivateClient, account: str,
+                           positions: list[dict], tick: dict[str, float],
+                           p: kernel.Params) -> list[str]:  # fmt: skip
+    """Protect every filled entry the exchange still holds whose stop was never placed
+    (its fill learnt late: a lost answer settled, a crash between the fill and the
+    stop): after every settle. The symbols protected."""
+    held = {x["symbol"]: Decimal(x["positionAmt"]) for x in positions}
+    done = []
+    for entry in journal.rows("leg = ? AND executed IS NOT NULL AND state IN "
+                              "('FILLED', 'PARTIALLY_FILLED', 'CANCELED', 'EXPIRED')",
+                              (Leg.ENTRY.value,)):  # fmt: skip
+        if not Decimal(entry["executed"]) or entry["atr"] is None:
+            continue
+        side = 1 if entry["side"] == "BUY" else -1
+        if held.get(entry["symbol"], Decimal(0)) * side <= 0:
+            continue  # closed meanwhile, or not on this side any more
+        stop = client_id(account, int(entry["t"]), entry["symbol"], Leg.STOP)
+        if journal.rows("client_id = ?", (stop,)):
+            continue  # placed (or tried) already
+        await protect(journal, api, planned(account, entry, tick[entry["symbol"]], p))
+        done.append(entry["symbol"])
+    return done

@@ -121,6 +121,9 @@ class Intent:
     stop_price: str | None = None
     reduce_only: bool = False
     close_position: bool = False
+    #: an entry's ATR at the decision: its stop and target are placed from its fill
+    #: with it, whenever the fill becomes known (``protect.ensure_protected``)
+    atr: float | None = None
 
     def params(self) -> dict[str, object]:
         out: dict[str, object] = {"symbol": self.symbol, "side": self.side, "type": self.type,
@@ -151,6 +154,7 @@ CREATE TABLE IF NOT EXISTS intents (
     stop_price TEXT,
     reduce_only INTEGER NOT NULL,
     close_position INTEGER NOT NULL,
+    atr REAL,
     state TEXT NOT NULL,
     order_id INTEGER,
     executed TEXT,
@@ -184,12 +188,12 @@ class Intents:
         try:
             self.conn.execute(
                 "INSERT INTO intents (client_id, t, symbol, leg, side, type, quantity, price, "
-                "stop_price, reduce_only, close_position, state, created_ms, updated_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "stop_price, reduce_only, close_position, atr, state, created_ms, updated_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (intent.client_id, intent.t, intent.symbol, intent.leg.value, intent.side,
                  intent.type, intent.quantity, intent.price, intent.stop_price,
-                 int(intent.reduce_only), int(intent.close_position), State.INTENT.value,
-                 now, now),
+                 int(intent.reduce_only), int(intent.close_position), intent.atr,
+                 State.INTENT.value, now, now),
             )  # fmt: skip
         except sqlite3.IntegrityError:
             raise IllegalMove(f"{intent.client_id} was journaled already") from None
