@@ -274,3 +274,29 @@ def test_an_entry_whose_fill_is_learnt_late_is_protected_after_the_settle(exchan
     legs = {r["leg"]: r for r in journal.rows("leg IN ('s', 't')")}
     assert legs["s"]["state"] == legs["t"]["state"] == "NEW"
     assert float(legs["s"]["stop_price"]) == stop and float(legs["t"]["price"]) == target
+
+
+def test_a_position_is_the_bots_only_when_the_journal_holds_exactly_it(exchange, tmp_path):
+    """The bot's long closed by its exit; then a long opened by hand on the same symbol,
+    on the side of the bot's old entry: not the bot's (no time limit may close it), and
+    the symbol is not traded. Added to by hand, a bot position is disputed the same way."""
+    from asterai.live.account import held_positions
+    from asterai.live.protect import Position, close_at_market
+
+    journal = Intents(tmp_path / "live.sqlite")
+    pos = Position("0xacct", 1, "BTCUSDT", +1, "0.002", "", "")
+
+    async def work(api):
+        await send(journal, api, entry(1))
+        await close_at_market(journal, api, pos, t=5)
+        await api.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010",
+                            newClientOrderId="by-hand-1")  # fmt: skip
+        after_hand = await api.positions()
+        await send(journal, api, entry(9))  # the bot buys again, on top of the hand's
+        return after_hand, await api.positions()
+
+    after_hand, on_top = run(exchange, work)
+    held, foreign = held_positions(journal, after_hand)
+    assert held == {} and foreign == {"BTCUSDT"}
+    held, foreign = held_positions(journal, on_top)
+    assert held == {} and foreign == {"BTCUSDT"}  # 0.012 held, 0.002 the bot's: disputed

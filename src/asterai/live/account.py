@@ -17,6 +17,7 @@ import numpy as np
 
 from asterai.backtest import kernel
 from asterai.live.intents import Intents, Leg
+from asterai.live.reconcile import believed_positions, latest_entry
 
 ZERO = Decimal(0)
 
@@ -35,20 +36,24 @@ class Held:
 
 
 def held_positions(journal: Intents, positions: list[dict]) -> tuple[dict[str, Held], set[str]]:
-    """The bot's positions (those its filled entry intents opened and the exchange
-    holds on the same side), and the symbols held by someone else (foreign)."""
+    """The bot's positions, and the symbols it must not trade. A position is the bot's
+    only when the journal's belief (its filled intents, ``reconcile``) is exactly what
+    the exchange holds; anything else on a symbol (opened by hand, added to by hand,
+    closed by a liquidation the journal did not see) is someone else's or disputed: not
+    traded until a person looks (``reconcile`` names it)."""
+    believed = believed_positions(journal)
     mine: dict[str, Held] = {}
     foreign: set[str] = set()
     for p in positions:
         amount = Decimal(p["positionAmt"])
+        symbol = p["symbol"]
+        if believed.get(symbol, ZERO) != amount:
+            foreign.add(symbol)
+            continue
         if not amount:
             continue
-        symbol = p["symbol"]
-        entries = journal.rows("symbol = ? AND leg = ? AND state IN ('FILLED', 'PARTIALLY_FILLED')",
-                               (symbol, Leg.ENTRY.value))  # fmt: skip
         side = 1 if amount > 0 else -1
-        entry = next((r for r in reversed(entries)
-                      if (r["side"] == "BUY") == (side > 0)), None)  # fmt: skip
+        entry = latest_entry(journal, symbol, side)
         if entry is None:
             foreign.add(symbol)
             continue

@@ -56,12 +56,24 @@ class Reconciliation:
         return [f"{d.kind}: {d.symbol}: {d.detail}" for d in self.differences]
 
 
+#: the states of an intent whose executed quantity counts (a partial fill that then
+#: expired or was cancelled included): the one rule for what the bot traded
+TRADED = "state IN ('FILLED', 'PARTIALLY_FILLED', 'CANCELED', 'EXPIRED') AND executed IS NOT NULL"
+
+
+def latest_entry(journal: Intents, symbol: str, side: int):
+    """The bot's latest entry on ``symbol`` on ``side`` that traded, or None."""
+    rows = journal.rows(f"symbol = ? AND leg = ? AND {TRADED}", (symbol, Leg.ENTRY.value))
+    return next((r for r in reversed(rows) if Decimal(r["executed"])
+                 and (r["side"] == "BUY") == (side > 0)), None)  # fmt: skip
+
+
 def believed_positions(journal: Intents) -> dict[str, Decimal]:
     """Each symbol's position by the journal: filled entries less filled exits (a
     signed quantity; a partial fill counts its executed part)."""
     out: dict[str, Decimal] = {}
-    for row in journal.rows("state IN ('FILLED', 'PARTIALLY_FILLED', 'CANCELED', 'EXPIRED')"):
-        done = Decimal(row["executed"] or "0")
+    for row in journal.rows(TRADED):
+        done = Decimal(row["executed"])
         if not done:
             continue
         signed = done if row["side"] == "BUY" else -done
@@ -96,7 +108,12 @@ def compare(journal: Intents, positions: list[dict], open_orders: list[dict],
             differences.append(Difference("stale order", row["symbol"],
                                           f"{row['client_id']} is not open on the exchange"))  # fmt: skip
     for symbol, qty in believed.items():
+        side = 1 if qty > 0 else -1
+        entry = latest_entry(journal, symbol, side)
+        closing = "SELL" if side > 0 else "BUY"
+        # its own stop: placed for this entry's bar, on the closing side, open now
         stops = [r for r in resting if r["symbol"] == symbol and r["leg"] == Leg.STOP.value
+                 and entry is not None and r["t"] == entry["t"] and r["side"] == closing
                  and r["client_id"] in open_ids]  # fmt: skip
         if held.get(symbol, ZERO) == qty and not stops:
             differences.append(Difference("unprotected", symbol,
