@@ -300,3 +300,22 @@ def test_a_position_is_the_bots_only_when_the_journal_holds_exactly_it(exchange,
     assert held == {} and foreign == {"BTCUSDT"}
     held, foreign = held_positions(journal, on_top)
     assert held == {} and foreign == {"BTCUSDT"}  # 0.012 held, 0.002 the bot's: disputed
+
+
+def test_a_bar_redone_after_a_crash_sends_nothing_twice(exchange, tmp_path):
+    """The same decisions sent again (the process died after sending them and the bar
+    is redone): each intent is journaled already, so nothing goes out again."""
+    from asterai.live.protect import Position, protect
+
+    journal = Intents(tmp_path / "live.sqlite")
+    pos = Position("0xacct", 1, "BTCUSDT", +1, "0.002", "50000.0", "200000.0")
+
+    async def work(api):
+        first = [await send(journal, api, entry(1)), await protect(journal, api, pos)]
+        again = [await send(journal, api, entry(1)), await protect(journal, api, pos)]
+        return first, again
+
+    first, again = run(exchange, work)
+    assert first == again
+    account = exchange.accounts.engine.accounts[exchange.credentials[0].user.address]
+    assert len(account.orders) == 3  # the entry, its stop, its target: once each

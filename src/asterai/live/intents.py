@@ -243,7 +243,13 @@ def _from_exchange(order: dict) -> dict:
 
 
 async def send(journal: Intents, api: PrivateClient, intent: Intent) -> State:
-    """Journal ``intent``, send it once, journal what came of it."""
+    """Journal ``intent``, send it once, journal what came of it. An intent journaled
+    already (a bar redone after a crash) is not sent again: its state is returned, and
+    ``settle`` learns the rest."""
+    try:
+        return journal.state(intent.client_id)
+    except KeyError:
+        pass
     journal.record(intent)
     journal.move(intent.client_id, State.SENT)
     try:
