@@ -23,7 +23,9 @@ resident memory of each after the warm-up (the first simulated day) and at the e
 (target: within 10%), every bar journaled exactly once (the paper journal's bars, one
 per hour from its first to its last, none twice, none missing), ``/health`` at every
 probe against the truth (stale exactly while the feed is paused, after the missed bar's
-due time and grace; ok otherwise), and the errors counted (the service's counts, the
+due time and grace; ok otherwise; and, whatever the feed, ``untrue``: probes whose
+health contradicts the service's own newest bar on the replay's clock), and the errors
+counted (the service's counts, the
 lines logged). At the end both processes get SIGTERM: a graceful stop (exit 0).
 
     python bench/soak.py                                  # 200 symbols, 30 days at 600x
@@ -146,6 +148,22 @@ def prepare_root(source: Path, root: Path, names: list[str], grace_s: float) -> 
         f"grace_s = {grace_s}\nmax_delay_s = {min(3 * grace_s, 3000.0)}\n"
         "daily_loss_limit = 0.0\n"
     )
+
+
+def _untrue(probe: dict, grace_ms: int, slack_ms: int) -> bool:
+    """Whether a probe's health contradicts its own data on the replay's clock (the
+    probe's ``at_ms``): stale says the bar due after the newest held one is overdue by
+    more than the grace; ok says it is not (two real seconds of slack either way)."""
+    import pandas as pd
+
+    detail = probe.get("detail") or {}
+    last = detail.get("last_bar_open_time")
+    if "error" in probe or last is None:
+        return False
+    due = int(pd.Timestamp(last).value // 1_000_000) + 2 * HOUR - 1
+    late = probe["at_ms"] - due - grace_ms
+    stale = bool(probe["public"].get("stale"))
+    return (stale and late < -slack_ms) or (not stale and late > slack_ms)
 
 
 def journal_bars(root: Path) -> dict:
@@ -414,6 +432,10 @@ def report(args, probes, rss, crashes, exits, paused_spans, drops, grace_s, meas
                 and not any(a - slack <= p["at_ms"] <= (b or p["at_ms"]) + slack
                             for a, b in paused_spans)
             ),
+            # the health against the service's own data on the replay's clock: stale
+            # exactly when the bar after the newest held one is overdue by the grace
+            # (whether or not the feed is paused); beyond two real seconds of slack
+            "untrue": sum(1 for p in probes if _untrue(p, grace, slack)),
         },
         "service_errors": last.get("errors"),
         "logged": {
