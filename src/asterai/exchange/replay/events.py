@@ -2,7 +2,7 @@
 
 Each connection streams its account's events (``ORDER_TRADE_UPDATE``,
 ``ACCOUNT_UPDATE``, ``listenKeyExpired``) from the moment it opened, as the engine
-makes them (the clock is looked at every ``LOOK_S``). After ``listenKeyExpired``
+makes them (looked at as often as the kline streams look at the clock). After ``listenKeyExpired``
 nothing more is sent on it: a client needs a new key (``POST listenKey``) and a new
 connection, as on the exchange. The documentation warns that "user data stream payloads
 are not guaranteed to be in order during heavy periods; make sure to order your
@@ -22,9 +22,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from asterai.exchange.replay.account_api import AccountAPI
-
-#: how often a user-data connection looks for new events, seconds
-LOOK_S = 0.05
 
 
 @dataclass(frozen=True)

@@ -160,17 +160,11 @@ class StreamServer:
             return None
         return key, user, len(api.engine.accounts[user].events)
 
-    def _handle_user(self, ws, opened: tuple[str, str, int]) -> None:
-        """The user-data stream (``events.py``) of the account whose key this is."""
+    def _pump(self, ws, due) -> None:
+        """Send ``due()``'s messages to ``ws`` as the clock moves, until the connection
+        closes, the streams are dropped, or ``due()`` says the stream ended (None)."""
         from websockets.exceptions import ConnectionClosed
 
-        from asterai.exchange.replay.events import LOOK_S as USER_LOOK_S
-        from asterai.exchange.replay.events import UserStream
-
-        app = self.app
-        key, user, since = opened
-        stream = UserStream(app.accounts, key, user, since, app.event_faults, app.event_rng,
-                            app.event_lock)  # fmt: skip
         with self._lock:
             generation = self._generation
             self._connections.add(ws)
@@ -179,7 +173,7 @@ class StreamServer:
                 with self._lock:
                     if self._generation != generation:
                         return
-                messages = stream.due()
+                messages = due()
                 if messages is None:
                     ws.close(1000, "the listenKey was closed")
                     return
@@ -187,52 +181,7 @@ class StreamServer:
                     ws.send(message)
                     with self._lock:
                         self.pushed += 1
-                if app.play is not None:
-                    app.play.wait_change(USER_LOOK_S)
-                try:
-                    ws.recv(timeout=0 if app.play is not None else USER_LOOK_S)
-                except TimeoutError:
-                    pass
-        except ConnectionClosed:
-            return
-        finally:
-            with self._lock:
-                self._connections.discard(ws)
-
-    def _handle(self, ws) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        opened = getattr(ws, "asterai_user", None)
-        if opened is not None:
-            self._handle_user(ws, opened)
-            return
-        subs, combined, error = self._subscriptions(ws.request.path)
-        if error is not None:
-            ws.close(1008, error[:120])
-            return
-        app, clock = self.app, self.app.play
-        with self._lock:
-            generation = self._generation
-            self._connections.add(ws)
-        # bars closed before the connection are the history: REST's, not the stream's
-        since = getattr(ws, "asterai_since", app.now)
-        sent = [app.served_count(s.symbol, s, at=since) for _, s in subs]
-        try:
-            while True:
-                with self._lock:
-                    if self._generation != generation:
-                        return
-                now = clock.now_ms()
-                for k, (name, series) in enumerate(subs):
-                    have = app.served_count(series.symbol, series)
-                    for i in range(sent[k], have):
-                        payload = kline_event(series, i, now)
-                        ws.send(json.dumps({"stream": name, "data": payload} if combined
-                                           else payload, separators=(",", ":")))  # fmt: skip
-                        with self._lock:
-                            self.pushed += 1
-                    sent[k] = max(sent[k], have)
-                clock.wait_change(LOOK_S)
+                self.app.play.wait_change(LOOK_S)
                 try:  # the client's messages are not answered; a close ends the loop
                     ws.recv(timeout=0)
                 except TimeoutError:
@@ -242,3 +191,36 @@ class StreamServer:
         finally:
             with self._lock:
                 self._connections.discard(ws)
+
+    def _handle(self, ws) -> None:
+        opened = getattr(ws, "asterai_user", None)
+        if opened is not None:  # the user-data stream (``events.py``) of the key's account
+            from asterai.exchange.replay.events import UserStream
+
+            app = self.app
+            key, user, since = opened
+            stream = UserStream(app.accounts, key, user, since, app.event_faults, app.event_rng,
+                                app.event_lock)  # fmt: skip
+            self._pump(ws, stream.due)
+            return
+        subs, combined, error = self._subscriptions(ws.request.path)
+        if error is not None:
+            ws.close(1008, error[:120])
+            return
+        app, clock = self.app, self.app.play
+        # bars closed before the connection are the history: REST's, not the stream's
+        since = getattr(ws, "asterai_since", app.now)
+        sent = [app.served_count(s.symbol, s, at=since) for _, s in subs]
+
+        def due() -> list[str]:
+            now, out = clock.now_ms(), []
+            for k, (name, series) in enumerate(subs):
+                have = app.served_count(series.symbol, series)
+                for i in range(sent[k], have):
+                    payload = kline_event(series, i, now)
+                    out.append(json.dumps({"stream": name, "data": payload} if combined
+                                          else payload, separators=(",", ":")))  # fmt: skip
+                sent[k] = max(sent[k], have)
+            return out
+
+        self._pump(ws, due)
