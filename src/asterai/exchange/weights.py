@@ -94,3 +94,7 @@ def private_weight(method: str, path: str, params: dict[str, str]) -> int | None
     if (method, name) == ("GET", "openOrders") and not params.get("symbol"):
         return 40
     return w
+
+
+#: the order-count limits per account (Binance's, which Aster's documentation follows)
+ORDER_LIMITS = ((10_000, 300, "X-MBX-ORDER-COUNT-10S"), (60_000, 1200, "X-MBX-ORDER-COUNT-1M"))

@@ -30,10 +30,8 @@ from asterai.exchange.replay.accounts import MAX_LEVERAGE, ZERO, Account, Positi
 from asterai.exchange.replay.auth import Auth
 from asterai.exchange.replay.errors import ApiError
 from asterai.exchange.replay.matching import Engine
-from asterai.exchange.weights import ACCOUNT_WEIGHTS, V1_VERSIONS, V3_ONLY
+from asterai.exchange.weights import ACCOUNT_WEIGHTS, ORDER_LIMITS, V1_VERSIONS, V3_ONLY
 
-#: the order-count limits per account (Binance's, which Aster's documentation follows)
-ORDER_LIMITS = ((10_000, 300, "X-MBX-ORDER-COUNT-10S"), (60_000, 1200, "X-MBX-ORDER-COUNT-1M"))
 LISTEN_KEY_MS = 60 * 60_000
 MAX_BATCH = 5
 
