@@ -16,7 +16,7 @@ from asterai.exchange.private import PrivateClient
 from asterai.exchange.signing import V3Key
 from asterai.live.intents import (
     CLIENT_ID_RE,
-    NOT_FOUND_CONFIRMATIONS,
+    SEND_WINDOW_MS,
     IllegalMove,
     Intent,
     Intents,
@@ -82,7 +82,12 @@ def run(server, work):
 
 
 def test_sent_answered_lost_and_never_sent_intents_all_end_as_the_exchange_says(exchange, tmp_path):
-    journal = Intents(tmp_path / "live.sqlite")
+    """An order applied with its answer lost is found; one refused before it was
+    applied stays unknown while it might still arrive, then is never placed once its
+    request is older than the exchange's freshness window; an intent journaled and
+    never sent is never placed at once; one sent before a crash is found."""
+    now = [1_000_000]
+    journal = Intents(tmp_path / "live.sqlite", clock=lambda: now[0])
 
     async def work(api):
         out = {"answered": await send(journal, api, entry(1))}
@@ -95,13 +100,19 @@ def test_sent_answered_lost_and_never_sent_intents_all_end_as_the_exchange_says(
         journal.record(entry(5))  # sent, then the process died before the answer's commit
         journal.move(entry(5).client_id, State.SENT)
         await api.new_order(**entry(5).params())
-        rounds = [await settle(journal, api) for _ in range(NOT_FOUND_CONFIRMATIONS)]
+        rounds = [await settle(journal, api)]
+        now[0] += SEND_WINDOW_MS  # still within the window: asked again, kept
+        rounds.append(await settle(journal, api))
+        now[0] += 1
+        rounds.append(await settle(journal, api))
         return out, rounds
 
     out, rounds = run(exchange, work)
     assert out == {"answered": State.FILLED, "lost": State.UNKNOWN, "refused": State.UNKNOWN}
     assert rounds[0] == {entry(2).client_id: State.FILLED, entry(3).client_id: State.UNKNOWN,
-                         entry(4).client_id: State.INTENT, entry(5).client_id: State.FILLED}  # fmt: skip
+                         entry(4).client_id: State.NOT_PLACED, entry(5).client_id: State.FILLED}  # fmt: skip
+    assert rounds[1] == {entry(3).client_id: State.UNKNOWN}
+    assert rounds[2] == {entry(3).client_id: State.NOT_PLACED}
     final = {r["client_id"]: r["state"] for r in journal.rows()}
     assert final == {entry(1).client_id: "FILLED", entry(2).client_id: "FILLED",
                      entry(3).client_id: "NOT_PLACED", entry(4).client_id: "NOT_PLACED",

@@ -585,6 +585,41 @@ class PaperSettings(_Frozen):
         return self
 
 
+class LiveSettings(_Frozen):
+    """Live trading (``asterai live``): paper trading's loop and settings (``paper``:
+    the model, the symbols, the delays, the daily loss limit) with signed orders on the
+    exchange's account."""
+
+    capital: float | None = Field(
+        None, gt=0,
+        description="USDT the bot may use (its allotment; default: strategy.capital): "
+        "sizing never uses more than it plus the bot's realised PnL, whatever else the "
+        "wallet holds. Raising it is always the user's command",
+    )  # fmt: skip
+    min_paper_days: float = Field(
+        14.0, ge=0,
+        description="days of a paper journal of the same export, reconciled with the "
+        "backtest, that live trading needs before it starts (--override-ramp skips it, "
+        "recorded in the journal)",
+    )  # fmt: skip
+    leverage: int = Field(
+        10, ge=1, le=125,
+        description="the exchange's leverage set on each traded symbol (cross margin, "
+        "one-way mode): the margin it ties up; the strategy's own exposure cap is "
+        "strategy.max_leverage",
+    )  # fmt: skip
+    max_rejections: int = Field(
+        5, ge=1,
+        description="the circuit breaker: this many orders in a row refused by the "
+        "exchange stop new entries until a restart",
+    )  # fmt: skip
+    tracking_tolerance: float = Field(
+        0.01, gt=0,
+        description="the ramp's tolerance: the standard deviation of the daily "
+        "difference between the live and the shadow account's returns",
+    )  # fmt: skip
+
+
 class Settings(BaseSettings):
     """Everything configurable, with the documented defaults."""
 
@@ -617,6 +652,7 @@ class Settings(BaseSettings):
     aster_native: AsterNativeSettings = AsterNativeSettings()
     optimize: OptimizeSettings = OptimizeSettings()
     paper: PaperSettings = PaperSettings()
+    live: LiveSettings = LiveSettings()
     params_from: str | None = Field(
         None, description="the best_params.json these settings came from (--params)"
     )

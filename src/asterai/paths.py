@@ -98,6 +98,21 @@ class DataPaths:
         """A file here is the kill switch: flatten at the next open and stop."""
         return self.paper / "KILL"
 
+    @property
+    def live(self) -> Path:
+        """``data/live/``: the live account's journal (its shadow's bars, the intents, the
+        fills ledger) and its kill switch file."""
+        return self.data_dir / "live"
+
+    @property
+    def live_journal(self) -> Path:
+        return self.live / "journal.sqlite"
+
+    @property
+    def live_kill(self) -> Path:
+        """A file here is the live kill switch: cancel, flatten at market and stop."""
+        return self.live / "KILL"
+
     # -- models -------------------------------------------------------------
     @property
     def confluence_models(self) -> Path:

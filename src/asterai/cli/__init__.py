@@ -17,7 +17,7 @@ import sys
 import click
 
 from asterai import __version__
-from asterai.cli import backtest, data, deploy, models, optimize, paper, pipeline, replay
+from asterai.cli import backtest, data, deploy, live, models, optimize, paper, pipeline, replay
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,7 +31,7 @@ def main() -> None:
     """
 
 
-FAMILIES = (data, models, backtest, optimize, deploy, paper, pipeline, replay)
+FAMILIES = (data, models, backtest, optimize, deploy, paper, live, pipeline, replay)
 
 for _family in FAMILIES:
     for _command in _family.COMMANDS:

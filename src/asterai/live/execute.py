@@ -94,9 +94,15 @@ def planned(account: str, entry: object, tick: float, p: kernel.Params) -> Posit
 async def ensure_protected(journal: Intents, api: PrivateClient, account: str,
                            positions: list[dict], tick: dict[str, float],
                            p: kernel.Params) -> list[str]:  # fmt: skip
-    """Protect every filled entry the exchange still holds whose stop was never placed
-    (its fill learnt late: a lost answer settled, a crash between the fill and the
-    stop): after every settle. The symbols protected."""
+    """Protect every filled entry the exchange still holds whose stop does not rest on
+    the exchange: never placed (its fill learnt late: a lost answer settled, a crash
+    between the fill and the stop), or placed and gone without filling (never reached
+    the exchange, cancelled by hand). After every settle. A stop in flight (sent, its
+    fate unknown) is left to the next settle. The symbols protected.
+
+    Placing a stop again cannot add exposure (close-position: a second one expires
+    with the position), so a stop that is not resting is replaced at once, with the
+    next attempt's client id; the target likewise (reduce-only)."""
     held = {x["symbol"]: Decimal(x["positionAmt"]) for x in positions}
     done = []
     for entry in journal.rows("leg = ? AND executed IS NOT NULL AND state IN "
@@ -107,9 +113,22 @@ async def ensure_protected(journal: Intents, api: PrivateClient, account: str,
         side = 1 if entry["side"] == "BUY" else -1
         if held.get(entry["symbol"], Decimal(0)) * side <= 0:
             continue  # closed meanwhile, or not on this side any more
-        stop = client_id(account, int(entry["t"]), entry["symbol"], Leg.STOP)
-        if journal.rows("client_id = ?", (stop,)):
-            continue  # placed (or tried) already
-        await protect(journal, api, planned(account, entry, tick[entry["symbol"]], p))
+        later = journal.rows("symbol = ? AND leg = ? AND t > ? AND executed IS NOT NULL",
+                             (entry["symbol"], Leg.ENTRY.value, entry["t"]))  # fmt: skip
+        if any(Decimal(r["executed"]) for r in later):
+            continue  # a later entry holds the position now
+        missing = []
+        for leg in (Leg.STOP, Leg.TARGET):
+            row = journal.latest(entry["symbol"], int(entry["t"]), leg)
+            if row is None or row["state"] in ("NOT_PLACED", "CANCELED", "EXPIRED", "REJECTED"):
+                missing.append(leg)
+        if Leg.STOP not in missing:
+            stop = journal.latest(entry["symbol"], int(entry["t"]), Leg.STOP)
+            if stop["state"] == "FILLED":
+                continue  # stopped out: the position left is not this entry's
+        if not missing:
+            continue
+        pos = planned(account, entry, tick[entry["symbol"]], p)
+        await protect(journal, api, pos, tuple(missing))
         done.append(entry["symbol"])
     return done

@@ -11,9 +11,11 @@ only as ``TRANSITIONS`` allows (STYLE.md, "Order states are data"):
   it (a timeout, a dropped connection, 503 -1007: ``exchange.private.OutcomeUnknown``);
 - the exchange's own statuses once it answered or was asked (``NEW``,
   ``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED``, ``EXPIRED``, ``REJECTED``);
-- ``NOT_PLACED``: asked for by its client id, the exchange does not have it, on
-  ``NOT_FOUND_CONFIRMATIONS`` answers in a row (Hummingbot's habit: an order is lost
-  only after repeated not-found answers); only then may the decision be sent again.
+- ``NOT_PLACED``: never sent (still ``INTENT`` at a settle: ``SENT`` is committed
+  before the request leaves), or sent, asked for by its client id and not found once
+  the request is older than ``SEND_WINDOW_MS`` (a signed request older than the
+  exchange's freshness window can no longer be applied; Hummingbot likewise marks an
+  order lost only after repeated not-found answers over time).
 
 ``settle`` asks the exchange about every intent without a final state (at each start,
 and after every bar): the journal never guesses.
@@ -34,8 +36,10 @@ from asterai.exchange.private import OutcomeUnknown, PrivateClient
 
 #: the exchange's rule for a client order id
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-#: not-found answers in a row before an unanswered intent counts as never placed
-NOT_FOUND_CONFIRMATIONS = 3
+#: how long after it was sent a request not found at the exchange may still arrive:
+#: past it, the order was never placed (V1's recvWindow is at most 60 s; V3's nonce
+#: and timestamp are checked within the same bound)
+SEND_WINDOW_MS = 60_000
 #: the exchange's code for an order it does not have
 NO_SUCH_ORDER = -2013
 
@@ -95,12 +99,13 @@ class IllegalMove(ValueError):
     """An intent asked to move where the table does not allow."""
 
 
-def client_id(account: str, t: int, symbol: str, leg: Leg) -> str:
+def client_id(account: str, t: int, symbol: str, leg: Leg, attempt: int = 1) -> str:
     """The order's client id, the same whoever computes it and however often: a short
-    tag of the account, the bar number, the symbol and the leg (at most 36 characters,
-    the exchange's alphabet)."""
+    tag of the account, the bar number, the symbol, the leg and, from the second on,
+    the attempt (a stop placed again after the first never reached the exchange) (at
+    most 36 characters, the exchange's alphabet)."""
     tag = hashlib.sha256(account.encode()).hexdigest()[:6]
-    out = f"ai{tag}-{t}-{symbol[:18]}-{leg.value}"
+    out = f"ai{tag}-{t}-{symbol[:16]}-{leg.value}{attempt if attempt > 1 else ''}"
     if not CLIENT_ID_RE.match(out):
         raise ValueError(f"no valid client id for {symbol!r} at bar {t}: {out!r}")
     return out
@@ -223,13 +228,18 @@ class Intents:
         return self.conn.execute(f"SELECT * FROM intents WHERE {where} ORDER BY t, rowid",
                                  args).fetchall()  # fmt: skip
 
+    def latest(self, symbol: str, t: int, leg: Leg) -> sqlite3.Row | None:
+        """The last attempt of a leg (its client ids differ by attempt)."""
+        rows = self.rows("symbol = ? AND t = ? AND leg = ?", (symbol, t, leg.value))
+        return rows[-1] if rows else None
+
     def unsettled(self) -> list[sqlite3.Row]:
         """Intents whose fate the exchange has not told: journaled, sent or unknown."""
         return self.rows("state IN ('INTENT', 'SENT', 'UNKNOWN')")
 
     def _miss(self, cid: str) -> int:
-        self.conn.execute("UPDATE intents SET misses = misses + 1, updated_ms = ? "
-                          "WHERE client_id = ?", (self._clock(), cid))  # fmt: skip
+        # (updated_ms stays the time it was sent: the window is counted from it)
+        self.conn.execute("UPDATE intents SET misses = misses + 1 WHERE client_id = ?", (cid,))
         return int(self.conn.execute("SELECT misses FROM intents WHERE client_id = ?",
                                      (cid,)).fetchone()[0])  # fmt: skip
 
@@ -267,17 +277,23 @@ async def send(journal: Intents, api: PrivateClient, intent: Intent) -> State:
 
 async def settle(journal: Intents, api: PrivateClient) -> dict[str, State]:
     """Ask the exchange about every unsettled intent by its client id; what it says is
-    journaled. Not found: ``NOT_PLACED`` after ``NOT_FOUND_CONFIRMATIONS`` answers in a
-    row, else it stays as it was (asked again at the next settle)."""
+    journaled. An intent still ``INTENT`` was never sent: ``NOT_PLACED``. One sent and
+    not found: ``NOT_PLACED`` once it was sent more than ``SEND_WINDOW_MS`` ago (by the
+    journal's clock), else it stays as it was (asked again at the next settle)."""
     out: dict[str, State] = {}
     for row in journal.unsettled():
         cid = row["client_id"]
+        if row["state"] == State.INTENT.value:
+            journal.move(cid, State.NOT_PLACED, detail="never sent")
+            out[cid] = State.NOT_PLACED
+            continue
         try:
             order = await api.order(row["symbol"], client_id=cid)
         except APIError as err:
             if err.code != NO_SUCH_ORDER:
                 raise
-            if journal._miss(cid) >= NOT_FOUND_CONFIRMATIONS:
+            journal._miss(cid)
+            if journal._clock() - int(row["updated_ms"]) > SEND_WINDOW_MS:
                 journal.move(cid, State.NOT_PLACED, detail="the exchange does not have it")
             out[cid] = journal.state(cid)
             continue

@@ -39,21 +39,44 @@ class Position:
     def closing_side(self) -> str:
         return "SELL" if self.side > 0 else "BUY"
 
-    def leg(self, leg: Leg, t: int | None = None) -> str:
-        return client_id(self.account, self.t if t is None else t, self.symbol, leg)
+    def leg(self, leg: Leg, t: int | None = None, attempt: int = 1) -> str:
+        return client_id(self.account, self.t if t is None else t, self.symbol, leg, attempt)
 
 
-async def protect(journal: Intents, api: PrivateClient, pos: Position) -> dict[Leg, State]:
-    """Place the stop and the target of ``pos``; a refused stop closes it at market."""
-    stop = Intent(pos.leg(Leg.STOP), pos.t, pos.symbol, Leg.STOP, pos.closing_side,
-                  "STOP_MARKET", stop_price=pos.stop, close_position=True)  # fmt: skip
-    out = {Leg.STOP: await send(journal, api, stop)}
-    if out[Leg.STOP] is State.REJECTED:
-        out[Leg.EXIT] = await close_at_market(journal, api, pos, pos.t)
-        return out
-    target = Intent(pos.leg(Leg.TARGET), pos.t, pos.symbol, Leg.TARGET, pos.closing_side,
-                    "LIMIT", quantity=pos.quantity, price=pos.target, reduce_only=True)  # fmt: skip
-    out[Leg.TARGET] = await send(journal, api, target)
+def _attempt(journal: Intents, pos: Position, leg: Leg) -> int:
+    """The next attempt's number for a leg of ``pos`` (1: none yet)."""
+    return len(journal.rows("symbol = ? AND t = ? AND leg = ?", (pos.symbol, pos.t, leg.value))) + 1
+
+
+async def protect(journal: Intents, api: PrivateClient, pos: Position,
+                  legs: tuple[Leg, ...] | None = None) -> dict[Leg, State]:  # fmt: skip
+    """Place the stop and the target of ``pos`` (those not journaled yet: a bar redone
+    after a crash places nothing twice), or place the ``legs`` named again (the next
+    attempt); a refused stop closes it at market. Each leg's last state."""
+    out: dict[Leg, State] = {}
+    if legs is None:
+        for leg in (Leg.STOP, Leg.TARGET):
+            row = journal.latest(pos.symbol, pos.t, leg)
+            if row is not None:
+                out[leg] = State(row["state"])
+        legs = tuple(leg for leg in (Leg.STOP, Leg.TARGET) if leg not in out)
+        if out.get(Leg.STOP) is State.REJECTED:
+            return out
+    if Leg.STOP in legs:
+        k = _attempt(journal, pos, Leg.STOP)
+        stop = Intent(pos.leg(Leg.STOP, attempt=k), pos.t, pos.symbol, Leg.STOP,
+                      pos.closing_side, "STOP_MARKET", stop_price=pos.stop,
+                      close_position=True)  # fmt: skip
+        out[Leg.STOP] = await send(journal, api, stop)
+        if out[Leg.STOP] is State.REJECTED:
+            out[Leg.EXIT] = await close_at_market(journal, api, pos, pos.t)
+            return out
+    if Leg.TARGET in legs:
+        k = _attempt(journal, pos, Leg.TARGET)
+        target = Intent(pos.leg(Leg.TARGET, attempt=k), pos.t, pos.symbol, Leg.TARGET,
+                        pos.closing_side, "LIMIT", quantity=pos.quantity, price=pos.target,
+                        reduce_only=True)  # fmt: skip
+        out[Leg.TARGET] = await send(journal, api, target)
     return out
 
 
@@ -76,13 +99,14 @@ async def cancel_leg(journal: Intents, api: PrivateClient, cid: str, symbol: str
 async def settle_legs(journal: Intents, api: PrivateClient, pos: Position) -> State | None:
     """After a bar: each resting leg asked for; when one has filled, the other is
     cancelled. The leg that closed the position (None while it is open)."""
-    legs = {leg: pos.leg(leg) for leg in (Leg.STOP, Leg.TARGET)}
+    legs = {}
     states = {}
-    for leg, cid in legs.items():
-        try:
-            state = journal.state(cid)
-        except KeyError:
+    for leg in (Leg.STOP, Leg.TARGET):
+        row = journal.latest(pos.symbol, pos.t, leg)
+        if row is None:
             continue
+        cid = legs[leg] = row["client_id"]
+        state = State(row["state"])
         if state.resting:
             reply = await api.order(pos.symbol, client_id=cid)
             new = State(reply["status"])
@@ -110,12 +134,8 @@ async def close_at_market(journal: Intents, api: PrivateClient, pos: Position, t
     state = await send(journal, api, exit_)
     if state is not State.FILLED:
         return state
-    for leg in (Leg.STOP, Leg.TARGET):
-        cid = pos.leg(leg)
-        try:
-            resting = journal.state(cid).resting
-        except KeyError:
-            continue
-        if resting:
-            await cancel_leg(journal, api, cid, pos.symbol)
+    for row in journal.rows("symbol = ? AND t = ? AND leg IN (?, ?) AND state IN "
+                            "('NEW', 'PARTIALLY_FILLED')",
+                            (pos.symbol, pos.t, Leg.STOP.value, Leg.TARGET.value)):  # fmt: skip
+        await cancel_leg(journal, api, row["client_id"], pos.symbol)
     return state

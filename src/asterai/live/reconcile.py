@@ -15,7 +15,10 @@ exchange's truth is ``positionRisk`` and ``openOrders``. A difference is one of:
   has open (filled or cancelled meanwhile: ``intents.settle`` learns which).
 
 Any difference but a stale order (which settling resolves) switches the trader to
-reduce-only until it is explained (STYLE.md, "Fail closed").
+reduce-only until it is explained (STYLE.md, "Fail closed"). A foreign position or
+order on a symbol the user acknowledged (``asterai live --acknowledge SYMBOL``) is
+still reported, and still never touched, but no longer stops the entries on other
+symbols (the bot never trades a symbol where something not its own is held).
 """
 
 from __future__ import annotations
@@ -48,13 +51,16 @@ class Reconciliation:
     def fail_closed(self) -> bool:
         """Whether new entries must stop until a person looks (anything but orders the
         next settle resolves)."""
-        return any(d.kind != "stale order" for d in self.differences)
+        return any(d.kind not in PASSING for d in self.differences)
 
     def lines(self) -> list[str]:
         if not self.differences:
             return ["journal and exchange agree"]
         return [f"{d.kind}: {d.symbol}: {d.detail}" for d in self.differences]
 
+
+#: differences that do not stop new entries
+PASSING = frozenset({"stale order", "acknowledged foreign position", "acknowledged foreign order"})
 
 #: the states of an intent whose executed quantity counts (a partial fill that then
 #: expired or was cancelled included): the one rule for what the bot traded
@@ -82,7 +88,7 @@ def believed_positions(journal: Intents) -> dict[str, Decimal]:
 
 
 def compare(journal: Intents, positions: list[dict], open_orders: list[dict],
-            prefix: str) -> Reconciliation:  # fmt: skip
+            prefix: str, acknowledged: frozenset[str] = frozenset()) -> Reconciliation:  # fmt: skip
     """The journal against the exchange's ``positionRisk`` and ``openOrders`` answers;
     ``prefix``: the start of every client id the bot makes (``client_id``'s ``ai<tag>``)."""
     believed = believed_positions(journal)
@@ -92,7 +98,8 @@ def compare(journal: Intents, positions: list[dict], open_orders: list[dict],
     for symbol in sorted(set(believed) | set(held)):
         mine, theirs = believed.get(symbol, ZERO), held.get(symbol, ZERO)
         if not mine and theirs:
-            differences.append(Difference("foreign position", symbol,
+            kind = "acknowledged foreign position" if symbol in acknowledged else "foreign position"
+            differences.append(Difference(kind, symbol,
                                           f"the exchange holds {theirs}; the bot opened none"))  # fmt: skip
         elif mine != theirs:
             differences.append(Difference("position", symbol,
@@ -100,7 +107,9 @@ def compare(journal: Intents, positions: list[dict], open_orders: list[dict],
     open_ids = {o["clientOrderId"] for o in open_orders}
     for o in open_orders:
         if not o["clientOrderId"].startswith(prefix):
-            differences.append(Difference("foreign order", o["symbol"],
+            kind = ("acknowledged foreign order" if o["symbol"] in acknowledged
+                    else "foreign order")  # fmt: skip
+            differences.append(Difference(kind, o["symbol"],
                                           f"{o['type']} {o['side']} {o['clientOrderId']}"))  # fmt: skip
     resting = journal.rows("state IN ('NEW', 'PARTIALLY_FILLED')")
     for row in resting:

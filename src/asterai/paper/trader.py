@@ -52,6 +52,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,7 @@ class PaperTrader:
         ps = plan.settings.paper
         self.plan = plan
         self.paths = DataPaths.at(plan.settings.data_root)
+        self.journal_path, self.kill_path = self.where(self.paths)
         self.follower = Follower(
             plan.settings, plan.model, clock_rate=clock_rate, grace_s=ps.grace_s,
             poll_delay_s=ps.poll_delay_s, retry_s=retry_s,
@@ -129,8 +131,8 @@ class PaperTrader:
         self._stop: asyncio.Event | None = None  # set: no new bar is begun
         self._trading = False  # a worker thread is trading bars (not to be cancelled)
         self._dirty = False  # the broker applied a bar the journal did not commit
-        if self.paths.paper_journal.exists():  # checked now: nothing is written on a mismatch
-            journal = Journal.open(self.paths.paper_journal)
+        if self.journal_path.exists():  # checked now: nothing is written on a mismatch
+            journal = Journal.open(self.journal_path)
             try:
                 check_journal(plan, journal)
                 if journal.query("SELECT 1 FROM bars WHERE killed > 0 OR kill = 1 LIMIT 1"):
@@ -140,6 +142,11 @@ class PaperTrader:
                     )
             finally:
                 journal.close()
+
+    @staticmethod
+    def where(paths: DataPaths) -> tuple[Path, Path]:
+        """(the journal, the kill switch file): paper trading's."""
+        return paths.paper_journal, paths.paper_kill
 
     # -- the controls ---------------------------------------------------------------
 
@@ -158,13 +165,13 @@ class PaperTrader:
                 other.event(now, "kill requested", source)
 
     def _check_kill_file(self) -> None:
-        if self.state.kill_requested_ms is None and self.paths.paper_kill.exists():
-            self.request_kill(f"file {self.paths.paper_kill}")
+        if self.state.kill_requested_ms is None and self.kill_path.exists():
+            self.request_kill(f"file {self.kill_path}")
 
     # -- the journal ----------------------------------------------------------------
 
     def _open_journal(self, first_ms: int) -> None:
-        path = self.paths.paper_journal
+        path = self.journal_path
         now = self.follower.clock.now_ms() or 0
         if path.exists():
             journal = Journal.open(path)
@@ -423,7 +430,7 @@ class PaperTrader:
         self.state.late += int(late)
         if controls.kill:
             self.state.stopped = True
-            self.paths.paper_kill.unlink(missing_ok=True)
+            self.kill_path.unlink(missing_ok=True)
         return bar.t
 
     # -- the loop ---------------------------------------------------------------------
