@@ -73,7 +73,9 @@ async def _play(trader, server, polls: int, before=None) -> list[list[int]]:
         for k in range(polls):
             if k:
                 if before is not None:
-                    before(k)
+                    r = before(k)
+                    if asyncio.iscoroutine(r):
+                        await r
                 server.clock.advance(HOUR)
             done.append(await trader.cycle(client))
             if trader.state.stopped:
@@ -151,8 +153,10 @@ def test_two_weeks_live_trade_what_the_shadow_trades(two_weeks) -> None:
     ]
     shadow_end = rows(root, "SELECT equity FROM bars ORDER BY t DESC LIMIT 1")[0]["equity"]
     assert abs(bars[-1]["equity"] / shadow_end - 1) < 0.01
-    print(f"{matched} trades matched; final equity live {bars[-1]['equity']:.4f}, "
-          f"shadow {shadow_end:.4f}")
+    print(
+        f"{matched} trades matched; final equity live {bars[-1]['equity']:.4f}, "
+        f"shadow {shadow_end:.4f}"
+    )
 
 
 def test_every_position_rests_protected_and_the_journal_equals_the_exchange(two_weeks) -> None:
@@ -164,3 +168,203 @@ def test_every_position_rests_protected_and_the_journal_equals_the_exchange(two_
     assert last["differences"] == "[]"
     fills = rows(root, "SELECT * FROM live_fills")
     assert sum(Decimal(f["commission"]) for f in fills) > 0
+
+
+def test_the_report_pairs_every_trade_and_holds_the_ramp_with_its_reasons(two_weeks) -> None:
+    from asterai.live.report import report
+
+    root, _ = two_weeks
+    r = report(DataPaths.at(root).live_journal, 14.0, 0.01)
+    assert r.bars == BARS and len(r.matched) > 10
+    assert not r.only_live and not r.only_shadow and r.open_one == 0
+    assert r.tracking_error is not None and r.tracking_error < 0.01
+    entry = [p.slippage_bps("entry") for p in r.matched]
+    assert max(abs(x) for x in entry) < 1e-6  # the same open, the same slippage
+    line, why = r.ramp()
+    lines = r.lines()
+    assert lines[-1].startswith("scale-up: ") and line in lines[-1]
+    if line == "hold":
+        assert why and all(w in lines[-1] for w in why)
+    print("\n".join(lines))
+
+
+def _positions(server) -> dict[str, Decimal]:
+    acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+    return {s: p.qty for s, p in acc.positions.items() if p.qty}
+
+
+def _bot_open_orders(server, prefix: str) -> list:
+    acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+    return [o for o in acc.open_orders() if o.client_id.startswith(prefix)]
+
+
+def test_the_kill_switch_closes_every_position_on_the_exchange_and_stops_for_good(
+    exported_root, recording, tmp_path
+) -> None:
+    from asterai.paper.plan import PaperStopped
+
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    paths = DataPaths.at(root)
+    with exchange_at(recording) as server:
+        trader = trader_for(root, server)
+        held_before = {}
+
+        def kill_when_held(k: int) -> None:
+            if k >= 3 and _positions(server) and not paths.live_kill.exists():
+                held_before.update(_positions(server))
+                paths.live_kill.write_text("test\n")
+
+        done = play(trader, server, 40, before=kill_when_held)
+        prefix = trader.prefix
+        trader.close()
+        assert held_before, "no position was open to flatten"
+        assert trader.live.killed and trader.state.stopped
+        assert _positions(server) == {}
+        assert _bot_open_orders(server, prefix) == []
+        assert not paths.live_kill.exists()
+        assert len(done) < 40
+        with pytest.raises(PaperStopped, match="kill switch"):
+            trader_for(root, server)
+    events = rows(root, "SELECT kind, detail FROM events WHERE kind = 'live killed'")
+    assert len(events) == 1 and events[0]["detail"].startswith(f"{len(held_before)} position")
+
+
+def test_a_position_opened_by_hand_is_reported_untouched_and_stops_entries_until_acknowledged(
+    exported_root, recording, tmp_path
+) -> None:
+    from asterai.exchange.private import PrivateClient
+    from asterai.live.trader import LiveTrader
+
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with exchange_at(recording) as server:
+        trader = trader_for(root, server)
+        hand = {"symbol": "BTCUSDT", "qty": "0.001"}
+        key = keys_of(server).key
+
+        async def by_hand(k: int) -> None:
+            if k == 2:
+                async with AsterClient(server.base_url, trader.plan.settings.exchange) as c:
+                    await PrivateClient(c, key).new_order(
+                        symbol=hand["symbol"],
+                        side="BUY",
+                        type="MARKET",
+                        quantity=hand["qty"],
+                        newClientOrderId="by-hand-1",
+                    )
+            if k == 60:
+                LiveTrader.acknowledge(DataPaths.at(root).live_journal, hand["symbol"],
+                                       server.now_ms)  # fmt: skip
+
+        play(trader, server, 120, before=by_hand)
+        trader.close()
+        assert _positions(server).get(hand["symbol"]) == Decimal(hand["qty"])  # untouched
+    bars = rows(root, "SELECT * FROM live_bars ORDER BY t")
+    stopped = [b for b in bars if "foreign position" in b["reduce_only"]]
+    assert stopped and stopped[0]["t"] == 2 and "BTCUSDT" in stopped[0]["reduce_only"]
+    # while stopped, no entry went out; after the acknowledgement they did again
+    entries = rows(root, "SELECT t, symbol FROM intents WHERE leg = 'e' ORDER BY t")
+    assert not [e for e in entries if 2 < e["t"] <= 60]
+    assert [e for e in entries if e["t"] > 61], "entries did not resume after the acknowledgement"
+    assert not [e for e in entries if e["symbol"] == hand["symbol"] and e["t"] > 2]
+    assert all(b["reduce_only"] == "" for b in bars if b["t"] > 60)
+    assert any("acknowledged foreign position" in b["differences"] for b in bars if b["t"] > 60)
+
+
+class Crash(Exception):
+    """The process dies here (``kill -9``): nothing after it runs, nothing is cleaned."""
+
+
+def test_crashes_at_20_random_points_send_nothing_twice_and_leave_every_position_protected(
+    exported_root, recording, tmp_path, monkeypatch
+) -> None:
+    """Twenty of the orders sent over 200 bars, chosen at random (seeded), each with a
+    crash just before its request leaves (after its intent was journaled) or just after
+    the exchange applied it (before its answer was journaled: an entry filled and its
+    stop not placed, a stop placed and its target not): the trader is dropped there as
+    ``kill -9`` drops it (what SQLite committed stays) and a new one starts on the same
+    journal. After each restart's first reconciliation every position the bot holds
+    has its stop resting on the exchange; no client id ever reached the exchange twice;
+    at the end the journal and the exchange agree."""
+    import random
+
+    from asterai.exchange.private import PrivateClient
+    from asterai.live.reconcile import compare
+
+    rng = random.Random(35)
+    points = {n: rng.choice(("before", "after")) for n in rng.sample(range(1, 160), 20)}
+    sent = [0]
+    crashed: list[tuple[int, str]] = []
+    real = PrivateClient.call
+
+    async def call(self, method, endpoint, params=None, *, changes=False):
+        if method == "POST" and endpoint == "order":
+            sent[0] += 1
+            mode = points.get(sent[0])
+            if mode == "before":
+                crashed.append((sent[0], mode))
+                raise Crash(mode)
+            out = await real(self, method, endpoint, params, changes=changes)
+            if mode == "after":
+                crashed.append((sent[0], mode))
+                raise Crash(mode)
+            return out
+        return await real(self, method, endpoint, params, changes=changes)
+
+    monkeypatch.setattr(PrivateClient, "call", call)
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    polls = 200
+    unprotected_after_restart = []
+
+    async def go(server):
+        trader = trader_for(root, server)
+        settings = trader.plan.settings
+        async with AsterClient(settings.base_url, settings.exchange) as client:
+            await trader.preflight(client)
+            k = 0
+            restarted = False
+            while k < polls:
+                try:
+                    await trader.cycle(client)
+                except Crash:
+                    trader.close()  # (only the connections: what was committed stays)
+                    trader = trader_for(root, server)
+                    restarted = True
+                    continue
+                if restarted:
+                    restarted = False
+                    unprotected_after_restart.extend(_unprotected(server, trader.prefix))
+                k += 1
+                server.clock.advance(HOUR)
+            await trader.follower.close_streams()
+        return trader
+
+    with exchange_at(recording) as server:
+        trader = asyncio.run(go(server))
+        prefix = trader.prefix
+        acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+        ids = [o.client_id for o in acc.orders.values()]
+        assert len(ids) == len(set(ids)), "a client id reached the exchange twice"
+        assert len(crashed) == 20, crashed
+        assert unprotected_after_restart == []
+        assert _unprotected(server, prefix) == []
+        positions = [{"symbol": s, "positionAmt": str(p.qty)} for s, p in acc.positions.items()]
+        opened = [{"clientOrderId": o.client_id, "symbol": o.symbol, "type": o.type,
+                   "side": o.side} for o in acc.open_orders()]  # fmt: skip
+        trader.intents = None
+        from asterai.live.intents import Intents
+
+        journal = Intents(DataPaths.at(root).live_journal)
+        rec = compare(journal, positions, opened, prefix)
+        journal.close()
+        trader.close()
+    assert not rec.fail_closed, rec.lines()
+    assert rows(root, "SELECT COUNT(*) AS n FROM live_bars")[0]["n"] == polls
+    print(f"{sent[0]} orders sent, crashes at {sorted(crashed)}")
+
+
+def _unprotected(server, prefix: str) -> list[str]:
+    """The symbols the account holds with no stop of the bot's resting on them."""
+    acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+    stops = {o.symbol for o in acc.open_orders() if o.client_id.startswith(prefix)
+             and o.type == "STOP_MARKET"}  # fmt: skip
+    return sorted(s for s, p in acc.positions.items() if p.qty and s not in stops)

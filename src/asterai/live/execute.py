@@ -97,8 +97,8 @@ async def ensure_protected(journal: Intents, api: PrivateClient, account: str,
     """Protect every filled entry the exchange still holds whose stop does not rest on
     the exchange: never placed (its fill learnt late: a lost answer settled, a crash
     between the fill and the stop), or placed and gone without filling (never reached
-    the exchange, cancelled by hand). After every settle. A stop in flight (sent, its
-    fate unknown) is left to the next settle. The symbols protected.
+    the exchange, cancelled by hand), or sent and not found when asked (lost on the
+    way, or not arrived yet). After every settle. The symbols protected.
 
     Placing a stop again cannot add exposure (close-position: a second one expires
     with the position), so a stop that is not resting is replaced at once, with the
@@ -122,6 +122,8 @@ async def ensure_protected(journal: Intents, api: PrivateClient, account: str,
             row = journal.latest(entry["symbol"], int(entry["t"]), leg)
             if row is None or row["state"] in ("NOT_PLACED", "CANCELED", "EXPIRED", "REJECTED"):
                 missing.append(leg)
+            elif row["state"] in ("SENT", "UNKNOWN") and row["misses"]:
+                missing.append(leg)  # asked for and not found: placed again now
         if Leg.STOP not in missing:
             stop = journal.latest(entry["symbol"], int(entry["t"]), Leg.STOP)
             if stop["state"] == "FILLED":

@@ -53,7 +53,7 @@ from asterai.live.execute import ensure_protected, execute
 from asterai.live.intents import Intents, Leg, client_id, settle
 from asterai.live.keys import LiveKeys
 from asterai.live.ledger import Ledger
-from asterai.live.protect import Position, close_at_market, settle_legs
+from asterai.live.protect import Position, cancel_leg, close_at_market, settle_legs
 from asterai.live.reconcile import believed_positions, compare, latest_entry
 from asterai.paper.broker import ENTRY
 from asterai.paper.plan import PaperSettingsError, PaperStopped, Plan
@@ -224,13 +224,20 @@ class LiveTrader(PaperTrader):
         """Settle, protect, bring the ledger up to date; (positions, open orders)."""
         api, journal, acct = self.api, self.intents, self.journal.account
         await settle(journal, api)
+        current = set()
         for symbol, qty in believed_positions(journal).items():
             side = 1 if qty > 0 else -1
             entry = latest_entry(journal, symbol, side)
             if entry is not None:
+                current.add((symbol, int(entry["t"])))
                 pos = Position(self.tag, int(entry["t"]), symbol, side, format(abs(qty), "f"),
                                "", "")  # fmt: skip
                 await settle_legs(journal, api, pos)
+        # legs of positions no longer held (a crash between an exit's fill and their
+        # cancel): a target left resting would close part of the next position
+        for row in journal.rows("leg IN ('s', 't') AND state IN ('NEW', 'PARTIALLY_FILLED')"):
+            if (row["symbol"], int(row["t"])) not in current:
+                await cancel_leg(journal, api, row["client_id"], row["symbol"])
         positions = await api.positions()
         tick = dict(zip(acct.symbols, acct.tick.tolist(), strict=True))
         if await ensure_protected(journal, api, self.tag, positions, tick, acct.params):
