@@ -368,3 +368,129 @@ def _unprotected(server, prefix: str) -> list[str]:
     stops = {o.symbol for o in acc.open_orders() if o.client_id.startswith(prefix)
              and o.type == "STOP_MARKET"}  # fmt: skip
     return sorted(s for s, p in acc.positions.items() if p.qty and s not in stops)
+
+
+def _play_through_errors(trader, server, polls: int, before=None) -> int:
+    """``play``, with what ``run`` does on an exchange error: the cycle tried again (the
+    errors counted)."""
+    from asterai.exchange.errors import ExchangeError
+
+    async def go() -> int:
+        errors = 0
+        settings = trader.plan.settings
+        async with AsterClient(settings.base_url, settings.exchange) as client:
+            while True:
+                try:
+                    trader.setup = await trader.preflight(client)
+                    break
+                except ExchangeError:
+                    errors += 1
+            k = 0
+            while k < polls:
+                try:
+                    await trader.cycle(client)
+                except ExchangeError:
+                    errors += 1
+                    if errors > 10 * polls:
+                        raise
+                    continue
+                k += 1
+                if k < polls:
+                    if before is not None:
+                        before(k)
+                    server.clock.advance(HOUR)
+            await trader.follower.close_streams()
+        return errors
+
+    return asyncio.run(go())
+
+
+def test_lost_answers_and_failing_requests_double_nothing_and_lose_nothing(
+    exported_root, recording, tmp_path
+) -> None:
+    """For 120 bars a tenth of all requests fail (5xx, dropped connections) and a tenth
+    of the account's are applied with their answer lost (-1007 or a dropped
+    connection); then 30 bars without faults. No client id reaches the exchange twice;
+    every intent ends as the exchange says; the journal and the exchange agree; every
+    position rests protected."""
+    from asterai.live.intents import Intents
+    from asterai.live.reconcile import compare
+
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with exchange_at(recording) as server:
+        trader = trader_for(root, server)
+
+        def faults(k: int) -> None:
+            server.set_faults("lost=0.1,5xx=0.05,drop=0.05" if 5 <= k < 125 else None)
+
+        errors = _play_through_errors(trader, server, 155, before=faults)
+        prefix = trader.prefix
+        trader.close()
+        acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+        ids = [o.client_id for o in acc.orders.values()]
+        assert len(ids) == len(set(ids))
+        assert _unprotected(server, prefix) == []
+        positions = [{"symbol": s, "positionAmt": str(p.qty)} for s, p in acc.positions.items()]
+        opened = [{"clientOrderId": o.client_id, "symbol": o.symbol, "type": o.type,
+                   "side": o.side} for o in acc.open_orders()]  # fmt: skip
+        lost = server.stats.faults.get("lost", 0)
+    journal = Intents(DataPaths.at(root).live_journal)
+    rec = compare(journal, positions, opened, prefix)
+    open_intents = journal.unsettled()
+    journal.close()
+    assert not rec.fail_closed, rec.lines()
+    assert open_intents == []
+    assert lost > 0, "no answer was lost: the test tested nothing"
+    print(
+        f"{errors} cycles failed and were tried again; lost answers: {lost}; "
+        f"{len(ids)} orders on the exchange"
+    )
+
+
+def test_the_circuit_breaker_stops_entries_after_repeated_refusals(
+    exported_root, recording, tmp_path
+) -> None:
+    """Every new order refused for insufficient margin (-2019) from the start: from the
+    first close after ``live.max_rejections`` refusals in a row no entry is sent any
+    more (the bar that reached it sent its own), and the journal says why, even once
+    the exchange would take them again."""
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with exchange_at(recording) as server:
+        trader = trader_for(root, server)
+
+        def faults(k: int) -> None:
+            server.set_faults("margin=1.0" if k < 40 else None)
+
+        faults(0)
+        play(trader, server, 80, before=faults)
+        trader.close()
+    entries = rows(root, "SELECT t, state, detail FROM intents WHERE leg = 'e' ORDER BY t")
+    assert all(e["detail"].startswith("-2019") for e in entries)
+    reached = next(e["t"] for k, e in enumerate(entries) if k + 1 >= 5)
+    assert len(entries) >= 5 and max(e["t"] for e in entries) == reached
+    bars = rows(root, "SELECT t, reduce_only FROM live_bars ORDER BY t")
+    tripped = [b["t"] for b in bars if "circuit breaker" in b["reduce_only"]]
+    assert tripped and tripped == list(range(tripped[0], bars[-1]["t"] + 1))
+
+
+def test_the_daily_loss_limit_pauses_entries_for_the_rest_of_the_day(
+    exported_root, recording, tmp_path
+) -> None:
+    """A limit of 0.2%: a close below the day's floor pauses new entries until the next
+    UTC day (exits go on); the next day sets a new floor and entries resume."""
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.002)
+    with exchange_at(recording) as server:
+        trader = trader_for(root, server)
+        play(trader, server, 120)
+        trader.close()
+    bars = rows(root, "SELECT t, open_ms, paused, floor, equity FROM live_bars ORDER BY t")
+    entries = {e["t"] for e in rows(root, "SELECT t FROM intents WHERE leg = 'e'")}
+    paused = [b for b in bars if b["paused"]]
+    assert paused, "no close fell below a 0.2% daily floor in five days"
+    day = 86_400_000
+    for b in paused:
+        assert b["t"] + 1 not in entries, f"an entry went out after the pause at bar {b['t']}"
+    resumed = [
+        b for b in bars if not b["paused"] and b["open_ms"] // day > paused[0]["open_ms"] // day
+    ]
+    assert resumed and resumed[0]["open_ms"] % day == 0  # lifted at the new day's first bar

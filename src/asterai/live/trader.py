@@ -50,7 +50,7 @@ from asterai.intervals import DAY_MS, iso_ms
 from asterai.live.account import held_positions, load_positions
 from asterai.live.decide import decide
 from asterai.live.execute import ensure_protected, execute
-from asterai.live.intents import Intents, Leg, client_id, settle
+from asterai.live.intents import Intents, Leg, State, client_id, settle
 from asterai.live.keys import LiveKeys
 from asterai.live.ledger import Ledger
 from asterai.live.protect import Position, cancel_leg, close_at_market, settle_legs
@@ -280,6 +280,12 @@ class LiveTrader(PaperTrader):
                 keep[k] = False
         sent = await execute(journal, self.api, self.tag, bar.t, acct.symbols, orders[keep], s,
                              held, acct.tick, acct.step, acct.params)  # fmt: skip
+        unknown = (State.UNKNOWN, State.SENT)
+        if any(x.state in unknown or any(v in unknown for v in (x.protection or {}).values())
+               for x in sent):  # fmt: skip
+            # an answer lost: asked for at once, so a filled entry is protected now,
+            # not at the next close
+            await self._sync()
         row = {
             "t": bar.t, "open_ms": open_ms, "decided_ms": self.now(),
             "equity": float(curve[0]), "cash": float(curve[1]), "open_positions": int(curve[2]),
