@@ -144,3 +144,38 @@ def test_a_paper_record_too_short_or_unreported_is_refused_and_a_reconciled_one_
     write_report(short)
     note = paper_record(prepare(short))
     assert note.startswith("paper record: 0.1 days") and "engine equal" in note
+
+
+def test_one_live_trader_per_journal_and_the_lock_dies_with_its_process(tmp_path) -> None:
+    """A second holder is refused, naming the first; a holder killed with ``kill -9``
+    leaves no stale lock."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from asterai.live.lock import Locked, ProcessLock
+
+    path = tmp_path / "live" / "LOCK"
+    code = (f"from asterai.live.lock import ProcessLock; import time; "
+            f"lock = ProcessLock(__import__('pathlib').Path({str(path)!r})); lock.acquire(); "
+            "print('held', flush=True); time.sleep(60)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(Locked, match=f"pid {proc.pid}"):
+            ProcessLock(path).acquire()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 5
+    lock = ProcessLock(path)
+    while True:
+        try:
+            lock.acquire()
+            break
+        except Locked:
+            assert time.time() < deadline, "the lock outlived its process"
+            time.sleep(0.05)
+    lock.release()

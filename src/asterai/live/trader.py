@@ -53,6 +53,7 @@ from asterai.live.execute import ensure_protected, execute
 from asterai.live.intents import Intents, Leg, State, client_id, settle
 from asterai.live.keys import LiveKeys
 from asterai.live.ledger import Ledger
+from asterai.live.lock import Locked, ProcessLock
 from asterai.live.protect import Position, cancel_leg, close_at_market, settle_legs
 from asterai.live.reconcile import believed_positions, compare, latest_entry
 from asterai.paper.broker import ENTRY
@@ -176,10 +177,20 @@ class LiveTrader(PaperTrader):
         return done
 
     async def run(self, stop=None) -> None:  # noqa: ANN001 - the paper trader's
+        """``preflight``, then paper trading's loop, holding the journal's lock (one
+        live trader per journal: ``LiveStartError`` when another holds it)."""
         settings = self.plan.settings
-        async with AsterClient(settings.base_url, settings.exchange.following()) as client:
-            self.setup = await self.preflight(client)
-        await super().run(stop)
+        lock = ProcessLock(self.journal_path.parent / "LOCK")
+        try:
+            lock.acquire()
+        except Locked as err:
+            raise LiveStartError(str(err)) from None
+        try:
+            async with AsterClient(settings.base_url, settings.exchange.following()) as client:
+                self.setup = await self.preflight(client)
+            await super().run(stop)
+        finally:
+            lock.release()
 
     def _open_journal(self, first_ms: int) -> None:
         super()._open_journal(first_ms)
