@@ -28,6 +28,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 
@@ -224,6 +225,32 @@ class Intents:
             (new.value, order_id, executed, avg_price, detail, detail, self._clock(), cid),
         )
 
+    def advance(self, cid: str, new: State, *, order_id: int | None = None,
+                executed: str | None = None, avg_price: str | None = None) -> bool:  # fmt: skip
+        """What the exchange reports of ``cid`` (an answer, an asked-for order, a stream
+        event), journaled when it is news: a state the table allows after the journal's,
+        or the same state with more executed. A report older than what the journal
+        holds (an event delivered late, or twice; an answer that lost the race to its
+        own event) changes nothing. Whether it was news."""
+        row = self.conn.execute("SELECT state, executed FROM intents WHERE client_id = ?",
+                                (cid,)).fetchone()  # fmt: skip
+        if row is None:
+            raise KeyError(cid)
+        old = State(row["state"])
+        if new is old:
+            have = Decimal(row["executed"]) if row["executed"] not in (None, "None") else None
+            got = Decimal(executed) if executed not in (None, "None") else None
+            if got is None or (have is not None and got <= have):
+                return False
+            self.conn.execute("UPDATE intents SET executed = ?, avg_price = COALESCE(?, "
+                              "avg_price), updated_ms = ? WHERE client_id = ?",
+                              (executed, avg_price, self._clock(), cid))  # fmt: skip
+            return True
+        if new not in TRANSITIONS[old]:
+            return False
+        self.move(cid, new, order_id=order_id, executed=executed, avg_price=avg_price)
+        return True
+
     def rows(self, where: str = "1", args: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(f"SELECT * FROM intents WHERE {where} ORDER BY t, rowid",
                                  args).fetchall()  # fmt: skip
@@ -265,14 +292,14 @@ async def send(journal: Intents, api: PrivateClient, intent: Intent) -> State:
     try:
         reply = await api.new_order(**intent.params(), newOrderRespType="RESULT")
     except OutcomeUnknown as err:
-        journal.move(intent.client_id, State.UNKNOWN, detail=str(err.cause)[:200])
-        return State.UNKNOWN
+        if journal.state(intent.client_id) is State.SENT:  # (unless its event came first)
+            journal.move(intent.client_id, State.UNKNOWN, detail=str(err.cause)[:200])
+        return journal.state(intent.client_id)
     except APIError as err:
         journal.move(intent.client_id, State.REJECTED, detail=f"{err.code}: {err.msg}")
         return State.REJECTED
-    state = State(reply["status"])
-    journal.move(intent.client_id, state, **_from_exchange(reply))
-    return state
+    journal.advance(intent.client_id, State(reply["status"]), **_from_exchange(reply))
+    return journal.state(intent.client_id)  # (an event may have told more already)
 
 
 async def settle(journal: Intents, api: PrivateClient) -> dict[str, State]:
@@ -293,11 +320,11 @@ async def settle(journal: Intents, api: PrivateClient) -> dict[str, State]:
             if err.code != NO_SUCH_ORDER:
                 raise
             journal._miss(cid)
-            if journal._clock() - int(row["updated_ms"]) > SEND_WINDOW_MS:
+            late = journal._clock() - int(row["updated_ms"]) > SEND_WINDOW_MS
+            if late and journal.state(cid) in (State.SENT, State.UNKNOWN):
                 journal.move(cid, State.NOT_PLACED, detail="the exchange does not have it")
             out[cid] = journal.state(cid)
             continue
-        state = State(order["status"])
-        journal.move(cid, state, **_from_exchange(order))
-        out[cid] = state
+        journal.advance(cid, State(order["status"]), **_from_exchange(order))
+        out[cid] = journal.state(cid)
     return out

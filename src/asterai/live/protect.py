@@ -89,11 +89,9 @@ async def cancel_leg(journal: Intents, api: PrivateClient, cid: str, symbol: str
         if err.code not in CANCEL_REJECTED:
             raise
         reply = await api.order(symbol, client_id=cid)
-    state = State(reply["status"])
-    if state is not journal.state(cid):
-        journal.move(cid, state, executed=str(reply.get("executedQty")),
-                     avg_price=str(reply.get("avgPrice")))  # fmt: skip
-    return state
+    journal.advance(cid, State(reply["status"]), executed=str(reply.get("executedQty")),
+                    avg_price=str(reply.get("avgPrice")))  # fmt: skip
+    return journal.state(cid)
 
 
 async def settle_legs(journal: Intents, api: PrivateClient, pos: Position) -> State | None:
@@ -109,11 +107,9 @@ async def settle_legs(journal: Intents, api: PrivateClient, pos: Position) -> St
         state = State(row["state"])
         if state.resting:
             reply = await api.order(pos.symbol, client_id=cid)
-            new = State(reply["status"])
-            if new is not state:
-                journal.move(cid, new, executed=str(reply.get("executedQty")),
-                             avg_price=str(reply.get("avgPrice")))  # fmt: skip
-            state = new
+            journal.advance(cid, State(reply["status"]), executed=str(reply.get("executedQty")),
+                            avg_price=str(reply.get("avgPrice")))  # fmt: skip
+            state = journal.state(cid)
         states[leg] = state
     done = next((leg for leg, s in states.items() if s is State.FILLED), None)
     if done is None:

@@ -32,6 +32,7 @@ exchange refuses ends the start before any order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -44,11 +45,12 @@ import numpy as np
 
 from asterai.backtest import kernel
 from asterai.exchange.client import AsterClient
-from asterai.exchange.errors import APIError
+from asterai.exchange.errors import APIError, ExchangeError
 from asterai.exchange.private import PrivateClient
 from asterai.intervals import DAY_MS, iso_ms
 from asterai.live.account import held_positions, load_positions
 from asterai.live.decide import decide
+from asterai.live.events import UserStream
 from asterai.live.execute import ensure_protected, execute
 from asterai.live.intents import Intents, Leg, State, client_id, settle
 from asterai.live.keys import LiveKeys
@@ -93,6 +95,7 @@ class LiveStatus:
     last: dict[str, Any] | None = None  # the last live_bars row
     killed: bool = False
     bars: int = 0
+    stream_cancels: int = 0  # siblings cancelled on the stream's word, between closes
 
 
 class LiveTrader(PaperTrader):
@@ -112,6 +115,9 @@ class LiveTrader(PaperTrader):
         self.capital = plan.account.params.capital
         self._state: kernel.State | None = None
         self.setup: list[str] = []  # what ``preflight`` did
+        self.user_stream: UserStream | None = None
+        self._user_stop: asyncio.Event | None = None
+        self._user_task: asyncio.Task | None = None
         if self.journal_path.exists():
             from asterai.paper.journal import Journal
 
@@ -190,6 +196,7 @@ class LiveTrader(PaperTrader):
                 self.setup = await self.preflight(client)
             await super().run(stop)
         finally:
+            await self.close_user_stream()
             lock.release()
 
     def _open_journal(self, first_ms: int) -> None:
@@ -211,9 +218,54 @@ class LiveTrader(PaperTrader):
             s.account[4] = float(row["paused"])
             s.account[5] = row["floor"]
         self._state = s
+        self._start_user_stream()
         self.journal.event(self.now(), "live start",
                            f"account {self.keys.account}; allotment {self.capital:g} USDT; "
                            f"model {acct.facts.get('model')}; {self.note}")  # fmt: skip
+
+    # -- the user-data stream -------------------------------------------------------
+
+    def _start_user_stream(self) -> None:
+        url = self.plan.settings.streams_url()
+        if url is None or self.api is None or self.user_stream is not None:
+            return
+        self.user_stream = UserStream(self.api, url, self._on_order)
+        self._user_stop = asyncio.Event()
+        self._user_task = asyncio.get_running_loop().create_task(
+            self.user_stream.run(self._user_stop))  # fmt: skip
+
+    async def close_user_stream(self) -> None:
+        if self._user_task is not None:
+            self._user_stop.set()
+            self._user_task.cancel()
+            await asyncio.gather(self._user_task, return_exceptions=True)
+            self._user_task = None
+
+    async def _on_order(self, o: dict[str, Any], event_ms: int) -> None:
+        """An order update from the stream: journaled when it is news; a stop or target
+        filled cancels its sibling at once."""
+        cid = str(o.get("c", ""))
+        journal = self.intents
+        if journal is None or not cid.startswith(self.prefix):
+            return  # not the bot's: the next reconciliation reports it
+        try:
+            news = journal.advance(cid, State(o["X"]), order_id=int(o["i"]),
+                                   executed=str(o.get("z")), avg_price=str(o.get("ap")))  # fmt: skip
+        except (KeyError, ValueError):
+            return  # not in this journal, or a status the table does not know
+        if not news or o["X"] != State.FILLED.value:
+            return
+        row = journal.rows("client_id = ?", (cid,))[0]
+        if row["leg"] not in (Leg.STOP.value, Leg.TARGET.value):
+            return
+        other = Leg.TARGET if row["leg"] == Leg.STOP.value else Leg.STOP
+        sibling = journal.latest(row["symbol"], int(row["t"]), other)
+        if sibling is not None and State(sibling["state"]).resting:
+            try:
+                await cancel_leg(journal, self.api, sibling["client_id"], row["symbol"])
+                self.live.stream_cancels += 1
+            except ExchangeError as err:  # the next close settles it
+                log.warning("user-data stream: %s not cancelled: %s", sibling["client_id"], err)
 
     # -- one cycle ------------------------------------------------------------------
 
