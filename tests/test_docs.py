@@ -33,7 +33,7 @@ DOCS = PROJECT_ROOT / "docs"
 RUN_ORDER = (
     "index.md", "getting-started.md", "pipeline.md", "data.md", "features.md",
     "training.md", "backtest.md", "configuration.md", "troubleshooting.md", "tuning.md",
-    "serving.md", "paper-trading.md", "replay.md", "benchmarks.md", "design.md",
+    "serving.md", "paper-trading.md", "live-trading.md", "replay.md", "benchmarks.md", "design.md",
     "contributing.md",
 )  # fmt: skip
 SMALL = {
