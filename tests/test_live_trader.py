@@ -558,3 +558,20 @@ def test_the_user_data_stream_dropped_expired_reordered_doubled_or_lossy_changes
         f"stream: {st}; {cancels} siblings cancelled between closes; {len(differ)} "
         "orders changed after the last close"
     )
+
+
+def test_asterai_live_status_and_report_read_the_journal(two_weeks) -> None:
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+
+    root, _ = two_weeks
+    status = CliRunner().invoke(main, ["live", "--data-root", str(root), "--status"])
+    assert status.exit_code == 0, status.output
+    assert "live account since 2025-10-01T03:00" in status.output
+    assert "scale-up: 14.0 days" in status.output
+    report = CliRunner().invoke(main, ["live", "--data-root", str(root), "--report"])
+    assert report.exit_code == 0, report.output
+    written = (DataPaths.at(root).live / "report.txt").read_text()
+    pairs = [line for line in written.splitlines() if " | " in line][1:]
+    assert len(pairs) == len(rows(root, "SELECT 1 FROM trades"))
