@@ -575,3 +575,93 @@ def test_asterai_live_status_and_report_read_the_journal(two_weeks) -> None:
     written = (DataPaths.at(root).live / "report.txt").read_text()
     pairs = [line for line in written.splitlines() if " | " in line][1:]
     assert len(pairs) == len(rows(root, "SELECT 1 FROM trades"))
+
+
+def _live_journaled(root: Path) -> int:
+    path = DataPaths.at(root).live_journal
+    if not path.exists():
+        return -1
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT MAX(t) FROM live_bars").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # created, the table not yet
+        return -1
+    return -1 if row[0] is None else int(row[0])
+
+
+def _start_live(root: Path, server):
+    import os
+    import subprocess
+    import sys
+
+    c = server.credentials[0]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ASTERAI_USER=c.user.address,
+               ASTERAI_SIGNER=c.api_wallet.address, ASTERAI_SIGNER_KEY=c.api_wallet.private_key)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "asterai.cli", "live", "--data-root", str(root), "--base-url",
+         server.base_url, "--clock-rate", "0", "--override-ramp"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+
+
+def test_asterai_live_killed_with_sigkill_mid_run_restarts_with_nothing_doubled(
+    exported_root, recording, tmp_path
+) -> None:
+    """The real command, killed with SIGKILL six times at a random instant while a bar is
+    being traded, and started again: every bar's live close journaled once, no client
+    id sent twice, every position resting protected, journal and exchange equal."""
+    import random
+    import signal
+    import time
+
+    from asterai.live.intents import Intents
+    from asterai.live.reconcile import compare
+
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with (root / "asterai.toml").open("a") as f:  # the only process on its replay's IP
+        f.write("[exchange]\nfollower_share = 1.0\n")
+    last = 40
+    rng = random.Random(35)
+    kill_at = set(rng.sample(range(4, last), 6))
+    with exchange_at(recording) as server:
+        proc = _start_live(root, server)
+        try:
+            for t in range(last + 1):
+                if t:
+                    server.clock.advance(HOUR)
+                if t in kill_at:
+                    time.sleep(rng.uniform(0.0, 0.4))
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(30)
+                    proc = _start_live(root, server)
+                deadline = time.monotonic() + 120
+                began = time.monotonic()
+                while _live_journaled(root) < t:
+                    if proc.poll() is not None:
+                        raise AssertionError(proc.stdout.read().decode()[-3000:])
+                    assert time.monotonic() < deadline, f"bar {t} not journaled"
+                    time.sleep(0.02)
+                print(f"bar {t}: {time.monotonic() - began:.1f} s")
+        finally:
+            proc.kill()
+            proc.wait(30)
+        acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+        ids = [o.client_id for o in acc.orders.values()]
+        positions = [{"symbol": s, "positionAmt": str(p.qty)} for s, p in acc.positions.items()]
+        opened = [{"clientOrderId": o.client_id, "symbol": o.symbol, "type": o.type,
+                   "side": o.side} for o in acc.open_orders()]  # fmt: skip
+        prefix = next(o.client_id for o in acc.orders.values()).split("-")[0]
+        unprotected = _unprotected(server, prefix)
+    assert len(ids) == len(set(ids)) and len(ids) > 10
+    assert unprotected == []
+    bars = rows(root, "SELECT t FROM live_bars ORDER BY t")
+    assert [b["t"] for b in bars] == list(range(last + 1))
+    journal = Intents(DataPaths.at(root).live_journal)
+    rec = compare(journal, positions, opened, prefix)
+    journal.close()
+    assert not rec.fail_closed, rec.lines()
+    starts = rows(root, "SELECT COUNT(*) AS n FROM events WHERE kind = 'live start'")
+    assert 2 <= starts[0]["n"] <= 7  # (a start killed during its warm-up opened nothing)

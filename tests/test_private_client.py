@@ -123,3 +123,23 @@ def test_an_answer_that_may_mean_the_order_exists_is_unknown_not_a_refusal(excha
         return (await api.order("BTCUSDT", client_id="dup-1"))["status"]
 
     assert run(exchange, "v3", work) == "NEW"
+
+
+def test_a_request_held_by_the_rate_limiter_is_signed_when_it_leaves(exchange):
+    """A request that waits for the weight budget longer than the signature's window
+    (here a 1-second recvWindow and a 1.5-second wait) is still fresh on arrival: it is
+    signed once the limiter lets it go, not before it waits (a restart that finds the
+    IP's minute spent by its predecessor waited with stale signatures: -1021)."""
+    c = exchange.credentials[0]
+
+    async def go():
+        async with AsterClient(exchange.base_url, ExchangeSettings(**FAST_EXCHANGE)) as client:
+            api = PrivateClient(client, V1Key(c.api_key, c.api_secret), recv_window_ms=1000)
+            client.limiter.pause(1.5)
+            return await api.balance()
+
+    assert run_async(go())[0]["asset"] == "USDT"
+
+
+def run_async(coro):
+    return asyncio.run(coro)

@@ -26,6 +26,7 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,16 +242,22 @@ class AsterClient:
     async def _send(self, path: str, params: dict[str, Any], weight: int) -> Response:
         return await self.send_once("GET", path, weight, params=params)
 
-    async def send_once(self, method: str, path: str, weight: int, **kwargs: Any) -> Response:
+    async def send_once(self, method: str, path: str, weight: int,
+                        prepare: Callable[[], dict[str, Any]] | None = None,
+                        **kwargs: Any) -> Response:  # fmt: skip
         """One request (``kwargs``: httpx's ``params``, ``content``, ``headers``) through
         the limiter and the ban, its reply classified; no retry (the caller's: a signed
-        order must never be sent twice blindly)."""
+        order must never be sent twice blindly). ``prepare``: more of ``kwargs``, built
+        once the limiter lets the request go (a signature whose timestamp or nonce must
+        be fresh when it arrives, however long the wait)."""
         async with self._slots:
             if (banned := self._still_banned()) is not None:
                 raise banned
             await self.limiter.acquire(weight)
             if (banned := self._still_banned()) is not None:
                 raise banned
+            if prepare is not None:
+                kwargs = {**kwargs, **prepare()}
             self.stats.requests += 1
             self.stats.weight += weight
             self.stats.sends.append((time.monotonic(), weight))

@@ -100,18 +100,20 @@ class PrivateClient:
         first_failure: float | None = None
         attempt = 0
         while True:
-            total = self._signed(params)
-            headers = {}
-            if isinstance(self.key, V1Key):
-                headers["X-MBX-APIKEY"] = self.key.api_key
-            if method in ("GET", "DELETE"):
-                kwargs: dict[str, Any] = {"params": httpx.QueryParams(total)}
-            else:
+
+            def signed() -> dict[str, Any]:
+                # signed once the limiter lets it go: its timestamp or nonce fresh on arrival
+                total = self._signed(params)
+                headers = {}
+                if isinstance(self.key, V1Key):
+                    headers["X-MBX-APIKEY"] = self.key.api_key
+                if method in ("GET", "DELETE"):
+                    return {"headers": headers, "params": httpx.QueryParams(total)}
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
-                kwargs = {"content": total.encode()}
+                return {"headers": headers, "content": total.encode()}
+
             try:
-                reply = await self.client.send_once(method, path, weight, headers=headers,
-                                                    **kwargs)  # fmt: skip
+                reply = await self.client.send_once(method, path, weight, prepare=signed)
                 return reply.data
             except RateLimited as err:  # refused before anything was applied
                 self.client.limiter.pause(err.retry_after)
