@@ -10,7 +10,10 @@ loopback through the client's weight limiter. Two scenarios:
 
 * the strategy's ceiling, ``--bars`` bars: at each close the positions entered the bar
   before exit and ``max_positions`` (5) new entries open on the next symbols in turn,
-  the account read back first (settle, positions), as a live bar's close does;
+  the account read back first (settle, positions), as a live bar's close does; run
+  twice in the same run, the orders one by one (the reference) and then in parallel
+  (as ``asterai live`` sends them), each request answered ``--latency-ms`` later (a
+  network's round trip: the replay is on loopback, in this process);
 * every symbol at once, one bar: an entry on each of ``--symbols`` (3 orders each), to
   meet the exchange's order-count limits (300 in 10 s, 1,200 a minute).
 
@@ -22,6 +25,7 @@ was applied); the ceiling's p50 as a ratio to one signed read
 (``GET /fapi/v3/balance``) timed in the same run.
 
     python bench/orders.py                   # 200 symbols, 12 bars
+    python bench/orders.py --latency-ms 50   # a 50 ms round trip
     python bench/orders.py --symbols 20 --bars 6
 """
 
@@ -90,34 +94,51 @@ async def run(args, recording, work: Path) -> dict:
                     rows.append((j, ENTRY, 1.0, NOTIONAL / price, 0.7, -1))
                 return np.array(rows, dtype=float).reshape(-1, 6), state
 
-            async def bar(journal, t: int, entries: list[int]) -> tuple[float, list[float], int]:
+            async def bar(journal, t: int, entries: list[int], account: str = c.user.address,
+                          parallel: bool = True) -> tuple[float, list[float]]:  # fmt: skip
                 closed = time.time()
                 began = time.perf_counter()
                 await settle(journal, api)
                 held, _ = held_positions(journal, await api.positions())
                 orders, state = decided(t, sorted(held), entries)
                 before = {r["client_id"] for r in journal.rows()}
-                await execute(journal, api, c.user.address, t, symbols, orders, state, held,
-                              tick, step, p)  # fmt: skip
+                await execute(journal, api, account, t, symbols, orders, state, held,
+                              tick, step, p, parallel=parallel)  # fmt: skip
                 total = time.perf_counter() - began
                 sent = [r for r in journal.rows() if r["client_id"] not in before]
                 acks = [r["updated_ms"] / 1000 - closed for r in sent]
                 return total, acks
 
-            journal = Intents(work / "ceiling.sqlite")
-            ceiling, per_order, counts = [], [], []
+            if args.latency_ms:  # every request answered this much later: a network
+                server.set_faults(f"slow=1.0:{args.latency_ms / 1000}")
+
+            async def ceiling_run(name: str, parallel: bool) -> tuple[list, list, list]:
+                """``--bars`` bars at the ceiling on their own journal (client ids of
+                their own account tag), the positions of the last closed after it."""
+                journal = Intents(work / f"{name}.sqlite")
+                totals, acks_all, counts = [], [], []
+                first = 0 if parallel else 1000
+                for k in range(args.bars):
+                    t = first + k
+                    server.clock.advance(HOUR)
+                    entries = [(k * MAX_POSITIONS + i) % len(symbols) for i in range(MAX_POSITIONS)]
+                    total, acks = await bar(journal, t, entries, f"{c.user.address}:{name}",
+                                            parallel)  # fmt: skip
+                    totals.append(total)
+                    acks_all += acks
+                    counts.append(len(acks))
+                    # live, bars are an hour apart: the 10-second order window clears between
+                    await asyncio.sleep(max(0.0, ORDER_LIMITS[0][0] / 1000 - total))
+                server.clock.advance(HOUR)  # the last entries' positions closed
+                await bar(journal, first + args.bars, [], f"{c.user.address}:{name}", parallel)
+                journal.close()
+                return totals, acks_all, counts
+
             limited = client.stats.rate_limited
-            for t in range(args.bars):
-                server.clock.advance(HOUR)
-                entries = [(t * MAX_POSITIONS + k) % len(symbols) for k in range(MAX_POSITIONS)]
-                total, acks = await bar(journal, t, entries)
-                ceiling.append(total)
-                per_order += acks
-                counts.append(len(acks))
-                # live, bars are an hour apart: the 10-second order window clears between
-                await asyncio.sleep(max(0.0, ORDER_LIMITS[0][0] / 1000 - total))
+            one_by_one, _, _ = await ceiling_run("sequential", parallel=False)
+            ceiling, per_order, counts = await ceiling_run("ceiling", parallel=True)
             limited_ceiling = client.stats.rate_limited - limited
-            journal.close()
+            server.set_faults(None)
             server.clock.advance(HOUR)
             journal = Intents(work / "every.sqlite")
             limited = client.stats.rate_limited
@@ -128,11 +149,14 @@ async def run(args, recording, work: Path) -> dict:
     limit_10s, limit_1m = ORDER_LIMITS[0][1], ORDER_LIMITS[1][1]
     read = pct(reads, 50)
     return {
-        "symbols": len(symbols), "bars": args.bars,
+        "symbols": len(symbols), "bars": args.bars, "latency_ms": args.latency_ms,
         "signed_read_p50_ms": round(read, 2),
         "ceiling": {
             "close_to_all_acknowledged_ms": {"p50": round(pct(ceiling, 50), 1),
                                              "p99": round(pct(ceiling, 99), 1)},
+            "one_by_one_ms": {"p50": round(pct(one_by_one, 50), 1),
+                              "p99": round(pct(one_by_one, 99), 1)},
+            "parallel_over_one_by_one_p50": round(pct(ceiling, 50) / pct(one_by_one, 50), 2),
             "close_to_each_acknowledged_ms": {"p50": round(pct(per_order, 50), 1),
                                               "p99": round(pct(per_order, 99), 1)},
             "p50_over_one_read": round(pct(ceiling, 50) / read, 1),
@@ -158,6 +182,11 @@ def main() -> int:
     parser.add_argument(
         "--bars", type=int, default=12,
         help="bars at the strategy's ceiling (10 s apart: the order window clears)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0,
+        help="answer every request of the ceiling runs this much later (the replay's slow "
+        "fault): a network's round trip, which loopback lacks",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

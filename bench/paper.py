@@ -12,7 +12,10 @@ runs it, trading the default confluence model trained and exported from the reco
 (or ``--root``'s export), with its manifest's symbols widened to the copies. It follows
 the market twice, each time on a fresh replay and journal: by the kline streams (the
 replay's websocket server pushes each bar at its close; REST for what they lack, and
-the funding) and by REST polling alone; the ratio of the two is printed. For each of
+the funding) and by REST polling alone; the ratio of the two is printed. With
+``--live``, ``live.trader.LiveTrader`` trades instead, on the replay's account (1,000
+USDT), and each bar's whole runs to its live close's end: every decided order
+acknowledged by the exchange. For each of
 ``--bars`` bars the clock is moved past the bar's close; measured from the moment the
 replay confirms the close to the moment the journal has committed the bar's orders:
 the whole, and its parts (the exchange: the pushes and requests; the live features and
@@ -25,6 +28,7 @@ the client's limiter has room for a bar's weight, and reports the limiter's wait
 the measured bars (0: the budget never held a bar back).
 
     python bench/paper.py                          # 200 symbols, 48 bars, both ways
+    python bench/paper.py --live --mode streams    # the same, trading live on an account
     python bench/paper.py --symbols 50 --bars 24 --mode streams --root /path/to/trained/root
 """
 
@@ -73,14 +77,19 @@ def scaled_recording(data: Path, n: int):
     return replace(rec, klines=klines, funding=funding, symbols=symbols)
 
 
-def replay_child(data: str, n: int, play_from: int, conn) -> None:
-    """The replay server (real rate limit, kline streams) on a stepped clock, steered
-    through ``conn``."""
+def replay_child(data: str, n: int, play_from: int, conn, accounts: int = 0) -> None:
+    """The replay server (real rate limit, kline streams; with ``accounts``, an account
+    to trade on) on a stepped clock, steered through ``conn``."""
     from asterai.exchange.replay import ReplayServer
 
     rec = scaled_recording(Path(data), n)
-    with ReplayServer(rec, clock_speed=0, play_from_ms=play_from, streams=True) as server:
-        conn.send((server.base_url, server.ws_url, sorted(rec.symbols)))
+    with ReplayServer(rec, clock_speed=0, play_from_ms=play_from, streams=True,
+                      accounts=accounts, balance="1000") as server:  # fmt: skip
+        keys = None
+        if accounts:
+            c = server.credentials[0]
+            keys = (c.user.address, c.api_wallet.address, c.api_wallet.private_key)
+        conn.send((server.base_url, server.ws_url, sorted(rec.symbols), keys))
         while True:
             cmd, arg = conn.recv()
             if cmd == "stop":
@@ -100,8 +109,9 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
     f = trader.follower
     times: dict[str, list[float]] = {
         k: [] for k in ("whole", "poll", "features", "trade", "spacing", "weight", "requests",
-                        "limiter_waits")
+                        "limiter_waits", "live", "orders")
     }  # fmt: skip
+    live = hasattr(trader, "live_bar")
     inner = f._publish
 
     def timed_publish(after):
@@ -112,6 +122,8 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
     f._publish = timed_publish
     settings = trader.plan.settings
     async with AsterClient(settings.base_url, settings.exchange) as client:
+        if live:
+            await trader.preflight(client)
         await trader.cycle(client)  # the warm-up and the first bar (and the streams opened)
         opened = time.monotonic()
         while f.streams is not None and not f.streams.live:
@@ -139,6 +151,11 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
             done = trader._trade_new()
             t2 = time.perf_counter()
             assert len(done) == 1, done
+            if live:  # the live close: settle, reconcile, decide, every order acknowledged
+                row = await trader.live_bar(int(trader.state.last["open_ms"]))
+                times["orders"].append(row["orders"])
+                times["live"].append(time.perf_counter() - t2)
+                t2 = time.perf_counter()
             times["whole"].append(t2 - t0)
             times["poll"].append(t1 - t0 - times["features"][-1])
             times["trade"].append(t2 - t1)
@@ -154,6 +171,8 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
         times["budget"] = [lim.budget]
         times["pushed"] = [f.streams.state.pushed if f.streams is not None else 0]
     await f.close_streams()
+    if live:
+        await trader.close_user_stream()
     return times
 
 
@@ -163,6 +182,11 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=48)
     parser.add_argument("--root", type=Path, default=None, help="a data root with an export")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--live", action="store_true",
+        help="trade live (``asterai live``'s LiveTrader) on the replay's account instead: "
+        "the whole is then a bar's close to every decided order acknowledged",
+    )  # fmt: skip
     parser.add_argument(
         "--mode", choices=["streams", "rest", "both"], default="both",
         help="follow the market by the kline streams, by REST polling, or both in turn "
@@ -178,6 +202,15 @@ def main() -> int:
     modes = ["streams", "rest"] if args.mode == "both" else [args.mode]
     results = {m: measure(m, args, Path(source), work / m) for m in modes}
     for m, out in results.items():
+        if out["live"]:
+            print(
+                f"live trading ({m}), {out['symbols']} symbols, {args.bars} bars: close -> "
+                f"every order acknowledged p50 {out['whole_p50_s'] * 1000:.0f} ms, p99 "
+                f"{out['whole_p99_s'] * 1000:.0f} ms; the live close alone (settle, reconcile, "
+                f"decide, send) p50 {out['live_close_p50_s'] * 1000:.0f} ms, p99 "
+                f"{out['live_close_p99_s'] * 1000:.0f} ms; orders a bar: at most "
+                f"{out['orders_per_bar_max']}, mean {out['orders_per_bar_mean']:.1f}"
+            )
         print(
             f"paper trading ({m}), {out['symbols']} symbols, {args.bars} bars: close -> "
             f"journal commit p50 {out['whole_p50_s'] * 1000:.0f} ms, p99 "
@@ -226,10 +259,11 @@ def measure(mode: str, args, source: Path, root: Path) -> dict:
     start = int(pd.Timestamp("2025-10-01T04:00:01Z").value // 1_000_000)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=replay_child, args=(str(args.data), args.symbols, start, child))
+    proc = ctx.Process(target=replay_child,
+                       args=(str(args.data), args.symbols, start, child, int(args.live)))  # fmt: skip
     proc.start()
     try:
-        url, ws_url, names = parent.recv()
+        url, ws_url, names, keys = parent.recv()
         manifest_path = root / "models/confluence/onnx/manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["service"]["symbols"] = names  # the copies, as if trained on them
@@ -239,7 +273,16 @@ def measure(mode: str, args, source: Path, root: Path) -> dict:
             paper={"daily_loss_limit": 0.0},
         )  # fmt: skip
         run_discovery(settings)  # the copies' filters, from the replay's exchangeInfo
-        trader = PaperTrader(prepare(settings), clock_rate=0, retry_s=1.0)
+        if args.live:
+            from asterai.exchange.signing import V3Key
+            from asterai.live.keys import LiveKeys
+            from asterai.live.trader import LiveTrader
+
+            key = V3Key.of(keys[0], keys[2], signer=keys[1])
+            trader = LiveTrader(prepare(settings), LiveKeys(key), note="bench", clock_rate=0,
+                                retry_s=1.0)  # fmt: skip
+        else:
+            trader = PaperTrader(prepare(settings), clock_rate=0, retry_s=1.0)
         t0 = time.perf_counter()
         times = asyncio.run(run(trader, parent, args.bars))
         total = time.perf_counter() - t0
@@ -249,9 +292,17 @@ def measure(mode: str, args, source: Path, root: Path) -> dict:
         proc.join(30)
         if proc.is_alive():
             proc.kill()
-    size = DataPaths.at(root).paper_journal.stat().st_size
+    paths = DataPaths.at(root)
+    size = (paths.live_journal if args.live else paths.paper_journal).stat().st_size
     p99 = pct(times["whole"], 99)
+    extra = {}
+    if args.live:
+        extra = {"live_close_p50_s": pct(times["live"], 50), "live_close_p99_s":
+                 pct(times["live"], 99), "orders_per_bar_max": max(times["orders"]),
+                 "orders_per_bar_mean": float(np.mean(times["orders"]))}  # fmt: skip
     return {
+        **extra,
+        "live": bool(args.live),
         "mode": mode,
         "symbols": len(names),
         "bars": args.bars,

@@ -179,3 +179,32 @@ def test_one_live_trader_per_journal_and_the_lock_dies_with_its_process(tmp_path
             assert time.time() < deadline, "the lock outlived its process"
             time.sleep(0.05)
     lock.release()
+
+
+def test_a_clock_far_from_the_exchanges_is_refused_before_any_request_is_signed(
+    exported_root, recording, tmp_path
+) -> None:
+    """The replay's clock is the recording's (2025), this machine's is now: as far off
+    as a clock can be. Checked (as against the real exchange), the start is refused."""
+    from asterai.exchange.client import AsterClient
+    from asterai.exchange.signing import V3Key
+    from asterai.live.keys import LiveKeys
+    from asterai.live.trader import LiveStartError, LiveTrader
+    from asterai.paper.plan import prepare
+
+    root = _root(exported_root, tmp_path)
+    with _replay(recording) as server:
+        settings = load_settings(root, base_url=server.base_url, exchange=FAST_EXCHANGE)
+        c = server.credentials[0]
+        keys = LiveKeys(V3Key.of(c.user.address, c.api_wallet.private_key,
+                                 signer=c.api_wallet.address))  # fmt: skip
+        trader = LiveTrader(prepare(settings), keys)
+
+        async def go():
+            async with AsterClient(settings.base_url, settings.exchange) as client:
+                await trader.preflight(client, check_clock=True)
+
+        with pytest.raises(LiveStartError, match="clock is .* off the exchange's"):
+            asyncio.run(go())
+        asked = set(server.stats.paths)
+        assert asked and not [p for p in asked if "balance" in p or "position" in p], asked

@@ -143,3 +143,50 @@ def test_a_request_held_by_the_rate_limiter_is_signed_when_it_leaves(exchange):
 
 def run_async(coro):
     return asyncio.run(coro)
+
+
+def test_the_order_pacer_spreads_a_burst_under_both_order_count_limits():
+    """1,500 orders asked at once leave at most 90% of each limit in any window (270 in
+    10 s, 1,080 a minute), none later than the windows require."""
+    import numpy as np
+
+    from asterai.exchange.private import OrderPacer
+
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    pacer = OrderPacer(clock=lambda: now[0], sleep=sleep)
+
+    async def burst() -> list[float]:
+        out = []
+        for _ in range(1500):
+            pacer.done(await pacer.acquire())  # answered at once
+            out.append(now[0])
+        return out
+
+    sent = asyncio.run(burst())
+    times = np.asarray(sent)
+    for window, limit in ((10.0, 270), (60.0, 1080)):
+        # the orders in [t, t + window) from each order's time t
+        inside = np.searchsorted(times, times + window, side="left") - np.arange(len(times))
+        assert inside.max() <= limit, (window, inside.max())
+    assert sent[269] == 0.0 and sent[270] == 10.0  # the first window full, then the next
+    assert sent[1079] < 60.0 and sent[1080] >= 60.0  # the minute's limit binds there
+
+    async def in_flight() -> float:
+        """An order not answered yet counts in every window until it is."""
+        slow = OrderPacer(clock=lambda: now[0], sleep=sleep)
+        cells = [await slow.acquire() for _ in range(270)]
+        now[0] += 30.0  # still unanswered
+        waiting = asyncio.ensure_future(slow.acquire())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        for c in cells:
+            slow.done(c)
+        waiting.cancel()
+        return now[0]
+
+    asyncio.run(in_flight())

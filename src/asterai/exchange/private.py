@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -39,7 +40,7 @@ from asterai.exchange.errors import (
     TemporaryError,
 )
 from asterai.exchange.signing import Nonces, V1Key, V3Key, sign_v1, sign_v3
-from asterai.exchange.weights import V1_VERSIONS, V3_ONLY, private_weight
+from asterai.exchange.weights import ORDER_LIMITS, V1_VERSIONS, V3_ONLY, private_weight
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,60 @@ class OutcomeUnknown(ExchangeError):
         self.cause = cause
 
 
+class OrderPacer:
+    """The account's order-count limits (``weights.ORDER_LIMITS``: 300 orders in 10 s,
+    1,200 a minute), kept on this side: a new order waits until every window has room
+    (at ``share`` of each limit), so a burst is spread out instead of refused with
+    -1015 and a minute's wait. A sliding window of the orders' times, each counted from
+    when it was let go until its answer came (the exchange counts it on arrival,
+    somewhere in between); hand-written because the weight limiter counts weight per
+    IP, and these count orders per account."""
+
+    def __init__(self, share: float = 0.9, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:  # fmt: skip
+        self.limits = [(ms / 1000, max(1, int(n * share))) for ms, n, _ in ORDER_LIMITS]
+        self._sent: list[list[float]] = []  # [let go, answered] of each order
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self.waited_s = 0.0
+
+    async def acquire(self) -> list[float]:
+        """Wait for room; the order's cell (``done`` it once answered)."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                longest = max(w for w, _ in self.limits)
+                self._sent = [c for c in self._sent if c[1] > now - longest]
+                wait = 0.0
+                for window, n in self.limits:
+                    ends = sorted(c[1] for c in self._sent if c[1] > now - window)
+                    if len(ends) >= n:
+                        wait = max(wait, ends[len(ends) - n] + window - now)
+                if wait <= 0:
+                    cell = [now, float("inf")]  # in flight: counted in every window
+                    self._sent.append(cell)
+                    return cell
+                # (an order still in flight ends the wait when answered: looked at often)
+                wait = min(wait, 0.25)
+                self.waited_s += wait
+                await self._sleep(wait)
+
+    def done(self, cell: list[float]) -> None:
+        cell[1] = self._clock()
+
+
 class PrivateClient:
     """Signed requests for one account (``key``) over ``client``'s connection."""
 
     def __init__(self, client: AsterClient, key: V3Key | V1Key, *,
-                 nonces: Nonces | None = None, recv_window_ms: int | None = None) -> None:  # fmt: skip
+                 nonces: Nonces | None = None, recv_window_ms: int | None = None,
+                 pacer: OrderPacer | None = None) -> None:  # fmt: skip
         self.client = client
         self.key = key
         self.nonces = nonces or Nonces()
         self.recv_window_ms = recv_window_ms
+        self.pacer = pacer or OrderPacer()
 
     @property
     def version(self) -> str:
@@ -143,7 +189,11 @@ class PrivateClient:
     async def new_order(self, **params: Any) -> dict:
         """Place an order (``symbol``, ``side``, ``type``, ``quantity``,
         ``newClientOrderId``, ...): sent once (``OutcomeUnknown``: ask by client id)."""
-        return await self.call("POST", "order", _strings(params), changes=True)
+        cell = await self.pacer.acquire()
+        try:
+            return await self.call("POST", "order", _strings(params), changes=True)
+        finally:
+            self.pacer.done(cell)
 
     async def order(self, symbol: str, *, client_id: str | None = None,
                     order_id: int | None = None) -> dict:  # fmt: skip

@@ -9,6 +9,7 @@ retries a new order: an unknown outcome is settled by asking at the next settle.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
@@ -49,19 +50,25 @@ def on_tick(value: float, tick: float) -> str:
 
 async def execute(journal: Intents, api: PrivateClient, account: str, t: int, symbols: list[str],
                   orders: np.ndarray, state: kernel.State, held: dict[str, Held],
-                  tick: np.ndarray, step: np.ndarray, p: kernel.Params) -> list[Sent]:  # fmt: skip
+                  tick: np.ndarray, step: np.ndarray, p: kernel.Params,
+                  parallel: bool = True) -> list[Sent]:  # fmt: skip
     """Send the ``orders`` decided at the close of bar ``t`` (``broker.ORDER_FIELDS``),
-    for the bar that opens next (``t + 1``)."""
-    out: list[Sent] = []
-    for row in orders[orders[:, 1] == EXIT]:
+    for the bar that opens next (``t + 1``): every exit at once, then every entry at
+    once, each followed by its own protection (in flight together, as many as the
+    client's connection slots allow, paced under the account's order-count limits by
+    ``PrivateClient``'s pacer; launched in the order decided, strongest first).
+    ``parallel=False``: one after the other (the benchmark's reference)."""
+
+    async def exit_(row: np.ndarray) -> Sent | None:
         symbol = symbols[int(row[0])]
         h = held.get(symbol)
         if h is None:
-            continue  # not the bot's, or closed meanwhile
+            return None  # not the bot's, or closed meanwhile
         pos = Position(account, h.entry_t, symbol, h.side, format(h.qty.normalize(), "f"),
                        "", "")  # fmt: skip
-        out.append(Sent(symbol, Leg.EXIT, await close_at_market(journal, api, pos, t + 1)))
-    for row in orders[orders[:, 1] == ENTRY]:
+        return Sent(symbol, Leg.EXIT, await close_at_market(journal, api, pos, t + 1))
+
+    async def entry(row: np.ndarray) -> Sent:
         j = int(row[0])
         symbol, side = symbols[j], int(row[2])
         qty = on_step(float(row[3]), float(step[j]))
@@ -70,13 +77,19 @@ async def execute(journal: Intents, api: PrivateClient, account: str, t: int, sy
                         atr=float(state.pend_atr[j]))  # fmt: skip
         state_ = await send(journal, api, intent)
         if state_ is not State.FILLED:
-            out.append(Sent(symbol, Leg.ENTRY, state_))
-            continue
-        row = journal.rows("client_id = ?", (intent.client_id,))[0]
-        pos = planned(account, row, float(tick[j]), p)
-        out.append(Sent(symbol, Leg.ENTRY, state_, Decimal(row["avg_price"]),
-                        await protect(journal, api, pos)))  # fmt: skip
-    return out
+            return Sent(symbol, Leg.ENTRY, state_)
+        done = journal.rows("client_id = ?", (intent.client_id,))[0]
+        pos = planned(account, done, float(tick[j]), p)
+        return Sent(symbol, Leg.ENTRY, state_, Decimal(done["avg_price"]),
+                    await protect(journal, api, pos))  # fmt: skip
+
+    if parallel:
+        exits = await asyncio.gather(*(exit_(row) for row in orders[orders[:, 1] == EXIT]))
+        entries = await asyncio.gather(*(entry(row) for row in orders[orders[:, 1] == ENTRY]))
+    else:
+        exits = [await exit_(row) for row in orders[orders[:, 1] == EXIT]]
+        entries = [await entry(row) for row in orders[orders[:, 1] == ENTRY]]
+    return [x for x in exits if x is not None] + list(entries)
 
 
 def planned(account: str, entry: object, tick: float, p: kernel.Params) -> Position:

@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS live_acks (
     symbol TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, detail TEXT NOT NULL
 );
 """
+#: how far this machine's clock may stand from the exchange's: signatures carry the
+#: local time (V3's nonce must be within 10 s of the exchange's, V1's timestamp within
+#: its recvWindow)
+MAX_CLOCK_SKEW_MS = 2_000
 #: exchange codes that say the key itself is refused (bad signature, unknown key, IP)
 KEY_REFUSED = (-1022, -2014, -2015, -1002)
 #: refusals the backtest makes too (below the minimum notional at the fill's price; a
@@ -137,13 +141,31 @@ class LiveTrader(PaperTrader):
 
     # -- the start ------------------------------------------------------------------
 
-    async def preflight(self, client: AsterClient) -> list[str]:
-        """Check the key and set the account up before anything else: the key
+    async def preflight(self, client: AsterClient, check_clock: bool | None = None) -> list[str]:
+        """Check the key and set the account up before anything else: this machine's
+        clock within ``MAX_CLOCK_SKEW_MS`` of the exchange's (``check_clock``; default:
+        against the real exchange only, a replay's clock being the recording's), the key
         accepted, one-way mode, cross margin and ``live.leverage`` on every traded
         symbol, read back. ``LiveStartError`` otherwise (nothing sent). What was done."""
+        import time
+
+        from asterai.config import REAL_EXCHANGE_URL
+
         api = PrivateClient(client, self.keys.key)
         lev = self.plan.settings.live.leverage
         done = []
+        if check_clock is None:
+            check_clock = self.plan.settings.base_url == REAL_EXCHANGE_URL
+        if check_clock:
+            before = time.time() * 1000
+            server = await client.server_time()
+            local = (before + time.time() * 1000) / 2
+            if abs(local - server) > MAX_CLOCK_SKEW_MS:
+                raise LiveStartError(
+                    f"this machine's clock is {(local - server) / 1000:+.1f} s off the "
+                    f"exchange's: signed requests would be refused; synchronise it (NTP) "
+                    "and start again"
+                )
         try:
             await api.balance()
         except APIError as err:
