@@ -53,9 +53,34 @@ def test_cash_counts_the_bots_fills_and_the_funding_of_its_holding_only(tmp_path
         _trade(3, 12, "SELL", "98", "0.5", "-1", "0.03675", T0 + 9 * HOUR),  # its stop
     ]
     income = [  # before, during and after the bot's holding
-        {"symbol": "BTCUSDT", "income": "-0.02", "time": T0, "tranId": 1},
-        {"symbol": "BTCUSDT", "income": "-0.05", "time": T0 + 8 * HOUR, "tranId": 2},
-        {"symbol": "BTCUSDT", "income": "0.01", "time": T0 + 16 * HOUR, "tranId": 3},
+        {
+            "symbol": "BTCUSDT",
+            "incomeType": "FUNDING_FEE",
+            "income": "-0.02",
+            "time": T0,
+            "tranId": 1,
+        },
+        {
+            "symbol": "BTCUSDT",
+            "incomeType": "FUNDING_FEE",
+            "income": "-0.05",
+            "time": T0 + 8 * HOUR,
+            "tranId": 2,
+        },
+        {
+            "symbol": "BTCUSDT",
+            "incomeType": "FUNDING_FEE",
+            "income": "0.01",
+            "time": T0 + 16 * HOUR,
+            "tranId": 3,
+        },
+        {
+            "symbol": "BTCUSDT",
+            "incomeType": "COMMISSION",
+            "income": "-0.0375",
+            "time": T0 + HOUR,
+            "tranId": 4,
+        },  # (in the fills already: not counted twice)
     ]
     ex = _Exchange(trades, income)
     ledger = Ledger(conn)

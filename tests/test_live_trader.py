@@ -665,3 +665,56 @@ def test_asterai_live_killed_with_sigkill_mid_run_restarts_with_nothing_doubled(
     assert not rec.fail_closed, rec.lines()
     starts = rows(root, "SELECT COUNT(*) AS n FROM events WHERE kind = 'live start'")
     assert 2 <= starts[0]["n"] <= 7  # (a start killed during its warm-up opened nothing)
+
+
+def test_a_liquidation_is_named_booked_and_stops_entries_until_acknowledged(
+    exported_root, recording, tmp_path
+) -> None:
+    """The account's wallet drained while the bot holds positions (as another program
+    on the same account could): at the next bar the exchange liquidates them. The
+    trader finds the exchange's own closing orders (``autoclose-``), books their loss
+    and fee as the bot's, journals the liquidation, does not mistake it for a position
+    difference, and opens nothing until the user acknowledges each symbol; then it
+    trades on."""
+    from asterai.live.ledger import Ledger
+    from asterai.live.trader import LiveTrader
+
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with exchange_at(recording) as server:
+        trader = trader_for(root, server)
+        acc = server.accounts.engine.accounts[server.credentials[0].user.address]
+        drained: dict[str, Decimal] = {}
+        at: dict[str, int] = {}
+
+        def drain(k: int) -> None:
+            if not drained and k >= 3 and _positions(server):
+                drained.update(_positions(server))
+                at["drain"] = k
+                acc.wallet = Decimal("0.01")
+            elif drained and "refill" not in at and not _positions(server):
+                at["refill"] = k
+                acc.wallet += Decimal("50")  # a deposit: trading can go on
+            if "refill" in at and k == at["refill"] + 5:
+                for symbol in drained:
+                    LiveTrader.acknowledge(DataPaths.at(root).live_journal, symbol,
+                                           server.now_ms)  # fmt: skip
+
+        play(trader, server, 90, before=drain)
+        trader.close()
+    assert drained and "refill" in at, at
+    conn = sqlite3.connect(DataPaths.at(root).live_journal)
+    conn.row_factory = sqlite3.Row
+    forced = Ledger(conn).forced()
+    conn.close()
+    assert {f["symbol"] for f in forced} == set(drained)
+    assert all(f["client_id"].startswith("autoclose-") for f in forced)
+    events = rows(root, "SELECT detail FROM events WHERE kind = 'live liquidation'")
+    assert len(events) == 1 and all(s in events[0]["detail"] for s in drained)
+    bars = rows(root, "SELECT t, reduce_only, differences FROM live_bars ORDER BY t")
+    stopped = [b for b in bars if "liquidation" in b["reduce_only"]]
+    assert stopped, "entries were not stopped after the liquidation"
+    assert not [b for b in bars if '"position:' in b["differences"]]  # not a dispute
+    last_stopped = stopped[-1]["t"]
+    entries = rows(root, "SELECT t FROM intents WHERE leg = 'e' AND t > ?", stopped[0]["t"])
+    assert all(e["t"] > last_stopped for e in entries)
+    assert entries, "entries did not resume after the acknowledgement"

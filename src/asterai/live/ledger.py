@@ -10,7 +10,8 @@ the funding the account paid or received while the bot held a position (``income
 - **the bot's cash** (``realised``): the allotment (``live.capital``) plus the realised
   PnL of its fills, less their commissions, plus its funding: sizing never uses more,
   whatever else the wallet holds (fills of orders that are not the bot's are not in
-  the ledger);
+  the ledger, but for the exchange's liquidation or auto-deleverage of the bot's own
+  position, with its fee: the bot's loss);
 - **the live trades** (``trades``): each run of a symbol's fills from flat back to
   flat is one trade, dated by the bars its first and last fills fell in, for the report
   that compares them with the shadow's.
@@ -30,6 +31,11 @@ from decimal import Decimal
 from asterai.exchange.private import PrivateClient
 
 ZERO = Decimal(0)
+#: the client ids of the exchange's own orders on an account: a liquidation, an
+#: auto-deleverage
+FORCED = ("autoclose-", "adl_autoclose")
+#: the income the ledger keeps: funding, and a liquidation's fee (the insurance fund's)
+INCOME = ("FUNDING_FEE", "INSURANCE_CLEAR")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_fills (
@@ -40,7 +46,7 @@ CREATE TABLE IF NOT EXISTS live_fills (
 );
 CREATE TABLE IF NOT EXISTS live_funding (
     tran_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, amount TEXT NOT NULL,
-    time_ms INTEGER NOT NULL
+    time_ms INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'FUNDING_FEE'
 );
 CREATE TABLE IF NOT EXISTS live_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -79,13 +85,16 @@ class Ledger:
         self.conn.execute("INSERT INTO live_sync (key, value) VALUES (?, ?) ON CONFLICT(key) "
                           "DO UPDATE SET value = excluded.value", (key, value))  # fmt: skip
 
-    async def sync(self, api: PrivateClient, now_ms: int) -> int:
-        """Fetch the fills of the bot's orders and the funding since the last sync. The
-        number of fills added."""
+    async def sync(self, api: PrivateClient, now_ms: int, also: set[str] = frozenset()) -> int:
+        """Fetch the fills of the bot's orders and the funding since the last sync; on
+        the symbols in ``also`` (where the bot's position and the exchange's differ) also
+        the exchange's own orders that closed the bot's position: a liquidation or an
+        auto-deleverage (client ids ``autoclose-`` and ``adl_autoclose``), which are the
+        bot's loss. The number of fills added."""
         since = self._mark("intents_ms")
-        symbols = [r[0] for r in self.conn.execute(
+        symbols = sorted({r[0] for r in self.conn.execute(
             "SELECT DISTINCT symbol FROM intents WHERE order_id IS NOT NULL AND updated_ms >= ?",
-            (since,))]  # fmt: skip
+            (since,))} | set(also))  # fmt: skip
         by_order = {int(r[0]): r[1] for r in self.conn.execute(
             "SELECT order_id, client_id FROM intents WHERE order_id IS NOT NULL")}  # fmt: skip
         added = 0
@@ -97,6 +106,11 @@ class Ledger:
                 rows = await api.user_trades(symbol, **params)
                 for f in rows:
                     cid = by_order.get(int(f["orderId"]))
+                    if cid is None and symbol in also:
+                        order = await api.order(symbol, order_id=int(f["orderId"]))
+                        if str(order.get("clientOrderId", "")).startswith(FORCED):
+                            cid = order["clientOrderId"]
+                            by_order[int(f["orderId"])] = cid
                     if cid is None:
                         continue  # not the bot's order: never its cash
                     cur = self.conn.execute(
@@ -112,11 +126,13 @@ class Ledger:
                     break
         start = self._mark("funding_ms")
         while True:
-            rows = await api.call("GET", "income", {"incomeType": "FUNDING_FEE",
-                                                    "startTime": start, "limit": 1000})  # fmt: skip
+            rows = await api.call("GET", "income", {"startTime": start, "limit": 1000})
             for r in rows:
-                self.conn.execute("INSERT OR IGNORE INTO live_funding VALUES (?, ?, ?, ?)",
-                                  (str(r["tranId"]), r["symbol"], r["income"], int(r["time"])))  # fmt: skip
+                if r.get("incomeType") not in INCOME:
+                    continue
+                self.conn.execute("INSERT OR IGNORE INTO live_funding VALUES (?, ?, ?, ?, ?)",
+                                  (str(r["tranId"]), r["symbol"], r["income"], int(r["time"]),
+                                   r["incomeType"]))  # fmt: skip
             if rows:
                 start = max(int(r["time"]) for r in rows) + 1
                 self._set_mark("funding_ms", start)
@@ -135,7 +151,8 @@ class Ledger:
     def trades(self, start_ms: int, step_ms: int) -> list[LiveTrade]:
         """The bot's positions, each from flat to flat (the last one may still be open),
         with the funding paid while it was held (bars: ``(time - start_ms) // step_ms``)."""
-        funding = self.conn.execute("SELECT symbol, amount, time_ms FROM live_funding").fetchall()
+        funding = self.conn.execute("SELECT symbol, amount, time_ms FROM live_funding "
+                                    "WHERE kind = 'FUNDING_FEE'").fetchall()  # fmt: skip
         out: list[LiveTrade] = []
         symbols = [r[0] for r in self.conn.execute("SELECT DISTINCT symbol FROM live_fills")]
         for symbol in sorted(symbols):
@@ -159,12 +176,26 @@ class Ledger:
         for f in self.conn.execute("SELECT realized_pnl, commission FROM live_fills "
                                    "WHERE time_ms >= ?", (since_ms,)):  # fmt: skip
             total += Decimal(f[0]) - Decimal(f[1])
-        for symbol, amount, time_ms in self.conn.execute(
-            "SELECT symbol, amount, time_ms FROM live_funding WHERE time_ms >= ?", (since_ms,)
+        for symbol, amount, time_ms, kind in self.conn.execute(
+            "SELECT symbol, amount, time_ms, kind FROM live_funding WHERE time_ms >= ?",
+            (since_ms,),
         ):
-            if self.held_at(symbol, int(time_ms)):
+            if kind == "FUNDING_FEE" and self.held_at(symbol, int(time_ms)):
                 total += Decimal(amount)
+            elif kind == "INSURANCE_CLEAR" and self.forced_at(symbol, int(time_ms)):
+                total += Decimal(amount)  # a liquidation's fee on the bot's position
         return total
+
+    def forced_at(self, symbol: str, time_ms: int) -> bool:
+        """Whether a liquidation or auto-deleverage closed the bot's position on
+        ``symbol`` at ``time_ms``."""
+        return any(str(r[0]).startswith(FORCED) for r in self.conn.execute(
+            "SELECT client_id FROM live_fills WHERE symbol = ? AND time_ms = ?",
+            (symbol, time_ms)))  # fmt: skip
+
+    def forced(self) -> list[sqlite3.Row]:
+        """The exchange's own fills of the bot's positions (liquidations, deleverages)."""
+        return [f for f in self.fills() if str(f["client_id"]).startswith(FORCED)]
 
     def held_at(self, symbol: str, time_ms: int) -> Decimal:
         """The bot's position on ``symbol`` just before ``time_ms`` by its fills."""

@@ -3,7 +3,8 @@ says it holds, and every difference named.
 
 The journal's belief comes from its intents (``live.intents``): a symbol's position is
 what its filled entries bought less what its filled exits sold (each at its executed
-quantity), and the resting orders are the intents the exchange last reported open. The
+quantity), less what the exchange itself closed (a liquidation, an auto-deleverage,
+once the fills ledger holds it), and the resting orders are the intents the exchange last reported open. The
 exchange's truth is ``positionRisk`` and ``openOrders``. A difference is one of:
 
 - ``foreign position``: the exchange holds a position the bot never opened (opened by
@@ -84,6 +85,15 @@ def believed_positions(journal: Intents) -> dict[str, Decimal]:
             continue
         signed = done if row["side"] == "BUY" else -done
         out[row["symbol"]] = out.get(row["symbol"], ZERO) + signed
+    # the exchange's own closes of the bot's positions (a liquidation, an auto-deleverage:
+    # ``ledger``), once the ledger holds them
+    has = journal.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'live_fills'").fetchone()
+    if has:
+        for f in journal.conn.execute("SELECT symbol, side, qty FROM live_fills WHERE "
+                                      "client_id LIKE 'autoclose-%' OR client_id LIKE "
+                                      "'adl_autoclose%'"):  # fmt: skip
+            signed = Decimal(f[2]) if f[1] == "BUY" else -Decimal(f[2])
+            out[f[0]] = out.get(f[0], ZERO) + signed
     return {s: q for s, q in out.items() if q}
 
 

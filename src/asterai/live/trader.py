@@ -327,7 +327,27 @@ class LiveTrader(PaperTrader):
         tick = dict(zip(acct.symbols, acct.tick.tolist(), strict=True))
         if await ensure_protected(journal, api, self.tag, positions, tick, acct.params):
             positions = await api.positions()
-        await self.ledger.sync(api, self.now())
+        believed = believed_positions(journal)
+        held = {p["symbol"]: Decimal(p["positionAmt"]) for p in positions}
+        disputed = {s for s, q in believed.items() if held.get(s, Decimal(0)) != q}
+        forced_before = len(self.ledger.forced())
+        await self.ledger.sync(api, self.now(), also=disputed)
+        forced = self.ledger.forced()
+        if len(forced) > forced_before:
+            # the exchange closed the bot's positions itself: a loss to look at
+            what = ", ".join(sorted({f["symbol"] for f in forced[forced_before:]}))
+            self.journal.event(self.now(), "live liquidation",
+                               f"the exchange closed {what} itself (liquidation or "
+                               "auto-deleverage)")  # fmt: skip
+        acks = {r[0] for r in journal.conn.execute("SELECT symbol FROM live_acks")}
+        pending = sorted({f["symbol"] for f in forced} - acks)
+        if pending:  # (journaled, so a restart keeps it)
+            self.live.reasons["liquidation"] = (
+                f"the exchange closed {', '.join(pending)} itself: `asterai live "
+                "--acknowledge SYMBOL` for each to trade on"
+            )
+        else:
+            self.live.reasons.pop("liquidation", None)
         return positions, await api.open_orders()
 
     async def live_bar(self, open_ms: int) -> dict[str, Any]:
