@@ -28,6 +28,10 @@ class _Exchange:
         first = params.get("fromId", 0)
         return [t for t in self.trades if t["symbol"] == symbol and t["id"] >= first]
 
+    async def order(self, symbol: str, *, order_id: int) -> dict:
+        self.asked.append(("order", order_id))
+        return {"orderId": order_id, "clientOrderId": f"by-hand-{order_id}"}
+
     async def call(self, method: str, endpoint: str, params: dict) -> list[dict]:
         self.asked.append((endpoint, params["startTime"]))
         return [r for r in self.income if r["time"] >= params["startTime"]]
@@ -87,6 +91,11 @@ def test_cash_counts_the_bots_fills_and_the_funding_of_its_holding_only(tmp_path
     assert asyncio.run(ledger.sync(ex, T0 + 20 * HOUR)) == 2  # the hand's fill is not the bot's
     assert asyncio.run(ledger.sync(ex, T0 + 21 * HOUR)) == 0  # nothing moved: nothing asked
     assert [a[0] for a in ex.asked].count("userTrades") == 1
+    # asked again where the positions differ: from the last trade seen, the hand's order
+    # not asked for a second time
+    assert asyncio.run(ledger.sync(ex, T0 + 22 * HOUR, also={"BTCUSDT"})) == 0
+    assert ("userTrades", "BTCUSDT", 4) in ex.asked
+    assert [a for a in ex.asked if a[0] == "order"] == [("order", 99)]
     # realised -1, commissions 0.07425, funding paid 0.05 while held
     assert ledger.realised() == Decimal("-1") - Decimal("0.07425") - Decimal("0.05")
     (trade,) = ledger.trades(T0, HOUR)

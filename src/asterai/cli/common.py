@@ -9,8 +9,10 @@ stderr say why.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -183,6 +185,22 @@ def _run_step(func: Callable[..., Any], settings: Settings, *args: Any, **kwargs
         fail(str(err), EXIT_FAILED)
     except KeyboardInterrupt:
         fail("interrupted; files already written are complete, run the step again to resume", 130)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM or SIGINT sets (said once on stderr): a trader's graceful stop,
+    the bar being traded finished, never the kill switch. Call inside the running loop."""
+    stop = asyncio.Event()
+
+    def stopping(name: str) -> None:
+        if not stop.is_set():
+            click.echo(f"{name}: stopping after the bar being traded", err=True)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping, sig.name)
+    return stop
 
 
 def rich_console():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 import click
 
@@ -16,6 +15,7 @@ from asterai.cli.common import (
     params_option,
     rich_console,
     section_overrides,
+    stop_on_signals,
     ws_url_option,
 )
 from asterai.config import REAL_EXCHANGE_URL, Settings
@@ -118,12 +118,13 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
 
         if not paths.live_journal.exists():
             raise StepFailed(f"{paths.live_journal} does not exist: no live account here")
-        lines = live_report(paths.live_journal, settings.live.min_paper_days,
-                            settings.live.tracking_tolerance).lines()  # fmt: skip
+        r = live_report(paths.live_journal, settings.live.min_paper_days,
+                        settings.live.tracking_tolerance)  # fmt: skip
+        lines = r.lines()
         if report:
             from asterai.atomic import write_text
 
-            lines += [""] + _pairs(paths)
+            lines += [""] + _pairs(r)
             write_text(paths.live / "report.txt", "\n".join(lines) + "\n")
         for line in lines:
             console.print(line, highlight=False)
@@ -148,7 +149,7 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
             note = "ramp overridden by the user (--override-ramp)"
         else:
             note = paper_record(plan)
-        real = settings.base_url.rstrip("/") == REAL_EXCHANGE_URL.rstrip("/")
+        real = settings.base_url == REAL_EXCHANGE_URL  # (the settings strip a trailing /)
         first = not paths.live_journal.exists()
         facts = (f"account {keys.account}, allotment {allotment:g} USDT, model "
                  f"{plan.settings.paper.model} ({str(plan.account.facts.get('model_config_sha256'))[:12]}), "
@@ -160,9 +161,7 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
             note += "; confirmed by the user (--confirm)"
         trader = LiveTrader(plan, keys, note=note, clock_rate=clock_rate,
                             retry_s=0.2 if clock_rate == 0 else 15.0)  # fmt: skip
-    except PaperSettingsError as err:
-        fail(str(err), EXIT_USAGE)
-    except PaperStopped as err:
+    except (PaperSettingsError, PaperStopped) as err:
         fail(str(err), EXIT_USAGE)
     except JournalError as err:
         raise StepFailed(str(err)) from err
@@ -184,16 +183,7 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
 
 
 async def _run(trader) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def stopping(name: str) -> None:
-        if not stop.is_set():
-            click.echo(f"{name}: stopping after the bar being traded", err=True)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping, sig.name)
+    stop = stop_on_signals()  # a stop, not the kill switch (`--kill`)
     work = asyncio.create_task(trader.run(stop))
     seen = 0
     while not work.done():
@@ -225,11 +215,8 @@ def _ask_kill(paths) -> None:
                "the next start does")  # fmt: skip
 
 
-def _pairs(paths) -> list[str]:
-    """Every trade, live beside shadow."""
-    from asterai.live.report import report as live_report
-
-    r = live_report(paths.live_journal, 0, 1)
+def _pairs(r) -> list[str]:
+    """Every trade of the report ``r``, live beside shadow."""
     out = ["symbol entry_t | live: exit_t entry exit qty pnl | shadow: exit_t entry exit qty "
            "pnl reason | slippage bps entry exit"]  # fmt: skip
     for p in r.pairs:

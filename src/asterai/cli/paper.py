@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 
 import click
@@ -17,6 +16,7 @@ from asterai.cli.common import (
     params_option,
     rich_console,
     section_overrides,
+    stop_on_signals,
     ws_url_option,
 )
 from asterai.config import Settings
@@ -189,16 +189,7 @@ async def _run(trader, paths) -> None:
     from asterai.intervals import iso_ms
     from asterai.paper.status import status
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def stopping(name: str) -> None:  # a stop, not the kill switch (`--kill`)
-        if not stop.is_set():
-            click.echo(f"{name}: stopping after the bar being traded", err=True)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping, sig.name)
+    stop = stop_on_signals()  # a stop, not the kill switch (`--kill`)
     work = asyncio.create_task(trader.run(stop))
 
     def render() -> str:

@@ -33,6 +33,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from asterai.exchange.errors import APIError
+from asterai.exchange.orders import TRANSITIONS as EXCHANGE_MOVES
+from asterai.exchange.orders import OrderStatus
 from asterai.exchange.private import OutcomeUnknown, PrivateClient
 
 #: the exchange's rule for a client order id
@@ -75,25 +77,18 @@ class State(StrEnum):
         return self in (State.NEW, State.PARTIALLY_FILLED)
 
 
-_EXCHANGE = {State.NEW, State.PARTIALLY_FILLED, State.FILLED, State.CANCELED, State.EXPIRED,
-             State.REJECTED}  # fmt: skip
+#: the exchange's own statuses: their moves are ``exchange.orders.TRANSITIONS`` (one
+#: table for the matching engine and the journal)
+_EXCHANGE = frozenset(State(s.value) for s in OrderStatus)
 #: what may follow each state (a final one: nothing)
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.INTENT: frozenset({State.SENT, State.NOT_PLACED, *_EXCHANGE}),
     State.SENT: frozenset({State.UNKNOWN, State.NOT_PLACED, *_EXCHANGE}),
     State.UNKNOWN: frozenset({State.UNKNOWN, State.NOT_PLACED, *_EXCHANGE}),
-    State.NEW: frozenset(
-        {State.NEW, State.PARTIALLY_FILLED, State.FILLED, State.CANCELED, State.EXPIRED}
-    ),  # fmt: skip
-    State.PARTIALLY_FILLED: frozenset(
-        {State.PARTIALLY_FILLED, State.FILLED, State.CANCELED, State.EXPIRED}
-    ),  # fmt: skip
-    State.FILLED: frozenset(),
-    State.CANCELED: frozenset(),
-    State.EXPIRED: frozenset(),
-    State.REJECTED: frozenset(),
     State.NOT_PLACED: frozenset(),
-}
+    **{State(s.value): frozenset(State(x.value) for x in after)
+       for s, after in EXCHANGE_MOVES.items()},
+}  # fmt: skip
 
 
 class IllegalMove(ValueError):

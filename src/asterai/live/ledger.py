@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS live_funding (
     time_ms INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'FUNDING_FEE'
 );
 CREATE TABLE IF NOT EXISTS live_sync (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS live_orders (order_id INTEGER PRIMARY KEY, client_id TEXT NOT NULL);
 """
 
 
@@ -73,9 +74,11 @@ class Ledger:
     """The ledger's tables in the live journal's SQLite file (``conn``: the intents'
     connection, autocommit)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, create: bool = True) -> None:
+        """``create=False``: a reader's (read-only) connection; the tables are there."""
         self.conn = conn
-        self.conn.executescript(_SCHEMA)
+        if create:
+            self.conn.executescript(_SCHEMA)
 
     def _mark(self, key: str) -> int:
         row = self.conn.execute("SELECT value FROM live_sync WHERE key = ?", (key,)).fetchone()
@@ -86,11 +89,14 @@ class Ledger:
                           "DO UPDATE SET value = excluded.value", (key, value))  # fmt: skip
 
     async def sync(self, api: PrivateClient, now_ms: int, also: set[str] = frozenset()) -> int:
-        """Fetch the fills of the bot's orders and the funding since the last sync; on
-        the symbols in ``also`` (where the bot's position and the exchange's differ) also
-        the exchange's own orders that closed the bot's position: a liquidation or an
-        auto-deleverage (client ids ``autoclose-`` and ``adl_autoclose``), which are the
-        bot's loss. The number of fills added."""
+        """Fetch the fills and the funding since the last sync: on the symbols whose
+        intents moved, and on those in ``also`` (where the bot's position and the
+        exchange's differ: a liquidation moves no intent). Kept: the fills of the bot's
+        orders, and the exchange's own orders that closed a position the bot held (a
+        liquidation or an auto-deleverage, client ids ``autoclose-`` and
+        ``adl_autoclose``: the bot's loss). Each symbol is read from the last trade seen
+        there, and another order is asked for once (``live_orders``). The number of
+        fills added."""
         since = self._mark("intents_ms")
         symbols = sorted({r[0] for r in self.conn.execute(
             "SELECT DISTINCT symbol FROM intents WHERE order_id IS NOT NULL AND updated_ms >= ?",
@@ -99,29 +105,27 @@ class Ledger:
             "SELECT order_id, client_id FROM intents WHERE order_id IS NOT NULL")}  # fmt: skip
         added = 0
         for symbol in symbols:
-            last = self.conn.execute("SELECT MAX(trade_id) FROM live_fills WHERE symbol = ?",
-                                     (symbol,)).fetchone()[0]  # fmt: skip
+            last = self._mark(f"trades:{symbol}")
             while True:
-                params = {"limit": 1000} | ({"fromId": int(last) + 1} if last is not None else {})
+                params = {"limit": 1000} | ({"fromId": last + 1} if last else {})
                 rows = await api.user_trades(symbol, **params)
                 for f in rows:
-                    cid = by_order.get(int(f["orderId"]))
-                    if cid is None and symbol in also:
-                        order = await api.order(symbol, order_id=int(f["orderId"]))
-                        if str(order.get("clientOrderId", "")).startswith(FORCED):
-                            cid = order["clientOrderId"]
-                            by_order[int(f["orderId"])] = cid
+                    order_id, at = int(f["orderId"]), int(f["time"])
+                    cid = by_order.get(order_id)
                     if cid is None:
-                        continue  # not the bot's order: never its cash
+                        cid = await self._forced(api, symbol, order_id)
+                        if cid is None or not self.held_at(symbol, at):
+                            continue  # not the bot's: never its cash
                     cur = self.conn.execute(
                         "INSERT OR IGNORE INTO live_fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (int(f["id"]), symbol, int(f["orderId"]), cid, f["side"], f["price"],
-                         f["qty"], f.get("realizedPnl", "0"), f.get("commission", "0"),
-                         int(bool(f.get("maker"))), int(f["time"])),
+                        (int(f["id"]), symbol, order_id, cid, f["side"], f["price"], f["qty"],
+                         f.get("realizedPnl", "0"), f.get("commission", "0"),
+                         int(bool(f.get("maker"))), at),
                     )  # fmt: skip
                     added += cur.rowcount
                 if rows:
                     last = max(int(f["id"]) for f in rows)
+                    self._set_mark(f"trades:{symbol}", last)
                 if len(rows) < 1000:
                     break
         start = self._mark("funding_ms")
@@ -142,6 +146,19 @@ class Ledger:
         # the clock's millisecond)
         self._set_mark("intents_ms", max(now_ms - 1, since))
         return added
+
+    async def _forced(self, api: PrivateClient, symbol: str, order_id: int) -> str | None:
+        """The client id of an order that is not the bot's when the exchange placed it
+        (a liquidation, an auto-deleverage), else None; asked once, then remembered."""
+        row = self.conn.execute("SELECT client_id FROM live_orders WHERE order_id = ?",
+                                (order_id,)).fetchone()  # fmt: skip
+        if row is None:
+            order = await api.order(symbol, order_id=order_id)
+            cid = str(order.get("clientOrderId", ""))
+            self.conn.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", (order_id, cid))
+        else:
+            cid = row[0]
+        return cid if cid.startswith(FORCED) else None
 
     def fills(self, symbol: str | None = None) -> list[sqlite3.Row]:
         where, args = ("WHERE symbol = ?", (symbol,)) if symbol else ("", ())

@@ -24,6 +24,7 @@ alone; then "may raise to X" (twice the allotment). Raising it is the user's com
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,8 +189,6 @@ def report(path: Path, min_days: float, tolerance: float) -> LiveReport:
 
 
 def _report(conn: sqlite3.Connection, min_days: float, tolerance: float) -> LiveReport:
-    import json
-
     meta = {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT * FROM meta")}
     start_ms, step_ms = int(meta["start_ms"]), int(meta["step_ms"])
     capital = float(meta["params"]["capital"])
@@ -197,7 +196,7 @@ def _report(conn: sqlite3.Connection, min_days: float, tolerance: float) -> Live
     live_bars = [dict(r) for r in conn.execute("SELECT * FROM live_bars ORDER BY t")] \
         if has_live else []  # fmt: skip
     shadow_bars = {r["t"]: dict(r) for r in conn.execute("SELECT t, equity FROM bars")}
-    trades = Ledger(conn).trades(start_ms, step_ms) if has_live else []
+    trades = Ledger(conn, create=False).trades(start_ms, step_ms) if has_live else []
     shadow = [dict(r) for r in conn.execute("SELECT * FROM trades ORDER BY entry_t, symbol")]
     pairs: dict[tuple[str, int], Pair] = {}
     for x in trades:
@@ -230,7 +229,7 @@ def _report(conn: sqlite3.Connection, min_days: float, tolerance: float) -> Live
         if len(ends) >= 2:
             prev = np.vstack([[capital, capital], ends[:-1]])
             r = ends / prev - 1.0
-            te = float(np.std(r[:, 0] - r[:, 1], ddof=1)) if len(r) > 1 else None
+            te = float(np.std(r[:, 0] - r[:, 1], ddof=1))
             psr = probabilistic_sharpe(r[:, 0])
     latency = []
     if has_live:

@@ -36,6 +36,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from asterai.backtest import kernel
+from asterai.config import REAL_EXCHANGE_URL
 from asterai.exchange.client import AsterClient
 from asterai.exchange.errors import APIError, ExchangeError
 from asterai.exchange.private import PrivateClient
@@ -147,10 +149,6 @@ class LiveTrader(PaperTrader):
         against the real exchange only, a replay's clock being the recording's), the key
         accepted, one-way mode, cross margin and ``live.leverage`` on every traded
         symbol, read back. ``LiveStartError`` otherwise (nothing sent). What was done."""
-        import time
-
-        from asterai.config import REAL_EXCHANGE_URL
-
         api = PrivateClient(client, self.keys.key)
         lev = self.plan.settings.live.leverage
         done = []
