@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE, wait_healthy
+from conftest import FAST_EXCHANGE, Served, wait_healthy
 
 from asterai.config import load_settings
 from asterai.data.store import to_epoch_ms
@@ -38,30 +38,6 @@ SPEED = 120.0  # exchange seconds per real second: one 1h bar in 30 s
 GRACE_S = 60.0  # exchange seconds a bar may be late before the data is stale
 TOKEN = "test-token-7f3a9c0b5e2d4a6f8c1e3b5d7f9a0c2e"  # noqa: S105 - a test's own token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class Served:
-    """An ASGI app under uvicorn in a thread, on a free loopback port."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="info")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module")

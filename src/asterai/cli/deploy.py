@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from asterai.cli.common import StepFailed, common_options, rich_console, ws_url_option
+from asterai.cli.common import (
+    StepFailed,
+    bearer_token,
+    common_options,
+    rich_console,
+    ws_url_option,
+)
 from asterai.config import Settings
 
 MODELS = {"confluence": "confluence", "aster-native": "aster_native"}
@@ -58,7 +64,6 @@ def export_onnx(settings: Settings, models: str) -> None:
         )
 
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TOKEN_ENV = "ASTERAI_SERVE_TOKEN"
 
 
@@ -120,30 +125,14 @@ def serve(
     --insecure-local, which binds it to 127.0.0.1. /health is 503 unless the data is
     fresh (starting, stale, or the follower has stopped).
     """
-    import os
 
     import uvicorn
 
-    from asterai.deploy.api_models import MIN_TOKEN_CHARS
     from asterai.deploy.follow import Follower
     from asterai.deploy.runtime import ExportMissing, OnnxModel
     from asterai.deploy.service import create_app
 
-    token = os.environ.get(TOKEN_ENV) or None
-    if token is None and not insecure_local:
-        raise click.UsageError(
-            f"{TOKEN_ENV} is not set: set it to the bearer token clients must send, "
-            "or pass --insecure-local to serve on 127.0.0.1 without one"
-        )
-    if token is not None and not insecure_local and len(token) < MIN_TOKEN_CHARS:
-        raise click.UsageError(
-            f"{TOKEN_ENV} has {len(token)} characters: use a token of at least "
-            f"{MIN_TOKEN_CHARS} (openssl rand -hex 32 makes one of 64)"
-        )
-    if insecure_local:
-        if host not in LOOPBACK:
-            raise click.UsageError(f"--insecure-local binds to 127.0.0.1 only, not {host}")
-        token = None
+    token = bearer_token(TOKEN_ENV, insecure_local=insecure_local, host=host)
     name = MODELS[model]
     folder = settings.data_root / "models" / name / "onnx"
     try:

@@ -599,6 +599,7 @@ class Follower:
         are counted and the latest kept for ``/health``."""
         stop = stop or asyncio.Event()
         async with AsterClient(self.settings.base_url, self.settings.exchange.following()) as client:
+            self.client = client  # its rate limiter, read by the metrics
             try:
                 while not stop.is_set():
                     failed = False

@@ -20,6 +20,7 @@ compared in constant time; a token shorter than 32 characters is refused at star
   ``values`` in ``/v1/models``' order, ``null`` for a missing value), probabilities out;
   rows of one symbol at consecutive ``open_time`` s form the LSTM's windows as in the
   batch, a row without its window is scored by the XGBoost member alone;
+* ``GET /metrics``: Prometheus' text format (``watch.metrics.ServiceCollector``);
 * ``GET /v1/openapi.json``: the schema, with the served symbols, the feature count and
   the bar grid written in (``api_models.contract``).
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -43,17 +43,14 @@ import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asterai import __version__
 from asterai.deploy.api_models import (
     MAX_BODY,
     MIN_TOKEN_CHARS,
-    ErrorBody,
-    FieldError,
     Health,
     Predictions,
     PredictRequest,
@@ -65,6 +62,8 @@ from asterai.deploy.follow import Follower
 from asterai.deploy.runtime import MANIFEST, OnnxModel
 from asterai.entry import allowed_sides, entry_side
 from asterai.intervals import INTERVAL_MS, iso_ms
+from asterai.watch.metrics import service_registry
+from asterai.webapi import Bearer, Unprocessable, credentials, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +71,7 @@ DECISIONS = {1: "long", -1: "short", 0: "flat"}
 #: what anyone may read of /health; the rest needs the token
 PUBLIC_HEALTH = ("status", "stale")
 #: the bearer token, parsed (and declared in the schema); checked by the routes
-Credentials = Annotated[
-    HTTPAuthorizationCredentials | None,
-    Depends(HTTPBearer(auto_error=False, description="ASTERAI_SERVE_TOKEN")),
-]
-
-
-class Unprocessable(HTTPException):
-    """A 422 naming the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(422, f"{field}: {message}")
-        self.field, self.message = field, message
+Credentials = credentials("ASTERAI_SERVE_TOKEN")
 
 
 def _prob(p: float) -> float | None:
@@ -91,12 +79,6 @@ def _prob(p: float) -> float | None:
     NaN, which JSON cannot carry: null."""
     p = float(p)
     return p if np.isfinite(p) else None
-
-
-def _error(status: int, detail: str, fields: list[FieldError] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
-    body = ErrorBody(detail=detail, errors=fields or [])
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 class _BodyLimit:
@@ -153,16 +135,6 @@ async def _too_large(send: Any, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _field(loc: tuple | list) -> str:
-    """``("body", "rows", 3, "values", 7)`` -> ``rows[3].values[7]``."""
-    out = ""
-    for part in loc:
-        if part in ("body", "query"):
-            continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 #: seconds a stopping service waits for the follower's step in flight before cancelling it
 STOP_GRACE_S = 5.0
 
@@ -193,7 +165,6 @@ def create_app(
     step = INTERVAL_MS[model.inputs["label"]["base_interval"]]
     threshold = float(model.manifest["threshold"])
     allow_long, allow_short = allowed_sides(model.manifest.get("sides", "both"))
-    expected = token.encode() if token is not None else None
     running: dict[str, Any] = {"task": None, "stop": None}
 
     def died(task: asyncio.Task) -> None:
@@ -238,39 +209,10 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    def valid(credentials: HTTPAuthorizationCredentials | None) -> bool:
-        if expected is None:
-            return True
-        given = credentials.credentials.strip().encode() if credentials is not None else b""
-        return hmac.compare_digest(given, expected)
-
-    def authorized(credentials: Credentials) -> None:
-        if not valid(credentials):
-            raise HTTPException(
-                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    auth = [Depends(authorized)]
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            FieldError(field=_field(e.get("loc", ())), message=e.get("msg", "invalid"))
-            for e in exc.errors()
-        ]
-        text = "; ".join(f"{e.field}: {e.message}" for e in fields[:5])
-        return _error(422, text, fields[:50])
-
-    @app.exception_handler(StarletteHTTPException)
-    async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        fields = [FieldError(field=exc.field, message=exc.message)] if isinstance(
-            exc, Unprocessable
-        ) else None  # fmt: skip
-        return _error(exc.status_code, str(exc.detail), fields, getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def broken(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, "internal error")  # uvicorn logs the traceback
+    bearer = Bearer(token, "ASTERAI_SERVE_TOKEN")
+    valid = bearer.valid
+    auth = [Depends(bearer.dependency())]
+    install_error_handlers(app)
 
     @app.get(
         "/health",
@@ -292,6 +234,13 @@ def create_app(
         if not (credentials is not None and valid(credentials)):
             out = {k: out[k] for k in PUBLIC_HEALTH}
         return JSONResponse(out, status_code=200 if out["status"] == "ok" else 503)
+
+    registry = service_registry(follower if follow else None)
+
+    @app.get("/metrics", dependencies=auth, include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus' text format (``watch.metrics.ServiceCollector``), with the token."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", dependencies=auth, responses=errors(401))
     async def models() -> dict[str, Any]:
