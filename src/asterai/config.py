@@ -620,6 +620,25 @@ class LiveSettings(_Frozen):
     )  # fmt: skip
 
 
+class WatchSettings(_Frozen):
+    """Watching the accounts (``asterai dashboard``, ``--watch-port``): the alerts'
+    pace. Where alerts go is a secret (a bot token, a webhook's key): only the
+    environment says it, ``ASTERAI_ALERT_URLS`` (apprise URLs, space or comma
+    separated)."""
+
+    alert_interval_s: float = Field(
+        600.0, ge=0,
+        description="at most one message per kind of alert in this many seconds: what "
+        "comes meanwhile is folded into the next one (the kill switch, a start after a "
+        "crash and a liquidation go at once)",
+    )  # fmt: skip
+    error_streak: int = Field(
+        3, ge=1, description="errors journaled with no bar committed between them that make "
+        "an alert",
+    )  # fmt: skip
+    poll_s: float = Field(5.0, gt=0, description="seconds between looks at the journal")
+
+
 class Settings(BaseSettings):
     """Everything configurable, with the documented defaults."""
 
@@ -653,6 +672,7 @@ class Settings(BaseSettings):
     optimize: OptimizeSettings = OptimizeSettings()
     paper: PaperSettings = PaperSettings()
     live: LiveSettings = LiveSettings()
+    watch: WatchSettings = WatchSettings()
     params_from: str | None = Field(
         None, description="the best_params.json these settings came from (--params)"
     )

@@ -99,6 +99,11 @@ class DataPaths:
         return self.paper / "KILL"
 
     @property
+    def paper_pause(self) -> Path:
+        """A file here pauses new entries until the next UTC day (exits go on)."""
+        return self.paper / "PAUSE"
+
+    @property
     def live(self) -> Path:
         """``data/live/``: the live account's journal (its shadow's bars, the intents, the
         fills ledger) and its kill switch file."""
@@ -112,6 +117,11 @@ class DataPaths:
     def live_kill(self) -> Path:
         """A file here is the live kill switch: cancel, flatten at market and stop."""
         return self.live / "KILL"
+
+    @property
+    def live_pause(self) -> Path:
+        """A file here pauses the live account's new entries until the next UTC day."""
+        return self.live / "PAUSE"
 
     # -- models -------------------------------------------------------------
     @property

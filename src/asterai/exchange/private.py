@@ -104,6 +104,11 @@ class OrderPacer:
     def done(self, cell: list[float]) -> None:
         cell[1] = self._clock()
 
+    def in_window(self, window_s: float) -> int:
+        """Orders counted now in a window of ``window_s`` seconds (for the metrics)."""
+        now = self._clock()
+        return sum(1 for c in self._sent if c[1] > now - window_s)
+
 
 class PrivateClient:
     """Signed requests for one account (``key``) over ``client``'s connection."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class LiveTrader(PaperTrader):
         self._state: kernel.State | None = None
         self.setup: list[str] = []  # what ``preflight`` did
         self.user_stream: UserStream | None = None
+        self._refused_seen = 0  # the exchange's refusals counted by the metrics
         self._user_stop: asyncio.Event | None = None
         self._user_task: asyncio.Task | None = None
         if self.journal_path.exists():
@@ -238,6 +240,11 @@ class LiveTrader(PaperTrader):
             s.account[4] = float(row["paused"])
             s.account[5] = row["floor"]
         self._state = s
+        self._refused_seen = self.intents.conn.execute(
+            "SELECT COUNT(*) FROM intents WHERE state = 'REJECTED'").fetchone()[0]  # fmt: skip
+        if self.metrics is not None and self.live.last is not None:
+            self.metrics.seed((r[0] for r in self.intents.conn.execute(
+                "SELECT equity FROM live_bars ORDER BY t")), book="exchange")  # fmt: skip
         self._start_user_stream()
         self.journal.event(self.now(), "live start",
                            f"account {self.keys.account}; allotment {self.capital:g} USDT; "
@@ -292,6 +299,8 @@ class LiveTrader(PaperTrader):
     async def cycle(self, client: AsterClient, stop=None) -> list[int]:  # noqa: ANN001
         if self.api is None or self.api.client is not client:
             self.api = PrivateClient(client, self.keys.key)
+            if self.metrics is not None:
+                self.metrics.watch_pacer(self.api.pacer)
         done = await super().cycle(client, stop)
         if self.intents is None:
             return done
@@ -375,6 +384,9 @@ class LiveTrader(PaperTrader):
             equity = self.capital if last is None else float(last["equity"])
             s.account[4] = 0.0
             s.account[5] = equity * (1.0 - limit) if limit > 0 else 0.0
+        if self._pause_pending:  # the user's pause, taken by the shadow's bar: here too
+            s.account[4], s.account[5] = 1.0, math.inf
+            self._pause_pending = False
         orders, _, curve = decide(s, bar, acct.tick, acct.step, acct.params)
         keep = np.ones(len(orders), dtype=bool)
         for k, row in enumerate(orders):
@@ -410,6 +422,12 @@ class LiveTrader(PaperTrader):
             log.info("live: bar %s late: nothing opened", iso_ms(open_ms))
         self.live.last = row
         self.live.bars += 1
+        if self.metrics is not None:
+            refused = [r[0].split(":")[0] for r in journal.conn.execute(
+                "SELECT detail FROM intents WHERE state = 'REJECTED' ORDER BY rowid "
+                "LIMIT -1 OFFSET ?", (self._refused_seen,))]  # fmt: skip
+            self._refused_seen += len(refused)
+            self.metrics.live_bar(row, refused)
         return row
 
     @staticmethod

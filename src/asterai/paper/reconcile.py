@@ -67,6 +67,9 @@ class Reconciliation:
     backtest_final_equity: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     folder: str = ""
+    #: the backtest's equity over the same bars from its own inputs (the dashboard's
+    #: shadow of the paper account), when compared
+    backtest_equity: pd.DataFrame | None = None
 
     def lines(self) -> list[str]:
         out = [
@@ -255,6 +258,7 @@ def reconcile(settings: Settings) -> tuple[Reconciliation, engine.Result]:
     out.differences = compare_inputs(paper, batch, rows, events, acct.step_ms)
     out.causes = out.differences["cause"].value_counts().to_dict()
     theirs = engine.simulate(batch, p)
+    out.backtest_equity = theirs.equity
     a = ran.equity["equity"].to_numpy()[:-1]
     b = theirs.equity["equity"].to_numpy()[: len(a)]
     parted = np.flatnonzero(np.abs(a - b) > TOLERANCE)
@@ -321,7 +325,10 @@ def write_report(settings: Settings) -> Reconciliation:
             "backtest_final_equity": out.backtest_final_equity,
         }  # fmt: skip
         (tmp / "reconciliation.json").write_text(json.dumps(doc, indent=2))
+        if out.backtest_equity is not None:
+            out.backtest_equity.to_csv(tmp / "backtest_equity.csv", index=False)
         if run is not None:
+            engine.baselines_frame(run).to_csv(tmp / "baselines_equity.csv", index=False)
             engine.write_report_files(tmp, settings, name, run, run.curves)
 
     atomic.replace_folder(folder, build)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from asterai.backtest.enums import REJECT_REASONS
 from asterai.data.universe import TRADEABLE
 from asterai.deploy.follow import Follower
 from asterai.exchange.client import AsterClient
@@ -76,6 +78,7 @@ from asterai.paper.plan import (  # noqa: F401 - their home was here
     prepare,
 )
 from asterai.paths import DataPaths
+from asterai.watch.metrics import TraderMetrics
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,11 @@ class PaperTrader:
         self.plan = plan
         self.paths = DataPaths.at(plan.settings.data_root)
         self.journal_path, self.kill_path = self.where(self.paths)
+        #: a file here pauses new entries until the next UTC day (``watch.controls``)
+        self.pause_path = self.journal_path.parent / "PAUSE"
+        self._pause_pending = False  # a pause taken by the shadow, for the live close
+        #: Prometheus metrics (``watch.metrics``), when the caller serves them
+        self.metrics: TraderMetrics | None = None
         self.follower = Follower(
             plan.settings, plan.model, clock_rate=clock_rate, grace_s=ps.grace_s,
             poll_delay_s=ps.poll_delay_s, retry_s=retry_s,
@@ -158,6 +166,8 @@ class PaperTrader:
         self.state.kill_requested_ms = now
         self.state.kill_source = source
         log.warning("kill switch (%s) at %s: flattening at the next open", source, iso_ms(now))
+        if self.metrics is not None:
+            self.metrics.control("kill", True)
         if self.journal is not None:
             # its own connection: the trader's may be inside a bar's transaction in its
             # worker thread; SQLite serialises the two writers (WAL, a busy timeout)
@@ -191,6 +201,8 @@ class PaperTrader:
             )
         self.journal, self.broker = journal, broker
         self.state.last = last
+        if self.metrics is not None:
+            self.metrics.seed(r["equity"] for r in journal.query("SELECT equity FROM bars ORDER BY t"))
         # a kill switch requested before a stop (the file found, then the process stopped
         # before the next bar) is journaled: it still applies, at the first open after it
         asked = journal.query("SELECT at_ms, detail FROM events WHERE kind = 'kill requested' "
@@ -282,6 +294,8 @@ class PaperTrader:
         elif self.state.stale and not stale:
             self.journal.event(now, "resumed", f"bars up to {iso_ms(newest)}")
         self.state.stale = stale
+        if self.metrics is not None:
+            self.metrics.set_stale(stale)
 
     def stragglers(self, open_ms: int) -> list[str]:
         """The traded symbols with a bar just before ``open_ms`` and none at it, while
@@ -388,15 +402,28 @@ class PaperTrader:
         if new_day:
             equity = self.journal.account.params.capital if last is None else float(last["equity"])
             floor = equity * (1.0 - self.limit) if self.limit > 0 else 0.0
+        if self.pause_path.exists():
+            # the user's pause: a floor no close reaches, so the kernel pauses new entries
+            # at this close until the next day's floor lifts it (journaled as the control)
+            floor = math.inf
         return Controls(kill=kill, new_floor=floor)
 
     def _trade(self, open_ms: int, missing: list[str] = ()) -> int:  # type: ignore[assignment]
         bar, late, seen = self.bar(open_ms)
         controls = self._controls(bar)
+        acct = self.broker.state.account
+        paused_before = acct[4] != 0.0 and controls.new_floor is None
         self._dirty = True  # until the bar is committed
         ev: BarEvents = self.broker.apply(bar, controls)
         now = self.follower.clock.now_ms() or 0
         notes = []
+        asked = controls.new_floor == math.inf
+        if asked:
+            notes.append(("pause requested", f"{self.pause_path} at {iso_ms(open_ms)}"))
+        if acct[4] != 0.0 and not paused_before:
+            notes.append(("paused", "asked by the user" if asked else
+                          f"equity {ev.curve[0]:.4f} closed below the day's floor "
+                          f"{acct[5]:.4f}" + ": no new entry until the next UTC day"))  # fmt: skip
         if late:
             after = (max(seen, now) - open_ms - self.step + 1) / 1000
             notes.append(
@@ -426,6 +453,14 @@ class PaperTrader:
             bar, controls, ev, seen_ms=seen, late=late, committed_ms=now, events=notes
         )
         self._dirty = False
+        if asked:
+            self.pause_path.unlink(missing_ok=True)
+            self._pause_pending = True
+        if self.metrics is not None:
+            self.metrics.bar(self.state.last, self.step,
+                             (REJECT_REASONS[int(r[3])] for r in ev.rejects))  # fmt: skip
+            self.metrics.control("paused", bool(acct[4] != 0.0))
+            self.metrics.control("breaker", bool(acct[2] != 0.0))
         self.state.bars += 1
         self.state.late += int(late)
         if controls.kill:
@@ -445,6 +480,8 @@ class PaperTrader:
         self._stop = stop
         settings = self.plan.settings
         async with AsterClient(settings.base_url, settings.exchange.following()) as client:
+            if self.metrics is not None:
+                self.metrics.watch_client(client)
             try:
                 while not stop.is_set() and not self.state.stopped:
                     failed = True  # until the cycle went through: then pushes end a wait
@@ -461,6 +498,8 @@ class PaperTrader:
                         self.state.exchange_errors += 1
                         self.state.last_error = f"{type(err).__name__}: {err}"
                         log.warning("paper trading: %s", self.state.last_error)
+                        if self.metrics is not None:
+                            self.metrics.error("exchange")
                         self.check_stale()  # an exchange that stops answering: stale in time
                         wait = self.follower.retry_s
                     except (PaperSettingsError, PaperStopped, JournalError):
@@ -501,6 +540,8 @@ class PaperTrader:
         next try. A bar whose step raised is redone from the journal (``_trade_new``)."""
         now = self.follower.clock.now_ms() or int(time.time() * 1000)
         wait = self.state.errors.record(err, now)
+        if self.metrics is not None:
+            self.metrics.error(type(err).__name__)
         self.state.last_error = self.state.errors.describe()
         if self.journal is not None:
             try:
