@@ -17,7 +17,18 @@ import sys
 import click
 
 from asterai import __version__
-from asterai.cli import backtest, data, deploy, live, models, optimize, paper, pipeline, replay
+from asterai.cli import (
+    backtest,
+    data,
+    deploy,
+    live,
+    models,
+    optimize,
+    paper,
+    pipeline,
+    replay,
+    watch,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,7 +42,7 @@ def main() -> None:
     """
 
 
-FAMILIES = (data, models, backtest, optimize, deploy, paper, live, pipeline, replay)
+FAMILIES = (data, models, backtest, optimize, deploy, paper, live, watch, pipeline, replay)
 
 for _family in FAMILIES:
     for _command in _family.COMMANDS:

@@ -212,3 +212,48 @@ def rich_console():
 
 def progress_wanted() -> bool:
     return sys.stderr.isatty()
+
+
+#: addresses a service may be bound to without a token
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def bearer_token(variable: str, *, insecure_local: bool = False, host: str = "127.0.0.1",
+                 flag: str = "--insecure-local") -> str | None:  # fmt: skip
+    """The bearer token a served API asks for, from ``variable``; a usage error (exit 2)
+    when it is unset or under ``MIN_TOKEN_CHARS`` characters, unless ``insecure_local``
+    (then None, and ``host`` must be loopback)."""
+    import os
+
+    from asterai.deploy.api_models import MIN_TOKEN_CHARS
+
+    if insecure_local:
+        if host not in LOOPBACK:
+            raise click.UsageError(f"{flag} binds to 127.0.0.1 only, not {host}")
+        return None
+    token = os.environ.get(variable) or None
+    if token is None:
+        raise click.UsageError(
+            f"{variable} is not set: set it to the bearer token clients must send"
+            + (f", or pass {flag} to serve on 127.0.0.1 without one" if flag else "")
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise click.UsageError(
+            f"{variable} has {len(token)} characters: use a token of at least "
+            f"{MIN_TOKEN_CHARS} (openssl rand -hex 32 makes one of 64)"
+        )
+    return token
+
+
+def watch_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--watch-port / --watch-host: the trader's own dashboard and /metrics."""
+    func = click.option(
+        "--watch-host", default="127.0.0.1", show_default=True,
+        help="The address --watch-port binds to.",
+    )(func)  # fmt: skip
+    return click.option(
+        "--watch-port", type=click.IntRange(1, 65535), default=None,
+        help="Serve this account's dashboard, its REST API (/api/v1) and its Prometheus "
+        "metrics (/metrics) from this process on this port; every request but the page "
+        "needs `Authorization: Bearer $ASTERAI_DASHBOARD_TOKEN`.",
+    )(func)  # fmt: skip

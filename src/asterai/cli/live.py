@@ -10,12 +10,14 @@ import click
 from asterai.cli.common import (
     EXIT_USAGE,
     StepFailed,
+    bearer_token,
     common_options,
     fail,
     params_option,
     rich_console,
     section_overrides,
     stop_on_signals,
+    watch_options,
     ws_url_option,
 )
 from asterai.config import REAL_EXCHANGE_URL, Settings
@@ -55,12 +57,13 @@ from asterai.config import REAL_EXCHANGE_URL, Settings
     show_default=True,
     help="Against `asterai replay --play-from ... --speed X`: the same X.",
 )
+@watch_options
 @ws_url_option
 @params_option
 @common_options
 def live(settings: Settings, capital: float | None, confirm: bool, override_ramp: bool,
          show_status: bool, report: bool, kill: bool, acknowledge: tuple[str, ...],
-         clock_rate: float) -> None:  # fmt: skip
+         clock_rate: float, watch_port: int | None, watch_host: str) -> None:  # fmt: skip
     """Trade the exported model on the exchange with signed orders.
 
     \b
@@ -91,10 +94,18 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
     breaker on the live equity; the circuit breaker after live.max_rejections
     refusals in a row; the kill switch (--kill). SIGTERM or Ctrl-C stops after the
     bar being traded; the positions stay protected on the exchange.
+
+    \b
+    Watching: --watch-port serves the account's dashboard (the live account beside
+    its shadow, the reconciliation, the ramp line) and Prometheus metrics from this
+    process; alerts go to the apprise URLs in ASTERAI_ALERT_URLS.
     """
     import os
 
     from asterai.paths import DataPaths
+    from asterai.watch.app import TOKEN_ENV
+
+    token = bearer_token(TOKEN_ENV, flag="") if watch_port else None
 
     settings = section_overrides(settings, "live", capital=capital)
     paths = DataPaths.at(settings.data_root)
@@ -167,7 +178,7 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
         raise StepFailed(str(err)) from err
     click.echo(f"asterai live: {facts}; {note}; journal {paths.live_journal}", err=True)
     try:
-        asyncio.run(_run(trader))
+        asyncio.run(_run(trader, (watch_host, watch_port, token)))
     except PaperSettingsError as err:  # the preflight: a refused key, an account it
         fail(str(err), EXIT_USAGE)  # cannot set up
     except JournalError as err:
@@ -182,9 +193,16 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
                    "continues", err=True)  # fmt: skip
 
 
-async def _run(trader) -> None:
+async def _run(trader, watch=(None, None, None)) -> None:
+    from asterai.watch.serve import attach_metrics, watch_while
+
     stop = stop_on_signals()  # a stop, not the kill switch (`--kill`)
+    host, port, token = watch
+    if port is not None:
+        attach_metrics(trader, "live")
     work = asyncio.create_task(trader.run(stop))
+    watching = asyncio.create_task(watch_while(trader, "live", work, host=host, port=port,
+                                               token=token))  # fmt: skip
     seen = 0
     while not work.done():
         await asyncio.wait([work], timeout=1.0)
@@ -199,6 +217,7 @@ async def _run(trader) -> None:
             )
     with contextlib.suppress(asyncio.CancelledError):
         await work
+    await watching
 
 
 def _ask_kill(paths) -> None:

@@ -11,15 +11,18 @@ import click
 from asterai.cli.common import (
     EXIT_USAGE,
     StepFailed,
+    bearer_token,
     common_options,
     fail,
     params_option,
     rich_console,
     section_overrides,
     stop_on_signals,
+    watch_options,
     ws_url_option,
 )
 from asterai.config import Settings
+from asterai.watch.app import TOKEN_ENV
 
 
 @click.command("paper")
@@ -56,6 +59,7 @@ from asterai.config import Settings
     help="Against `asterai replay --play-from ... --speed X`: the same X. 0: a replay "
     "whose clock is stepped by hand (poll every 0.2 s).",
 )  # fmt: skip
+@watch_options
 @ws_url_option
 @params_option
 @common_options
@@ -69,6 +73,8 @@ def paper(
     kill: bool,
     report: bool,
     clock_rate: float,
+    watch_port: int | None,
+    watch_host: str,
 ) -> None:
     """Paper-trade the exported model's signals on a simulated account.
 
@@ -100,10 +106,17 @@ def paper(
     continues the account. Errors are retried (exchange errors every 15 s, others
     with a backoff from 1 s to 5 min), counted and journaled; they never end it.
 
+    \b
+    Watching: --watch-port serves the account's dashboard and Prometheus metrics from
+    this process (`asterai dashboard` shows journals from any process); alerts go to
+    the apprise URLs in ASTERAI_ALERT_URLS (fills, stops, targets, the kill switch,
+    the daily pause, stale data, an error streak, a start after a crash).
+
     No API key is needed or read: no order reaches the exchange.
     """
     from asterai.paths import DataPaths
 
+    token = bearer_token(TOKEN_ENV, flag="") if watch_port else None
     settings = section_overrides(
         settings, "paper", model=model.replace("-", "_") if model else None, symbols=symbols,
         daily_loss_limit=daily_loss_limit, max_delay_s=max_delay_s,
@@ -148,7 +161,7 @@ def paper(
         err=True,
     )
     try:
-        asyncio.run(_run(trader, paths))
+        asyncio.run(_run(trader, paths, (watch_host, watch_port, token)))
     except JournalError as err:
         raise StepFailed(str(err)) from err
     finally:
@@ -185,12 +198,18 @@ def _ask_kill(paths) -> None:
     )
 
 
-async def _run(trader, paths) -> None:
+async def _run(trader, paths, watch=(None, None, None)) -> None:
     from asterai.intervals import iso_ms
     from asterai.paper.status import status
+    from asterai.watch.serve import attach_metrics, watch_while
 
     stop = stop_on_signals()  # a stop, not the kill switch (`--kill`)
+    host, port, token = watch
+    if port is not None:
+        attach_metrics(trader, "paper")
     work = asyncio.create_task(trader.run(stop))
+    watching = asyncio.create_task(watch_while(trader, "paper", work, host=host, port=port,
+                                               token=token))  # fmt: skip
 
     def render() -> str:
         if not paths.paper_journal.exists():
@@ -242,6 +261,7 @@ async def _run(trader, paths) -> None:
                 )
     with contextlib.suppress(asyncio.CancelledError):
         await work
+    await watching
 
 
 def _print_status(paths, console) -> None:

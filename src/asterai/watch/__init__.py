@@ -1,0 +1,1 @@
+"""Watching the accounts: the dashboard and its REST API, Prometheus metrics, alerts."""

@@ -1,0 +1,69 @@
+"""The controls a person may work from outside a running trader: the kill switch and the
+daily pause, asked for by writing a file the trader looks for at each poll (a stopped
+trader at its next start), so they work the same from ``asterai paper --kill``, ``asterai
+live --kill`` and the dashboard's buttons, and outlive a crash of either side.
+
+- **Kill** (``KILL``): paper trading exits every position at the next bar's open and
+  stops for good; live trading cancels the bot's orders, closes its positions at market
+  and stops for good.
+- **Pause** (``PAUSE``): no new entry until the next UTC day (exits, stops and targets
+  go on); the trader takes it at its next close, journals it (``pause requested``,
+  ``paused``) and removes the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from asterai.atomic import write_text
+from asterai.intervals import iso_ms
+
+
+class ControlRefused(RuntimeError):
+    """The control cannot apply: no account there, or its journal is final."""
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    file: Path
+    message: str
+
+
+def _final(journal: Path) -> bool:
+    """Whether the kill switch already ended the account whose journal is ``journal``."""
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(
+            "SELECT 1 FROM events WHERE kind IN ('live killed', 'kill switch') LIMIT 1"
+        ).fetchone() is not None  # fmt: skip
+    finally:
+        conn.close()
+
+
+def _check(journal: Path, kind: str) -> None:
+    if not journal.exists():
+        raise ControlRefused(f"{journal} does not exist: no {kind} account here")
+    if _final(journal):
+        raise ControlRefused(f"{journal}: the kill switch has already stopped this account")
+
+
+def ask_kill(journal: Path, kill: Path, kind: str, who: str) -> Asked:
+    """The kill switch for the account of ``journal`` (``kind``: paper or live), asked by
+    ``who``: its KILL file written."""
+    _check(journal, kind)
+    write_text(kill, f"{who} at {iso_ms(int(time.time() * 1000))}\n")
+    what = ("exits every position at the next bar's open" if kind == "paper" else
+            "cancels the bot's orders, closes its positions at market")  # fmt: skip
+    return Asked(kill, f"kill switch asked ({kill}): a running `asterai {kind}` {what} and "
+                       "stops; with none running, the next start does")  # fmt: skip
+
+
+def ask_pause(journal: Path, pause: Path, kind: str, who: str) -> Asked:
+    """No new entry until the next UTC day, asked by ``who``: the PAUSE file written."""
+    _check(journal, kind)
+    write_text(pause, f"{who} at {iso_ms(int(time.time() * 1000))}\n")
+    return Asked(pause, f"pause asked ({pause}): a running `asterai {kind}` opens nothing "
+                        "more until the next UTC day from its next close; exits go on")  # fmt: skip

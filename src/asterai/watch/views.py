@@ -1,0 +1,346 @@
+"""What the dashboard shows of an account, read from its journal alone (read-only: a
+trader may be writing it), as plain JSON-ready dictionaries.
+
+An account is a journal under a data root (``Source``): paper trading's
+(``data/paper/journal.sqlite``) or live trading's (``data/live/journal.sqlite``, whose
+``bars`` are its shadow's and whose ``live_bars`` are the exchange account's). The views
+are the ones ``asterai paper --status`` and ``asterai live --report`` print
+(``paper.status``, ``live.report``), plus what a page needs beside them: the unrealised
+PnL at the newest close, the resting stop and target of each live position, the equity
+curve beside its shadow and the baselines, and the controls in force.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asterai.intervals import DAY_MS, iso_ms
+from asterai.live.ledger import Ledger
+from asterai.live.report import report as live_report
+from asterai.paper.status import status as paper_status
+from asterai.paths import DataPaths
+
+KINDS = ("paper", "live")
+#: the most points an equity curve is sent with (the newest kept; evenly thinned)
+MAX_POINTS = 2_000
+SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One account: ``id`` (unique on the page), ``kind`` (paper or live), its files."""
+
+    id: str
+    kind: str
+    root: Path
+    journal: Path
+    kill: Path
+    pause: Path
+
+    @property
+    def exists(self) -> bool:
+        return self.journal.exists()
+
+
+def sources(roots: list[Path], always: tuple[str, ...] = ()) -> list[Source]:
+    """The accounts under ``roots``: each kind whose journal exists, and those of
+    ``always`` (a trader's own, before its journal is made)."""
+    out = []
+    for k, root in enumerate(roots):
+        paths = DataPaths.at(root)
+        prefix = "" if len(roots) == 1 else f"{SAFE_ID.sub('-', root.name) or 'root'}{k}-"
+        for kind in KINDS:
+            journal, kill = (paths.paper_journal, paths.paper_kill) if kind == "paper" else (
+                paths.live_journal, paths.live_kill)  # fmt: skip
+            if journal.exists() or kind in always:
+                out.append(Source(prefix + kind, kind, root, journal, kill,
+                                  journal.parent / "PAUSE"))  # fmt: skip
+    return out
+
+
+@contextmanager
+def _read(src: Source) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{src.journal}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _rows(conn: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(sql, args)]
+
+
+def _has(conn: sqlite3.Connection, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+
+def _meta(conn: sqlite3.Connection) -> dict[str, Any]:
+    return {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT * FROM meta")}
+
+
+def _num(x: Any) -> float | None:
+    """A finite float for JSON, or None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _last_closes(conn: sqlite3.Connection, symbols: list[str]) -> dict[str, float]:
+    """Each symbol's newest journaled close."""
+    rows = conn.execute(
+        "SELECT symbol, close FROM bar_inputs WHERE close IS NOT NULL AND t = "
+        "(SELECT MAX(t) FROM bar_inputs b WHERE b.symbol = bar_inputs.symbol "
+        "AND b.close IS NOT NULL)"
+    )  # fmt: skip
+    return {symbols[int(r["symbol"])]: float(r["close"]) for r in rows}
+
+
+# -- positions ---------------------------------------------------------------------
+
+
+def positions(src: Source) -> list[dict[str, Any]]:
+    """The open positions at the newest close, with their stop, target and unrealised
+    PnL at that close: the live account's on the exchange (as its fills ledger holds
+    them, the legs resting there), or paper trading's."""
+    if not src.exists:
+        return []
+    with _read(src) as conn:
+        meta = _meta(conn)
+        symbols, start_ms, step_ms = meta["symbols"], int(meta["start_ms"]), int(meta["step_ms"])
+        close = _last_closes(conn, symbols)
+        out = []
+        if src.kind == "live":
+            if not _has(conn, "live_fills"):
+                return []
+            legs = _rows(conn, "SELECT symbol, leg, price, stop_price FROM intents WHERE leg IN "
+                         "('s', 't') AND state IN ('NEW', 'PARTIALLY_FILLED') "
+                         "ORDER BY created_ms")  # fmt: skip
+            resting = {(r["symbol"], r["leg"]): r for r in legs}
+            for x in Ledger(conn, create=False).trades(start_ms, step_ms):
+                if x.exit_t is not None:
+                    continue
+                stop = resting.get((x.symbol, "s"))
+                target = resting.get((x.symbol, "t"))
+                out.append(_position(
+                    x.symbol, x.side, float(x.quantity), float(x.entry_price),
+                    _num(stop["stop_price"]) if stop else None,
+                    _num(target["price"] or target["stop_price"]) if target else None,
+                    start_ms + x.entry_t * step_ms, close.get(x.symbol),
+                ))  # fmt: skip
+            return out
+        last = conn.execute("SELECT MAX(t) FROM bars").fetchone()[0]
+        for p in _rows(conn, "SELECT * FROM positions WHERE t = ?", last):
+            out.append(_position(
+                p["symbol"], 1 if p["side"] == "long" else -1, p["quantity"], p["entry_price"],
+                _num(p["stop"]), _num(p["target"]), start_ms + int(p["entry_t"]) * step_ms,
+                close.get(p["symbol"]),
+            ))  # fmt: skip
+        return out
+
+
+def _position(symbol: str, side: int, qty: float, entry: float, stop: float | None,
+              target: float | None, entry_ms: int, close: float | None) -> dict[str, Any]:  # fmt: skip
+    unrealised = None if close is None else side * (close - entry) * qty
+    return {
+        "symbol": symbol, "side": "long" if side > 0 else "short", "quantity": float(qty),
+        "entry_price": float(entry), "entry_time": iso_ms(entry_ms), "stop": stop,
+        "target": target, "last_close": close, "unrealised_pnl": _num(unrealised),
+    }  # fmt: skip
+
+
+# -- status ------------------------------------------------------------------------
+
+
+def status(src: Source, now_ms: int, live_settings: tuple[float, float] = (14.0, 0.01),
+           feed: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The account at a glance. ``live_settings``: the ramp's (min paper days,
+    tracking tolerance); ``feed``: what only the trader's process knows (its streams)."""
+    base: dict[str, Any] = {"account": src.id, "kind": src.kind, "root": str(src.root),
+                            "journal": src.exists, "feed": feed}  # fmt: skip
+    controls = {"kill_asked": src.kill.exists(), "pause_asked": src.pause.exists(),
+                "killed": False, "paused": False, "breaker": False, "reduce_only": ""}  # fmt: skip
+    base["controls"] = controls
+    if not src.exists:
+        return base | {"state": "starting", "bars": 0}
+    st = paper_status(src.journal, now_ms)
+    held = positions(src)
+    base |= {
+        "state": "stopped" if st.stopped else "stale" if st.stale else "ok",
+        "start": st.start, "bars": st.bars, "late_bars": st.late_bars,
+        "last_bar": st.last_bar, "last_bar_age_s": st.last_bar_age_s,
+        "next_bar_due": st.next_bar_due, "stale": st.stale, "capital": st.capital,
+        "equity": st.equity, "cash": st.cash, "today_pnl": st.today_pnl,
+        "realised_pnl": st.realised_pnl, "fees": st.fees, "funding": st.funding,
+        "trades": st.trades, "open_positions": len(held),
+        "unrealised_pnl": sum(p["unrealised_pnl"] or 0.0 for p in held),
+        "errors": st.errors, "last_error": (f"{st.last_error_type} at {st.last_error_at}"
+                                            if st.errors else None),
+        "reconciliation": None, "ramp": None, "shadow_equity": None,
+    }  # fmt: skip
+    with _read(src) as conn:
+        meta = _meta(conn)
+        max_dd = float(meta["params"]["max_drawdown"])
+        eq = np.array([r[0] for r in conn.execute("SELECT equity FROM bars ORDER BY t")])
+        peak = np.maximum.accumulate(np.r_[st.capital, eq])[1:]
+        controls["killed"] = st.stopped or bool(conn.execute(
+            "SELECT 1 FROM events WHERE kind IN ('live killed') LIMIT 1").fetchone())  # fmt: skip
+        controls["breaker"] = bool(np.any(eq < peak * (1.0 - max_dd))) if len(eq) else False
+        paused = conn.execute("SELECT at_ms FROM events WHERE kind = 'paused' "
+                              "ORDER BY seq DESC LIMIT 1").fetchone()  # fmt: skip
+        last_day = now_ms // DAY_MS
+        if st.last_bar is not None:
+            last_day = int(pd.Timestamp(st.last_bar).value // 1_000_000) // DAY_MS
+        controls["paused"] = paused is not None and int(paused[0]) // DAY_MS == last_day
+        if src.kind == "live" and _has(conn, "live_bars"):
+            row = conn.execute("SELECT * FROM live_bars ORDER BY t DESC LIMIT 1").fetchone()
+            if row is not None:
+                controls.update(paused=bool(row["paused"]), breaker=bool(row["breaker"]),
+                                reduce_only=row["reduce_only"])  # fmt: skip
+                diffs = json.loads(row["differences"])
+                base["reconciliation"] = "; ".join(diffs) if diffs else "the journal equals the exchange"
+                base["shadow_equity"] = base["equity"]
+                base["equity"] = float(row["equity"])
+                base["live_last_bar"] = iso_ms(int(row["open_ms"]))
+    if src.kind == "live":
+        r = live_report(src.journal, *live_settings)
+        line, why = r.ramp()
+        base["ramp"] = line + (f" ({'; '.join(why)})" if why else "")
+        base["trades"] = r.closed_live
+        base["realised_pnl"] = sum(float(p.live.pnl) for p in r.pairs if p.live is not None)
+    return base
+
+
+# -- trades, equity, events --------------------------------------------------------
+
+
+def trades(src: Source, limit: int) -> list[dict[str, Any]]:
+    """The newest closed trades first: the exchange's fills for live, paper's otherwise."""
+    if not src.exists:
+        return []
+    with _read(src) as conn:
+        meta = _meta(conn)
+        start_ms, step_ms = int(meta["start_ms"]), int(meta["step_ms"])
+
+        def at(t: Any) -> str | None:
+            return None if t is None else iso_ms(start_ms + int(t) * step_ms)
+
+        if src.kind == "live":
+            if not _has(conn, "live_fills"):
+                return []
+            done = [x for x in Ledger(conn, create=False).trades(start_ms, step_ms)
+                    if x.exit_t is not None]  # fmt: skip
+            done.sort(key=lambda x: (x.exit_t, x.symbol), reverse=True)
+            return [{
+                "symbol": x.symbol, "side": "long" if x.side > 0 else "short",
+                "entry_time": at(x.entry_t), "exit_time": at(x.exit_t),
+                "entry_price": float(x.entry_price), "exit_price": _num(x.exit_price),
+                "quantity": float(x.quantity), "fees": float(x.fees),
+                "funding": float(x.funding), "pnl": float(x.pnl), "exit_reason": None,
+            } for x in done[:limit]]  # fmt: skip
+        rows = _rows(conn, "SELECT * FROM trades ORDER BY exit_t DESC, symbol LIMIT ?", limit)
+        return [{
+            "symbol": r["symbol"], "side": r["side"], "entry_time": at(r["entry_t"]),
+            "exit_time": at(r["exit_t"]), "entry_price": _num(r["entry_price"]),
+            "exit_price": _num(r["exit_price"]), "quantity": _num(r["quantity"]) or 0.0,
+            "fees": _num(r["fees"]) or 0.0, "funding": _num(r["funding"]) or 0.0,
+            "pnl": _num(r["pnl"]) or 0.0, "exit_reason": r["exit_reason"],
+        } for r in rows]  # fmt: skip
+
+
+def _thin(points: list[list[float]], n: int = MAX_POINTS) -> list[list[float]]:
+    if len(points) <= n:
+        return points
+    keep = np.unique(np.linspace(0, len(points) - 1, n).round().astype(int))
+    return [points[k] for k in keep]
+
+
+def _curve_from_csv(path: Path, column: str, start_ms: int,
+                    step_ms: int) -> list[list[float]] | None:  # fmt: skip
+    """A report's curve (``time``: each bar's open), at each close from ``start_ms``."""
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    if column not in frame or "time" not in frame:
+        return None
+    ms = pd.to_datetime(frame["time"], utc=True).astype("int64") // 1_000_000
+    keep = (ms >= start_ms) & frame[column].notna()
+    return [[int(t) + step_ms, float(e)]
+            for t, e in zip(ms[keep], frame[column][keep], strict=True)]
+
+
+def equity(src: Source) -> dict[str, Any]:
+    """The equity at each close (epoch ms of the close, USDT), by curve: the account's
+    (``paper``, or ``live`` and its ``shadow``), and for paper the backtest over the
+    same bars and the baselines as of the last ``asterai paper --report``."""
+    curves: dict[str, list[list[float]]] = {}
+    capital = None
+    if src.exists:
+        with _read(src) as conn:
+            meta = _meta(conn)
+            step_ms, start_ms = int(meta["step_ms"]), int(meta["start_ms"])
+            capital = float(meta["params"]["capital"])
+            own = [[int(r[0]) + step_ms, float(r[1])]
+                   for r in conn.execute("SELECT open_ms, equity FROM bars ORDER BY t")]  # fmt: skip
+            if src.kind == "live":
+                curves["shadow"] = own
+                if _has(conn, "live_bars"):
+                    curves["live"] = [[int(r[0]) + step_ms, float(r[1])] for r in conn.execute(
+                        "SELECT open_ms, equity FROM live_bars ORDER BY t")]  # fmt: skip
+            else:
+                curves["paper"] = own
+                folder = DataPaths.at(src.root).paper / "report"
+                shadow = _curve_from_csv(folder / "backtest_equity.csv", "equity", start_ms,
+                                         step_ms)
+                if shadow:
+                    curves["backtest"] = shadow
+                base = folder / "baselines_equity.csv"
+                if base.exists():
+                    for name in pd.read_csv(base, nrows=0).columns:
+                        if name != "time" and (c := _curve_from_csv(base, name, start_ms, step_ms)):
+                            curves[name] = c
+    return {"capital": capital, "curves": {k: _thin(v) for k, v in curves.items()}}
+
+
+def events(src: Source, after: int, limit: int) -> list[dict[str, Any]]:
+    """The journal's events after ``seq`` ``after``, oldest first (the newest ``limit``)."""
+    if not src.exists:
+        return []
+    with _read(src) as conn:
+        rows = _rows(conn, "SELECT seq, at_ms, kind, detail FROM events WHERE seq > ? "
+                     "ORDER BY seq DESC LIMIT ?", after, limit)  # fmt: skip
+    return [{"seq": r["seq"], "at": iso_ms(int(r["at_ms"])), "kind": r["kind"],
+             "detail": r["detail"]} for r in rows[::-1]]  # fmt: skip
+
+
+def rejections(src: Source, limit: int) -> list[dict[str, Any]]:
+    """The newest refused orders first, with their reasons: the strategy's (paper, or the
+    shadow's) and, for live, the exchange's."""
+    if not src.exists:
+        return []
+    with _read(src) as conn:
+        meta = _meta(conn)
+        start_ms, step_ms = int(meta["start_ms"]), int(meta["step_ms"])
+        out = [{"time": iso_ms(start_ms + int(r["t"]) * step_ms), "symbol": r["symbol"],
+                "side": r["side"], "reason": r["reason"], "by": "strategy"}
+               for r in _rows(conn, "SELECT * FROM rejections ORDER BY bar DESC, rowid DESC "
+                              "LIMIT ?", limit)]  # fmt: skip
+        if src.kind == "live" and _has(conn, "intents"):
+            out += [{"time": iso_ms(int(r["updated_ms"])), "symbol": r["symbol"],
+                     "side": r["side"].lower(), "reason": r["detail"], "by": "exchange"}
+                    for r in _rows(conn, "SELECT * FROM intents WHERE state = 'REJECTED' "
+                                   "ORDER BY updated_ms DESC LIMIT ?", limit)]  # fmt: skip
+            out.sort(key=lambda r: r["time"], reverse=True)
+    return out[:limit]

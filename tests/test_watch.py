@@ -1,0 +1,370 @@
+"""Watching an account, for real: the dashboard's API and page, the Prometheus metrics and
+the controls over a journal written by paper trading against a replay of the real
+recording (stepped bar by bar on loopback, as in ``test_paper_trader``); the page in
+headless Chromium (Debian's, driven by Playwright); the API held to its OpenAPI
+document by schemathesis; the real `asterai paper --watch-port` serving them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from conftest import CHROMIUM, Served, needs_chromium
+from prometheus_client.parser import text_string_to_metric_families
+from test_paper_trader import HOUR, paper_root, replay_at, trader_for
+
+from asterai.exchange.client import AsterClient
+from asterai.paths import DataPaths
+from asterai.watch.app import create_app
+from asterai.watch.metrics import CLOSE_TO_COMMIT_BUCKETS
+from asterai.watch.serve import attach_metrics
+
+TOKEN = "watch-token-3c9e1a7b5d2f4e6a8c0b1d3f5e7a9c2b"  # noqa: S105 - a test's own token
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: bars traded before the tests look
+FIRST = 24
+
+
+async def _polls(trader, replay, polls: int) -> None:
+    """``polls`` moves of the replay's clock by a bar, each followed by a poll (the
+    trader's metrics reading this client's rate limiter, as ``run`` makes them)."""
+    settings = trader.plan.settings
+    async with AsterClient(settings.base_url, settings.exchange) as client:
+        if trader.metrics is not None:
+            trader.metrics.watch_client(client)
+        await trader.cycle(client)
+        for _ in range(polls):
+            replay.clock.advance(HOUR)
+            await trader.cycle(client)
+            if trader.state.stopped:
+                break
+        await trader.follower.close_streams()
+
+
+def trade(acct, polls: int = 1) -> None:
+    """``polls`` bars traded, in a thread of its own (a test's browser runs an event loop
+    in this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _polls(acct.trader, acct.replay, polls)).result()
+
+
+def rows(root: Path, sql: str, *args) -> list[dict]:
+    conn = sqlite3.connect(f"file:{DataPaths.at(root).paper_journal}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def account(exported_root, recording, tmp_path_factory):
+    """A paper account traded for a day on the replay, its metrics attached; the trader
+    and the replay stay up, so a test can trade more bars (the tests run in order)."""
+    root = paper_root(exported_root, tmp_path_factory.mktemp("watch"))
+    with replay_at(recording) as replay:
+        trader = trader_for(root, replay)
+        metrics = attach_metrics(trader, "paper")
+        acct = SimpleNamespace(root=root, trader=trader, replay=replay, metrics=metrics,
+                               journal=DataPaths.at(root).paper_journal)  # fmt: skip
+        asyncio.run(_polls(trader, replay, FIRST - 1))
+        app = create_app([root], token=TOKEN, registry=metrics.registry,
+                         now_ms=lambda: replay.clock.now_ms())  # fmt: skip
+        with Served(app) as url:
+            acct.url = url
+            yield acct
+        trader.close()
+
+
+def get(acct, path: str, **params) -> httpx.Response:
+    return httpx.get(f"{acct.url}/api/v1/{path}", params=params, headers=AUTH, timeout=30)
+
+
+def metrics(acct) -> dict[tuple[str, tuple], float]:
+    """``/metrics`` parsed by Prometheus' own text parser: (sample name, labels) -> value."""
+    text = httpx.get(f"{acct.url}/metrics", headers=AUTH).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_the_api_serves_the_journal_as_it_stands(account) -> None:
+    acct = account
+    status = get(acct, "status").json()
+    bars = rows(acct.root, "SELECT * FROM bars ORDER BY t")
+    assert status["bars"] == len(bars) == FIRST
+    assert status["equity"] == bars[-1]["equity"] and status["state"] == "ok"
+    assert status["last_bar"] == "2025-10-02T02:00:00.000Z"
+    assert status["last_bar_age_s"] == pytest.approx(1.0, abs=0.01)  # the replay's clock
+    trades = rows(acct.root, "SELECT * FROM trades ORDER BY exit_t DESC, symbol")
+    assert trades, "no trade in a day: the test says nothing"
+    served = get(acct, "trades", limit=1000).json()
+    assert [(t["symbol"], t["pnl"]) for t in served] == [(t["symbol"], t["pnl"]) for t in trades]
+    assert status["trades"] == len(trades)
+    assert status["realised_pnl"] == pytest.approx(sum(t["pnl"] for t in trades), abs=1e-12)
+    # the open positions at the last close, each marked at its symbol's last close
+    held = rows(acct.root, "SELECT * FROM positions WHERE t = ?", FIRST - 1)
+    assert held, "no open position: the unrealised PnL says nothing"
+    positions = {p["symbol"]: p for p in get(acct, "positions").json()}
+    assert set(positions) == {p["symbol"] for p in held}
+    with sqlite3.connect(acct.journal) as conn:
+        symbols = acct.trader.journal.account.symbols
+        closes = {symbols[j]: c for j, c in conn.execute(
+            "SELECT symbol, close FROM bar_inputs WHERE t = ?", (FIRST - 1,))}  # fmt: skip
+    total = 0.0
+    for p in held:
+        got = positions[p["symbol"]]
+        side = 1 if p["side"] == "long" else -1
+        want = side * (closes[p["symbol"]] - p["entry_price"]) * p["quantity"]
+        assert got["unrealised_pnl"] == pytest.approx(want, abs=1e-12)
+        assert (got["stop"], got["target"]) == (p["stop"], p["target"])
+        total += want
+    assert status["unrealised_pnl"] == pytest.approx(total, abs=1e-12)
+    # the equity at every close, the events, the refusals with their reasons
+    curve = get(acct, "equity").json()["curves"]["paper"]
+    assert [e for _, e in curve] == [b["equity"] for b in bars]
+    assert [int(t) for t, _ in curve] == [b["open_ms"] + HOUR for b in bars]
+    events = get(acct, "events").json()
+    assert [e["kind"] for e in events] == [e["kind"] for e in rows(
+        acct.root, "SELECT kind FROM events ORDER BY seq")]  # fmt: skip
+    assert [e["seq"] for e in get(acct, "events", after=events[0]["seq"]).json()] == [
+        e["seq"] for e in events[1:]]  # fmt: skip
+    refused = rows(acct.root, "SELECT * FROM rejections ORDER BY bar DESC")
+    assert [r["reason"] for r in get(acct, "rejections", limit=1000).json()] == [
+        r["reason"] for r in refused]  # fmt: skip
+
+
+def test_every_request_but_the_page_needs_the_token(account) -> None:
+    acct = account
+    for path in ("accounts", "status", "positions", "trades", "equity", "events", "rejections",
+                 "openapi.json"):  # fmt: skip
+        for headers in ({}, {"Authorization": "Bearer " + "y" * len(TOKEN)}):
+            r = httpx.get(f"{acct.url}/api/v1/{path}", headers=headers)
+            assert r.status_code == 401, path
+            assert r.json()["detail"] == "a valid bearer token is required"
+    for control in ("kill", "pause"):
+        r = httpx.post(f"{acct.url}/api/v1/{control}", json={"account": "paper", "confirm": True})
+        assert r.status_code == 401
+    assert httpx.get(f"{acct.url}/metrics").status_code == 401
+    assert not acct.trader.kill_path.exists() and not acct.trader.pause_path.exists()
+    page = httpx.get(f"{acct.url}/")  # the page itself holds no data
+    assert page.status_code == 200 and "<svg" in page.text
+    assert f"{rows(acct.root, 'SELECT equity FROM bars')[-1]['equity']:.4f}" not in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org", "")  # nothing fetched
+
+
+def test_metrics_parse_and_move_as_the_account_does(account) -> None:
+    acct = account
+    paper, sim = ("account", "paper"), ("book", "simulated")
+    before = metrics(acct)
+    last = rows(acct.root, "SELECT * FROM bars ORDER BY t DESC LIMIT 1")[0]
+    assert before[("asterai_equity_usdt", (paper, sim))] == last["equity"]
+    assert before[("asterai_open_positions", (paper, sim))] == last["open_positions"]
+    assert before[("asterai_bar_close_to_commit_seconds_count", (paper,))] == FIRST
+    assert before[("asterai_bars_total", (paper, ("late", "no")))] == FIRST
+    assert before[("asterai_stale", (paper,))] == 0
+    peak = max(b["equity"] for b in rows(acct.root, "SELECT equity FROM bars"))
+    assert before[("asterai_drawdown_ratio", (paper, sim))] == pytest.approx(
+        1 - last["equity"] / peak, abs=1e-12)  # fmt: skip
+    refused = rows(acct.root, "SELECT reason, COUNT(*) AS n FROM rejections GROUP BY reason")
+    for r in refused:
+        assert before[("asterai_rejections_total", (paper, sim, ("reason", r["reason"])))] == r["n"]
+
+    trade(acct, 1)  # one more bar
+    after = metrics(acct)
+    new = rows(acct.root, "SELECT * FROM bars ORDER BY t DESC LIMIT 1")[0]
+    assert new["t"] == last["t"] + 1
+    assert after[("asterai_equity_usdt", (paper, sim))] == new["equity"]
+    assert after[("asterai_open_positions", (paper, sim))] == new["open_positions"]
+    assert after[("asterai_bar_close_to_commit_seconds_count", (paper,))] == FIRST + 1
+    assert after[("asterai_last_bar_close_timestamp_seconds", (paper,))] == (
+        new["open_ms"] + HOUR) / 1000  # fmt: skip
+    # the histogram holds the bar's own close-to-commit time
+    took = (new["committed_ms"] - new["open_ms"] - HOUR) / 1000
+    le = min(b for b in (*CLOSE_TO_COMMIT_BUCKETS, math.inf) if b >= took)
+    assert after[("asterai_bar_close_to_commit_seconds_bucket", (paper, ("le", str(float(le)))))] \
+        == before[("asterai_bar_close_to_commit_seconds_bucket", (paper, ("le", str(float(le)))))] + 1
+    assert after[("asterai_exchange_weight_used", (paper,))] > 0  # the poll's requests
+
+    # an error caught and retried is counted by its kind
+    acct.trader._survive(ValueError("a malformed field"))
+    assert metrics(acct)[("asterai_errors_total", (paper, ("kind", "ValueError")))] == 1
+    # the data goes stale when the next bar is overdue (three bars close while the
+    # exchange's feed is stalled), and fresh when bars come again
+    acct.replay.clock.pause()
+    trade(acct, 3)
+    assert metrics(acct)[("asterai_stale", (paper,))] == 1
+    assert get(acct, "status").json()["state"] == "stale"
+    acct.replay.clock.resume()
+    trade(acct, 0)  # the missed bars, traded late but the newest
+    m = metrics(acct)
+    assert m[("asterai_stale", (paper,))] == 0
+    assert m[("asterai_bars_total", (paper, ("late", "yes")))] == 2
+
+
+def test_a_pause_from_the_api_stops_new_entries_until_the_next_utc_day(account) -> None:
+    acct = account
+    r = httpx.post(f"{acct.url}/api/v1/pause", json={"account": "paper", "confirm": False},
+                   headers=AUTH)  # fmt: skip
+    assert r.status_code == 422 and not acct.trader.pause_path.exists()  # not confirmed
+    r = httpx.post(f"{acct.url}/api/v1/pause", json={"account": "paper", "confirm": True},
+                   headers=AUTH)  # fmt: skip
+    assert r.status_code == 200 and acct.trader.pause_path.exists()
+    assert get(acct, "status").json()["controls"]["pause_asked"] is True
+    first = rows(acct.root, "SELECT MAX(t) AS t FROM bars")[0]["t"] + 1
+    day = lambda ms: ms // 86_400_000  # noqa: E731
+    # to the next UTC day's first bar
+    left = 24 - (rows(acct.root, "SELECT open_ms FROM bars ORDER BY t DESC LIMIT 1")[0]["open_ms"]
+                 // HOUR) % 24  # fmt: skip
+    trade(acct, left)
+    assert not acct.trader.pause_path.exists()  # taken
+    bars = rows(acct.root, "SELECT * FROM bars WHERE t >= ? ORDER BY t", first)
+    assert math.isinf(bars[0]["new_floor"])  # journaled as the control, replayed as such
+    paused = [b["t"] for b in bars if day(b["open_ms"]) == day(bars[0]["open_ms"])]
+    following = [b["t"] for b in bars if day(b["open_ms"]) > day(bars[0]["open_ms"])]
+    assert paused and following
+    marks = ",".join(map(str, paused))
+    assert not rows(acct.root, f"SELECT * FROM orders WHERE kind = 'entry' AND t IN ({marks})")
+    wanted = rows(acct.root, f"SELECT * FROM rejections WHERE bar IN ({marks}) AND reason LIKE "
+                  "'new entries paused%'")  # fmt: skip
+    assert wanted, "no signal wanted an entry during the pause: the test says nothing"
+    kinds = [e["kind"] for e in rows(acct.root, "SELECT kind FROM events WHERE at_ms >= ?",
+                                     bars[0]["committed_ms"])]  # fmt: skip
+    assert kinds[:2] == ["pause requested", "paused"]
+    # the next day's floor lifts it: the kernel decides entries again
+    assert bars[-1]["new_floor"] is not None and not math.isinf(bars[-1]["new_floor"])
+    assert get(acct, "status").json()["controls"]["paused"] is False
+    from asterai.paper.journal import Journal
+
+    with Journal.open(acct.journal) as j:
+        j.rebuild()  # the journal replays to what it recorded, the pause included
+
+
+@needs_chromium
+def test_the_page_shows_the_account_updates_itself_and_kills_only_with_the_token(
+    account, tmp_path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    acct = account
+    bars = rows(acct.root, "SELECT COUNT(*) AS n FROM bars")[0]["n"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            outside = []
+            page.on("request", lambda r: outside.append(r.url)
+                    if not r.url.startswith((acct.url, "data:")) else None)  # fmt: skip
+            # without the token: nothing shown, and the kill button changes nothing
+            page.goto(acct.url + "/")
+            page.wait_for_selector("#login:not([hidden])")
+            page.once("dialog", lambda d: d.accept())
+            page.click("#kill")
+            page.wait_for_function("document.getElementById('message').textContent"
+                                   ".includes('token')")  # fmt: skip
+            assert page.get_attribute("body", "data-bars") == ""
+            assert not acct.trader.kill_path.exists()
+            # with it: the account, its curve and its positions
+            page.goto(f"{acct.url}/#token={TOKEN}")
+            page.reload()
+            page.wait_for_selector(f"body[data-bars='{bars}']")
+            assert "token" not in page.url  # taken out of the address bar
+            page.wait_for_selector("#chart polyline.curve")
+            held = rows(acct.root, "SELECT symbol FROM positions WHERE t = (SELECT MAX(t) "
+                        "FROM bars)")  # fmt: skip
+            shown = page.eval_on_selector_all("#positions [data-symbol]",
+                                              "els => els.map(e => e.dataset.symbol)")  # fmt: skip
+            assert sorted(shown) == sorted(r["symbol"] for r in held)
+            points = page.get_attribute("#chart polyline.curve", "points").split()
+            assert len(points) == bars
+            # a bar journaled meanwhile is shown without a reload
+            page.evaluate("window.stillHere = 1")
+            trade(acct, 1)
+            page.wait_for_selector(f"body[data-bars='{bars + 1}']", timeout=15_000)
+            assert page.evaluate("window.stillHere") == 1
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            # the kill switch asks first: declined, nothing; confirmed, the KILL file
+            page.once("dialog", lambda d: d.dismiss())
+            page.click("#kill")
+            time.sleep(0.5)
+            assert not acct.trader.kill_path.exists()
+            asked = []
+            page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+            page.click("#kill")
+            page.wait_for_function("document.getElementById('message').textContent"
+                                   ".includes('kill switch asked')")  # fmt: skip
+            assert acct.trader.kill_path.exists() and "close every position" in asked[0]
+            assert "the dashboard" in acct.trader.kill_path.read_text()
+            assert outside == []  # self-contained: nothing asked of another host
+        finally:
+            browser.close()
+    # the trader takes it at its next poll: flat at the next open, stopped, final
+    trade(acct, 1)
+    assert acct.trader.state.stopped
+    assert not rows(acct.root, "SELECT * FROM positions WHERE t = (SELECT MAX(t) FROM bars)")
+    r = httpx.post(f"{acct.url}/api/v1/kill", json={"account": "paper", "confirm": True},
+                   headers=AUTH)  # fmt: skip
+    assert r.status_code == 409 and "already stopped" in r.json()["detail"]
+    assert get(acct, "status").json()["controls"]["killed"] is True
+
+
+def test_the_api_does_what_its_openapi_document_says(account, tmp_path) -> None:
+    """Schemathesis, all checks, against the dashboard over a copy of the journal (its
+    controls may write there) and the schema it serves."""
+    import schemathesis
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import Status, events
+    from test_deploy_service import ALL_CHECKS
+
+    root = tmp_path / "root"
+    (root / "data" / "paper").mkdir(parents=True)
+    with sqlite3.connect(account.journal) as src, sqlite3.connect(
+        root / "data" / "paper" / "journal.sqlite"
+    ) as dest:
+        src.backup(dest)  # (the file alone would miss what its WAL holds)
+    failures, ran, requests = [], set(), 0
+    with Served(create_app([root], token=TOKEN)) as url:
+        config = SchemathesisConfig.from_dict({
+            "seed": 36, "headers": AUTH, "generation": {"max-examples": 40},
+        })  # fmt: skip
+        schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", config=config,
+                                               headers=AUTH)  # fmt: skip
+        for event in schemathesis.engine.from_schema(schema).execute():
+            if isinstance(event, (events.NonFatalError, events.FatalError)):
+                failures.append(str(getattr(event, "value", None) or event.exception))
+            if not isinstance(event, events.ScenarioFinished):
+                continue
+            requests += len(event.recorder.interactions)
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    ran.add(check.name)
+                    if check.status == Status.FAILURE:
+                        answer = event.recorder.interactions[case_id].response
+                        failures.append(f"{event.recorder.label} {check.name}: "
+                                        f"{check.failure_info.failure.title}; "
+                                        f"{answer.status_code} {answer.content[:300]!r}")  # fmt: skip
+    assert not failures, "\n".join(sorted(set(failures)))
+    assert ALL_CHECKS - {"use_after_free", "ensure_resource_availability"} <= ran, ALL_CHECKS - ran
+    assert requests > 150, requests
+
+
+def test_the_journal_is_only_read(account) -> None:
+    """The dashboard opened the journal read-only: every request above left the trader
+    alone; the file as the trader wrote it, byte for byte, after more reads."""
+    before = hashlib.sha256(account.journal.read_bytes()).hexdigest()
+    for path in ("status", "positions", "trades", "equity", "events", "rejections"):
+        assert get(account, path).status_code == 200
+    assert hashlib.sha256(account.journal.read_bytes()).hexdigest() == before
