@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, REAL_DATA, wait_healthy
+from conftest import PROJECT_ROOT, REAL_DATA, free_port, wait_healthy
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
@@ -33,8 +32,8 @@ DOCS = PROJECT_ROOT / "docs"
 RUN_ORDER = (
     "index.md", "getting-started.md", "pipeline.md", "data.md", "features.md",
     "training.md", "backtest.md", "configuration.md", "troubleshooting.md", "tuning.md",
-    "serving.md", "paper-trading.md", "live-trading.md", "replay.md", "benchmarks.md", "design.md",
-    "contributing.md",
+    "serving.md", "paper-trading.md", "watching.md", "live-trading.md", "replay.md",
+    "benchmarks.md", "design.md", "contributing.md",
 )  # fmt: skip
 SMALL = {
     "ASTERAI_TRAIN__FOLDS": "2",
@@ -80,12 +79,6 @@ def doc_sections() -> list[tuple[str, list[str]]]:
 
 def doc_commands() -> list[str]:
     return [c for _, cs in doc_sections() for c in cs]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_site_lists_every_page_and_runs_its_commands_in_order() -> None:
@@ -134,6 +127,8 @@ class Sandbox:
         }
         self.port = str(free_port())
         self.serve_port = str(free_port())
+        self.dashboard_port = str(free_port())
+        self.dashboard: subprocess.Popen | None = None
         self.server: subprocess.Popen | None = None
         self.paper: subprocess.Popen | None = None
         self.service: subprocess.Popen | None = None
@@ -151,7 +146,15 @@ class Sandbox:
             self.ran.append(command)
             return
         line = command.replace("../shared/aster-real", str(REAL_DATA)).replace("8765", self.port)
-        line = line.replace("8780", self.serve_port)
+        line = line.replace("8780", self.serve_port).replace("8790", self.dashboard_port)
+        if "asterai dashboard" in line and line.endswith("&"):  # the page, until the end
+            self.dashboard = subprocess.Popen(
+                ["bash", "-c", f"exec env {line[:-1]}"], cwd=self.project, env=self.env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_page(f"http://127.0.0.1:{self.dashboard_port}/", self.dashboard)
+            self.ran.append(command)
+            return
         if "asterai serve" in line and line.endswith("&"):  # the service, until the end
             self.service = subprocess.Popen(
                 ["bash", "-c", f"exec env {line[:-1]}"], cwd=self.project, env=self.env,
@@ -201,6 +204,9 @@ class Sandbox:
         if self.paper is not None:  # the sandbox is thrown away: -9 (SIGTERM is a stop too)
             self.paper.kill()
             self.paper.wait(timeout=30)
+        if self.dashboard is not None:
+            self.dashboard.terminate()
+            self.dashboard.wait(timeout=30)
         if self.service is not None:
             self.service.terminate()
             self.service.wait(timeout=30)
@@ -265,8 +271,24 @@ def wait_for(url: str, seconds: float = 60) -> None:
     raise AssertionError(f"the README's replay server did not answer at {url}")
 
 
+def wait_page(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, f"{url}: the process ended"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered at {url}"
+        time.sleep(0.2)
+
+
 def test_the_screenshots_exist_and_are_shown() -> None:
-    for name, page in (("backtest_report.png", "backtest.md"), ("optimize_report.png", "tuning.md")):
+    for name, page in (("backtest_report.png", "backtest.md"), ("optimize_report.png", "tuning.md"),
+                       ("dashboard.png", "watching.md")):  # fmt: skip
         assert (DOCS / name).stat().st_size > 10_000
         assert f"({name})" in (DOCS / page).read_text()
 

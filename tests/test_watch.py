@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from conftest import CHROMIUM, Served, needs_chromium
+from conftest import CHROMIUM, Served, free_port, needs_chromium
 from prometheus_client.parser import text_string_to_metric_families
 from test_paper_trader import HOUR, paper_root, replay_at, trader_for
 
@@ -249,6 +249,19 @@ def test_a_pause_from_the_api_stops_new_entries_until_the_next_utc_day(account) 
 
     with Journal.open(acct.journal) as j:
         j.rebuild()  # the journal replays to what it recorded, the pause included
+    # the same from the command line, asked while the trader runs
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+
+    out = CliRunner().invoke(main, ["paper", "--data-root", str(acct.root), "--pause"])
+    assert out.exit_code == 0 and "pause asked" in out.output, out.output
+    assert "asterai paper --pause" in acct.trader.pause_path.read_text()
+    seq = rows(acct.root, "SELECT MAX(seq) AS s FROM events")[0]["s"]
+    trade(acct, 1)
+    assert not acct.trader.pause_path.exists()
+    assert [e["kind"] for e in rows(acct.root, "SELECT kind FROM events WHERE seq > ?", seq)] \
+        == ["pause requested", "paused"]
 
 
 @needs_chromium
@@ -368,3 +381,178 @@ def test_the_journal_is_only_read(account) -> None:
     for path in ("status", "positions", "trades", "equity", "events", "rejections"):
         assert get(account, path).status_code == 200
     assert hashlib.sha256(account.journal.read_bytes()).hexdigest() == before
+
+
+def test_asterai_paper_watch_port_serves_its_dashboard_metrics_and_alerts(
+    exported_root, recording, tmp_path, receiver
+) -> None:
+    """The real `asterai paper --watch-port`: its own dashboard and /metrics while it
+    trades, alerts to a webhook on loopback (a start, fills, a start after a crash,
+    the kill switch asked from its page), and the kill switch ends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_paper_trader import _wait_for
+
+    url, bodies = receiver
+    root = paper_root(exported_root, tmp_path)
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ASTERAI_DASHBOARD_TOKEN=TOKEN,
+               ASTERAI_ALERT_URLS=url, ASTERAI_WATCH__POLL_S="0.2")  # fmt: skip
+
+    def start(base_url: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "asterai.cli", "paper", "--data-root", str(root),
+             "--base-url", base_url, "--clock-rate", "0", "--watch-port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+    base = f"http://127.0.0.1:{port}"
+
+    def answer(path: str) -> httpx.Response:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return httpx.get(base + path, headers=AUTH, timeout=10)
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, f"{path}: nothing listens on {port}"
+                time.sleep(0.1)
+
+    def titles() -> list[str]:
+        return [b["title"] for b in bodies]
+
+    def wait_alert(text: str) -> None:
+        deadline = time.monotonic() + 60
+        while not any(text in t for t in titles()):
+            assert time.monotonic() < deadline, (text, titles())
+            time.sleep(0.1)
+
+    with replay_at(recording) as replay:
+        proc = start(replay.base_url)
+        try:
+            for t in range(6):
+                if t:
+                    replay.clock.advance(HOUR)
+                _wait_for(root, t, proc)
+            status = answer("/api/v1/status").json()
+            assert status["bars"] >= 6 and status["feed"]["market"].startswith("REST")
+            text = answer("/metrics").text
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            bars = rows(root, "SELECT * FROM bars ORDER BY t")
+            equity = families["asterai_equity_usdt"].samples[0]
+            assert equity.value == bars[-1]["equity"]
+            assert families["asterai_exchange_weight_used"].samples[0].value > 0
+            wait_alert("started")
+            if rows(root, "SELECT 1 FROM fills WHERE kind = 'entry'"):
+                wait_alert("fill")
+            # a crash, then a start: the alert says so
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            proc = start(replay.base_url)
+            replay.clock.advance(HOUR)
+            _wait_for(root, 6, proc)
+            wait_alert("crash")
+            # the kill switch from the trader's own page's API: flat at the next open
+            r = httpx.post(f"{base}/api/v1/kill", json={"account": "paper", "confirm": True},
+                           headers=AUTH)  # fmt: skip
+            assert r.status_code == 200, r.text
+            wait_alert("kill")
+            deadline = time.monotonic() + 60
+            while proc.poll() is None:
+                replay.clock.advance(HOUR)
+                assert time.monotonic() < deadline, "the kill switch did not end it"
+                time.sleep(0.5)
+            assert proc.returncode == 0, proc.stdout.read().decode()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+    kinds = [e["kind"] for e in rows(root, "SELECT kind FROM events ORDER BY seq")]
+    assert "kill switch" in kinds and kinds[-1] == "stop"
+    assert not rows(root, "SELECT * FROM positions WHERE t = (SELECT MAX(t) FROM bars)")
+    secret = url.split("://", 1)[1]
+    assert all(secret not in b["message"] for b in bodies)
+
+
+def test_a_live_accounts_page_is_the_exchanges_account_beside_its_shadow(
+    exported_root, recording, tmp_path
+) -> None:
+    """A day of live trading on the replay's offline exchange, then its dashboard: the
+    equity is the exchange account's and the shadow's beside it, the positions are the
+    ones the exchange holds with the stop and target resting there, the reconciliation
+    and the ramp line are the live report's, and the metrics carry both books."""
+    from test_live_trader import exchange_at, keys_of, live_root
+    from test_live_trader import play as play_live
+    from test_live_trader import trader_for as live_trader_for
+
+    from asterai.exchange.private import PrivateClient
+    from asterai.live.report import report
+
+    root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
+    with exchange_at(recording) as server:
+        trader = live_trader_for(root, server)
+        metrics = attach_metrics(trader, "live")
+        play_live(trader, server, FIRST)
+        trader.close()
+        settings = trader.plan.settings
+
+        async def held() -> list[dict]:
+            async with AsterClient(settings.base_url, settings.exchange) as client:
+                api = PrivateClient(client, keys_of(server).key)
+                return [p for p in await api.positions() if float(p["positionAmt"]) != 0]
+
+        on_exchange = {p["symbol"]: p for p in asyncio.run(held())}
+        resting = {(o["symbol"], o["clientOrderId"].split("-")[-1][:1]): o for o in
+                   asyncio.run(_open_orders(settings, keys_of(server)))}  # fmt: skip
+    journal = DataPaths.at(root).live_journal
+    with sqlite3.connect(journal) as conn:
+        conn.row_factory = sqlite3.Row
+        live = [dict(r) for r in conn.execute("SELECT * FROM live_bars ORDER BY t")]
+        shadow = [dict(r) for r in conn.execute("SELECT * FROM bars ORDER BY t")]
+    app = create_app([root], token=TOKEN, registry=metrics.registry)
+    with Served(app) as url:
+        def get_(path: str) -> dict | list:
+            return httpx.get(f"{url}/api/v1/{path}", headers=AUTH, timeout=30).json()
+
+        assert [a["id"] for a in get_("accounts")] == ["live"]
+        status = get_("status")
+        assert status["kind"] == "live" and status["equity"] == live[-1]["equity"]
+        assert status["shadow_equity"] == shadow[-1]["equity"]
+        r = report(journal, settings.live.min_paper_days, settings.live.tracking_tolerance)
+        line, why = r.ramp()
+        assert status["ramp"] == f"{line} ({'; '.join(why)})" and line == "hold"
+        assert status["reconciliation"] == "the journal equals the exchange"
+        curves = get_("equity")["curves"]
+        assert [e for _, e in curves["live"]] == [b["equity"] for b in live]
+        assert [e for _, e in curves["shadow"]] == [b["equity"] for b in shadow]
+        assert on_exchange, "no position open on the exchange: the test says nothing"
+        positions = {p["symbol"]: p for p in get_("positions")}
+        assert set(positions) == set(on_exchange)
+        for symbol, p in on_exchange.items():
+            got = positions[symbol]
+            assert got["side"] == ("long" if float(p["positionAmt"]) > 0 else "short")
+            assert got["quantity"] == abs(float(p["positionAmt"]))
+            assert got["entry_price"] == pytest.approx(float(p["entryPrice"]), rel=1e-12)
+            assert got["stop"] == float(resting[(symbol, "s")]["stopPrice"])
+            assert got["target"] == float(resting[(symbol, "t")]["price"])
+        closed = [x for x in r.pairs if x.live is not None and x.live.exit_t is not None]
+        assert len(get_("trades?limit=1000")) == len(closed)
+        text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
+    book = (("account", "live"), ("book", "exchange"))
+    assert samples[("asterai_equity_usdt", book)] == live[-1]["equity"]
+    assert samples[("asterai_open_positions", book)] == len(on_exchange)
+    assert samples[("asterai_equity_usdt", (("account", "live"), ("book", "simulated")))] == \
+        shadow[-1]["equity"]
+    assert samples[("asterai_exchange_orders_in_window", (("account", "live"),
+                                                          ("window", "60s")))] >= 0
+
+
+async def _open_orders(settings, keys) -> list[dict]:
+    from asterai.exchange.private import PrivateClient
+
+    async with AsterClient(settings.base_url, settings.exchange) as client:
+        return await PrivateClient(client, keys.key).open_orders()

@@ -12,10 +12,7 @@ import json
 import logging
 import shutil
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -39,31 +36,6 @@ def traded(exported_root, recording, tmp_path_factory) -> Path:
         play(trader, replay, BARS)
         trader.close()
     return DataPaths.at(root).paper_journal
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        size = int(self.headers.get("Content-Length", 0))
-        self.server.bodies.append(json.loads(self.rfile.read(size)))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict]]]:
-    """(an apprise URL posting to a webhook on loopback, the JSON bodies it received)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.bodies = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"json://127.0.0.1:{server.server_address[1]}/", server.bodies  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class Clock:

@@ -46,6 +46,9 @@ from asterai.config import REAL_EXCHANGE_URL, Settings
               help="The kill switch: write data/live/KILL and exit. A running `asterai "
               "live` cancels the bot's orders, closes its positions at market and stops for "
               "good; with none running, the next start does.")  # fmt: skip
+@click.option("--pause", is_flag=True,
+              help="Pause new entries until the next UTC day: write data/live/PAUSE and exit; "
+              "a running `asterai live` takes it at its next close (exits go on).")  # fmt: skip
 @click.option("--acknowledge", "acknowledge", multiple=True, metavar="SYMBOL",
               help="A position or order on SYMBOL that is not the bot's is known to you: "
               "still reported and never touched, it no longer stops entries on other "
@@ -62,7 +65,7 @@ from asterai.config import REAL_EXCHANGE_URL, Settings
 @params_option
 @common_options
 def live(settings: Settings, capital: float | None, confirm: bool, override_ramp: bool,
-         show_status: bool, report: bool, kill: bool, acknowledge: tuple[str, ...],
+         show_status: bool, report: bool, kill: bool, pause: bool, acknowledge: tuple[str, ...],
          clock_rate: float, watch_port: int | None, watch_host: str) -> None:  # fmt: skip
     """Trade the exported model on the exchange with signed orders.
 
@@ -110,8 +113,8 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
     settings = section_overrides(settings, "live", capital=capital)
     paths = DataPaths.at(settings.data_root)
     console = rich_console()
-    if kill:
-        _ask_kill(paths)
+    if kill or pause:
+        _control(paths, "kill" if kill else "pause")
         return
     if acknowledge:
         import time
@@ -220,18 +223,19 @@ async def _run(trader, watch=(None, None, None)) -> None:
     await watching
 
 
-def _ask_kill(paths) -> None:
-    import time
+def _control(paths, which: str) -> None:
+    """The kill switch or the daily pause, asked from another process (``watch.controls``)."""
+    from asterai.watch.controls import ControlRefused, ask_kill, ask_pause
 
-    from asterai.atomic import write_text
-    from asterai.intervals import iso_ms
-
-    if not paths.live_journal.exists():
-        raise StepFailed(f"{paths.live_journal} does not exist: no live account here")
-    write_text(paths.live_kill, f"asterai live --kill at {iso_ms(int(time.time() * 1000))}\n")
-    click.echo(f"kill switch asked ({paths.live_kill}): a running `asterai live` cancels the "
-               "bot's orders, closes its positions at market and stops; with none running, "
-               "the next start does")  # fmt: skip
+    ask, target = (ask_kill, paths.live_kill) if which == "kill" else (ask_pause, paths.live_pause)
+    try:
+        done = ask(paths.live_journal, target, "live", f"asterai live --{which}")
+    except ControlRefused as err:
+        if "already stopped" in str(err):
+            click.echo(str(err))
+            return
+        raise StepFailed(str(err)) from err
+    click.echo(done.message)
 
 
 def _pairs(r) -> list[str]:

@@ -50,6 +50,11 @@ from asterai.watch.app import TOKEN_ENV
     "the next start does.",
 )  # fmt: skip
 @click.option(
+    "--pause", is_flag=True,
+    help="Pause new entries until the next UTC day: write data/paper/PAUSE and exit. A "
+    "running `asterai paper` takes it at its next close (exits go on).",
+)  # fmt: skip
+@click.option(
     "--report", is_flag=True,
     help="Write data/paper/report/: the paper period's metrics, trades and equity, and the "
     "reconciliation with the backtest engine over the same bars; then exit.",
@@ -71,6 +76,7 @@ def paper(
     max_delay_s: float | None,
     show_status: bool,
     kill: bool,
+    pause: bool,
     report: bool,
     clock_rate: float,
     watch_port: int | None,
@@ -123,8 +129,8 @@ def paper(
     )  # fmt: skip
     paths = DataPaths.at(settings.data_root)
     console = rich_console()
-    if kill:
-        _ask_kill(paths)
+    if kill or pause:
+        _control(paths, "kill" if kill else "pause")
         return
     if show_status:
         _print_status(paths, console)
@@ -175,27 +181,20 @@ def paper(
         )
 
 
-def _ask_kill(paths) -> None:
-    """The kill switch, asked from another process: the KILL file, which a running
-    trader finds at its next poll (and a stopped one at its next start)."""
-    import time
+def _control(paths, which: str) -> None:
+    """The kill switch or the daily pause, asked from another process: the file a
+    running trader finds at its next poll (a stopped one at its next start)."""
+    from asterai.watch.controls import ControlRefused, ask_kill, ask_pause
 
-    from asterai.atomic import write_text
-    from asterai.intervals import iso_ms
-    from asterai.paper.journal import Journal
-
-    if not paths.paper_journal.exists():
-        raise StepFailed(f"{paths.paper_journal} does not exist: no paper account here")
-    with Journal.open(paths.paper_journal, readonly=True) as j:
-        final = j.query("SELECT 1 FROM bars WHERE killed > 0 OR kill = 1 LIMIT 1")
-    if final:
-        click.echo(f"{paths.paper_journal}: the kill switch has already stopped this account")
-        return
-    write_text(paths.paper_kill, f"asterai paper --kill at {iso_ms(int(time.time() * 1000))}\n")
-    click.echo(
-        f"kill switch asked ({paths.paper_kill}): a running `asterai paper` exits every "
-        "position at the next bar's open and stops; with none running, the next start does"
-    )
+    ask, target = (ask_kill, paths.paper_kill) if which == "kill" else (ask_pause, paths.paper_pause)
+    try:
+        done = ask(paths.paper_journal, target, "paper", f"asterai paper --{which}")
+    except ControlRefused as err:
+        if "already stopped" in str(err):
+            click.echo(str(err))
+            return
+        raise StepFailed(str(err)) from err
+    click.echo(done.message)
 
 
 async def _run(trader, paths, watch=(None, None, None)) -> None:

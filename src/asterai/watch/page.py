@@ -27,7 +27,7 @@ color:var(--mute);font-weight:600}main{padding:12px 16px;display:grid;gap:12px}
 .kv b{display:block;font-size:18px}.kv span{color:var(--mute);font-size:12px}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 td,th{padding:3px 6px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-td:first-child,th:first-child{text-align:left}th{color:var(--mute);font-weight:600}
+td:first-child,th:first-child{text-align:left}td.wrap{white-space:normal;text-align:left}th{color:var(--mute);font-weight:600}
 .pos{color:var(--good)}.neg{color:var(--bad)}.tag{display:inline-block;padding:1px 7px;
 border-radius:9px;font-size:12px;margin-right:4px;border:1px solid var(--line)}
 .on{background:var(--bad);color:#fff;border-color:var(--bad)}.ok{background:#1f3d2b}
@@ -123,13 +123,14 @@ function chart(eq) {
   const pad = (y1 - y0) * 0.05 || 1; y0 -= pad; y1 += pad;
   const X = (x) => x1 === x0 ? 500 : (x - x0) / (x1 - x0) * 1000, Y = (y) => 260 - (y - y0) / (y1 - y0) * 260;
   let svg = eq.capital === null ? "" : `<line x1="0" x2="1000" y1="${Y(eq.capital)}" y2="${Y(eq.capital)}" stroke="#2b3640" stroke-dasharray="6 4"/>`;
-  names.forEach((n, i) => { svg += `<polyline class="curve" data-name="${esc(n)}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="${i ? 1.2 : 2}" vector-effect="non-scaling-stroke" points="${eq.curves[n].map((p) => X(p[0]).toFixed(1) + "," + Y(p[1]).toFixed(1)).join(" ")}"/>`; });
+  names.map((n, i) => [n, i]).reverse().forEach(([n, i]) => { svg += `<polyline class="curve" data-name="${esc(n)}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="${i ? 1.2 : 2}" vector-effect="non-scaling-stroke" points="${eq.curves[n].map((p) => X(p[0]).toFixed(1) + "," + Y(p[1]).toFixed(1)).join(" ")}"/>`; });
   $("chart").innerHTML = svg;
   $("legend").innerHTML = names.map((n, i) => `<span style="color:${COLORS[i % COLORS.length]}">&#9632; ${esc(n)} ${num(eq.curves[n].at(-1)[1])}</span>`).join("") +
     `<span>${when(new Date(x0).toISOString())} .. ${when(new Date(x1).toISOString())} UTC, ${num(y0 + pad, 2)} .. ${num(y1 - pad, 2)} USDT</span>`;
 }
-function rows(id, list, cells) {
-  $(id).querySelector("tbody").innerHTML = list.map((r) => "<tr>" + cells(r).map((c) => `<td>${c}</td>`).join("") + "</tr>").join("");
+function rows(id, list, cells) {  // the last cell wraps (a reason, an event's detail)
+  $(id).querySelector("tbody").innerHTML = list.map((r) => "<tr>" + cells(r).map((c, i, all) =>
+    `<td${i === all.length - 1 ? ' class="wrap"' : ""}>${c}</td>`).join("") + "</tr>").join("");
 }
 async function details() {
   const [pos, trades, eq, rej, ev] = await Promise.all([api(q("positions")), api(q("trades?limit=200")),

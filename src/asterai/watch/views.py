@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from asterai.data.store import to_epoch_ms
 from asterai.intervals import DAY_MS, iso_ms
 from asterai.live.ledger import Ledger
 from asterai.live.report import report as live_report
@@ -275,10 +276,10 @@ def _curve_from_csv(path: Path, column: str, start_ms: int,
     frame = pd.read_csv(path)
     if column not in frame or "time" not in frame:
         return None
-    ms = pd.to_datetime(frame["time"], utc=True).astype("int64") // 1_000_000
-    keep = (ms >= start_ms) & frame[column].notna()
+    ms = to_epoch_ms(pd.to_datetime(frame["time"], utc=True))
+    keep = (ms >= start_ms) & frame[column].notna().to_numpy()
     return [[int(t) + step_ms, float(e)]
-            for t, e in zip(ms[keep], frame[column][keep], strict=True)]
+            for t, e in zip(ms[keep], frame[column].to_numpy()[keep], strict=True)]
 
 
 def equity(src: Source) -> dict[str, Any]:
