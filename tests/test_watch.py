@@ -32,6 +32,8 @@ TOKEN = "watch-token-3c9e1a7b5d2f4e6a8c0b1d3f5e7a9c2b"  # noqa: S105 - a test's 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: bars traded before the tests look
 FIRST = 24
+#: the bar whose close a live test's pause is taken at (2025-10-01 15:00)
+PAUSED_AT = 12
 
 
 async def _polls(trader, replay, polls: int) -> None:
@@ -174,7 +176,7 @@ def test_metrics_parse_and_move_as_the_account_does(account) -> None:
     assert before[("asterai_bar_close_to_commit_seconds_count", (paper,))] == FIRST
     assert before[("asterai_bars_total", (paper, ("late", "no")))] == FIRST
     assert before[("asterai_stale", (paper,))] == 0
-    peak = max(b["equity"] for b in rows(acct.root, "SELECT equity FROM bars"))
+    peak = max([50.0] + [b["equity"] for b in rows(acct.root, "SELECT equity FROM bars")])
     assert before[("asterai_drawdown_ratio", (paper, sim))] == pytest.approx(
         1 - last["equity"] / peak, abs=1e-12)  # fmt: skip
     refused = rows(acct.root, "SELECT reason, COUNT(*) AS n FROM rejections GROUP BY reason")
@@ -227,8 +229,11 @@ def test_a_pause_from_the_api_stops_new_entries_until_the_next_utc_day(account) 
     # to the next UTC day's first bar
     left = 24 - (rows(acct.root, "SELECT open_ms FROM bars ORDER BY t DESC LIMIT 1")[0]["open_ms"]
                  // HOUR) % 24  # fmt: skip
-    trade(acct, left)
-    assert not acct.trader.pause_path.exists()  # taken
+    trade(acct, 1)
+    assert not acct.trader.pause_path.exists()  # taken at the next close
+    controls = get(acct, "status").json()["controls"]
+    assert controls["paused"] is True and controls["pause_asked"] is False
+    trade(acct, left - 1)
     bars = rows(acct.root, "SELECT * FROM bars WHERE t >= ? ORDER BY t", first)
     assert math.isinf(bars[0]["new_floor"])  # journaled as the control, replayed as such
     paused = [b["t"] for b in bars if day(b["open_ms"]) == day(bars[0]["open_ms"])]
@@ -249,6 +254,15 @@ def test_a_pause_from_the_api_stops_new_entries_until_the_next_utc_day(account) 
 
     with Journal.open(acct.journal) as j:
         j.rebuild()  # the journal replays to what it recorded, the pause included
+    # the paper report: the backtest's loop has no pause; it is compared up to the pause,
+    # the rest replayed with the journaled controls, and the record still leads to live
+    from asterai.config import load_settings
+    from asterai.paper.reconcile import write_report
+
+    out = write_report(load_settings(acct.root))
+    assert out.engine_equal, out.lines()
+    assert "the user's daily pause from the close of" in out.controls
+    assert out.controls.endswith("equal")
     # the same from the command line, asked while the trader runs
     from click.testing import CliRunner
 
@@ -262,6 +276,19 @@ def test_a_pause_from_the_api_stops_new_entries_until_the_next_utc_day(account) 
     assert not acct.trader.pause_path.exists()
     assert [e["kind"] for e in rows(acct.root, "SELECT kind FROM events WHERE seq > ?", seq)] \
         == ["pause requested", "paused"]
+    # asked while bars of an earlier day are still to trade (a day away, then a start):
+    # those are traded late without it; today's first bar takes it
+    from asterai.watch.controls import ask_pause
+
+    last = rows(acct.root, "SELECT MAX(t) AS t FROM bars")[0]["t"]
+    acct.replay.clock.advance(30 * HOUR)
+    ask_pause(acct.journal, acct.trader.pause_path, "paper", "the test")
+    trade(acct, 0)
+    caught = rows(acct.root, "SELECT open_ms, new_floor FROM bars WHERE t > ? ORDER BY t", last)
+    assert len(caught) == 30 and not acct.trader.pause_path.exists()
+    today = caught[-1]["open_ms"] // 86_400_000
+    took = [b["open_ms"] for b in caught if b["new_floor"] is not None and math.isinf(b["new_floor"])]
+    assert took == [today * 86_400_000]  # the day's first bar, none of yesterday's
 
 
 @needs_chromium
@@ -301,7 +328,7 @@ def test_the_page_shows_the_account_updates_itself_and_kills_only_with_the_token
             shown = page.eval_on_selector_all("#positions [data-symbol]",
                                               "els => els.map(e => e.dataset.symbol)")  # fmt: skip
             assert sorted(shown) == sorted(r["symbol"] for r in held)
-            points = page.get_attribute("#chart polyline.curve", "points").split()
+            points = page.get_attribute("#chart polyline[data-name='paper']", "points").split()
             assert len(points) == bars
             # a bar journaled meanwhile is shown without a reload
             page.evaluate("window.stillHere = 1")
@@ -310,10 +337,11 @@ def test_the_page_shows_the_account_updates_itself_and_kills_only_with_the_token
             assert page.evaluate("window.stillHere") == 1
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             # the kill switch asks first: declined, nothing; confirmed, the KILL file
+            posted = []
+            page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
             page.once("dialog", lambda d: d.dismiss())
-            page.click("#kill")
-            time.sleep(0.5)
-            assert not acct.trader.kill_path.exists()
+            page.click("#kill")  # (the handler waits on the dialog: nothing sent after it)
+            assert posted == [] and not acct.trader.kill_path.exists()
             asked = []
             page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
             page.click("#kill")
@@ -377,10 +405,16 @@ def test_the_api_does_what_its_openapi_document_says(account, tmp_path) -> None:
 def test_the_journal_is_only_read(account) -> None:
     """The dashboard opened the journal read-only: every request above left the trader
     alone; the file as the trader wrote it, byte for byte, after more reads."""
-    before = hashlib.sha256(account.journal.read_bytes()).hexdigest()
+    wal = account.journal.with_name(account.journal.name + "-wal")
+
+    def digest() -> list[str]:  # the file and its write-ahead log, where a write would go
+        return [hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else ""
+                for f in (account.journal, wal)]  # fmt: skip
+
+    before = digest()
     for path in ("status", "positions", "trades", "equity", "events", "rejections"):
         assert get(account, path).status_code == 200
-    assert hashlib.sha256(account.journal.read_bytes()).hexdigest() == before
+    assert digest() == before
 
 
 def test_asterai_paper_watch_port_serves_its_dashboard_metrics_and_alerts(
@@ -399,8 +433,10 @@ def test_asterai_paper_watch_port_serves_its_dashboard_metrics_and_alerts(
     url, bodies = receiver
     root = paper_root(exported_root, tmp_path)
     port = free_port()
+    dead = f"json://127.0.0.1:{free_port()}/hook"  # nothing listens there
     env = dict(os.environ, PYTHONUNBUFFERED="1", ASTERAI_DASHBOARD_TOKEN=TOKEN,
-               ASTERAI_ALERT_URLS=url, ASTERAI_WATCH__POLL_S="0.2")  # fmt: skip
+               ASTERAI_ALERT_URLS=f"{url} {dead}", ASTERAI_WATCH__POLL_S="0.2")  # fmt: skip
+    output = []
 
     def start(base_url: str) -> subprocess.Popen:
         return subprocess.Popen(
@@ -450,6 +486,7 @@ def test_asterai_paper_watch_port_serves_its_dashboard_metrics_and_alerts(
             # a crash, then a start: the alert says so
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
+            output.append(proc.stdout.read().decode())
             proc = start(replay.base_url)
             replay.clock.advance(HOUR)
             _wait_for(root, 6, proc)
@@ -464,7 +501,8 @@ def test_asterai_paper_watch_port_serves_its_dashboard_metrics_and_alerts(
                 replay.clock.advance(HOUR)
                 assert time.monotonic() < deadline, "the kill switch did not end it"
                 time.sleep(0.5)
-            assert proc.returncode == 0, proc.stdout.read().decode()[-3000:]
+            output.append(proc.stdout.read().decode())
+            assert proc.returncode == 0, output[-1][-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -472,8 +510,11 @@ def test_asterai_paper_watch_port_serves_its_dashboard_metrics_and_alerts(
     kinds = [e["kind"] for e in rows(root, "SELECT kind FROM events ORDER BY seq")]
     assert "kill switch" in kinds and kinds[-1] == "stop"
     assert not rows(root, "SELECT * FROM positions WHERE t = (SELECT MAX(t) FROM bars)")
-    secret = url.split("://", 1)[1]
-    assert all(secret not in b["message"] for b in bodies)
+    # the dead target: warned about by its scheme alone; nothing secret in the output
+    logs = "".join(output)
+    assert "not delivered" in logs
+    for secret in (TOKEN, url.split("://", 1)[1], dead.split("://", 1)[1]):
+        assert secret not in logs and all(secret not in b["message"] for b in bodies)
 
 
 def test_a_live_accounts_page_is_the_exchanges_account_beside_its_shadow(
@@ -489,12 +530,18 @@ def test_a_live_accounts_page_is_the_exchanges_account_beside_its_shadow(
 
     from asterai.exchange.private import PrivateClient
     from asterai.live.report import report
+    from asterai.watch.controls import ask_pause
 
     root = live_root(exported_root, tmp_path, daily_loss_limit=0.0)
     with exchange_at(recording) as server:
         trader = live_trader_for(root, server)
         metrics = attach_metrics(trader, "live")
-        play_live(trader, server, FIRST)
+
+        def pause(k: int) -> None:  # the daily pause asked before bar 12 (15:00) closes
+            if k == PAUSED_AT:
+                ask_pause(trader.journal_path, trader.pause_path, "live", "the test")
+
+        play_live(trader, server, FIRST, before=pause)
         trader.close()
         settings = trader.plan.settings
 
@@ -511,6 +558,15 @@ def test_a_live_accounts_page_is_the_exchanges_account_beside_its_shadow(
         conn.row_factory = sqlite3.Row
         live = [dict(r) for r in conn.execute("SELECT * FROM live_bars ORDER BY t")]
         shadow = [dict(r) for r in conn.execute("SELECT * FROM bars ORDER BY t")]
+        entries = {r[0] for r in conn.execute("SELECT t FROM intents WHERE leg = 'e'")}
+        shadow_entries = {r[0] for r in conn.execute("SELECT t FROM orders WHERE kind = 'entry'")}
+    # the pause: both accounts opened nothing from its close to the day's end (21:00 is
+    # bar 21, the next day's first), then traded on
+    day = range(PAUSED_AT, 21)
+    assert [b["paused"] for b in live] == [int(t in day) for t in range(FIRST)]
+    assert math.isinf(shadow[PAUSED_AT]["new_floor"])
+    assert not entries & set(day) and not shadow_entries & set(day)
+    assert entries - set(day), "no entry outside the pause: it says nothing"
     app = create_app([root], token=TOKEN, registry=metrics.registry)
     with Served(app) as url:
         def get_(path: str) -> dict | list:
@@ -548,7 +604,7 @@ def test_a_live_accounts_page_is_the_exchanges_account_beside_its_shadow(
     assert samples[("asterai_equity_usdt", (("account", "live"), ("book", "simulated")))] == \
         shadow[-1]["equity"]
     assert samples[("asterai_exchange_orders_in_window", (("account", "live"),
-                                                          ("window", "60s")))] >= 0
+                                                          ("window", "60s")))] > 0
 
 
 async def _open_orders(settings, keys) -> list[dict]:

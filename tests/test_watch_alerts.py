@@ -272,13 +272,13 @@ def test_run_polls_until_stopped_and_survives_a_broken_journal(traded, tmp_path,
     polls = []
     real_poll = alerter.poll
 
-    def poll():
+    def poll(flush=False):
         polls.append(path.read_bytes()[:6])
         if len(polls) == 3:  # the trader's journal arrives, with its history
             shutil.copy2(traded, path)
         if len(polls) == 4:  # news
             write_events(path, last_ms(path), "live differences", "SOLUSDT: 0.1 vs 0")
-        return real_poll()
+        return real_poll(flush)
 
     alerter.poll = poll  # type: ignore[method-assign]
 

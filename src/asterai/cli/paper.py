@@ -22,7 +22,6 @@ from asterai.cli.common import (
     ws_url_option,
 )
 from asterai.config import Settings
-from asterai.watch.app import TOKEN_ENV
 
 
 @click.command("paper")
@@ -121,6 +120,7 @@ def paper(
     No API key is needed or read: no order reaches the exchange.
     """
     from asterai.paths import DataPaths
+    from asterai.watch.app import TOKEN_ENV
 
     token = bearer_token(TOKEN_ENV, flag="") if watch_port else None
     settings = section_overrides(

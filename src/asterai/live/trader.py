@@ -137,8 +137,8 @@ class LiveTrader(PaperTrader):
                     )
 
     @staticmethod
-    def where(paths: DataPaths) -> tuple[Path, Path]:
-        return paths.live_journal, paths.live_kill
+    def where(paths: DataPaths) -> tuple[Path, Path, Path]:
+        return paths.live_journal, paths.live_kill, paths.live_pause
 
     def now(self) -> int:
         return self.follower.clock.now_ms() or 0
@@ -240,11 +240,18 @@ class LiveTrader(PaperTrader):
             s.account[4] = float(row["paused"])
             s.account[5] = row["floor"]
         self._state = s
+        shadow = self.state.last
+        if (shadow is not None and shadow["new_floor"] == math.inf
+                and (self.live.last is None or self.live.last["t"] < shadow["t"])):
+            # the user's pause, taken by the shadow's bar before a crash: the live close
+            # of that bar, still to come, takes it too
+            self._pause_pending = True
         self._refused_seen = self.intents.conn.execute(
             "SELECT COUNT(*) FROM intents WHERE state = 'REJECTED'").fetchone()[0]  # fmt: skip
         if self.metrics is not None and self.live.last is not None:
-            self.metrics.seed((r[0] for r in self.intents.conn.execute(
-                "SELECT equity FROM live_bars ORDER BY t")), book="exchange")  # fmt: skip
+            row = self.live.last
+            self.metrics.book("exchange", float(row["equity"]), int(row["open_positions"]),
+                              float(row["peak"]))  # fmt: skip
         self._start_user_stream()
         self.journal.event(self.now(), "live start",
                            f"account {self.keys.account}; allotment {self.capital:g} USDT; "
@@ -423,11 +430,14 @@ class LiveTrader(PaperTrader):
         self.live.last = row
         self.live.bars += 1
         if self.metrics is not None:
-            refused = [r[0].split(":")[0] for r in journal.conn.execute(
-                "SELECT detail FROM intents WHERE state = 'REJECTED' ORDER BY rowid "
-                "LIMIT -1 OFFSET ?", (self._refused_seen,))]  # fmt: skip
-            self._refused_seen += len(refused)
-            self.metrics.live_bar(row, refused)
+            try:
+                refused = [r[0] for r in journal.conn.execute(
+                    "SELECT detail FROM intents WHERE state = 'REJECTED' ORDER BY rowid "
+                    "LIMIT -1 OFFSET ?", (self._refused_seen,))]  # fmt: skip
+                self._refused_seen += len(refused)
+                self.metrics.live_bar(row, refused)
+            except Exception:  # noqa: BLE001 - a metric is not worth a bar
+                log.warning("metrics: the live close's update failed", exc_info=True)
         return row
 
     @staticmethod

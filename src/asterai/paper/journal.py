@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,39 @@ class Journal:
                 )
             last = row
         return broker, last
+
+
+@contextmanager
+def read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A reader's connection to a journal (``mode=ro``: it cannot write, whatever it
+    runs; a trader may be writing meanwhile, WAL lets both), rows as ``sqlite3.Row``."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                           check_same_thread=False)  # fmt: skip
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None  # fmt: skip
+
+
+def pause_starts(rows: Iterable[Mapping[str, Any]]) -> Iterator[int]:
+    """The bars (their index in ``rows``, the journal's ``bars`` in order) at whose close
+    new entries were paused: the kernel's rule over the journaled controls. A bar's
+    ``new_floor`` (each UTC day's first bar: the daily loss limit's, 0 when off; the
+    user's pause: infinity) lifts a pause and sets the floor; a close below it pauses new
+    entries until the next one."""
+    floor, paused = 0.0, False
+    for i, r in enumerate(rows):
+        if r["new_floor"] is not None:
+            floor, paused = float(r["new_floor"]), False
+        if not paused and floor > 0.0 and r["equity"] < floor:
+            paused = True
+            yield i
 
 
 def _db(x: Any) -> float | None:

@@ -24,6 +24,7 @@ collect``, ``validate``, ``features`` after it); the models are not retrained.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,7 +37,7 @@ from asterai.backtest.inputs import BacktestInputError, Inputs, lay_on_grid, mar
 from asterai.config import Settings
 from asterai.data.store import to_epoch_ms
 from asterai.intervals import iso_ms
-from asterai.paper.journal import Journal
+from asterai.paper.journal import Journal, JournalError, pause_starts
 from asterai.paths import DataPaths
 
 #: two inputs closer than this are the same (float32 model inputs, TA-Lib's streaming)
@@ -70,6 +71,9 @@ class Reconciliation:
     #: the backtest's equity over the same bars from its own inputs (the dashboard's
     #: shadow of the paper account), when compared
     backtest_equity: pd.DataFrame | None = None
+    #: the journal's controls the backtest does not have (the kill switch, a daily pause)
+    #: from the bar they changed the account at, and how that part was checked
+    controls: str | None = None
 
     def lines(self) -> list[str]:
         out = [
@@ -79,6 +83,8 @@ class Reconciliation:
             + ("gives the journaled equity at every bar" if self.engine_equal
                else f"DIFFERS from the journal (max {self.engine_max_diff:.3g}): a defect"),
         ]  # fmt: skip
+        if self.controls:
+            out.append(f"  {self.controls}")
         out.append(f"against the backtest's own inputs over the same bars: {self.batch}")
         if self.causes:
             for cause, n in sorted(self.causes.items(), key=lambda kv: -kv[1]):
@@ -226,6 +232,23 @@ def compare_inputs(
     return frame
 
 
+def controls_from(rows: list[dict[str, Any]]) -> tuple[int, str] | None:
+    """The first bar whose equity a control the backtest does not have may change, and
+    that control: the kill switch (it closes at the bar's open) or a daily pause (the
+    user's, or the daily loss limit's: a close below the day's floor refuses that
+    close's signals, so the next bar is the first to differ); None without either."""
+    killed = next((i for i, r in enumerate(rows) if r["kill"]), None)
+    paused = next(pause_starts(rows), None)
+    if killed is not None and (paused is None or killed <= paused):
+        return killed, f"the kill switch at {iso_ms(int(rows[killed]['open_ms']))}"
+    if paused is None:
+        return None
+    r = rows[paused]
+    floor = next(x["new_floor"] for x in rows[paused::-1] if x["new_floor"] is not None)
+    what = "the user's daily pause" if math.isinf(floor) else "the daily loss limit's pause"
+    return paused + 1, f"{what} from the close of {iso_ms(int(r['open_ms']))}"
+
+
 def _trade_keys(trades: pd.DataFrame) -> set[tuple]:
     return {(r.symbol, r.side, str(r.entry_time), str(r.exit_time), round(float(r.pnl), 9))
             for r in trades.itertuples()}  # fmt: skip
@@ -243,12 +266,27 @@ def reconcile(settings: Settings) -> tuple[Reconciliation, engine.Result]:
         p = acct.params
         ran = engine.simulate(paper, p)
         journaled = np.array([r["equity"] for r in rows])
-        diff = np.abs(ran.equity["equity"].to_numpy()[:-1] - journaled[:-1])
+        # the backtest has no kill switch and no daily pause: its loop is compared up to
+        # the first bar one of them changed; the rest is the journal's replay through
+        # the engine's own step with the journaled controls (``rebuild``)
+        cut = controls_from(rows)
+        upto = len(rows) - 1 if cut is None else min(cut[0], len(rows) - 1)
+        diff = np.abs(ran.equity["equity"].to_numpy()[:upto] - journaled[:upto])
+        equal = bool(np.all(diff == 0))
         start, end = int(paper.times[0]), int(paper.times[-1])
         out = Reconciliation(
-            (iso_ms(start), iso_ms(end)), len(rows), bool(np.all(diff == 0)),
+            (iso_ms(start), iso_ms(end)), len(rows), equal,
             float(diff.max()) if len(diff) else 0.0, "not compared",
         )  # fmt: skip
+        if cut is not None:
+            try:
+                j.rebuild()
+                replayed = "replayed through the engine's per-bar step: equal"
+            except JournalError as err:
+                out.engine_equal = False
+                replayed = f"replayed through the engine's per-bar step: DIFFERS ({err})"
+            out.controls = (f"the backtest's loop compared up to {cut[1]}, a control it "
+                            f"does not have; from there the journal, {replayed}")  # fmt: skip
         out.paper_final_equity = float(journaled[-1])
         try:
             batch = batch_inputs(settings, j, start, end)
@@ -259,12 +297,17 @@ def reconcile(settings: Settings) -> tuple[Reconciliation, engine.Result]:
     out.causes = out.differences["cause"].value_counts().to_dict()
     theirs = engine.simulate(batch, p)
     out.backtest_equity = theirs.equity
-    a = ran.equity["equity"].to_numpy()[:-1]
+    a = ran.equity["equity"].to_numpy()[:upto]
     b = theirs.equity["equity"].to_numpy()[: len(a)]
     parted = np.flatnonzero(np.abs(a - b) > TOLERANCE)
     out.first_equity_difference = iso_ms(int(paper.times[parted[0]])) if len(parted) else None
-    done_a = ran.trades[ran.trades["exit_reason"] != "end of data"]
-    done_b = theirs.trades[theirs.trades["exit_reason"] != "end of data"]
+    # trades that closed before the first bar a control changed
+    limit = int(paper.times[cut[0]]) if cut is not None and cut[0] < len(rows) else end + 1
+    before = pd.Timestamp(limit, unit="ms", tz="UTC")
+    done_a = ran.trades[(ran.trades["exit_reason"] != "end of data")
+                        & (pd.to_datetime(ran.trades["exit_time"], utc=True) < before)]
+    done_b = theirs.trades[(theirs.trades["exit_reason"] != "end of data")
+                           & (pd.to_datetime(theirs.trades["exit_time"], utc=True) < before)]
     ka, kb = _trade_keys(done_a), _trade_keys(done_b)
     out.trades_only_paper, out.trades_only_backtest = len(ka - kb), len(kb - ka)
     out.backtest_final_equity = float(theirs.equity["equity"].iloc[-2 if len(b) > 1 else -1])
@@ -321,12 +364,14 @@ def write_report(settings: Settings) -> Reconciliation:
             "first_equity_difference": out.first_equity_difference,
             "trades_only_paper": out.trades_only_paper,
             "trades_only_backtest": out.trades_only_backtest,
-            "paper_final_equity": out.paper_final_equity,
+            "paper_final_equity": out.paper_final_equity, "controls": out.controls,
             "backtest_final_equity": out.backtest_final_equity,
         }  # fmt: skip
         (tmp / "reconciliation.json").write_text(json.dumps(doc, indent=2))
         if out.backtest_equity is not None:
-            out.backtest_equity.to_csv(tmp / "backtest_equity.csv", index=False)
+            # its last bar closes what is open (the end of its data, with the fees): not
+            # a figure of the market's, left out as the comparison leaves it out
+            out.backtest_equity.iloc[:-1].to_csv(tmp / "backtest_equity.csv", index=False)
         if run is not None:
             engine.baselines_frame(run).to_csv(tmp / "baselines_equity.csv", index=False)
             engine.write_report_files(tmp, settings, name, run, run.curves)

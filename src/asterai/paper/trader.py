@@ -114,9 +114,8 @@ class PaperTrader:
         ps = plan.settings.paper
         self.plan = plan
         self.paths = DataPaths.at(plan.settings.data_root)
-        self.journal_path, self.kill_path = self.where(self.paths)
-        #: a file here pauses new entries until the next UTC day (``watch.controls``)
-        self.pause_path = self.journal_path.parent / "PAUSE"
+        #: the journal; the kill switch's file; the daily pause's (``watch.controls``)
+        self.journal_path, self.kill_path, self.pause_path = self.where(self.paths)
         self._pause_pending = False  # a pause taken by the shadow, for the live close
         #: Prometheus metrics (``watch.metrics``), when the caller serves them
         self.metrics: TraderMetrics | None = None
@@ -152,9 +151,9 @@ class PaperTrader:
                 journal.close()
 
     @staticmethod
-    def where(paths: DataPaths) -> tuple[Path, Path]:
-        """(the journal, the kill switch file): paper trading's."""
-        return paths.paper_journal, paths.paper_kill
+    def where(paths: DataPaths) -> tuple[Path, Path, Path]:
+        """(the journal, the kill switch file, the daily pause file): paper trading's."""
+        return paths.paper_journal, paths.paper_kill, paths.paper_pause
 
     # -- the controls ---------------------------------------------------------------
 
@@ -201,8 +200,9 @@ class PaperTrader:
             )
         self.journal, self.broker = journal, broker
         self.state.last = last
-        if self.metrics is not None:
-            self.metrics.seed(r["equity"] for r in journal.query("SELECT equity FROM bars ORDER BY t"))
+        if self.metrics is not None and last is not None:
+            self.metrics.book("simulated", float(last["equity"]), int(last["open_positions"]),
+                              float(broker.state.account[1]))  # fmt: skip
         # a kill switch requested before a stop (the file found, then the process stopped
         # before the next bar) is journaled: it still applies, at the first open after it
         asked = journal.query("SELECT at_ms, detail FROM events WHERE kind = 'kill requested' "
@@ -402,9 +402,12 @@ class PaperTrader:
         if new_day:
             equity = self.journal.account.params.capital if last is None else float(last["equity"])
             floor = equity * (1.0 - self.limit) if self.limit > 0 else 0.0
-        if self.pause_path.exists():
+        today = (self.follower.clock.now_ms() or 0) // DAY_MS
+        if self.pause_path.exists() and bar.open_ms // DAY_MS >= today:
             # the user's pause: a floor no close reaches, so the kernel pauses new entries
-            # at this close until the next day's floor lifts it (journaled as the control)
+            # at this close until the next day's floor lifts it (journaled as the control).
+            # Taken by a bar of today only: a bar of an earlier day traded late after a
+            # restart leaves it to today's
             floor = math.inf
         return Controls(kill=kill, new_floor=floor)
 
@@ -456,17 +459,26 @@ class PaperTrader:
         if asked:
             self.pause_path.unlink(missing_ok=True)
             self._pause_pending = True
-        if self.metrics is not None:
-            self.metrics.bar(self.state.last, self.step,
-                             (REJECT_REASONS[int(r[3])] for r in ev.rejects))  # fmt: skip
-            self.metrics.control("paused", bool(acct[4] != 0.0))
-            self.metrics.control("breaker", bool(acct[2] != 0.0))
         self.state.bars += 1
         self.state.late += int(late)
         if controls.kill:
             self.state.stopped = True
             self.kill_path.unlink(missing_ok=True)
+        if self.metrics is not None:
+            self._observe(ev, acct, controls.kill)
         return bar.t
+
+    def _observe(self, ev: BarEvents, acct: np.ndarray, killed: bool) -> None:
+        """The metrics of the bar just journaled; they never fail a bar."""
+        try:
+            m = self.metrics
+            m.bar(self.state.last, self.step, acct[1],
+                  (REJECT_REASONS[int(r[3])] for r in ev.rejects))  # fmt: skip
+            m.control("paused", bool(acct[4] != 0.0))
+            # (the kill switch stops the account as the breaker does: not the breaker)
+            m.control("breaker", bool(acct[2] != 0.0) and not killed)
+        except Exception:  # noqa: BLE001 - a metric is not worth a bar
+            log.warning("metrics: the bar's update failed", exc_info=True)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -479,6 +491,7 @@ class PaperTrader:
         stop = stop or asyncio.Event()
         self._stop = stop
         settings = self.plan.settings
+        ended = ""  # why the loop ended, when an error no retry mends ended it
         async with AsterClient(settings.base_url, settings.exchange.following()) as client:
             if self.metrics is not None:
                 self.metrics.watch_client(client)
@@ -502,7 +515,8 @@ class PaperTrader:
                             self.metrics.error("exchange")
                         self.check_stale()  # an exchange that stops answering: stale in time
                         wait = self.follower.retry_s
-                    except (PaperSettingsError, PaperStopped, JournalError):
+                    except (PaperSettingsError, PaperStopped, JournalError) as err:
+                        ended = f"ended: {type(err).__name__}: {err}"[:500]
                         raise  # no retry mends them
                     except Exception as err:  # noqa: BLE001 - counted, logged, retried
                         wait = self._survive(err)
@@ -511,12 +525,13 @@ class PaperTrader:
                     await self.follower.wait_next(stop, wait, pushes=not failed)
             finally:
                 await self.follower.close_streams()
-        if self.journal is not None:
-            self.journal.event(
-                self.follower.clock.now_ms() or 0,
-                "stop",
-                "killed" if self.state.stopped else "stopped",
-            )
+                # journaled however it ends but a crash (a start after no stop is one)
+                if self.journal is not None:
+                    try:
+                        self.journal.event(self.follower.clock.now_ms() or 0, "stop", ended
+                                           or ("killed" if self.state.stopped else "stopped"))
+                    except Exception:  # noqa: BLE001 - the journal may be what failed
+                        log.warning("the stop could not be journaled", exc_info=True)
 
     async def _cycle_or_stop(self, client: AsterClient, stop: asyncio.Event) -> None:
         """``cycle``, abandoned when ``stop`` is set while it waits on the exchange (a

@@ -47,6 +47,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ import apprise
 from asterai.atomic import write_json
 from asterai.intervals import iso_ms
 from asterai.live.ledger import FORCED
+from asterai.paper.journal import has_table, read_only
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ LEGS = {"e": FILL, "s": STOP, "t": TARGET, "x": EXIT}
 STOP_REASONS = frozenset({"stop", "gap through stop"})
 
 _URL = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*)://\S+")
+_REQUEST = re.compile(r'"(GET|POST|PUT|PATCH|DELETE|HEAD) [^"\s]+')
 
 
 def alert_urls(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -103,8 +106,10 @@ def alert_urls(environ: Mapping[str, str] = os.environ) -> list[str]:
 
 
 def redact(text: str) -> str:
-    """``text`` with every URL cut to its scheme (``tgram://…``): they hold secrets."""
-    return _URL.sub(r"\1://…", text)
+    """``text`` with every URL cut to its scheme (``tgram://…``) and every request line's
+    path cut (``"POST …"``, as urllib3 logs the requests apprise sends: a Telegram bot's
+    token is in its path): they hold secrets."""
+    return _REQUEST.sub(r'"\1 …', _URL.sub(r"\1://…", text))
 
 
 def _scheme(url: str) -> str:
@@ -121,9 +126,12 @@ class _RedactURLs(logging.Filter):
 
 
 def _guard_apprise_log() -> None:
-    logger = logging.getLogger("apprise")
-    if not any(isinstance(f, _RedactURLs) for f in logger.filters):
-        logger.addFilter(_RedactURLs())
+    # apprise's own lines, and urllib3's (the HTTP library under apprise's targets logs
+    # each request's path at DEBUG)
+    for name in ("apprise", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactURLs) for f in logger.filters):
+            logger.addFilter(_RedactURLs())
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +262,7 @@ class Alerter:
         if not self.journal_path.exists():
             return cursor
         try:
-            with _reader(self.journal_path) as conn:
+            with read_only(self.journal_path) as conn:
                 cursor.journal = _identity(conn)
                 _seek_end(conn, cursor)
         except sqlite3.Error as err:  # the poll says it again until the journal is readable
@@ -269,14 +277,15 @@ class Alerter:
 
     # -- one poll -----------------------------------------------------------------------
 
-    def poll(self) -> list[Message]:
+    def poll(self, flush: bool = False) -> list[Message]:
         """Reads what is new since the cursor, sends what is due (the urgent at once, the
-        rest at most once per kind per ``interval_s``), saves the cursor; returns the
-        messages sent or tried. A failing target never raises here."""
+        rest at most once per kind per ``interval_s``; ``flush``: everything held, as the
+        trader stops), saves the cursor; returns the messages sent or tried. A failing
+        target never raises here."""
         with self._lock:
             if self.journal_path.exists():
                 self._read_news()
-            messages = self._due()
+            messages = self._due(flush)
             for message in messages:
                 self._deliver(message)
             if self._dirty:
@@ -285,10 +294,10 @@ class Alerter:
 
     def _read_news(self) -> None:
         c = self.cursor
-        with _reader(self.journal_path) as conn:
+        with read_only(self.journal_path) as conn:
             conn.execute("BEGIN")  # one snapshot: the bars the streak checks match the events
             try:
-                if not _has_table(conn, "events"):
+                if not has_table(conn, "events"):
                     return  # not a journal yet
                 self._check_same_journal(conn)
                 if self._seek_end:
@@ -301,11 +310,11 @@ class Alerter:
                 for seq, at_ms, kind, detail in events:
                     self._on_event(conn, seq, at_ms, kind, detail)
                     c.events = seq
-                if _has_table(conn, "live_fills"):
+                if has_table(conn, "live_fills"):
                     for rowid, kind, line in _live_fills(conn, c.live_fills):
                         self._hold(kind, line, kind)
                         c.live_fills = rowid
-                elif _has_table(conn, "fills"):
+                elif has_table(conn, "fills"):
                     for rowid, kind, line in _paper_fills(conn, c.fills):
                         self._hold(kind, line, kind)
                         c.fills = rowid
@@ -361,8 +370,9 @@ class Alerter:
         self.cursor.held.setdefault(kind, _Held()).add(line, source)
         self._dirty = True
 
-    def _due(self) -> list[Message]:
-        """The held kinds that may go now, as messages, taken out of the held items."""
+    def _due(self, flush: bool = False) -> list[Message]:
+        """The held kinds that may go now (``flush``: all of them), as messages, taken out
+        of the held items."""
         now = self.clock()
         out = []
         for kind in KINDS:
@@ -370,7 +380,8 @@ class Alerter:
             if held is None or not held.count:
                 continue
             last = self.cursor.sent.get(kind)
-            if kind not in URGENT and last is not None and now - last < self.interval_s:
+            wait = kind not in URGENT and last is not None and now - last < self.interval_s
+            if wait and not flush:
                 continue  # held, folded into the first message after the interval
             out.append(self._message(kind, held))
             del self.cursor.held[kind]
@@ -391,7 +402,7 @@ class Alerter:
         if self._targets is None:
             return
         try:
-            ok = bool(self._targets.notify(title=message.title, body=message.body,
+            ok = bool(self._targets.notify(title=message.title, body=redact(message.body),
                                            notify_type=_notify_type(message.kind)))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - a target must never stop the alerter
             log.warning("alerts: %r not delivered (%s: %s): dropped", message.title,
@@ -404,20 +415,24 @@ class Alerter:
 
     async def run(self, stop: asyncio.Event, every_s: float) -> None:
         """``poll`` (in a thread: SQLite and the targets block) every ``every_s`` seconds
-        until ``stop`` is set, then once more (what the trader journaled as it stopped:
-        the kill switch's close, say). Never raises: a failed poll is logged, and tried
-        again."""
-        while not stop.is_set():
-            await self._poll_logged(every_s)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=every_s)
-            except TimeoutError:
-                pass
-        await self._poll_logged(every_s)
+        until ``stop`` is set, then once more with everything held (what the trader
+        journaled as it stopped: the kill switch's close, say; it may not run again for
+        days). Never raises: a failed poll is logged, and tried again. Its own thread,
+        not the event loop's pool the trader's bars are stepped in: a target that hangs
+        until its timeout delays no bar."""
+        with ThreadPoolExecutor(1, thread_name_prefix="alerts") as pool:
+            while not stop.is_set():
+                await self._poll_logged(pool, every_s)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=every_s)
+                except TimeoutError:
+                    pass
+            await self._poll_logged(pool, every_s, flush=True)
 
-    async def _poll_logged(self, every_s: float) -> None:
+    async def _poll_logged(self, pool: ThreadPoolExecutor, every_s: float,
+                           flush: bool = False) -> None:  # fmt: skip
         try:
-            await asyncio.to_thread(self.poll)
+            await asyncio.get_running_loop().run_in_executor(pool, self.poll, flush)
         except (sqlite3.Error, OSError) as err:  # a journal being replaced, a full disk
             log.warning("alerts: polling %s failed (%s: %s); trying again in %g s",
                         self.journal_path, type(err).__name__, err, every_s)  # fmt: skip
@@ -429,26 +444,6 @@ class Alerter:
 # -- the journal, read-only -------------------------------------------------------------
 
 
-def _reader(path: Path) -> _Closing:
-    """The journal, read-only (``mode=ro``: this process cannot write to it by mistake)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
-    return _Closing(conn)
-
-
-class _Closing:
-    """``with _reader(path) as conn``: the connection, closed at the end (sqlite3's own
-    context manager only commits)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
-
-
 def _seek_end(conn: sqlite3.Connection, cursor: _Cursor) -> None:
     """``cursor`` after every row the journal holds."""
     cursor.events = _max_rowid(conn, "events", "seq")
@@ -456,19 +451,14 @@ def _seek_end(conn: sqlite3.Connection, cursor: _Cursor) -> None:
     cursor.live_fills = _max_rowid(conn, "live_fills")
 
 
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return row.fetchone() is not None
-
-
 def _max_rowid(conn: sqlite3.Connection, table: str, column: str = "rowid") -> int:
-    if not _has_table(conn, table):
+    if not has_table(conn, table):
         return 0
     return int(conn.execute(f"SELECT COALESCE(MAX({column}), 0) FROM {table}").fetchone()[0])
 
 
 def _identity(conn: sqlite3.Connection) -> str | None:
-    if not _has_table(conn, "meta"):
+    if not has_table(conn, "meta"):
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'start_ms'").fetchone()
     return None if row is None else str(row[0])
@@ -508,7 +498,7 @@ def _paper_fills(conn: sqlite3.Connection, after: int) -> list[tuple[int, str, s
 def _live_fills(conn: sqlite3.Connection, after: int) -> list[tuple[int, str, str]]:
     """(rowid, kind, line) of the exchange's fills after rowid ``after``: the leg from
     the intent of the same client id."""
-    leg = "i.leg" if _has_table(conn, "intents") else "NULL"
+    leg = "i.leg" if has_table(conn, "intents") else "NULL"
     join = "LEFT JOIN intents i ON i.client_id = f.client_id" if leg != "NULL" else ""
     rows = conn.execute(
         f"SELECT f.rowid, f.symbol, f.side, f.price, f.qty, f.realized_pnl, f.client_id, "

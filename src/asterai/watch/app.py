@@ -24,6 +24,7 @@ import asyncio
 import copy
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,6 +81,13 @@ def create_app(
     app = FastAPI(title="AsterAI dashboard", version=__version__, openapi_url=None,
                   docs_url=None, redoc_url=None)  # fmt: skip
     install_error_handlers(app)
+    # the journal reads in threads of their own: in a trader's process (--watch-port) the
+    # event loop's default pool steps the bars, and a page must never delay one
+    pool = ThreadPoolExecutor(2, thread_name_prefix="watch")
+
+    async def off_loop(func: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+
     bearer = Bearer(token, TOKEN_ENV)
     auth = [Depends(bearer.dependency())]
 
@@ -108,38 +116,38 @@ def create_app(
         for live the reconciliation and the ramp line."""
         s = source(account)
         live = feed(s) if feed is not None else None
-        return Status(**await asyncio.to_thread(views.status, s, clock(), live_settings, live))
+        return Status(**await off_loop(views.status, s, clock(), live_settings, live))
 
     @app.get("/api/v1/positions", dependencies=auth, responses=errors(401, 404, 422))
     async def positions(account: AccountId = None) -> list[Position]:
         """Open positions with their stop, target and unrealised PnL at the newest close."""
-        return [Position(**p) for p in await asyncio.to_thread(views.positions, source(account))]
+        return [Position(**p) for p in await off_loop(views.positions, source(account))]
 
     @app.get("/api/v1/trades", dependencies=auth, responses=errors(401, 404, 422))
     async def trades(account: AccountId = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Trade]:  # fmt: skip
         """Closed trades, the newest first."""
-        rows = await asyncio.to_thread(views.trades, source(account), limit)
+        rows = await off_loop(views.trades, source(account), limit)
         return [Trade(**t) for t in rows]
 
     @app.get("/api/v1/equity", dependencies=auth, responses=errors(401, 404, 422))
     async def equity(account: AccountId = None) -> Equity:
         """The equity curves: the account's, its shadow, the backtest and the baselines."""
-        return Equity(**await asyncio.to_thread(views.equity, source(account)))
+        return Equity(**await off_loop(views.equity, source(account)))
 
     @app.get("/api/v1/events", dependencies=auth, responses=errors(401, 404, 422))
     async def events(account: AccountId = None,
                      after: Annotated[int, Query(ge=0, lt=2**62)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Event]:  # fmt: skip
         """The journal's events after ``after`` (a ``seq``), oldest first."""
-        rows = await asyncio.to_thread(views.events, source(account), after, limit)
+        rows = await off_loop(views.events, source(account), after, limit)
         return [Event(**e) for e in rows]
 
     @app.get("/api/v1/rejections", dependencies=auth, responses=errors(401, 404, 422))
     async def rejections(account: AccountId = None,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Rejection]:  # fmt: skip
         """Refused orders, the newest first, with their reasons."""
-        rows = await asyncio.to_thread(views.rejections, source(account), limit)
+        rows = await off_loop(views.rejections, source(account), limit)
         return [Rejection(**r) for r in rows]
 
     def control(asked: Callable[..., Any], body: ControlRequest, file: str) -> ControlAnswer:
@@ -168,12 +176,12 @@ def create_app(
     async def kill(request: Request) -> ControlAnswer:
         """The kill switch: paper exits every position at the next open and stops; live
         cancels its orders, closes at market and stops. For good."""
-        return await asyncio.to_thread(control, ask_kill, await body_of(request), "kill")
+        return await off_loop(control, ask_kill, await body_of(request), "kill")
 
     @app.post("/api/v1/pause", **posted)
     async def pause(request: Request) -> ControlAnswer:
         """No new entry until the next UTC day; exits go on."""
-        return await asyncio.to_thread(control, ask_pause, await body_of(request), "pause")
+        return await off_loop(control, ask_pause, await body_of(request), "pause")
 
     @app.get("/api/v1/openapi.json", dependencies=auth, responses=errors(401))
     async def openapi() -> dict[str, Any]:

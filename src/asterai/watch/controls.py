@@ -13,13 +13,13 @@ live --kill`` and the dashboard's buttons, and outlive a crash of either side.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from asterai.atomic import write_text
 from asterai.intervals import iso_ms
+from asterai.paper.journal import read_only
 
 
 class ControlRefused(RuntimeError):
@@ -32,21 +32,23 @@ class Asked:
     message: str
 
 
-def _final(journal: Path) -> bool:
+#: the event that makes a journal final: paper's kill switch bar; for live, the
+#: positions closed on the exchange (its shadow's kill switch bar comes before that, and
+#: a crash between the two leaves the kill switch still to finish)
+FINAL = {"paper": "kill switch", "live": "live killed"}
+
+
+def final(journal: Path, kind: str) -> bool:
     """Whether the kill switch already ended the account whose journal is ``journal``."""
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(
-            "SELECT 1 FROM events WHERE kind IN ('live killed', 'kill switch') LIMIT 1"
-        ).fetchone() is not None  # fmt: skip
-    finally:
-        conn.close()
+    with read_only(journal) as conn:
+        return conn.execute("SELECT 1 FROM events WHERE kind = ? LIMIT 1",
+                            (FINAL[kind],)).fetchone() is not None  # fmt: skip
 
 
 def _check(journal: Path, kind: str) -> None:
     if not journal.exists():
         raise ControlRefused(f"{journal} does not exist: no {kind} account here")
-    if _final(journal):
+    if final(journal, kind):
         raise ControlRefused(f"{journal}: the kill switch has already stopped this account")
 
 

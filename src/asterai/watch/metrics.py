@@ -11,8 +11,9 @@ or a live account's shadow; ``exchange``: the live account itself):
 - ``asterai_bar_close_to_commit_seconds`` (histogram): a bar's close to its journal
   commit, the time the account took to act on it;
 - ``asterai_bars_total{late}``; ``asterai_last_bar_close_timestamp_seconds``;
-- ``asterai_equity_usdt``, ``asterai_drawdown_ratio`` (below the equity's peak, the
-  journal's whole history), ``asterai_open_positions``;
+- ``asterai_equity_usdt``, ``asterai_drawdown_ratio`` (below the kernel's peak: the
+  highest close since the start, the capital included, as the breaker measures it),
+  ``asterai_open_positions``;
 - ``asterai_rejections_total{reason}``: orders the strategy's step refused (the
   backtest's reasons) or, on the ``exchange`` book, the exchange (its error code);
 - ``asterai_stale`` (1 while the next bar is overdue), ``asterai_controls{control}``
@@ -32,6 +33,7 @@ The service's (``ServiceCollector``) are read from the follower when scraped:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -43,6 +45,8 @@ from prometheus_client.registry import Collector
 #: seconds; a late one (a restart, a stalled exchange) within minutes or hours
 CLOSE_TO_COMMIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
 CONTROLS = ("kill", "paused", "breaker", "reduce_only")
+#: an exchange error code (``-2019``)
+CODE = re.compile(r"-?\d{1,6}")
 
 
 class TraderMetrics:
@@ -87,46 +91,44 @@ class TraderMetrics:
         self.orders_window = Gauge("asterai_exchange_orders_in_window",
                                    "Orders counted by the order pacer in each window",
                                    [*a, "window"], registry=r)  # fmt: skip
-        self._peak: dict[str, float] = {}
         self.stale.labels(account).set(0)
         for c in CONTROLS:
             self.controls.labels(account, c).set(0)
 
     # -- what the trader reports ---------------------------------------------------
 
-    def seed(self, equities: Iterable[float], book: str = "simulated") -> None:
-        """The equity journaled so far (a restart): the drawdown's peak is the account's."""
-        values = [float(e) for e in equities]
-        if values:
-            self._peak[book] = max(values)
-            self.book(book, values[-1], None)
-
-    def book(self, book: str, equity: float, open_positions: int | None) -> None:
-        peak = max(self._peak.get(book, equity), equity)
-        self._peak[book] = peak
+    def book(self, book: str, equity: float, open_positions: int, peak: float) -> None:
+        """A book's equity, positions and drawdown from ``peak`` (the kernel's: the
+        highest equity at a close since the start, the capital included)."""
         self.equity.labels(self.account, book).set(equity)
         self.drawdown.labels(self.account, book).set(1.0 - equity / peak if peak > 0 else 0.0)
-        if open_positions is not None:
-            self.open_positions.labels(self.account, book).set(open_positions)
+        self.open_positions.labels(self.account, book).set(open_positions)
 
-    def bar(self, row: dict[str, Any], step_ms: int, rejected: Iterable[str]) -> None:
-        """A bar journaled (its ``bars`` row) and the reasons of the orders it refused."""
+    def bar(self, row: dict[str, Any], step_ms: int, peak: float,
+            rejected: Iterable[str]) -> None:  # fmt: skip
+        """A bar journaled (its ``bars`` row), the account's peak and the reasons of the
+        orders it refused."""
         close_ms = int(row["open_ms"]) + step_ms
         self.close_to_commit.labels(self.account).observe(
             max(int(row["committed_ms"]) - close_ms, 0) / 1000)  # fmt: skip
         self.bars.labels(self.account, "yes" if row["late"] else "no").inc()
         self.last_bar.labels(self.account).set(close_ms / 1000)
-        self.book("simulated", float(row["equity"]), int(row["open_positions"]))
+        self.book("simulated", float(row["equity"]), int(row["open_positions"]), peak)
         for reason in rejected:
             self.rejections.labels(self.account, "simulated", reason).inc()
 
     def live_bar(self, row: dict[str, Any], refused: Iterable[str]) -> None:
-        """A live close (its ``live_bars`` row) and the exchange's refusals it got."""
-        self.book("exchange", float(row["equity"]), int(row["open_positions"]))
+        """A live close (its ``live_bars`` row) and the exchange's refusals it got (their
+        journaled detail, ``-2019: Margin is insufficient``: counted by the code)."""
+        self.book("exchange", float(row["equity"]), int(row["open_positions"]),
+                  float(row["peak"]))  # fmt: skip
         self.control("paused", bool(row["paused"]))
         self.control("breaker", bool(row["breaker"]))
         self.control("reduce_only", bool(row["reduce_only"]))
-        for code in refused:
+        for detail in refused:
+            code = detail.split(":", 1)[0].strip()
+            # a code, or "other" (free text would make a label value per message)
+            code = code if CODE.fullmatch(code) else "other"
             self.rejections.labels(self.account, "exchange", code).inc()
 
     def control(self, name: str, on: bool) -> None:

@@ -143,8 +143,11 @@ async function details() {
   rows("rejections", rej, (r) => [esc(when(r.time)), esc(r.symbol), esc(r.side), r.by, esc(r.reason)]);
   rows("events", ev.slice().reverse(), (e) => [esc(when(e.at)), esc(e.kind), esc(e.detail)]);
 }
+let busy = false;  // a tick still waiting on the API: the next one is skipped
 async function tick() {
   if (!token) { $("login").hidden = false; say("enter the token"); return; }
+  if (busy) return;
+  busy = true;
   try {
     const accounts = await api("accounts");
     if (!accounts.length) { say("no account under the data roots yet"); return; }
@@ -158,6 +161,7 @@ async function tick() {
     if (now !== seen) { await details(); seen = now; }
     $("login").hidden = true; say("");
   } catch (err) { say(String(err.message || err)); }
+  finally { busy = false; }
 }
 async function ask(what, text) {
   if (!confirm(text)) return;

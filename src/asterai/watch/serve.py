@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
+
+import uvicorn
 
 from asterai.watch.alerts import Alerter, alert_urls
 from asterai.watch.app import create_app
@@ -64,6 +67,15 @@ def trader_app(trader: Any, kind: str, token: str) -> Any:
     )  # fmt: skip
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, leaving SIGTERM and SIGINT to the trader (its stop finishes the bar being
+    traded first); uvicorn would take them over while it serves."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def watch_while(trader: Any, kind: str, work: asyncio.Task, *, host: str | None,
                       port: int | None, token: str | None) -> None:  # fmt: skip
     """Serve the trader's dashboard (``port`` set) and send its alerts (where
@@ -71,11 +83,9 @@ async def watch_while(trader: Any, kind: str, work: asyncio.Task, *, host: str |
     tasks = []
     server = None
     if port is not None:
-        import uvicorn
-
         config = uvicorn.Config(trader_app(trader, kind, token), host=host or "127.0.0.1",
                                 port=port, log_level="warning", access_log=False)  # fmt: skip
-        server = uvicorn.Server(config)
+        server = _Server(config)
         tasks.append(asyncio.create_task(server.serve()))
     stop = asyncio.Event()
     urls = alert_urls()

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,10 @@ from asterai.data.store import to_epoch_ms
 from asterai.intervals import DAY_MS, iso_ms
 from asterai.live.ledger import Ledger
 from asterai.live.report import report as live_report
+from asterai.paper.journal import has_table, pause_starts, read_only
 from asterai.paper.status import status as paper_status
 from asterai.paths import DataPaths
+from asterai.watch.controls import FINAL
 
 KINDS = ("paper", "live")
 #: the most points an equity curve is sent with (the newest kept; evenly thinned)
@@ -61,30 +61,19 @@ def sources(roots: list[Path], always: tuple[str, ...] = ()) -> list[Source]:
         paths = DataPaths.at(root)
         prefix = "" if len(roots) == 1 else f"{SAFE_ID.sub('-', root.name) or 'root'}{k}-"
         for kind in KINDS:
-            journal, kill = (paths.paper_journal, paths.paper_kill) if kind == "paper" else (
-                paths.live_journal, paths.live_kill)  # fmt: skip
-            if journal.exists() or kind in always:
-                out.append(Source(prefix + kind, kind, root, journal, kill,
-                                  journal.parent / "PAUSE"))  # fmt: skip
+            files = (paths.paper_journal, paths.paper_kill, paths.paper_pause) if (
+                kind == "paper") else (paths.live_journal, paths.live_kill, paths.live_pause)
+            if files[0].exists() or kind in always:
+                out.append(Source(prefix + kind, kind, root, *files))
     return out
 
 
-@contextmanager
-def _read(src: Source) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"file:{src.journal}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        yield conn
-    finally:
-        conn.close()
+def _read(src: Source) -> Any:
+    return read_only(src.journal)
 
 
 def _rows(conn: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(sql, args)]
-
-
-def _has(conn: sqlite3.Connection, table: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
 
 
 def _meta(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -124,7 +113,7 @@ def positions(src: Source) -> list[dict[str, Any]]:
         close = _last_closes(conn, symbols)
         out = []
         if src.kind == "live":
-            if not _has(conn, "live_fills"):
+            if not has_table(conn, "live_fills"):
                 return []
             legs = _rows(conn, "SELECT symbol, leg, price, stop_price FROM intents WHERE leg IN "
                          "('s', 't') AND state IN ('NEW', 'PARTIALLY_FILLED') "
@@ -168,7 +157,9 @@ def _position(symbol: str, side: int, qty: float, entry: float, stop: float | No
 def status(src: Source, now_ms: int, live_settings: tuple[float, float] = (14.0, 0.01),
            feed: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The account at a glance. ``live_settings``: the ramp's (min paper days,
-    tracking tolerance); ``feed``: what only the trader's process knows (its streams)."""
+    tracking tolerance); ``feed``: what only the trader's process knows (its streams).
+    A live account's figures are the exchange account's (``live_bars``, the fills
+    ledger), its shadow's equity beside them."""
     base: dict[str, Any] = {"account": src.id, "kind": src.kind, "root": str(src.root),
                             "journal": src.exists, "feed": feed}  # fmt: skip
     controls = {"kill_asked": src.kill.exists(), "pause_asked": src.pause.exists(),
@@ -179,7 +170,6 @@ def status(src: Source, now_ms: int, live_settings: tuple[float, float] = (14.0,
     st = paper_status(src.journal, now_ms)
     held = positions(src)
     base |= {
-        "state": "stopped" if st.stopped else "stale" if st.stale else "ok",
         "start": st.start, "bars": st.bars, "late_bars": st.late_bars,
         "last_bar": st.last_bar, "last_bar_age_s": st.last_bar_age_s,
         "next_bar_due": st.next_bar_due, "stale": st.stale, "capital": st.capital,
@@ -192,36 +182,83 @@ def status(src: Source, now_ms: int, live_settings: tuple[float, float] = (14.0,
         "reconciliation": None, "ramp": None, "shadow_equity": None,
     }  # fmt: skip
     with _read(src) as conn:
-        meta = _meta(conn)
-        max_dd = float(meta["params"]["max_drawdown"])
+        max_dd = float(_meta(conn)["params"]["max_drawdown"])
         eq = np.array([r[0] for r in conn.execute("SELECT equity FROM bars ORDER BY t")])
+        # the kernel's breaker: a close below its peak (from the capital on) by max_drawdown
         peak = np.maximum.accumulate(np.r_[st.capital, eq])[1:]
-        controls["killed"] = st.stopped or bool(conn.execute(
-            "SELECT 1 FROM events WHERE kind IN ('live killed') LIMIT 1").fetchone())  # fmt: skip
         controls["breaker"] = bool(np.any(eq < peak * (1.0 - max_dd))) if len(eq) else False
-        paused = conn.execute("SELECT at_ms FROM events WHERE kind = 'paused' "
-                              "ORDER BY seq DESC LIMIT 1").fetchone()  # fmt: skip
-        last_day = now_ms // DAY_MS
-        if st.last_bar is not None:
-            last_day = int(pd.Timestamp(st.last_bar).value // 1_000_000) // DAY_MS
-        controls["paused"] = paused is not None and int(paused[0]) // DAY_MS == last_day
-        if src.kind == "live" and _has(conn, "live_bars"):
-            row = conn.execute("SELECT * FROM live_bars ORDER BY t DESC LIMIT 1").fetchone()
-            if row is not None:
-                controls.update(paused=bool(row["paused"]), breaker=bool(row["breaker"]),
-                                reduce_only=row["reduce_only"])  # fmt: skip
-                diffs = json.loads(row["differences"])
-                base["reconciliation"] = "; ".join(diffs) if diffs else "the journal equals the exchange"
-                base["shadow_equity"] = base["equity"]
-                base["equity"] = float(row["equity"])
-                base["live_last_bar"] = iso_ms(int(row["open_ms"]))
+        controls["paused"] = _paused_today(conn)
+        controls["killed"] = st.stopped
+        if src.kind == "live":
+            _live_status(conn, base, controls)
     if src.kind == "live":
-        r = live_report(src.journal, *live_settings)
+        r = live_report_of(src.journal, live_settings)
         line, why = r.ramp()
         base["ramp"] = line + (f" ({'; '.join(why)})" if why else "")
-        base["trades"] = r.closed_live
-        base["realised_pnl"] = sum(float(p.live.pnl) for p in r.pairs if p.live is not None)
+        mine = [p.live for p in r.pairs if p.live is not None]
+        base |= {
+            "trades": r.closed_live, "realised_pnl": sum(float(x.pnl) for x in mine),
+            "fees": sum(float(x.fees) for x in mine),
+            "funding": sum(float(x.funding) for x in mine),
+        }  # fmt: skip
+    base["state"] = ("stopped" if controls["killed"] else "stale" if st.stale else "ok")
     return base
+
+
+def _live_status(conn: sqlite3.Connection, base: dict[str, Any],
+                 controls: dict[str, Any]) -> None:  # fmt: skip
+    """The exchange account's figures over the shadow's in ``base``: its equity, cash,
+    today's PnL, its controls, the reconciliation."""
+    # the shadow's kill switch bar is not the live account's (``controls.FINAL``)
+    controls["killed"] = conn.execute("SELECT 1 FROM events WHERE kind = ? LIMIT 1",
+                                      (FINAL["live"],)).fetchone() is not None  # fmt: skip
+    base["shadow_equity"], base["today_pnl"], base["cash"] = base["equity"], None, None
+    if not has_table(conn, "live_bars"):
+        return
+    row = conn.execute("SELECT * FROM live_bars ORDER BY t DESC LIMIT 1").fetchone()
+    if row is None:
+        return
+    controls.update(paused=bool(row["paused"]), breaker=bool(row["breaker"]),
+                    reduce_only=row["reduce_only"])  # fmt: skip
+    diffs = json.loads(row["differences"])
+    base["reconciliation"] = "; ".join(diffs) if diffs else "the journal equals the exchange"
+    day = int(row["open_ms"]) // DAY_MS * DAY_MS
+    before = conn.execute("SELECT equity FROM live_bars WHERE open_ms < ? ORDER BY t DESC "
+                          "LIMIT 1", (day,)).fetchone()  # fmt: skip
+    base |= {
+        "equity": float(row["equity"]), "cash": float(row["cash"]),
+        "today_pnl": float(row["equity"]) - (float(before[0]) if before else base["capital"]),
+        "live_last_bar": iso_ms(int(row["open_ms"])),
+    }  # fmt: skip
+
+
+#: the newest live report of each journal, with the files' state it was read from
+_REPORTS: dict[Path, tuple[tuple, Any]] = {}
+
+
+def live_report_of(journal: Path, settings: tuple[float, float]) -> Any:
+    """``live.report.report`` of ``journal``, read again only once the journal changed
+    (its file or its WAL): the page asks for the status every two seconds."""
+    stamp = (settings, *(
+        (f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None
+        for f in (journal, journal.with_name(journal.name + "-wal"))
+    ))  # fmt: skip
+    have = _REPORTS.get(journal)
+    if have is None or have[0] != stamp:
+        _REPORTS[journal] = have = (stamp, live_report(journal, *settings))
+    return have[1]
+
+
+def _paused_today(conn: sqlite3.Connection) -> bool:
+    """Whether new entries are paused now: a pause began at a close of the newest bar's
+    UTC day (the kernel's rule, ``journal.pause_starts``; a new day's floor lifts it)."""
+    last = conn.execute("SELECT open_ms FROM bars ORDER BY t DESC LIMIT 1").fetchone()
+    if last is None:
+        return False
+    day = int(last[0]) // DAY_MS * DAY_MS
+    # from the day's first bar, which sets its floor (an earlier pause ends there)
+    rows = _rows(conn, "SELECT new_floor, equity FROM bars WHERE open_ms >= ? ORDER BY t", day)
+    return next(pause_starts(rows), None) is not None
 
 
 # -- trades, equity, events --------------------------------------------------------
@@ -239,7 +276,7 @@ def trades(src: Source, limit: int) -> list[dict[str, Any]]:
             return None if t is None else iso_ms(start_ms + int(t) * step_ms)
 
         if src.kind == "live":
-            if not _has(conn, "live_fills"):
+            if not has_table(conn, "live_fills"):
                 return []
             done = [x for x in Ledger(conn, create=False).trades(start_ms, step_ms)
                     if x.exit_t is not None]  # fmt: skip
@@ -297,7 +334,7 @@ def equity(src: Source) -> dict[str, Any]:
                    for r in conn.execute("SELECT open_ms, equity FROM bars ORDER BY t")]  # fmt: skip
             if src.kind == "live":
                 curves["shadow"] = own
-                if _has(conn, "live_bars"):
+                if has_table(conn, "live_bars"):
                     curves["live"] = [[int(r[0]) + step_ms, float(r[1])] for r in conn.execute(
                         "SELECT open_ms, equity FROM live_bars ORDER BY t")]  # fmt: skip
             else:
@@ -316,14 +353,19 @@ def equity(src: Source) -> dict[str, Any]:
 
 
 def events(src: Source, after: int, limit: int) -> list[dict[str, Any]]:
-    """The journal's events after ``seq`` ``after``, oldest first (the newest ``limit``)."""
+    """The journal's events, oldest first: the first ``limit`` after ``seq`` ``after``,
+    or (``after`` 0) the newest ``limit``."""
     if not src.exists:
         return []
     with _read(src) as conn:
-        rows = _rows(conn, "SELECT seq, at_ms, kind, detail FROM events WHERE seq > ? "
-                     "ORDER BY seq DESC LIMIT ?", after, limit)  # fmt: skip
+        if after:  # the next ones, to page forward without a gap
+            rows = _rows(conn, "SELECT seq, at_ms, kind, detail FROM events WHERE seq > ? "
+                         "ORDER BY seq LIMIT ?", after, limit)  # fmt: skip
+        else:  # the newest
+            rows = _rows(conn, "SELECT seq, at_ms, kind, detail FROM events "
+                         "ORDER BY seq DESC LIMIT ?", limit)[::-1]  # fmt: skip
     return [{"seq": r["seq"], "at": iso_ms(int(r["at_ms"])), "kind": r["kind"],
-             "detail": r["detail"]} for r in rows[::-1]]  # fmt: skip
+             "detail": r["detail"]} for r in rows]  # fmt: skip
 
 
 def rejections(src: Source, limit: int) -> list[dict[str, Any]]:
@@ -338,7 +380,7 @@ def rejections(src: Source, limit: int) -> list[dict[str, Any]]:
                 "side": r["side"], "reason": r["reason"], "by": "strategy"}
                for r in _rows(conn, "SELECT * FROM rejections ORDER BY bar DESC, rowid DESC "
                               "LIMIT ?", limit)]  # fmt: skip
-        if src.kind == "live" and _has(conn, "intents"):
+        if src.kind == "live" and has_table(conn, "intents"):
             out += [{"time": iso_ms(int(r["updated_ms"])), "symbol": r["symbol"],
                      "side": r["side"].lower(), "reason": r["detail"], "by": "exchange"}
                     for r in _rows(conn, "SELECT * FROM intents WHERE state = 'REJECTED' "
