@@ -27,7 +27,15 @@ they follow each other at once, so before each bar the script waits (unmeasured)
 the client's limiter has room for a bar's weight, and reports the limiter's waits inside
 the measured bars (0: the budget never held a bar back).
 
+With ``--watch``, each mode runs twice on fresh replays: plain, then watched: the
+trader's own dashboard and metrics served from its process (``--watch-port``'s app) while
+``--pages`` pages poll it as the page does (the status every two seconds, the positions,
+trades, equity, events and refusals at each new bar) and a Prometheus scrapes ``/metrics``
+every second; the ratio of the close-to-commit times is printed (target: the watched p99
+within 10% of the plain one, or within the plain run's own spread).
+
     python bench/paper.py                          # 200 symbols, 48 bars, both ways
+    python bench/paper.py --mode streams --watch   # the same, plain then watched
     python bench/paper.py --live --mode streams    # the same, trading live on an account
     python bench/paper.py --symbols 50 --bars 24 --mode streams --root /path/to/trained/root
 """
@@ -103,7 +111,90 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-async def run(trader, conn, bars: int) -> dict[str, list[float]]:
+class Watchers:
+    """The trader's dashboard served from this process as ``--watch-port`` serves it,
+    ``pages`` browsers polling it and a Prometheus scraping it, each in a thread."""
+
+    TOKEN = "bench-token-" + "0" * 32
+
+    def __init__(self, trader, pages: int) -> None:
+        import threading
+
+        import uvicorn
+
+        from asterai.watch.serve import _Server, attach_metrics, trader_app
+
+        attach_metrics(trader, "paper")
+        config = uvicorn.Config(trader_app(trader, "paper", self.TOKEN), host="127.0.0.1",
+                                port=0, log_level="warning", access_log=False)  # fmt: skip
+        self.server = _Server(config)
+        self.pages = pages
+        self.stop = threading.Event()
+        self.requests = 0
+        self.threads = [threading.Thread(target=self.server.run, daemon=True)]
+
+    def __enter__(self) -> Watchers:
+        import threading
+
+        self.threads[0].start()
+        while not self.server.started:
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        for k in range(self.pages):
+            self.threads.append(threading.Thread(target=self.page, args=(k,), daemon=True))
+        self.threads.append(threading.Thread(target=self.scrape, daemon=True))
+        for t in self.threads[1:]:
+            t.start()
+        return self
+
+    def page(self, k: int) -> None:
+        import httpx
+
+        seen = None
+        with httpx.Client(base_url=self.url, timeout=30,
+                          headers={"Authorization": f"Bearer {self.TOKEN}"}) as c:  # fmt: skip
+            time.sleep(2.0 * k / max(self.pages, 1))  # the pages' polls spread out
+            while not self.stop.is_set():
+                bars = c.get("/api/v1/status").json().get("bars")
+                self.requests += 1
+                if bars != seen:
+                    for path in ("positions", "trades?limit=200", "equity",
+                                 "rejections?limit=100", "events?limit=100"):  # fmt: skip
+                        c.get(f"/api/v1/{path}")
+                        self.requests += 1
+                    seen = bars
+                self.stop.wait(2.0)
+
+    def scrape(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=30,
+                          headers={"Authorization": f"Bearer {self.TOKEN}"}) as c:  # fmt: skip
+            while not self.stop.is_set():
+                c.get("/metrics")
+                self.requests += 1
+                self.stop.wait(1.0)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads[1:]:
+            t.join(30)
+        self.server.should_exit = True
+        self.threads[0].join(30)
+
+
+async def run(trader, conn, bars: int, pages: int = 0) -> dict[str, list[float]]:
+    import contextlib
+
+    with Watchers(trader, pages) if pages else contextlib.nullcontext() as watchers:
+        times = await _run(trader, conn, bars)
+    if watchers is not None:
+        times["watch_requests"] = [watchers.requests]
+    return times
+
+
+async def _run(trader, conn, bars: int) -> dict[str, list[float]]:
     from asterai.exchange.client import AsterClient
 
     f = trader.follower
@@ -122,6 +213,8 @@ async def run(trader, conn, bars: int) -> dict[str, list[float]]:
     f._publish = timed_publish
     settings = trader.plan.settings
     async with AsterClient(settings.base_url, settings.exchange) as client:
+        if trader.metrics is not None:
+            trader.metrics.watch_client(client)
         if live:
             await trader.preflight(client)
         await trader.cycle(client)  # the warm-up and the first bar (and the streams opened)
@@ -192,15 +285,42 @@ def main() -> int:
         help="follow the market by the kline streams, by REST polling, or both in turn "
         "(each on its own replay; the ratio printed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--watch", action="store_true",
+        help="each mode plain, then watched: the trader's dashboard and /metrics served from "
+        "its process, --pages pages polling it and a scraper; the ratio printed",
+    )  # fmt: skip
+    parser.add_argument("--pages", type=int, default=5,
+                        help="with --watch: browsers polling the dashboard")  # fmt: skip
     args = parser.parse_args()
     if recording_missing(args):
         return 2
+    if args.watch and args.live:
+        parser.error("--watch measures paper trading (the same app serves live)")
     from live import trained_root
 
     work = Path(tempfile.mkdtemp(prefix="asterai-bench-paper-"))
     source = args.root or trained_root(args.data, work)
     modes = ["streams", "rest"] if args.mode == "both" else [args.mode]
-    results = {m: measure(m, args, Path(source), work / m) for m in modes}
+    if args.watch:
+        results = {}
+        for m in modes:
+            results[m] = measure(m, args, Path(source), work / m)
+            results[f"{m} watched"] = measure(m, args, Path(source), work / f"{m}-w",
+                                              pages=args.pages)  # fmt: skip
+        for m in modes:
+            a, b = results[f"{m} watched"], results[m]
+            print(
+                f"watched / plain ({m}, {args.pages} pages every 2 s and a scrape a second, "
+                f"{a['watch_requests']} requests served): close -> journal commit p50 "
+                f"{a['whole_p50_s'] * 1000:.0f} vs {b['whole_p50_s'] * 1000:.0f} ms "
+                f"({a['whole_p50_s'] / b['whole_p50_s']:.3f}x), p99 "
+                f"{a['whole_p99_s'] * 1000:.0f} vs {b['whole_p99_s'] * 1000:.0f} ms "
+                f"({a['whole_p99_s'] / b['whole_p99_s']:.3f}x)"
+            )
+        modes = []
+    else:
+        results = {m: measure(m, args, Path(source), work / m) for m in modes}
     for m, out in results.items():
         if out["live"]:
             print(
@@ -216,7 +336,7 @@ def main() -> int:
             f"journal commit p50 {out['whole_p50_s'] * 1000:.0f} ms, p99 "
             f"{out['whole_p99_s'] * 1000:.0f} ms ({out['p99_over_target']:.2f}x the "
             f"{TARGET_S:g} s target)\n"
-            f"  parts (p50): the exchange ({'pushed bars, REST for what they lack' if m == 'streams' else 'REST poll'}) "
+            f"  parts (p50): the exchange ({'pushed bars, REST for what they lack' if out['mode'] == 'streams' else 'REST poll'}) "
             f"{out['poll_p50_s'] * 1000:.0f} ms, live features + model "
             f"{out['features_and_model_p50_s'] * 1000:.0f} ms, broker step + journal commit "
             f"{out['trade_and_commit_p50_s'] * 1000:.1f} ms\n"
@@ -227,7 +347,7 @@ def main() -> int:
             f"{out['limiter_waits_in_measured_bars']}; bars pushed: {out['pushed']}\n"
             f"  journal: {out['journal_bytes_per_day'] / 1e6:.2f} MB per day of trading"
         )
-    if len(results) == 2:
+    if set(results) == {"streams", "rest"}:
         a, b = results["streams"], results["rest"]
         print(
             f"streams / REST polling, same replay and model: p50 "
@@ -240,8 +360,9 @@ def main() -> int:
     return 0
 
 
-def measure(mode: str, args, source: Path, root: Path) -> dict:
-    """One run of ``--bars`` bars, the trader following by ``mode``."""
+def measure(mode: str, args, source: Path, root: Path, pages: int = 0) -> dict:
+    """One run of ``--bars`` bars, the trader following by ``mode`` (``pages``: watched
+    by that many pages, ``Watchers``)."""
     import pandas as pd
 
     from asterai.config import load_settings
@@ -284,7 +405,7 @@ def measure(mode: str, args, source: Path, root: Path) -> dict:
         else:
             trader = PaperTrader(prepare(settings), clock_rate=0, retry_s=1.0)
         t0 = time.perf_counter()
-        times = asyncio.run(run(trader, parent, args.bars))
+        times = asyncio.run(run(trader, parent, args.bars, pages))
         total = time.perf_counter() - t0
         trader.close()
         parent.send(("stop", None))
@@ -300,6 +421,8 @@ def measure(mode: str, args, source: Path, root: Path) -> dict:
         extra = {"live_close_p50_s": pct(times["live"], 50), "live_close_p99_s":
                  pct(times["live"], 99), "orders_per_bar_max": max(times["orders"]),
                  "orders_per_bar_mean": float(np.mean(times["orders"]))}  # fmt: skip
+    if pages:
+        extra["watch_requests"] = int(times["watch_requests"][0])
     return {
         **extra,
         "live": bool(args.live),

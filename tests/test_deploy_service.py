@@ -76,6 +76,34 @@ def test_after_the_warm_up_it_is_healthy_and_serves_the_last_closed_bar(service)
     )  # BTCUSDT's real 4h bar that opens outside its range is taken
 
 
+def test_metrics_are_prometheus_text_with_the_token_and_say_what_health_says(service) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, follower, _, _ = service
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    for _ in range(5):  # the replay plays on: read again if a poll came in between
+        st = follower.state
+        before = (st.snapshot, st.polls, st.exchange_errors, st.unexpected_errors)
+        answer = httpx.get(f"{url}/metrics", headers=AUTH)
+        health = httpx.get(f"{url}/health", headers=AUTH).json()
+        if before == (st.snapshot, st.polls, st.exchange_errors, st.unexpected_errors):
+            break
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    families = list(text_string_to_metric_families(answer.text))
+    samples = {s.name: s.value for f in families for s in f.samples if not s.labels}
+    assert samples["asterai_service_stale"] == float(health["stale"])
+    close = pd.Timestamp(health["last_bar_close_time"]).value // 1_000_000 + 1  # (…999 ms)
+    assert samples["asterai_service_last_bar_close_timestamp_seconds"] == close / 1000
+    snap = before[0]
+    assert samples["asterai_service_close_to_signals_seconds"] == pytest.approx(
+        max(snap.computed_at_ms - close, 0) / 1000)  # fmt: skip
+    assert samples["asterai_service_polls_total"] == before[1]
+    assert samples["asterai_exchange_weight_budget"] > 0
+    errors = {s.labels["kind"]: s.value for f in families if f.name == "asterai_service_errors"
+              for s in f.samples}  # fmt: skip
+    assert errors == {"exchange": before[2], "unexpected": before[3]}
+
+
 def test_serving_a_few_symbols_leaves_the_models_inputs_whole(service) -> None:
     """``asterai serve --symbols A,B``: the follower still follows every symbol of the
     export (the cross-sectional features read the whole universe, as in the batch) and

@@ -330,6 +330,11 @@ def test_the_page_shows_the_account_updates_itself_and_kills_only_with_the_token
             assert sorted(shown) == sorted(r["symbol"] for r in held)
             points = page.get_attribute("#chart polyline[data-name='paper']", "points").split()
             assert len(points) == bars
+            # beside it, the backtest over the same bars and the baselines (the report)
+            names = page.eval_on_selector_all("#chart polyline.curve",
+                                              "els => els.map(e => e.dataset.name)")  # fmt: skip
+            assert {"paper", "backtest", "buy_and_hold_btc", "equal_weight_universe",
+                    "rule_confluence"} <= set(names), names  # fmt: skip
             # a bar journaled meanwhile is shown without a reload
             page.evaluate("window.stillHere = 1")
             trade(acct, 1)
