@@ -32,7 +32,7 @@ trader's own dashboard and metrics served from its process (``--watch-port``'s a
 ``--pages`` pages poll it as the page does (the status every two seconds, the positions,
 trades, equity, events and refusals at each new bar) and a Prometheus scrapes ``/metrics``
 every second; the ratio of the close-to-commit times is printed (target: the watched p99
-within 10% of the plain one, or within the plain run's own spread).
+within 10% of the plain one).
 
     python bench/paper.py                          # 200 symbols, 48 bars, both ways
     python bench/paper.py --mode streams --watch   # the same, plain then watched

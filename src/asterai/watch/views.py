@@ -88,14 +88,18 @@ def _num(x: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _last_closes(conn: sqlite3.Connection, symbols: list[str]) -> dict[str, float]:
-    """Each symbol's newest journaled close."""
-    rows = conn.execute(
-        "SELECT symbol, close FROM bar_inputs WHERE close IS NOT NULL AND t = "
-        "(SELECT MAX(t) FROM bar_inputs b WHERE b.symbol = bar_inputs.symbol "
-        "AND b.close IS NOT NULL)"
-    )  # fmt: skip
-    return {symbols[int(r["symbol"])]: float(r["close"]) for r in rows}
+def _last_closes(conn: sqlite3.Connection, symbols: list[str],
+                 wanted: list[str]) -> dict[str, float]:  # fmt: skip
+    """The newest journaled close of each symbol of ``wanted`` (the positions': a few;
+    each found from the newest bar back, by the table's key)."""
+    index = {s: k for k, s in enumerate(symbols)}
+    out = {}
+    for s in wanted:
+        row = conn.execute("SELECT close FROM bar_inputs WHERE symbol = ? AND close IS NOT "
+                           "NULL ORDER BY t DESC LIMIT 1", (index[s],)).fetchone()  # fmt: skip
+        if row is not None:
+            out[s] = float(row[0])
+    return out
 
 
 # -- positions ---------------------------------------------------------------------
@@ -110,7 +114,6 @@ def positions(src: Source) -> list[dict[str, Any]]:
     with _read(src) as conn:
         meta = _meta(conn)
         symbols, start_ms, step_ms = meta["symbols"], int(meta["start_ms"]), int(meta["step_ms"])
-        close = _last_closes(conn, symbols)
         out = []
         if src.kind == "live":
             if not has_table(conn, "live_fills"):
@@ -119,9 +122,10 @@ def positions(src: Source) -> list[dict[str, Any]]:
                          "('s', 't') AND state IN ('NEW', 'PARTIALLY_FILLED') "
                          "ORDER BY created_ms")  # fmt: skip
             resting = {(r["symbol"], r["leg"]): r for r in legs}
-            for x in Ledger(conn, create=False).trades(start_ms, step_ms):
-                if x.exit_t is not None:
-                    continue
+            held = [x for x in Ledger(conn, create=False).trades(start_ms, step_ms)
+                    if x.exit_t is None]  # fmt: skip
+            close = _last_closes(conn, symbols, [x.symbol for x in held])
+            for x in held:
                 stop = resting.get((x.symbol, "s"))
                 target = resting.get((x.symbol, "t"))
                 out.append(_position(
@@ -132,7 +136,9 @@ def positions(src: Source) -> list[dict[str, Any]]:
                 ))  # fmt: skip
             return out
         last = conn.execute("SELECT MAX(t) FROM bars").fetchone()[0]
-        for p in _rows(conn, "SELECT * FROM positions WHERE t = ?", last):
+        held = _rows(conn, "SELECT * FROM positions WHERE t = ?", last)
+        close = _last_closes(conn, symbols, [p["symbol"] for p in held])
+        for p in held:
             out.append(_position(
                 p["symbol"], 1 if p["side"] == "long" else -1, p["quantity"], p["entry_price"],
                 _num(p["stop"]), _num(p["target"]), start_ms + int(p["entry_t"]) * step_ms,
