@@ -108,6 +108,7 @@ def test_the_api_serves_the_journal_as_it_stands(account) -> None:
     assert status["bars"] == len(bars) == FIRST
     assert status["equity"] == bars[-1]["equity"] and status["state"] == "ok"
     assert status["last_bar"] == "2025-10-02T02:00:00.000Z"
+    assert status["reconciliation"] == "no report yet: asterai paper --report"
     assert status["last_bar_age_s"] == pytest.approx(1.0, abs=0.01)  # the replay's clock
     trades = rows(acct.root, "SELECT * FROM trades ORDER BY exit_t DESC, symbol")
     assert trades, "no trade in a day: the test says nothing"
@@ -263,6 +264,8 @@ def test_a_pause_from_the_api_stops_new_entries_until_the_next_utc_day(account) 
     assert out.engine_equal, out.lines()
     assert "the user's daily pause from the close of" in out.controls
     assert out.controls.endswith("equal")
+    said = get(acct, "status").json()["reconciliation"]
+    assert said.startswith(f"report to {out.window[1]}: engine equal; backtest "), said
     # the same from the command line, asked while the trader runs
     from click.testing import CliRunner
 

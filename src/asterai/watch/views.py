@@ -197,6 +197,8 @@ def status(src: Source, now_ms: int, live_settings: tuple[float, float] = (14.0,
         controls["killed"] = st.stopped
         if src.kind == "live":
             _live_status(conn, base, controls)
+        else:
+            base["reconciliation"] = _paper_reconciliation(src, st.last_bar)
     if src.kind == "live":
         r = live_report_of(src.journal, live_settings)
         line, why = r.ramp()
@@ -209,6 +211,18 @@ def status(src: Source, now_ms: int, live_settings: tuple[float, float] = (14.0,
         }  # fmt: skip
     base["state"] = ("stopped" if controls["killed"] else "stale" if st.stale else "ok")
     return base
+
+
+def _paper_reconciliation(src: Source, last_bar: str | None) -> str:
+    """What the paper account's last report (``asterai paper --report``) said of it."""
+    path = DataPaths.at(src.root).paper / "report" / "reconciliation.json"
+    if not path.exists():
+        return "no report yet: asterai paper --report"
+    r = json.loads(path.read_text())
+    end = r["window"][1]
+    engine = "engine equal" if r.get("engine_equal") else "the engine DIFFERS (a defect)"
+    since = "" if end == last_bar else "; the journal has gone on since"
+    return f"report to {end}: {engine}; backtest {r.get('batch')}{since}"
 
 
 def _live_status(conn: sqlite3.Connection, base: dict[str, Any],
