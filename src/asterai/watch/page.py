@@ -27,7 +27,7 @@ color:var(--mute);font-weight:600}main{padding:12px 16px;display:grid;gap:12px}
 .kv b{display:block;font-size:18px}.kv span{color:var(--mute);font-size:12px}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 td,th{padding:3px 6px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-td:first-child,th:first-child{text-align:left}td.wrap{white-space:normal;text-align:left}th{color:var(--mute);font-weight:600}
+td:first-child,th:first-child{text-align:left}td.wrap{white-space:normal;text-align:left}th:last-child{text-align:left}th{color:var(--mute);font-weight:600}
 .pos{color:var(--good)}.neg{color:var(--bad)}.tag{display:inline-block;padding:1px 7px;
 border-radius:9px;font-size:12px;margin-right:4px;border:1px solid var(--line)}
 .on{background:var(--bad);color:#fff;border-color:var(--bad)}.ok{background:#1f3d2b}
@@ -42,6 +42,7 @@ border:1px solid var(--line);padding:5px;border-radius:5px;width:340px}
 <header><h1>AsterAI watch</h1><div id="accounts"></div><span id="message"></span></header>
 <main>
 <form class="card" id="login" hidden><h2>Token</h2>
+ <input type="text" autocomplete="username" value="asterai" hidden>
  <input id="token" type="password" autocomplete="current-password"
   placeholder="the dashboard's bearer token"> <button id="use">Use</button></form>
 <div class="card"><h2 id="title">Account</h2><div class="grid" id="summary"></div></div>

@@ -352,11 +352,11 @@ def equity(src: Source) -> dict[str, Any]:
             capital = float(meta["params"]["capital"])
             own = [[int(r[0]) + step_ms, float(r[1])]
                    for r in conn.execute("SELECT open_ms, equity FROM bars ORDER BY t")]  # fmt: skip
-            if src.kind == "live":
-                curves["shadow"] = own
+            if src.kind == "live":  # the account's own curve first (the page's main one)
                 if has_table(conn, "live_bars"):
                     curves["live"] = [[int(r[0]) + step_ms, float(r[1])] for r in conn.execute(
                         "SELECT open_ms, equity FROM live_bars ORDER BY t")]  # fmt: skip
+                curves["shadow"] = own
             else:
                 curves["paper"] = own
                 folder = DataPaths.at(src.root).paper / "report"
