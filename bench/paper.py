@@ -122,12 +122,12 @@ class Watchers:
 
         import uvicorn
 
-        from asterai.watch.serve import _Server, attach_metrics, trader_app
+        from asterai.watch.serve import TraderServer, attach_metrics, trader_app
 
         attach_metrics(trader, "paper")
         config = uvicorn.Config(trader_app(trader, "paper", self.TOKEN), host="127.0.0.1",
                                 port=0, log_level="warning", access_log=False)  # fmt: skip
-        self.server = _Server(config)
+        self.server = TraderServer(config)
         self.pages = pages
         self.stop = threading.Event()
         self.requests = 0

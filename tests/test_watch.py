@@ -620,3 +620,24 @@ async def _open_orders(settings, keys) -> list[dict]:
 
     async with AsterClient(settings.base_url, settings.exchange) as client:
         return await PrivateClient(client, keys.key).open_orders()
+
+
+def test_the_dashboard_and_watch_port_refuse_to_start_without_a_real_token(tmp_path,
+                                                                           monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from asterai.cli import main
+
+    monkeypatch.delenv("ASTERAI_DASHBOARD_TOKEN", raising=False)
+    run = CliRunner().invoke
+    out = run(main, ["dashboard", "--data-root", str(tmp_path)])
+    assert out.exit_code == 2 and "ASTERAI_DASHBOARD_TOKEN is not set" in out.output
+    out = run(main, ["dashboard", "--data-root", str(tmp_path), "--insecure-local",
+                     "--host", "0.0.0.0"])  # fmt: skip
+    assert out.exit_code == 2 and "127.0.0.1 only" in out.output
+    for command in ("paper", "live"):
+        out = run(main, [command, "--data-root", str(tmp_path), "--watch-port", "8791"])
+        assert out.exit_code == 2 and "ASTERAI_DASHBOARD_TOKEN is not set" in out.output
+    monkeypatch.setenv("ASTERAI_DASHBOARD_TOKEN", "short")
+    out = run(main, ["dashboard", "--data-root", str(tmp_path)])
+    assert out.exit_code == 2 and "at least 32" in out.output

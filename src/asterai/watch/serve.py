@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,8 +57,6 @@ def trader_app(trader: Any, kind: str, token: str) -> Any:
         return feed_of(trader) if src.kind == kind else None
 
     def now_ms() -> int:
-        import time
-
         return trader.follower.clock.now_ms() or int(time.time() * 1000)
 
     return create_app(
@@ -67,7 +66,7 @@ def trader_app(trader: Any, kind: str, token: str) -> Any:
     )  # fmt: skip
 
 
-class _Server(uvicorn.Server):
+class TraderServer(uvicorn.Server):
     """uvicorn, leaving SIGTERM and SIGINT to the trader (its stop finishes the bar being
     traded first); uvicorn would take them over while it serves."""
 
@@ -85,7 +84,7 @@ async def watch_while(trader: Any, kind: str, work: asyncio.Task, *, host: str |
     if port is not None:
         config = uvicorn.Config(trader_app(trader, kind, token), host=host or "127.0.0.1",
                                 port=port, log_level="warning", access_log=False)  # fmt: skip
-        server = _Server(config)
+        server = TraderServer(config)
         tasks.append(asyncio.create_task(server.serve()))
     stop = asyncio.Event()
     urls = alert_urls()
