@@ -335,3 +335,44 @@ def receiver() -> Iterator[tuple[str, list[dict]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def journal_query(path: Path, sql: str, *args) -> list[dict]:
+    """Rows of a trader's journal, read as a second process would (read-only)."""
+    from asterai.paper.journal import read_only
+
+    with read_only(path) as conn:
+        return [dict(r) for r in conn.execute(sql, args)]
+
+
+#: every check schemathesis has for an OpenAPI service; the tests assert each ran
+ALL_CHECKS = {
+    "not_a_server_error", "status_code_conformance", "content_type_conformance",
+    "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
+    "positive_data_acceptance", "missing_required_header", "unsupported_method",
+    "ignored_auth", "use_after_free", "ensure_resource_availability",
+}  # fmt: skip
+
+
+def schemathesis_run(schema) -> tuple[list[str], set[str], int]:
+    """Schemathesis' engine over ``schema``, every check: (the failures, the checks that
+    ran, the requests sent)."""
+    import schemathesis
+    from schemathesis.engine import Status, events
+
+    failures, ran, requests = [], set(), 0
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, (events.NonFatalError, events.FatalError)):
+            failures.append(str(getattr(event, "value", None) or event.exception))
+        if not isinstance(event, events.ScenarioFinished):
+            continue
+        requests += len(event.recorder.interactions)
+        for case_id, checks in event.recorder.checks.items():
+            for check in checks:
+                ran.add(check.name)
+                if check.status == Status.FAILURE:
+                    answer = event.recorder.interactions[case_id].response
+                    failures.append(f"{event.recorder.label} {check.name}: "
+                                    f"{check.failure_info.failure.title}; {answer.status_code} "
+                                    f"{answer.content[:300]!r}")  # fmt: skip
+    return failures, ran, requests

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE, Served, wait_healthy
+from conftest import ALL_CHECKS, FAST_EXCHANGE, Served, schemathesis_run, wait_healthy
 
 from asterai.config import load_settings
 from asterai.data.store import to_epoch_ms
@@ -483,13 +483,6 @@ def fresh_service(exported_root, recording):
             yield url
 
 
-#: every check schemathesis has for an OpenAPI service; the test asserts each ran
-ALL_CHECKS = {
-    "not_a_server_error", "status_code_conformance", "content_type_conformance",
-    "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
-    "positive_data_acceptance", "missing_required_header", "unsupported_method",
-    "ignored_auth", "use_after_free", "ensure_resource_availability",
-}  # fmt: skip
 
 
 def test_the_service_does_what_its_openapi_document_says(fresh_service) -> None:
@@ -500,7 +493,6 @@ def test_the_service_does_what_its_openapi_document_says(fresh_service) -> None:
     body's description and its 422 documented; the generated valid bodies keep it."""
     import schemathesis
     from schemathesis.config import SchemathesisConfig
-    from schemathesis.engine import Status, events
 
     config = SchemathesisConfig.from_dict({
         "seed": 33, "headers": AUTH, "generation": {"max-examples": 100},
@@ -517,21 +509,7 @@ def test_the_service_does_what_its_openapi_document_says(fresh_service) -> None:
         pairs = [(r["symbol"], r["open_time"]) for r in rows if r.get("open_time") is not None]
         return len(pairs) == len(set(pairs))
 
-    failures, ran, requests = [], set(), 0
-    for event in schemathesis.engine.from_schema(schema).execute():
-        if isinstance(event, (events.NonFatalError, events.FatalError)):
-            failures.append(str(getattr(event, "value", None) or event.exception))
-        if not isinstance(event, events.ScenarioFinished):
-            continue
-        requests += len(event.recorder.interactions)
-        for case_id, checks in event.recorder.checks.items():
-            for check in checks:
-                ran.add(check.name)
-                if check.status == Status.FAILURE:
-                    answer = event.recorder.interactions[case_id].response
-                    failures.append(f"{event.recorder.label} {check.name}: "
-                                    f"{check.failure_info.failure.title}; {answer.status_code} "
-                                    f"{answer.content[:300]!r}")  # fmt: skip
+    failures, ran, requests = schemathesis_run(schema)
     assert not failures, "\n".join(sorted(set(failures)))
     assert ALL_CHECKS <= ran, ALL_CHECKS - ran
     assert requests > 150, requests

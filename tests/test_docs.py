@@ -147,25 +147,25 @@ class Sandbox:
             return
         line = command.replace("../shared/aster-real", str(REAL_DATA)).replace("8765", self.port)
         line = line.replace("8780", self.serve_port).replace("8790", self.dashboard_port)
-        if "asterai dashboard" in line and line.endswith("&"):  # the page, until the end
-            self.dashboard = subprocess.Popen(
-                ["bash", "-c", f"exec env {line[:-1]}"], cwd=self.project, env=self.env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            wait_page(f"http://127.0.0.1:{self.dashboard_port}/", self.dashboard)
-            self.ran.append(command)
-            return
-        if "asterai serve" in line and line.endswith("&"):  # the service, until the end
-            self.service = subprocess.Popen(
-                ["bash", "-c", f"exec env {line[:-1]}"], cwd=self.project, env=self.env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            wait_healthy(f"http://127.0.0.1:{self.serve_port}", self.service)
-            self.ran.append(command)
-            return
+        servers = {  # run until the end, in the background: (attribute, ready when)
+            "asterai dashboard": ("dashboard", lambda proc: wait_page(
+                f"http://127.0.0.1:{self.dashboard_port}/", proc)),
+            "asterai serve": ("service", lambda proc: wait_healthy(
+                f"http://127.0.0.1:{self.serve_port}", proc)),
+        }  # fmt: skip
+        for name, (attribute, ready) in servers.items():
+            if name in line and line.endswith("&"):
+                proc = subprocess.Popen(
+                    ["bash", "-c", f"exec env {line[:-1]}"], cwd=self.project, env=self.env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                setattr(self, attribute, proc)
+                ready(proc)
+                self.ran.append(command)
+                return
         head = line.split("#")[0].strip()
         if head.startswith("asterai paper") and not re.search(
-            r"--(status|report|help|kill)", head
+            r"--(status|report|help|kill|pause)", head
         ):
             # it runs until stopped: in the background, until its first bar is journaled
             self.paper = subprocess.Popen(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FAST_EXCHANGE
+from conftest import FAST_EXCHANGE, journal_query
 
 from asterai.config import load_settings
 from asterai.exchange.client import AsterClient
@@ -90,12 +90,7 @@ def play(trader, server, polls: int, before=None) -> list[list[int]]:
 
 
 def rows(root: Path, sql: str, *args) -> list[dict]:
-    conn = sqlite3.connect(DataPaths.at(root).live_journal)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    return journal_query(DataPaths.at(root).live_journal, sql, *args)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,15 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from conftest import CHROMIUM, Served, free_port, needs_chromium
+from conftest import (
+    ALL_CHECKS,
+    CHROMIUM,
+    Served,
+    free_port,
+    journal_query,
+    needs_chromium,
+    schemathesis_run,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from test_paper_trader import HOUR, paper_root, replay_at, trader_for
 
@@ -60,12 +68,7 @@ def trade(acct, polls: int = 1) -> None:
 
 
 def rows(root: Path, sql: str, *args) -> list[dict]:
-    conn = sqlite3.connect(f"file:{DataPaths.at(root).paper_journal}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    return journal_query(DataPaths.at(root).paper_journal, sql, *args)
 
 
 @pytest.fixture(scope="module")
@@ -375,8 +378,6 @@ def test_the_api_does_what_its_openapi_document_says(account, tmp_path) -> None:
     controls may write there) and the schema it serves."""
     import schemathesis
     from schemathesis.config import SchemathesisConfig
-    from schemathesis.engine import Status, events
-    from test_deploy_service import ALL_CHECKS
 
     root = tmp_path / "root"
     (root / "data" / "paper").mkdir(parents=True)
@@ -384,27 +385,13 @@ def test_the_api_does_what_its_openapi_document_says(account, tmp_path) -> None:
         root / "data" / "paper" / "journal.sqlite"
     ) as dest:
         src.backup(dest)  # (the file alone would miss what its WAL holds)
-    failures, ran, requests = [], set(), 0
     with Served(create_app([root], token=TOKEN)) as url:
         config = SchemathesisConfig.from_dict({
             "seed": 36, "headers": AUTH, "generation": {"max-examples": 40},
         })  # fmt: skip
         schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", config=config,
                                                headers=AUTH)  # fmt: skip
-        for event in schemathesis.engine.from_schema(schema).execute():
-            if isinstance(event, (events.NonFatalError, events.FatalError)):
-                failures.append(str(getattr(event, "value", None) or event.exception))
-            if not isinstance(event, events.ScenarioFinished):
-                continue
-            requests += len(event.recorder.interactions)
-            for case_id, checks in event.recorder.checks.items():
-                for check in checks:
-                    ran.add(check.name)
-                    if check.status == Status.FAILURE:
-                        answer = event.recorder.interactions[case_id].response
-                        failures.append(f"{event.recorder.label} {check.name}: "
-                                        f"{check.failure_info.failure.title}; "
-                                        f"{answer.status_code} {answer.content[:300]!r}")  # fmt: skip
+        failures, ran, requests = schemathesis_run(schema)
     assert not failures, "\n".join(sorted(set(failures)))
     assert ALL_CHECKS - {"use_after_free", "ensure_resource_availability"} <= ran, ALL_CHECKS - ran
     assert requests > 150, requests

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import journal_query
 from test_paper_trader import paper_root, play, replay_at, trader_for
 
 from asterai.paper.journal import Journal
@@ -63,8 +64,7 @@ def from_start(traded: Path, tmp_path: Path, urls: list[str], **kw) -> tuple[Ale
 
 
 def rows(path: Path, sql: str) -> list[dict]:
-    with Journal.open(path, readonly=True) as j:
-        return j.query(sql)
+    return journal_query(path, sql)
 
 
 def last_ms(path: Path) -> int:

@@ -257,3 +257,18 @@ def watch_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "metrics (/metrics) from this process on this port; every request but the page "
         "needs `Authorization: Bearer $ASTERAI_DASHBOARD_TOKEN`.",
     )(func)  # fmt: skip
+
+
+def ask_control(journal: Path, kill: Path, pause: Path, kind: str, which: str) -> None:
+    """``asterai paper|live --kill`` or ``--pause``: the file a running trader finds at its
+    next poll (a stopped one at its next start), written by ``watch.controls``."""
+    from asterai.watch.controls import AlreadyFinal, ControlRefused, ask
+
+    try:
+        done = ask(which, journal, kill, pause, kind, f"asterai {kind} --{which}")
+    except AlreadyFinal as err:  # nothing left to do: not a failure
+        click.echo(str(err))
+        return
+    except ControlRefused as err:
+        raise StepFailed(str(err)) from err
+    click.echo(done.message)

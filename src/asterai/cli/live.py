@@ -10,6 +10,7 @@ import click
 from asterai.cli.common import (
     EXIT_USAGE,
     StepFailed,
+    ask_control,
     bearer_token,
     common_options,
     fail,
@@ -114,7 +115,8 @@ def live(settings: Settings, capital: float | None, confirm: bool, override_ramp
     paths = DataPaths.at(settings.data_root)
     console = rich_console()
     if kill or pause:
-        _control(paths, "kill" if kill else "pause")
+        ask_control(paths.live_journal, paths.live_kill, paths.live_pause, "live",
+                    "kill" if kill else "pause")
         return
     if acknowledge:
         import time
@@ -221,21 +223,6 @@ async def _run(trader, watch=(None, None, None)) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await work
     await watching
-
-
-def _control(paths, which: str) -> None:
-    """The kill switch or the daily pause, asked from another process (``watch.controls``)."""
-    from asterai.watch.controls import ControlRefused, ask_kill, ask_pause
-
-    ask, target = (ask_kill, paths.live_kill) if which == "kill" else (ask_pause, paths.live_pause)
-    try:
-        done = ask(paths.live_journal, target, "live", f"asterai live --{which}")
-    except ControlRefused as err:
-        if "already stopped" in str(err):
-            click.echo(str(err))
-            return
-        raise StepFailed(str(err)) from err
-    click.echo(done.message)
 
 
 def _pairs(r) -> list[str]:

@@ -11,6 +11,7 @@ import click
 from asterai.cli.common import (
     EXIT_USAGE,
     StepFailed,
+    ask_control,
     bearer_token,
     common_options,
     fail,
@@ -130,7 +131,8 @@ def paper(
     paths = DataPaths.at(settings.data_root)
     console = rich_console()
     if kill or pause:
-        _control(paths, "kill" if kill else "pause")
+        ask_control(paths.paper_journal, paths.paper_kill, paths.paper_pause, "paper",
+                    "kill" if kill else "pause")
         return
     if show_status:
         _print_status(paths, console)
@@ -179,22 +181,6 @@ def paper(
             "stopped; the account is kept in the journal: `asterai paper` continues it",
             err=True,
         )
-
-
-def _control(paths, which: str) -> None:
-    """The kill switch or the daily pause, asked from another process: the file a
-    running trader finds at its next poll (a stopped one at its next start)."""
-    from asterai.watch.controls import ControlRefused, ask_kill, ask_pause
-
-    ask, target = (ask_kill, paths.paper_kill) if which == "kill" else (ask_pause, paths.paper_pause)
-    try:
-        done = ask(paths.paper_journal, target, "paper", f"asterai paper --{which}")
-    except ControlRefused as err:
-        if "already stopped" in str(err):
-            click.echo(str(err))
-            return
-        raise StepFailed(str(err)) from err
-    click.echo(done.message)
 
 
 async def _run(trader, paths, watch=(None, None, None)) -> None:

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from asterai import __version__
 from asterai.deploy.api_models import MIN_TOKEN_CHARS
 from asterai.watch import views
-from asterai.watch.controls import ControlRefused, ask_kill, ask_pause
+from asterai.watch.controls import ControlRefused, ask
 from asterai.watch.page import PAGE
 from asterai.watch.schema import (
     Account,
@@ -150,10 +150,10 @@ def create_app(
         rows = await off_loop(views.rejections, source(account), limit)
         return [Rejection(**r) for r in rows]
 
-    def control(asked: Callable[..., Any], body: ControlRequest, file: str) -> ControlAnswer:
+    def control(which: str, body: ControlRequest) -> ControlAnswer:
         s = source(body.account)
         try:
-            done = asked(s.journal, getattr(s, file), s.kind, "the dashboard")
+            done = ask(which, s.journal, s.kill, s.pause, s.kind, "the dashboard")
         except ControlRefused as err:
             raise HTTPException(409, str(err)) from None
         return ControlAnswer(account=s.id, file=str(done.file), message=done.message)
@@ -176,12 +176,12 @@ def create_app(
     async def kill(request: Request) -> ControlAnswer:
         """The kill switch: paper exits every position at the next open and stops; live
         cancels its orders, closes at market and stops. For good."""
-        return await off_loop(control, ask_kill, await body_of(request), "kill")
+        return await off_loop(control, "kill", await body_of(request))
 
     @app.post("/api/v1/pause", **posted)
     async def pause(request: Request) -> ControlAnswer:
         """No new entry until the next UTC day; exits go on."""
-        return await off_loop(control, ask_pause, await body_of(request), "pause")
+        return await off_loop(control, "pause", await body_of(request))
 
     @app.get("/api/v1/openapi.json", dependencies=auth, responses=errors(401))
     async def openapi() -> dict[str, Any]:

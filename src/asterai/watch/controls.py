@@ -26,6 +26,10 @@ class ControlRefused(RuntimeError):
     """The control cannot apply: no account there, or its journal is final."""
 
 
+class AlreadyFinal(ControlRefused):
+    """The kill switch has already ended the account: nothing is left to kill or pause."""
+
+
 @dataclass(frozen=True, slots=True)
 class Asked:
     file: Path
@@ -49,7 +53,7 @@ def _check(journal: Path, kind: str) -> None:
     if not journal.exists():
         raise ControlRefused(f"{journal} does not exist: no {kind} account here")
     if final(journal, kind):
-        raise ControlRefused(f"{journal}: the kill switch has already stopped this account")
+        raise AlreadyFinal(f"{journal}: the kill switch has already stopped this account")
 
 
 def ask_kill(journal: Path, kill: Path, kind: str, who: str) -> Asked:
@@ -69,3 +73,10 @@ def ask_pause(journal: Path, pause: Path, kind: str, who: str) -> Asked:
     write_text(pause, f"{who} at {iso_ms(int(time.time() * 1000))}\n")
     return Asked(pause, f"pause asked ({pause}): a running `asterai {kind}` opens nothing "
                         "more until the next UTC day from its next close; exits go on")  # fmt: skip
+
+
+def ask(which: str, journal: Path, kill: Path, pause: Path, kind: str, who: str) -> Asked:
+    """``which`` (``kill`` or ``pause``) for the account of ``journal``."""
+    if which == "kill":
+        return ask_kill(journal, kill, kind, who)
+    return ask_pause(journal, pause, kind, who)
